@@ -1,0 +1,347 @@
+//! `skiff bench`: figures measured side by side on this machine.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(clap::Subcommand)]
+pub enum Bench {
+    /// Durable writes/s and watch latency of the embedded store and of a real etcd
+    /// (started here on loopback), and disk use under lease churn.
+    Store {
+        /// Seconds per write measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Path of the etcd binary (Debian package etcd-server).
+        #[arg(long, default_value = "/usr/bin/etcd")]
+        etcd: String,
+    },
+    /// Object creates/s through the full HTTP path from concurrent clients, and watch
+    /// delivery latency at that rate.
+    Api {
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// `embedded` or `etcd` (started here on loopback).
+        #[arg(long, default_value = "embedded")]
+        store: String,
+        #[arg(long, default_value = "/usr/bin/etcd")]
+        etcd: String,
+    },
+    /// Resident memory of an idle `skiff server`.
+    Idle {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+}
+
+pub async fn run(what: Bench) -> anyhow::Result<()> {
+    match what {
+        Bench::Store { seconds, etcd } => store_bench(seconds, &etcd).await,
+        Bench::Api {
+            clients,
+            seconds,
+            store,
+            etcd,
+        } => api_bench(clients, seconds, &store, &etcd).await,
+        Bench::Idle { seconds } => idle_bench(seconds).await,
+    }
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    format!("{cpus} CPUs ({model})")
+}
+
+/// A real etcd on free loopback ports with a temporary data dir, stopped on drop.
+pub struct EtcdProcess {
+    child: std::process::Child,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdProcess {
+    pub fn start(binary: &str) -> anyhow::Result<EtcdProcess> {
+        let dir = tempfile::tempdir()?;
+        let client = free_port()?;
+        let peer = free_port()?;
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let child = std::process::Command::new(binary)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--listen-client-urls")
+            .arg(&endpoint)
+            .arg("--advertise-client-urls")
+            .arg(&endpoint)
+            .arg("--listen-peer-urls")
+            .arg(format!("http://127.0.0.1:{peer}"))
+            .arg("--initial-advertise-peer-urls")
+            .arg(format!("http://127.0.0.1:{peer}"))
+            .arg("--initial-cluster")
+            .arg(format!("default=http://127.0.0.1:{peer}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {binary} (install the Debian package etcd-server)"))?;
+        Ok(EtcdProcess {
+            child,
+            endpoint,
+            _dir: dir,
+        })
+    }
+
+    pub async fn store(&self) -> anyhow::Result<Arc<dyn skiff_store::Store>> {
+        for _ in 0..100 {
+            if let Ok(s) = skiff_store::etcd::EtcdStore::connect(std::slice::from_ref(&self.endpoint)).await
+                && s.current_revision().await.is_ok()
+            {
+                return Ok(Arc::new(s));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("etcd at {} did not come up", self.endpoint)
+    }
+}
+
+use skiff_store::Store as _;
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn store_bench(seconds: u64, etcd_bin: &str) -> anyhow::Result<()> {
+    use skiff_store::bench;
+    println!("machine: {}", machine());
+    let dir = tempfile::tempdir()?;
+    let embedded: Arc<dyn skiff_store::Store> =
+        Arc::new(skiff_store::embedded::EmbeddedStore::open(&dir.path().join("store"))?);
+    let etcd = EtcdProcess::start(etcd_bin)?;
+    let etcd_store = etcd.store().await?;
+    let d = Duration::from_secs(seconds);
+    println!("| store | clients | writes/s | p50 | p99 |");
+    println!("|---|---|---|---|---|");
+    for clients in [1, 8] {
+        for (name, store) in [("embedded", &embedded), ("etcd", &etcd_store)] {
+            let r = bench::writes(store.clone(), clients, d).await?;
+            println!(
+                "| {name} | {clients} | {:.0} | {:?} | {:?} |",
+                r.writes_per_sec, r.p50, r.p99
+            );
+        }
+    }
+    println!();
+    println!("| store | watch delivery p50 | p99 |");
+    println!("|---|---|---|");
+    for (name, store) in [("embedded", &embedded), ("etcd", &etcd_store)] {
+        let r = bench::watch_latency(store.clone(), 2000).await?;
+        println!("| {name} | {:?} | {:?} |", r.p50, r.p99);
+    }
+    println!();
+    let churn_dir = tempfile::tempdir()?;
+    let churn_store: Arc<dyn skiff_store::Store> =
+        Arc::new(skiff_store::embedded::EmbeddedStore::open(churn_dir.path())?);
+    let sizes = bench::churn(churn_store, churn_dir.path(), 100, 360).await?;
+    println!("lease churn (100 nodes renewing every 10 s for one simulated hour, compaction every 5 min):");
+    println!("| simulated minute | embedded store on disk |");
+    println!("|---|---|");
+    for (minute, bytes) in sizes {
+        println!("| {minute} | {:.1} MiB |", bytes as f64 / (1024.0 * 1024.0));
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn api_bench(clients: usize, seconds: u64, store: &str, etcd_bin: &str) -> anyhow::Result<()> {
+    println!("machine: {}", machine());
+    let dir = tempfile::tempdir()?;
+    let _etcd;
+    let store: Arc<dyn skiff_store::Store> = match store {
+        "embedded" => Arc::new(skiff_store::embedded::EmbeddedStore::open(&dir.path().join("store"))?),
+        "etcd" => {
+            let e = EtcdProcess::start(etcd_bin)?;
+            let s = e.store().await?;
+            _etcd = e;
+            s
+        }
+        other => anyhow::bail!("--store must be embedded or etcd, not {other:?}"),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = skiff_apiserver::ApiServer::start(store, listener, skiff_apiserver::Config::default()).await?;
+    let base = format!("http://{}", server.local_addr);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+
+    // Watch the namespace from now on and note when each object's event arrives.
+    let start_rv = {
+        let resp = client
+            .get(format!("{base}/api/v1/namespaces/default/configmaps?limit=1").parse()?)
+            .await?;
+        let body = resp.into_body().collect().await?.to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        v["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string()
+    };
+    let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let delivered: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    {
+        let client = client.clone();
+        let delivered = delivered.clone();
+        let url = format!("{base}/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={start_rv}");
+        tokio::spawn(async move {
+            let Ok(resp) = client.get(url.parse().expect("url")).await else { return };
+            let mut body = resp.into_body().into_data_stream();
+            let mut buf = Vec::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                let now = Instant::now();
+                buf.extend_from_slice(&chunk);
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    if let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&line)
+                        && let Some(name) = ev["object"]["metadata"]["name"].as_str()
+                    {
+                        delivered.lock().expect("lock").insert(name.to_string(), now);
+                    }
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = client.clone();
+        let base = base.clone();
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let name = format!("bench-{c}-{i}");
+                i += 1;
+                let body = serde_json::json!({
+                    "apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "labels": {"bench": "api"}},
+                    "data": {"key": "value"},
+                });
+                let req = http::Request::post(format!("{base}/api/v1/namespaces/default/configmaps"))
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body.to_string())))
+                    .expect("request");
+                let t = Instant::now();
+                let resp = client.request(req).await?;
+                let status = resp.status();
+                let _ = resp.into_body().collect().await?;
+                anyhow::ensure!(status == 201, "create answered {status}");
+                let done = Instant::now();
+                latencies.push(done - t);
+                acked.lock().expect("lock").insert(name, done);
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    latencies.sort();
+    let n = latencies.len();
+    println!(
+        "API creates through HTTP: {clients} clients, {n} objects in {:.1} s = {:.0} objects/s (create p50 {:?}, p99 {:?})",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    let acked = acked.lock().expect("lock");
+    let delivered = delivered.lock().expect("lock");
+    let mut watch: Vec<Duration> = acked
+        .iter()
+        .filter_map(|(name, ack)| delivered.get(name).map(|d| d.saturating_duration_since(*ack)))
+        .collect();
+    watch.sort();
+    println!(
+        "watch delivery after the create was acknowledged: {} of {} events seen, p50 {:?}, p99 {:?}",
+        watch.len(),
+        acked.len(),
+        percentile(&watch, 0.5),
+        percentile(&watch, 0.99)
+    );
+    Ok(())
+}
+
+async fn idle_bench(seconds: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let exe = std::env::current_exe()?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("server")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut up = false;
+    for _ in 0..100 {
+        if let Ok(uri) = format!("http://127.0.0.1:{port}/readyz").parse()
+            && client.get(uri).await.is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::ensure!(up, "skiff server did not come up");
+    // A little work, as a cluster that just started sees: discovery and a list.
+    for path in ["/version", "/api", "/apis", "/api/v1/namespaces"] {
+        let resp = client.get(format!("http://127.0.0.1:{port}{path}").parse()?).await?;
+        let _ = resp.into_body().collect().await?;
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let pid = child.id().context("server pid")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .context("VmRSS")?;
+    println!("machine: {}", machine());
+    println!("idle skiff server resident memory: {:.1} MB", rss as f64 / 1024.0);
+    child.kill().await?;
+    Ok(())
+}

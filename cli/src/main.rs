@@ -1,0 +1,144 @@
+//! `skiff`: one binary for the whole cluster.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use skiff_store::Store;
+
+mod bench;
+
+#[derive(Parser)]
+#[command(name = "skiff", version, about = "A Kubernetes-compatible orchestrator for WebAssembly and Linux containers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+struct ServerArgs {
+    /// Where the embedded store and the kubeconfig live.
+    #[arg(long, env = "SKIFF_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address the API server listens on. Loopback by default; give 0.0.0.0:6443 to serve
+    /// other machines.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// `embedded` (durable, in the data dir) or `etcd://host:port[,host:port]` for an
+    /// existing etcd cluster.
+    #[arg(long, default_value = "embedded")]
+    store: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a whole cluster on this machine (today: the control plane) and writes a
+    /// kubeconfig for it.
+    Up(ServerArgs),
+    /// Runs the control plane (API server and its controllers).
+    Server(ServerArgs),
+    /// Measures Skiff against its peers on this machine.
+    Bench {
+        #[command(subcommand)]
+        what: bench::Bench,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Up(args) => run_server(args, true).await,
+            Command::Server(args) => run_server(args, false).await,
+            Command::Bench { what } => bench::run(what).await,
+        }
+    })
+}
+
+fn default_data_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"));
+    base.join("skiff")
+}
+
+/// Opens the store a `--store` flag names.
+pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    if spec == "embedded" {
+        let dir = data_dir.join("store");
+        let store = skiff_store::embedded::EmbeddedStore::open(&dir)
+            .with_context(|| format!("opening the embedded store in {}", dir.display()))?;
+        return Ok(Arc::new(store));
+    }
+    if let Some(rest) = spec.strip_prefix("etcd://") {
+        let endpoints: Vec<String> = rest
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("http://{s}"))
+            .collect();
+        if endpoints.is_empty() {
+            bail!("--store etcd:// needs at least one host:port, e.g. etcd://127.0.0.1:2379");
+        }
+        let store = skiff_store::etcd::EtcdStore::connect(&endpoints)
+            .await
+            .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+        return Ok(Arc::new(store));
+    }
+    bail!("--store must be `embedded` or `etcd://host:port[,host:port]`, not {spec:?}")
+}
+
+async fn run_server(args: ServerArgs, up: bool) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    let store = open_store(&args.store, &data_dir).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {} (is another server running? pick another with --listen)", args.listen))?;
+    let server =
+        skiff_apiserver::ApiServer::start(store, listener, skiff_apiserver::Config::default())
+            .await?;
+    let url = format!("http://{}", server.local_addr);
+    let store_desc = if args.store == "embedded" {
+        format!("embedded at {}", data_dir.join("store").display())
+    } else {
+        args.store.clone()
+    };
+    eprintln!("skiff: API server on {url}, store: {store_desc}");
+    if up {
+        let path = data_dir.join("kubeconfig");
+        write_kubeconfig(&path, &url)?;
+        eprintln!(
+            "skiff: kubeconfig written to {}; run: export KUBECONFIG={}",
+            path.display(),
+            path.display()
+        );
+    }
+    tokio::select! {
+        _ = server.wait() => {}
+        _ = tokio::signal::ctrl_c() => eprintln!("skiff: stopping"),
+    }
+    Ok(())
+}
+
+fn write_kubeconfig(path: &Path, server: &str) -> anyhow::Result<()> {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n\
+         contexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: skiff\n    namespace: default\n\
+         current-context: skiff\nusers:\n- name: skiff\n  user: {{}}\npreferences: {{}}\n"
+    );
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}

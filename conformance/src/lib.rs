@@ -1,0 +1,305 @@
+//! Harness for black-box tests of a running Skiff cluster: starts `skiff up` on a free port
+//! with a temporary data dir (on the embedded store or on a real etcd it starts too), writes
+//! a kubeconfig, and runs the real kubectl against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// kubectl binaries by minor version, as installed on these machines.
+pub const KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
+
+/// Which store the cluster runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Etcd,
+}
+
+/// The `skiff` binary: `$SKIFF_BIN`, or the one cargo built next to this test binary.
+pub fn skiff_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SKIFF_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/all-<hash> -> target/<profile>/skiff
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("skiff"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p skiff` (the README's test command does)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A real etcd on free loopback ports, killed on drop.
+pub struct Etcd {
+    child: Child,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "/usr/bin/etcd".into());
+        assert!(
+            Path::new(&bin).exists(),
+            "{bin} is missing: install the Debian package etcd-server (.ci/deps does)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("127.0.0.1:{client}");
+        let child = Command::new(&bin)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen-client-urls", &format!("http://{endpoint}")])
+            .args(["--advertise-client-urls", &format!("http://{endpoint}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--initial-cluster", &format!("default=http://127.0.0.1:{peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let etcd = Etcd {
+            child,
+            endpoint,
+            _dir: dir,
+        };
+        wait_for_port(client, Duration::from_secs(20));
+        etcd
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_port(port: u16, timeout: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
+}
+
+/// A running `skiff up`, stopped on drop.
+pub struct Cluster {
+    child: Child,
+    pub backend: Backend,
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    port: u16,
+    store: String,
+    pub dir: tempfile::TempDir,
+    _etcd: Option<Etcd>,
+}
+
+fn spawn_skiff(dir: &Path, port: u16, store: &str) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("skiff.log"))
+        .expect("log file");
+    Command::new(skiff_bin())
+        .arg("up")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--store", store])
+        .env("HOME", dir)
+        .env("SKIFF_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start skiff up")
+}
+
+impl Cluster {
+    pub fn start(backend: Backend) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let etcd = (backend == Backend::Etcd).then(Etcd::start);
+        let store = match &etcd {
+            Some(e) => format!("etcd://{}", e.endpoint),
+            None => "embedded".into(),
+        };
+        let data_dir = dir.path().join("data");
+        let child = spawn_skiff(dir.path(), port, &store);
+        let cluster = Cluster {
+            child,
+            backend,
+            url: format!("http://127.0.0.1:{port}"),
+            kubeconfig: data_dir.join("kubeconfig"),
+            port,
+            store,
+            dir,
+            _etcd: etcd,
+        };
+        cluster.wait_ready();
+        cluster
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same data (and etcd).
+    pub fn restart_after_kill(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.kubeconfig);
+        self.child = spawn_skiff(self.dir.path(), self.port, &self.store);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        while !self.kubeconfig.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "skiff up wrote no kubeconfig; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        wait_for_port(self.port, Duration::from_secs(10));
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("skiff.log")).unwrap_or_default()
+    }
+
+    /// A kubectl of the given minor version (`"1.33"`) bound to this cluster, with its own
+    /// discovery cache.
+    pub fn kubectl(&self, version: &str) -> Kubectl {
+        let bin = PathBuf::from(KUBECTL_DIR).join(format!("kubectl.{version}"));
+        assert!(bin.exists(), "{} is missing", bin.display());
+        Kubectl {
+            bin,
+            kubeconfig: self.kubeconfig.clone(),
+            home: self.dir.path().join(format!("home-{version}")),
+        }
+    }
+
+    /// Stops the server with SIGKILL (no chance to flush anything).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Kubectl {
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+    home: PathBuf,
+}
+
+/// What a kubectl run printed.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Kubectl {
+    pub fn command(&self) -> Command {
+        std::fs::create_dir_all(&self.home).expect("kubectl home");
+        let mut cmd = Command::new(&self.bin);
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", &self.home)
+            .arg("--cache-dir")
+            .arg(self.home.join("cache"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs kubectl with `args`, whatever its exit code.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command().args(args).output().expect("run kubectl"))
+    }
+
+    /// Runs kubectl with `stdin` piped in.
+    pub fn run_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        Run::from(child.wait_with_output().expect("kubectl output"))
+    }
+
+    /// Runs kubectl and insists that it succeeds; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let r = self.run(args);
+        assert_eq!(r.code, 0, "kubectl {args:?} failed:\nstdout: {}\nstderr: {}", r.stdout, r.stderr);
+        r.stdout
+    }
+
+    pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let r = self.run_stdin(args, stdin);
+        assert_eq!(r.code, 0, "kubectl {args:?} failed:\nstdout: {}\nstderr: {}", r.stdout, r.stderr);
+        r.stdout
+    }
+
+    /// Runs kubectl expecting failure; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let r = self.run(args);
+        assert_ne!(r.code, 0, "kubectl {args:?} should have failed:\nstdout: {}", r.stdout);
+        r.stderr
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.ok(&a);
+        serde_json::from_str(&out).expect("kubectl printed JSON")
+    }
+}
+
+/// The repository root (for example manifests).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}

@@ -1,0 +1,41 @@
+//! Conformance: a running `skiff up` driven by the real kubectl and the kube client, on the
+//! embedded store and on a real etcd. Every scenario runs against both.
+
+mod client;
+mod errors;
+mod walkthrough;
+mod watch;
+
+use skiff_conformance::Backend;
+
+/// Declares one `#[test]` per backend for each scenario `fn(Backend)`.
+macro_rules! on_both_backends {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        mod embedded {
+            use super::*;
+            $( #[test] fn $name() { $module::$name(Backend::Embedded) } )*
+        }
+        mod etcd {
+            use super::*;
+            $( #[test] fn $name() { $module::$name(Backend::Etcd) } )*
+        }
+    };
+}
+
+on_both_backends!(
+    walkthrough::kubectl_1_33_walkthrough,
+    walkthrough::kubectl_1_32_walkthrough,
+    walkthrough::output_formats_and_describe,
+    walkthrough::apply_twice_server_side_and_diff,
+    walkthrough::namespace_deletion_removes_contents,
+    watch::get_watch_streams_changes,
+    watch::watch_protocol,
+    errors::errors_read_as_kubernetes_prints_them,
+    client::kube_client_create_list_watch,
+    client::durable_across_kill_9,
+);
+
+#[test]
+fn explain_reads_the_served_openapi() {
+    walkthrough::explain(Backend::Embedded)
+}

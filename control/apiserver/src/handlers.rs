@@ -1,0 +1,1311 @@
+//! The generic resource handler: every verb on every resource of the registry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde_json::{Value, json};
+use skiff_apimachinery::Kind;
+use skiff_selectors::{FieldSelector, LabelSelector};
+use skiff_store::{KeyValue, ListOptions};
+
+use crate::decode::{self, FieldValidation};
+use crate::object::{self, meta_mut};
+use crate::registry::Resource;
+use crate::request::{self, Query, RequestInfo, Target, Verb};
+use crate::status::{ApiError, ApiResult};
+use crate::table::{self, Format};
+use crate::{AppState, discovery, json_response};
+
+/// Entry point for everything under `/api` and `/apis`.
+pub async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    match serve(&state, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn serve(state: &Arc<AppState>, req: Request) -> ApiResult<Response> {
+    let (parts, body) = req.into_parts();
+    let query = Query::parse(parts.uri.query());
+    let target = request::parse(&parts.method, parts.uri.path(), &query)?;
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let info = match target {
+        Target::Root { legacy } => {
+            if let Some(v) = discovery::aggregated_version(&accept) {
+                let mut resp = json_response(StatusCode::OK, &discovery::aggregated(legacy, v));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_str(&discovery::aggregated_content_type(v))
+                        .expect("valid header"),
+                );
+                return Ok(resp);
+            }
+            let v = if legacy {
+                discovery::api_versions(&state.server_address)
+            } else {
+                discovery::api_group_list()
+            };
+            return Ok(json_response(StatusCode::OK, &v));
+        }
+        Target::Group(g) => {
+            return discovery::api_group(&g)
+                .map(|v| json_response(StatusCode::OK, &v))
+                .ok_or_else(ApiError::no_route);
+        }
+        Target::GroupVersion { group, version } => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &discovery::resource_list(&group, &version),
+            ));
+        }
+        Target::Resource(info) => info,
+    };
+    let body = match parts.method {
+        Method::GET | Method::HEAD => Bytes::new(),
+        _ => axum::body::to_bytes(body, crate::MAX_REQUEST_BODY)
+            .await
+            .map_err(|_| ApiError::too_large())?,
+    };
+    let ctx = Ctx {
+        state,
+        info: &info,
+        query: &query,
+        headers: &parts.headers,
+        format: table::format(&accept, query.get("includeObject")),
+    };
+    match info.verb {
+        Verb::Get => ctx.get().await,
+        Verb::List => ctx.list().await,
+        Verb::Watch => ctx.watch().await,
+        Verb::Create => ctx.create(&body).await,
+        Verb::Update => ctx.update(&body).await,
+        Verb::Patch => ctx.patch(&body).await,
+        Verb::Delete => ctx.delete(&body).await,
+        Verb::DeleteCollection => ctx.delete_collection(&body).await,
+    }
+}
+
+struct Ctx<'a> {
+    state: &'a Arc<AppState>,
+    info: &'a RequestInfo,
+    query: &'a Query,
+    headers: &'a HeaderMap,
+    format: Format,
+}
+
+/// A response body with optional `Warning` headers.
+struct Reply {
+    code: StatusCode,
+    body: Value,
+    warnings: Vec<String>,
+}
+
+impl Reply {
+    fn into_response(self) -> Response {
+        let mut resp = json_response(self.code, &self.body);
+        for w in self.warnings {
+            let text = format!("299 - {}", serde_json::to_string(&w).unwrap_or_default());
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                resp.headers_mut().append(header::WARNING, v);
+            }
+        }
+        resp
+    }
+}
+
+fn kind_of(r: &Resource) -> Kind<'static> {
+    Kind {
+        group: r.group,
+        kind: r.kind,
+    }
+}
+
+impl Ctx<'_> {
+    fn resource(&self) -> &'static Resource {
+        self.info.resource
+    }
+
+    fn ns(&self) -> Option<&str> {
+        self.info.namespace.as_deref()
+    }
+
+    fn name(&self) -> &str {
+        self.info.name.as_deref().unwrap_or("")
+    }
+
+    fn key(&self) -> String {
+        self.resource().key(self.ns(), self.name())
+    }
+
+    fn field_validation(&self) -> ApiResult<FieldValidation> {
+        FieldValidation::from_query(self.query.get("fieldValidation"))
+    }
+
+    fn object_reply(&self, code: StatusCode, obj: Value, warnings: Vec<String>) -> Response {
+        let body = match self.format {
+            Format::Table(include) if self.info.subresource.is_none() => {
+                table::table(self.resource(), &[obj], include, json!({}), true)
+            }
+            _ => obj,
+        };
+        Reply {
+            code,
+            body,
+            warnings,
+        }
+        .into_response()
+    }
+
+    async fn read(&self) -> ApiResult<(KeyValue, Value)> {
+        let kv = self
+            .state
+            .store
+            .get(&self.key())
+            .await?
+            .ok_or_else(|| ApiError::not_found(self.resource(), self.name()))?;
+        let obj = object::decode(self.resource(), &kv)?;
+        Ok((kv, obj))
+    }
+
+    // ---- reading -------------------------------------------------------------------
+
+    async fn get(&self) -> ApiResult<Response> {
+        let (_, obj) = self.read().await?;
+        match self.info.subresource.as_deref() {
+            Some("scale") => Ok(json_response(StatusCode::OK, &to_scale(self.resource(), &obj))),
+            Some("log") => Err(pod_log_unavailable(&obj)),
+            _ => Ok(self.object_reply(StatusCode::OK, obj, Vec::new())),
+        }
+    }
+
+    fn selectors(&self) -> ApiResult<(LabelSelector, FieldSelector)> {
+        let labels = LabelSelector::parse(self.query.get("labelSelector").unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(self.query.get("fieldSelector").unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        for f in fields.fields() {
+            if !field_supported(self.resource(), f) {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {f}"
+                )));
+            }
+        }
+        Ok((labels, fields))
+    }
+
+    async fn list(&self) -> ApiResult<Response> {
+        let (labels, fields) = self.selectors()?;
+        let limit = self.query.int("limit")?.unwrap_or(0).max(0) as usize;
+        let prefix = self.resource().prefix(self.ns());
+        let (mut start_after, mut revision) = (None, None);
+        if let Some(token) = self.query.get("continue").filter(|t| !t.is_empty()) {
+            let (rev, start) = decode_continue(token, &prefix)?;
+            revision = Some(rev);
+            start_after = Some(start);
+        } else if let (Some(rv), Some("Exact")) = (
+            self.query.get("resourceVersion"),
+            self.query.get("resourceVersionMatch"),
+        ) {
+            revision = Some(object::parse_resource_version(rv)?);
+        }
+        // A field selector on the name narrows the read to one key.
+        let exact_name = fields.exact("metadata.name").map(str::to_string);
+        let mut items = Vec::new();
+        let mut next_continue = None;
+        let list_revision;
+        if let (Some(name), None) = (&exact_name, &start_after) {
+            let key = format!("{prefix}{name}");
+            let current = self.state.store.current_revision().await?;
+            if self.resource().namespaced && self.ns().is_none() {
+                // All namespaces: scan, the name filter applies below.
+                list_revision = self
+                    .scan(&prefix, revision, limit, None, &labels, &fields, &mut items, &mut next_continue)
+                    .await?;
+            } else {
+                if let Some(kv) = self.state.store.get(&key).await? {
+                    let obj = object::decode(self.resource(), &kv)?;
+                    if self.matches(&obj, &labels, &fields) {
+                        items.push(obj);
+                    }
+                }
+                list_revision = current;
+            }
+        } else {
+            list_revision = self
+                .scan(&prefix, revision, limit, start_after, &labels, &fields, &mut items, &mut next_continue)
+                .await?;
+        }
+        let mut meta = json!({"resourceVersion": list_revision.to_string()});
+        if let Some(c) = next_continue {
+            meta["continue"] = json!(c);
+        }
+        let body = match self.format {
+            Format::Table(include) => table::table(self.resource(), &items, include, meta, true),
+            Format::Object => json!({
+                "kind": format!("{}List", self.resource().kind),
+                "apiVersion": self.resource().api_version(),
+                "metadata": meta,
+                "items": items,
+            }),
+        };
+        Ok(json_response(StatusCode::OK, &body))
+    }
+
+    /// Reads pages from the store until `limit` matching objects are found.
+    #[allow(clippy::too_many_arguments)]
+    async fn scan(
+        &self,
+        prefix: &str,
+        revision: Option<i64>,
+        limit: usize,
+        mut start_after: Option<String>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        items: &mut Vec<Value>,
+        next_continue: &mut Option<String>,
+    ) -> ApiResult<i64> {
+        let mut revision = revision;
+        loop {
+            let want = if limit == 0 { 0 } else { (limit - items.len()).max(1) };
+            let page = self
+                .state
+                .store
+                .list(
+                    prefix,
+                    ListOptions {
+                        revision,
+                        limit: want,
+                        start_after: start_after.clone(),
+                    },
+                )
+                .await?;
+            revision = Some(page.revision);
+            for kv in &page.items {
+                let obj = object::decode(self.resource(), kv)?;
+                if self.matches(&obj, labels, fields) {
+                    items.push(obj);
+                }
+            }
+            let last_key = page.items.last().map(|kv| kv.key.clone());
+            if !page.more || last_key.is_none() {
+                return Ok(page.revision);
+            }
+            start_after = last_key;
+            if limit > 0 && items.len() >= limit {
+                *next_continue = Some(encode_continue(page.revision, start_after.as_deref().unwrap_or(""), prefix));
+                return Ok(page.revision);
+            }
+        }
+    }
+
+    fn matches(&self, obj: &Value, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+        (labels.is_empty() || labels.matches(&object::labels(obj)))
+            && (fields.is_empty() || fields.matches(&|f: &str| object::field_value(obj, f)))
+    }
+
+    async fn watch(&self) -> ApiResult<Response> {
+        let (labels, fields) = self.selectors()?;
+        let resource = self.resource();
+        let prefix = resource.prefix(self.ns());
+        let timeout = self
+            .query
+            .int("timeoutSeconds")?
+            .map(|s| Duration::from_secs(s.max(0) as u64))
+            .unwrap_or(Duration::from_secs(1800));
+        let bookmarks = self.query.flag("allowWatchBookmarks");
+        let send_initial = self.query.get("sendInitialEvents").map(|_| self.query.flag("sendInitialEvents"));
+        let rv = self.query.get("resourceVersion").unwrap_or("");
+        // Where the stream starts, and the objects to send first as ADDED.
+        let (start, initial) = if (rv.is_empty() || rv == "0") || send_initial == Some(true) {
+            let mut items = Vec::new();
+            let mut none = None;
+            let rev = self
+                .scan(&prefix, None, 0, None, &labels, &fields, &mut items, &mut none)
+                .await?;
+            (rev, items)
+        } else {
+            (object::parse_resource_version(rv)?, Vec::new())
+        };
+        let subscription = self.state.cache.subscribe(start);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+        let format = self.format;
+        let filter = WatchFilter {
+            resource,
+            prefix,
+            labels,
+            fields,
+        };
+        tokio::spawn(async move {
+            let mut out = EventWriter {
+                tx,
+                resource,
+                format,
+                first: true,
+            };
+            let mut sub = match subscription {
+                Ok(s) => s,
+                Err(expired) => {
+                    let _ = out.expired(expired.oldest).await;
+                    return;
+                }
+            };
+            for obj in initial {
+                if !out.send("ADDED", obj).await {
+                    return;
+                }
+            }
+            if send_initial == Some(true) {
+                let mut b = bookmark(resource, start);
+                meta_mut(&mut b)
+                    .entry("annotations")
+                    .or_insert_with(|| json!({}))
+                    ["k8s.io/initial-events-end"] = json!("true");
+                if !out.send_raw("BOOKMARK", b).await {
+                    return;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {
+                        // As kube-apiserver: a last bookmark lets the client resume from
+                        // the newest revision instead of replaying.
+                        if bookmarks {
+                            let _ = out.send_raw("BOOKMARK", bookmark(resource, sub.bookmark_revision())).await;
+                        }
+                        return;
+                    }
+                    _ = out.tx.closed() => return,
+                    _ = tick.tick(), if bookmarks => {
+                        if !out.send_raw("BOOKMARK", bookmark(resource, sub.bookmark_revision())).await {
+                            return;
+                        }
+                    }
+                    ev = sub.next() => {
+                        match ev {
+                            Ok(ev) => {
+                                if let Some((kind, obj)) = filter.event(&ev)
+                                    && !out.send(kind, obj).await {
+                                        return;
+                                    }
+                            }
+                            Err(expired) => {
+                                let _ = out.expired(expired.oldest).await;
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut resp = Response::new(Body::from_stream(stream));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, private"),
+        );
+        Ok(resp)
+    }
+
+    // ---- writing -------------------------------------------------------------------
+
+    async fn create(&self, body: &[u8]) -> ApiResult<Response> {
+        if self.info.subresource.as_deref() == Some("binding") {
+            return self.bind(body).await;
+        }
+        if self.info.subresource.is_some() {
+            return Err(ApiError::method_not_allowed());
+        }
+        let input = decode::body_object(self.headers, body)?;
+        decode::check_type(self.resource(), &input)?;
+        let (obj, warnings) = decode::canonical(self.resource(), &input, self.field_validation()?)?;
+        let created = self.create_object(obj).await?;
+        Ok(self.object_reply(StatusCode::CREATED, created, warnings))
+    }
+
+    async fn create_object(&self, mut obj: Value) -> ApiResult<Value> {
+        let resource = self.resource();
+        self.prepare_create(&mut obj)?;
+        let name = object::name(&obj).to_string();
+        let ns = object::meta_str(&obj, "namespace").map(str::to_string);
+        if let Some(ns) = &ns {
+            self.check_namespace_open(ns).await?;
+        }
+        if self.query.dry_run() {
+            return Ok(obj);
+        }
+        let key = resource.key(ns.as_deref(), &name);
+        let kv = self
+            .state
+            .store
+            .create(&key, object::encode(resource, &obj))
+            .await
+            .map_err(|e| match e {
+                skiff_store::Error::AlreadyExists => ApiError::already_exists(resource, &name),
+                other => other.into(),
+            })?;
+        object::decode(resource, &kv)
+    }
+
+    fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {
+        let resource = self.resource();
+        let url_ns = self.ns().map(str::to_string);
+        {
+            let meta = meta_mut(obj);
+            if resource.namespaced {
+                let body_ns = meta.get("namespace").and_then(Value::as_str).unwrap_or("");
+                match &url_ns {
+                    Some(ns) if body_ns.is_empty() || body_ns == ns => {
+                        meta.insert("namespace".into(), json!(ns));
+                    }
+                    Some(_) => {
+                        return Err(ApiError::bad_request(
+                            "the namespace of the provided object does not match the namespace sent on the request",
+                        ));
+                    }
+                    None => return Err(ApiError::no_route()),
+                }
+            } else {
+                meta.remove("namespace");
+            }
+            let name = meta.get("name").and_then(Value::as_str).unwrap_or("");
+            let generate = meta.get("generateName").and_then(Value::as_str).unwrap_or("");
+            if name.is_empty() && !generate.is_empty() {
+                meta.insert("name".into(), json!(object::generate_name(generate)));
+            }
+            meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            meta.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
+            if resource.has_spec {
+                meta.insert("generation".into(), json!(1));
+            } else {
+                meta.remove("generation");
+            }
+            for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+                meta.remove(f);
+            }
+        }
+        reset_status_on_create(resource, obj);
+        skiff_apimachinery::apply_defaults(kind_of(resource), obj);
+        if resource.kind == "Pod" && resource.group.is_empty() {
+            obj["status"]["qosClass"] = json!(qos_class(obj));
+        }
+        let errors = skiff_apimachinery::validate(kind_of(resource), resource.namespaced, obj, None);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(resource, object::name(obj), &errors));
+        }
+        Ok(())
+    }
+
+    async fn check_namespace_open(&self, ns: &str) -> ApiResult<()> {
+        let ns_res = crate::registry::find("", "v1", "namespaces").expect("namespaces served");
+        let Some(kv) = self.state.store.get(&ns_res.key(None, ns)).await? else {
+            return Err(ApiError::namespace_not_found(ns));
+        };
+        let obj = object::decode(ns_res, &kv)?;
+        if object::is_deleting(&obj) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!(
+                    "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    self.resource().qualified(),
+                    self.name_hint()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn name_hint(&self) -> &str {
+        self.name()
+    }
+
+    async fn bind(&self, body: &[u8]) -> ApiResult<Response> {
+        let binding = decode::body_object(self.headers, body)?;
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if node.is_empty() {
+            return Err(ApiError::invalid(
+                self.resource(),
+                self.name(),
+                &[skiff_apimachinery::FieldError::required("target.name", "")],
+            ));
+        }
+        let pod_name = self.name().to_string();
+        self.guaranteed_update(None, |_, mut pod| {
+            let current = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+            if !current.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on pods/binding \"{pod_name}\": pod {pod_name} is already assigned to node \"{current}\""
+                    ),
+                ));
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            set_condition(&mut pod, "PodScheduled", "True");
+            Ok(pod)
+        }, true)
+        .await?;
+        Ok(json_response(
+            StatusCode::CREATED,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ))
+    }
+
+    async fn update(&self, body: &[u8]) -> ApiResult<Response> {
+        let resource = self.resource();
+        let sub = self.info.subresource.clone();
+        let input = decode::body_object(self.headers, body)?;
+        if sub.as_deref() == Some("scale") {
+            let replicas = input.pointer("/spec/replicas").and_then(Value::as_i64);
+            let precondition = object::meta_str(&input, "resourceVersion")
+                .map(object::parse_resource_version)
+                .transpose()?;
+            let updated = self
+                .guaranteed_update(precondition, |_, mut obj| {
+                    obj["spec"]["replicas"] = json!(replicas.unwrap_or(0));
+                    Ok(obj)
+                }, false)
+                .await?;
+            return Ok(json_response(StatusCode::OK, &to_scale(resource, &updated)));
+        }
+        decode::check_type(resource, &input)?;
+        let (obj, warnings) = decode::canonical(resource, &input, self.field_validation()?)?;
+        let body_name = object::name(&obj);
+        if body_name != self.name() {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({})",
+                self.name()
+            )));
+        }
+        let precondition = object::meta_str(&obj, "resourceVersion")
+            .filter(|s| !s.is_empty())
+            .map(object::parse_resource_version)
+            .transpose()?;
+        let updated = self
+            .guaranteed_update(precondition, |_, _| Ok(obj.clone()), false)
+            .await?;
+        Ok(self.object_reply(StatusCode::OK, updated, warnings))
+    }
+
+    /// Reads the object, computes its new form with `change(old, old_clone)`, prepares and
+    /// validates it, and writes it guarded by the revision it read. Conflicts are retried
+    /// unless the caller gave a resourceVersion precondition (then they are the client's).
+    async fn guaranteed_update(
+        &self,
+        precondition: Option<i64>,
+        change: impl Fn(&Value, Value) -> ApiResult<Value>,
+        internal: bool,
+    ) -> ApiResult<Value> {
+        let resource = self.resource();
+        let sub = if internal { Some("internal") } else { self.info.subresource.as_deref() };
+        for _ in 0..16 {
+            let (kv, old) = self.read().await?;
+            if let Some(p) = precondition
+                && p != kv.mod_revision
+            {
+                return Err(ApiError::conflict(resource, self.name()));
+            }
+            let proposed = change(&old, old.clone())?;
+            let mut new = prepare_update(resource, &old, proposed, sub)?;
+            if !internal {
+                let errors = skiff_apimachinery::validate(kind_of(resource), resource.namespaced, &new, Some(&old));
+                if !errors.is_empty() {
+                    return Err(ApiError::invalid(resource, self.name(), &errors));
+                }
+            }
+            meta_mut(&mut new).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+            if new == old {
+                // Nothing changed: no write, the resourceVersion stays (as Kubernetes).
+                return Ok(old);
+            }
+            if self.query.dry_run() {
+                return Ok(new);
+            }
+            // The last finalizer gone from an object being deleted: it goes now.
+            if object::is_deleting(&new) && object::finalizers(&new).is_empty() && !graceful_pending(resource, &new) {
+                return match self.state.store.delete(&self.key(), Some(kv.mod_revision)).await {
+                    Ok(kv) => object::decode(resource, &kv),
+                    Err(skiff_store::Error::Conflict { .. }) if precondition.is_none() => continue,
+                    Err(skiff_store::Error::Conflict { .. }) => Err(ApiError::conflict(resource, self.name())),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            match self
+                .state
+                .store
+                .update(&self.key(), kv.mod_revision, object::encode(resource, &new))
+                .await
+            {
+                Ok(kv) => return object::decode(resource, &kv),
+                Err(skiff_store::Error::Conflict { .. }) if precondition.is_none() => continue,
+                Err(skiff_store::Error::Conflict { .. }) => {
+                    return Err(ApiError::conflict(resource, self.name()));
+                }
+                Err(skiff_store::Error::NotFound) => {
+                    return Err(ApiError::not_found(resource, self.name()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::conflict(resource, self.name()))
+    }
+
+    async fn patch(&self, body: &[u8]) -> ApiResult<Response> {
+        let resource = self.resource();
+        let ct = self
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let kind = PatchKind::from_content_type(&ct)?;
+        let validation = self.field_validation()?;
+        let patch: Value = match kind {
+            PatchKind::Apply => decode::yaml(body)?,
+            _ => serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
+        };
+        let sub = self.info.subresource.as_deref();
+        if kind == PatchKind::Apply && sub.is_none() {
+            // Server-side apply creates what does not exist yet.
+            if self.state.store.get(&self.key()).await?.is_none() {
+                decode::check_type(resource, &patch)?;
+                let (obj, warnings) = decode::canonical(resource, &patch, validation)?;
+                if object::name(&obj) != self.name() {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({}) does not match the name on the URL ({})",
+                        object::name(&obj),
+                        self.name()
+                    )));
+                }
+                let created = self.create_object(obj).await?;
+                return Ok(self.object_reply(StatusCode::CREATED, created, warnings));
+            }
+        }
+        let precondition = match patch.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+            Some(rv) if kind != PatchKind::Json => Some(object::parse_resource_version(rv)?),
+            _ => None,
+        };
+        let warnings = std::sync::Mutex::new(Vec::new());
+        let updated = self
+            .guaranteed_update(precondition, |_, current| {
+                let target = if sub == Some("scale") {
+                    to_scale(resource, &current)
+                } else {
+                    current.clone()
+                };
+                let patched = apply_patch(resource, kind, &target, &patch)?;
+                if sub == Some("scale") {
+                    let mut obj = current;
+                    let replicas = patched.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
+                    obj["spec"]["replicas"] = replicas;
+                    return Ok(obj);
+                }
+                decode::check_type(resource, &patched)?;
+                let (obj, w) = decode::canonical(resource, &patched, validation)?;
+                *warnings.lock().expect("warnings lock") = w;
+                Ok(obj)
+            }, false)
+            .await?;
+        let warnings = warnings.into_inner().unwrap_or_default();
+        if sub == Some("scale") {
+            return Ok(json_response(StatusCode::OK, &to_scale(resource, &updated)));
+        }
+        Ok(self.object_reply(StatusCode::OK, updated, warnings))
+    }
+
+    async fn delete(&self, body: &[u8]) -> ApiResult<Response> {
+        if self.info.subresource.is_some() {
+            return Err(ApiError::method_not_allowed());
+        }
+        let opts = delete_options(body, self.query)?;
+        let (kv, obj) = self.read().await?;
+        let deleted = self.delete_object(kv, obj, &opts).await?;
+        Ok(self.object_reply(StatusCode::OK, deleted, Vec::new()))
+    }
+
+    async fn delete_object(&self, kv: KeyValue, obj: Value, opts: &DeleteOptions) -> ApiResult<Value> {
+        let resource = self.resource();
+        let name = object::name(&obj).to_string();
+        if let Some(uid) = &opts.uid
+            && object::meta_str(&obj, "uid") != Some(uid.as_str())
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    resource.qualified(),
+                    object::meta_str(&obj, "uid").unwrap_or("")
+                ),
+            ));
+        }
+        if let Some(rv) = opts.resource_version
+            && rv != kv.mod_revision
+        {
+            return Err(ApiError::conflict(resource, &name));
+        }
+        let grace = deletion_grace(resource, &obj, opts.grace_period_seconds);
+        let keep = !object::finalizers(&obj).is_empty()
+            || (resource.kind == "Namespace" && resource.group.is_empty())
+            || grace > 0;
+        if self.query.dry_run() {
+            return Ok(obj);
+        }
+        if keep {
+            if object::is_deleting(&obj) && opts.grace_period_seconds.is_none() {
+                return Ok(obj);
+            }
+            let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
+            let key = resource.key(object::meta_str(&obj, "namespace"), &name);
+            let mut new = obj.clone();
+            {
+                let meta = meta_mut(&mut new);
+                if !meta.contains_key("deletionTimestamp") {
+                    meta.insert("deletionTimestamp".into(), json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                    let generation = meta.get("generation").and_then(Value::as_i64).unwrap_or(0);
+                    meta.insert("generation".into(), json!(generation + 1));
+                }
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            }
+            if resource.kind == "Namespace" && resource.group.is_empty() {
+                new["status"]["phase"] = json!("Terminating");
+            }
+            let kv = self
+                .state
+                .store
+                .update(&key, kv.mod_revision, object::encode(resource, &new))
+                .await
+                .map_err(|e| match e {
+                    skiff_store::Error::Conflict { .. } => ApiError::conflict(resource, &name),
+                    other => other.into(),
+                })?;
+            return object::decode(resource, &kv);
+        }
+        let key = resource.key(object::meta_str(&obj, "namespace"), &name);
+        let kv = self
+            .state
+            .store
+            .delete(&key, Some(kv.mod_revision))
+            .await
+            .map_err(|e| match e {
+                skiff_store::Error::Conflict { .. } => ApiError::conflict(resource, &name),
+                skiff_store::Error::NotFound => ApiError::not_found(resource, &name),
+                other => other.into(),
+            })?;
+        object::decode(resource, &kv)
+    }
+
+    async fn delete_collection(&self, body: &[u8]) -> ApiResult<Response> {
+        let opts = delete_options(body, self.query)?;
+        let (labels, fields) = self.selectors()?;
+        let prefix = self.resource().prefix(self.ns());
+        let mut items = Vec::new();
+        let mut none = None;
+        self.scan(&prefix, None, 0, None, &labels, &fields, &mut items, &mut none)
+            .await?;
+        for obj in items {
+            let key = self.resource().key(object::meta_str(&obj, "namespace"), object::name(&obj));
+            let Some(kv) = self.state.store.get(&key).await? else { continue };
+            match self.delete_object(kv, obj, &opts).await {
+                Ok(_) => {}
+                Err(e) if e.code == StatusCode::NOT_FOUND || e.code == StatusCode::CONFLICT => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+        ))
+    }
+}
+
+// ---- helpers ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PatchKind {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+impl PatchKind {
+    fn from_content_type(ct: &str) -> ApiResult<PatchKind> {
+        match ct {
+            "application/json-patch+json" => Ok(PatchKind::Json),
+            "application/merge-patch+json" => Ok(PatchKind::Merge),
+            "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),
+            "application/apply-patch+yaml" => Ok(PatchKind::Apply),
+            other => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"
+                ),
+            )),
+        }
+    }
+}
+
+fn apply_patch(resource: &Resource, kind: PatchKind, target: &Value, patch: &Value) -> ApiResult<Value> {
+    match kind {
+        PatchKind::Json => {
+            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| ApiError::bad_request(format!("error decoding JSON patch: {e}")))?;
+            let mut out = target.clone();
+            json_patch::patch(&mut out, &ops).map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
+            })?;
+            Ok(out)
+        }
+        PatchKind::Merge => {
+            let mut out = target.clone();
+            json_patch::merge(&mut out, patch);
+            Ok(out)
+        }
+        PatchKind::Strategic => {
+            let root = skiff_strategicpatch::root_type(resource.group, resource.kind);
+            let root = if target.get("kind") == Some(&json!("Scale")) {
+                None
+            } else {
+                root
+            };
+            skiff_strategicpatch::apply(target, patch, root)
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        }
+        PatchKind::Apply => {
+            let root = skiff_strategicpatch::root_type(resource.group, resource.kind);
+            Ok(skiff_strategicpatch::merge_for_apply(target, patch, root))
+        }
+    }
+}
+
+/// The new stored form of an object on update: server-owned metadata from `old`, status
+/// or spec as the subresource allows, generation bumped when the spec changed.
+fn prepare_update(resource: &Resource, old: &Value, mut new: Value, sub: Option<&str>) -> ApiResult<Value> {
+    if sub == Some("status") {
+        let mut out = old.clone();
+        out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+        if out["status"].is_null() {
+            out.as_object_mut().expect("object").remove("status");
+        }
+        return Ok(out);
+    }
+    if sub == Some("finalize") {
+        let mut out = old.clone();
+        out["spec"]["finalizers"] = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+        return Ok(out);
+    }
+    let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    {
+        let meta = meta_mut(&mut new);
+        for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+            match old_meta.get(f) {
+                Some(v) => {
+                    meta.insert(f.into(), v.clone());
+                }
+                None => {
+                    meta.remove(f);
+                }
+            }
+        }
+    }
+    if resource.has_subresource("status") && sub.is_none() {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                new.as_object_mut().expect("object").remove("status");
+            }
+        }
+    }
+    skiff_apimachinery::apply_defaults(kind_of(resource), &mut new);
+    if resource.has_spec && new.get("spec") != old.get("spec") {
+        let g = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(0);
+        meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+    }
+    Ok(new)
+}
+
+/// Whether an object with a deletionTimestamp still waits for its grace period to be
+/// completed by someone else (a pod on a node: the node agent deletes it for good).
+fn graceful_pending(resource: &Resource, obj: &Value) -> bool {
+    resource.kind == "Pod"
+        && resource.group.is_empty()
+        && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0
+}
+
+/// Seconds of grace a delete gives: pods bound to a node and not finished get their
+/// termination grace period; everything else goes at once.
+fn deletion_grace(resource: &Resource, obj: &Value, requested: Option<i64>) -> i64 {
+    if resource.kind != "Pod" || !resource.group.is_empty() {
+        return 0;
+    }
+    let bound = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+    let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    if !bound || phase == "Succeeded" || phase == "Failed" {
+        return 0;
+    }
+    requested
+        .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+        .unwrap_or(30)
+        .max(0)
+}
+
+struct DeleteOptions {
+    grace_period_seconds: Option<i64>,
+    uid: Option<String>,
+    resource_version: Option<i64>,
+}
+
+fn delete_options(body: &[u8], query: &Query) -> ApiResult<DeleteOptions> {
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+    };
+    let grace = match body.get("gracePeriodSeconds").and_then(Value::as_i64) {
+        Some(g) => Some(g),
+        None => query.int("gracePeriodSeconds")?,
+    };
+    if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str).or(query.get("propagationPolicy"))
+        && !matches!(p, "Orphan" | "Background" | "Foreground")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!("propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
+        ));
+    }
+    let resource_version = body
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+        .map(object::parse_resource_version)
+        .transpose()?;
+    Ok(DeleteOptions {
+        grace_period_seconds: grace,
+        uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
+        resource_version,
+    })
+}
+
+fn reset_status_on_create(resource: &Resource, obj: &mut Value) {
+    if !resource.has_subresource("status") {
+        return;
+    }
+    let map = obj.as_object_mut().expect("object");
+    match (resource.group, resource.kind) {
+        ("", "Node") | ("", "Namespace") => {}
+        ("", "Pod") | ("", "PersistentVolume") | ("", "PersistentVolumeClaim") => {
+            map.insert("status".into(), json!({"phase": "Pending"}));
+        }
+        ("", "Service") => {
+            map.insert("status".into(), json!({"loadBalancer": {}}));
+        }
+        _ => {
+            map.insert("status".into(), json!({}));
+        }
+    }
+}
+
+/// A pod's QoS class, as the API server records it on create.
+fn qos_class(pod: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|f| pod.pointer(&format!("/spec/{f}")).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in containers {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        for res in ["cpu", "memory"] {
+            let r = requests.and_then(|m| m.get(res)).or_else(|| limits.and_then(|m| m.get(res)));
+            let l = limits.and_then(|m| m.get(res));
+            if r.is_some() || l.is_some() {
+                any = true;
+            }
+            if l.is_none() || r != l {
+                guaranteed = false;
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+fn set_condition(obj: &mut Value, kind: &str, status: &str) {
+    let now = object::now_rfc3339();
+    if !obj["status"].is_object() {
+        obj["status"] = json!({});
+    }
+    let conds = obj["status"]
+        .as_object_mut()
+        .expect("status object")
+        .entry("conditions")
+        .or_insert_with(|| json!([]));
+    if !conds.is_array() {
+        *conds = json!([]);
+    }
+    let list = conds.as_array_mut().expect("array");
+    list.retain(|c| c.get("type").and_then(Value::as_str) != Some(kind));
+    list.push(json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now}));
+}
+
+/// An `autoscaling/v1` Scale for an object with `spec.replicas`.
+fn to_scale(resource: &Resource, obj: &Value) -> Value {
+    let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let selector = obj
+        .pointer("/spec/selector")
+        .map(selector_string)
+        .unwrap_or_default();
+    let _ = resource;
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+/// A `metav1.LabelSelector` in its string form (`a=b,c in (d,e)`).
+fn selector_string(sel: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in m {
+            parts.push(format!("{k}={}", v.as_str().unwrap_or("")));
+        }
+    }
+    if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
+        for e in exprs {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|v| v.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+                "In" => parts.push(format!("{key} in ({})", values.join(","))),
+                "NotIn" => parts.push(format!("{key} notin ({})", values.join(","))),
+                "Exists" => parts.push(key.to_string()),
+                "DoesNotExist" => parts.push(format!("!{key}")),
+                _ => {}
+            }
+        }
+    }
+    parts.sort();
+    parts.join(",")
+}
+
+fn pod_log_unavailable(pod: &Value) -> ApiError {
+    let name = object::name(pod);
+    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+    if node.is_empty() {
+        ApiError::bad_request(format!("pod {name} does not have a host assigned"))
+    } else {
+        ApiError::bad_request(format!(
+            "logs of pod {name} are not available: node {node} has no log endpoint yet"
+        ))
+    }
+}
+
+/// Fields a field selector may use for a resource, as kube-apiserver allows them.
+fn field_supported(resource: &Resource, field: &str) -> bool {
+    if matches!(field, "metadata.name" | "metadata.namespace") {
+        return true;
+    }
+    let extra: &[&str] = match (resource.group, resource.kind) {
+        ("", "Pod") => &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"],
+        ("", "Event") => &["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"],
+        ("events.k8s.io", "Event") => &["regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "reason", "type", "reportingController"],
+        ("", "Node") => &["spec.unschedulable"],
+        ("", "Namespace") => &["status.phase"],
+        ("", "Secret") => &["type"],
+        ("apps", "ReplicaSet") => &["status.replicas"],
+        ("batch", "Job") => &["status.successful"],
+        _ => &[],
+    };
+    extra.contains(&field)
+}
+
+fn encode_continue(rev: i64, start_after: &str, prefix: &str) -> String {
+    use base64::Engine;
+    let start = start_after.strip_prefix(prefix).unwrap_or(start_after);
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rev, "start": start});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
+    use base64::Engine;
+    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rev = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    if start.contains("..") || start.starts_with('/') {
+        return Err(bad());
+    }
+    Ok((rev, format!("{prefix}{start}")))
+}
+
+fn bookmark(resource: &Resource, rev: i64) -> Value {
+    json!({
+        "kind": resource.kind,
+        "apiVersion": resource.api_version(),
+        "metadata": {"resourceVersion": rev.to_string()},
+    })
+}
+
+struct WatchFilter {
+    resource: &'static Resource,
+    prefix: String,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl WatchFilter {
+    fn matches(&self, obj: &Value) -> bool {
+        (self.labels.is_empty() || self.labels.matches(&object::labels(obj)))
+            && (self.fields.is_empty() || self.fields.matches(&|f: &str| object::field_value(obj, f)))
+    }
+
+    /// The event a client sees for a change, if any: a change that makes an object start
+    /// or stop matching the selectors is an ADDED or DELETED, as kube-apiserver sends.
+    fn event(&self, ev: &crate::watch::CachedEvent) -> Option<(&'static str, Value)> {
+        if !ev.key.starts_with(&self.prefix) {
+            return None;
+        }
+        let served = |v: &Value| {
+            let mut o = crate::convert::from_storage(self.resource, v.clone());
+            meta_mut(&mut o).insert("resourceVersion".into(), json!(ev.revision.to_string()));
+            o
+        };
+        let prev = ev.prev.as_ref().map(served);
+        match &ev.object {
+            None => {
+                let prev = prev?;
+                self.matches(&prev).then_some(("DELETED", prev))
+            }
+            Some(obj) => {
+                let obj = served(obj);
+                let now = self.matches(&obj);
+                let before = prev.as_ref().is_some_and(|p| self.matches(p));
+                match (before, now) {
+                    (true, true) => Some(("MODIFIED", obj)),
+                    (false, true) => Some(("ADDED", obj)),
+                    (true, false) => Some(("DELETED", obj)),
+                    (false, false) => None,
+                }
+            }
+        }
+    }
+}
+
+struct EventWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    resource: &'static Resource,
+    format: Format,
+    first: bool,
+}
+
+impl EventWriter {
+    async fn send(&mut self, kind: &str, obj: Value) -> bool {
+        let obj = match self.format {
+            Format::Table(include) => {
+                let with_columns = std::mem::replace(&mut self.first, false);
+                table::table(self.resource, &[obj], include, json!({}), with_columns)
+            }
+            Format::Object => obj,
+        };
+        self.send_raw(kind, obj).await
+    }
+
+    async fn send_raw(&mut self, kind: &str, obj: Value) -> bool {
+        let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
+        line.push(b'\n');
+        self.tx.send(Ok(Bytes::from(line))).await.is_ok()
+    }
+
+    async fn expired(&mut self, oldest: i64) -> bool {
+        let status = ApiError::gone(format!("too old resource version: the oldest available is {oldest}")).to_status();
+        self.send_raw("ERROR", status).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_tampering() {
+        let t = encode_continue(42, "/registry/core/pods/default/b", "/registry/core/pods/default/");
+        assert_eq!(decode_continue(&t, "/registry/core/pods/default/").unwrap(), (42, "/registry/core/pods/default/b".to_string()));
+        assert!(decode_continue("not-base64!", "/p/").is_err());
+        use base64::Engine;
+        let evil = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"rv":1,"start":"../../secrets/x"}"#);
+        assert!(decode_continue(&evil, "/p/").is_err());
+    }
+
+    #[test]
+    fn qos_classes() {
+        let best = json!({"spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(qos_class(&best), "BestEffort");
+        let g = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        assert_eq!(qos_class(&g), "Guaranteed");
+        let b = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
+        assert_eq!(qos_class(&b), "Burstable");
+    }
+
+    #[test]
+    fn selector_strings() {
+        let s = json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]});
+        assert_eq!(selector_string(&s), "app=web,tier in (a,b)");
+    }
+}

@@ -1,0 +1,224 @@
+//! The watch cache: one store watch over `/registry/` feeds a ring of recent events and a
+//! broadcast to every client watch. A client watching from revision `R` is served from the
+//! ring when `R` is still in it, and gets the in-stream 410 `Expired` otherwise, so clients
+//! relist as they do against kube-apiserver. No client ever opens its own store watch.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use skiff_store::{EventKind, Revision, Store};
+use tokio::sync::broadcast;
+
+/// One change, parsed once and shared by every client.
+#[derive(Debug)]
+pub struct CachedEvent {
+    pub revision: Revision,
+    pub key: String,
+    /// `None` for a delete.
+    pub object: Option<Value>,
+    /// The object before the change (`None` for a create).
+    pub prev: Option<Value>,
+}
+
+impl CachedEvent {
+    pub fn is_delete(&self) -> bool {
+        self.object.is_none()
+    }
+}
+
+struct Inner {
+    ring: VecDeque<Arc<CachedEvent>>,
+    /// Every event with a revision above this one is in the ring (or still to come).
+    complete_after: Revision,
+    /// The revision of the newest event the cache has seen.
+    head: Revision,
+    tx: broadcast::Sender<Arc<CachedEvent>>,
+}
+
+pub struct WatchCache {
+    inner: Mutex<Inner>,
+    capacity: usize,
+}
+
+/// The revision asked for is older than the cache remembers.
+#[derive(Debug, Clone, Copy)]
+pub struct Expired {
+    pub oldest: Revision,
+}
+
+const BROADCAST_CAPACITY: usize = 4096;
+
+impl WatchCache {
+    /// Starts the cache at the store's current revision and the task that feeds it.
+    pub async fn start(store: Arc<dyn Store>, capacity: usize) -> skiff_store::Result<Arc<Self>> {
+        let rev = store.current_revision().await?;
+        let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let cache = Arc::new(WatchCache {
+            inner: Mutex::new(Inner {
+                ring: VecDeque::with_capacity(capacity.min(1024)),
+                complete_after: rev,
+                head: rev,
+                tx,
+            }),
+            capacity,
+        });
+        tokio::spawn(feed(Arc::downgrade(&cache), store, rev));
+        Ok(cache)
+    }
+
+    pub fn head(&self) -> Revision {
+        self.inner.lock().expect("watch cache lock").head
+    }
+
+    fn push(&self, ev: CachedEvent) {
+        let ev = Arc::new(ev);
+        let mut inner = self.inner.lock().expect("watch cache lock");
+        if inner.ring.len() == self.capacity
+            && let Some(old) = inner.ring.pop_front()
+        {
+            inner.complete_after = old.revision;
+        }
+        inner.head = ev.revision;
+        inner.ring.push_back(ev.clone());
+        // Sent under the lock so that a subscriber's backlog and its live events neither
+        // overlap nor leave a gap.
+        let _ = inner.tx.send(ev);
+    }
+
+    /// Forgets everything: used when the feed lost events it cannot recover. Clients see
+    /// their channel close and answer 410, so they relist.
+    fn reset(&self, rev: Revision) {
+        let mut inner = self.inner.lock().expect("watch cache lock");
+        inner.ring.clear();
+        inner.complete_after = rev;
+        inner.head = rev;
+        let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+        inner.tx = tx;
+    }
+
+    /// Events after `after`, then live ones.
+    pub fn subscribe(self: &Arc<Self>, after: Revision) -> Result<Subscription, Expired> {
+        let inner = self.inner.lock().expect("watch cache lock");
+        if after < inner.complete_after {
+            return Err(Expired {
+                oldest: inner.complete_after,
+            });
+        }
+        let backlog: VecDeque<_> = inner
+            .ring
+            .iter()
+            .filter(|e| e.revision > after)
+            .cloned()
+            .collect();
+        Ok(Subscription {
+            cache: self.clone(),
+            backlog,
+            rx: inner.tx.subscribe(),
+            last: after,
+        })
+    }
+}
+
+pub struct Subscription {
+    cache: Arc<WatchCache>,
+    backlog: VecDeque<Arc<CachedEvent>>,
+    rx: broadcast::Receiver<Arc<CachedEvent>>,
+    last: Revision,
+}
+
+impl Subscription {
+    /// The next event, in revision order.
+    pub async fn next(&mut self) -> Result<Arc<CachedEvent>, Expired> {
+        loop {
+            if let Some(ev) = self.backlog.pop_front() {
+                self.last = ev.revision;
+                return Ok(ev);
+            }
+            match self.rx.recv().await {
+                Ok(ev) if ev.revision <= self.last => continue,
+                Ok(ev) => {
+                    self.last = ev.revision;
+                    return Ok(ev);
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Too slow for the live channel: catch up from the ring if it still
+                    // holds what was missed.
+                    let fresh = self.cache.subscribe(self.last)?;
+                    self.backlog = fresh.backlog;
+                    self.rx = fresh.rx;
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(Expired { oldest: self.last });
+                }
+            }
+        }
+    }
+
+    /// The newest revision this subscriber may claim to have seen (for bookmarks).
+    pub fn bookmark_revision(&self) -> Revision {
+        self.last.max(self.cache.head())
+    }
+}
+
+fn parse(bytes: &[u8]) -> Option<Value> {
+    serde_json::from_slice(bytes).ok()
+}
+
+async fn feed(cache: std::sync::Weak<WatchCache>, store: Arc<dyn Store>, mut rev: Revision) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut stream = match store.watch("/registry/", rev).await {
+            Ok(s) => s,
+            Err(skiff_store::Error::Compacted { .. }) => {
+                let Some(c) = cache.upgrade() else { return };
+                rev = store.current_revision().await.unwrap_or(rev);
+                tracing::warn!(revision = rev, "watch cache fell behind compaction; resetting");
+                c.reset(rev);
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "watch cache: store watch failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                if cache.strong_count() == 0 {
+                    return;
+                }
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        while let Some(item) = stream.next().await {
+            let Some(c) = cache.upgrade() else { return };
+            match item {
+                Ok(ev) => {
+                    rev = ev.revision();
+                    let object = match ev.kind {
+                        EventKind::Put => parse(&ev.kv.value),
+                        EventKind::Delete => None,
+                    };
+                    if ev.kind == EventKind::Put && object.is_none() {
+                        tracing::error!(key = %ev.kv.key, "watch cache: stored value is not JSON");
+                        continue;
+                    }
+                    c.push(CachedEvent {
+                        revision: rev,
+                        key: ev.kv.key.clone(),
+                        object,
+                        prev: ev.prev.as_ref().and_then(|p| parse(&p.value)),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch cache: store watch ended");
+                    break;
+                }
+            }
+        }
+        if cache.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
