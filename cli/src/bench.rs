@@ -10,6 +10,7 @@ use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use skiff_store::local_etcd::LocalEtcd;
 
 #[derive(clap::Subcommand)]
 pub enum Bench {
@@ -70,67 +71,14 @@ fn machine() -> String {
     format!("{cpus} CPUs ({model})")
 }
 
-/// A real etcd on free loopback ports with a temporary data dir, stopped on drop.
-pub struct EtcdProcess {
-    child: std::process::Child,
-    pub endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl EtcdProcess {
-    pub fn start(binary: &str) -> anyhow::Result<EtcdProcess> {
-        let dir = tempfile::tempdir()?;
-        let client = free_port()?;
-        let peer = free_port()?;
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let child = std::process::Command::new(binary)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .arg("--listen-client-urls")
-            .arg(&endpoint)
-            .arg("--advertise-client-urls")
-            .arg(&endpoint)
-            .arg("--listen-peer-urls")
-            .arg(format!("http://127.0.0.1:{peer}"))
-            .arg("--initial-advertise-peer-urls")
-            .arg(format!("http://127.0.0.1:{peer}"))
-            .arg("--initial-cluster")
-            .arg(format!("default=http://127.0.0.1:{peer}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {binary} (install the Debian package etcd-server)"))?;
-        Ok(EtcdProcess {
-            child,
-            endpoint,
-            _dir: dir,
-        })
-    }
-
-    pub async fn store(&self) -> anyhow::Result<Arc<dyn skiff_store::Store>> {
-        for _ in 0..100 {
-            if let Ok(s) = skiff_store::etcd::EtcdStore::connect(std::slice::from_ref(&self.endpoint)).await
-                && s.current_revision().await.is_ok()
-            {
-                return Ok(Arc::new(s));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        anyhow::bail!("etcd at {} did not come up", self.endpoint)
-    }
-}
-
-use skiff_store::Store as _;
-
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn local_etcd(binary: &str) -> anyhow::Result<(LocalEtcd, Arc<dyn skiff_store::Store>)> {
+    let etcd = LocalEtcd::start(Some(std::path::Path::new(binary)))?;
+    let store = etcd.connect().await?;
+    Ok((etcd, Arc::new(store)))
 }
 
 async fn store_bench(seconds: u64, etcd_bin: &str) -> anyhow::Result<()> {
@@ -139,8 +87,7 @@ async fn store_bench(seconds: u64, etcd_bin: &str) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let embedded: Arc<dyn skiff_store::Store> =
         Arc::new(skiff_store::embedded::EmbeddedStore::open(&dir.path().join("store"))?);
-    let etcd = EtcdProcess::start(etcd_bin)?;
-    let etcd_store = etcd.store().await?;
+    let (_etcd, etcd_store) = local_etcd(etcd_bin).await?;
     let d = Duration::from_secs(seconds);
     println!("| store | clients | writes/s | p50 | p99 |");
     println!("|---|---|---|---|---|");
@@ -149,26 +96,29 @@ async fn store_bench(seconds: u64, etcd_bin: &str) -> anyhow::Result<()> {
             let r = bench::writes(store.clone(), clients, d).await?;
             println!(
                 "| {name} | {clients} | {:.0} | {:?} | {:?} |",
-                r.writes_per_sec, r.p50, r.p99
+                r.writes_per_sec, r.latency.p50, r.latency.p99
             );
         }
     }
     println!();
-    println!("| store | watch delivery p50 | p99 |");
-    println!("|---|---|---|");
+    println!("| store | write start to watch delivery p50 | p99 | ack to delivery p50 | p99 |");
+    println!("|---|---|---|---|---|");
     for (name, store) in [("embedded", &embedded), ("etcd", &etcd_store)] {
         let r = bench::watch_latency(store.clone(), 2000).await?;
-        println!("| {name} | {:?} | {:?} |", r.p50, r.p99);
+        println!(
+            "| {name} | {:?} | {:?} | {:?} | {:?} |",
+            r.after_write.p50, r.after_write.p99, r.after_ack.p50, r.after_ack.p99
+        );
     }
     println!();
     let churn_dir = tempfile::tempdir()?;
     let churn_store: Arc<dyn skiff_store::Store> =
         Arc::new(skiff_store::embedded::EmbeddedStore::open(churn_dir.path())?);
-    let sizes = bench::churn(churn_store, churn_dir.path(), 100, 360).await?;
+    let sizes = bench::churn(churn_store, churn_dir.path(), bench::ChurnOptions::default()).await?;
     println!("lease churn (100 nodes renewing every 10 s for one simulated hour, compaction every 5 min):");
     println!("| simulated minute | embedded store on disk |");
     println!("|---|---|");
-    for (minute, bytes) in sizes {
+    for (minute, bytes) in sizes.into_iter().filter(|(m, _)| m % 10 == 0) {
         println!("| {minute} | {:.1} MiB |", bytes as f64 / (1024.0 * 1024.0));
     }
     Ok(())
@@ -189,8 +139,7 @@ async fn api_bench(clients: usize, seconds: u64, store: &str, etcd_bin: &str) ->
     let store: Arc<dyn skiff_store::Store> = match store {
         "embedded" => Arc::new(skiff_store::embedded::EmbeddedStore::open(&dir.path().join("store"))?),
         "etcd" => {
-            let e = EtcdProcess::start(etcd_bin)?;
-            let s = e.store().await?;
+            let (e, s) = local_etcd(etcd_bin).await?;
             _etcd = e;
             s
         }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use skiff_store::local_etcd::LocalEtcd;
+
 /// kubectl binaries by minor version, as installed on these machines.
 pub const KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
 
@@ -43,52 +45,6 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// A real etcd on free loopback ports, killed on drop.
-pub struct Etcd {
-    child: Child,
-    pub endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    pub fn start() -> Etcd {
-        let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "/usr/bin/etcd".into());
-        assert!(
-            Path::new(&bin).exists(),
-            "{bin} is missing: install the Debian package etcd-server (.ci/deps does)"
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("127.0.0.1:{client}");
-        let child = Command::new(&bin)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--listen-client-urls", &format!("http://{endpoint}")])
-            .args(["--advertise-client-urls", &format!("http://{endpoint}")])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args(["--initial-cluster", &format!("default=http://127.0.0.1:{peer}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd");
-        let etcd = Etcd {
-            child,
-            endpoint,
-            _dir: dir,
-        };
-        wait_for_port(client, Duration::from_secs(20));
-        etcd
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn wait_for_port(port: u16, timeout: Duration) {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -109,7 +65,7 @@ pub struct Cluster {
     port: u16,
     store: String,
     pub dir: tempfile::TempDir,
-    _etcd: Option<Etcd>,
+    _etcd: Option<LocalEtcd>,
 }
 
 fn spawn_skiff(dir: &Path, port: u16, store: &str) -> Child {
@@ -136,9 +92,10 @@ impl Cluster {
     pub fn start(backend: Backend) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let etcd = (backend == Backend::Etcd).then(Etcd::start);
+        let etcd = (backend == Backend::Etcd)
+            .then(|| LocalEtcd::start(None).expect("start a real etcd (.ci/deps installs it)"));
         let store = match &etcd {
-            Some(e) => format!("etcd://{}", e.endpoint),
+            Some(e) => format!("etcd://{}", e.host_port()),
             None => "embedded".into(),
         };
         let data_dir = dir.path().join("data");

@@ -27,8 +27,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
-    Error, Event, EventKind, KeyValue, ListOptions, ListResult, MAX_VALUE_BYTES, Result,
-    Revision, Store, WatchStream,
+    Error, Event, EventKind, KeyValue, ListOptions, ListResult, MAX_VALUE_BYTES, Result, Revision,
+    Store, WatchStream,
 };
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -183,7 +183,8 @@ fn check_value(value: &Bytes) -> Result<()> {
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`, which holds one database file.
     pub fn open(dir: &Path) -> Result<EmbeddedStore> {
-        std::fs::create_dir_all(dir).map_err(|e| backend(format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| backend(format!("create {}: {e}", dir.display())))?;
         let db = Database::create(dir.join(DB_FILE)).map_err(backend)?;
         let (current, compacted) = {
             let txn = db.begin_write().map_err(backend)?;
@@ -194,7 +195,11 @@ impl EmbeddedStore {
                 txn.open_table(LOG).map_err(backend)?;
                 let meta = txn.open_table(META).map_err(backend)?;
                 let get = |name| -> Result<u64> {
-                    Ok(meta.get(name).map_err(backend)?.map(|v| v.value()).unwrap_or(0))
+                    Ok(meta
+                        .get(name)
+                        .map_err(backend)?
+                        .map(|v| v.value())
+                        .unwrap_or(0))
                 };
                 (get(META_REVISION)?, get(META_COMPACTED)?)
             };
@@ -262,7 +267,11 @@ impl EmbeddedStore {
 fn snapshot_revisions(txn: &redb::ReadTransaction) -> Result<(u64, u64)> {
     let meta = txn.open_table(META).map_err(backend)?;
     let get = |name| -> Result<u64> {
-        Ok(meta.get(name).map_err(backend)?.map(|v| v.value()).unwrap_or(0))
+        Ok(meta
+            .get(name)
+            .map_err(backend)?
+            .map(|v| v.value())
+            .unwrap_or(0))
     };
     Ok((get(META_REVISION)?, get(META_COMPACTED)?))
 }
@@ -396,8 +405,14 @@ impl Store for EmbeddedStore {
                             compacted: compacted as i64,
                         });
                     }
-                    let (items, more) =
-                        list_at(&txn, &prefix, &start, inclusive, opts.limit, rev.max(0) as u64)?;
+                    let (items, more) = list_at(
+                        &txn,
+                        &prefix,
+                        &start,
+                        inclusive,
+                        opts.limit,
+                        rev.max(0) as u64,
+                    )?;
                     Ok(ListResult {
                         items,
                         revision: rev,
@@ -600,7 +615,11 @@ fn replay_chunk(db: &Database, prefix: &str, next: u64, target: u64) -> Result<(
             Some(v) => Record::decode(v.value())?,
             None => return Err(backend(format!("history lost for {key} at {rev}"))),
         };
-        let prev = match history.range((key, 0u64)..(key, rev)).map_err(backend)?.next_back() {
+        let prev = match history
+            .range((key, 0u64)..(key, rev))
+            .map_err(backend)?
+            .next_back()
+        {
             Some(entry) => {
                 let (_, v) = entry.map_err(backend)?;
                 let prev = Record::decode(v.value())?;

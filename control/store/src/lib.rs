@@ -27,6 +27,7 @@ use futures::Stream;
 pub mod bench;
 pub mod embedded;
 pub mod etcd;
+pub mod local_etcd;
 
 /// The largest value a write accepts, in bytes: etcd's default request limit
 /// (`--max-request-bytes`, 1.5 MiB), so that both backends refuse the same writes.
@@ -160,13 +161,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces the value of `key` if its mod revision is `expected_mod_revision`
     /// ([`Error::Conflict`] otherwise, [`Error::NotFound`] if the key does not exist).
-    async fn update(&self, key: &str, expected_mod_revision: Revision, value: Bytes)
-    -> Result<KeyValue>;
+    async fn update(
+        &self,
+        key: &str,
+        expected_mod_revision: Revision,
+        value: Bytes,
+    ) -> Result<KeyValue>;
 
     /// Deletes `key`, guarded by its mod revision when one is given. Returns the deleted
     /// key-value with `mod_revision` set to the revision of the delete.
-    async fn delete(&self, key: &str, expected_mod_revision: Option<Revision>)
-    -> Result<KeyValue>;
+    async fn delete(&self, key: &str, expected_mod_revision: Option<Revision>) -> Result<KeyValue>;
 
     /// Events under `prefix` with revision greater than `after_revision`, then live ones.
     async fn watch(&self, prefix: &str, after_revision: Revision) -> Result<WatchStream>;
