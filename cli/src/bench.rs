@@ -58,7 +58,9 @@ pub async fn run(what: Bench) -> anyhow::Result<()> {
 }
 
 fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -72,7 +74,9 @@ fn machine() -> String {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn local_etcd(binary: &str) -> anyhow::Result<(LocalEtcd, Arc<dyn skiff_store::Store>)> {
@@ -85,8 +89,9 @@ async fn store_bench(seconds: u64, etcd_bin: &str) -> anyhow::Result<()> {
     use skiff_store::bench;
     println!("machine: {}", machine());
     let dir = tempfile::tempdir()?;
-    let embedded: Arc<dyn skiff_store::Store> =
-        Arc::new(skiff_store::embedded::EmbeddedStore::open(&dir.path().join("store"))?);
+    let embedded: Arc<dyn skiff_store::Store> = Arc::new(
+        skiff_store::embedded::EmbeddedStore::open(&dir.path().join("store"))?,
+    );
     let (_etcd, etcd_store) = local_etcd(etcd_bin).await?;
     let d = Duration::from_secs(seconds);
     println!("| store | clients | writes/s | p50 | p99 |");
@@ -112,10 +117,18 @@ async fn store_bench(seconds: u64, etcd_bin: &str) -> anyhow::Result<()> {
     }
     println!();
     let churn_dir = tempfile::tempdir()?;
-    let churn_store: Arc<dyn skiff_store::Store> =
-        Arc::new(skiff_store::embedded::EmbeddedStore::open(churn_dir.path())?);
-    let sizes = bench::churn(churn_store, churn_dir.path(), bench::ChurnOptions::default()).await?;
-    println!("lease churn (100 nodes renewing every 10 s for one simulated hour, compaction every 5 min):");
+    let churn_store: Arc<dyn skiff_store::Store> = Arc::new(
+        skiff_store::embedded::EmbeddedStore::open(churn_dir.path())?,
+    );
+    let sizes = bench::churn(
+        churn_store,
+        churn_dir.path(),
+        bench::ChurnOptions::default(),
+    )
+    .await?;
+    println!(
+        "lease churn (100 nodes renewing every 10 s for one simulated hour, compaction every 5 min):"
+    );
     println!("| simulated minute | embedded store on disk |");
     println!("|---|---|");
     for (minute, bytes) in sizes.into_iter().filter(|(m, _)| m % 10 == 0) {
@@ -132,12 +145,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-async fn api_bench(clients: usize, seconds: u64, store: &str, etcd_bin: &str) -> anyhow::Result<()> {
+async fn api_bench(
+    clients: usize,
+    seconds: u64,
+    store: &str,
+    etcd_bin: &str,
+) -> anyhow::Result<()> {
     println!("machine: {}", machine());
     let dir = tempfile::tempdir()?;
     let _etcd;
     let store: Arc<dyn skiff_store::Store> = match store {
-        "embedded" => Arc::new(skiff_store::embedded::EmbeddedStore::open(&dir.path().join("store"))?),
+        "embedded" => Arc::new(skiff_store::embedded::EmbeddedStore::open(
+            &dir.path().join("store"),
+        )?),
         "etcd" => {
             let (e, s) = local_etcd(etcd_bin).await?;
             _etcd = e;
@@ -146,7 +166,9 @@ async fn api_bench(clients: usize, seconds: u64, store: &str, etcd_bin: &str) ->
         other => anyhow::bail!("--store must be embedded or etcd, not {other:?}"),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server = skiff_apiserver::ApiServer::start(store, listener, skiff_apiserver::Config::default()).await?;
+    let server =
+        skiff_apiserver::ApiServer::start(store, listener, skiff_apiserver::Config::default())
+            .await?;
     let base = format!("http://{}", server.local_addr);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
 
@@ -157,16 +179,23 @@ async fn api_bench(clients: usize, seconds: u64, store: &str, etcd_bin: &str) ->
             .await?;
         let body = resp.into_body().collect().await?.to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body)?;
-        v["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string()
+        v["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("0")
+            .to_string()
     };
     let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let delivered: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     {
         let client = client.clone();
         let delivered = delivered.clone();
-        let url = format!("{base}/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={start_rv}");
+        let url = format!(
+            "{base}/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={start_rv}"
+        );
         tokio::spawn(async move {
-            let Ok(resp) = client.get(url.parse().expect("url")).await else { return };
+            let Ok(resp) = client.get(url.parse().expect("url")).await else {
+                return;
+            };
             let mut body = resp.into_body().into_data_stream();
             let mut buf = Vec::new();
             while let Some(Ok(chunk)) = body.next().await {
@@ -177,7 +206,10 @@ async fn api_bench(clients: usize, seconds: u64, store: &str, etcd_bin: &str) ->
                     if let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&line)
                         && let Some(name) = ev["object"]["metadata"]["name"].as_str()
                     {
-                        delivered.lock().expect("lock").insert(name.to_string(), now);
+                        delivered
+                            .lock()
+                            .expect("lock")
+                            .insert(name.to_string(), now);
                     }
                 }
             }
@@ -202,10 +234,11 @@ async fn api_bench(clients: usize, seconds: u64, store: &str, etcd_bin: &str) ->
                     "metadata": {"name": name, "labels": {"bench": "api"}},
                     "data": {"key": "value"},
                 });
-                let req = http::Request::post(format!("{base}/api/v1/namespaces/default/configmaps"))
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body.to_string())))
-                    .expect("request");
+                let req =
+                    http::Request::post(format!("{base}/api/v1/namespaces/default/configmaps"))
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(body.to_string())))
+                        .expect("request");
                 let t = Instant::now();
                 let resp = client.request(req).await?;
                 let status = resp.status();
@@ -237,7 +270,11 @@ async fn api_bench(clients: usize, seconds: u64, store: &str, etcd_bin: &str) ->
     let delivered = delivered.lock().expect("lock");
     let mut watch: Vec<Duration> = acked
         .iter()
-        .filter_map(|(name, ack)| delivered.get(name).map(|d| d.saturating_duration_since(*ack)))
+        .filter_map(|(name, ack)| {
+            delivered
+                .get(name)
+                .map(|d| d.saturating_duration_since(*ack))
+        })
         .collect();
     watch.sort();
     println!(
@@ -277,7 +314,9 @@ async fn idle_bench(seconds: u64) -> anyhow::Result<()> {
     anyhow::ensure!(up, "skiff server did not come up");
     // A little work, as a cluster that just started sees: discovery and a list.
     for path in ["/version", "/api", "/apis", "/api/v1/namespaces"] {
-        let resp = client.get(format!("http://127.0.0.1:{port}{path}").parse()?).await?;
+        let resp = client
+            .get(format!("http://127.0.0.1:{port}{path}").parse()?)
+            .await?;
         let _ = resp.into_body().collect().await?;
     }
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -290,7 +329,10 @@ async fn idle_bench(seconds: u64) -> anyhow::Result<()> {
         .and_then(|kb| kb.parse::<u64>().ok())
         .context("VmRSS")?;
     println!("machine: {}", machine());
-    println!("idle skiff server resident memory: {:.1} MB", rss as f64 / 1024.0);
+    println!(
+        "idle skiff server resident memory: {:.1} MB",
+        rss as f64 / 1024.0
+    );
     child.kill().await?;
     Ok(())
 }

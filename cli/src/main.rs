@@ -11,7 +11,11 @@ use skiff_store::Store;
 mod bench;
 
 #[derive(Parser)]
-#[command(name = "skiff", version, about = "A Kubernetes-compatible orchestrator for WebAssembly and Linux containers")]
+#[command(
+    name = "skiff",
+    version,
+    about = "A Kubernetes-compatible orchestrator for WebAssembly and Linux containers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -107,7 +111,12 @@ async fn run_server(args: ServerArgs, up: bool) -> anyhow::Result<()> {
     let store = open_store(&args.store, &data_dir).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("listening on {} (is another server running? pick another with --listen)", args.listen))?;
+        .with_context(|| {
+            format!(
+                "listening on {} (is another server running? pick another with --listen)",
+                args.listen
+            )
+        })?;
     let server =
         skiff_apiserver::ApiServer::start(store, listener, skiff_apiserver::Config::default())
             .await?;

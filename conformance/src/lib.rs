@@ -228,21 +228,49 @@ impl Kubectl {
     /// Runs kubectl and insists that it succeeds; returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let r = self.run(args);
-        assert_eq!(r.code, 0, "kubectl {args:?} failed:\nstdout: {}\nstderr: {}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code, 0,
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            r.stdout, r.stderr
+        );
         r.stdout
     }
 
     pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
         let r = self.run_stdin(args, stdin);
-        assert_eq!(r.code, 0, "kubectl {args:?} failed:\nstdout: {}\nstderr: {}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code, 0,
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            r.stdout, r.stderr
+        );
         r.stdout
     }
 
     /// Runs kubectl expecting failure; returns its stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let r = self.run(args);
-        assert_ne!(r.code, 0, "kubectl {args:?} should have failed:\nstdout: {}", r.stdout);
+        assert_ne!(
+            r.code, 0,
+            "kubectl {args:?} should have failed:\nstdout: {}",
+            r.stdout
+        );
         r.stderr
+    }
+
+    /// Creates a ConfigMap from a manifest (`kubectl create -f`), in `namespace` if given.
+    ///
+    /// Not `kubectl create configmap`: kubectl 1.32+ sends imperative creates as protobuf,
+    /// which Skiff does not decode yet.
+    pub fn create_configmap(&self, namespace: Option<&str>, name: &str, data: &[(&str, &str)]) {
+        let mut manifest = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n");
+        if let Some(ns) = namespace {
+            manifest.push_str(&format!("  namespace: {ns}\n"));
+        }
+        manifest.push_str("data:\n");
+        for (k, v) in data {
+            manifest.push_str(&format!("  {k}: {v:?}\n"));
+        }
+        self.ok_stdin(&["create", "-f", "-"], &manifest);
     }
 
     pub fn json(&self, args: &[&str]) -> serde_json::Value {

@@ -35,7 +35,11 @@ pub fn kube_client_create_list_watch(backend: Backend) {
     runtime().block_on(async {
         let api: Api<ConfigMap> = Api::namespaced(client(&cluster).await, "default");
         let list = api.list(&ListParams::default()).await.expect("list");
-        let rv = list.metadata.resource_version.clone().expect("list resourceVersion");
+        let rv = list
+            .metadata
+            .resource_version
+            .clone()
+            .expect("list resourceVersion");
         let mut events = api
             .watch(&WatchParams::default().labels("team=a"), &rv)
             .await
@@ -43,9 +47,12 @@ pub fn kube_client_create_list_watch(backend: Backend) {
             .boxed();
         for i in 0..7 {
             let team = if i % 2 == 0 { "a" } else { "b" };
-            api.create(&PostParams::default(), &configmap(&format!("c{i}"), &[("team", team)]))
-                .await
-                .expect("create");
+            api.create(
+                &PostParams::default(),
+                &configmap(&format!("c{i}"), &[("team", team)]),
+            )
+            .await
+            .expect("create");
         }
         // Paged list: 3 per page, every object exactly once.
         let mut names = Vec::new();
@@ -59,7 +66,10 @@ pub fn kube_client_create_list_watch(backend: Backend) {
             }
         }
         assert_eq!(names, ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
-        let selected = api.list(&ListParams::default().labels("team=a")).await.expect("selector");
+        let selected = api
+            .list(&ListParams::default().labels("team=a"))
+            .await
+            .expect("selector");
         assert_eq!(selected.items.len(), 4);
         // The watch sees exactly the team=a creations, in order.
         let mut seen = Vec::new();
@@ -79,10 +89,21 @@ pub fn kube_client_create_list_watch(backend: Backend) {
         // Conflicting update through the client: 409.
         let mut stale = api.get("c0").await.expect("get");
         let mut fresh = stale.clone();
-        fresh.data.get_or_insert_default().insert("n".into(), "x".into());
-        api.replace("c0", &PostParams::default(), &fresh).await.expect("replace");
-        stale.data.get_or_insert_default().insert("n".into(), "y".into());
-        let err = api.replace("c0", &PostParams::default(), &stale).await.expect_err("conflict");
+        fresh
+            .data
+            .get_or_insert_default()
+            .insert("n".into(), "x".into());
+        api.replace("c0", &PostParams::default(), &fresh)
+            .await
+            .expect("replace");
+        stale
+            .data
+            .get_or_insert_default()
+            .insert("n".into(), "y".into());
+        let err = api
+            .replace("c0", &PostParams::default(), &stale)
+            .await
+            .expect_err("conflict");
         match err {
             kube::Error::Api(s) => assert_eq!(s.code, 409),
             other => panic!("expected 409, got {other:?}"),
@@ -98,7 +119,9 @@ pub fn durable_across_kill_9(backend: Backend) {
         let mut names = Vec::new();
         for i in 0..100 {
             let name = format!("durable-{i}");
-            api.create(&PostParams::default(), &configmap(&name, &[])).await.expect("create");
+            api.create(&PostParams::default(), &configmap(&name, &[]))
+                .await
+                .expect("create");
             names.push(name);
         }
         names
@@ -106,10 +129,20 @@ pub fn durable_across_kill_9(backend: Backend) {
     cluster.restart_after_kill();
     rt.block_on(async {
         let api: Api<ConfigMap> = Api::namespaced(client(&cluster).await, "default");
-        let list = api.list(&ListParams::default()).await.expect("list after restart");
-        let names: Vec<String> = list.items.into_iter().filter_map(|c| c.metadata.name).collect();
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .expect("list after restart");
+        let names: Vec<String> = list
+            .items
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .collect();
         for n in &acknowledged {
-            assert!(names.contains(n), "{n} was acknowledged before kill -9 and is gone");
+            assert!(
+                names.contains(n),
+                "{n} was acknowledged before kill -9 and is gone"
+            );
         }
     });
 }

@@ -10,7 +10,7 @@ use skiff_conformance::{Backend, Cluster};
 pub fn get_watch_streams_changes(backend: Backend) {
     let cluster = Cluster::start(backend);
     let k = cluster.kubectl("1.33");
-    k.ok(&["create", "configmap", "before", "--from-literal=a=b"]);
+    k.create_configmap(None, "before", &[("a", "b")]);
     let mut child = k
         .command()
         .args(["get", "configmaps", "-w"])
@@ -44,10 +44,13 @@ pub fn get_watch_streams_changes(backend: Backend) {
     };
     let first = wait_for("before");
     assert!(first[0].starts_with("NAME"), "header first: {first:?}");
-    k.ok(&["create", "configmap", "after", "--from-literal=a=b"]);
+    k.create_configmap(None, "after", &[("a", "b")]);
     let lines = wait_for("after");
-    assert!(lines.last().unwrap().contains("1"), "DATA column: {lines:?}");
-    k.ok(&["create", "configmap", "third", "--from-literal=a=b", "--from-literal=c=d"]);
+    assert!(
+        lines.last().unwrap().contains("1"),
+        "DATA column: {lines:?}"
+    );
+    k.create_configmap(None, "third", &[("a", "b"), ("c", "d")]);
     let lines = wait_for("third");
     let cells: Vec<&str> = lines.last().unwrap().split_whitespace().collect();
     assert_eq!(cells[1], "2", "{lines:?}");
@@ -59,8 +62,12 @@ fn events(raw: &str) -> Vec<(String, String)> {
     raw.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {l}"));
-            let name = v["object"]["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {l}"));
+            let name = v["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             (v["type"].as_str().unwrap_or("").to_string(), name)
         })
         .collect()
@@ -72,33 +79,59 @@ fn events(raw: &str) -> Vec<(String, String)> {
 pub fn watch_protocol(backend: Backend) {
     let mut cluster = Cluster::start(backend);
     let k = cluster.kubectl("1.33");
-    let rv0 = k.ok(&["get", "configmaps", "-o", "jsonpath={.metadata.resourceVersion}"]);
-    k.ok(&["create", "configmap", "a", "--from-literal=k=v"]);
-    k.ok(&["create", "configmap", "b", "--from-literal=k=v"]);
+    let list_rv = || {
+        let raw = k.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"]);
+        let list: serde_json::Value = serde_json::from_str(&raw).expect("list JSON");
+        let rv = list["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("list resourceVersion")
+            .to_string();
+        assert!(!rv.is_empty());
+        rv
+    };
+    let rv0 = list_rv();
+    k.create_configmap(None, "a", &[("k", "v")]);
+    k.create_configmap(None, "b", &[("k", "v")]);
     k.ok(&["delete", "configmap", "a"]);
-    let url = format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv0}&timeoutSeconds=1&allowWatchBookmarks=true");
+    let url = format!(
+        "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv0}&timeoutSeconds=1&allowWatchBookmarks=true"
+    );
     let raw = k.ok(&["get", "--raw", &url]);
     let evs = events(&raw);
     assert_eq!(
         evs,
-        [("ADDED".into(), "a".into()), ("ADDED".into(), "b".into()), ("DELETED".into(), "a".into()), ("BOOKMARK".into(), String::new())],
+        [
+            ("ADDED".into(), "a".into()),
+            ("ADDED".into(), "b".into()),
+            ("DELETED".into(), "a".into()),
+            ("BOOKMARK".into(), String::new())
+        ],
         "{raw}"
     );
 
     // Selector transitions: b starts matching (ADDED), then stops (DELETED).
-    let rv1 = k.ok(&["get", "configmaps", "-o", "jsonpath={.metadata.resourceVersion}"]);
-    let url = format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv1}&timeoutSeconds=1&labelSelector=tier%3Dweb");
+    let rv1 = list_rv();
+    let url = format!(
+        "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv1}&timeoutSeconds=1&labelSelector=tier%3Dweb"
+    );
     k.ok(&["label", "configmap", "b", "tier=web"]);
     k.ok(&["label", "configmap", "b", "tier=db", "--overwrite"]);
     let raw = k.ok(&["get", "--raw", &url]);
-    assert_eq!(events(&raw), [("ADDED".into(), "b".into()), ("DELETED".into(), "b".into())], "{raw}");
+    assert_eq!(
+        events(&raw),
+        [("ADDED".into(), "b".into()), ("DELETED".into(), "b".into())],
+        "{raw}"
+    );
 
     // After a restart the server no longer remembers rv0: an ERROR event with a 410 Status,
     // inside a 200 stream, so clients relist.
     cluster.restart_after_kill();
-    let url = format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv0}&timeoutSeconds=5");
+    let url = format!(
+        "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv0}&timeoutSeconds=5"
+    );
     let raw = k.ok(&["get", "--raw", &url]);
-    let first: serde_json::Value = serde_json::from_str(raw.lines().next().unwrap_or("")).expect("one event");
+    let first: serde_json::Value =
+        serde_json::from_str(raw.lines().next().unwrap_or("")).expect("one event");
     assert_eq!(first["type"], "ERROR", "{raw}");
     assert_eq!(first["object"]["code"], 410, "{raw}");
     assert_eq!(first["object"]["reason"], "Expired", "{raw}");

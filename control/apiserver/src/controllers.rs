@@ -63,9 +63,13 @@ async fn namespace_controller(store: Arc<dyn Store>) {
 
 async fn finalize_namespaces(store: &Arc<dyn Store>) -> skiff_store::Result<()> {
     let res = namespaces();
-    let list = store.list(&res.prefix(None), ListOptions::default()).await?;
+    let list = store
+        .list(&res.prefix(None), ListOptions::default())
+        .await?;
     for kv in list.items {
-        let Ok(ns) = serde_json::from_slice::<Value>(&kv.value) else { continue };
+        let Ok(ns) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
         if !object::is_deleting(&ns) {
             continue;
         }
@@ -99,7 +103,9 @@ async fn empty_namespace(store: &Arc<dyn Store>, ns: &str) -> skiff_store::Resul
             continue;
         }
         seen.push(res.storage);
-        let list = store.list(&res.prefix(Some(ns)), ListOptions::default()).await?;
+        let list = store
+            .list(&res.prefix(Some(ns)), ListOptions::default())
+            .await?;
         for kv in list.items {
             empty = false;
             let Ok(mut obj) = serde_json::from_slice::<Value>(&kv.value) else {
@@ -108,11 +114,13 @@ async fn empty_namespace(store: &Arc<dyn Store>, ns: &str) -> skiff_store::Resul
             };
             if object::finalizers(&obj).is_empty() {
                 match store.delete(&kv.key, Some(kv.mod_revision)).await {
-                    Ok(_) | Err(skiff_store::Error::Conflict { .. } | skiff_store::Error::NotFound) => {}
+                    Ok(_)
+                    | Err(skiff_store::Error::Conflict { .. } | skiff_store::Error::NotFound) => {}
                     Err(e) => return Err(e),
                 }
             } else if !object::is_deleting(&obj) {
-                object::meta_mut(&mut obj).insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
+                object::meta_mut(&mut obj)
+                    .insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
                 object::meta_mut(&mut obj).insert("deletionGracePeriodSeconds".into(), json!(0));
                 let _ = store
                     .update(&kv.key, kv.mod_revision, object::encode(res, &obj))
@@ -130,7 +138,9 @@ async fn compactor(store: Arc<dyn Store>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
-        let Ok(rev) = store.current_revision().await else { continue };
+        let Ok(rev) = store.current_revision().await else {
+            continue;
+        };
         seen.push_back(rev);
         if seen.len() > 2 {
             seen.pop_front();

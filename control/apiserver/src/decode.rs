@@ -49,6 +49,15 @@ pub fn body_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => yaml(body)?,
+        // kubectl 1.32+ sends its imperative creates (`kubectl create configmap ...`) as
+        // protobuf. Decoding it is not done yet; say what works instead.
+        "application/vnd.kubernetes.protobuf" => {
+            return Err(ApiError::new(
+                http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (Skiff does not decode protobuf bodies yet: write the object as a manifest and use `kubectl apply -f`, or pipe `kubectl create ... --dry-run=client -o yaml` into `kubectl apply -f -`)",
+            ));
+        }
         other => {
             return Err(ApiError::new(
                 http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -199,13 +208,19 @@ mod tests {
         let r = find("", "v1", "pods").unwrap();
         let p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": "nope"}});
         let err = canonical(r, &p, FieldValidation::Strict).unwrap_err();
-        assert!(err.message.starts_with("Pod in version \"v1\" cannot be handled as a Pod:"));
+        assert!(
+            err.message
+                .starts_with("Pod in version \"v1\" cannot be handled as a Pod:")
+        );
     }
 
     #[test]
     fn api_version_must_match() {
         let r = find("apps", "v1", "deployments").unwrap();
         let err = check_type(r, &json!({"apiVersion": "v1", "kind": "Deployment"})).unwrap_err();
-        assert!(err.message.contains("does not match the expected API version (apps/v1)"));
+        assert!(
+            err.message
+                .contains("does not match the expected API version (apps/v1)")
+        );
     }
 }

@@ -40,7 +40,11 @@ fn subresource_kind(r: &Resource, sub: &str) -> (String, &'static str, &'static 
 }
 
 fn scope(r: &Resource) -> &'static str {
-    if r.namespaced { "Namespaced" } else { "Cluster" }
+    if r.namespaced {
+        "Namespaced"
+    } else {
+        "Cluster"
+    }
 }
 
 /// `/api` or `/apis` in the aggregated form.
@@ -140,7 +144,10 @@ pub fn api_group(group: &str) -> Option<Value> {
 
 pub fn resource_list(group: &str, version: &str) -> Value {
     let mut resources = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         let mut v = json!({
             "name": r.plural,
             "singularName": r.singular,
@@ -194,9 +201,25 @@ mod tests {
     #[test]
     fn scale_is_listed_for_deployments() {
         let apps = aggregated(false, "v2");
-        let apps = apps["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "apps").unwrap();
-        let deploy = apps["versions"][0]["resources"].as_array().unwrap().iter().find(|r| r["resource"] == "deployments").unwrap();
-        assert!(deploy["subresources"].as_array().unwrap().iter().any(|s| s["subresource"] == "scale" && s["responseKind"]["kind"] == "Scale"));
+        let apps = apps["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "apps")
+            .unwrap();
+        let deploy = apps["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "deployments")
+            .unwrap();
+        assert!(
+            deploy["subresources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["subresource"] == "scale" && s["responseKind"]["kind"] == "Scale")
+        );
         assert_eq!(deploy["shortNames"][0], "deploy");
     }
 }

@@ -182,7 +182,10 @@ impl Ctx<'_> {
     async fn get(&self) -> ApiResult<Response> {
         let (_, obj) = self.read().await?;
         match self.info.subresource.as_deref() {
-            Some("scale") => Ok(json_response(StatusCode::OK, &to_scale(self.resource(), &obj))),
+            Some("scale") => Ok(json_response(
+                StatusCode::OK,
+                &to_scale(self.resource(), &obj),
+            )),
             Some("log") => Err(pod_log_unavailable(&obj)),
             _ => Ok(self.object_reply(StatusCode::OK, obj, Vec::new())),
         }
@@ -229,7 +232,16 @@ impl Ctx<'_> {
             if self.resource().namespaced && self.ns().is_none() {
                 // All namespaces: scan, the name filter applies below.
                 list_revision = self
-                    .scan(&prefix, revision, limit, None, &labels, &fields, &mut items, &mut next_continue)
+                    .scan(
+                        &prefix,
+                        revision,
+                        limit,
+                        None,
+                        &labels,
+                        &fields,
+                        &mut items,
+                        &mut next_continue,
+                    )
                     .await?;
             } else {
                 if let Some(kv) = self.state.store.get(&key).await? {
@@ -242,7 +254,16 @@ impl Ctx<'_> {
             }
         } else {
             list_revision = self
-                .scan(&prefix, revision, limit, start_after, &labels, &fields, &mut items, &mut next_continue)
+                .scan(
+                    &prefix,
+                    revision,
+                    limit,
+                    start_after,
+                    &labels,
+                    &fields,
+                    &mut items,
+                    &mut next_continue,
+                )
                 .await?;
         }
         let mut meta = json!({"resourceVersion": list_revision.to_string()});
@@ -276,7 +297,11 @@ impl Ctx<'_> {
     ) -> ApiResult<i64> {
         let mut revision = revision;
         loop {
-            let want = if limit == 0 { 0 } else { (limit - items.len()).max(1) };
+            let want = if limit == 0 {
+                0
+            } else {
+                (limit - items.len()).max(1)
+            };
             let page = self
                 .state
                 .store
@@ -302,7 +327,11 @@ impl Ctx<'_> {
             }
             start_after = last_key;
             if limit > 0 && items.len() >= limit {
-                *next_continue = Some(encode_continue(page.revision, start_after.as_deref().unwrap_or(""), prefix));
+                *next_continue = Some(encode_continue(
+                    page.revision,
+                    start_after.as_deref().unwrap_or(""),
+                    prefix,
+                ));
                 return Ok(page.revision);
             }
         }
@@ -323,14 +352,19 @@ impl Ctx<'_> {
             .map(|s| Duration::from_secs(s.max(0) as u64))
             .unwrap_or(Duration::from_secs(1800));
         let bookmarks = self.query.flag("allowWatchBookmarks");
-        let send_initial = self.query.get("sendInitialEvents").map(|_| self.query.flag("sendInitialEvents"));
+        let send_initial = self
+            .query
+            .get("sendInitialEvents")
+            .map(|_| self.query.flag("sendInitialEvents"));
         let rv = self.query.get("resourceVersion").unwrap_or("");
         // Where the stream starts, and the objects to send first as ADDED.
         let (start, initial) = if (rv.is_empty() || rv == "0") || send_initial == Some(true) {
             let mut items = Vec::new();
             let mut none = None;
             let rev = self
-                .scan(&prefix, None, 0, None, &labels, &fields, &mut items, &mut none)
+                .scan(
+                    &prefix, None, 0, None, &labels, &fields, &mut items, &mut none,
+                )
                 .await?;
             (rev, items)
         } else {
@@ -368,8 +402,7 @@ impl Ctx<'_> {
                 let mut b = bookmark(resource, start);
                 meta_mut(&mut b)
                     .entry("annotations")
-                    .or_insert_with(|| json!({}))
-                    ["k8s.io/initial-events-end"] = json!("true");
+                    .or_insert_with(|| json!({}))["k8s.io/initial-events-end"] = json!("true");
                 if !out.send_raw("BOOKMARK", b).await {
                     return;
                 }
@@ -485,7 +518,10 @@ impl Ctx<'_> {
                 meta.remove("namespace");
             }
             let name = meta.get("name").and_then(Value::as_str).unwrap_or("");
-            let generate = meta.get("generateName").and_then(Value::as_str).unwrap_or("");
+            let generate = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if name.is_empty() && !generate.is_empty() {
                 meta.insert("name".into(), json!(object::generate_name(generate)));
             }
@@ -496,7 +532,12 @@ impl Ctx<'_> {
             } else {
                 meta.remove("generation");
             }
-            for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            for f in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "selfLink",
+            ] {
                 meta.remove(f);
             }
         }
@@ -505,7 +546,8 @@ impl Ctx<'_> {
         if resource.kind == "Pod" && resource.group.is_empty() {
             obj["status"]["qosClass"] = json!(qos_class(obj));
         }
-        let errors = skiff_apimachinery::validate(kind_of(resource), resource.namespaced, obj, None);
+        let errors =
+            skiff_apimachinery::validate(kind_of(resource), resource.namespaced, obj, None);
         if !errors.is_empty() {
             return Err(ApiError::invalid(resource, object::name(obj), &errors));
         }
@@ -583,10 +625,14 @@ impl Ctx<'_> {
                 .map(object::parse_resource_version)
                 .transpose()?;
             let updated = self
-                .guaranteed_update(precondition, |_, mut obj| {
-                    obj["spec"]["replicas"] = json!(replicas.unwrap_or(0));
-                    Ok(obj)
-                }, false)
+                .guaranteed_update(
+                    precondition,
+                    |_, mut obj| {
+                        obj["spec"]["replicas"] = json!(replicas.unwrap_or(0));
+                        Ok(obj)
+                    },
+                    false,
+                )
                 .await?;
             return Ok(json_response(StatusCode::OK, &to_scale(resource, &updated)));
         }
@@ -619,7 +665,11 @@ impl Ctx<'_> {
         internal: bool,
     ) -> ApiResult<Value> {
         let resource = self.resource();
-        let sub = if internal { Some("internal") } else { self.info.subresource.as_deref() };
+        let sub = if internal {
+            Some("internal")
+        } else {
+            self.info.subresource.as_deref()
+        };
         for _ in 0..16 {
             let (kv, old) = self.read().await?;
             if let Some(p) = precondition
@@ -630,7 +680,12 @@ impl Ctx<'_> {
             let proposed = change(&old, old.clone())?;
             let mut new = prepare_update(resource, &old, proposed, sub)?;
             if !internal {
-                let errors = skiff_apimachinery::validate(kind_of(resource), resource.namespaced, &new, Some(&old));
+                let errors = skiff_apimachinery::validate(
+                    kind_of(resource),
+                    resource.namespaced,
+                    &new,
+                    Some(&old),
+                );
                 if !errors.is_empty() {
                     return Err(ApiError::invalid(resource, self.name(), &errors));
                 }
@@ -644,11 +699,21 @@ impl Ctx<'_> {
                 return Ok(new);
             }
             // The last finalizer gone from an object being deleted: it goes now.
-            if object::is_deleting(&new) && object::finalizers(&new).is_empty() && !graceful_pending(resource, &new) {
-                return match self.state.store.delete(&self.key(), Some(kv.mod_revision)).await {
+            if object::is_deleting(&new)
+                && object::finalizers(&new).is_empty()
+                && !graceful_pending(resource, &new)
+            {
+                return match self
+                    .state
+                    .store
+                    .delete(&self.key(), Some(kv.mod_revision))
+                    .await
+                {
                     Ok(kv) => object::decode(resource, &kv),
                     Err(skiff_store::Error::Conflict { .. }) if precondition.is_none() => continue,
-                    Err(skiff_store::Error::Conflict { .. }) => Err(ApiError::conflict(resource, self.name())),
+                    Err(skiff_store::Error::Conflict { .. }) => {
+                        Err(ApiError::conflict(resource, self.name()))
+                    }
                     Err(e) => Err(e.into()),
                 };
             }
@@ -708,30 +773,40 @@ impl Ctx<'_> {
                 return Ok(self.object_reply(StatusCode::CREATED, created, warnings));
             }
         }
-        let precondition = match patch.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+        let precondition = match patch
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
             Some(rv) if kind != PatchKind::Json => Some(object::parse_resource_version(rv)?),
             _ => None,
         };
         let warnings = std::sync::Mutex::new(Vec::new());
         let updated = self
-            .guaranteed_update(precondition, |_, current| {
-                let target = if sub == Some("scale") {
-                    to_scale(resource, &current)
-                } else {
-                    current.clone()
-                };
-                let patched = apply_patch(resource, kind, &target, &patch)?;
-                if sub == Some("scale") {
-                    let mut obj = current;
-                    let replicas = patched.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
-                    obj["spec"]["replicas"] = replicas;
-                    return Ok(obj);
-                }
-                decode::check_type(resource, &patched)?;
-                let (obj, w) = decode::canonical(resource, &patched, validation)?;
-                *warnings.lock().expect("warnings lock") = w;
-                Ok(obj)
-            }, false)
+            .guaranteed_update(
+                precondition,
+                |_, current| {
+                    let target = if sub == Some("scale") {
+                        to_scale(resource, &current)
+                    } else {
+                        current.clone()
+                    };
+                    let patched = apply_patch(resource, kind, &target, &patch)?;
+                    if sub == Some("scale") {
+                        let mut obj = current;
+                        let replicas = patched
+                            .pointer("/spec/replicas")
+                            .cloned()
+                            .unwrap_or(json!(0));
+                        obj["spec"]["replicas"] = replicas;
+                        return Ok(obj);
+                    }
+                    decode::check_type(resource, &patched)?;
+                    let (obj, w) = decode::canonical(resource, &patched, validation)?;
+                    *warnings.lock().expect("warnings lock") = w;
+                    Ok(obj)
+                },
+                false,
+            )
             .await?;
         let warnings = warnings.into_inner().unwrap_or_default();
         if sub == Some("scale") {
@@ -750,7 +825,12 @@ impl Ctx<'_> {
         Ok(self.object_reply(StatusCode::OK, deleted, Vec::new()))
     }
 
-    async fn delete_object(&self, kv: KeyValue, obj: Value, opts: &DeleteOptions) -> ApiResult<Value> {
+    async fn delete_object(
+        &self,
+        kv: KeyValue,
+        obj: Value,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Value> {
         let resource = self.resource();
         let name = object::name(&obj).to_string();
         if let Some(uid) = &opts.uid
@@ -788,7 +868,10 @@ impl Ctx<'_> {
             {
                 let meta = meta_mut(&mut new);
                 if !meta.contains_key("deletionTimestamp") {
-                    meta.insert("deletionTimestamp".into(), json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                    meta.insert(
+                        "deletionTimestamp".into(),
+                        json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                    );
                     let generation = meta.get("generation").and_then(Value::as_i64).unwrap_or(0);
                     meta.insert("generation".into(), json!(generation + 1));
                 }
@@ -828,11 +911,17 @@ impl Ctx<'_> {
         let prefix = self.resource().prefix(self.ns());
         let mut items = Vec::new();
         let mut none = None;
-        self.scan(&prefix, None, 0, None, &labels, &fields, &mut items, &mut none)
-            .await?;
+        self.scan(
+            &prefix, None, 0, None, &labels, &fields, &mut items, &mut none,
+        )
+        .await?;
         for obj in items {
-            let key = self.resource().key(object::meta_str(&obj, "namespace"), object::name(&obj));
-            let Some(kv) = self.state.store.get(&key).await? else { continue };
+            let key = self
+                .resource()
+                .key(object::meta_str(&obj, "namespace"), object::name(&obj));
+            let Some(kv) = self.state.store.get(&key).await? else {
+                continue;
+            };
             match self.delete_object(kv, obj, &opts).await {
                 Ok(_) => {}
                 Err(e) if e.code == StatusCode::NOT_FOUND || e.code == StatusCode::CONFLICT => {}
@@ -874,7 +963,12 @@ impl PatchKind {
     }
 }
 
-fn apply_patch(resource: &Resource, kind: PatchKind, target: &Value, patch: &Value) -> ApiResult<Value> {
+fn apply_patch(
+    resource: &Resource,
+    kind: PatchKind,
+    target: &Value,
+    patch: &Value,
+) -> ApiResult<Value> {
     match kind {
         PatchKind::Json => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
@@ -913,7 +1007,12 @@ fn apply_patch(resource: &Resource, kind: PatchKind, target: &Value, patch: &Val
 
 /// The new stored form of an object on update: server-owned metadata from `old`, status
 /// or spec as the subresource allows, generation bumped when the spec changed.
-fn prepare_update(resource: &Resource, old: &Value, mut new: Value, sub: Option<&str>) -> ApiResult<Value> {
+fn prepare_update(
+    resource: &Resource,
+    old: &Value,
+    mut new: Value,
+    sub: Option<&str>,
+) -> ApiResult<Value> {
     if sub == Some("status") {
         let mut out = old.clone();
         out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
@@ -924,13 +1023,24 @@ fn prepare_update(resource: &Resource, old: &Value, mut new: Value, sub: Option<
     }
     if sub == Some("finalize") {
         let mut out = old.clone();
-        out["spec"]["finalizers"] = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+        out["spec"]["finalizers"] = new
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or(json!([]));
         return Ok(out);
     }
     let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
     {
         let meta = meta_mut(&mut new);
-        for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ] {
             match old_meta.get(f) {
                 Some(v) => {
                     meta.insert(f.into(), v.clone());
@@ -951,7 +1061,10 @@ fn prepare_update(resource: &Resource, old: &Value, mut new: Value, sub: Option<
     }
     skiff_apimachinery::apply_defaults(kind_of(resource), &mut new);
     if resource.has_spec && new.get("spec") != old.get("spec") {
-        let g = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(0);
+        let g = old_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         meta_mut(&mut new).insert("generation".into(), json!(g + 1));
     }
     Ok(new)
@@ -962,7 +1075,11 @@ fn prepare_update(resource: &Resource, old: &Value, mut new: Value, sub: Option<
 fn graceful_pending(resource: &Resource, obj: &Value) -> bool {
     resource.kind == "Pod"
         && resource.group.is_empty()
-        && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0
+        && obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            > 0
 }
 
 /// Seconds of grace a delete gives: pods bound to a node and not finished get their
@@ -971,13 +1088,22 @@ fn deletion_grace(resource: &Resource, obj: &Value, requested: Option<i64>) -> i
     if resource.kind != "Pod" || !resource.group.is_empty() {
         return 0;
     }
-    let bound = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-    let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    let bound = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let phase = obj
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if !bound || phase == "Succeeded" || phase == "Failed" {
         return 0;
     }
     requested
-        .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+        .or_else(|| {
+            obj.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
         .unwrap_or(30)
         .max(0)
 }
@@ -999,13 +1125,18 @@ fn delete_options(body: &[u8], query: &Query) -> ApiResult<DeleteOptions> {
         Some(g) => Some(g),
         None => query.int("gracePeriodSeconds")?,
     };
-    if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str).or(query.get("propagationPolicy"))
+    if let Some(p) = body
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .or(query.get("propagationPolicy"))
         && !matches!(p, "Orphan" | "Background" | "Foreground")
     {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
-            format!("propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
+            format!(
+                "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+            ),
         ));
     }
     let resource_version = body
@@ -1015,7 +1146,10 @@ fn delete_options(body: &[u8], query: &Query) -> ApiResult<DeleteOptions> {
         .transpose()?;
     Ok(DeleteOptions {
         grace_period_seconds: grace,
-        uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
+        uid: body
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         resource_version,
     })
 }
@@ -1052,7 +1186,9 @@ fn qos_class(pod: &Value) -> &'static str {
         let requests = c.pointer("/resources/requests").and_then(Value::as_object);
         let limits = c.pointer("/resources/limits").and_then(Value::as_object);
         for res in ["cpu", "memory"] {
-            let r = requests.and_then(|m| m.get(res)).or_else(|| limits.and_then(|m| m.get(res)));
+            let r = requests
+                .and_then(|m| m.get(res))
+                .or_else(|| limits.and_then(|m| m.get(res)));
             let l = limits.and_then(|m| m.get(res));
             if r.is_some() || l.is_some() {
                 any = true;
@@ -1084,7 +1220,9 @@ fn set_condition(obj: &mut Value, kind: &str, status: &str) {
     }
     let list = conds.as_array_mut().expect("array");
     list.retain(|c| c.get("type").and_then(Value::as_str) != Some(kind));
-    list.push(json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now}));
+    list.push(
+        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now}),
+    );
 }
 
 /// An `autoscaling/v1` Scale for an object with `spec.replicas`.
@@ -1144,7 +1282,10 @@ fn selector_string(sel: &Value) -> String {
 
 fn pod_log_unavailable(pod: &Value) -> ApiError {
     let name = object::name(pod);
-    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if node.is_empty() {
         ApiError::bad_request(format!("pod {name} does not have a host assigned"))
     } else {
@@ -1160,9 +1301,38 @@ fn field_supported(resource: &Resource, field: &str) -> bool {
         return true;
     }
     let extra: &[&str] = match (resource.group, resource.kind) {
-        ("", "Pod") => &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"],
-        ("", "Event") => &["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"],
-        ("events.k8s.io", "Event") => &["regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "reason", "type", "reportingController"],
+        ("", "Pod") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        ("", "Event") => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        ("events.k8s.io", "Event") => &[
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "reason",
+            "type",
+            "reportingController",
+        ],
         ("", "Node") => &["spec.unschedulable"],
         ("", "Namespace") => &["status.phase"],
         ("", "Secret") => &["type"],
@@ -1182,7 +1352,11 @@ fn encode_continue(rev: i64, start_after: &str, prefix: &str) -> String {
 
 fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
     use base64::Engine;
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token.trim_end_matches('='))
         .map_err(|_| bad())?;
@@ -1213,7 +1387,8 @@ struct WatchFilter {
 impl WatchFilter {
     fn matches(&self, obj: &Value) -> bool {
         (self.labels.is_empty() || self.labels.matches(&object::labels(obj)))
-            && (self.fields.is_empty() || self.fields.matches(&|f: &str| object::field_value(obj, f)))
+            && (self.fields.is_empty()
+                || self.fields.matches(&|f: &str| object::field_value(obj, f)))
     }
 
     /// The event a client sees for a change, if any: a change that makes an object start
@@ -1268,13 +1443,17 @@ impl EventWriter {
     }
 
     async fn send_raw(&mut self, kind: &str, obj: Value) -> bool {
-        let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
+        let mut line =
+            serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
         line.push(b'\n');
         self.tx.send(Ok(Bytes::from(line))).await.is_ok()
     }
 
     async fn expired(&mut self, oldest: i64) -> bool {
-        let status = ApiError::gone(format!("too old resource version: the oldest available is {oldest}")).to_status();
+        let status = ApiError::gone(format!(
+            "too old resource version: the oldest available is {oldest}"
+        ))
+        .to_status();
         self.send_raw("ERROR", status).await
     }
 }
@@ -1285,11 +1464,19 @@ mod tests {
 
     #[test]
     fn continue_tokens_round_trip_and_reject_tampering() {
-        let t = encode_continue(42, "/registry/core/pods/default/b", "/registry/core/pods/default/");
-        assert_eq!(decode_continue(&t, "/registry/core/pods/default/").unwrap(), (42, "/registry/core/pods/default/b".to_string()));
+        let t = encode_continue(
+            42,
+            "/registry/core/pods/default/b",
+            "/registry/core/pods/default/",
+        );
+        assert_eq!(
+            decode_continue(&t, "/registry/core/pods/default/").unwrap(),
+            (42, "/registry/core/pods/default/b".to_string())
+        );
         assert!(decode_continue("not-base64!", "/p/").is_err());
         use base64::Engine;
-        let evil = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"rv":1,"start":"../../secrets/x"}"#);
+        let evil = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"rv":1,"start":"../../secrets/x"}"#);
         assert!(decode_continue(&evil, "/p/").is_err());
     }
 

@@ -22,6 +22,7 @@ use skiff_store::Store;
 
 mod controllers;
 mod convert;
+mod decode;
 mod discovery;
 mod handlers;
 mod object;
@@ -29,7 +30,6 @@ pub mod registry;
 mod request;
 mod status;
 mod table;
-mod decode;
 pub mod watch;
 
 pub use status::ApiError;
@@ -42,7 +42,8 @@ pub const MAX_REQUEST_BODY: usize = 3 * 1024 * 1024;
 pub const KUBERNETES_MINOR: &str = "33";
 
 /// Namespaces that exist from the start, as in every Kubernetes cluster.
-pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -68,14 +69,9 @@ pub struct AppState {
     pub cache: Arc<watch::WatchCache>,
     /// OpenAPI documents, built on first request (they take a while and most clients of a
     /// small edge cluster never ask).
-    openapi: OnceLock<OpenApi>,
+    openapi: OnceLock<skiff_openapi::Documents>,
     /// `host:port` clients reach this server at.
     pub server_address: String,
-}
-
-struct OpenApi {
-    index: Value,
-    documents: std::collections::HashMap<String, Value>,
 }
 
 /// A running API server.
@@ -185,29 +181,27 @@ async fn health(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let verbose = req.uri().query().is_some_and(|q| q.contains("verbose"));
     let (code, text) = match (ok, verbose) {
         (true, false) => (StatusCode::OK, "ok".to_string()),
-        (true, true) => (StatusCode::OK, "[+]ping ok\n[+]store ok\nhealthz check passed\n".into()),
+        (true, true) => (
+            StatusCode::OK,
+            "[+]ping ok\n[+]store ok\nhealthz check passed\n".into(),
+        ),
         (false, _) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "[+]ping ok\n[-]store failed: reason withheld\nhealthz check failed\n".into(),
         ),
     };
-    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
 }
 
-fn openapi(state: &AppState) -> &OpenApi {
-    state.openapi.get_or_init(|| {
-        let resources = registry::openapi_resources();
-        let index = skiff_openapi::index(&resources);
-        let mut documents = std::collections::HashMap::new();
-        if let Some(paths) = index.get("paths").and_then(Value::as_object) {
-            for path in paths.keys() {
-                if let Some(doc) = skiff_openapi::group_version_document(path, &resources) {
-                    documents.insert(path.clone(), doc);
-                }
-            }
-        }
-        OpenApi { index, documents }
-    })
+fn openapi(state: &AppState) -> &skiff_openapi::Documents {
+    state
+        .openapi
+        .get_or_init(|| skiff_openapi::Documents::build(&registry::openapi_resources()))
 }
 
 async fn openapi_index(State(state): State<Arc<AppState>>) -> Response {
@@ -223,7 +217,7 @@ async fn openapi_document(
     axum::extract::Path(path): axum::extract::Path<String>,
 ) -> Response {
     let state = state.clone();
-    let doc = tokio::task::spawn_blocking(move || openapi(&state).documents.get(&path).cloned())
+    let doc = tokio::task::spawn_blocking(move || openapi(&state).get(&path).cloned())
         .await
         .ok()
         .flatten();

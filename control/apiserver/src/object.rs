@@ -59,9 +59,7 @@ pub fn is_deleting(obj: &Value) -> bool {
 
 /// RFC 3339 with second precision, as Kubernetes' `metav1.Time`.
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// The value Skiff stores: the object without `resourceVersion` (the store's revision is

@@ -32,11 +32,16 @@ pub struct RequestInfo {
 /// What a path under `/api` or `/apis` names.
 pub enum Target {
     /// `/api`, `/apis`: group discovery.
-    Root { legacy: bool },
+    Root {
+        legacy: bool,
+    },
     /// `/apis/<group>`: one group.
     Group(String),
     /// `/api/v1`, `/apis/<group>/<version>`: the resource list.
-    GroupVersion { group: String, version: String },
+    GroupVersion {
+        group: String,
+        version: String,
+    },
     Resource(RequestInfo),
 }
 
@@ -75,8 +80,7 @@ pub fn parse(method: &Method, path: &str, query: &Query) -> ApiResult<Target> {
     }
     let plural = rest[0];
     let resource = registry::find(group, version, plural).ok_or_else(ApiError::no_route)?;
-    if resource.namespaced != namespace.is_some() && !(resource.namespaced && rest.len() == 1)
-    {
+    if resource.namespaced != namespace.is_some() && !(resource.namespaced && rest.len() == 1) {
         // A cluster-scoped resource under a namespace, or a namespaced object by name
         // without one.
         return Err(ApiError::no_route());
@@ -172,21 +176,42 @@ mod tests {
     #[test]
     fn namespaced_and_cluster_paths() {
         let i = info(Method::GET, "/api/v1/namespaces/default/pods", "");
-        assert_eq!((i.resource.plural, i.namespace.as_deref(), i.verb), ("pods", Some("default"), Verb::List));
+        assert_eq!(
+            (i.resource.plural, i.namespace.as_deref(), i.verb),
+            ("pods", Some("default"), Verb::List)
+        );
         let i = info(Method::GET, "/api/v1/namespaces/default", "");
-        assert_eq!((i.resource.plural, i.name.as_deref(), i.verb), ("namespaces", Some("default"), Verb::Get));
+        assert_eq!(
+            (i.resource.plural, i.name.as_deref(), i.verb),
+            ("namespaces", Some("default"), Verb::Get)
+        );
         let i = info(Method::PUT, "/api/v1/namespaces/x/finalize", "");
-        assert_eq!((i.name.as_deref(), i.subresource.as_deref()), (Some("x"), Some("finalize")));
+        assert_eq!(
+            (i.name.as_deref(), i.subresource.as_deref()),
+            (Some("x"), Some("finalize"))
+        );
         let i = info(Method::GET, "/api/v1/pods", "watch=1");
         assert_eq!((i.namespace, i.verb), (None, Verb::Watch));
-        let i = info(Method::PATCH, "/apis/apps/v1/namespaces/d/deployments/web/scale", "");
-        assert_eq!((i.resource.kind, i.subresource.as_deref(), i.verb), ("Deployment", Some("scale"), Verb::Patch));
+        let i = info(
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/d/deployments/web/scale",
+            "",
+        );
+        assert_eq!(
+            (i.resource.kind, i.subresource.as_deref(), i.verb),
+            ("Deployment", Some("scale"), Verb::Patch)
+        );
     }
 
     #[test]
     fn unknown_paths_are_404() {
-        for p in ["/api/v2/pods", "/apis/apps/v1/namespaces/d/pods", "/api/v1/nodes/a/scale",
-                  "/api/v1/namespaces/d/nodes/x", "/apis/nope/v1"] {
+        for p in [
+            "/api/v2/pods",
+            "/apis/apps/v1/namespaces/d/pods",
+            "/api/v1/nodes/a/scale",
+            "/api/v1/namespaces/d/nodes/x",
+            "/apis/nope/v1",
+        ] {
             assert!(parse(&Method::GET, p, &Query::default()).is_err(), "{p}");
         }
     }

@@ -31,11 +31,7 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            message,
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
 
     pub fn method_not_allowed() -> Self {
@@ -139,7 +135,12 @@ impl ApiError {
         let mut err = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
-            format!("{} \"{}\" is invalid: {}", resource.qualified_kind(), name, list),
+            format!(
+                "{} \"{}\" is invalid: {}",
+                resource.qualified_kind(),
+                name,
+                list
+            ),
         );
         err.details = Some(json!({
             "name": name,
@@ -195,7 +196,10 @@ impl IntoResponse for ApiError {
 impl From<skiff_store::Error> for ApiError {
     fn from(e: skiff_store::Error) -> Self {
         match e {
-            skiff_store::Error::Compacted { requested, compacted } => ApiError::gone(format!(
+            skiff_store::Error::Compacted {
+                requested,
+                compacted,
+            } => ApiError::gone(format!(
                 "The resourceVersion for the provided list is too old: {requested} \
                  (compacted at {compacted})"
             )),

@@ -34,7 +34,12 @@ pub fn format(accept: &str, include_object: Option<&str>) -> Format {
     })
 }
 
-fn row(resource: &Resource, obj: &Value, include: Include, now: chrono::DateTime<chrono::Utc>) -> Value {
+fn row(
+    resource: &Resource,
+    obj: &Value,
+    include: Include,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Value {
     let cells = skiff_printers::row_cells(resource.group, resource.kind, obj, now);
     let object = match include {
         Include::None => Value::Null,
@@ -62,9 +67,15 @@ pub fn table(
     with_columns: bool,
 ) -> Value {
     let now = chrono::Utc::now();
-    let rows: Vec<Value> = items.iter().map(|o| row(resource, o, include, now)).collect();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| row(resource, o, include, now))
+        .collect();
     let columns = if with_columns {
-        Value::Array(skiff_printers::column_definitions(resource.group, resource.kind))
+        Value::Array(skiff_printers::column_definitions(
+            resource.group,
+            resource.kind,
+        ))
     } else {
         Value::Null
     };

@@ -175,7 +175,10 @@ async fn feed(cache: std::sync::Weak<WatchCache>, store: Arc<dyn Store>, mut rev
             Err(skiff_store::Error::Compacted { .. }) => {
                 let Some(c) = cache.upgrade() else { return };
                 rev = store.current_revision().await.unwrap_or(rev);
-                tracing::warn!(revision = rev, "watch cache fell behind compaction; resetting");
+                tracing::warn!(
+                    revision = rev,
+                    "watch cache fell behind compaction; resetting"
+                );
                 c.reset(rev);
                 continue;
             }

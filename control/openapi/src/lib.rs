@@ -142,8 +142,8 @@ fn content_hash(doc: &Value) -> String {
     const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
     const PRIME: u128 = 0x0000000001000000000000000000013B;
     let bytes = serde_json::to_vec(doc).unwrap_or_default();
-    let hash = bytes.iter().fold(OFFSET, |h, b| {
-        (h ^ u128::from(*b)).wrapping_mul(PRIME)
-    });
+    let hash = bytes
+        .iter()
+        .fold(OFFSET, |h, b| (h ^ u128::from(*b)).wrapping_mul(PRIME));
     format!("{hash:032X}")
 }

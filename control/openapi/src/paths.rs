@@ -112,7 +112,12 @@ pub(crate) fn add_resource(
     );
     ops.insert(
         "put".into(),
-        ctx.replace(&own, "", &ctx.body, &format!("replace the specified {}", r.kind)),
+        ctx.replace(
+            &own,
+            "",
+            &ctx.body,
+            &format!("replace the specified {}", r.kind),
+        ),
     );
     ops.insert(
         "patch".into(),
@@ -283,7 +288,11 @@ fn subresource(
                     own,
                     log_parameters(),
                     None,
-                    responses(&[("200", "OK")], &json!({ "type": "string" }), &["text/plain"]),
+                    responses(
+                        &[("200", "OK")],
+                        &json!({ "type": "string" }),
+                        &["text/plain"],
+                    ),
                 ),
             );
         }

@@ -13,7 +13,13 @@ fn served() -> Vec<Resource> {
         subresources,
     };
     vec![
-        r("", "Namespace", "namespaces", false, &["status", "finalize"]),
+        r(
+            "",
+            "Namespace",
+            "namespaces",
+            false,
+            &["status", "finalize"],
+        ),
         r("", "Pod", "pods", true, &["status", "binding", "log"]),
         r("", "Service", "services", true, &["status"]),
         r("", "Endpoints", "endpoints", true, &[]),
@@ -22,18 +28,60 @@ fn served() -> Vec<Resource> {
         r("", "Node", "nodes", false, &["status"]),
         r("", "Event", "events", true, &[]),
         r("", "ServiceAccount", "serviceaccounts", true, &[]),
-        r("", "PersistentVolume", "persistentvolumes", false, &["status"]),
-        r("", "PersistentVolumeClaim", "persistentvolumeclaims", true, &["status"]),
-        r("apps", "Deployment", "deployments", true, &["status", "scale"]),
-        r("apps", "ReplicaSet", "replicasets", true, &["status", "scale"]),
-        r("apps", "StatefulSet", "statefulsets", true, &["status", "scale"]),
+        r(
+            "",
+            "PersistentVolume",
+            "persistentvolumes",
+            false,
+            &["status"],
+        ),
+        r(
+            "",
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+            true,
+            &["status"],
+        ),
+        r(
+            "apps",
+            "Deployment",
+            "deployments",
+            true,
+            &["status", "scale"],
+        ),
+        r(
+            "apps",
+            "ReplicaSet",
+            "replicasets",
+            true,
+            &["status", "scale"],
+        ),
+        r(
+            "apps",
+            "StatefulSet",
+            "statefulsets",
+            true,
+            &["status", "scale"],
+        ),
         r("apps", "DaemonSet", "daemonsets", true, &["status"]),
-        r("apps", "ControllerRevision", "controllerrevisions", true, &[]),
+        r(
+            "apps",
+            "ControllerRevision",
+            "controllerrevisions",
+            true,
+            &[],
+        ),
         r("batch", "Job", "jobs", true, &["status"]),
         r("batch", "CronJob", "cronjobs", true, &["status"]),
         r("coordination.k8s.io", "Lease", "leases", true, &[]),
         r("node.k8s.io", "RuntimeClass", "runtimeclasses", false, &[]),
-        r("discovery.k8s.io", "EndpointSlice", "endpointslices", true, &[]),
+        r(
+            "discovery.k8s.io",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+            &[],
+        ),
         r("events.k8s.io", "Event", "events", true, &[]),
     ]
 }
@@ -160,7 +208,9 @@ fn every_served_kind_supports_server_side_field_validation() {
     let resources = served();
     let docs = Documents::build(&resources);
     for r in &resources {
-        let doc = docs.get(&gv_path(r)).expect("document of served group-version");
+        let doc = docs
+            .get(&gv_path(r))
+            .expect("document of served group-version");
         let gvk = gvk_of(r.group, r.version, r.kind);
         assert!(
             supports_field_validation(doc, &gvk),
@@ -220,14 +270,22 @@ fn explain_finds_kind_from_paths_and_follows_fields() {
             .is_some_and(|d| d.contains("pod"))
     );
     let containers = &pod_spec["properties"]["containers"];
-    assert!(containers["description"].as_str().is_some_and(|d| !d.is_empty()));
+    assert!(
+        containers["description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
     let container = explain(&core, &gvk, &["spec", "containers"]);
     assert!(container["properties"]["image"]["description"].is_string());
 
     let apps = group_version_document("apis/apps/v1", &resources).unwrap();
     let deployment = gvk_of("apps", "v1", "Deployment");
     let template = explain(&apps, &deployment, &["spec", "template"]);
-    assert!(template["description"].as_str().is_some_and(|d| !d.is_empty()));
+    assert!(
+        template["description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
     assert!(template["properties"]["spec"].is_object());
     assert!(template["properties"]["metadata"].is_object());
     // The field's own description sits next to the ref, as explain prints it.
@@ -330,7 +388,10 @@ fn index_lists_every_group_version_with_a_content_hash() {
             .strip_prefix(&format!("/openapi/v3/{gv}?hash="))
             .unwrap_or_else(|| panic!("{url}"));
         assert_eq!(hash.len(), 32);
-        assert!(hash.chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
+        assert!(
+            hash.chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+        );
         assert!(docs.get(gv).is_some());
     }
     assert_eq!(index(&resources), docs.index);

@@ -10,165 +10,599 @@ type Now = DateTime<Utc>;
 /// A column: name, type, priority (1 = `-o wide` only), description.
 struct Col(&'static str, &'static str, i32, &'static str);
 
-const NAME: Col = Col("Name", "string", 0, "Name must be unique within a namespace.");
-const AGE: Col = Col("Age", "string", 0, "CreationTimestamp is a timestamp representing the server time when this object was created.");
+const NAME: Col = Col(
+    "Name",
+    "string",
+    0,
+    "Name must be unique within a namespace.",
+);
+const AGE: Col = Col(
+    "Age",
+    "string",
+    0,
+    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+);
 
 fn columns(group: &str, kind: &str) -> Vec<Col> {
     let c = |n, t, p, d| Col(n, t, p, d);
     match (group, kind) {
         ("", "Pod") => vec![
             NAME,
-            c("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
-            c("Status", "string", 0, "The aggregate status of the containers in this pod."),
-            c("Restarts", "string", 0, "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+            c(
+                "Ready",
+                "string",
+                0,
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            c(
+                "Status",
+                "string",
+                0,
+                "The aggregate status of the containers in this pod.",
+            ),
+            c(
+                "Restarts",
+                "string",
+                0,
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+            ),
             AGE,
-            c("IP", "string", 1, "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated."),
-            c("Node", "string", 1, "NodeName is a request to schedule this pod onto a specific node."),
-            c("Nominated Node", "string", 1, "nominatedNodeName is set only when this pod preempts other pods on the node."),
-            c("Readiness Gates", "string", 1, "If specified, all readiness gates will be evaluated for pod readiness."),
+            c(
+                "IP",
+                "string",
+                1,
+                "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
+            ),
+            c(
+                "Node",
+                "string",
+                1,
+                "NodeName is a request to schedule this pod onto a specific node.",
+            ),
+            c(
+                "Nominated Node",
+                "string",
+                1,
+                "nominatedNodeName is set only when this pod preempts other pods on the node.",
+            ),
+            c(
+                "Readiness Gates",
+                "string",
+                1,
+                "If specified, all readiness gates will be evaluated for pod readiness.",
+            ),
         ],
-        ("", "Namespace") => vec![NAME, c("Status", "string", 0, "The status of the namespace"), AGE],
+        ("", "Namespace") => vec![
+            NAME,
+            c("Status", "string", 0, "The status of the namespace"),
+            AGE,
+        ],
         ("", "Node") => vec![
             NAME,
             c("Status", "string", 0, "The status of the node"),
             c("Roles", "string", 0, "The roles of the node"),
             AGE,
-            c("Version", "string", 0, "Kubelet Version reported by the node."),
-            c("Internal-IP", "string", 1, "List of addresses reachable to the node. Queried from cloud provider, if available."),
-            c("External-IP", "string", 1, "List of addresses reachable to the node. Queried from cloud provider, if available."),
-            c("OS-Image", "string", 1, "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy))."),
-            c("Kernel-Version", "string", 1, "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64)."),
-            c("Container-Runtime", "string", 1, "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2)."),
+            c(
+                "Version",
+                "string",
+                0,
+                "Kubelet Version reported by the node.",
+            ),
+            c(
+                "Internal-IP",
+                "string",
+                1,
+                "List of addresses reachable to the node. Queried from cloud provider, if available.",
+            ),
+            c(
+                "External-IP",
+                "string",
+                1,
+                "List of addresses reachable to the node. Queried from cloud provider, if available.",
+            ),
+            c(
+                "OS-Image",
+                "string",
+                1,
+                "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
+            ),
+            c(
+                "Kernel-Version",
+                "string",
+                1,
+                "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).",
+            ),
+            c(
+                "Container-Runtime",
+                "string",
+                1,
+                "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).",
+            ),
         ],
         ("", "Service") => vec![
             NAME,
-            c("Type", "string", 0, "type determines how the Service is exposed."),
-            c("Cluster-IP", "string", 0, "clusterIP is the IP address of the service and is usually assigned randomly."),
-            c("External-IP", "string", 0, "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
-            c("Port(s)", "string", 0, "The list of ports that are exposed by this service."),
+            c(
+                "Type",
+                "string",
+                0,
+                "type determines how the Service is exposed.",
+            ),
+            c(
+                "Cluster-IP",
+                "string",
+                0,
+                "clusterIP is the IP address of the service and is usually assigned randomly.",
+            ),
+            c(
+                "External-IP",
+                "string",
+                0,
+                "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
+            ),
+            c(
+                "Port(s)",
+                "string",
+                0,
+                "The list of ports that are exposed by this service.",
+            ),
             AGE,
-            c("Selector", "string", 1, "Route service traffic to pods with label keys and values matching this selector."),
+            c(
+                "Selector",
+                "string",
+                1,
+                "Route service traffic to pods with label keys and values matching this selector.",
+            ),
         ],
-        ("", "Endpoints") => vec![NAME, c("Endpoints", "string", 0, "Endpoints is the list of endpoints for this service."), AGE],
-        ("", "ConfigMap") => vec![NAME, c("Data", "string", 0, "Data contains the configuration data."), AGE],
+        ("", "Endpoints") => vec![
+            NAME,
+            c(
+                "Endpoints",
+                "string",
+                0,
+                "Endpoints is the list of endpoints for this service.",
+            ),
+            AGE,
+        ],
+        ("", "ConfigMap") => vec![
+            NAME,
+            c("Data", "string", 0, "Data contains the configuration data."),
+            AGE,
+        ],
         ("", "Secret") => vec![
             NAME,
             c("Type", "string", 0, "The type of data stored in the secret"),
             c("Data", "string", 0, "The number of entries in the secret"),
             AGE,
         ],
-        ("", "ServiceAccount") => vec![NAME, c("Secrets", "string", 0, "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."), AGE],
+        ("", "ServiceAccount") => vec![
+            NAME,
+            c(
+                "Secrets",
+                "string",
+                0,
+                "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
+            ),
+            AGE,
+        ],
         ("", "Event") | ("events.k8s.io", "Event") => vec![
             c("Last Seen", "string", 0, "Time when last event occurred"),
-            c("Type", "string", 0, "Type of this event (Normal, Warning), new types could be added in the future."),
+            c(
+                "Type",
+                "string",
+                0,
+                "Type of this event (Normal, Warning), new types could be added in the future.",
+            ),
             c("Reason", "string", 0, "Reason why this event was generated"),
             c("Object", "string", 0, "The object that this event is about"),
-            c("Subobject", "string", 1, "The subobject that this event is about"),
+            c(
+                "Subobject",
+                "string",
+                1,
+                "The subobject that this event is about",
+            ),
             c("Source", "string", 1, "The component reporting this event"),
-            c("Message", "string", 0, "A human-readable description of the status of this operation."),
+            c(
+                "Message",
+                "string",
+                0,
+                "A human-readable description of the status of this operation.",
+            ),
             c("First Seen", "string", 1, "Time when first event occurred"),
-            c("Count", "string", 1, "The number of times this event has occurred"),
+            c(
+                "Count",
+                "string",
+                1,
+                "The number of times this event has occurred",
+            ),
             NAME,
         ],
         ("", "PersistentVolume") => vec![
             NAME,
-            c("Capacity", "string", 0, "capacity is the description of the persistent volume's resources and capacity."),
-            c("Access Modes", "string", 0, "accessModes contains all ways the volume can be mounted."),
-            c("Reclaim Policy", "string", 0, "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim."),
-            c("Status", "string", 0, "phase indicates if a volume is available, bound to a claim, or released by a claim."),
-            c("Claim", "string", 0, "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim."),
-            c("StorageClass", "string", 0, "storageClassName is the name of StorageClass to which this persistent volume belongs."),
-            c("VolumeAttributesClass", "string", 0, "Name of VolumeAttributesClass to which this persistent volume belongs."),
-            c("Reason", "string", 0, "reason is a brief CamelCase string that describes any failure."),
+            c(
+                "Capacity",
+                "string",
+                0,
+                "capacity is the description of the persistent volume's resources and capacity.",
+            ),
+            c(
+                "Access Modes",
+                "string",
+                0,
+                "accessModes contains all ways the volume can be mounted.",
+            ),
+            c(
+                "Reclaim Policy",
+                "string",
+                0,
+                "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim.",
+            ),
+            c(
+                "Status",
+                "string",
+                0,
+                "phase indicates if a volume is available, bound to a claim, or released by a claim.",
+            ),
+            c(
+                "Claim",
+                "string",
+                0,
+                "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim.",
+            ),
+            c(
+                "StorageClass",
+                "string",
+                0,
+                "storageClassName is the name of StorageClass to which this persistent volume belongs.",
+            ),
+            c(
+                "VolumeAttributesClass",
+                "string",
+                0,
+                "Name of VolumeAttributesClass to which this persistent volume belongs.",
+            ),
+            c(
+                "Reason",
+                "string",
+                0,
+                "reason is a brief CamelCase string that describes any failure.",
+            ),
             AGE,
-            c("VolumeMode", "string", 1, "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state."),
+            c(
+                "VolumeMode",
+                "string",
+                1,
+                "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state.",
+            ),
         ],
         ("", "PersistentVolumeClaim") => vec![
             NAME,
-            c("Status", "string", 0, "phase represents the current phase of PersistentVolumeClaim."),
-            c("Volume", "string", 0, "volumeName is the binding reference to the PersistentVolume backing this claim."),
-            c("Capacity", "string", 0, "capacity represents the actual resources of the underlying volume."),
-            c("Access Modes", "string", 0, "accessModes contains the actual access modes the volume backing the PVC has."),
-            c("StorageClass", "string", 0, "storageClassName is the name of the StorageClass required by the claim."),
-            c("VolumeAttributesClass", "string", 0, "volumeAttributesClassName may be used to set the VolumeAttributesClass used by this claim."),
+            c(
+                "Status",
+                "string",
+                0,
+                "phase represents the current phase of PersistentVolumeClaim.",
+            ),
+            c(
+                "Volume",
+                "string",
+                0,
+                "volumeName is the binding reference to the PersistentVolume backing this claim.",
+            ),
+            c(
+                "Capacity",
+                "string",
+                0,
+                "capacity represents the actual resources of the underlying volume.",
+            ),
+            c(
+                "Access Modes",
+                "string",
+                0,
+                "accessModes contains the actual access modes the volume backing the PVC has.",
+            ),
+            c(
+                "StorageClass",
+                "string",
+                0,
+                "storageClassName is the name of the StorageClass required by the claim.",
+            ),
+            c(
+                "VolumeAttributesClass",
+                "string",
+                0,
+                "volumeAttributesClassName may be used to set the VolumeAttributesClass used by this claim.",
+            ),
             AGE,
-            c("VolumeMode", "string", 1, "volumeMode defines what type of volume is required by the claim."),
+            c(
+                "VolumeMode",
+                "string",
+                1,
+                "volumeMode defines what type of volume is required by the claim.",
+            ),
         ],
         ("apps", "Deployment") => vec![
             NAME,
             c("Ready", "string", 0, "Number of the pod with ready state"),
-            c("Up-to-date", "string", 0, "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
-            c("Available", "string", 0, "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+            c(
+                "Up-to-date",
+                "string",
+                0,
+                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+            ),
+            c(
+                "Available",
+                "string",
+                0,
+                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+            ),
             AGE,
-            c("Containers", "string", 1, "Names of each container in the template."),
-            c("Images", "string", 1, "Images referenced by each container in the template."),
-            c("Selector", "string", 1, "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment."),
+            c(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            c(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            c(
+                "Selector",
+                "string",
+                1,
+                "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.",
+            ),
         ],
         ("apps", "ReplicaSet") => vec![
             NAME,
-            c("Desired", "integer", 0, "Replicas is the number of desired pods."),
-            c("Current", "integer", 0, "Replicas is the most recently observed number of replicas."),
-            c("Ready", "integer", 0, "The number of ready replicas for this replica set."),
+            c(
+                "Desired",
+                "integer",
+                0,
+                "Replicas is the number of desired pods.",
+            ),
+            c(
+                "Current",
+                "integer",
+                0,
+                "Replicas is the most recently observed number of replicas.",
+            ),
+            c(
+                "Ready",
+                "integer",
+                0,
+                "The number of ready replicas for this replica set.",
+            ),
             AGE,
-            c("Containers", "string", 1, "Names of each container in the template."),
-            c("Images", "string", 1, "Images referenced by each container in the template."),
-            c("Selector", "string", 1, "Selector is a label query over pods that should match the replica count."),
+            c(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            c(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            c(
+                "Selector",
+                "string",
+                1,
+                "Selector is a label query over pods that should match the replica count.",
+            ),
         ],
         ("apps", "StatefulSet") => vec![
             NAME,
             c("Ready", "string", 0, "Number of the pod with ready state"),
             AGE,
-            c("Containers", "string", 1, "Names of each container in the template."),
-            c("Images", "string", 1, "Images referenced by each container in the template."),
+            c(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            c(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
         ],
         ("apps", "DaemonSet") => vec![
             NAME,
-            c("Desired", "integer", 0, "The total number of nodes that should be running the daemon pod."),
-            c("Current", "integer", 0, "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod."),
-            c("Ready", "integer", 0, "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready."),
-            c("Up-to-date", "integer", 0, "The total number of nodes that are running updated daemon pod"),
-            c("Available", "integer", 0, "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available."),
-            c("Node Selector", "string", 0, "NodeSelector is a selector which must be true for the pod to fit on a node."),
+            c(
+                "Desired",
+                "integer",
+                0,
+                "The total number of nodes that should be running the daemon pod.",
+            ),
+            c(
+                "Current",
+                "integer",
+                0,
+                "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod.",
+            ),
+            c(
+                "Ready",
+                "integer",
+                0,
+                "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready.",
+            ),
+            c(
+                "Up-to-date",
+                "integer",
+                0,
+                "The total number of nodes that are running updated daemon pod",
+            ),
+            c(
+                "Available",
+                "integer",
+                0,
+                "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available.",
+            ),
+            c(
+                "Node Selector",
+                "string",
+                0,
+                "NodeSelector is a selector which must be true for the pod to fit on a node.",
+            ),
             AGE,
-            c("Containers", "string", 1, "Names of each container in the template."),
-            c("Images", "string", 1, "Images referenced by each container in the template."),
-            c("Selector", "string", 1, "A label query over pods that are managed by the daemon set."),
+            c(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            c(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            c(
+                "Selector",
+                "string",
+                1,
+                "A label query over pods that are managed by the daemon set.",
+            ),
         ],
         ("apps", "ControllerRevision") => vec![
             NAME,
             c("Controller", "string", 0, "Controller of the object"),
-            c("Revision", "integer", 0, "Revision indicates the revision of the state represented by Data."),
+            c(
+                "Revision",
+                "integer",
+                0,
+                "Revision indicates the revision of the state represented by Data.",
+            ),
             AGE,
         ],
         ("batch", "Job") => vec![
             NAME,
             c("Status", "string", 0, "Status of the job."),
-            c("Completions", "string", 0, "The completion status of the job."),
-            c("Duration", "string", 0, "Time required to complete the job."),
+            c(
+                "Completions",
+                "string",
+                0,
+                "The completion status of the job.",
+            ),
+            c(
+                "Duration",
+                "string",
+                0,
+                "Time required to complete the job.",
+            ),
             AGE,
-            c("Containers", "string", 1, "Names of each container in the template."),
-            c("Images", "string", 1, "Images referenced by each container in the template."),
-            c("Selector", "string", 1, "A label query over pods that should match the pod count."),
+            c(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            c(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            c(
+                "Selector",
+                "string",
+                1,
+                "A label query over pods that should match the pod count.",
+            ),
         ],
         ("batch", "CronJob") => vec![
             NAME,
             c("Schedule", "string", 0, "The schedule in Cron format."),
-            c("Timezone", "string", 0, "The time zone name for the given schedule."),
-            c("Suspend", "boolean", 0, "This flag tells the controller to suspend subsequent executions."),
-            c("Active", "integer", 0, "A list of pointers to currently running jobs."),
-            c("Last Schedule", "string", 0, "Information when was the last time the job was successfully scheduled."),
+            c(
+                "Timezone",
+                "string",
+                0,
+                "The time zone name for the given schedule.",
+            ),
+            c(
+                "Suspend",
+                "boolean",
+                0,
+                "This flag tells the controller to suspend subsequent executions.",
+            ),
+            c(
+                "Active",
+                "integer",
+                0,
+                "A list of pointers to currently running jobs.",
+            ),
+            c(
+                "Last Schedule",
+                "string",
+                0,
+                "Information when was the last time the job was successfully scheduled.",
+            ),
             AGE,
-            c("Containers", "string", 1, "Names of each container in the template."),
-            c("Images", "string", 1, "Images referenced by each container in the template."),
-            c("Selector", "string", 1, "A label query over pods that should match the pod count."),
+            c(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            c(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            c(
+                "Selector",
+                "string",
+                1,
+                "A label query over pods that should match the pod count.",
+            ),
         ],
-        ("coordination.k8s.io", "Lease") => vec![NAME, c("Holder", "string", 0, "holderIdentity contains the identity of the holder of a current lease."), AGE],
-        ("node.k8s.io", "RuntimeClass") => vec![NAME, c("Handler", "string", 0, "handler specifies the underlying runtime and configuration that the CRI implementation will use to handle pods of this class."), AGE],
+        ("coordination.k8s.io", "Lease") => vec![
+            NAME,
+            c(
+                "Holder",
+                "string",
+                0,
+                "holderIdentity contains the identity of the holder of a current lease.",
+            ),
+            AGE,
+        ],
+        ("node.k8s.io", "RuntimeClass") => vec![
+            NAME,
+            c(
+                "Handler",
+                "string",
+                0,
+                "handler specifies the underlying runtime and configuration that the CRI implementation will use to handle pods of this class.",
+            ),
+            AGE,
+        ],
         ("discovery.k8s.io", "EndpointSlice") => vec![
             NAME,
-            c("AddressType", "string", 0, "addressType specifies the type of address carried by this EndpointSlice."),
-            c("Ports", "string", 0, "ports specifies the list of network ports exposed by each endpoint in this slice."),
-            c("Endpoints", "string", 0, "endpoints is a list of unique endpoints in this slice."),
+            c(
+                "AddressType",
+                "string",
+                0,
+                "addressType specifies the type of address carried by this EndpointSlice.",
+            ),
+            c(
+                "Ports",
+                "string",
+                0,
+                "ports specifies the list of network ports exposed by each endpoint in this slice.",
+            ),
+            c(
+                "Endpoints",
+                "string",
+                0,
+                "endpoints is a list of unique endpoints in this slice.",
+            ),
             AGE,
         ],
         _ => vec![NAME, AGE],
@@ -211,7 +645,9 @@ fn or_none(s: String) -> String {
 }
 
 fn parse_time(t: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(t).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// `duration.HumanDuration` from k8s.io/apimachinery: `45s`, `3m20s`, `7h`, `3d4h`, `2y`.
@@ -229,7 +665,11 @@ pub fn human_duration(d: chrono::Duration) -> String {
     let minutes = secs / 60;
     if minutes < 10 {
         let s = secs % 60;
-        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
     }
     if minutes < 60 * 3 {
         return format!("{minutes}m");
@@ -237,21 +677,33 @@ pub fn human_duration(d: chrono::Duration) -> String {
     let hours = secs / 3600;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{h}h", hours / 24) };
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
     }
     if hours < 24 * 365 * 8 {
         let dy = (hours / 24) % 365;
-        return if dy == 0 { format!("{}y", hours / 24 / 365) } else { format!("{}y{dy}d", hours / 24 / 365) };
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{dy}d", hours / 24 / 365)
+        };
     }
     format!("{}y", hours / 24 / 365)
 }
@@ -268,14 +720,21 @@ fn translate(t: &str, now: Now) -> String {
 }
 
 fn selector_string(sel: Option<&Value>) -> String {
-    let Some(sel) = sel else { return "<none>".into() };
+    let Some(sel) = sel else {
+        return "<none>".into();
+    };
     let mut parts = Vec::new();
     if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
         for (k, v) in m {
             parts.push(format!("{k}={}", v.as_str().unwrap_or("")));
         }
     }
-    for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let key = s(e, "/key");
         let values: Vec<&str> = arr(e, "/values").iter().filter_map(Value::as_str).collect();
         match s(e, "/operator") {
@@ -373,7 +832,9 @@ fn pod_row(pod: &Value, now: Now) -> Vec<Value> {
                 } else {
                     format!("ExitCode:{}", i(t, "/exitCode"))
                 };
-            } else if st.pointer("/state/running").is_some() && st.get("ready") == Some(&json!(true)) {
+            } else if st.pointer("/state/running").is_some()
+                && st.get("ready") == Some(&json!(true))
+            {
                 has_running = true;
                 ready += 1;
             }
@@ -393,7 +854,11 @@ fn pod_row(pod: &Value, now: Now) -> Vec<Value> {
         }
     }
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
-        reason = if s(pod, "/status/reason") == "NodeLost" { "Unknown".into() } else { "Terminating".into() };
+        reason = if s(pod, "/status/reason") == "NodeLost" {
+            "Unknown".into()
+        } else {
+            "Terminating".into()
+        };
     }
     let restarts = match last_restart {
         Some(t) if restarts > 0 => format!("{restarts} ({} ago)", human_duration(now - t)),
@@ -406,9 +871,9 @@ fn pod_row(pod: &Value, now: Now) -> Vec<Value> {
         let true_count = gates
             .iter()
             .filter(|g| {
-                arr(pod, "/status/conditions").iter().any(|c| {
-                    s(c, "/type") == s(g, "/conditionType") && s(c, "/status") == "True"
-                })
+                arr(pod, "/status/conditions")
+                    .iter()
+                    .any(|c| s(c, "/type") == s(g, "/conditionType") && s(c, "/status") == "True")
             })
             .count();
         format!("{true_count}/{}", gates.len())
@@ -428,7 +893,9 @@ fn pod_row(pod: &Value, now: Now) -> Vec<Value> {
 
 fn node_row(node: &Value, now: Now) -> Vec<Value> {
     let mut status: Vec<String> = Vec::new();
-    let ready = arr(node, "/status/conditions").iter().find(|c| s(c, "/type") == "Ready");
+    let ready = arr(node, "/status/conditions")
+        .iter()
+        .find(|c| s(c, "/type") == "Ready");
     match ready {
         Some(c) if s(c, "/status") == "True" => status.push("Ready".into()),
         _ => status.push("NotReady".into()),
@@ -441,7 +908,10 @@ fn node_row(node: &Value, now: Now) -> Vec<Value> {
         .and_then(Value::as_object)
         .map(|l| {
             l.keys()
-                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(str::to_string))
+                .filter_map(|k| {
+                    k.strip_prefix("node-role.kubernetes.io/")
+                        .map(str::to_string)
+                })
                 .filter(|r| !r.is_empty())
                 .collect()
         })
@@ -463,8 +933,12 @@ fn node_row(node: &Value, now: Now) -> Vec<Value> {
         json!(addr("InternalIP")),
         json!(addr("ExternalIP")),
         json!(or_none(s(node, "/status/nodeInfo/osImage").to_string())),
-        json!(or_none(s(node, "/status/nodeInfo/kernelVersion").to_string())),
-        json!(or_none(s(node, "/status/nodeInfo/containerRuntimeVersion").to_string())),
+        json!(or_none(
+            s(node, "/status/nodeInfo/kernelVersion").to_string()
+        )),
+        json!(or_none(
+            s(node, "/status/nodeInfo/containerRuntimeVersion").to_string()
+        )),
     ]
 }
 
@@ -481,16 +955,28 @@ fn service_row(svc: &Value, now: Now) -> Vec<Value> {
         "LoadBalancer" => {
             for ing in arr(svc, "/status/loadBalancer/ingress") {
                 let ip = s(ing, "/ip");
-                external.push(if ip.is_empty() { s(ing, "/hostname").to_string() } else { ip.to_string() });
+                external.push(if ip.is_empty() {
+                    s(ing, "/hostname").to_string()
+                } else {
+                    ip.to_string()
+                });
             }
-            if external.is_empty() { "<pending>".into() } else { external.join(",") }
+            if external.is_empty() {
+                "<pending>".into()
+            } else {
+                external.join(",")
+            }
         }
         _ => or_none(external.join(",")),
     };
     let ports: Vec<String> = arr(svc, "/spec/ports")
         .iter()
         .map(|p| {
-            let proto = if s(p, "/protocol").is_empty() { "TCP" } else { s(p, "/protocol") };
+            let proto = if s(p, "/protocol").is_empty() {
+                "TCP"
+            } else {
+                s(p, "/protocol")
+            };
             match i(p, "/nodePort") {
                 0 => format!("{}/{proto}", i(p, "/port")),
                 n => format!("{}:{n}/{proto}", i(p, "/port")),
@@ -555,13 +1041,31 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
             json!(count(obj, "/data")),
             json!(age(obj, now)),
         ],
-        ("", "ServiceAccount") => vec![name, json!(arr(obj, "/secrets").len()), json!(age(obj, now))],
+        ("", "ServiceAccount") => vec![
+            name,
+            json!(arr(obj, "/secrets").len()),
+            json!(age(obj, now)),
+        ],
         ("", "Event") | ("events.k8s.io", "Event") => {
             let core = group.is_empty();
             let (regarding, first, last, count_field, source_field, message) = if core {
-                ("/involvedObject", "/firstTimestamp", "/lastTimestamp", "/count", "/source/component", "/message")
+                (
+                    "/involvedObject",
+                    "/firstTimestamp",
+                    "/lastTimestamp",
+                    "/count",
+                    "/source/component",
+                    "/message",
+                )
             } else {
-                ("/regarding", "/deprecatedFirstTimestamp", "/deprecatedLastTimestamp", "/deprecatedCount", "/reportingController", "/note")
+                (
+                    "/regarding",
+                    "/deprecatedFirstTimestamp",
+                    "/deprecatedLastTimestamp",
+                    "/deprecatedCount",
+                    "/reportingController",
+                    "/note",
+                )
             };
             let event_time = s(obj, "/eventTime");
             let last_seen = if !s(obj, last).is_empty() {
@@ -597,7 +1101,11 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
         }
         ("", "PersistentVolume") => {
             let claim = if obj.pointer("/spec/claimRef").is_some() {
-                format!("{}/{}", s(obj, "/spec/claimRef/namespace"), s(obj, "/spec/claimRef/name"))
+                format!(
+                    "{}/{}",
+                    s(obj, "/spec/claimRef/namespace"),
+                    s(obj, "/spec/claimRef/name")
+                )
             } else {
                 String::new()
             };
@@ -630,7 +1138,11 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
             let (c, im) = containers_and_images(obj, "/spec/template/spec");
             vec![
                 name,
-                json!(format!("{}/{}", i(obj, "/status/readyReplicas"), replicas(obj))),
+                json!(format!(
+                    "{}/{}",
+                    i(obj, "/status/readyReplicas"),
+                    replicas(obj)
+                )),
                 json!(i(obj, "/status/updatedReplicas")),
                 json!(i(obj, "/status/availableReplicas")),
                 json!(age(obj, now)),
@@ -656,7 +1168,11 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
             let (c, im) = containers_and_images(obj, "/spec/template/spec");
             vec![
                 name,
-                json!(format!("{}/{}", i(obj, "/status/readyReplicas"), replicas(obj))),
+                json!(format!(
+                    "{}/{}",
+                    i(obj, "/status/readyReplicas"),
+                    replicas(obj)
+                )),
                 json!(age(obj, now)),
                 json!(c),
                 json!(im),
@@ -671,7 +1187,9 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
                 json!(i(obj, "/status/numberReady")),
                 json!(i(obj, "/status/updatedNumberScheduled")),
                 json!(i(obj, "/status/numberAvailable")),
-                json!(map_selector(obj.pointer("/spec/template/spec/nodeSelector"))),
+                json!(map_selector(
+                    obj.pointer("/spec/template/spec/nodeSelector")
+                )),
                 json!(age(obj, now)),
                 json!(c),
                 json!(im),
@@ -684,13 +1202,24 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
                 .find(|o| o.get("controller") == Some(&json!(true)))
                 .map(|o| format!("{}/{}", controller_kind(o), s(o, "/name")))
                 .unwrap_or_else(|| "<none>".into());
-            vec![name, json!(controller), json!(i(obj, "/revision")), json!(age(obj, now))]
+            vec![
+                name,
+                json!(controller),
+                json!(i(obj, "/revision")),
+                json!(age(obj, now)),
+            ]
         }
         ("batch", "Job") => {
             let (c, im) = containers_and_images(obj, "/spec/template/spec");
             let completions = match obj.pointer("/spec/completions").and_then(Value::as_i64) {
                 Some(n) => format!("{}/{n}", i(obj, "/status/succeeded")),
-                None => format!("{}/1 of {}", i(obj, "/status/succeeded"), obj.pointer("/spec/parallelism").and_then(Value::as_i64).unwrap_or(1)),
+                None => format!(
+                    "{}/1 of {}",
+                    i(obj, "/status/succeeded"),
+                    obj.pointer("/spec/parallelism")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1)
+                ),
             };
             let start = parse_time(s(obj, "/status/startTime"));
             let end = parse_time(s(obj, "/status/completionTime"));
@@ -717,22 +1246,49 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
                 name,
                 json!(s(obj, "/spec/schedule")),
                 json!(or_none(s(obj, "/spec/timeZone").to_string())),
-                json!(obj.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false).to_string().replace("false", "False").replace("true", "True")),
+                json!(
+                    obj.pointer("/spec/suspend")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                        .to_string()
+                        .replace("false", "False")
+                        .replace("true", "True")
+                ),
                 json!(arr(obj, "/status/active").len()),
-                json!(if last.is_empty() { "<none>".to_string() } else { translate(last, now) }),
+                json!(if last.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    translate(last, now)
+                }),
                 json!(age(obj, now)),
                 json!(c),
                 json!(im),
-                json!(selector_string(obj.pointer("/spec/jobTemplate/spec/selector"))),
+                json!(selector_string(
+                    obj.pointer("/spec/jobTemplate/spec/selector")
+                )),
             ]
         }
-        ("coordination.k8s.io", "Lease") => vec![name, json!(s(obj, "/spec/holderIdentity")), json!(age(obj, now))],
-        ("node.k8s.io", "RuntimeClass") => vec![name, json!(s(obj, "/handler")), json!(age(obj, now))],
+        ("coordination.k8s.io", "Lease") => vec![
+            name,
+            json!(s(obj, "/spec/holderIdentity")),
+            json!(age(obj, now)),
+        ],
+        ("node.k8s.io", "RuntimeClass") => {
+            vec![name, json!(s(obj, "/handler")), json!(age(obj, now))]
+        }
         ("discovery.k8s.io", "EndpointSlice") => {
-            let ports: Vec<String> = arr(obj, "/ports").iter().map(|p| i(p, "/port").to_string()).collect();
+            let ports: Vec<String> = arr(obj, "/ports")
+                .iter()
+                .map(|p| i(p, "/port").to_string())
+                .collect();
             let addrs: Vec<String> = arr(obj, "/endpoints")
                 .iter()
-                .flat_map(|e| arr(e, "/addresses").iter().filter_map(Value::as_str).map(str::to_string))
+                .flat_map(|e| {
+                    arr(e, "/addresses")
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                })
                 .collect();
             let shown = if addrs.len() > 3 {
                 format!("{} + {} more...", addrs[..3].join(","), addrs.len() - 3)
@@ -744,7 +1300,11 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
             vec![
                 name,
                 json!(s(obj, "/addressType")),
-                json!(if ports.is_empty() { "<unset>".to_string() } else { ports.join(",") }),
+                json!(if ports.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    ports.join(",")
+                }),
                 json!(shown),
                 json!(age(obj, now)),
             ]
@@ -754,11 +1314,17 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
 }
 
 fn replicas(obj: &Value) -> i64 {
-    obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
+    obj.pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
 }
 
 fn or_unset(v: &str) -> String {
-    if v.is_empty() { "<unset>".into() } else { v.into() }
+    if v.is_empty() {
+        "<unset>".into()
+    } else {
+        v.into()
+    }
 }
 
 fn controller_kind(owner: &Value) -> String {
@@ -788,7 +1354,11 @@ fn access_modes(modes: &[Value]) -> String {
 
 fn job_status(job: &Value) -> String {
     let conds = arr(job, "/status/conditions");
-    let has = |t: &str| conds.iter().any(|c| s(c, "/type") == t && s(c, "/status") == "True");
+    let has = |t: &str| {
+        conds
+            .iter()
+            .any(|c| s(c, "/type") == t && s(c, "/status") == "True")
+    };
     if has("Complete") {
         "Complete".into()
     } else if has("Failed") {
@@ -824,13 +1394,29 @@ mod tests {
     #[test]
     fn every_row_has_a_cell_per_column() {
         let kinds = [
-            ("", "Pod"), ("", "Namespace"), ("", "Node"), ("", "Service"), ("", "Endpoints"),
-            ("", "ConfigMap"), ("", "Secret"), ("", "ServiceAccount"), ("", "Event"),
-            ("", "PersistentVolume"), ("", "PersistentVolumeClaim"), ("apps", "Deployment"),
-            ("apps", "ReplicaSet"), ("apps", "StatefulSet"), ("apps", "DaemonSet"),
-            ("apps", "ControllerRevision"), ("batch", "Job"), ("batch", "CronJob"),
-            ("coordination.k8s.io", "Lease"), ("node.k8s.io", "RuntimeClass"),
-            ("discovery.k8s.io", "EndpointSlice"), ("events.k8s.io", "Event"), ("x", "Other"),
+            ("", "Pod"),
+            ("", "Namespace"),
+            ("", "Node"),
+            ("", "Service"),
+            ("", "Endpoints"),
+            ("", "ConfigMap"),
+            ("", "Secret"),
+            ("", "ServiceAccount"),
+            ("", "Event"),
+            ("", "PersistentVolume"),
+            ("", "PersistentVolumeClaim"),
+            ("apps", "Deployment"),
+            ("apps", "ReplicaSet"),
+            ("apps", "StatefulSet"),
+            ("apps", "DaemonSet"),
+            ("apps", "ControllerRevision"),
+            ("batch", "Job"),
+            ("batch", "CronJob"),
+            ("coordination.k8s.io", "Lease"),
+            ("node.k8s.io", "RuntimeClass"),
+            ("discovery.k8s.io", "EndpointSlice"),
+            ("events.k8s.io", "Event"),
+            ("x", "Other"),
         ];
         for (g, k) in kinds {
             let cells = row_cells(g, k, &json!({"metadata": {"name": "n"}}), now());
@@ -840,7 +1426,20 @@ mod tests {
 
     #[test]
     fn pod_columns_and_wide_priorities() {
-        assert_eq!(names("", "Pod"), ["Name", "Ready", "Status", "Restarts", "Age", "IP", "Node", "Nominated Node", "Readiness Gates"]);
+        assert_eq!(
+            names("", "Pod"),
+            [
+                "Name",
+                "Ready",
+                "Status",
+                "Restarts",
+                "Age",
+                "IP",
+                "Node",
+                "Nominated Node",
+                "Readiness Gates"
+            ]
+        );
         let defs = column_definitions("", "Pod");
         assert_eq!(defs[0]["format"], "name");
         assert_eq!(defs[4]["priority"], 0);
@@ -852,7 +1451,16 @@ mod tests {
         let pending = json!({"metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:59:15Z"},
             "spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Pending"}});
         let cells = row_cells("", "Pod", &pending, now());
-        assert_eq!(cells[..5], [json!("p"), json!("0/1"), json!("Pending"), json!("0"), json!("45s")]);
+        assert_eq!(
+            cells[..5],
+            [
+                json!("p"),
+                json!("0/1"),
+                json!("Pending"),
+                json!("0"),
+                json!("45s")
+            ]
+        );
         assert_eq!(cells[5], "<none>");
         let crashing = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]},
             "status": {"phase": "Running", "containerStatuses": [
@@ -893,11 +1501,27 @@ mod tests {
             "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}],
             "selector": {"app": "web"}}});
         let cells = row_cells("", "Service", &svc, now());
-        assert_eq!(cells[1..5], [json!("LoadBalancer"), json!("10.0.0.1"), json!("<pending>"), json!("80:30080/TCP,53/UDP")]);
+        assert_eq!(
+            cells[1..5],
+            [
+                json!("LoadBalancer"),
+                json!("10.0.0.1"),
+                json!("<pending>"),
+                json!("80:30080/TCP,53/UDP")
+            ]
+        );
         assert_eq!(cells[6], "app=web");
         let plain = json!({"metadata": {"name": "a"}, "spec": {"clusterIP": "None"}});
         let cells = row_cells("", "Service", &plain, now());
-        assert_eq!(cells[1..5], [json!("ClusterIP"), json!("None"), json!("<none>"), json!("<none>")]);
+        assert_eq!(
+            cells[1..5],
+            [
+                json!("ClusterIP"),
+                json!("None"),
+                json!("<none>"),
+                json!("<none>")
+            ]
+        );
     }
 
     #[test]
@@ -907,8 +1531,14 @@ mod tests {
             "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
         let cells = row_cells("apps", "Deployment", &d, now());
         assert_eq!(cells[1..4], [json!("2/3"), json!(3), json!(2)]);
-        assert_eq!(cells[5..], [json!("a,b"), json!("i:1,j:2"), json!("app=web")]);
-        assert_eq!(names("apps", "ReplicaSet")[..4], ["Name", "Desired", "Current", "Ready"]);
+        assert_eq!(
+            cells[5..],
+            [json!("a,b"), json!("i:1,j:2"), json!("app=web")]
+        );
+        assert_eq!(
+            names("apps", "ReplicaSet")[..4],
+            ["Name", "Desired", "Current", "Ready"]
+        );
     }
 
     #[test]
@@ -916,11 +1546,22 @@ mod tests {
         let cm = json!({"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}, "binaryData": {"c": ""}});
         assert_eq!(row_cells("", "ConfigMap", &cm, now())[1], 3);
         let sec = json!({"metadata": {"name": "s"}, "type": "Opaque", "data": {"a": ""}});
-        assert_eq!(row_cells("", "Secret", &sec, now())[1..3], [json!("Opaque"), json!(1)]);
+        assert_eq!(
+            row_cells("", "Secret", &sec, now())[1..3],
+            [json!("Opaque"), json!(1)]
+        );
         let ev = json!({"metadata": {"name": "e"}, "type": "Normal", "reason": "Scheduled", "message": "ok",
             "involvedObject": {"kind": "Pod", "name": "p"}, "lastTimestamp": "2026-01-01T00:58:00Z", "count": 2});
         let cells = row_cells("", "Event", &ev, now());
-        assert_eq!(cells[..4], [json!("2m"), json!("Normal"), json!("Scheduled"), json!("pod/p")]);
+        assert_eq!(
+            cells[..4],
+            [
+                json!("2m"),
+                json!("Normal"),
+                json!("Scheduled"),
+                json!("pod/p")
+            ]
+        );
         assert_eq!(cells[8], "2");
     }
 }

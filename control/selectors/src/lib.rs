@@ -256,10 +256,9 @@ impl Parser {
                 // `a=` selects the empty value.
                 None | Some(Token::Comma) => vec![String::new()],
                 Some(t) => {
-                    return Err(self.err(&format!(
-                        "found '{}', expected: identifier",
-                        token_text(t)
-                    )));
+                    return Err(
+                        self.err(&format!("found '{}', expected: identifier", token_text(t)))
+                    );
                 }
             },
         };
@@ -387,7 +386,9 @@ impl LabelSelector {
                 "Exists" => Op::Exists,
                 "DoesNotExist" => Op::DoesNotExist,
                 other => {
-                    return Err(ParseError(format!("{other:?} is not a valid label selector operator")));
+                    return Err(ParseError(format!(
+                        "{other:?} is not a valid label selector operator"
+                    )));
                 }
             };
             match op {
@@ -569,7 +570,11 @@ mod tests {
     fn equality_and_inequality() {
         let s = LabelSelector::parse("app=web, tier==front,env!=prod").unwrap();
         assert!(s.matches(&labels(&[("app", "web"), ("tier", "front")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "front"), ("env", "prod")])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "front"),
+            ("env", "prod")
+        ])));
         assert!(!s.matches(&labels(&[("app", "db"), ("tier", "front")])));
     }
 
@@ -615,8 +620,16 @@ mod tests {
         )
         .unwrap();
         assert!(s.matches(&labels(&[("app", "web"), ("tier", "a")])));
-        assert!(LabelSelector::from_parts(&labels(&[]), &[("t".into(), "In".into(), vec![])]).is_err());
-        assert!(LabelSelector::from_parts(&labels(&[]), &[("t".into(), "Exists".into(), vec!["x".into()])]).is_err());
+        assert!(
+            LabelSelector::from_parts(&labels(&[]), &[("t".into(), "In".into(), vec![])]).is_err()
+        );
+        assert!(
+            LabelSelector::from_parts(
+                &labels(&[]),
+                &[("t".into(), "Exists".into(), vec!["x".into()])]
+            )
+            .is_err()
+        );
     }
 
     #[test]
