@@ -1228,10 +1228,10 @@ fn set_condition(obj: &mut Value, kind: &str, status: &str) {
 /// An `autoscaling/v1` Scale for an object with `spec.replicas`.
 fn to_scale(resource: &Resource, obj: &Value) -> Value {
     let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    let selector = obj
-        .pointer("/spec/selector")
-        .map(selector_string)
-        .unwrap_or_default();
+    let selector = match obj.pointer("/spec/selector") {
+        Some(sel) => skiff_printers::selector_string(Some(sel)).replace("<none>", ""),
+        None => String::new(),
+    };
     let _ = resource;
     json!({
         "kind": "Scale",
@@ -1249,35 +1249,6 @@ fn to_scale(resource: &Resource, obj: &Value) -> Value {
             "selector": selector,
         },
     })
-}
-
-/// A `metav1.LabelSelector` in its string form (`a=b,c in (d,e)`).
-fn selector_string(sel: &Value) -> String {
-    let mut parts = Vec::new();
-    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
-        for (k, v) in m {
-            parts.push(format!("{k}={}", v.as_str().unwrap_or("")));
-        }
-    }
-    if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
-        for e in exprs {
-            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-            let values: Vec<&str> = e
-                .get("values")
-                .and_then(Value::as_array)
-                .map(|v| v.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            match e.get("operator").and_then(Value::as_str).unwrap_or("") {
-                "In" => parts.push(format!("{key} in ({})", values.join(","))),
-                "NotIn" => parts.push(format!("{key} notin ({})", values.join(","))),
-                "Exists" => parts.push(key.to_string()),
-                "DoesNotExist" => parts.push(format!("!{key}")),
-                _ => {}
-            }
-        }
-    }
-    parts.sort();
-    parts.join(",")
 }
 
 fn pod_log_unavailable(pod: &Value) -> ApiError {
@@ -1488,11 +1459,5 @@ mod tests {
         assert_eq!(qos_class(&g), "Guaranteed");
         let b = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
         assert_eq!(qos_class(&b), "Burstable");
-    }
-
-    #[test]
-    fn selector_strings() {
-        let s = json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]});
-        assert_eq!(selector_string(&s), "app=web,tier in (a,b)");
     }
 }

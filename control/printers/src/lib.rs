@@ -16,6 +16,18 @@ const NAME: Col = Col(
     0,
     "Name must be unique within a namespace.",
 );
+const CONTAINERS: Col = Col(
+    "Containers",
+    "string",
+    1,
+    "Names of each container in the template.",
+);
+const IMAGES: Col = Col(
+    "Images",
+    "string",
+    1,
+    "Images referenced by each container in the template.",
+);
 const AGE: Col = Col(
     "Age",
     "string",
@@ -336,18 +348,8 @@ fn columns(group: &str, kind: &str) -> Vec<Col> {
                 "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
             ),
             AGE,
-            c(
-                "Containers",
-                "string",
-                1,
-                "Names of each container in the template.",
-            ),
-            c(
-                "Images",
-                "string",
-                1,
-                "Images referenced by each container in the template.",
-            ),
+            CONTAINERS,
+            IMAGES,
             c(
                 "Selector",
                 "string",
@@ -376,18 +378,8 @@ fn columns(group: &str, kind: &str) -> Vec<Col> {
                 "The number of ready replicas for this replica set.",
             ),
             AGE,
-            c(
-                "Containers",
-                "string",
-                1,
-                "Names of each container in the template.",
-            ),
-            c(
-                "Images",
-                "string",
-                1,
-                "Images referenced by each container in the template.",
-            ),
+            CONTAINERS,
+            IMAGES,
             c(
                 "Selector",
                 "string",
@@ -399,18 +391,8 @@ fn columns(group: &str, kind: &str) -> Vec<Col> {
             NAME,
             c("Ready", "string", 0, "Number of the pod with ready state"),
             AGE,
-            c(
-                "Containers",
-                "string",
-                1,
-                "Names of each container in the template.",
-            ),
-            c(
-                "Images",
-                "string",
-                1,
-                "Images referenced by each container in the template.",
-            ),
+            CONTAINERS,
+            IMAGES,
         ],
         ("apps", "DaemonSet") => vec![
             NAME,
@@ -451,18 +433,8 @@ fn columns(group: &str, kind: &str) -> Vec<Col> {
                 "NodeSelector is a selector which must be true for the pod to fit on a node.",
             ),
             AGE,
-            c(
-                "Containers",
-                "string",
-                1,
-                "Names of each container in the template.",
-            ),
-            c(
-                "Images",
-                "string",
-                1,
-                "Images referenced by each container in the template.",
-            ),
+            CONTAINERS,
+            IMAGES,
             c(
                 "Selector",
                 "string",
@@ -497,18 +469,8 @@ fn columns(group: &str, kind: &str) -> Vec<Col> {
                 "Time required to complete the job.",
             ),
             AGE,
-            c(
-                "Containers",
-                "string",
-                1,
-                "Names of each container in the template.",
-            ),
-            c(
-                "Images",
-                "string",
-                1,
-                "Images referenced by each container in the template.",
-            ),
+            CONTAINERS,
+            IMAGES,
             c(
                 "Selector",
                 "string",
@@ -544,18 +506,8 @@ fn columns(group: &str, kind: &str) -> Vec<Col> {
                 "Information when was the last time the job was successfully scheduled.",
             ),
             AGE,
-            c(
-                "Containers",
-                "string",
-                1,
-                "Names of each container in the template.",
-            ),
-            c(
-                "Images",
-                "string",
-                1,
-                "Images referenced by each container in the template.",
-            ),
+            CONTAINERS,
+            IMAGES,
             c(
                 "Selector",
                 "string",
@@ -719,7 +671,8 @@ fn translate(t: &str, now: Now) -> String {
     }
 }
 
-fn selector_string(sel: Option<&Value>) -> String {
+/// A `metav1.LabelSelector` in its string form (`a=b,c in (d,e)`), `<none>` when empty.
+pub fn selector_string(sel: Option<&Value>) -> String {
     let Some(sel) = sel else {
         return "<none>".into();
     };
@@ -1479,6 +1432,15 @@ mod tests {
         assert_eq!(row_cells("", "Pod", &done, now())[2], "Completed");
         let deleting = json!({"metadata": {"name": "p", "deletionTimestamp": "2026-01-01T00:00:00Z"}, "spec": {"containers": []}, "status": {"phase": "Running"}});
         assert_eq!(row_cells("", "Pod", &deleting, now())[2], "Terminating");
+    }
+
+    #[test]
+    fn selector_strings() {
+        let s = json!({"matchLabels": {"app": "web"}, "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["a", "b"]},
+            {"key": "old", "operator": "DoesNotExist"}]});
+        assert_eq!(selector_string(Some(&s)), "!old,app=web,tier in (a,b)");
+        assert_eq!(selector_string(Some(&json!({}))), "<none>");
     }
 
     #[test]
