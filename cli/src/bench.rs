@@ -31,6 +31,10 @@ pub enum Bench {
         clients: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Total creates per second to offer, spread over the clients; 0 means as fast
+        /// as they go.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
         /// `embedded` or `etcd` (started here on loopback).
         #[arg(long, default_value = "embedded")]
         store: String,
@@ -50,9 +54,10 @@ pub async fn run(what: Bench) -> anyhow::Result<()> {
         Bench::Api {
             clients,
             seconds,
+            rate,
             store,
             etcd,
-        } => api_bench(clients, seconds, &store, &etcd).await,
+        } => api_bench(clients, seconds, rate, &store, &etcd).await,
         Bench::Idle { seconds } => idle_bench(seconds).await,
     }
 }
@@ -148,6 +153,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn api_bench(
     clients: usize,
     seconds: u64,
+    rate: u64,
     store: &str,
     etcd_bin: &str,
 ) -> anyhow::Result<()> {
@@ -226,7 +232,14 @@ async fn api_bench(
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut i = 0u64;
+            let mut pace = (rate > 0).then(|| {
+                let per_client = (rate as f64 / clients as f64).max(1.0);
+                tokio::time::interval(Duration::from_secs_f64(1.0 / per_client))
+            });
             while Instant::now() < deadline {
+                if let Some(p) = pace.as_mut() {
+                    p.tick().await;
+                }
                 let name = format!("bench-{c}-{i}");
                 i += 1;
                 let body = serde_json::json!({
@@ -259,8 +272,13 @@ async fn api_bench(
     tokio::time::sleep(Duration::from_millis(500)).await;
     latencies.sort();
     let n = latencies.len();
+    let offered = if rate > 0 {
+        format!("{rate}/s offered")
+    } else {
+        "as fast as they go".into()
+    };
     println!(
-        "API creates through HTTP: {clients} clients, {n} objects in {:.1} s = {:.0} objects/s (create p50 {:?}, p99 {:?})",
+        "API creates through HTTP ({offered}): {clients} clients, {n} objects in {:.1} s = {:.0} objects/s (create p50 {:?}, p99 {:?})",
         elapsed.as_secs_f64(),
         n as f64 / elapsed.as_secs_f64(),
         percentile(&latencies, 0.5),

@@ -100,6 +100,11 @@ impl ApiServer {
         });
         controllers::spawn(store.clone(), config.compaction_interval);
         let app = router(state.clone());
+        // Watch events are small writes on long-lived connections: without TCP_NODELAY,
+        // Nagle's algorithm holds them back behind the peer's delayed ACKs.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "API server stopped");

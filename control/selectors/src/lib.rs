@@ -1,18 +1,22 @@
-//! Kubernetes label and field selectors: parsing and matching.
+//! Kubernetes label and field selectors: parsing, matching and printing.
 //!
-//! Syntax as `k8s.io/apimachinery/pkg/labels` and `pkg/fields` accept it: written by hand
-//! because no maintained crate parses Kubernetes' string forms.
+//! Syntax, error messages and string forms follow `k8s.io/apimachinery` 1.33
+//! (`pkg/labels/selector.go`, `pkg/fields/selector.go`, `metav1.LabelSelectorAsSelector`):
+//! written by hand because no maintained crate parses Kubernetes' string forms, and kubectl
+//! users see these messages verbatim in `Error from server (BadRequest)`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-/// A parse error whose message names what is wrong, in the words Kubernetes uses.
+/// A parse error whose message is the one Kubernetes gives, word for word.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ParseError(pub String);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Equals,
+    DoubleEquals,
     NotEquals,
     In,
     NotIn,
@@ -30,310 +34,573 @@ struct Requirement {
 }
 
 impl Requirement {
+    /// `labels.NewRequirement`: validates key, operator arity and values, reporting every
+    /// problem as a `field.ErrorList` aggregate does.
+    fn new(key: &str, op: Op, values: Vec<String>, nil_values: bool) -> Result<Self, ParseError> {
+        let mut errs = Vec::new();
+        if let Some(e) = key_error("key", key) {
+            errs.push(e);
+        }
+        let shown = go_string_slice(&values, nil_values);
+        match op {
+            Op::In | Op::NotIn if values.is_empty() => errs.push(format!(
+                "values: Invalid value: {shown}: for 'in', 'notin' operators, values set can't be empty"
+            )),
+            Op::Equals | Op::DoubleEquals | Op::NotEquals if values.len() != 1 => errs.push(format!(
+                "values: Invalid value: {shown}: exact-match compatibility requires one single value"
+            )),
+            Op::Exists | Op::DoesNotExist if !values.is_empty() => errs.push(format!(
+                "values: Invalid value: {shown}: values set must be empty for exists and does not exist"
+            )),
+            Op::GreaterThan | Op::LessThan => {
+                if values.len() != 1 {
+                    errs.push(format!(
+                        "values: Invalid value: {shown}: for 'Gt', 'Lt' operators, exactly one value is required"
+                    ));
+                }
+                for (i, v) in values.iter().enumerate() {
+                    if v.parse::<i64>().is_err() {
+                        errs.push(format!(
+                            "values[{i}]: Invalid value: {}: for 'Gt', 'Lt' operators, the value must be an integer",
+                            go_quote(v)
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for (i, v) in values.iter().enumerate() {
+            let problems = label_value_errors(v);
+            if !problems.is_empty() {
+                errs.push(format!(
+                    "values[{i}][{key}]: Invalid value: {}: {}",
+                    go_quote(v),
+                    problems.join("; ")
+                ));
+            }
+        }
+        aggregate(errs)?;
+        Ok(Requirement {
+            key: key.to_string(),
+            op,
+            values,
+        })
+    }
+
     fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         let v = labels.get(&self.key);
         match self.op {
-            Op::Equals | Op::In => v.is_some_and(|v| self.values.contains(v)),
+            Op::Equals | Op::DoubleEquals | Op::In => v.is_some_and(|v| self.values.contains(v)),
             Op::NotEquals | Op::NotIn => v.is_none_or(|v| !self.values.contains(v)),
             Op::Exists => v.is_some(),
             Op::DoesNotExist => v.is_none(),
             Op::GreaterThan | Op::LessThan => {
-                let (Some(v), Some(bound)) = (v, self.values.first()) else {
+                let Some(Ok(have)) = v.map(|v| v.parse::<i64>()) else {
                     return false;
                 };
-                let (Ok(v), Ok(bound)) = (v.parse::<i64>(), bound.parse::<i64>()) else {
+                let [bound] = self.values.as_slice() else {
+                    return false;
+                };
+                let Ok(bound) = bound.parse::<i64>() else {
                     return false;
                 };
                 if self.op == Op::GreaterThan {
-                    v > bound
+                    have > bound
                 } else {
-                    v < bound
+                    have < bound
                 }
             }
         }
     }
 }
 
-/// A parsed label selector: a conjunction of requirements. The empty selector matches all.
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.op == Op::DoesNotExist {
+            f.write_str("!")?;
+        }
+        f.write_str(&self.key)?;
+        let op = match self.op {
+            Op::Exists | Op::DoesNotExist => return Ok(()),
+            Op::Equals => "=",
+            Op::DoubleEquals => "==",
+            Op::NotEquals => "!=",
+            Op::In => " in (",
+            Op::NotIn => " notin (",
+            Op::GreaterThan => ">",
+            Op::LessThan => "<",
+        };
+        f.write_str(op)?;
+        // Values print sorted so equal selectors print alike.
+        let mut values: Vec<&str> = self.values.iter().map(String::as_str).collect();
+        values.sort_unstable();
+        f.write_str(&values.join(","))?;
+        if matches!(self.op, Op::In | Op::NotIn) {
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
+}
+
+/// A parsed label selector: a conjunction of requirements, kept sorted by key as
+/// Kubernetes keeps them. The empty selector matches everything.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LabelSelector {
     requirements: Vec<Requirement>,
 }
 
-/// Label keys: an optional DNS subdomain prefix and `/`, then a name of at most 63
-/// characters of `[A-Za-z0-9_.-]`, starting and ending alphanumeric.
-fn check_key(key: &str) -> Result<(), ParseError> {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
+// ---- validation messages (k8s.io/apimachinery/pkg/util/validation, 1.33 wording) ----
+
+const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const DNS1123_SUBDOMAIN_FMT: &str =
+    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+
+fn regex_error(msg: &str, re: &str, examples: &[&str]) -> String {
+    let mut out = format!("{msg} (e.g. ");
+    for (i, e) in examples.iter().enumerate() {
+        if i > 0 {
+            out.push_str(" or ");
+        }
+        out.push_str(&format!("'{e}', "));
+    }
+    out.push_str(&format!("regex used for validation is '{re}')"));
+    out
+}
+
+fn max_len_error(n: usize) -> String {
+    format!("must be no more than {n} characters")
+}
+
+/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, written out.
+fn is_qualified_name_part(s: &str) -> bool {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    !s.is_empty()
+        && s.chars().all(ok_char)
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn is_dns1123_label(s: &str) -> bool {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    !s.is_empty()
+        && s.chars().all(ok_char)
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn dns1123_subdomain_errors(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if value.len() > 253 {
+        errs.push(max_len_error(253));
+    }
+    if !value.split('.').all(is_dns1123_label) {
+        errs.push(regex_error(
+            DNS1123_SUBDOMAIN_MSG,
+            DNS1123_SUBDOMAIN_FMT,
+            &["example.com"],
+        ));
+    }
+    errs
+}
+
+/// `validation.IsQualifiedName`: the rules for label keys.
+fn qualified_name_errors(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    let parts: Vec<&str> = value.split('/').collect();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                errs.push("prefix part must be non-empty".to_string());
+            } else {
+                errs.extend(
+                    dns1123_subdomain_errors(prefix)
+                        .into_iter()
+                        .map(|m| format!("prefix part {m}")),
+                );
+            }
+            *name
+        }
+        _ => {
+            errs.push(format!(
+                "a qualified name {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+                regex_error(
+                    QUALIFIED_NAME_MSG,
+                    QUALIFIED_NAME_FMT,
+                    &["MyName", "my.name", "123-abc"]
+                )
+            ));
+            return errs;
+        }
     };
-    let name_ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 253
-            && p.split('.').all(|part| {
-                !part.is_empty()
-                    && part
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                    && !part.starts_with('-')
-                    && !part.ends_with('-')
-            })
-    });
-    if name_ok && prefix_ok {
-        Ok(())
-    } else {
-        Err(ParseError(format!(
-            "unable to parse requirement: invalid label key \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
-        )))
+    if name.is_empty() {
+        errs.push("name part must be non-empty".to_string());
+    } else if name.len() > 63 {
+        errs.push(format!("name part {}", max_len_error(63)));
     }
-}
-
-fn check_value(value: &str) -> Result<(), ParseError> {
-    let ok = value.is_empty()
-        || (value.len() <= 63
-            && value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && value.ends_with(|c: char| c.is_ascii_alphanumeric()));
-    if ok {
-        Ok(())
-    } else {
-        Err(ParseError(format!(
-            "unable to parse requirement: values[0][{value}]: Invalid value: \"{value}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
-        )))
+    if !is_qualified_name_part(name) {
+        errs.push(format!(
+            "name part {}",
+            regex_error(
+                QUALIFIED_NAME_MSG,
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
+        ));
     }
+    errs
 }
 
-/// Tokens of the label selector grammar.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
-    Ident(String),
-    Comma,
-    Open,
-    Close,
-    Bang,
-    Eq,
-    DoubleEq,
-    NotEq,
-    Gt,
-    Lt,
+/// `validation.IsValidLabelValue`.
+fn label_value_errors(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if value.len() > 63 {
+        errs.push(max_len_error(63));
+    }
+    if !value.is_empty() && !is_qualified_name_part(value) {
+        errs.push(regex_error(
+            LABEL_VALUE_MSG,
+            LABEL_VALUE_FMT,
+            &["MyValue", "my_value", "12345"],
+        ));
+    }
+    errs
 }
 
-fn lex(s: &str) -> Result<Vec<Token>, ParseError> {
-    let mut out = Vec::new();
-    let chars: Vec<char> = s.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            ' ' | '\t' | '\n' | '\r' => i += 1,
-            ',' => {
-                out.push(Token::Comma);
-                i += 1;
-            }
-            '(' => {
-                out.push(Token::Open);
-                i += 1;
-            }
-            ')' => {
-                out.push(Token::Close);
-                i += 1;
-            }
-            '!' if chars.get(i + 1) == Some(&'=') => {
-                out.push(Token::NotEq);
-                i += 2;
-            }
-            '!' => {
-                out.push(Token::Bang);
-                i += 1;
-            }
-            '=' if chars.get(i + 1) == Some(&'=') => {
-                out.push(Token::DoubleEq);
-                i += 2;
-            }
-            '=' => {
-                out.push(Token::Eq);
-                i += 1;
-            }
-            '>' => {
-                out.push(Token::Gt);
-                i += 1;
-            }
-            '<' => {
-                out.push(Token::Lt);
-                i += 1;
-            }
-            _ => {
-                let start = i;
-                while i < chars.len() && !" \t\n\r,()!=<>".contains(chars[i]) {
-                    i += 1;
-                }
-                out.push(Token::Ident(chars[start..i].iter().collect()));
-            }
+/// A `field.Invalid` error for a bad label key at `path`.
+fn key_error(path: &str, key: &str) -> Option<String> {
+    let problems = qualified_name_errors(key);
+    (!problems.is_empty()).then(|| {
+        format!(
+            "{path}: Invalid value: {}: {}",
+            go_quote(key),
+            problems.join("; ")
+        )
+    })
+}
+
+/// `field.ErrorList.ToAggregate().Error()`: one message alone, several in brackets.
+fn aggregate(errs: Vec<String>) -> Result<(), ParseError> {
+    let mut seen: Vec<String> = Vec::new();
+    for e in errs {
+        if !seen.contains(&e) {
+            seen.push(e);
         }
     }
-    Ok(out)
+    match seen.len() {
+        0 => Ok(()),
+        1 => Err(ParseError(seen.remove(0))),
+        _ => Err(ParseError(format!("[{}]", seen.join(", ")))),
+    }
+}
+
+/// Go's `%q` for the strings a selector can hold.
+fn go_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Go's `%#v` for a `[]string`, as validation errors print bad value sets.
+fn go_string_slice(values: &[String], nil: bool) -> String {
+    if values.is_empty() && nil {
+        return "[]string(nil)".into();
+    }
+    let items: Vec<String> = values.iter().map(|v| go_quote(v)).collect();
+    format!("[]string{{{}}}", items.join(", "))
+}
+
+// ---- the label selector grammar ----
+
+/// Tokens of `labels.Lexer`. `In`/`NotIn` are keywords only where an operator may stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    EndOfString,
+    ClosedPar,
+    Comma,
+    DoesNotExist,
+    DoubleEquals,
+    Equals,
+    GreaterThan,
+    Identifier,
+    In,
+    LessThan,
+    NotEquals,
+    NotIn,
+    OpenPar,
+}
+
+fn is_whitespace(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+fn is_special(b: u8) -> bool {
+    matches!(b, b'=' | b'!' | b'(' | b')' | b',' | b'>' | b'<')
+}
+
+fn special_token(s: &str) -> Option<Tok> {
+    Some(match s {
+        ")" => Tok::ClosedPar,
+        "," => Tok::Comma,
+        "!" => Tok::DoesNotExist,
+        "==" => Tok::DoubleEquals,
+        "=" => Tok::Equals,
+        ">" => Tok::GreaterThan,
+        "<" => Tok::LessThan,
+        "!=" => Tok::NotEquals,
+        "(" => Tok::OpenPar,
+        _ => return None,
+    })
+}
+
+fn lex(s: &str) -> Vec<(Tok, String)> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < bytes.len() && is_whitespace(bytes[i]) {
+            i += 1;
+        }
+        if i == bytes.len() {
+            out.push((Tok::EndOfString, String::new()));
+            return out;
+        }
+        let start = i;
+        if is_special(bytes[i]) {
+            // Longest operator wins: `!=` and `==` over `!` and `=`.
+            let two = s.get(i..i + 2).and_then(special_token);
+            let (tok, len) = match two {
+                Some(t) => (t, 2),
+                None => (special_token(&s[i..i + 1]).unwrap_or(Tok::Comma), 1),
+            };
+            i += len;
+            out.push((tok, s[start..i].to_string()));
+        } else {
+            while i < bytes.len() && !is_special(bytes[i]) && !is_whitespace(bytes[i]) {
+                i += 1;
+            }
+            // Special bytes are ASCII, so the slice ends on a character boundary.
+            let word = &s[start..i];
+            let tok = match word {
+                "in" => Tok::In,
+                "notin" => Tok::NotIn,
+                _ => Tok::Identifier,
+            };
+            out.push((tok, word.to_string()));
+        }
+    }
+}
+
+/// Where the parser stands: `in` and `notin` are operators only after a key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Context {
+    KeyAndOperator,
+    Values,
 }
 
 struct Parser {
-    tokens: Vec<Token>,
+    items: Vec<(Tok, String)>,
     pos: usize,
 }
 
 impl Parser {
-    fn peek(&self) -> Option<&Token> {
-        self.tokens.get(self.pos)
+    fn adjust(tok: Tok, ctx: Context) -> Tok {
+        match (ctx, tok) {
+            (Context::Values, Tok::In | Tok::NotIn) => Tok::Identifier,
+            _ => tok,
+        }
     }
 
-    fn next(&mut self) -> Option<Token> {
-        let t = self.tokens.get(self.pos).cloned();
+    fn lookahead(&self, ctx: Context) -> (Tok, String) {
+        let (tok, lit) = &self.items[self.pos.min(self.items.len() - 1)];
+        (Self::adjust(*tok, ctx), lit.clone())
+    }
+
+    fn consume(&mut self, ctx: Context) -> (Tok, String) {
+        let item = self.lookahead(ctx);
         self.pos += 1;
-        t
+        item
     }
 
-    fn err(&self, what: &str) -> ParseError {
-        ParseError(format!("unable to parse requirement: {what}"))
-    }
-
-    fn requirement(&mut self) -> Result<Requirement, ParseError> {
-        let negated = if self.peek() == Some(&Token::Bang) {
-            self.next();
-            true
-        } else {
-            false
-        };
-        let key = match self.next() {
-            Some(Token::Ident(k)) => k,
-            Some(t) => return Err(self.err(&format!("found '{t:?}', expected: identifier"))),
-            None => return Err(self.err("found '', expected: identifier")),
-        };
-        check_key(&key)?;
-        if negated {
-            return Ok(Requirement {
-                key,
-                op: Op::DoesNotExist,
-                values: Vec::new(),
-            });
-        }
-        let op = match self.peek() {
-            None | Some(Token::Comma) => {
-                return Ok(Requirement {
-                    key,
-                    op: Op::Exists,
-                    values: Vec::new(),
-                });
-            }
-            Some(Token::Eq) | Some(Token::DoubleEq) => Op::Equals,
-            Some(Token::NotEq) => Op::NotEquals,
-            Some(Token::Gt) => Op::GreaterThan,
-            Some(Token::Lt) => Op::LessThan,
-            Some(Token::Ident(w)) if w == "in" => Op::In,
-            Some(Token::Ident(w)) if w == "notin" => Op::NotIn,
-            Some(t) => {
-                return Err(self.err(&format!(
-                    "found '{}', expected: in, notin, =, ==, !=, gt, lt",
-                    token_text(t)
-                )));
-            }
-        };
-        self.next();
-        let values = match op {
-            Op::In | Op::NotIn => self.value_set()?,
-            _ => match self.peek() {
-                Some(Token::Ident(v)) => {
-                    let v = v.clone();
-                    self.next();
-                    vec![v]
-                }
-                // `a=` selects the empty value.
-                None | Some(Token::Comma) => vec![String::new()],
-                Some(t) => {
-                    return Err(
-                        self.err(&format!("found '{}', expected: identifier", token_text(t)))
-                    );
-                }
-            },
-        };
-        if matches!(op, Op::GreaterThan | Op::LessThan) {
-            let v = &values[0];
-            if v.parse::<i64>().is_err() {
-                return Err(ParseError(format!(
-                    "unable to parse requirement: for 'Gt', 'Lt' operators, the value must be an integer: {v}"
-                )));
-            }
-        } else {
-            for v in &values {
-                check_value(v)?;
-            }
-        }
-        Ok(Requirement { key, op, values })
-    }
-
-    fn value_set(&mut self) -> Result<Vec<String>, ParseError> {
-        match self.next() {
-            Some(Token::Open) => {}
-            t => {
-                return Err(self.err(&format!(
-                    "found '{}', expected: '('",
-                    t.as_ref().map(token_text).unwrap_or_default()
-                )));
-            }
-        }
-        let mut values = Vec::new();
+    fn parse(&mut self) -> Result<Vec<Requirement>, ParseError> {
+        let mut requirements = Vec::new();
         loop {
-            match self.next() {
-                Some(Token::Ident(v)) => {
-                    values.push(v);
-                    match self.next() {
-                        Some(Token::Comma) => continue,
-                        Some(Token::Close) => break,
-                        t => {
-                            return Err(self.err(&format!(
-                                "found '{}', expected: ',' or ')'",
-                                t.as_ref().map(token_text).unwrap_or_default()
+            let (tok, lit) = self.lookahead(Context::Values);
+            match tok {
+                Tok::Identifier | Tok::DoesNotExist => {
+                    let r = self.requirement().map_err(|e| {
+                        ParseError(format!("unable to parse requirement: {}", e.0))
+                    })?;
+                    requirements.push(r);
+                    let (t, l) = self.consume(Context::Values);
+                    match t {
+                        Tok::EndOfString => return Ok(requirements),
+                        Tok::Comma => {
+                            let (t2, l2) = self.lookahead(Context::Values);
+                            if t2 != Tok::Identifier && t2 != Tok::DoesNotExist {
+                                return Err(ParseError(format!(
+                                    "found '{l2}', expected: identifier after ','"
+                                )));
+                            }
+                        }
+                        _ => {
+                            return Err(ParseError(format!(
+                                "found '{l}', expected: ',' or 'end of string'"
                             )));
                         }
                     }
                 }
-                // `in ()` and `in (a,)` carry an empty value, as Kubernetes reads them.
-                Some(Token::Close) => {
-                    values.push(String::new());
-                    break;
-                }
-                Some(Token::Comma) => values.push(String::new()),
-                None => return Err(self.err("found '', expected: ',', ')' or identifier")),
-                Some(t) => {
-                    return Err(self.err(&format!(
-                        "found '{}', expected: ',', ')' or identifier",
-                        token_text(&t)
+                Tok::EndOfString => return Ok(requirements),
+                _ => {
+                    return Err(ParseError(format!(
+                        "found '{lit}', expected: !, identifier, or 'end of string'"
                     )));
                 }
             }
         }
-        Ok(values)
     }
-}
 
-fn token_text(t: &Token) -> String {
-    match t {
-        Token::Ident(s) => s.clone(),
-        Token::Comma => ",".into(),
-        Token::Open => "(".into(),
-        Token::Close => ")".into(),
-        Token::Bang => "!".into(),
-        Token::Eq => "=".into(),
-        Token::DoubleEq => "==".into(),
-        Token::NotEq => "!=".into(),
-        Token::Gt => ">".into(),
-        Token::Lt => "<".into(),
+    fn requirement(&mut self) -> Result<Requirement, ParseError> {
+        let (mut tok, mut key) = self.consume(Context::Values);
+        let negated = tok == Tok::DoesNotExist;
+        if negated {
+            (tok, key) = self.consume(Context::Values);
+        }
+        if tok != Tok::Identifier {
+            return Err(ParseError(format!("found '{key}', expected: identifier")));
+        }
+        // The parser validates keys against a nil field path, hence `<nil>`.
+        if let Some(e) = key_error("<nil>", &key) {
+            return Err(ParseError(e));
+        }
+        let (next, _) = self.lookahead(Context::Values);
+        if negated {
+            return Requirement::new(&key, Op::DoesNotExist, Vec::new(), false);
+        }
+        if matches!(next, Tok::EndOfString | Tok::Comma) {
+            return Requirement::new(&key, Op::Exists, Vec::new(), false);
+        }
+        let (tok, lit) = self.consume(Context::KeyAndOperator);
+        let op = match tok {
+            Tok::In => Op::In,
+            Tok::Equals => Op::Equals,
+            Tok::DoubleEquals => Op::DoubleEquals,
+            Tok::GreaterThan => Op::GreaterThan,
+            Tok::LessThan => Op::LessThan,
+            Tok::NotIn => Op::NotIn,
+            Tok::NotEquals => Op::NotEquals,
+            _ => {
+                return Err(ParseError(format!(
+                    "found '{lit}', expected: in, notin, =, ==, !=, gt, lt"
+                )));
+            }
+        };
+        let values = match op {
+            Op::In | Op::NotIn => self.values()?,
+            _ => self.exact_value()?,
+        };
+        // Kubernetes collects values in a set: sorted, duplicates dropped.
+        let mut values: Vec<String> = values;
+        values.sort();
+        values.dedup();
+        Requirement::new(&key, op, values, false)
+    }
+
+    fn values(&mut self) -> Result<Vec<String>, ParseError> {
+        let (tok, lit) = self.consume(Context::Values);
+        if tok != Tok::OpenPar {
+            return Err(ParseError(format!("found '{lit}' expected: '('")));
+        }
+        let (tok, lit) = self.lookahead(Context::Values);
+        match tok {
+            Tok::Identifier | Tok::Comma => {
+                let set = self.identifiers()?;
+                // Kubernetes reports the token after '(' here, not the one it found.
+                if self.consume(Context::Values).0 != Tok::ClosedPar {
+                    return Err(ParseError(format!("found '{lit}', expected: ')'")));
+                }
+                Ok(set)
+            }
+            Tok::ClosedPar => {
+                self.consume(Context::Values);
+                Ok(vec![String::new()])
+            }
+            _ => Err(ParseError(format!(
+                "found '{lit}', expected: ',', ')' or identifier"
+            ))),
+        }
+    }
+
+    /// A possibly empty, comma separated list of possibly empty values.
+    fn identifiers(&mut self) -> Result<Vec<String>, ParseError> {
+        let mut set: Vec<String> = Vec::new();
+        loop {
+            let (tok, lit) = self.consume(Context::Values);
+            match tok {
+                Tok::Identifier => {
+                    set.push(lit);
+                    let (tok2, lit2) = self.lookahead(Context::Values);
+                    match tok2 {
+                        Tok::Comma => continue,
+                        Tok::ClosedPar => return Ok(set),
+                        _ => {
+                            return Err(ParseError(format!(
+                                "found '{lit2}', expected: ',' or ')'"
+                            )));
+                        }
+                    }
+                }
+                Tok::Comma => {
+                    if set.is_empty() {
+                        set.push(String::new());
+                    }
+                    let (tok2, _) = self.lookahead(Context::Values);
+                    if tok2 == Tok::ClosedPar {
+                        set.push(String::new());
+                        return Ok(set);
+                    }
+                    if tok2 == Tok::Comma {
+                        self.consume(Context::Values);
+                        set.push(String::new());
+                    }
+                }
+                _ => {
+                    return Err(ParseError(format!(
+                        "found '{lit}', expected: ',', or identifier"
+                    )));
+                }
+            }
+        }
+    }
+
+    fn exact_value(&mut self) -> Result<Vec<String>, ParseError> {
+        let (tok, _) = self.lookahead(Context::Values);
+        if matches!(tok, Tok::EndOfString | Tok::Comma) {
+            return Ok(vec![String::new()]);
+        }
+        let (tok, lit) = self.consume(Context::Values);
+        if tok == Tok::Identifier {
+            Ok(vec![lit])
+        } else {
+            Err(ParseError(format!("found '{lit}', expected: identifier")))
+        }
     }
 }
 
@@ -341,45 +608,27 @@ impl LabelSelector {
     /// Parses the string form: `a=b,c!=d,e in (f,g),h notin (i),j,!k,l==m`, also `x>1`.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         let mut p = Parser {
-            tokens: lex(s)?,
+            items: lex(s),
             pos: 0,
         };
-        let mut requirements = Vec::new();
-        if p.tokens.is_empty() {
-            return Ok(LabelSelector::default());
-        }
-        loop {
-            requirements.push(p.requirement()?);
-            match p.next() {
-                None => break,
-                Some(Token::Comma) => continue,
-                Some(t) => {
-                    return Err(p.err(&format!("found '{}', expected: ','", token_text(&t))));
-                }
-            }
-        }
+        let mut requirements = p.parse()?;
+        requirements.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(LabelSelector { requirements })
     }
 
     /// Builds from the structured `metav1.LabelSelector` parts (`matchLabels`,
     /// `matchExpressions` as `(key, operator, values)` with In, NotIn, Exists,
-    /// DoesNotExist).
+    /// DoesNotExist), as `metav1.LabelSelectorAsSelector` does. Empty parts select
+    /// everything; a missing selector (which selects nothing) is the caller's to handle.
     pub fn from_parts(
         match_labels: &BTreeMap<String, String>,
         match_expressions: &[(String, String, Vec<String>)],
     ) -> Result<Self, ParseError> {
         let mut requirements = Vec::new();
         for (k, v) in match_labels {
-            check_key(k)?;
-            check_value(v)?;
-            requirements.push(Requirement {
-                key: k.clone(),
-                op: Op::Equals,
-                values: vec![v.clone()],
-            });
+            requirements.push(Requirement::new(k, Op::Equals, vec![v.clone()], false)?);
         }
         for (key, op, values) in match_expressions {
-            check_key(key)?;
             let op = match op.as_str() {
                 "In" => Op::In,
                 "NotIn" => Op::NotIn,
@@ -387,29 +636,14 @@ impl LabelSelector {
                 "DoesNotExist" => Op::DoesNotExist,
                 other => {
                     return Err(ParseError(format!(
-                        "{other:?} is not a valid label selector operator"
+                        "{} is not a valid label selector operator",
+                        go_quote(other)
                     )));
                 }
             };
-            match op {
-                Op::In | Op::NotIn if values.is_empty() => {
-                    return Err(ParseError(
-                        "for 'in', 'notin' operators, values set can't be empty".into(),
-                    ));
-                }
-                Op::Exists | Op::DoesNotExist if !values.is_empty() => {
-                    return Err(ParseError(
-                        "values set must be empty for exists and does not exist".into(),
-                    ));
-                }
-                _ => {}
-            }
-            requirements.push(Requirement {
-                key: key.clone(),
-                op,
-                values: values.clone(),
-            });
+            requirements.push(Requirement::new(key, op, values.clone(), true)?);
         }
+        requirements.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(LabelSelector { requirements })
     }
 
@@ -420,7 +654,33 @@ impl LabelSelector {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.requirements.iter().all(|r| r.matches(labels))
     }
+
+    /// If the selector pins `key` to one value (`=`, `==`, or `in` with one value), that
+    /// value, as `Selector.RequiresExactMatch` answers.
+    pub fn exact(&self, key: &str) -> Option<&str> {
+        let r = self.requirements.iter().find(|r| r.key == key)?;
+        match (r.op, r.values.as_slice()) {
+            (Op::Equals | Op::DoubleEquals | Op::In, [v]) => Some(v),
+            _ => None,
+        }
+    }
 }
+
+/// The canonical string form (`Selector.String()`): requirements sorted by key, set values
+/// sorted, e.g. `app=web,!old,tier in (a,b)`. Empty for the empty selector.
+impl fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.requirements.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---- field selectors ----
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FieldRequirement {
@@ -435,76 +695,105 @@ pub struct FieldSelector {
     requirements: Vec<FieldRequirement>,
 }
 
-/// Splits on unescaped `sep`, keeping escapes for the next stage.
-fn split_unescaped(s: &str, sep: char) -> Vec<String> {
-    let mut parts = Vec::new();
-    let mut cur = String::new();
-    let mut escaped = false;
-    for c in s.chars() {
-        if escaped {
-            cur.push('\\');
-            cur.push(c);
-            escaped = false;
+/// Splits on commas not escaped by a backslash; escapes stay for `unescape_value`.
+fn split_terms(s: &str) -> Vec<&str> {
+    if s.is_empty() {
+        return Vec::new();
+    }
+    let mut terms = Vec::new();
+    let mut start = 0;
+    let mut in_slash = false;
+    for (i, c) in s.char_indices() {
+        if in_slash {
+            in_slash = false;
         } else if c == '\\' {
-            escaped = true;
-        } else if c == sep {
-            parts.push(std::mem::take(&mut cur));
-        } else {
-            cur.push(c);
+            in_slash = true;
+        } else if c == ',' {
+            terms.push(&s[start..i]);
+            start = i + 1;
         }
     }
-    if escaped {
-        cur.push('\\');
-    }
-    parts.push(cur);
-    parts
+    terms.push(&s[start..]);
+    terms
 }
 
-fn unescape(s: &str) -> Result<String, ParseError> {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some(e @ ('\\' | ',' | '=' | '!')) => out.push(e),
-                Some(e) => {
+/// The first `!=`, `==` or `=` from the left splits field from value. Kubernetes does not
+/// honour escapes here, so an escaped `=` in a field name splits too.
+fn split_term(term: &str) -> Option<(&str, &str, &str)> {
+    for (i, _) in term.char_indices() {
+        for op in ["!=", "==", "="] {
+            if term[i..].starts_with(op) {
+                return Some((&term[..i], op, &term[i + op.len()..]));
+            }
+        }
+    }
+    None
+}
+
+fn unescape_value(s: &str) -> Result<String, ParseError> {
+    let mut out = String::with_capacity(s.len());
+    let mut in_slash = false;
+    for c in s.chars() {
+        if in_slash {
+            match c {
+                '\\' | ',' | '=' => out.push(c),
+                _ => {
                     return Err(ParseError(format!(
-                        "invalid field selector: invalid escape sequence: \\{e}"
+                        "invalid field selector: invalid escape sequence: \\{c}"
                     )));
                 }
-                None => {
-                    return Err(ParseError(
-                        "invalid field selector: unterminated escape sequence".into(),
-                    ));
-                }
             }
-        } else {
-            out.push(c);
+            in_slash = false;
+            continue;
         }
+        match c {
+            '\\' => in_slash = true,
+            // Go prints the rune with %v: its code point.
+            ',' | '=' => {
+                return Err(ParseError(format!(
+                    "invalid field selector: unescaped character in value: {}",
+                    c as u32
+                )));
+            }
+            _ => out.push(c),
+        }
+    }
+    if in_slash {
+        return Err(ParseError(
+            "invalid field selector: invalid escape sequence: \\".into(),
+        ));
     }
     Ok(out)
 }
 
+fn escape_value(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace(',', "\\,")
+        .replace('=', "\\=")
+}
+
 impl FieldSelector {
+    /// Parses as `fields.ParseSelector`: terms sorted, an empty term skipped, `=` with
+    /// neither field nor value dropped.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let mut parts = split_terms(s);
+        parts.sort_unstable();
         let mut requirements = Vec::new();
-        if s.trim().is_empty() {
-            return Ok(FieldSelector::default());
-        }
-        for part in split_unescaped(s, ',') {
+        for part in parts {
             if part.is_empty() {
                 continue;
             }
-            // The first unescaped operator splits field and value.
-            let (field, value, equal) = split_operator(&part).ok_or_else(|| {
-                ParseError(format!(
-                    "invalid selector: '{s}'; can't understand '{part}'"
-                ))
+            let (field, op, value) = split_term(part).ok_or_else(|| {
+                ParseError(format!("invalid selector: '{s}'; can't understand '{part}'"))
             })?;
+            let value = unescape_value(value)?;
+            if field.is_empty() && value.is_empty() {
+                continue;
+            }
             requirements.push(FieldRequirement {
-                field: unescape(field.trim())?,
-                value: unescape(value)?,
-                equal,
+                field: field.to_string(),
+                value,
+                equal: op != "!=",
             });
         }
         Ok(FieldSelector { requirements })
@@ -536,122 +825,19 @@ impl FieldSelector {
     }
 }
 
-fn split_operator(part: &str) -> Option<(&str, &str, bool)> {
-    let bytes = part.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 2,
-            b'!' if bytes.get(i + 1) == Some(&b'=') => {
-                return Some((&part[..i], &part[i + 2..], false));
+/// The canonical string form, values escaped: `metadata.name=a\,b,status.phase!=Running`.
+impl fmt::Display for FieldSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.requirements.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
             }
-            b'=' if bytes.get(i + 1) == Some(&b'=') => {
-                return Some((&part[..i], &part[i + 2..], true));
-            }
-            b'=' => return Some((&part[..i], &part[i + 1..], true)),
-            _ => i += 1,
+            let op = if r.equal { "=" } else { "!=" };
+            write!(f, "{}{op}{}", r.field, escape_value(&r.value))?;
         }
+        Ok(())
     }
-    None
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn equality_and_inequality() {
-        let s = LabelSelector::parse("app=web, tier==front,env!=prod").unwrap();
-        assert!(s.matches(&labels(&[("app", "web"), ("tier", "front")])));
-        assert!(!s.matches(&labels(&[
-            ("app", "web"),
-            ("tier", "front"),
-            ("env", "prod")
-        ])));
-        assert!(!s.matches(&labels(&[("app", "db"), ("tier", "front")])));
-    }
-
-    #[test]
-    fn set_forms_and_existence() {
-        let s = LabelSelector::parse("env in (a, b),tier notin (x),owner,!legacy").unwrap();
-        assert!(s.matches(&labels(&[("env", "b"), ("owner", "me")])));
-        assert!(!s.matches(&labels(&[("env", "c"), ("owner", "me")])));
-        assert!(!s.matches(&labels(&[("env", "a"), ("owner", "me"), ("tier", "x")])));
-        assert!(!s.matches(&labels(&[("env", "a")])));
-        assert!(!s.matches(&labels(&[("env", "a"), ("owner", "me"), ("legacy", "")])));
-    }
-
-    #[test]
-    fn numeric_comparisons() {
-        let s = LabelSelector::parse("size>3,weight<10").unwrap();
-        assert!(s.matches(&labels(&[("size", "4"), ("weight", "9")])));
-        assert!(!s.matches(&labels(&[("size", "3"), ("weight", "9")])));
-        assert!(LabelSelector::parse("size>x").is_err());
-    }
-
-    #[test]
-    fn empty_selects_everything() {
-        let s = LabelSelector::parse("").unwrap();
-        assert!(s.is_empty() && s.matches(&labels(&[])));
-    }
-
-    #[test]
-    fn malformed_selectors_say_why() {
-        for bad in ["a in (b", "a in b", "=b", "a b", "a=b=c", "-a=b", "a=b!"] {
-            let e = LabelSelector::parse(bad).unwrap_err();
-            assert!(e.0.starts_with("unable to parse requirement"), "{bad}: {e}");
-        }
-        let e = LabelSelector::parse("a=b c").unwrap_err();
-        assert!(e.0.contains("found 'c', expected: ','"), "{e}");
-    }
-
-    #[test]
-    fn structured_selectors() {
-        let s = LabelSelector::from_parts(
-            &labels(&[("app", "web")]),
-            &[("tier".into(), "In".into(), vec!["a".into()])],
-        )
-        .unwrap();
-        assert!(s.matches(&labels(&[("app", "web"), ("tier", "a")])));
-        assert!(
-            LabelSelector::from_parts(&labels(&[]), &[("t".into(), "In".into(), vec![])]).is_err()
-        );
-        assert!(
-            LabelSelector::from_parts(
-                &labels(&[]),
-                &[("t".into(), "Exists".into(), vec!["x".into()])]
-            )
-            .is_err()
-        );
-    }
-
-    #[test]
-    fn field_selectors() {
-        let s = FieldSelector::parse("metadata.name=web,status.phase!=Running").unwrap();
-        assert_eq!(s.fields(), ["metadata.name", "status.phase"]);
-        assert_eq!(s.exact("metadata.name"), Some("web"));
-        assert_eq!(s.exact("status.phase"), None);
-        let get = |phase: &'static str| {
-            move |f: &str| match f {
-                "metadata.name" => Some("web".to_string()),
-                "status.phase" => Some(phase.to_string()),
-                _ => None,
-            }
-        };
-        assert!(s.matches(&get("Pending")));
-        assert!(!s.matches(&get("Running")));
-        let escaped = FieldSelector::parse(r"metadata.name=a\,b").unwrap();
-        assert_eq!(escaped.exact("metadata.name"), Some("a,b"));
-        assert!(FieldSelector::parse("metadata.name").is_err());
-        assert!(FieldSelector::parse(r"a=\q").is_err());
-        let missing = FieldSelector::parse("spec.nodeName=").unwrap();
-        assert!(missing.matches(&|_: &str| None));
-    }
-}
+mod tests;
