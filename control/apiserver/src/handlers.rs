@@ -72,9 +72,7 @@ async fn serve(state: &Arc<AppState>, req: Request) -> ApiResult<Response> {
     };
     let body = match parts.method {
         Method::GET | Method::HEAD => Bytes::new(),
-        _ => axum::body::to_bytes(body, crate::MAX_REQUEST_BODY)
-            .await
-            .map_err(|_| ApiError::too_large())?,
+        _ => read_body(body).await?,
     };
     let ctx = Ctx {
         state,
@@ -937,6 +935,36 @@ impl Ctx<'_> {
 
 // ---- helpers ---------------------------------------------------------------------------
 
+/// Past the limit, how much more of an oversize body is read and dropped so that the
+/// client, still sending, gets the 413 instead of a reset connection.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The request body, at most [`crate::MAX_REQUEST_BODY`] bytes; a larger one is a 413.
+async fn read_body(body: Body) -> ApiResult<Bytes> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(ApiError::bad_request("the request body could not be read"));
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen <= crate::MAX_REQUEST_BODY {
+            buf.extend_from_slice(&data);
+        } else if seen > crate::MAX_REQUEST_BODY + DRAIN_LIMIT {
+            break;
+        }
+    }
+    if seen > crate::MAX_REQUEST_BODY {
+        return Err(ApiError::too_large());
+    }
+    Ok(buf.freeze())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PatchKind {
     Json,
@@ -1228,10 +1256,8 @@ fn set_condition(obj: &mut Value, kind: &str, status: &str) {
 /// An `autoscaling/v1` Scale for an object with `spec.replicas`.
 fn to_scale(resource: &Resource, obj: &Value) -> Value {
     let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    let selector = match obj.pointer("/spec/selector") {
-        Some(sel) => skiff_printers::selector_string(Some(sel)).replace("<none>", ""),
-        None => String::new(),
-    };
+    let selector =
+        skiff_printers::label_selector_string(obj.pointer("/spec/selector")).unwrap_or_default();
     let _ = resource;
     json!({
         "kind": "Scale",

@@ -1,581 +1,91 @@
-//! Server-side printing: the `meta.k8s.io/v1` Table columns and cells real clusters print
-//! for each built-in kind (`kubectl get`), computed from the stored JSON object. Column
-//! names, order and `-o wide` priorities follow kube-apiserver's printers.
+//! Server-side printing: the `meta.k8s.io/v1` Table columns and cells kube-apiserver prints
+//! for each built-in kind (`kubectl get`), computed from the stored JSON object.
+//!
+//! Columns and cell logic follow kube-apiserver 1.33 (`pkg/printers/internalversion`). The
+//! server always prints the wide form (`GenerateOptions{Wide: true}`): every row carries a
+//! cell for every column, and kubectl hides priority-1 columns unless asked for `-o wide`.
 
-use chrono::{DateTime, Utc};
+mod columns;
+
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
+use skiff_selectors::LabelSelector;
+use std::collections::{BTreeMap, BTreeSet};
 
 type Now = DateTime<Utc>;
 
-/// A column: name, type, priority (1 = `-o wide` only), description.
-struct Col(&'static str, &'static str, i32, &'static str);
+/// A column: name, type, format, priority (1 = `-o wide` only), description.
+pub(crate) struct Col {
+    name: &'static str,
+    ty: &'static str,
+    format: &'static str,
+    priority: i32,
+    description: &'static str,
+}
 
-const NAME: Col = Col(
-    "Name",
-    "string",
-    0,
-    "Name must be unique within a namespace.",
-);
-const CONTAINERS: Col = Col(
-    "Containers",
-    "string",
-    1,
-    "Names of each container in the template.",
-);
-const IMAGES: Col = Col(
-    "Images",
-    "string",
-    1,
-    "Images referenced by each container in the template.",
-);
-const AGE: Col = Col(
-    "Age",
-    "string",
-    0,
-    "CreationTimestamp is a timestamp representing the server time when this object was created.",
-);
+impl Col {
+    pub(crate) const fn new(
+        name: &'static str,
+        ty: &'static str,
+        format: &'static str,
+        priority: i32,
+        description: &'static str,
+    ) -> Self {
+        Col {
+            name,
+            ty,
+            format,
+            priority,
+            description,
+        }
+    }
+}
 
-fn columns(group: &str, kind: &str) -> Vec<Col> {
-    let c = |n, t, p, d| Col(n, t, p, d);
-    match (group, kind) {
-        ("", "Pod") => vec![
-            NAME,
-            c(
-                "Ready",
-                "string",
-                0,
-                "The aggregate readiness state of this pod for accepting traffic.",
-            ),
-            c(
-                "Status",
-                "string",
-                0,
-                "The aggregate status of the containers in this pod.",
-            ),
-            c(
-                "Restarts",
-                "string",
-                0,
-                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
-            ),
-            AGE,
-            c(
-                "IP",
-                "string",
-                1,
-                "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
-            ),
-            c(
-                "Node",
-                "string",
-                1,
-                "NodeName is a request to schedule this pod onto a specific node.",
-            ),
-            c(
-                "Nominated Node",
-                "string",
-                1,
-                "nominatedNodeName is set only when this pod preempts other pods on the node.",
-            ),
-            c(
-                "Readiness Gates",
-                "string",
-                1,
-                "If specified, all readiness gates will be evaluated for pod readiness.",
-            ),
-        ],
-        ("", "Namespace") => vec![
-            NAME,
-            c("Status", "string", 0, "The status of the namespace"),
-            AGE,
-        ],
-        ("", "Node") => vec![
-            NAME,
-            c("Status", "string", 0, "The status of the node"),
-            c("Roles", "string", 0, "The roles of the node"),
-            AGE,
-            c(
-                "Version",
-                "string",
-                0,
-                "Kubelet Version reported by the node.",
-            ),
-            c(
-                "Internal-IP",
-                "string",
-                1,
-                "List of addresses reachable to the node. Queried from cloud provider, if available.",
-            ),
-            c(
-                "External-IP",
-                "string",
-                1,
-                "List of addresses reachable to the node. Queried from cloud provider, if available.",
-            ),
-            c(
-                "OS-Image",
-                "string",
-                1,
-                "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
-            ),
-            c(
-                "Kernel-Version",
-                "string",
-                1,
-                "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).",
-            ),
-            c(
-                "Container-Runtime",
-                "string",
-                1,
-                "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).",
-            ),
-        ],
-        ("", "Service") => vec![
-            NAME,
-            c(
-                "Type",
-                "string",
-                0,
-                "type determines how the Service is exposed.",
-            ),
-            c(
-                "Cluster-IP",
-                "string",
-                0,
-                "clusterIP is the IP address of the service and is usually assigned randomly.",
-            ),
-            c(
-                "External-IP",
-                "string",
-                0,
-                "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
-            ),
-            c(
-                "Port(s)",
-                "string",
-                0,
-                "The list of ports that are exposed by this service.",
-            ),
-            AGE,
-            c(
-                "Selector",
-                "string",
-                1,
-                "Route service traffic to pods with label keys and values matching this selector.",
-            ),
-        ],
-        ("", "Endpoints") => vec![
-            NAME,
-            c(
-                "Endpoints",
-                "string",
-                0,
-                "Endpoints is the list of endpoints for this service.",
-            ),
-            AGE,
-        ],
-        ("", "ConfigMap") => vec![
-            NAME,
-            c("Data", "string", 0, "Data contains the configuration data."),
-            AGE,
-        ],
-        ("", "Secret") => vec![
-            NAME,
-            c("Type", "string", 0, "The type of data stored in the secret"),
-            c("Data", "string", 0, "The number of entries in the secret"),
-            AGE,
-        ],
-        ("", "ServiceAccount") => vec![
-            NAME,
-            c(
-                "Secrets",
-                "string",
-                0,
-                "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
-            ),
-            AGE,
-        ],
-        ("", "Event") | ("events.k8s.io", "Event") => vec![
-            c("Last Seen", "string", 0, "Time when last event occurred"),
-            c(
-                "Type",
-                "string",
-                0,
-                "Type of this event (Normal, Warning), new types could be added in the future.",
-            ),
-            c("Reason", "string", 0, "Reason why this event was generated"),
-            c("Object", "string", 0, "The object that this event is about"),
-            c(
-                "Subobject",
-                "string",
-                1,
-                "The subobject that this event is about",
-            ),
-            c("Source", "string", 1, "The component reporting this event"),
-            c(
-                "Message",
-                "string",
-                0,
-                "A human-readable description of the status of this operation.",
-            ),
-            c("First Seen", "string", 1, "Time when first event occurred"),
-            c(
-                "Count",
-                "string",
-                1,
-                "The number of times this event has occurred",
-            ),
-            NAME,
-        ],
-        ("", "PersistentVolume") => vec![
-            NAME,
-            c(
-                "Capacity",
-                "string",
-                0,
-                "capacity is the description of the persistent volume's resources and capacity.",
-            ),
-            c(
-                "Access Modes",
-                "string",
-                0,
-                "accessModes contains all ways the volume can be mounted.",
-            ),
-            c(
-                "Reclaim Policy",
-                "string",
-                0,
-                "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim.",
-            ),
-            c(
-                "Status",
-                "string",
-                0,
-                "phase indicates if a volume is available, bound to a claim, or released by a claim.",
-            ),
-            c(
-                "Claim",
-                "string",
-                0,
-                "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim.",
-            ),
-            c(
-                "StorageClass",
-                "string",
-                0,
-                "storageClassName is the name of StorageClass to which this persistent volume belongs.",
-            ),
-            c(
-                "VolumeAttributesClass",
-                "string",
-                0,
-                "Name of VolumeAttributesClass to which this persistent volume belongs.",
-            ),
-            c(
-                "Reason",
-                "string",
-                0,
-                "reason is a brief CamelCase string that describes any failure.",
-            ),
-            AGE,
-            c(
-                "VolumeMode",
-                "string",
-                1,
-                "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state.",
-            ),
-        ],
-        ("", "PersistentVolumeClaim") => vec![
-            NAME,
-            c(
-                "Status",
-                "string",
-                0,
-                "phase represents the current phase of PersistentVolumeClaim.",
-            ),
-            c(
-                "Volume",
-                "string",
-                0,
-                "volumeName is the binding reference to the PersistentVolume backing this claim.",
-            ),
-            c(
-                "Capacity",
-                "string",
-                0,
-                "capacity represents the actual resources of the underlying volume.",
-            ),
-            c(
-                "Access Modes",
-                "string",
-                0,
-                "accessModes contains the actual access modes the volume backing the PVC has.",
-            ),
-            c(
-                "StorageClass",
-                "string",
-                0,
-                "storageClassName is the name of the StorageClass required by the claim.",
-            ),
-            c(
-                "VolumeAttributesClass",
-                "string",
-                0,
-                "volumeAttributesClassName may be used to set the VolumeAttributesClass used by this claim.",
-            ),
-            AGE,
-            c(
-                "VolumeMode",
-                "string",
-                1,
-                "volumeMode defines what type of volume is required by the claim.",
-            ),
-        ],
-        ("apps", "Deployment") => vec![
-            NAME,
-            c("Ready", "string", 0, "Number of the pod with ready state"),
-            c(
-                "Up-to-date",
-                "string",
-                0,
-                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
-            ),
-            c(
-                "Available",
-                "string",
-                0,
-                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
-            ),
-            AGE,
-            CONTAINERS,
-            IMAGES,
-            c(
-                "Selector",
-                "string",
-                1,
-                "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.",
-            ),
-        ],
-        ("apps", "ReplicaSet") => vec![
-            NAME,
-            c(
-                "Desired",
-                "integer",
-                0,
-                "Replicas is the number of desired pods.",
-            ),
-            c(
-                "Current",
-                "integer",
-                0,
-                "Replicas is the most recently observed number of replicas.",
-            ),
-            c(
-                "Ready",
-                "integer",
-                0,
-                "The number of ready replicas for this replica set.",
-            ),
-            AGE,
-            CONTAINERS,
-            IMAGES,
-            c(
-                "Selector",
-                "string",
-                1,
-                "Selector is a label query over pods that should match the replica count.",
-            ),
-        ],
-        ("apps", "StatefulSet") => vec![
-            NAME,
-            c("Ready", "string", 0, "Number of the pod with ready state"),
-            AGE,
-            CONTAINERS,
-            IMAGES,
-        ],
-        ("apps", "DaemonSet") => vec![
-            NAME,
-            c(
-                "Desired",
-                "integer",
-                0,
-                "The total number of nodes that should be running the daemon pod.",
-            ),
-            c(
-                "Current",
-                "integer",
-                0,
-                "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod.",
-            ),
-            c(
-                "Ready",
-                "integer",
-                0,
-                "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready.",
-            ),
-            c(
-                "Up-to-date",
-                "integer",
-                0,
-                "The total number of nodes that are running updated daemon pod",
-            ),
-            c(
-                "Available",
-                "integer",
-                0,
-                "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available.",
-            ),
-            c(
-                "Node Selector",
-                "string",
-                0,
-                "NodeSelector is a selector which must be true for the pod to fit on a node.",
-            ),
-            AGE,
-            CONTAINERS,
-            IMAGES,
-            c(
-                "Selector",
-                "string",
-                1,
-                "A label query over pods that are managed by the daemon set.",
-            ),
-        ],
-        ("apps", "ControllerRevision") => vec![
-            NAME,
-            c("Controller", "string", 0, "Controller of the object"),
-            c(
-                "Revision",
-                "integer",
-                0,
-                "Revision indicates the revision of the state represented by Data.",
-            ),
-            AGE,
-        ],
-        ("batch", "Job") => vec![
-            NAME,
-            c("Status", "string", 0, "Status of the job."),
-            c(
-                "Completions",
-                "string",
-                0,
-                "The completion status of the job.",
-            ),
-            c(
-                "Duration",
-                "string",
-                0,
-                "Time required to complete the job.",
-            ),
-            AGE,
-            CONTAINERS,
-            IMAGES,
-            c(
-                "Selector",
-                "string",
-                1,
-                "A label query over pods that should match the pod count.",
-            ),
-        ],
-        ("batch", "CronJob") => vec![
-            NAME,
-            c("Schedule", "string", 0, "The schedule in Cron format."),
-            c(
-                "Timezone",
-                "string",
-                0,
-                "The time zone name for the given schedule.",
-            ),
-            c(
-                "Suspend",
-                "boolean",
-                0,
-                "This flag tells the controller to suspend subsequent executions.",
-            ),
-            c(
-                "Active",
-                "integer",
-                0,
-                "A list of pointers to currently running jobs.",
-            ),
-            c(
-                "Last Schedule",
-                "string",
-                0,
-                "Information when was the last time the job was successfully scheduled.",
-            ),
-            AGE,
-            CONTAINERS,
-            IMAGES,
-            c(
-                "Selector",
-                "string",
-                1,
-                "A label query over pods that should match the pod count.",
-            ),
-        ],
-        ("coordination.k8s.io", "Lease") => vec![
-            NAME,
-            c(
-                "Holder",
-                "string",
-                0,
-                "holderIdentity contains the identity of the holder of a current lease.",
-            ),
-            AGE,
-        ],
-        ("node.k8s.io", "RuntimeClass") => vec![
-            NAME,
-            c(
-                "Handler",
-                "string",
-                0,
-                "handler specifies the underlying runtime and configuration that the CRI implementation will use to handle pods of this class.",
-            ),
-            AGE,
-        ],
-        ("discovery.k8s.io", "EndpointSlice") => vec![
-            NAME,
-            c(
-                "AddressType",
-                "string",
-                0,
-                "addressType specifies the type of address carried by this EndpointSlice.",
-            ),
-            c(
-                "Ports",
-                "string",
-                0,
-                "ports specifies the list of network ports exposed by each endpoint in this slice.",
-            ),
-            c(
-                "Endpoints",
-                "string",
-                0,
-                "endpoints is a list of unique endpoints in this slice.",
-            ),
-            AGE,
-        ],
-        _ => vec![NAME, AGE],
+/// Built-in kinds that kube-apiserver serves with its default table convertor (no printer):
+/// `NAME` and `CREATED AT`, the creation time in RFC 3339.
+fn without_printer(group: &str, kind: &str) -> bool {
+    matches!(
+        (group, kind),
+        ("rbac.authorization.k8s.io", "Role" | "ClusterRole")
+            | ("", "LimitRange")
+            | ("apiextensions.k8s.io", "CustomResourceDefinition")
+    )
+}
+
+fn all_columns(group: &str, kind: &str) -> Vec<Col> {
+    if let Some(cols) = columns::columns(group, kind) {
+        return cols;
+    }
+    let name = Col::new("Name", "string", "name", 0, columns::NAME_DOC);
+    if without_printer(group, kind) {
+        vec![
+            name,
+            Col::new("Created At", "date", "", 0, columns::CREATED_DOC),
+        ]
+    } else {
+        // Kinds Skiff has no printer for yet print as custom resources without printer
+        // columns do: a name and an age.
+        vec![name, Col::new("Age", "string", "", 0, columns::CREATED_DOC)]
     }
 }
 
 /// Column definitions as `metav1.TableColumnDefinition` serializes them.
 pub fn column_definitions(group: &str, kind: &str) -> Vec<Value> {
-    columns(group, kind)
+    all_columns(group, kind)
         .into_iter()
-        .map(|Col(name, ty, priority, description)| {
+        .map(|c| {
             json!({
-                "name": name,
-                "type": ty,
-                "format": if name == "Name" { "name" } else { "" },
-                "description": description,
-                "priority": priority,
+                "name": c.name,
+                "type": c.ty,
+                "format": c.format,
+                "description": c.description,
+                "priority": c.priority,
             })
         })
         .collect()
 }
+
+// ---- small readers over stored JSON ----
 
 fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
@@ -592,8 +102,12 @@ fn arr<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
         .unwrap_or(&[])
 }
 
-fn or_none(s: String) -> String {
-    if s.is_empty() { "<none>".into() } else { s }
+fn has(v: &Value, pointer: &str) -> bool {
+    v.pointer(pointer).is_some_and(|x| !x.is_null())
+}
+
+fn or(s: &str, default: &str) -> String {
+    if s.is_empty() { default } else { s }.to_string()
 }
 
 fn parse_time(t: &str) -> Option<DateTime<Utc>> {
@@ -616,11 +130,9 @@ pub fn human_duration(d: chrono::Duration) -> String {
     }
     let minutes = secs / 60;
     if minutes < 10 {
-        let s = secs % 60;
-        return if s == 0 {
-            format!("{minutes}m")
-        } else {
-            format!("{minutes}m{s}s")
+        return match secs % 60 {
+            0 => format!("{minutes}m"),
+            s => format!("{minutes}m{s}s"),
         };
     }
     if minutes < 60 * 3 {
@@ -628,361 +140,740 @@ pub fn human_duration(d: chrono::Duration) -> String {
     }
     let hours = secs / 3600;
     if hours < 8 {
-        let m = minutes % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
+        return match minutes % 60 {
+            0 => format!("{hours}h"),
+            m => format!("{hours}h{m}m"),
         };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 24 * 8 {
-        let h = hours % 24;
-        return if h == 0 {
-            format!("{}d", hours / 24)
-        } else {
-            format!("{}d{h}h", hours / 24)
+        return match hours % 24 {
+            0 => format!("{}d", hours / 24),
+            h => format!("{}d{h}h", hours / 24),
         };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
     }
     if hours < 24 * 365 * 8 {
-        let dy = (hours / 24) % 365;
-        return if dy == 0 {
-            format!("{}y", hours / 24 / 365)
-        } else {
-            format!("{}y{dy}d", hours / 24 / 365)
+        return match (hours / 24) % 365 {
+            0 => format!("{}y", hours / 24 / 365),
+            dy => format!("{}y{dy}d", hours / 24 / 365),
         };
     }
     format!("{}y", hours / 24 / 365)
 }
 
-fn age(obj: &Value, now: Now) -> String {
-    translate(s(obj, "/metadata/creationTimestamp"), now)
-}
-
-fn translate(t: &str, now: Now) -> String {
+/// `translateTimestampSince`: the age of a timestamp, `<unknown>` when it is unset.
+fn since(t: &str, now: Now) -> String {
     match parse_time(t) {
         Some(t) => human_duration(now - t),
         None => "<unknown>".into(),
     }
 }
 
-/// A `metav1.LabelSelector` in its string form (`a=b,c in (d,e)`), `<none>` when empty.
-pub fn selector_string(sel: Option<&Value>) -> String {
-    let Some(sel) = sel else {
-        return "<none>".into();
-    };
-    let mut parts = Vec::new();
-    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
-        for (k, v) in m {
-            parts.push(format!("{k}={}", v.as_str().unwrap_or("")));
-        }
-    }
-    for e in sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let key = s(e, "/key");
-        let values: Vec<&str> = arr(e, "/values").iter().filter_map(Value::as_str).collect();
-        match s(e, "/operator") {
-            "In" => parts.push(format!("{key} in ({})", values.join(","))),
-            "NotIn" => parts.push(format!("{key} notin ({})", values.join(","))),
-            "Exists" => parts.push(key.to_string()),
-            "DoesNotExist" => parts.push(format!("!{key}")),
-            _ => {}
-        }
-    }
-    parts.sort();
-    or_none(parts.join(","))
+fn age(obj: &Value, now: Now) -> String {
+    since(s(obj, "/metadata/creationTimestamp"), now)
 }
 
-fn map_selector(m: Option<&Value>) -> String {
-    let mut parts: Vec<String> = m
-        .and_then(Value::as_object)
+// ---- selectors and label maps ----
+
+fn string_map(m: Option<&Value>) -> BTreeMap<String, String> {
+    m.and_then(Value::as_object)
         .map(|m| {
             m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
                 .collect()
         })
-        .unwrap_or_default();
-    parts.sort();
-    or_none(parts.join(","))
+        .unwrap_or_default()
 }
 
-fn containers_and_images(obj: &Value, spec: &str) -> (String, String) {
-    let cs = arr(obj, &format!("{spec}/containers"));
+/// `metav1.LabelSelectorAsSelector(sel).String()`, as `/scale` reports `status.selector`
+/// and Deployments print it: `None` when the selector is invalid. A missing selector
+/// selects nothing and an empty one everything; both print empty.
+pub fn label_selector_string(sel: Option<&Value>) -> Option<String> {
+    label_selector(sel)
+}
+
+fn label_selector(sel: Option<&Value>) -> Option<String> {
+    let Some(sel) = sel.filter(|v| !v.is_null()) else {
+        return Some(String::new());
+    };
+    let exprs: Vec<(String, String, Vec<String>)> = arr(sel, "/matchExpressions")
+        .iter()
+        .map(|e| {
+            let values = arr(e, "/values")
+                .iter()
+                .map(|v| v.as_str().unwrap_or("").to_string())
+                .collect();
+            (
+                s(e, "/key").to_string(),
+                s(e, "/operator").to_string(),
+                values,
+            )
+        })
+        .collect();
+    LabelSelector::from_parts(&string_map(sel.get("matchLabels")), &exprs)
+        .ok()
+        .map(|s| s.to_string())
+}
+
+/// `metav1.FormatLabelSelector`: a `metav1.LabelSelector` in its string form
+/// (`app=web,tier in (a,b)`), `<none>` when it selects everything or nothing, `<error>`
+/// when it is invalid.
+pub fn selector_string(sel: Option<&Value>) -> String {
+    match label_selector(sel) {
+        None => "<error>".into(),
+        Some(s) if s.is_empty() => "<none>".into(),
+        Some(s) => s,
+    }
+}
+
+/// `labels.FormatLabels`: a label map as `k=v,...` sorted by key, `<none>` when empty.
+fn format_labels(m: Option<&Value>) -> String {
+    let parts: Vec<String> = string_map(m)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    or(&parts.join(","), "<none>")
+}
+
+/// `layoutContainerCells`: container names and images, comma separated.
+fn containers_and_images(pod_spec: Option<&Value>) -> (String, String) {
+    let cs = pod_spec
+        .and_then(|p| p.get("containers"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     let names: Vec<&str> = cs.iter().map(|c| s(c, "/name")).collect();
     let images: Vec<&str> = cs.iter().map(|c| s(c, "/image")).collect();
     (names.join(","), images.join(","))
 }
 
-fn pod_row(pod: &Value, now: Now) -> Vec<Value> {
-    let containers = arr(pod, "/spec/containers");
-    let statuses = arr(pod, "/status/containerStatuses");
-    let mut restarts = 0;
-    let mut ready = 0;
-    let mut last_restart: Option<DateTime<Utc>> = None;
-    let mut reason = s(pod, "/status/reason").to_string();
-    if reason.is_empty() {
-        reason = s(pod, "/status/phase").to_string();
+/// Up to three items, then `+ N more...`; `<unset>` when there are none.
+fn list_with_more(items: &[String], empty: &str) -> String {
+    const MAX: usize = 3;
+    if items.len() > MAX {
+        format!("{} + {} more...", items[..MAX].join(","), items.len() - MAX)
+    } else if items.is_empty() {
+        empty.to_string()
+    } else {
+        items.join(",")
     }
-    // Init containers first, as the pod printer does.
-    let mut initializing = false;
-    let inits = arr(pod, "/spec/initContainers");
-    for (idx, st) in arr(pod, "/status/initContainerStatuses").iter().enumerate() {
-        restarts += i(st, "/restartCount");
-        if let Some(t) = parse_time(s(st, "/lastState/terminated/finishedAt")) {
-            last_restart = Some(last_restart.map_or(t, |l| l.max(t)));
+}
+
+// ---- pods ----
+
+fn condition_true(obj: &Value, pointer: &str, ty: &str) -> bool {
+    arr(obj, pointer)
+        .iter()
+        .any(|c| s(c, "/type") == ty && s(c, "/status") == "True")
+}
+
+fn latest(a: Option<Now>, b: Option<Now>) -> Option<Now> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn last_termination(st: &Value) -> Option<Now> {
+    st.pointer("/lastState/terminated")
+        .and_then(|t| parse_time(s(t, "/finishedAt")))
+}
+
+/// A terminated container's reason, or its signal or exit code when it gave none.
+fn terminated_reason(t: &Value, prefix: &str) -> String {
+    let reason = s(t, "/reason");
+    if !reason.is_empty() {
+        format!("{prefix}{reason}")
+    } else if i(t, "/signal") != 0 {
+        format!("{prefix}Signal:{}", i(t, "/signal"))
+    } else {
+        format!("{prefix}ExitCode:{}", i(t, "/exitCode"))
+    }
+}
+
+fn pod_row(pod: &Value, now: Now) -> Vec<Value> {
+    let phase = s(pod, "/status/phase");
+    let mut reason = or(s(pod, "/status/reason"), phase);
+    for c in arr(pod, "/status/conditions") {
+        if s(c, "/type") == "PodScheduled" && s(c, "/reason") == "SchedulingGated" {
+            reason = "SchedulingGated".into();
         }
-        let term = st.pointer("/state/terminated");
-        if term.is_some_and(|t| i(t, "/exitCode") == 0) {
+    }
+    let init_specs = arr(pod, "/spec/initContainers");
+    // Sidecars (init containers that restart always) count as containers of the pod.
+    let restartable = |name: &str| {
+        init_specs
+            .iter()
+            .any(|c| s(c, "/name") == name && s(c, "/restartPolicy") == "Always")
+    };
+    let total = arr(pod, "/spec/containers").len()
+        + init_specs
+            .iter()
+            .filter(|c| s(c, "/restartPolicy") == "Always")
+            .count();
+    let mut ready = 0;
+    let mut restarts = 0;
+    let mut sidecar_restarts = 0;
+    let mut last_restart = None;
+    let mut last_sidecar_restart = None;
+    let mut initializing = false;
+    for (idx, st) in arr(pod, "/status/initContainerStatuses").iter().enumerate() {
+        let name = s(st, "/name");
+        restarts += i(st, "/restartCount");
+        last_restart = latest(last_restart, last_termination(st));
+        if restartable(name) {
+            sidecar_restarts += i(st, "/restartCount");
+            last_sidecar_restart = latest(last_sidecar_restart, last_termination(st));
+        }
+        let terminated = st.pointer("/state/terminated");
+        let waiting = s(st, "/state/waiting/reason");
+        if terminated.is_some_and(|t| i(t, "/exitCode") == 0) {
             continue;
         }
-        initializing = true;
-        reason = if let Some(t) = term {
-            let r = s(t, "/reason");
-            if !r.is_empty() {
-                format!("Init:{r}")
-            } else if i(t, "/signal") != 0 {
-                format!("Init:Signal:{}", i(t, "/signal"))
-            } else {
-                format!("Init:ExitCode:{}", i(t, "/exitCode"))
+        if restartable(name) && st.get("started") == Some(&json!(true)) {
+            if st.get("ready") == Some(&json!(true)) {
+                ready += 1;
             }
-        } else {
-            let w = s(st, "/state/waiting/reason");
-            if !w.is_empty() && w != "PodInitializing" {
-                format!("Init:{w}")
-            } else {
-                format!("Init:{idx}/{}", inits.len())
+            continue;
+        }
+        reason = match terminated {
+            Some(t) => terminated_reason(t, "Init:"),
+            None if !waiting.is_empty() && waiting != "PodInitializing" => {
+                format!("Init:{waiting}")
             }
+            None => format!("Init:{idx}/{}", init_specs.len()),
         };
+        initializing = true;
         break;
     }
-    if !initializing {
-        restarts = 0;
+    if !initializing || condition_true(pod, "/status/conditions", "Initialized") {
+        restarts = sidecar_restarts;
+        last_restart = last_sidecar_restart;
         let mut has_running = false;
-        for st in statuses.iter().rev() {
+        for st in arr(pod, "/status/containerStatuses").iter().rev() {
             restarts += i(st, "/restartCount");
-            if let Some(t) = parse_time(s(st, "/lastState/terminated/finishedAt")) {
-                last_restart = Some(last_restart.map_or(t, |l| l.max(t)));
-            }
-            let w = s(st, "/state/waiting/reason");
-            let t = st.pointer("/state/terminated");
-            if !w.is_empty() {
-                reason = w.to_string();
-            } else if let Some(t) = t {
-                let r = s(t, "/reason");
-                reason = if !r.is_empty() {
-                    r.to_string()
-                } else if i(t, "/signal") != 0 {
-                    format!("Signal:{}", i(t, "/signal"))
-                } else {
-                    format!("ExitCode:{}", i(t, "/exitCode"))
-                };
-            } else if st.pointer("/state/running").is_some()
-                && st.get("ready") == Some(&json!(true))
-            {
+            last_restart = latest(last_restart, last_termination(st));
+            let waiting = s(st, "/state/waiting/reason");
+            if !waiting.is_empty() {
+                reason = waiting.to_string();
+            } else if let Some(t) = st.pointer("/state/terminated") {
+                reason = terminated_reason(t, "");
+            } else if st.get("ready") == Some(&json!(true)) && has(st, "/state/running") {
                 has_running = true;
                 ready += 1;
             }
         }
         if reason == "Completed" && has_running {
-            reason = if pod
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True")
-            {
+            reason = if condition_true(pod, "/status/conditions", "Ready") {
                 "Running".into()
             } else {
                 "NotReady".into()
             };
         }
     }
-    if pod.pointer("/metadata/deletionTimestamp").is_some() {
-        reason = if s(pod, "/status/reason") == "NodeLost" {
-            "Unknown".into()
-        } else {
-            "Terminating".into()
-        };
+    let deleting = has(pod, "/metadata/deletionTimestamp");
+    if deleting && s(pod, "/status/reason") == "NodeLost" {
+        reason = "Unknown".into();
+    } else if deleting && !matches!(phase, "Succeeded" | "Failed") {
+        reason = "Terminating".into();
     }
     let restarts = match last_restart {
-        Some(t) if restarts > 0 => format!("{restarts} ({} ago)", human_duration(now - t)),
+        Some(t) if restarts != 0 => format!("{restarts} ({} ago)", human_duration(now - t)),
         _ => restarts.to_string(),
     };
+    // Kubernetes reads `podIPs`; `podIP` alone stands in for writers that set only it.
+    let ip = arr(pod, "/status/podIPs")
+        .first()
+        .map(|p| s(p, "/ip"))
+        .unwrap_or_else(|| s(pod, "/status/podIP"));
     let gates = arr(pod, "/spec/readinessGates");
     let gates = if gates.is_empty() {
         "<none>".to_string()
     } else {
+        let conditions = arr(pod, "/status/conditions");
         let true_count = gates
             .iter()
             .filter(|g| {
-                arr(pod, "/status/conditions")
+                conditions
                     .iter()
-                    .any(|c| s(c, "/type") == s(g, "/conditionType") && s(c, "/status") == "True")
+                    .find(|c| s(c, "/type") == s(g, "/conditionType"))
+                    .is_some_and(|c| s(c, "/status") == "True")
             })
             .count();
         format!("{true_count}/{}", gates.len())
     };
     vec![
         json!(s(pod, "/metadata/name")),
-        json!(format!("{ready}/{}", containers.len())),
+        json!(format!("{ready}/{total}")),
         json!(reason),
         json!(restarts),
         json!(age(pod, now)),
-        json!(or_none(s(pod, "/status/podIP").to_string())),
-        json!(or_none(s(pod, "/spec/nodeName").to_string())),
-        json!(or_none(s(pod, "/status/nominatedNodeName").to_string())),
+        json!(or(ip, "<none>")),
+        json!(or(s(pod, "/spec/nodeName"), "<none>")),
+        json!(or(s(pod, "/status/nominatedNodeName"), "<none>")),
         json!(gates),
     ]
 }
 
+// ---- nodes and services ----
+
 fn node_row(node: &Value, now: Now) -> Vec<Value> {
-    let mut status: Vec<String> = Vec::new();
-    let ready = arr(node, "/status/conditions")
+    let mut status = match arr(node, "/status/conditions")
         .iter()
-        .find(|c| s(c, "/type") == "Ready");
-    match ready {
-        Some(c) if s(c, "/status") == "True" => status.push("Ready".into()),
-        _ => status.push("NotReady".into()),
-    }
+        .find(|c| s(c, "/type") == "Ready")
+    {
+        Some(c) if s(c, "/status") == "True" => vec!["Ready"],
+        Some(_) => vec!["NotReady"],
+        None => vec!["Unknown"],
+    };
     if node.pointer("/spec/unschedulable") == Some(&json!(true)) {
-        status.push("SchedulingDisabled".into());
+        status.push("SchedulingDisabled");
     }
-    let mut roles: Vec<String> = node
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|l| {
-            l.keys()
-                .filter_map(|k| {
-                    k.strip_prefix("node-role.kubernetes.io/")
-                        .map(str::to_string)
-                })
-                .filter(|r| !r.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
-    roles.sort();
+    let mut roles = BTreeSet::new();
+    for (k, v) in string_map(node.pointer("/metadata/labels")) {
+        if let Some(role) = k.strip_prefix("node-role.kubernetes.io/") {
+            if !role.is_empty() {
+                roles.insert(role.to_string());
+            }
+        } else if k == "kubernetes.io/role" && !v.is_empty() {
+            roles.insert(v);
+        }
+    }
+    let roles: Vec<String> = roles.into_iter().collect();
     let addr = |t: &str| {
         arr(node, "/status/addresses")
             .iter()
             .find(|a| s(a, "/type") == t)
-            .map(|a| s(a, "/address").to_string())
-            .unwrap_or_else(|| "<none>".into())
+            .map_or_else(|| "<none>".to_string(), |a| s(a, "/address").to_string())
     };
+    let info = |f: &str| or(s(node, &format!("/status/nodeInfo/{f}")), "<unknown>");
     vec![
         json!(s(node, "/metadata/name")),
         json!(status.join(",")),
-        json!(or_none(roles.join(","))),
+        json!(or(&roles.join(","), "<none>")),
         json!(age(node, now)),
         json!(s(node, "/status/nodeInfo/kubeletVersion")),
         json!(addr("InternalIP")),
         json!(addr("ExternalIP")),
-        json!(or_none(s(node, "/status/nodeInfo/osImage").to_string())),
-        json!(or_none(
-            s(node, "/status/nodeInfo/kernelVersion").to_string()
-        )),
-        json!(or_none(
-            s(node, "/status/nodeInfo/containerRuntimeVersion").to_string()
-        )),
+        json!(info("osImage")),
+        json!(info("kernelVersion")),
+        json!(info("containerRuntimeVersion")),
     ]
 }
 
-fn service_row(svc: &Value, now: Now) -> Vec<Value> {
-    let ty = s(svc, "/spec/type");
-    let ty = if ty.is_empty() { "ClusterIP" } else { ty };
-    let mut external: Vec<String> = arr(svc, "/spec/externalIPs")
+fn service_external_ip(svc: &Value, ty: &str) -> String {
+    let external: Vec<String> = arr(svc, "/spec/externalIPs")
         .iter()
         .filter_map(Value::as_str)
         .map(str::to_string)
         .collect();
-    let external = match ty {
-        "ExternalName" => s(svc, "/spec/externalName").to_string(),
+    match ty {
+        "ClusterIP" | "NodePort" => or(&external.join(","), "<none>"),
         "LoadBalancer" => {
-            for ing in arr(svc, "/status/loadBalancer/ingress") {
-                let ip = s(ing, "/ip");
-                external.push(if ip.is_empty() {
-                    s(ing, "/hostname").to_string()
-                } else {
-                    ip.to_string()
-                });
-            }
-            if external.is_empty() {
-                "<pending>".into()
-            } else {
-                external.join(",")
-            }
+            // Ingress points print sorted and without repeats; the server prints the wide
+            // form, so they are never cut short.
+            let ingress: BTreeSet<String> = arr(svc, "/status/loadBalancer/ingress")
+                .iter()
+                .map(|g| or(s(g, "/ip"), s(g, "/hostname")))
+                .filter(|a| !a.is_empty())
+                .collect();
+            let all: Vec<String> = ingress.into_iter().chain(external).collect();
+            or(&all.join(","), "<pending>")
         }
-        _ => or_none(external.join(",")),
-    };
+        "ExternalName" => s(svc, "/spec/externalName").to_string(),
+        _ => "<unknown>".into(),
+    }
+}
+
+fn service_row(svc: &Value, now: Now) -> Vec<Value> {
+    // The server defaults an unset type to ClusterIP before storing.
+    let ty = or(s(svc, "/spec/type"), "ClusterIP");
+    let cluster_ip = arr(svc, "/spec/clusterIPs")
+        .first()
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| s(svc, "/spec/clusterIP"));
     let ports: Vec<String> = arr(svc, "/spec/ports")
         .iter()
         .map(|p| {
-            let proto = if s(p, "/protocol").is_empty() {
-                "TCP"
-            } else {
-                s(p, "/protocol")
-            };
+            let proto = or(s(p, "/protocol"), "TCP");
             match i(p, "/nodePort") {
-                0 => format!("{}/{proto}", i(p, "/port")),
-                n => format!("{}:{n}/{proto}", i(p, "/port")),
+                n if n > 0 => format!("{}:{n}/{proto}", i(p, "/port")),
+                _ => format!("{}/{proto}", i(p, "/port")),
             }
         })
         .collect();
-    let cluster_ip = s(svc, "/spec/clusterIP");
     vec![
         json!(s(svc, "/metadata/name")),
         json!(ty),
-        json!(or_none(cluster_ip.to_string())),
-        json!(external),
-        json!(or_none(ports.join(","))),
+        json!(or(cluster_ip, "<none>")),
+        json!(service_external_ip(svc, &ty)),
+        json!(or(&ports.join(","), "<none>")),
         json!(age(svc, now)),
-        json!(map_selector(svc.pointer("/spec/selector"))),
+        json!(format_labels(svc.pointer("/spec/selector"))),
+    ]
+}
+
+/// `formatEndpoints`: `ip:port` pairs, three at most; `<none>` without subsets.
+fn endpoints_cell(obj: &Value) -> String {
+    let subsets = arr(obj, "/subsets");
+    if subsets.is_empty() {
+        return "<none>".into();
+    }
+    let mut all = Vec::new();
+    for ss in subsets {
+        let addrs = arr(ss, "/addresses");
+        let ports = arr(ss, "/ports");
+        if ports.is_empty() {
+            all.extend(addrs.iter().map(|a| s(a, "/ip").to_string()));
+            continue;
+        }
+        for p in ports {
+            for a in addrs {
+                let ip = s(a, "/ip");
+                let port = i(p, "/port");
+                all.push(if ip.contains(':') {
+                    format!("[{ip}]:{port}")
+                } else {
+                    format!("{ip}:{port}")
+                });
+            }
+        }
+    }
+    // Subsets without addresses print as nothing at all, not `<none>`.
+    list_with_more(&all, "")
+}
+
+fn endpoint_slice_row(obj: &Value, now: Now) -> Vec<Value> {
+    let ports: Vec<String> = arr(obj, "/ports")
+        .iter()
+        .map(|p| match p.get("port").and_then(Value::as_i64) {
+            Some(n) => n.to_string(),
+            None => or(s(p, "/name"), "*"),
+        })
+        .collect();
+    let addrs: Vec<String> = arr(obj, "/endpoints")
+        .iter()
+        .flat_map(|e| arr(e, "/addresses").iter())
+        .map(|a| a.as_str().unwrap_or("").to_string())
+        .collect();
+    vec![
+        json!(s(obj, "/metadata/name")),
+        json!(s(obj, "/addressType")),
+        json!(list_with_more(&ports, "<unset>")),
+        json!(list_with_more(&addrs, "<unset>")),
+        json!(age(obj, now)),
+    ]
+}
+
+// ---- events ----
+
+fn event_row(obj: &Value, core: bool, now: Now) -> Vec<Value> {
+    // events.k8s.io/v1 names the same fields differently.
+    let f = |core_name: &'static str, new_name: &'static str| {
+        if core { core_name } else { new_name }
+    };
+    let regarding = obj
+        .get(f("involvedObject", "regarding"))
+        .unwrap_or(&Value::Null);
+    let first_ts = s(obj, f("/firstTimestamp", "/deprecatedFirstTimestamp"));
+    let last_ts = s(obj, f("/lastTimestamp", "/deprecatedLastTimestamp"));
+    let first = if parse_time(first_ts).is_some() {
+        since(first_ts, now)
+    } else {
+        since(s(obj, "/eventTime"), now)
+    };
+    let mut last = if parse_time(last_ts).is_some() {
+        since(last_ts, now)
+    } else {
+        first.clone()
+    };
+    let mut count = i(obj, f("/count", "/deprecatedCount"));
+    if let Some(series) = obj.get("series").filter(|v| !v.is_null()) {
+        last = since(s(series, "/lastObservedTime"), now);
+        count = i(series, "/count");
+    } else if count == 0 {
+        // Singleton events carry no count in the newer API.
+        count = 1;
+    }
+    let kind = s(regarding, "/kind").to_lowercase();
+    let target = match s(regarding, "/name") {
+        "" => kind,
+        name => format!("{kind}/{name}"),
+    };
+    let component = or(
+        s(obj, f("/source/component", "/deprecatedSource/component")),
+        s(obj, f("/reportingComponent", "/reportingController")),
+    );
+    let host = or(
+        s(obj, f("/source/host", "/deprecatedSource/host")),
+        s(obj, "/reportingInstance"),
+    );
+    let source = if host.is_empty() {
+        component
+    } else {
+        format!("{component}, {host}")
+    };
+    vec![
+        json!(last),
+        json!(s(obj, "/type")),
+        json!(s(obj, "/reason")),
+        json!(target),
+        json!(s(regarding, "/fieldPath")),
+        json!(source),
+        json!(s(obj, f("/message", "/note")).trim()),
+        json!(first),
+        json!(count),
+        json!(s(obj, "/metadata/name")),
+    ]
+}
+
+// ---- storage ----
+
+/// `GetAccessModesAsString`: short forms in a fixed order, each once.
+fn access_modes(modes: &[Value]) -> String {
+    let has_mode = |m: &str| modes.iter().any(|v| v.as_str() == Some(m));
+    [
+        ("ReadWriteOnce", "RWO"),
+        ("ReadOnlyMany", "ROX"),
+        ("ReadWriteMany", "RWX"),
+        ("ReadWriteOncePod", "RWOP"),
+    ]
+    .iter()
+    .filter(|(long, _)| has_mode(long))
+    .map(|(_, short)| *short)
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+/// The storage class, the beta annotation first as Kubernetes reads it.
+fn storage_class(obj: &Value) -> String {
+    let annotation = obj
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get("volume.beta.kubernetes.io/storage-class"))
+        .and_then(Value::as_str);
+    annotation
+        .unwrap_or_else(|| s(obj, "/spec/storageClassName"))
+        .to_string()
+}
+
+fn unset_or(obj: &Value, pointer: &str) -> String {
+    match obj.pointer(pointer).and_then(Value::as_str) {
+        Some(v) => v.to_string(),
+        None => "<unset>".into(),
+    }
+}
+
+fn pv_row(obj: &Value, now: Now) -> Vec<Value> {
+    let claim = if has(obj, "/spec/claimRef") {
+        format!(
+            "{}/{}",
+            s(obj, "/spec/claimRef/namespace"),
+            s(obj, "/spec/claimRef/name")
+        )
+    } else {
+        String::new()
+    };
+    let phase = if has(obj, "/metadata/deletionTimestamp") {
+        "Terminating"
+    } else {
+        s(obj, "/status/phase")
+    };
+    vec![
+        json!(s(obj, "/metadata/name")),
+        json!(s(obj, "/spec/capacity/storage")),
+        json!(access_modes(arr(obj, "/spec/accessModes"))),
+        json!(s(obj, "/spec/persistentVolumeReclaimPolicy")),
+        json!(phase),
+        json!(claim),
+        json!(storage_class(obj)),
+        json!(unset_or(obj, "/spec/volumeAttributesClassName")),
+        json!(s(obj, "/status/reason")),
+        json!(age(obj, now)),
+        json!(unset_or(obj, "/spec/volumeMode")),
+    ]
+}
+
+fn pvc_row(obj: &Value, now: Now) -> Vec<Value> {
+    let phase = if has(obj, "/metadata/deletionTimestamp") {
+        "Terminating"
+    } else {
+        s(obj, "/status/phase")
+    };
+    let volume = s(obj, "/spec/volumeName");
+    // Capacity and modes are the bound volume's, so they show only once bound.
+    let (capacity, modes) = if volume.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (
+            s(obj, "/status/capacity/storage").to_string(),
+            access_modes(arr(obj, "/status/accessModes")),
+        )
+    };
+    vec![
+        json!(s(obj, "/metadata/name")),
+        json!(phase),
+        json!(volume),
+        json!(capacity),
+        json!(modes),
+        json!(storage_class(obj)),
+        json!(unset_or(obj, "/spec/volumeAttributesClassName")),
+        json!(age(obj, now)),
+        json!(unset_or(obj, "/spec/volumeMode")),
+    ]
+}
+
+// ---- workloads ----
+
+/// `spec.replicas`, which the server defaults to 1.
+fn replicas(obj: &Value) -> i64 {
+    obj.pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
+}
+
+fn job_status(job: &Value) -> &'static str {
+    // Only the first condition of a type counts, as `hasJobCondition` reads them.
+    let is = |t: &str| {
+        arr(job, "/status/conditions")
+            .iter()
+            .find(|c| s(c, "/type") == t)
+            .is_some_and(|c| s(c, "/status") == "True")
+    };
+    if is("Complete") {
+        "Complete"
+    } else if is("Failed") {
+        "Failed"
+    } else if has(job, "/metadata/deletionTimestamp") {
+        "Terminating"
+    } else if is("Suspended") {
+        "Suspended"
+    } else if is("FailureTarget") {
+        "FailureTarget"
+    } else {
+        "Running"
+    }
+}
+
+fn job_row(obj: &Value, now: Now) -> Vec<Value> {
+    let succeeded = i(obj, "/status/succeeded");
+    let completions = match obj.pointer("/spec/completions").and_then(Value::as_i64) {
+        Some(n) => format!("{succeeded}/{n}"),
+        None => match i(obj, "/spec/parallelism") {
+            p if p > 1 => format!("{succeeded}/1 of {p}"),
+            _ => format!("{succeeded}/1"),
+        },
+    };
+    let duration = match (
+        parse_time(s(obj, "/status/startTime")),
+        parse_time(s(obj, "/status/completionTime")),
+    ) {
+        (None, _) => String::new(),
+        (Some(start), None) => human_duration(now - start),
+        (Some(start), Some(end)) => human_duration(end - start),
+    };
+    let (c, im) = containers_and_images(obj.pointer("/spec/template/spec"));
+    vec![
+        json!(s(obj, "/metadata/name")),
+        json!(job_status(obj)),
+        json!(completions),
+        json!(duration),
+        json!(age(obj, now)),
+        json!(c),
+        json!(im),
+        json!(selector_string(obj.pointer("/spec/selector"))),
+    ]
+}
+
+fn cron_job_row(obj: &Value, now: Now) -> Vec<Value> {
+    let last = match s(obj, "/status/lastScheduleTime") {
+        "" => "<none>".to_string(),
+        t => since(t, now),
+    };
+    let suspend = match obj.pointer("/spec/suspend").and_then(Value::as_bool) {
+        Some(true) => "True",
+        Some(false) => "False",
+        None => "<unset>",
+    };
+    let time_zone = obj
+        .pointer("/spec/timeZone")
+        .and_then(Value::as_str)
+        .unwrap_or("<none>");
+    let (c, im) = containers_and_images(obj.pointer("/spec/jobTemplate/spec/template/spec"));
+    vec![
+        json!(s(obj, "/metadata/name")),
+        json!(s(obj, "/spec/schedule")),
+        json!(time_zone),
+        json!(suspend),
+        json!(arr(obj, "/status/active").len()),
+        json!(last),
+        json!(age(obj, now)),
+        json!(c),
+        json!(im),
+        json!(selector_string(
+            obj.pointer("/spec/jobTemplate/spec/selector")
+        )),
+    ]
+}
+
+fn controller_revision_row(obj: &Value, now: Now) -> Vec<Value> {
+    let controller = arr(obj, "/metadata/ownerReferences")
+        .iter()
+        .find(|o| o.get("controller") == Some(&json!(true)))
+        .map_or_else(
+            || "<none>".to_string(),
+            |o| {
+                // `kind.group/name`, lower case, as `formatResourceName` writes it.
+                let kind = s(o, "/kind");
+                let group = s(o, "/apiVersion").rsplit_once('/').map_or("", |(g, _)| g);
+                let gk = if group.is_empty() {
+                    kind.to_string()
+                } else {
+                    format!("{kind}.{group}")
+                };
+                if gk.is_empty() {
+                    s(o, "/name").to_string()
+                } else {
+                    format!("{}/{}", gk.to_lowercase(), s(o, "/name"))
+                }
+            },
+        );
+    vec![
+        json!(s(obj, "/metadata/name")),
+        json!(controller),
+        json!(i(obj, "/revision")),
+        json!(age(obj, now)),
     ]
 }
 
 fn count(v: &Value, pointer: &str) -> usize {
     v.pointer(pointer)
         .and_then(Value::as_object)
-        .map(|m| m.len())
-        .unwrap_or(0)
+        .map_or(0, |m| m.len())
 }
 
 /// The cells of one object's row, in the order of `column_definitions`.
 pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
     let name = json!(s(obj, "/metadata/name"));
+    let template = obj.pointer("/spec/template/spec");
     match (group, kind) {
         ("", "Pod") => pod_row(obj, now),
         ("", "Node") => node_row(obj, now),
         ("", "Service") => service_row(obj, now),
+        ("", "Event") => event_row(obj, true, now),
+        ("events.k8s.io", "Event") => event_row(obj, false, now),
+        ("", "PersistentVolume") => pv_row(obj, now),
+        ("", "PersistentVolumeClaim") => pvc_row(obj, now),
+        ("batch", "Job") => job_row(obj, now),
+        ("batch", "CronJob") => cron_job_row(obj, now),
+        ("apps", "ControllerRevision") => controller_revision_row(obj, now),
+        ("discovery.k8s.io", "EndpointSlice") => endpoint_slice_row(obj, now),
         ("", "Namespace") => vec![name, json!(s(obj, "/status/phase")), json!(age(obj, now))],
-        ("", "Endpoints") => {
-            let mut eps = Vec::new();
-            for subset in arr(obj, "/subsets") {
-                for a in arr(subset, "/addresses") {
-                    let ports = arr(subset, "/ports");
-                    if ports.is_empty() {
-                        eps.push(s(a, "/ip").to_string());
-                    }
-                    for p in ports {
-                        eps.push(format!("{}:{}", s(a, "/ip"), i(p, "/port")));
-                    }
-                }
-            }
-            let shown = if eps.len() > 3 {
-                format!("{} + {} more...", eps[..3].join(","), eps.len() - 3)
-            } else {
-                or_none(eps.join(","))
-            };
-            vec![name, json!(shown), json!(age(obj, now))]
-        }
+        ("", "Endpoints") => vec![name, json!(endpoints_cell(obj)), json!(age(obj, now))],
         ("", "ConfigMap") => vec![
             name,
             json!(count(obj, "/data") + count(obj, "/binaryData")),
@@ -999,96 +890,33 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
             json!(arr(obj, "/secrets").len()),
             json!(age(obj, now)),
         ],
-        ("", "Event") | ("events.k8s.io", "Event") => {
-            let core = group.is_empty();
-            let (regarding, first, last, count_field, source_field, message) = if core {
-                (
-                    "/involvedObject",
-                    "/firstTimestamp",
-                    "/lastTimestamp",
-                    "/count",
-                    "/source/component",
-                    "/message",
-                )
-            } else {
-                (
-                    "/regarding",
-                    "/deprecatedFirstTimestamp",
-                    "/deprecatedLastTimestamp",
-                    "/deprecatedCount",
-                    "/reportingController",
-                    "/note",
-                )
-            };
-            let event_time = s(obj, "/eventTime");
-            let last_seen = if !s(obj, last).is_empty() {
-                translate(s(obj, last), now)
-            } else if !event_time.is_empty() {
-                translate(event_time, now)
-            } else {
-                translate(s(obj, "/metadata/creationTimestamp"), now)
-            };
-            let first_seen = if !s(obj, first).is_empty() {
-                translate(s(obj, first), now)
-            } else {
-                last_seen.clone()
-            };
-            let object = format!(
-                "{}/{}",
-                s(obj, &format!("{regarding}/kind")).to_lowercase(),
-                s(obj, &format!("{regarding}/name"))
-            );
-            let count = i(obj, count_field).max(1);
+        ("", "PodTemplate") => {
+            let (c, im) = containers_and_images(obj.pointer("/template/spec"));
             vec![
-                json!(last_seen),
-                json!(s(obj, "/type")),
-                json!(s(obj, "/reason")),
-                json!(object),
-                json!(s(obj, &format!("{regarding}/fieldPath"))),
-                json!(s(obj, source_field)),
-                json!(s(obj, message).trim()),
-                json!(first_seen),
-                json!(count.to_string()),
                 name,
+                json!(c),
+                json!(im),
+                json!(format_labels(obj.pointer("/template/metadata/labels"))),
             ]
         }
-        ("", "PersistentVolume") => {
-            let claim = if obj.pointer("/spec/claimRef").is_some() {
-                format!(
-                    "{}/{}",
-                    s(obj, "/spec/claimRef/namespace"),
-                    s(obj, "/spec/claimRef/name")
-                )
-            } else {
-                String::new()
-            };
+        ("", "ReplicationController") => {
+            let (c, im) = containers_and_images(template);
             vec![
                 name,
-                json!(s(obj, "/spec/capacity/storage")),
-                json!(access_modes(arr(obj, "/spec/accessModes"))),
-                json!(s(obj, "/spec/persistentVolumeReclaimPolicy")),
-                json!(s(obj, "/status/phase")),
-                json!(claim),
-                json!(s(obj, "/spec/storageClassName")),
-                json!(or_unset(s(obj, "/spec/volumeAttributesClassName"))),
-                json!(s(obj, "/status/reason")),
+                json!(replicas(obj)),
+                json!(i(obj, "/status/replicas")),
+                json!(i(obj, "/status/readyReplicas")),
                 json!(age(obj, now)),
-                json!(or_none(s(obj, "/spec/volumeMode").to_string())),
+                json!(c),
+                json!(im),
+                json!(format_labels(obj.pointer("/spec/selector"))),
             ]
         }
-        ("", "PersistentVolumeClaim") => vec![
-            name,
-            json!(s(obj, "/status/phase")),
-            json!(s(obj, "/spec/volumeName")),
-            json!(s(obj, "/status/capacity/storage")),
-            json!(access_modes(arr(obj, "/status/accessModes"))),
-            json!(s(obj, "/spec/storageClassName")),
-            json!(or_unset(s(obj, "/spec/volumeAttributesClassName"))),
-            json!(age(obj, now)),
-            json!(or_none(s(obj, "/spec/volumeMode").to_string())),
-        ],
         ("apps", "Deployment") => {
-            let (c, im) = containers_and_images(obj, "/spec/template/spec");
+            let (c, im) = containers_and_images(template);
+            // Deployments print the selector bare: empty, not `<none>`, when it is.
+            let selector =
+                label_selector(obj.pointer("/spec/selector")).unwrap_or_else(|| "<invalid>".into());
             vec![
                 name,
                 json!(format!(
@@ -1101,11 +929,11 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
                 json!(age(obj, now)),
                 json!(c),
                 json!(im),
-                json!(selector_string(obj.pointer("/spec/selector"))),
+                json!(selector),
             ]
         }
         ("apps", "ReplicaSet") => {
-            let (c, im) = containers_and_images(obj, "/spec/template/spec");
+            let (c, im) = containers_and_images(template);
             vec![
                 name,
                 json!(replicas(obj)),
@@ -1118,7 +946,7 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
             ]
         }
         ("apps", "StatefulSet") => {
-            let (c, im) = containers_and_images(obj, "/spec/template/spec");
+            let (c, im) = containers_and_images(template);
             vec![
                 name,
                 json!(format!(
@@ -1132,7 +960,7 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
             ]
         }
         ("apps", "DaemonSet") => {
-            let (c, im) = containers_and_images(obj, "/spec/template/spec");
+            let (c, im) = containers_and_images(template);
             vec![
                 name,
                 json!(i(obj, "/status/desiredNumberScheduled")),
@@ -1140,85 +968,13 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
                 json!(i(obj, "/status/numberReady")),
                 json!(i(obj, "/status/updatedNumberScheduled")),
                 json!(i(obj, "/status/numberAvailable")),
-                json!(map_selector(
+                json!(format_labels(
                     obj.pointer("/spec/template/spec/nodeSelector")
                 )),
                 json!(age(obj, now)),
                 json!(c),
                 json!(im),
                 json!(selector_string(obj.pointer("/spec/selector"))),
-            ]
-        }
-        ("apps", "ControllerRevision") => {
-            let controller = arr(obj, "/metadata/ownerReferences")
-                .iter()
-                .find(|o| o.get("controller") == Some(&json!(true)))
-                .map(|o| format!("{}/{}", controller_kind(o), s(o, "/name")))
-                .unwrap_or_else(|| "<none>".into());
-            vec![
-                name,
-                json!(controller),
-                json!(i(obj, "/revision")),
-                json!(age(obj, now)),
-            ]
-        }
-        ("batch", "Job") => {
-            let (c, im) = containers_and_images(obj, "/spec/template/spec");
-            let completions = match obj.pointer("/spec/completions").and_then(Value::as_i64) {
-                Some(n) => format!("{}/{n}", i(obj, "/status/succeeded")),
-                None => format!(
-                    "{}/1 of {}",
-                    i(obj, "/status/succeeded"),
-                    obj.pointer("/spec/parallelism")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(1)
-                ),
-            };
-            let start = parse_time(s(obj, "/status/startTime"));
-            let end = parse_time(s(obj, "/status/completionTime"));
-            let duration = match (start, end) {
-                (Some(st), Some(e)) => human_duration(e - st),
-                (Some(st), None) => human_duration(now - st),
-                _ => String::new(),
-            };
-            vec![
-                name,
-                json!(job_status(obj)),
-                json!(completions),
-                json!(duration),
-                json!(age(obj, now)),
-                json!(c),
-                json!(im),
-                json!(selector_string(obj.pointer("/spec/selector"))),
-            ]
-        }
-        ("batch", "CronJob") => {
-            let (c, im) = containers_and_images(obj, "/spec/jobTemplate/spec/template/spec");
-            let last = s(obj, "/status/lastScheduleTime");
-            vec![
-                name,
-                json!(s(obj, "/spec/schedule")),
-                json!(or_none(s(obj, "/spec/timeZone").to_string())),
-                json!(
-                    obj.pointer("/spec/suspend")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false)
-                        .to_string()
-                        .replace("false", "False")
-                        .replace("true", "True")
-                ),
-                json!(arr(obj, "/status/active").len()),
-                json!(if last.is_empty() {
-                    "<none>".to_string()
-                } else {
-                    translate(last, now)
-                }),
-                json!(age(obj, now)),
-                json!(c),
-                json!(im),
-                json!(selector_string(
-                    obj.pointer("/spec/jobTemplate/spec/selector")
-                )),
             ]
         }
         ("coordination.k8s.io", "Lease") => vec![
@@ -1229,301 +985,17 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
         ("node.k8s.io", "RuntimeClass") => {
             vec![name, json!(s(obj, "/handler")), json!(age(obj, now))]
         }
-        ("discovery.k8s.io", "EndpointSlice") => {
-            let ports: Vec<String> = arr(obj, "/ports")
-                .iter()
-                .map(|p| i(p, "/port").to_string())
-                .collect();
-            let addrs: Vec<String> = arr(obj, "/endpoints")
-                .iter()
-                .flat_map(|e| {
-                    arr(e, "/addresses")
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                })
-                .collect();
-            let shown = if addrs.len() > 3 {
-                format!("{} + {} more...", addrs[..3].join(","), addrs.len() - 3)
-            } else if addrs.is_empty() {
-                "<unset>".into()
-            } else {
-                addrs.join(",")
-            };
-            vec![
-                name,
-                json!(s(obj, "/addressType")),
-                json!(if ports.is_empty() {
-                    "<unset>".to_string()
-                } else {
-                    ports.join(",")
-                }),
-                json!(shown),
-                json!(age(obj, now)),
-            ]
+        _ if without_printer(group, kind) => {
+            // Go formats the zero time too, so an unset timestamp prints as year 1.
+            let created = parse_time(s(obj, "/metadata/creationTimestamp")).map_or_else(
+                || "0001-01-01T00:00:00Z".to_string(),
+                |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
+            );
+            vec![name, json!(created)]
         }
         _ => vec![name, json!(age(obj, now))],
     }
 }
 
-fn replicas(obj: &Value) -> i64 {
-    obj.pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1)
-}
-
-fn or_unset(v: &str) -> String {
-    if v.is_empty() {
-        "<unset>".into()
-    } else {
-        v.into()
-    }
-}
-
-fn controller_kind(owner: &Value) -> String {
-    let api = s(owner, "/apiVersion");
-    let group = api.split_once('/').map(|(g, _)| g).unwrap_or("");
-    if group.is_empty() {
-        s(owner, "/kind").to_lowercase()
-    } else {
-        format!("{}.{group}", s(owner, "/kind").to_lowercase())
-    }
-}
-
-fn access_modes(modes: &[Value]) -> String {
-    let short: Vec<&str> = modes
-        .iter()
-        .filter_map(Value::as_str)
-        .map(|m| match m {
-            "ReadWriteOnce" => "RWO",
-            "ReadOnlyMany" => "ROX",
-            "ReadWriteMany" => "RWX",
-            "ReadWriteOncePod" => "RWOP",
-            other => other,
-        })
-        .collect();
-    short.join(",")
-}
-
-fn job_status(job: &Value) -> String {
-    let conds = arr(job, "/status/conditions");
-    let has = |t: &str| {
-        conds
-            .iter()
-            .any(|c| s(c, "/type") == t && s(c, "/status") == "True")
-    };
-    if has("Complete") {
-        "Complete".into()
-    } else if has("Failed") {
-        "Failed".into()
-    } else if job.pointer("/metadata/deletionTimestamp").is_some() {
-        "Terminating".into()
-    } else if has("Suspended") {
-        "Suspended".into()
-    } else if has("FailureTarget") {
-        "FailureTarget".into()
-    } else if has("SuccessCriteriaMet") {
-        "SuccessCriteriaMet".into()
-    } else {
-        "Running".into()
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn now() -> Now {
-        parse_time("2026-01-01T01:00:00Z").unwrap()
-    }
-
-    fn names(group: &str, kind: &str) -> Vec<String> {
-        column_definitions(group, kind)
-            .iter()
-            .map(|c| c["name"].as_str().unwrap().to_string())
-            .collect()
-    }
-
-    #[test]
-    fn every_row_has_a_cell_per_column() {
-        let kinds = [
-            ("", "Pod"),
-            ("", "Namespace"),
-            ("", "Node"),
-            ("", "Service"),
-            ("", "Endpoints"),
-            ("", "ConfigMap"),
-            ("", "Secret"),
-            ("", "ServiceAccount"),
-            ("", "Event"),
-            ("", "PersistentVolume"),
-            ("", "PersistentVolumeClaim"),
-            ("apps", "Deployment"),
-            ("apps", "ReplicaSet"),
-            ("apps", "StatefulSet"),
-            ("apps", "DaemonSet"),
-            ("apps", "ControllerRevision"),
-            ("batch", "Job"),
-            ("batch", "CronJob"),
-            ("coordination.k8s.io", "Lease"),
-            ("node.k8s.io", "RuntimeClass"),
-            ("discovery.k8s.io", "EndpointSlice"),
-            ("events.k8s.io", "Event"),
-            ("x", "Other"),
-        ];
-        for (g, k) in kinds {
-            let cells = row_cells(g, k, &json!({"metadata": {"name": "n"}}), now());
-            assert_eq!(cells.len(), column_definitions(g, k).len(), "{g}/{k}");
-        }
-    }
-
-    #[test]
-    fn pod_columns_and_wide_priorities() {
-        assert_eq!(
-            names("", "Pod"),
-            [
-                "Name",
-                "Ready",
-                "Status",
-                "Restarts",
-                "Age",
-                "IP",
-                "Node",
-                "Nominated Node",
-                "Readiness Gates"
-            ]
-        );
-        let defs = column_definitions("", "Pod");
-        assert_eq!(defs[0]["format"], "name");
-        assert_eq!(defs[4]["priority"], 0);
-        assert_eq!(defs[5]["priority"], 1);
-    }
-
-    #[test]
-    fn pod_status_cells() {
-        let pending = json!({"metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:59:15Z"},
-            "spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Pending"}});
-        let cells = row_cells("", "Pod", &pending, now());
-        assert_eq!(
-            cells[..5],
-            [
-                json!("p"),
-                json!("0/1"),
-                json!("Pending"),
-                json!("0"),
-                json!("45s")
-            ]
-        );
-        assert_eq!(cells[5], "<none>");
-        let crashing = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]},
-            "status": {"phase": "Running", "containerStatuses": [
-                {"name": "a", "ready": true, "restartCount": 0, "state": {"running": {}}},
-                {"name": "b", "ready": false, "restartCount": 5, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                 "lastState": {"terminated": {"finishedAt": "2026-01-01T00:55:00Z", "exitCode": 1}}}]}});
-        let cells = row_cells("", "Pod", &crashing, now());
-        assert_eq!(cells[1], "1/2");
-        assert_eq!(cells[2], "CrashLoopBackOff");
-        assert_eq!(cells[3], "5 (5m ago)");
-        let init = json!({"metadata": {"name": "p"}, "spec": {"initContainers": [{"name": "i"}], "containers": [{"name": "a"}]},
-            "status": {"phase": "Pending", "initContainerStatuses": [{"name": "i", "state": {"waiting": {"reason": "PodInitializing"}}}]}});
-        assert_eq!(row_cells("", "Pod", &init, now())[2], "Init:0/1");
-        let done = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]},
-            "status": {"phase": "Succeeded", "containerStatuses": [{"name": "a", "state": {"terminated": {"reason": "Completed", "exitCode": 0}}}]}});
-        assert_eq!(row_cells("", "Pod", &done, now())[2], "Completed");
-        let deleting = json!({"metadata": {"name": "p", "deletionTimestamp": "2026-01-01T00:00:00Z"}, "spec": {"containers": []}, "status": {"phase": "Running"}});
-        assert_eq!(row_cells("", "Pod", &deleting, now())[2], "Terminating");
-    }
-
-    #[test]
-    fn selector_strings() {
-        let s = json!({"matchLabels": {"app": "web"}, "matchExpressions": [
-            {"key": "tier", "operator": "In", "values": ["a", "b"]},
-            {"key": "old", "operator": "DoesNotExist"}]});
-        assert_eq!(selector_string(Some(&s)), "!old,app=web,tier in (a,b)");
-        assert_eq!(selector_string(Some(&json!({}))), "<none>");
-    }
-
-    #[test]
-    fn human_durations() {
-        let d = chrono::Duration::seconds;
-        assert_eq!(human_duration(d(45)), "45s");
-        assert_eq!(human_duration(d(119)), "119s");
-        assert_eq!(human_duration(d(200)), "3m20s");
-        assert_eq!(human_duration(d(600)), "10m");
-        assert_eq!(human_duration(d(3 * 3600 + 60)), "3h1m");
-        assert_eq!(human_duration(d(20 * 3600)), "20h");
-        assert_eq!(human_duration(d(3 * 86400 + 4 * 3600)), "3d4h");
-        assert_eq!(human_duration(d(100 * 86400)), "100d");
-        assert_eq!(human_duration(d(3 * 365 * 86400)), "3y");
-    }
-
-    #[test]
-    fn services() {
-        let svc = json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "clusterIP": "10.0.0.1",
-            "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}],
-            "selector": {"app": "web"}}});
-        let cells = row_cells("", "Service", &svc, now());
-        assert_eq!(
-            cells[1..5],
-            [
-                json!("LoadBalancer"),
-                json!("10.0.0.1"),
-                json!("<pending>"),
-                json!("80:30080/TCP,53/UDP")
-            ]
-        );
-        assert_eq!(cells[6], "app=web");
-        let plain = json!({"metadata": {"name": "a"}, "spec": {"clusterIP": "None"}});
-        let cells = row_cells("", "Service", &plain, now());
-        assert_eq!(
-            cells[1..5],
-            [
-                json!("ClusterIP"),
-                json!("None"),
-                json!("<none>"),
-                json!("<none>")
-            ]
-        );
-    }
-
-    #[test]
-    fn deployments_and_replicasets() {
-        let d = json!({"metadata": {"name": "web"}, "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
-            "template": {"spec": {"containers": [{"name": "a", "image": "i:1"}, {"name": "b", "image": "j:2"}]}}},
-            "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
-        let cells = row_cells("apps", "Deployment", &d, now());
-        assert_eq!(cells[1..4], [json!("2/3"), json!(3), json!(2)]);
-        assert_eq!(
-            cells[5..],
-            [json!("a,b"), json!("i:1,j:2"), json!("app=web")]
-        );
-        assert_eq!(
-            names("apps", "ReplicaSet")[..4],
-            ["Name", "Desired", "Current", "Ready"]
-        );
-    }
-
-    #[test]
-    fn configmaps_secrets_events() {
-        let cm = json!({"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}, "binaryData": {"c": ""}});
-        assert_eq!(row_cells("", "ConfigMap", &cm, now())[1], 3);
-        let sec = json!({"metadata": {"name": "s"}, "type": "Opaque", "data": {"a": ""}});
-        assert_eq!(
-            row_cells("", "Secret", &sec, now())[1..3],
-            [json!("Opaque"), json!(1)]
-        );
-        let ev = json!({"metadata": {"name": "e"}, "type": "Normal", "reason": "Scheduled", "message": "ok",
-            "involvedObject": {"kind": "Pod", "name": "p"}, "lastTimestamp": "2026-01-01T00:58:00Z", "count": 2});
-        let cells = row_cells("", "Event", &ev, now());
-        assert_eq!(
-            cells[..4],
-            [
-                json!("2m"),
-                json!("Normal"),
-                json!("Scheduled"),
-                json!("pod/p")
-            ]
-        );
-        assert_eq!(cells[8], "2");
-    }
-}
+mod tests;

@@ -186,10 +186,7 @@ fn is_qualified_name_part(s: &str) -> bool {
 
 fn is_dns1123_label(s: &str) -> bool {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
-    !s.is_empty()
-        && s.chars().all(ok_char)
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    !s.is_empty() && s.chars().all(ok_char) && !s.starts_with('-') && !s.ends_with('-')
 }
 
 fn dns1123_subdomain_errors(value: &str) -> Vec<String> {
@@ -445,9 +442,9 @@ impl Parser {
             let (tok, lit) = self.lookahead(Context::Values);
             match tok {
                 Tok::Identifier | Tok::DoesNotExist => {
-                    let r = self.requirement().map_err(|e| {
-                        ParseError(format!("unable to parse requirement: {}", e.0))
-                    })?;
+                    let r = self
+                        .requirement()
+                        .map_err(|e| ParseError(format!("unable to parse requirement: {}", e.0)))?;
                     requirements.push(r);
                     let (t, l) = self.consume(Context::Values);
                     match t {
@@ -784,7 +781,9 @@ impl FieldSelector {
                 continue;
             }
             let (field, op, value) = split_term(part).ok_or_else(|| {
-                ParseError(format!("invalid selector: '{s}'; can't understand '{part}'"))
+                ParseError(format!(
+                    "invalid selector: '{s}'; can't understand '{part}'"
+                ))
             })?;
             let value = unescape_value(value)?;
             if field.is_empty() && value.is_empty() {
