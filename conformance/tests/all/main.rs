@@ -28,6 +28,7 @@ on_both_backends!(
     walkthrough::output_formats_and_describe,
     walkthrough::apply_twice_server_side_and_diff,
     walkthrough::namespace_deletion_removes_contents,
+    walkthrough::finalizers_hold_deletion,
     watch::get_watch_streams_changes,
     watch::watch_protocol,
     errors::errors_read_as_kubernetes_prints_them,

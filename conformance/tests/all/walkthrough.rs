@@ -447,3 +447,26 @@ pub fn explain(backend: Backend) {
     let out = k.ok(&["explain", "deployment.spec.template"]);
     assert!(out.contains("Deployment"), "{out}");
 }
+
+/// An object with a finalizer is only marked for deletion; it goes when the last finalizer
+/// is removed.
+pub fn finalizers_hold_deletion(backend: Backend) {
+    let cluster = Cluster::start(backend);
+    let k = cluster.kubectl("1.33");
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\ndata:\n  a: b\n";
+    k.ok_stdin(&["create", "-f", "-"], cm);
+    let out = k.ok(&["delete", "configmap", "held", "--wait=false"]);
+    assert!(out.contains("configmap \"held\" deleted"), "{out}");
+    let obj = k.json(&["get", "configmap", "held"]);
+    assert!(obj["metadata"]["deletionTimestamp"].is_string(), "{obj}");
+    k.ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    let err = k.fails(&["get", "configmap", "held"]);
+    assert!(err.contains(r#"configmaps "held" not found"#), "{err}");
+}

@@ -180,10 +180,7 @@ impl Ctx<'_> {
     async fn get(&self) -> ApiResult<Response> {
         let (_, obj) = self.read().await?;
         match self.info.subresource.as_deref() {
-            Some("scale") => Ok(json_response(
-                StatusCode::OK,
-                &to_scale(self.resource(), &obj),
-            )),
+            Some("scale") => Ok(json_response(StatusCode::OK, &to_scale(&obj))),
             Some("log") => Err(pod_log_unavailable(&obj)),
             _ => Ok(self.object_reply(StatusCode::OK, obj, Vec::new())),
         }
@@ -565,15 +562,11 @@ impl Ctx<'_> {
                 format!(
                     "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                     self.resource().qualified(),
-                    self.name_hint()
+                    self.name()
                 ),
             ));
         }
         Ok(())
-    }
-
-    fn name_hint(&self) -> &str {
-        self.name()
     }
 
     async fn bind(&self, body: &[u8]) -> ApiResult<Response> {
@@ -632,7 +625,7 @@ impl Ctx<'_> {
                     false,
                 )
                 .await?;
-            return Ok(json_response(StatusCode::OK, &to_scale(resource, &updated)));
+            return Ok(json_response(StatusCode::OK, &to_scale(&updated)));
         }
         decode::check_type(resource, &input)?;
         let (obj, warnings) = decode::canonical(resource, &input, self.field_validation()?)?;
@@ -784,7 +777,7 @@ impl Ctx<'_> {
                 precondition,
                 |_, current| {
                     let target = if sub == Some("scale") {
-                        to_scale(resource, &current)
+                        to_scale(&current)
                     } else {
                         current.clone()
                     };
@@ -808,7 +801,7 @@ impl Ctx<'_> {
             .await?;
         let warnings = warnings.into_inner().unwrap_or_default();
         if sub == Some("scale") {
-            return Ok(json_response(StatusCode::OK, &to_scale(resource, &updated)));
+            return Ok(json_response(StatusCode::OK, &to_scale(&updated)));
         }
         Ok(self.object_reply(StatusCode::OK, updated, warnings))
     }
@@ -1254,11 +1247,10 @@ fn set_condition(obj: &mut Value, kind: &str, status: &str) {
 }
 
 /// An `autoscaling/v1` Scale for an object with `spec.replicas`.
-fn to_scale(resource: &Resource, obj: &Value) -> Value {
+fn to_scale(obj: &Value) -> Value {
     let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let selector =
         skiff_printers::label_selector_string(obj.pointer("/spec/selector")).unwrap_or_default();
-    let _ = resource;
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
