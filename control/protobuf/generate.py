@@ -9,7 +9,10 @@ Inputs (both must be unpacked in the local cargo registry, e.g. by `cargo fetch`
 depending on them):
   * k8s-pb 0.9.0       prost-generated structs: field numbers and wire kinds.
   * k8s-openapi 0.29.0 (v1_33) serde impls: the JSON name of each Rust field.
-They are joined on (package, type name, Rust field name).
+  * kubernetes/api      Go types (types.go): which scalar fields are non-pointer `omitempty`,
+                       whose zero Go writes on the wire but drops from JSON. Read from a git
+                       clone named by $KUBE_API_GIT (default: the workplace mirror).
+They are joined on (package, type name, Rust field name / field number).
 """
 
 import glob
@@ -29,6 +32,7 @@ def one_dir(pattern):
 
 
 PB = os.path.join(one_dir("k8s-pb-0.9.0"), "src")
+KUBE_API_GIT = os.environ.get("KUBE_API_GIT", "/work/.mirror/kubernetes+api/repo")
 OA = os.path.join(one_dir("k8s-openapi-0.29.0"), "src", "v1_33")
 
 # (apiVersion, kind, package, message). An empty apiVersion matches any group version.
@@ -159,6 +163,41 @@ def parse_openapi():
     return names
 
 
+GO_STRUCT = re.compile(r'^type (\w+) struct \{$')
+GO_FIELD = re.compile(r'^\s*\w+\s+(\S+)\s+`json:"([^"]*)" protobuf:"[a-z0-9]+,(\d+),')
+
+
+def parse_go():
+    """{(package, message): {field number}} of non-pointer `omitempty` fields: Go always
+    encodes them in protobuf, and drops their zero from JSON."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "--git-dir", KUBE_API_GIT, *args], check=True,
+                              capture_output=True, text=True).stdout
+
+    omit = {}
+    for path in git("ls-tree", "-r", "--name-only", "HEAD").split():
+        if not path.endswith("/types.go") or path.count("/") != 2:
+            continue
+        package = "api." + ".".join(path.split("/")[:2])
+        current = None
+        for line in git("show", f"HEAD:{path}").split("\n"):
+            m = GO_STRUCT.match(line)
+            if m:
+                current = omit.setdefault((package, m.group(1)), set())
+            elif line.startswith("}"):
+                current = None
+            elif current is not None:
+                f = GO_FIELD.match(line)
+                if f and not f.group(1).startswith(("*", "[", "map[")) \
+                        and "omitempty" in f.group(2):
+                    current.add(int(f.group(3)))
+    if not omit:
+        sys.exit(f"generate.py: no Go types found in {KUBE_API_GIT}")
+    return omit
+
+
 def camel(name):
     head, *rest = name.removeprefix("r#").rstrip("_").split("_")
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
@@ -171,6 +210,7 @@ def const_name(key):
 def main():
     pb = parse_pb()
     oa = parse_openapi()
+    go = parse_go()
     order, seen = [], set()
     queue = [(p, m) for _, _, p, m in ROOTS]
     while queue:
@@ -252,12 +292,14 @@ def main():
         for tag, rust_name, kind, repeated, target in sorted(pb[key]):
             json = json_names.get(norm(rust_name))
             if (key, tag) in inline:
-                out.append(f'        Field {{ number: {tag}, json: "", kind: Kind::Inline(&{const_name(target)}), repeated: false }},')
+                out.append(f'        Field {{ number: {tag}, json: "", kind: Kind::Inline(&{const_name(target)}), repeated: false, omit_zero: false }},')
                 continue
             if json is None:
                 json = camel(rust_name)
                 guessed.append(f"{key[0]}.{key[1]}.{rust_name} -> {json}")
-            out.append(f'        Field {{ number: {tag}, json: "{json}", kind: {kind_expr(kind, target)}, repeated: {str(repeated).lower()} }},')
+            omit_zero = kind in ("bool", "int32", "int64", "double") and not repeated \
+                and tag in go.get(key, ())
+            out.append(f'        Field {{ number: {tag}, json: "{json}", kind: {kind_expr(kind, target)}, repeated: {str(repeated).lower()}, omit_zero: {str(omit_zero).lower()} }},')
         out.append("    ],")
         out.append("};")
     with open(os.path.join(HERE, "src", "schema.rs"), "w") as f:

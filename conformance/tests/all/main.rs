@@ -3,6 +3,7 @@
 
 mod client;
 mod errors;
+mod imperative;
 mod walkthrough;
 mod watch;
 
@@ -32,6 +33,7 @@ on_both_backends!(
     watch::get_watch_streams_changes,
     watch::watch_protocol,
     errors::errors_read_as_kubernetes_prints_them,
+    imperative::imperative_creates_in_protobuf,
     client::kube_client_create_list_watch,
     client::durable_across_kill_9,
 );

@@ -49,15 +49,16 @@ pub fn body_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => yaml(body)?,
-        // kubectl 1.32+ sends its imperative creates (`kubectl create configmap ...`) as
-        // protobuf. Decoding it is not done yet; say what works instead.
-        "application/vnd.kubernetes.protobuf" => {
-            return Err(ApiError::new(
+        // kubectl 1.32+ sends its imperative creates (`kubectl create configmap ...`, `run`,
+        // `expose`) as protobuf; Skiff stores JSON, so transcode.
+        skiff_protobuf::CONTENT_TYPE => skiff_protobuf::to_json(body).map_err(|e| match e {
+            skiff_protobuf::Error::UnknownKind { .. } => ApiError::new(
                 http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (Skiff does not decode protobuf bodies yet: write the object as a manifest and use `kubectl apply -f`, or pipe `kubectl create ... --dry-run=client -o yaml` into `kubectl apply -f -`)",
-            ));
-        }
+                format!("{e}: send it as application/json or application/yaml"),
+            ),
+            e => ApiError::bad_request(format!("failed to decode protobuf body: {e}")),
+        })?,
         other => {
             return Err(ApiError::new(
                 http::StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -7,12 +7,13 @@
 //! with Kubernetes' JSON names, `apiVersion` and `kind` first.
 //!
 //! Presence follows the wire, with Go's encoder in mind: a field absent on the wire is absent
-//! in the JSON. Go writes non-pointer fields even when zero, so an empty singular string is
-//! treated as unset and dropped (kube would omit it as `omitempty`; defaulting tests for
-//! absence). Zero numbers and `false` are kept: dropping a pointer field set to `0` or `false`
-//! (`replicas: 0`, `automountServiceAccountToken: false`) would change its meaning, while
-//! keeping a non-pointer zero only spells out the default. In ObjectMeta, whose numbers are all
-//! `omitempty` non-pointers except `deletionGracePeriodSeconds`, zero numbers are dropped too.
+//! in the JSON. Go writes non-pointer fields even when zero, and kube-apiserver's JSON drops
+//! the zero of those marked `omitempty`; so an empty singular string is treated as unset, and
+//! a zero number or `false` is dropped where the Go field is a non-pointer `omitempty` scalar
+//! (`hostPort`, `stdin`, `paused`; the table marks them `omit_zero`, taken from the Go types).
+//! A zero in a pointer field (`replicas: 0`, `automountServiceAccountToken: false`) is a
+//! choice and is kept. In ObjectMeta, whose numbers are all `omitempty` non-pointers except
+//! `deletionGracePeriodSeconds`, zero numbers are dropped too.
 
 mod schema;
 mod transcode;

@@ -164,10 +164,13 @@ fn message(
                 // that tests for absence (Secret type, imagePullPolicy, ...).
                 let empty = matches!(&value, Value::String(s) if s.is_empty())
                     && matches!(field.kind, Kind::String);
+                // Likewise a zero in a non-pointer `omitempty` number or bool (`hostPort: 0`,
+                // `stdin: false`): Go wrote it because it cannot tell, kube would not print it.
+                let zero = matches!(&value, Value::Bool(false)) || value.as_f64() == Some(0.0);
                 let meta_zero = object_meta
                     && value.as_i64() == Some(0)
                     && field.json != "deletionGracePeriodSeconds";
-                if empty || meta_zero {
+                if empty || (zero && field.omit_zero) || meta_zero {
                     continue;
                 }
                 out.insert(field.json.into(), value);

@@ -15,6 +15,8 @@ pub struct Field {
     pub json: &'static str,
     pub kind: Kind,
     pub repeated: bool,
+    /// A non-pointer `omitempty` scalar in Go: always on the wire, its zero is not in JSON.
+    pub omit_zero: bool,
 }
 
 #[derive(Debug)]
