@@ -1,0 +1,111 @@
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use skiff_podnet::PodNetwork;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_is_idempotent_and_remove_releases_everything() {
+    let cfg = config('r', 3, 1, false);
+    let net = start(cfg.clone()).await;
+    net.fill_pool().await.unwrap();
+    let a = net.create("pod-a").await.unwrap();
+    assert_eq!(net.create("pod-a").await.unwrap(), a, "same pod, same sandbox");
+    assert_eq!(net.get("pod-a").await, Some(a.clone()));
+    assert_eq!(net.list().await, vec![a.clone()]);
+    net.fill_pool().await.unwrap();
+    let in_use = net.stats().ips_in_use;
+
+    net.remove("pod-a").await.unwrap();
+    assert!(!link_exists(&a.host_veth));
+    assert!(!a.netns.exists());
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(a.netns.to_str().unwrap()),
+        "namespace unmounted"
+    );
+    assert!(a.run_in(|| ()).is_err(), "a removed sandbox cannot be entered");
+    assert_eq!(net.get("pod-a").await, None);
+    assert!(net.list().await.is_empty());
+    assert_eq!(net.stats().ips_in_use, in_use - 1, "IP freed");
+    net.remove("pod-a").await.unwrap();
+    net.remove("never-existed").await.unwrap();
+
+    // A new pod does not get the just-freed IP (peers may still cache it).
+    let b = net.create("pod-b").await.unwrap();
+    assert_ne!(b.ip, a.ip);
+    net.shutdown(true).await.unwrap();
+}
+
+/// The agent restarts: the sandboxes of running pods survive it, are listed again, still
+/// carry traffic, and their IPs are not handed out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_survive_an_agent_restart() {
+    let cfg = config('s', 4, 2, true);
+    let net = start(cfg.clone()).await;
+    let a = net.create("pod-a").await.unwrap();
+    let b = net.create("pod-b").await.unwrap();
+    let gone = net.create("pod-gone").await.unwrap();
+    net.remove("pod-gone").await.unwrap();
+    drop(net);
+
+    let net = PodNetwork::new(cfg.clone()).await.unwrap();
+    let mut listed = net.list().await;
+    listed.sort_by_key(|s| s.pod_uid.clone());
+    assert_eq!(listed, vec![a.clone(), b.clone()]);
+    assert_eq!(net.get("pod-gone").await, None);
+
+    let listener = a.bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    send_from(Some(&b), SocketAddr::from((a.ip, port)), b"still here");
+    let (_, got) = accept_one(listener).await;
+    assert_eq!(got, b"still here");
+
+    let mut seen: HashSet<Ipv4Addr> = [a.ip, b.ip].into();
+    for i in 0..6 {
+        let s = net.create(&format!("pod-new-{i}")).await.unwrap();
+        assert!(seen.insert(s.ip), "{} handed out twice", s.ip);
+    }
+    net.shutdown(true).await.unwrap();
+    assert!(!link_exists(&cfg.bridge));
+    assert!(!link_exists(&a.host_veth));
+    assert_eq!(mounts_under(&cfg.state_dir), 0);
+    assert!(!cfg.state_dir.exists());
+}
+
+/// 1,000 pods come and go; afterwards the host has exactly what it had before: links,
+/// namespace mounts, state files, file descriptors and IPs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_pods_leak_nothing() {
+    let cfg = config('l', 5, 2, false);
+    let net = start(cfg.clone()).await;
+    net.fill_pool().await.unwrap();
+    let prefix = net.veth_prefix().to_string();
+    let links = links_with_prefix(&prefix);
+    let mounts = mounts_under(&cfg.state_dir);
+    let files = files_under(&cfg.state_dir);
+    let fds = open_fds();
+    let ips = net.stats().ips_in_use;
+    assert_eq!(links, 2, "the warm pool's veths");
+    assert_eq!(ips, 2);
+
+    for i in 0..1000 {
+        let uid = format!("pod-{i}");
+        let s = net.create(&uid).await.unwrap();
+        net.remove(&uid).await.unwrap();
+        assert!(!link_exists(&s.host_veth));
+    }
+    net.fill_pool().await.unwrap();
+
+    let stats = net.stats();
+    assert_eq!(stats.pods, 0);
+    assert_eq!(stats.ips_in_use, ips, "IPs freed");
+    assert_eq!(links_with_prefix(&prefix), links, "no leaked links");
+    assert_eq!(mounts_under(&cfg.state_dir), mounts, "no leaked netns mounts");
+    assert_eq!(files_under(&cfg.state_dir), files, "no leaked files");
+    let now = open_fds();
+    assert!(now <= fds + 4, "fds went from {fds} to {now}");
+    net.shutdown(true).await.unwrap();
+}
