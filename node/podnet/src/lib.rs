@@ -328,8 +328,12 @@ impl PodNetwork {
         self.inner.lock().pods.get(pod_uid).cloned()
     }
 
-    /// Releases the pod's veth, namespace and IP. Idempotent: an unknown pod is not an
-    /// error.
+    /// Releases the pod's veth, namespace and IP; when it returns, all three are gone.
+    /// Idempotent: an unknown pod is not an error. Takes tens of milliseconds (the kernel
+    /// tears the namespace down in the background and this waits for it), but concurrent
+    /// removals share that cost: do not serialize them. Close the pod's sockets first: an
+    /// open socket keeps the namespace alive, and the veth is then deleted explicitly
+    /// after two seconds.
     pub async fn remove(&self, pod_uid: &str) -> Result<(), Error> {
         let Some(s) = self.inner.lock().pods.remove(pod_uid) else {
             return Ok(());
@@ -412,8 +416,10 @@ impl PodNetwork {
             v
         };
         let mut first_err = None;
-        for s in &all {
-            if let Err(e) = inner.destroy(s).await {
+        // All at once, so the kernel tears the namespaces down in one batch.
+        let results = futures::future::join_all(all.iter().map(|s| inner.destroy(s))).await;
+        for r in results {
+            if let Err(e) = r {
                 first_err.get_or_insert(e);
             }
         }
@@ -440,6 +446,10 @@ impl PodNetwork {
         }
     }
 }
+
+/// How long `remove` waits for the kernel to take a pod's veth away with its namespace
+/// before deleting it itself.
+const EXPLICIT_DELETE_AFTER: Duration = Duration::from_secs(2);
 
 enum Reserve {
     Build,
@@ -534,11 +544,28 @@ impl Inner {
         links::configure_pod_side(ns.netlink, s.ip, s.prefix_len, s.gateway).await
     }
 
-    /// Deletes the veth (its peer goes with it), the namespace pin and the IP record, then
-    /// frees the IP. Each step tolerates what is already gone.
+    /// Unpins the namespace, waits for the veth pair to go with it, then deletes the IP
+    /// record and frees the IP. Each step tolerates what is already gone.
+    ///
+    /// Why not delete the veth first: deleting one link waits for an RCU grace period
+    /// while holding the kernel's rtnl lock, about 20 ms here, which stalls every other
+    /// netlink user (pool refills included) and serializes removals. A namespace nothing
+    /// holds any more is torn down by the kernel in the background, all dying namespaces
+    /// in one batch, and its devices (our veth pair) with it: concurrent removals share
+    /// one grace period. If something still holds the namespace (a pod socket left open),
+    /// the veth is deleted explicitly after a while.
     async fn destroy(&self, s: &Sandbox) -> Result<(), Error> {
-        links::delete_link(&self.handle, &s.host_veth).await?;
         netns::remove(&s.netns);
+        let deadline = Instant::now() + EXPLICIT_DELETE_AFTER;
+        let mut pause = Duration::from_millis(1);
+        while links::exists(&s.host_veth) {
+            if Instant::now() >= deadline {
+                links::delete_link(&self.handle, &s.host_veth).await?;
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
         self.records.remove(s.ip)?;
         self.lock().alloc.release(s.ip);
         Ok(())

@@ -133,6 +133,14 @@ pub(crate) async fn ensure_bridge(
     Ok(index)
 }
 
+/// Whether a link of that name exists, or is still being torn down, in the host's
+/// namespace. The kernel unlists a dying device first (the ioctl lookup fails) and removes
+/// its sysfs entry last; only then can the name be used again.
+pub(crate) fn exists(name: &str) -> bool {
+    nix::net::if_::if_nametoindex(name).is_ok()
+        || std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
 /// Deletes a link by name; a missing link is not an error.
 pub(crate) async fn delete_link(handle: &Handle, name: &str) -> Result<(), Error> {
     match handle
