@@ -305,22 +305,23 @@ impl PodNetwork {
         // The pool is empty: build one now, and let the refill catch up behind it.
         inner.refill.notify_one();
         let mut built = inner.build(Owner::Pod(pod_uid.to_string())).await?;
-        let mut st = inner.lock();
-        if let Some(existing) = st.pods.get(pod_uid) {
+        let existing = {
+            let mut st = inner.lock();
+            let Some(existing) = st.pods.get(pod_uid).cloned() else {
+                built.pod_uid = pod_uid.to_string();
+                st.pods.insert(built.pod_uid.clone(), built.clone());
+                return Ok(built);
+            };
             // A concurrent create of the same pod won; ours becomes a pool sandbox.
-            let existing = existing.clone();
             if inner.records.write(built.ip, &Owner::Pool).is_ok() {
                 built.pod_uid.clear();
                 st.pool.push_back(built);
-            } else {
-                drop(st);
-                inner.destroy(&built).await?;
+                return Ok(existing);
             }
-            return Ok(existing);
-        }
-        built.pod_uid = pod_uid.to_string();
-        st.pods.insert(built.pod_uid.clone(), built.clone());
-        Ok(built)
+            existing
+        };
+        inner.destroy(&built).await?;
+        Ok(existing)
     }
 
     /// The pod's sandbox, if it has one.
@@ -574,7 +575,7 @@ impl Inner {
     /// Adopts the sandboxes recorded in the state dir that are whole: a pinned namespace
     /// and a host veth on our bridge. Everything else of ours is removed.
     async fn recover(&self) -> Result<(), Error> {
-        let (records, junk) = self.records.load()?;
+        let state::Loaded { records, junk } = self.records.load()?;
         for j in junk {
             let _ = std::fs::remove_file(j);
         }
@@ -619,6 +620,7 @@ impl Inner {
                     _ => broken.push(ip),
                 }
             }
+            st.alloc.resume_after_highest();
         }
         for ip in &broken {
             self.records.remove(*ip)?;
@@ -659,9 +661,9 @@ impl Inner {
         }
         // Records nobody holds: only sweep runs while no build is in flight (recovery,
         // shutdown), so every live sandbox is in the pods or the pool.
-        if let Ok((records, _)) = self.records.load() {
+        if let Ok(loaded) = self.records.load() {
             let st = self.lock();
-            for (ip, _) in records {
+            for (ip, _) in loaded.records {
                 if st.alloc.offset(ip).is_none() || !is_held(&st, ip) {
                     let _ = self.records.remove(ip);
                 }

@@ -61,7 +61,10 @@ fn summarize(m: LinkMessage) -> LinkSummary {
     s
 }
 
-pub(crate) async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkSummary>, Error> {
+pub(crate) async fn link_by_name(
+    handle: &Handle,
+    name: &str,
+) -> Result<Option<LinkSummary>, Error> {
     let mut links = handle.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
         Ok(m) => Ok(m.map(summarize)),

@@ -52,8 +52,8 @@ fn create_here(path: &Path) -> Result<NewNetns, Error> {
         )
         .map_err(|e| Error::io(format!("bind mount netns on {}", path.display()), e.into()))?;
         let ns = File::open(path).map_err(|e| Error::io("open netns", e))?;
-        let netlink = Socket::new(NETLINK_ROUTE)
-            .map_err(|e| Error::io("netlink socket in netns", e))?;
+        let netlink =
+            Socket::new(NETLINK_ROUTE).map_err(|e| Error::io("netlink socket in netns", e))?;
         // SAFETY: into_raw_fd hands over the socket's only owner.
         let netlink = unsafe { OwnedFd::from_raw_fd(netlink.into_raw_fd()) };
         Ok(NewNetns { ns, netlink })
@@ -110,14 +110,8 @@ pub(crate) fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Resu
 /// network namespace after the pod is gone.
 pub(crate) fn prepare_dir(dir: &Path) -> Result<(), Error> {
     if !is_mount_point(dir)? {
-        mount(
-            Some(dir),
-            dir,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| Error::io(format!("bind mount {} on itself", dir.display()), e.into()))?;
+        mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| Error::io(format!("bind mount {} on itself", dir.display()), e.into()))?;
     }
     mount(
         None::<&str>,
@@ -156,8 +150,10 @@ pub(crate) fn unescape_mount_path(s: &str) -> String {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;

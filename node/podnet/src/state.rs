@@ -79,10 +79,19 @@ impl Allocator {
         (2..2 + self.capacity()).contains(&off).then_some(off)
     }
 
+    /// Marks an IP found in use (at recovery).
     pub(crate) fn mark(&mut self, ip: Ipv4Addr) -> bool {
         match self.offset(ip) {
             Some(off) => self.used.insert(off),
             None => false,
+        }
+    }
+
+    /// After recovery: allocation goes on after the highest IP in use, as it would have
+    /// without the restart, rather than reusing the lowest IPs just freed.
+    pub(crate) fn resume_after_highest(&mut self) {
+        if let Some(max) = self.used.last() {
+            self.cursor = (max - 2 + 1) % self.capacity();
         }
     }
 
@@ -108,6 +117,13 @@ impl Allocator {
     pub(crate) fn in_use(&self) -> usize {
         self.used.len()
     }
+}
+
+/// What the records dir holds: each IP with its owner (`None` for an unreadable record),
+/// and files that are not records, for the caller to delete.
+pub(crate) struct Loaded {
+    pub records: Vec<(Ipv4Addr, Option<Owner>)>,
+    pub junk: Vec<PathBuf>,
 }
 
 /// The record files of one network.
@@ -145,9 +161,8 @@ impl Records {
         }
     }
 
-    /// Every record, plus the names of files that are not records (leftover temporaries),
-    /// which the caller deletes.
-    pub(crate) fn load(&self) -> Result<(Vec<(Ipv4Addr, Option<Owner>)>, Vec<PathBuf>), Error> {
+    /// Every record, plus the files that are not records (leftover temporaries).
+    pub(crate) fn load(&self) -> Result<Loaded, Error> {
         let mut records = Vec::new();
         let mut junk = Vec::new();
         let entries = std::fs::read_dir(&self.dir)
@@ -165,7 +180,7 @@ impl Records {
                 None => junk.push(entry.path()),
             }
         }
-        Ok((records, junk))
+        Ok(Loaded { records, junk })
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -188,7 +203,9 @@ mod tests {
         let got: Vec<_> = std::iter::from_fn(|| a.allocate()).collect();
         assert_eq!(
             got,
-            (2..=6).map(|h| Ipv4Addr::new(10, 9, 0, h)).collect::<Vec<_>>()
+            (2..=6)
+                .map(|h| Ipv4Addr::new(10, 9, 0, h))
+                .collect::<Vec<_>>()
         );
         assert_eq!(a.allocate(), None);
     }
@@ -207,9 +224,28 @@ mod tests {
     fn allocator_respects_marked_ips() {
         let mut a = Allocator::new(net("10.9.0.0/29"));
         assert!(a.mark(Ipv4Addr::new(10, 9, 0, 2)));
-        assert!(!a.mark(Ipv4Addr::new(10, 9, 0, 1)), "gateway is not a pod address");
+        assert!(
+            !a.mark(Ipv4Addr::new(10, 9, 0, 1)),
+            "gateway is not a pod address"
+        );
         assert!(!a.mark(Ipv4Addr::new(10, 9, 1, 2)), "outside the cidr");
         assert_eq!(a.allocate(), Some(Ipv4Addr::new(10, 9, 0, 3)));
+        let mut a = Allocator::new(net("10.9.0.0/29"));
+        a.mark(Ipv4Addr::new(10, 9, 0, 4));
+        a.mark(Ipv4Addr::new(10, 9, 0, 3));
+        a.resume_after_highest();
+        assert_eq!(
+            a.allocate(),
+            Some(Ipv4Addr::new(10, 9, 0, 5)),
+            "goes on after the highest"
+        );
+        assert_eq!(a.allocate(), Some(Ipv4Addr::new(10, 9, 0, 6)));
+        assert_eq!(
+            a.allocate(),
+            Some(Ipv4Addr::new(10, 9, 0, 2)),
+            "wraps around"
+        );
+        assert_eq!(a.allocate(), None);
     }
 
     #[test]

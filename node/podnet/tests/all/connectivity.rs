@@ -9,6 +9,7 @@ use crate::support::*;
 async fn host_and_pods_reach_each_other_and_loopback_stays_private() {
     let cfg = config('c', 0, 2, false);
     let net = start(cfg.clone()).await;
+    let _cleanup = CleanupOnPanic(cfg.clone());
     let a = net.create("pod-a").await.unwrap();
     let b = net.create("pod-b").await.unwrap();
     assert_ne!(a.ip, b.ip);
@@ -27,7 +28,9 @@ async fn host_and_pods_reach_each_other_and_loopback_stays_private() {
     assert_ne!(host_ns, a_ns);
 
     // Host -> pod A, at A's IP; the pod sees the host come from the gateway.
-    let listener = a.bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).unwrap();
+    let listener = a
+        .bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     assert!(
         host_port_free(port),
@@ -43,9 +46,13 @@ async fn host_and_pods_reach_each_other_and_loopback_stays_private() {
     assert_eq!(peer, a.gateway);
 
     // Pod A -> pod B over the bridge, with a socket A created and tokio connected.
-    let listener = b.bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).unwrap();
+    let listener = b
+        .bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap();
     let b_addr = SocketAddr::from((b.ip, listener.local_addr().unwrap().port()));
-    let sock = a.socket(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    let sock = a
+        .socket(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+        .unwrap();
     sock.set_nonblocking(true).unwrap();
     let sock = tokio::net::TcpSocket::from_std_stream(sock.into());
     let mut stream = sock.connect(b_addr).await.unwrap();
@@ -56,16 +63,27 @@ async fn host_and_pods_reach_each_other_and_loopback_stays_private() {
     assert_eq!(peer, a.ip, "pod to pod traffic is not translated");
 
     // A's loopback is A's alone.
-    let lo = a.bind_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+    let lo = a
+        .bind_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .unwrap();
     let lo_addr = lo.local_addr().unwrap();
-    assert!(connect_from(Some(&a), lo_addr), "A reaches its own loopback");
-    assert!(!connect_from(Some(&b), lo_addr), "B must not reach A's loopback");
+    assert!(
+        connect_from(Some(&a), lo_addr),
+        "A reaches its own loopback"
+    );
+    assert!(
+        !connect_from(Some(&b), lo_addr),
+        "B must not reach A's loopback"
+    );
     assert!(
         !connect_from(Some(&b), SocketAddr::from((a.ip, lo_addr.port()))),
         "a loopback listener is not on A's pod IP"
     );
     if host_port_free(lo_addr.port()) {
-        assert!(!connect_from(None, lo_addr), "the host must not reach A's loopback");
+        assert!(
+            !connect_from(None, lo_addr),
+            "the host must not reach A's loopback"
+        );
     }
     drop(lo);
 
@@ -84,12 +102,16 @@ async fn two_networks_coexist_and_egress_is_masqueraded() {
     let inside_cfg = config('m', 1, 1, true);
     let outside_cfg = config('o', 2, 0, false);
     let inside = start(inside_cfg.clone()).await;
+    let _cleanup_inside = CleanupOnPanic(inside_cfg.clone());
     let outside = start(outside_cfg.clone()).await;
+    let _cleanup_outside = CleanupOnPanic(outside_cfg.clone());
     assert_ne!(inside.veth_prefix(), outside.veth_prefix());
 
     let a = inside.create("pod-a").await.unwrap();
     let x = outside.create("pod-x").await.unwrap();
-    let listener = x.bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).unwrap();
+    let listener = x
+        .bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap();
     let x_addr = SocketAddr::from((x.ip, listener.local_addr().unwrap().port()));
     send_from(Some(&a), x_addr, b"egress");
     let (peer, got) = accept_one(listener).await;
@@ -100,7 +122,9 @@ async fn two_networks_coexist_and_egress_is_masqueraded() {
     );
 
     // And the other way, from a network without masquerade: the source is kept.
-    let listener = a.bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).unwrap();
+    let listener = a
+        .bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap();
     let a_addr = SocketAddr::from((a.ip, listener.local_addr().unwrap().port()));
     send_from(Some(&x), a_addr, b"ingress");
     let (peer, got) = accept_one(listener).await;

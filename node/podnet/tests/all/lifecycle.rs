@@ -10,9 +10,14 @@ use crate::support::*;
 async fn create_is_idempotent_and_remove_releases_everything() {
     let cfg = config('r', 3, 1, false);
     let net = start(cfg.clone()).await;
+    let _cleanup = CleanupOnPanic(cfg.clone());
     net.fill_pool().await.unwrap();
     let a = net.create("pod-a").await.unwrap();
-    assert_eq!(net.create("pod-a").await.unwrap(), a, "same pod, same sandbox");
+    assert_eq!(
+        net.create("pod-a").await.unwrap(),
+        a,
+        "same pod, same sandbox"
+    );
     assert_eq!(net.get("pod-a").await, Some(a.clone()));
     assert_eq!(net.list().await, vec![a.clone()]);
     net.fill_pool().await.unwrap();
@@ -27,7 +32,10 @@ async fn create_is_idempotent_and_remove_releases_everything() {
             .contains(a.netns.to_str().unwrap()),
         "namespace unmounted"
     );
-    assert!(a.run_in(|| ()).is_err(), "a removed sandbox cannot be entered");
+    assert!(
+        a.run_in(|| ()).is_err(),
+        "a removed sandbox cannot be entered"
+    );
     assert_eq!(net.get("pod-a").await, None);
     assert!(net.list().await.is_empty());
     assert_eq!(net.stats().ips_in_use, in_use - 1, "IP freed");
@@ -46,6 +54,7 @@ async fn create_is_idempotent_and_remove_releases_everything() {
 async fn sandboxes_survive_an_agent_restart() {
     let cfg = config('s', 4, 2, true);
     let net = start(cfg.clone()).await;
+    let _cleanup = CleanupOnPanic(cfg.clone());
     let a = net.create("pod-a").await.unwrap();
     let b = net.create("pod-b").await.unwrap();
     let gone = net.create("pod-gone").await.unwrap();
@@ -57,8 +66,12 @@ async fn sandboxes_survive_an_agent_restart() {
     listed.sort_by_key(|s| s.pod_uid.clone());
     assert_eq!(listed, vec![a.clone(), b.clone()]);
     assert_eq!(net.get("pod-gone").await, None);
+    assert!(!gone.netns.exists());
+    assert!(!link_exists(&gone.host_veth));
 
-    let listener = a.bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).unwrap();
+    let listener = a
+        .bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     send_from(Some(&b), SocketAddr::from((a.ip, port)), b"still here");
     let (_, got) = accept_one(listener).await;
@@ -82,6 +95,7 @@ async fn sandboxes_survive_an_agent_restart() {
 async fn a_thousand_pods_leak_nothing() {
     let cfg = config('l', 5, 2, false);
     let net = start(cfg.clone()).await;
+    let _cleanup = CleanupOnPanic(cfg.clone());
     net.fill_pool().await.unwrap();
     let prefix = net.veth_prefix().to_string();
     let links = links_with_prefix(&prefix);
@@ -113,7 +127,11 @@ async fn a_thousand_pods_leak_nothing() {
     assert_eq!(stats.pods, 0);
     assert_eq!(stats.ips_in_use, ips, "IPs freed");
     assert_eq!(links_with_prefix(&prefix), links, "no leaked links");
-    assert_eq!(mounts_under(&cfg.state_dir), mounts, "no leaked netns mounts");
+    assert_eq!(
+        mounts_under(&cfg.state_dir),
+        mounts,
+        "no leaked netns mounts"
+    );
     assert_eq!(files_under(&cfg.state_dir), files, "no leaked files");
     let now = open_fds();
     assert!(now <= fds + 4, "fds went from {fds} to {now}");

@@ -10,7 +10,9 @@ pub fn config(tag: char, n: u8, warm_pool: usize, masquerade: bool) -> NetConfig
     let pid = std::process::id();
     let bridge = format!("sktest{}{tag}", pid % 1000);
     NetConfig {
-        pod_cidr: format!("10.{}.{}.0/24", 200 + n, pid % 250).parse().unwrap(),
+        pod_cidr: format!("10.{}.{}.0/24", 200 + n, pid % 250)
+            .parse()
+            .unwrap(),
         state_dir: PathBuf::from("/run/skiff-podnet-test").join(&bridge),
         bridge,
         warm_pool,
@@ -25,7 +27,9 @@ pub async fn start(config: NetConfig) -> PodNetwork {
         .stderr(std::process::Stdio::null())
         .status();
     if config.state_dir.exists() {
-        let stale = PodNetwork::new(config.clone()).await.expect("adopt stale state");
+        let stale = PodNetwork::new(config.clone())
+            .await
+            .expect("adopt stale state");
         stale.shutdown(true).await.expect("clear stale state");
     }
     PodNetwork::new(config).await.expect("start pod network")
@@ -77,9 +81,7 @@ pub fn open_fds() -> usize {
 /// Connects from inside `from` (or from the host when `None`) and says hello; the
 /// answer is whether a connection was made.
 pub fn connect_from(from: Option<&Sandbox>, to: SocketAddr) -> bool {
-    let attempt = move || {
-        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).is_ok()
-    };
+    let attempt = move || std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).is_ok();
     match from {
         Some(s) => s.run_in(attempt).unwrap(),
         None => attempt(),
@@ -122,4 +124,33 @@ pub fn send_from(from: Option<&Sandbox>, to: SocketAddr, msg: &'static [u8]) {
 /// A port on 127.0.0.1 that nothing on the host listens on right now.
 pub fn host_port_free(port: u16) -> bool {
     std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+/// Clears a test network if the test panics before its `shutdown(true)`, so a failed
+/// test leaves no bridge, table or namespace behind (the veths go with the namespaces).
+pub struct CleanupOnPanic(pub NetConfig);
+
+impl Drop for CleanupOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let cfg = &self.0;
+        let run = |cmd: &str, args: &[&str]| {
+            let _ = std::process::Command::new(cmd)
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .status();
+        };
+        let netns = cfg.state_dir.join("netns");
+        if let Ok(entries) = std::fs::read_dir(&netns) {
+            for e in entries.flatten() {
+                run("umount", &["-l", &e.path().to_string_lossy()]);
+            }
+        }
+        run("umount", &["-l", &netns.to_string_lossy()]);
+        let _ = std::fs::remove_dir_all(&cfg.state_dir);
+        run("ip", &["link", "del", &cfg.bridge]);
+        run("nft", &["delete", "table", "ip", &cfg.bridge]);
+    }
 }
