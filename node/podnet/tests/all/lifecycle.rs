@@ -89,6 +89,52 @@ async fn sandboxes_survive_an_agent_restart() {
     assert!(!cfg.state_dir.exists());
 }
 
+/// A crash in the middle of a removal leaves a record and a veth whose namespace is
+/// gone, plus a stray namespace pin; the next start cleans all of it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_cleans_up_what_a_crash_left_half_done() {
+    let cfg = config('h', 6, 0, false);
+    let net = start(cfg.clone()).await;
+    let _cleanup = CleanupOnPanic(cfg.clone());
+    let kept = net.create("pod-kept").await.unwrap();
+    let half = net.create("pod-half").await.unwrap();
+    drop(net);
+    // The crash: half's namespace pin is gone (its veth lingers while something holds
+    // the namespace, here a thread of this test), and a stray pin exists.
+    let holder = half.netns.clone();
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let ns = std::fs::File::open(&holder).unwrap();
+        ready_tx.send(()).unwrap();
+        hold_rx.recv().unwrap();
+        drop(ns);
+    });
+    ready_rx.recv().unwrap();
+    let status = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&half.netns)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::remove_file(&half.netns).unwrap();
+    assert!(
+        link_exists(&half.host_veth),
+        "the held namespace keeps the veth"
+    );
+    let stray = cfg.state_dir.join("netns").join("stray");
+    std::fs::write(&stray, "").unwrap();
+
+    let net = PodNetwork::new(cfg.clone()).await.unwrap();
+    assert_eq!(net.list().await, vec![kept.clone()]);
+    assert!(!link_exists(&half.host_veth), "orphan veth deleted");
+    assert!(!stray.exists(), "stray pin removed");
+    assert_eq!(net.stats().ips_in_use, 1, "half's IP is free again");
+    hold_tx.send(()).unwrap();
+    holder.join().unwrap();
+    net.shutdown(true).await.unwrap();
+}
+
 /// 1,000 pods come and go; afterwards the host has exactly what it had before: links,
 /// namespace mounts, state files, file descriptors and IPs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
