@@ -799,6 +799,21 @@ mod tests {
         assert_eq!(c.pod_cidr.to_string(), "10.244.0.0/24");
     }
 
+    /// The agent shares one network across tasks and spawns its futures.
+    #[allow(dead_code)]
+    fn handles_and_futures_are_send() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<PodNetwork>();
+        send_sync::<Sandbox>();
+        fn spawnable(net: PodNetwork) {
+            tokio::spawn(async move {
+                let s = net.create("uid").await?;
+                net.remove(&s.pod_uid).await?;
+                net.shutdown(true).await
+            });
+        }
+    }
+
     #[test]
     fn veth_names_fit_the_kernel_limit() {
         let prefix = format!("sk{:05x}", fnv1a(b"skiff0") & 0xfffff);

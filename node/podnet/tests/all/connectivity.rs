@@ -28,14 +28,18 @@ async fn host_and_pods_reach_each_other_and_loopback_stays_private() {
     assert_ne!(host_ns, a_ns);
 
     // Host -> pod A, at A's IP; the pod sees the host come from the gateway.
-    let listener = a
-        .bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    assert!(
-        host_port_free(port),
-        "port {port} is taken on the host: pick again"
-    );
+    // A pod port that nothing on the host listens on, so that the host check below
+    // means something.
+    let (listener, port) = (0..20)
+        .map(|_| {
+            let l = a
+                .bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+                .unwrap();
+            let port = l.local_addr().unwrap().port();
+            (l, port)
+        })
+        .find(|(_, port)| host_port_free(*port))
+        .expect("a port free on the host");
     assert!(
         !connect_from(None, SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
         "a pod listener must not be reachable on the host's loopback"
