@@ -197,7 +197,10 @@ struct State {
     alloc: Allocator,
     pods: HashMap<String, Sandbox>,
     pool: VecDeque<Sandbox>,
+    /// Pool sandboxes being built.
     filling: usize,
+    /// Sandboxes being built for a pod, the pool being empty.
+    building: usize,
     closed: bool,
 }
 
@@ -263,6 +266,7 @@ impl PodNetwork {
                 pods: HashMap::new(),
                 pool: VecDeque::new(),
                 filling: 0,
+                building: 0,
                 closed: false,
             }),
             refill: Arc::new(Notify::new()),
@@ -303,25 +307,33 @@ impl PodNetwork {
             }
         }
         // The pool is empty: build one now, and let the refill catch up behind it.
+        inner.lock().building += 1;
         inner.refill.notify_one();
-        let mut built = inner.build(Owner::Pod(pod_uid.to_string())).await?;
-        let existing = {
+        let built = inner.build(Owner::Pod(pod_uid.to_string())).await;
+        inner.lock().building -= 1;
+        let mut built = built?;
+        // Either ours is kept, or it is not needed and goes: `None` when shutting down,
+        // `Some` with the sandbox a concurrent create of the same pod made first.
+        let winner = {
             let mut st = inner.lock();
-            let Some(existing) = st.pods.get(pod_uid).cloned() else {
+            if st.closed {
+                None
+            } else if let Some(existing) = st.pods.get(pod_uid).cloned() {
+                // Ours becomes a pool sandbox, if its record can say so.
+                if inner.records.write(built.ip, &Owner::Pool).is_ok() {
+                    built.pod_uid.clear();
+                    st.pool.push_back(built);
+                    return Ok(existing);
+                }
+                Some(existing)
+            } else {
                 built.pod_uid = pod_uid.to_string();
                 st.pods.insert(built.pod_uid.clone(), built.clone());
                 return Ok(built);
-            };
-            // A concurrent create of the same pod won; ours becomes a pool sandbox.
-            if inner.records.write(built.ip, &Owner::Pool).is_ok() {
-                built.pod_uid.clear();
-                st.pool.push_back(built);
-                return Ok(existing);
             }
-            existing
         };
         inner.destroy(&built).await?;
-        Ok(existing)
+        winner.ok_or(Error::ShutDown)
     }
 
     /// The pod's sandbox, if it has one.
@@ -402,9 +414,12 @@ impl PodNetwork {
         if let Some(task) = task {
             let _ = task.await;
         }
-        // A fill_pool still building finishes and sees `closed`.
+        // Builds under way (fill_pool, cold creates) finish and see `closed`.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while inner.lock().filling > 0 && Instant::now() < deadline {
+        while Instant::now() < deadline && {
+            let st = inner.lock();
+            st.filling + st.building > 0
+        } {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         if !remove_all {
