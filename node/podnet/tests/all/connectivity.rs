@@ -66,6 +66,26 @@ async fn host_and_pods_reach_each_other_and_loopback_stays_private() {
     assert_eq!(got, b"from a");
     assert_eq!(peer, a.ip, "pod to pod traffic is not translated");
 
+    // UDP too: a datagram from A reaches B's socket, from A's address.
+    let udp = b
+        .bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap();
+    let udp_addr = SocketAddr::from((b.ip, udp.local_addr().unwrap().port()));
+    a.run_in(|| {
+        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        s.send_to(b"datagram", udp_addr).unwrap();
+    })
+    .unwrap();
+    let udp = tokio::net::UdpSocket::from_std(udp).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), udp.recv_from(&mut buf))
+            .await
+            .expect("datagram in time")
+            .unwrap();
+    assert_eq!(&buf[..n], b"datagram");
+    assert_eq!(from.ip(), std::net::IpAddr::V4(a.ip));
+
     // A's loopback is A's alone.
     let lo = a
         .bind_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
