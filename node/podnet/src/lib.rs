@@ -1,0 +1,839 @@
+//! Pod networking for the Skiff node agent.
+//!
+//! Every pod, Wasm or container, gets a network namespace of its own, pinned by a bind mount
+//! under the state dir; a veth pair whose host end is a port of the node bridge and whose
+//! other end is `eth0` in the pod; an IP from the node's pod CIDR; and a default route via
+//! the gateway, the bridge's address (the first host of the CIDR). Pods on one node talk
+//! over the bridge; the host reaches pods through the bridge's connected route; pods reach
+//! the host at the gateway IP (not at 127.0.0.1, which in a pod is the pod's own loopback),
+//! so a host service meant for pods must listen on the gateway IP or on all addresses.
+//! Egress out of the host is masqueraded by one nftables table named after the bridge.
+//!
+//! Making a namespace, a veth pair and its addresses costs milliseconds; pod startup has
+//! a budget of about one. So a warm pool of ready sandboxes, each with its IP, is kept
+//! filled by a background task: [`PodNetwork::create`] takes one and rewrites the owner in
+//! its allocation record, which costs a file write.
+//!
+//! A Wasm pod has no process of its own in the namespace: the agent creates the pod's
+//! sockets from a thread that has entered the namespace ([`Sandbox::run_in`],
+//! [`Sandbox::bind_tcp`], [`Sandbox::socket`]). A socket keeps the namespace it was created
+//! in, so it can then be driven from any tokio thread.
+
+mod links;
+mod netns;
+mod nft;
+mod state;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::state::{Allocator, Owner, Records};
+
+/// Errors of pod networking.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid network config: {0}")]
+    Config(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("netlink: {context}: {source}")]
+    Netlink {
+        context: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("nft: {0}")]
+    Nft(String),
+    #[error("pod cidr {0} has no free address")]
+    Exhausted(Ipv4Net),
+    #[error("state dir {0} is held by another pod network")]
+    Locked(PathBuf),
+    #[error("pod network is shut down")]
+    ShutDown,
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// How a node's pod network is set up.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// The node bridge, e.g. `skiff0`: a letter then letters, digits or `_`, at most 15
+    /// characters (the kernel's limit; the nftables table has the same name).
+    pub bridge: String,
+    /// The node's podCIDR, e.g. 10.244.0.0/24. The first host is the gateway, on the bridge.
+    pub pod_cidr: Ipv4Net,
+    /// Namespace bind mounts and IP allocations, e.g. `/run/skiff/net/<bridge>`. Survives
+    /// agent restarts; must be on a file system where bind mounts work.
+    pub state_dir: PathBuf,
+    /// Ready sandboxes kept ahead of demand.
+    pub warm_pool: usize,
+    /// Masquerade traffic from pods to addresses outside the pod CIDR.
+    pub masquerade: bool,
+}
+
+/// A pod's network: its namespace, pinned at `netns`, with `eth0` at `ip`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    pub pod_uid: String,
+    pub ip: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    /// Prefix length of `ip` on `eth0` (the pod CIDR's).
+    pub prefix_len: u8,
+    /// The namespace file; `setns` on it enters the pod's network.
+    pub netns: PathBuf,
+    /// The host end of the pod's veth pair, a port of the bridge.
+    pub host_veth: String,
+}
+
+impl Sandbox {
+    /// Runs `f` on a short-lived OS thread that has entered the pod's network namespace.
+    /// Blocks the caller while `f` runs (a thread spawn, some tens of microseconds, plus
+    /// `f`); a panic in `f` is resumed in the caller.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, Error> {
+        netns::run_in(&self.netns, f)
+    }
+
+    /// A socket created inside the pod's namespace (close-on-exec), for the caller to
+    /// bind or connect; it stays in that namespace wherever it is used.
+    pub fn socket(
+        &self,
+        domain: socket2::Domain,
+        ty: socket2::Type,
+        protocol: Option<socket2::Protocol>,
+    ) -> Result<socket2::Socket, Error> {
+        self.run_in(|| socket2::Socket::new(domain, ty, protocol))?
+            .map_err(|e| Error::io("create socket in pod netns", e))
+    }
+
+    /// A TCP listener bound inside the pod's namespace: non-blocking, SO_REUSEADDR, a
+    /// backlog of 1024. Hand it to `tokio::net::TcpListener::from_std`.
+    pub fn bind_tcp(&self, addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
+        self.run_in(|| -> io::Result<std::net::TcpListener> {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            s.set_reuse_address(true)?;
+            s.set_nonblocking(true)?;
+            s.bind(&addr.into())?;
+            s.listen(1024)?;
+            Ok(s.into())
+        })?
+        .map_err(|e| Error::io(format!("bind {addr} in pod netns"), e))
+    }
+
+    /// A UDP socket bound inside the pod's namespace, non-blocking.
+    pub fn bind_udp(&self, addr: SocketAddr) -> Result<std::net::UdpSocket, Error> {
+        self.run_in(|| -> io::Result<std::net::UdpSocket> {
+            let s = std::net::UdpSocket::bind(addr)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })?
+        .map_err(|e| Error::io(format!("bind udp {addr} in pod netns"), e))
+    }
+}
+
+/// Counts, for monitoring and for tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetStats {
+    /// Sandboxes assigned to pods.
+    pub pods: usize,
+    /// Ready sandboxes in the warm pool.
+    pub pool: usize,
+    /// Pool sandboxes being built.
+    pub filling: usize,
+    /// Pod IPs allocated (pods, pool, and sandboxes being built or torn down).
+    pub ips_in_use: usize,
+    /// Pod IPs the CIDR has in all.
+    pub ips_total: usize,
+}
+
+/// The pod network of one node. Cheap to clone; all clones share one state. Dropping the
+/// last clone stops the background refill and leaves every sandbox in place for the next
+/// [`PodNetwork::new`] on the same state dir, as an agent crash would.
+#[derive(Clone)]
+pub struct PodNetwork {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: NetConfig,
+    handle: rtnetlink::Handle,
+    conn: JoinHandle<()>,
+    bridge_index: u32,
+    gateway: Ipv4Addr,
+    veth_prefix: String,
+    netns_dir: PathBuf,
+    records: Records,
+    state: Mutex<State>,
+    refill: Arc<Notify>,
+    refill_task: Mutex<Option<JoinHandle<()>>>,
+    _lock: Flock<File>,
+}
+
+struct State {
+    alloc: Allocator,
+    pods: HashMap<String, Sandbox>,
+    pool: VecDeque<Sandbox>,
+    /// Pool sandboxes being built.
+    filling: usize,
+    /// Sandboxes being built for a pod, the pool being empty.
+    building: usize,
+    closed: bool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(t) = self.refill_task.get_mut().ok().and_then(|t| t.take()) {
+            t.abort();
+        }
+        self.conn.abort();
+    }
+}
+
+impl PodNetwork {
+    /// Sets up the node's pod network: creates or adopts the bridge with the gateway IP,
+    /// turns on IPv4 forwarding, loads the masquerade table if asked, and recovers the
+    /// sandboxes recorded in the state dir (those that are whole; the rest is cleaned up).
+    /// The warm pool then fills in the background; [`PodNetwork::fill_pool`] waits for it.
+    pub async fn new(config: NetConfig) -> Result<Self, Error> {
+        let config = validate(config)?;
+        let netns_dir = config.state_dir.join("netns");
+        let ips_dir = config.state_dir.join("ips");
+        for d in [&config.state_dir, &netns_dir, &ips_dir] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+        }
+        let lock = lock_state_dir(&config.state_dir).await?;
+        netns::prepare_dir(&netns_dir)?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| Error::io("enable ip_forward", e))?;
+
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| Error::io("open netlink socket", e))?;
+        let conn = tokio::spawn(conn);
+        let alloc = Allocator::new(config.pod_cidr);
+        let gateway = alloc.gateway();
+        let hash = fnv1a(config.bridge.as_bytes());
+        let bridge_index = links::ensure_bridge(
+            &handle,
+            &config.bridge,
+            links::bridge_mac(hash),
+            gateway,
+            config.pod_cidr.prefix_len(),
+        )
+        .await
+        .inspect_err(|_| conn.abort())?;
+        if config.masquerade {
+            nft::load_masquerade(&config.bridge, &config.bridge, config.pod_cidr)
+                .await
+                .inspect_err(|_| conn.abort())?;
+        }
+
+        let inner = Arc::new(Inner {
+            veth_prefix: format!("sk{:05x}", hash & 0xfffff),
+            config,
+            handle,
+            conn,
+            bridge_index,
+            gateway,
+            netns_dir,
+            records: Records::new(ips_dir),
+            state: Mutex::new(State {
+                alloc,
+                pods: HashMap::new(),
+                pool: VecDeque::new(),
+                filling: 0,
+                building: 0,
+                closed: false,
+            }),
+            refill: Arc::new(Notify::new()),
+            refill_task: Mutex::new(None),
+            _lock: lock,
+        });
+        inner.recover().await?;
+        let task = tokio::spawn(refill_loop(Arc::downgrade(&inner), inner.refill.clone()));
+        *inner.refill_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Ok(PodNetwork { inner })
+    }
+
+    /// The pod's sandbox, made or taken from the warm pool. Idempotent: a pod that has
+    /// one gets the same one back.
+    pub async fn create(&self, pod_uid: &str) -> Result<Sandbox, Error> {
+        if pod_uid.is_empty() || pod_uid.contains(['\n', '\0']) {
+            return Err(Error::Config(format!("invalid pod uid {pod_uid:?}")));
+        }
+        let inner = &self.inner;
+        {
+            let mut st = inner.lock();
+            if st.closed {
+                return Err(Error::ShutDown);
+            }
+            if let Some(s) = st.pods.get(pod_uid) {
+                return Ok(s.clone());
+            }
+            if let Some(mut s) = st.pool.pop_front() {
+                if let Err(e) = inner.records.write(s.ip, &Owner::Pod(pod_uid.to_string())) {
+                    st.pool.push_front(s);
+                    return Err(e);
+                }
+                s.pod_uid = pod_uid.to_string();
+                st.pods.insert(s.pod_uid.clone(), s.clone());
+                drop(st);
+                inner.refill.notify_one();
+                return Ok(s);
+            }
+        }
+        // The pool is empty: build one now, and let the refill catch up behind it.
+        inner.lock().building += 1;
+        inner.refill.notify_one();
+        let built = inner.build(Owner::Pod(pod_uid.to_string())).await;
+        inner.lock().building -= 1;
+        let mut built = built?;
+        // Either ours is kept, or it is not needed and goes: `None` when shutting down,
+        // `Some` with the sandbox a concurrent create of the same pod made first.
+        let winner = {
+            let mut st = inner.lock();
+            if st.closed {
+                None
+            } else if let Some(existing) = st.pods.get(pod_uid).cloned() {
+                // Ours becomes a pool sandbox, if its record can say so.
+                if inner.records.write(built.ip, &Owner::Pool).is_ok() {
+                    built.pod_uid.clear();
+                    st.pool.push_back(built);
+                    return Ok(existing);
+                }
+                Some(existing)
+            } else {
+                built.pod_uid = pod_uid.to_string();
+                st.pods.insert(built.pod_uid.clone(), built.clone());
+                return Ok(built);
+            }
+        };
+        inner.destroy(&built).await?;
+        winner.ok_or(Error::ShutDown)
+    }
+
+    /// The pod's sandbox, if it has one.
+    pub async fn get(&self, pod_uid: &str) -> Option<Sandbox> {
+        self.inner.lock().pods.get(pod_uid).cloned()
+    }
+
+    /// Releases the pod's veth, namespace and IP; when it returns, all three are gone.
+    /// Idempotent: an unknown pod is not an error. Takes tens of milliseconds (the kernel
+    /// tears the namespace down in the background and this waits for it), but concurrent
+    /// removals share that cost: do not serialize them. Close the pod's sockets first: an
+    /// open socket keeps the namespace alive, and the veth is then deleted explicitly
+    /// after two seconds.
+    pub async fn remove(&self, pod_uid: &str) -> Result<(), Error> {
+        let Some(s) = self.inner.lock().pods.remove(pod_uid) else {
+            return Ok(());
+        };
+        if let Err(e) = self.inner.destroy(&s).await {
+            // Keep it known, so that a retry (or the next restart) finishes the job.
+            self.inner.lock().pods.insert(s.pod_uid.clone(), s);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Every pod's sandbox (not the pool's): after an agent restart, the agent removes
+    /// those whose pods are gone.
+    pub async fn list(&self) -> Vec<Sandbox> {
+        self.inner.lock().pods.values().cloned().collect()
+    }
+
+    /// Fills the warm pool now and waits until it is full, e.g. before the node reports
+    /// Ready.
+    pub async fn fill_pool(&self) -> Result<(), Error> {
+        loop {
+            match self.inner.reserve_pool_slot() {
+                Reserve::Build => self.inner.build_pool_sandbox().await?,
+                Reserve::Busy => tokio::time::sleep(Duration::from_millis(1)).await,
+                Reserve::Full => return Ok(()),
+                Reserve::Closed => return Err(Error::ShutDown),
+            }
+        }
+    }
+
+    pub fn stats(&self) -> NetStats {
+        let st = self.inner.lock();
+        NetStats {
+            pods: st.pods.len(),
+            pool: st.pool.len(),
+            filling: st.filling,
+            ips_in_use: st.alloc.in_use(),
+            ips_total: st.alloc.capacity() as usize,
+        }
+    }
+
+    /// Host veth names of this network start with this (7 characters derived from the
+    /// bridge name).
+    pub fn veth_prefix(&self) -> &str {
+        &self.inner.veth_prefix
+    }
+
+    pub fn config(&self) -> &NetConfig {
+        &self.inner.config
+    }
+
+    /// Stops the pool refill. With `remove_all`, also removes every sandbox (pods' and
+    /// pool's), the bridge, the nftables table and the state dir's contents; without, leaves
+    /// them for the next [`PodNetwork::new`].
+    pub async fn shutdown(self, remove_all: bool) -> Result<(), Error> {
+        let inner = &self.inner;
+        inner.lock().closed = true;
+        inner.refill.notify_one();
+        let task = inner
+            .refill_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        // Builds under way (fill_pool, cold creates) finish and see `closed`.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && {
+            let st = inner.lock();
+            st.filling + st.building > 0
+        } {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if !remove_all {
+            return Ok(());
+        }
+        let all: Vec<Sandbox> = {
+            let mut st = inner.lock();
+            let mut v: Vec<Sandbox> = st.pods.drain().map(|(_, s)| s).collect();
+            v.extend(st.pool.drain(..));
+            v
+        };
+        let mut first_err = None;
+        // All at once, so the kernel tears the namespaces down in one batch.
+        let results = futures::future::join_all(all.iter().map(|s| inner.destroy(s))).await;
+        for r in results {
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        // Whatever an aborted build may have left.
+        if let Err(e) = inner.sweep(&HashSet::new()).await {
+            first_err.get_or_insert(e);
+        }
+        if let Err(e) = links::delete_link(&inner.handle, &inner.config.bridge).await {
+            first_err.get_or_insert(e);
+        }
+        if inner.config.masquerade
+            && let Err(e) = nft::delete_table(&inner.config.bridge).await
+        {
+            first_err.get_or_insert(e);
+        }
+        netns::release_dir(&inner.netns_dir);
+        let _ = std::fs::remove_dir(&inner.netns_dir);
+        let _ = std::fs::remove_dir(inner.records.dir());
+        let _ = std::fs::remove_file(inner.config.state_dir.join("lock"));
+        let _ = std::fs::remove_dir(&inner.config.state_dir);
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How long `remove` waits for the kernel to take a pod's veth away with its namespace
+/// before deleting it itself.
+const EXPLICIT_DELETE_AFTER: Duration = Duration::from_secs(2);
+
+enum Reserve {
+    Build,
+    Busy,
+    Full,
+    Closed,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent across a panic (every change is one statement), so
+        // a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn veth_name(&self, ip: Ipv4Addr) -> String {
+        let off = u32::from(ip) - u32::from(self.config.pod_cidr.network());
+        format!("{}{off:x}", self.veth_prefix)
+    }
+
+    fn sandbox_for(&self, ip: Ipv4Addr, pod_uid: String) -> Sandbox {
+        let host_veth = self.veth_name(ip);
+        Sandbox {
+            pod_uid,
+            ip,
+            gateway: self.gateway,
+            prefix_len: self.config.pod_cidr.prefix_len(),
+            netns: self.netns_dir.join(&host_veth),
+            host_veth,
+        }
+    }
+
+    fn reserve_pool_slot(&self) -> Reserve {
+        let mut st = self.lock();
+        if st.closed {
+            Reserve::Closed
+        } else if st.pool.len() + st.filling < self.config.warm_pool {
+            st.filling += 1;
+            Reserve::Build
+        } else if st.filling > 0 {
+            Reserve::Busy
+        } else {
+            Reserve::Full
+        }
+    }
+
+    /// Builds one pool sandbox for a slot reserved by `reserve_pool_slot`.
+    async fn build_pool_sandbox(&self) -> Result<(), Error> {
+        let built = self.build(Owner::Pool).await;
+        let mut st = self.lock();
+        st.filling -= 1;
+        // Even when shutting down: shutdown(true) removes it with the rest, and otherwise
+        // it stays recorded as a pool sandbox that the next start adopts.
+        st.pool.push_back(built?);
+        Ok(())
+    }
+
+    /// Allocates an IP, records it for `owner`, and builds the sandbox. On failure nothing
+    /// is left behind.
+    async fn build(&self, owner: Owner) -> Result<Sandbox, Error> {
+        let ip = {
+            let mut st = self.lock();
+            let ip = st
+                .alloc
+                .allocate()
+                .ok_or(Error::Exhausted(self.config.pod_cidr))?;
+            // Recorded before anything exists, so that a crash mid-build is cleaned up by
+            // the next recovery.
+            if let Err(e) = self.records.write(ip, &owner) {
+                st.alloc.release(ip);
+                return Err(e);
+            }
+            ip
+        };
+        let uid = match owner {
+            Owner::Pool => String::new(),
+            Owner::Pod(uid) => uid,
+        };
+        let s = self.sandbox_for(ip, uid);
+        match self.build_at(&s).await {
+            Ok(()) => Ok(s),
+            Err(e) => {
+                let _ = self.destroy(&s).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn build_at(&self, s: &Sandbox) -> Result<(), Error> {
+        let ns = netns::create(s.netns.clone()).await?;
+        links::add_veth(&self.handle, &s.host_veth, self.bridge_index, &ns.ns).await?;
+        links::configure_pod_side(ns.netlink, s.ip, s.prefix_len, s.gateway).await
+    }
+
+    /// Unpins the namespace, waits for the veth pair to go with it, then deletes the IP
+    /// record and frees the IP. Each step tolerates what is already gone.
+    ///
+    /// Why not delete the veth first: deleting one link waits for an RCU grace period
+    /// while holding the kernel's rtnl lock, about 20 ms here, which stalls every other
+    /// netlink user (pool refills included) and serializes removals. A namespace nothing
+    /// holds any more is torn down by the kernel in the background, all dying namespaces
+    /// in one batch, and its devices (our veth pair) with it: concurrent removals share
+    /// one grace period. If something still holds the namespace (a pod socket left open),
+    /// the veth is deleted explicitly after a while.
+    async fn destroy(&self, s: &Sandbox) -> Result<(), Error> {
+        netns::remove(&s.netns);
+        let deadline = Instant::now() + EXPLICIT_DELETE_AFTER;
+        let mut pause = Duration::from_millis(1);
+        while links::exists(&s.host_veth) {
+            if Instant::now() >= deadline {
+                links::delete_link(&self.handle, &s.host_veth).await?;
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+        self.records.remove(s.ip)?;
+        self.lock().alloc.release(s.ip);
+        Ok(())
+    }
+
+    /// Adopts the sandboxes recorded in the state dir that are whole: a pinned namespace
+    /// and a host veth on our bridge. Everything else of ours is removed.
+    async fn recover(&self) -> Result<(), Error> {
+        let state::Loaded { records, junk } = self.records.load()?;
+        for j in junk {
+            let _ = std::fs::remove_file(j);
+        }
+        let ours: HashSet<String> = links::all_links(&self.handle)
+            .await?
+            .into_iter()
+            .filter(|l| {
+                l.name.starts_with(&self.veth_prefix) && l.controller == Some(self.bridge_index)
+            })
+            .map(|l| l.name)
+            .collect();
+        let mut keep = HashSet::new();
+        let mut broken = Vec::new();
+        {
+            let mut st = self.lock();
+            for (ip, owner) in records {
+                let valid = st.alloc.offset(ip).is_some();
+                let whole = valid && {
+                    let s = self.sandbox_for(ip, String::new());
+                    ours.contains(&s.host_veth) && netns::is_pinned(&s.netns)
+                };
+                match owner {
+                    Some(owner) if whole => {
+                        st.alloc.mark(ip);
+                        let mut s = self.sandbox_for(ip, String::new());
+                        keep.insert(s.host_veth.clone());
+                        match owner {
+                            Owner::Pod(uid) if !st.pods.contains_key(&uid) => {
+                                s.pod_uid = uid;
+                                st.pods.insert(s.pod_uid.clone(), s);
+                            }
+                            // A pool sandbox, or a second one recorded for the same pod
+                            // (a crash during a create race): back to the pool.
+                            _ => {
+                                if owner != Owner::Pool {
+                                    self.records.write(ip, &Owner::Pool)?;
+                                }
+                                st.pool.push_back(s);
+                            }
+                        }
+                    }
+                    _ => broken.push(ip),
+                }
+            }
+            st.alloc.resume_after_highest();
+        }
+        for ip in &broken {
+            self.records.remove(*ip)?;
+        }
+        let adopted = keep.len();
+        let removed = self.sweep(&keep).await?;
+        tracing::info!(
+            bridge = %self.config.bridge,
+            adopted,
+            removed,
+            broken = broken.len(),
+            "pod network recovered"
+        );
+        Ok(())
+    }
+
+    /// Removes every namespace pin and host veth of this network whose name is not in
+    /// `keep`. Returns how many things it removed.
+    async fn sweep(&self, keep: &HashSet<String>) -> Result<usize, Error> {
+        let mut removed = 0;
+        if let Ok(entries) = std::fs::read_dir(&self.netns_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !keep.contains(&name) {
+                    netns::remove(&entry.path());
+                    removed += 1;
+                }
+            }
+        }
+        for l in links::all_links(&self.handle).await? {
+            if l.name.starts_with(&self.veth_prefix)
+                && l.controller == Some(self.bridge_index)
+                && !keep.contains(&l.name)
+            {
+                links::delete_link(&self.handle, &l.name).await?;
+                removed += 1;
+            }
+        }
+        // Records nobody holds: only sweep runs while no build is in flight (recovery,
+        // shutdown), so every live sandbox is in the pods or the pool.
+        if let Ok(loaded) = self.records.load() {
+            let st = self.lock();
+            for (ip, _) in loaded.records {
+                if st.alloc.offset(ip).is_none() || !is_held(&st, ip) {
+                    let _ = self.records.remove(ip);
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn is_held(st: &State, ip: Ipv4Addr) -> bool {
+    st.pods.values().any(|s| s.ip == ip) || st.pool.iter().any(|s| s.ip == ip)
+}
+
+/// Keeps the pool full: wakes when a create took a sandbox, builds one at a time. Holds
+/// the network only weakly, so dropping the last `PodNetwork` ends it.
+async fn refill_loop(network: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        let Some(inner) = network.upgrade() else {
+            return;
+        };
+        match inner.reserve_pool_slot() {
+            Reserve::Build => {
+                if let Err(e) = inner.build_pool_sandbox().await {
+                    tracing::warn!(bridge = %inner.config.bridge, error = %e, "warm pool refill failed");
+                    drop(inner);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            Reserve::Closed => return,
+            Reserve::Busy | Reserve::Full => {
+                drop(inner);
+                wake.notified().await;
+            }
+        }
+    }
+}
+
+fn validate(mut config: NetConfig) -> Result<NetConfig, Error> {
+    let b = config.bridge.as_bytes();
+    let ok_name = !b.is_empty()
+        && b.len() <= 15
+        && b[0].is_ascii_alphabetic()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    if !ok_name {
+        return Err(Error::Config(format!(
+            "bridge name {:?} must be a letter then letters, digits or _, at most 15 characters",
+            config.bridge
+        )));
+    }
+    if config.pod_cidr.prefix_len() > 30 {
+        return Err(Error::Config(format!(
+            "pod cidr {} leaves no address for pods",
+            config.pod_cidr
+        )));
+    }
+    config.pod_cidr = config.pod_cidr.trunc();
+    let capacity = Allocator::new(config.pod_cidr).capacity() as usize;
+    if config.warm_pool > capacity {
+        return Err(Error::Config(format!(
+            "warm pool of {} exceeds the {capacity} pod addresses of {}",
+            config.warm_pool, config.pod_cidr
+        )));
+    }
+    if !config.state_dir.is_absolute() {
+        return Err(Error::Config(format!(
+            "state dir {} must be absolute",
+            config.state_dir.display()
+        )));
+    }
+    Ok(config)
+}
+
+/// One pod network per state dir. A network dropped a moment ago may still be finishing a
+/// pool build on a runtime thread; wait a little for it rather than race it.
+async fn lock_state_dir(dir: &Path) -> Result<Flock<File>, Error> {
+    let path = dir.join("lock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(Error::Locked(dir.to_path_buf()));
+            }
+            Err((_, e)) => return Err(Error::io(format!("lock {}", path.display()), e.into())),
+        }
+    }
+}
+
+/// FNV-1a: a hash that stays the same across Rust releases, since veth names derived from
+/// it must survive agent upgrades.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(bridge: &str, cidr: &str) -> NetConfig {
+        NetConfig {
+            bridge: bridge.into(),
+            pod_cidr: cidr.parse().unwrap(),
+            state_dir: "/run/skiff/net/x".into(),
+            warm_pool: 4,
+            masquerade: false,
+        }
+    }
+
+    #[test]
+    fn config_is_checked() {
+        assert!(validate(config("skiff0", "10.244.0.0/24")).is_ok());
+        assert!(validate(config("a-bridge", "10.244.0.0/24")).is_err());
+        assert!(validate(config("abcdefghijklmnop", "10.244.0.0/24")).is_err());
+        assert!(validate(config("skiff0", "10.244.0.0/31")).is_err());
+        let mut c = config("skiff0", "10.244.0.0/29");
+        c.warm_pool = 6;
+        assert!(validate(c).is_err());
+        let c = validate(config("skiff0", "10.244.0.77/24")).unwrap();
+        assert_eq!(c.pod_cidr.to_string(), "10.244.0.0/24");
+    }
+
+    /// The agent shares one network across tasks and spawns its futures.
+    #[allow(dead_code)]
+    fn handles_and_futures_are_send() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<PodNetwork>();
+        send_sync::<Sandbox>();
+        fn spawnable(net: PodNetwork) {
+            tokio::spawn(async move {
+                let s = net.create("uid").await?;
+                net.remove(&s.pod_uid).await?;
+                net.shutdown(true).await
+            });
+        }
+    }
+
+    #[test]
+    fn veth_names_fit_the_kernel_limit() {
+        let prefix = format!("sk{:05x}", fnv1a(b"skiff0") & 0xfffff);
+        let longest = format!("{prefix}{:x}", u32::MAX);
+        assert!(longest.len() <= 15, "{longest}");
+        assert_ne!(fnv1a(b"skiff0"), fnv1a(b"skiff1"));
+    }
+}

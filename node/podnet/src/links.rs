@@ -1,0 +1,246 @@
+//! Links, addresses and routes, through rtnetlink.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+};
+use rtnetlink::sys::TokioSocket;
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::Error;
+
+const ENODEV: i32 = 19;
+const EEXIST: i32 = 17;
+const ENOENT: i32 = 2;
+
+/// The errno a netlink error carries, if it is one.
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| c.get().abs()),
+        _ => None,
+    }
+}
+
+fn nl(context: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Netlink { context, source }
+}
+
+/// A link as a dump shows it.
+pub(crate) struct LinkSummary {
+    pub index: u32,
+    pub name: String,
+    pub controller: Option<u32>,
+    pub kind: Option<InfoKind>,
+}
+
+fn summarize(m: LinkMessage) -> LinkSummary {
+    let mut s = LinkSummary {
+        index: m.header.index,
+        name: String::new(),
+        controller: None,
+        kind: None,
+    };
+    for a in m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => s.name = n,
+            LinkAttribute::Controller(c) => s.controller = Some(c),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        s.kind = Some(k);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+pub(crate) async fn link_by_name(
+    handle: &Handle,
+    name: &str,
+) -> Result<Option<LinkSummary>, Error> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(m) => Ok(m.map(summarize)),
+        Err(e) if matches!(errno(&e), Some(ENODEV)) => Ok(None),
+        Err(e) => Err(nl(format!("get link {name}"))(e)),
+    }
+}
+
+pub(crate) async fn all_links(handle: &Handle) -> Result<Vec<LinkSummary>, Error> {
+    let links: Vec<LinkMessage> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("dump links"))?;
+    Ok(links.into_iter().map(summarize).collect())
+}
+
+/// Creates the bridge (or adopts one of that name), gives it the gateway address and sets
+/// it up. Returns its index.
+pub(crate) async fn ensure_bridge(
+    handle: &Handle,
+    name: &str,
+    mac: [u8; 6],
+    gateway: Ipv4Addr,
+    prefix_len: u8,
+) -> Result<u32, Error> {
+    let existing = link_by_name(handle, name).await?;
+    let index = match existing {
+        Some(l) if l.kind == Some(InfoKind::Bridge) => l.index,
+        Some(_) => {
+            return Err(Error::Config(format!(
+                "link {name} exists and is not a bridge"
+            )));
+        }
+        None => {
+            // A fixed MAC: a bridge otherwise takes the lowest MAC of its ports, so the
+            // gateway's MAC would change as pods come and go and stale ARP entries in the
+            // pods would cut them off until they expire.
+            let msg = LinkBridge::new(name).address(mac.to_vec()).up().build();
+            match handle.link().add(msg).execute().await {
+                Ok(()) => {}
+                Err(e) if matches!(errno(&e), Some(EEXIST)) => {}
+                Err(e) => return Err(nl(format!("create bridge {name}"))(e)),
+            }
+            link_by_name(handle, name)
+                .await?
+                .ok_or_else(|| Error::Config(format!("bridge {name} vanished")))?
+                .index
+        }
+    };
+    match handle
+        .address()
+        .add(index, IpAddr::V4(gateway), prefix_len)
+        .execute()
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if matches!(errno(&e), Some(EEXIST)) => {}
+        Err(e) => return Err(nl(format!("add {gateway}/{prefix_len} to {name}"))(e)),
+    }
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(nl(format!("set {name} up")))?;
+    Ok(index)
+}
+
+/// Whether a link of that name exists, or is still being torn down, in the host's
+/// namespace. The kernel unlists a dying device first (the ioctl lookup fails) and removes
+/// its sysfs entry last; only then can the name be used again.
+pub(crate) fn exists(name: &str) -> bool {
+    nix::net::if_::if_nametoindex(name).is_ok()
+        || std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Deletes a link by name; a missing link is not an error.
+pub(crate) async fn delete_link(handle: &Handle, name: &str) -> Result<(), Error> {
+    match handle
+        .link()
+        .del_with_message(LinkUnspec::new_with_name(name).build())
+        .execute()
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(errno(&e), Some(ENODEV) | Some(ENOENT)) => Ok(()),
+        Err(e) => Err(nl(format!("delete link {name}"))(e)),
+    }
+}
+
+/// One veth pair: `host` on the bridge and up; `eth0` created directly inside the pod's
+/// namespace (given by fd), so no rename or move is needed afterwards.
+pub(crate) async fn add_veth(
+    handle: &Handle,
+    host: &str,
+    bridge_index: u32,
+    netns: &impl AsRawFd,
+) -> Result<(), Error> {
+    // The peer cannot be set up in the same request: it is configured before the pair is
+    // linked, and opening a veth without its peer fails (ENOTCONN).
+    let peer = LinkUnspec::new_with_name("eth0")
+        .setns_by_fd(netns.as_raw_fd())
+        .build();
+    let msg = LinkVeth::new(host, "eth0")
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .controller(bridge_index)
+        .up()
+        .build();
+    handle
+        .link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(nl(format!("create veth {host}")))
+}
+
+/// Configures the pod's side through a netlink socket that lives in the pod's namespace:
+/// loopback and eth0 up, the pod address on eth0, the default route via the gateway.
+pub(crate) async fn configure_pod_side(
+    netlink: OwnedFd,
+    ip: Ipv4Addr,
+    prefix_len: u8,
+    gateway: Ipv4Addr,
+) -> Result<(), Error> {
+    // SAFETY: the fd is a netlink socket we own; ownership passes to the TokioSocket.
+    let socket = unsafe { TokioSocket::from_raw_fd(netlink.into_raw_fd()) };
+    let (conn, handle, _) = rtnetlink::from_socket(socket);
+    let conn = tokio::spawn(conn);
+    let result = async {
+        // In a fresh namespace loopback is always index 1.
+        let lo = handle
+            .link()
+            .set(LinkUnspec::new_with_index(1).up().build())
+            .execute();
+        let eth0 = async {
+            let index = link_by_name(&handle, "eth0")
+                .await?
+                .ok_or_else(|| Error::Config("eth0 missing in pod netns".into()))?
+                .index;
+            let up = handle
+                .link()
+                .set(LinkUnspec::new_with_index(index).up().build())
+                .execute();
+            let addr = handle
+                .address()
+                .add(index, IpAddr::V4(ip), prefix_len)
+                .execute();
+            let (up, addr) = futures::join!(up, addr);
+            up.map_err(nl("set eth0 up"))?;
+            addr.map_err(nl(format!("add {ip}/{prefix_len} to eth0")))?;
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .output_interface(index)
+                .gateway(gateway)
+                .build();
+            handle
+                .route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(nl(format!("default route via {gateway}")))
+        };
+        let (lo, eth0) = futures::join!(lo, eth0);
+        lo.map_err(nl("set lo up"))?;
+        eth0
+    }
+    .await;
+    drop(handle);
+    conn.abort();
+    result
+}
+
+/// A bridge-name-derived MAC, locally administered and unicast.
+pub(crate) fn bridge_mac(hash: u32) -> [u8; 6] {
+    let h = hash.to_be_bytes();
+    [0x02, 0x5a, h[0], h[1], h[2], h[3]]
+}

@@ -1,0 +1,57 @@
+//! Egress masquerade: one nftables table named after the bridge, loaded with one `nft -f -`
+//! transaction. No maintained Rust crate speaks nftables' netlink protocol for NAT rules, and
+//! the ruleset changes only when the network is set up or torn down, so the `nft` command
+//! costs nothing on the pod path.
+
+use ipnet::Ipv4Net;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::Error;
+
+/// Replaces (or creates) the table atomically: declaring the table first makes the delete
+/// succeed whether or not it existed.
+pub(crate) async fn load_masquerade(table: &str, bridge: &str, cidr: Ipv4Net) -> Result<(), Error> {
+    let script = format!(
+        "table ip {table} {{}}\n\
+         delete table ip {table}\n\
+         table ip {table} {{\n\
+         \tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\tip saddr {cidr} ip daddr != {cidr} oifname != \"{bridge}\" masquerade\n\
+         \t}}\n\
+         }}\n"
+    );
+    run(&script).await
+}
+
+pub(crate) async fn delete_table(table: &str) -> Result<(), Error> {
+    run(&format!("table ip {table} {{}}\ndelete table ip {table}\n")).await
+}
+
+async fn run(script: &str) -> Result<(), Error> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Nft(format!("run nft: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(|e| Error::Nft(format!("write to nft: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| Error::Nft(format!("wait for nft: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Nft(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}

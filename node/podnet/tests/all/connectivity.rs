@@ -1,0 +1,170 @@
+use std::net::{Ipv4Addr, SocketAddr};
+
+use socket2::{Domain, Protocol, Type};
+use tokio::io::AsyncWriteExt;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_pods_reach_each_other_and_loopback_stays_private() {
+    let cfg = config('c', 0, 2, false);
+    let net = start(cfg.clone()).await;
+    let _cleanup = CleanupOnPanic(cfg.clone());
+    let a = net.create("pod-a").await.unwrap();
+    let b = net.create("pod-b").await.unwrap();
+    assert_ne!(a.ip, b.ip);
+    for s in [&a, &b] {
+        assert!(cfg.pod_cidr.contains(&s.ip));
+        assert_eq!(s.gateway, cfg.pod_cidr.hosts().next().unwrap());
+        assert!(s.netns.starts_with(&cfg.state_dir));
+        assert!(link_exists(&s.host_veth));
+    }
+
+    // The pod's sockets live in its own namespace, not the host's.
+    let host_ns = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    let a_ns = a
+        .run_in(|| std::fs::read_link("/proc/thread-self/ns/net").unwrap())
+        .unwrap();
+    assert_ne!(host_ns, a_ns);
+
+    // Host -> pod A, at A's IP; the pod sees the host come from the gateway.
+    // A pod port that nothing on the host listens on, so that the host check below
+    // means something.
+    let (listener, port) = (0..20)
+        .map(|_| {
+            let l = a
+                .bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+                .unwrap();
+            let port = l.local_addr().unwrap().port();
+            (l, port)
+        })
+        .find(|(_, port)| host_port_free(*port))
+        .expect("a port free on the host");
+    assert!(
+        !connect_from(None, SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        "a pod listener must not be reachable on the host's loopback"
+    );
+    send_from(None, SocketAddr::from((a.ip, port)), b"from host");
+    let (peer, got) = accept_one(listener).await;
+    assert_eq!(got, b"from host");
+    assert_eq!(peer, a.gateway);
+
+    // Pod A -> pod B over the bridge, with a socket A created and tokio connected.
+    let listener = b
+        .bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap();
+    let b_addr = SocketAddr::from((b.ip, listener.local_addr().unwrap().port()));
+    let sock = a
+        .socket(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+        .unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let sock = tokio::net::TcpSocket::from_std_stream(sock.into());
+    let mut stream = sock.connect(b_addr).await.unwrap();
+    stream.write_all(b"from a").await.unwrap();
+    drop(stream);
+    let (peer, got) = accept_one(listener).await;
+    assert_eq!(got, b"from a");
+    assert_eq!(peer, a.ip, "pod to pod traffic is not translated");
+
+    // UDP too: a datagram from A reaches B's socket, from A's address.
+    let udp = b
+        .bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap();
+    let udp_addr = SocketAddr::from((b.ip, udp.local_addr().unwrap().port()));
+    a.run_in(|| {
+        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        s.send_to(b"datagram", udp_addr).unwrap();
+    })
+    .unwrap();
+    let udp = tokio::net::UdpSocket::from_std(udp).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), udp.recv_from(&mut buf))
+            .await
+            .expect("datagram in time")
+            .unwrap();
+    assert_eq!(&buf[..n], b"datagram");
+    assert_eq!(from.ip(), std::net::IpAddr::V4(a.ip));
+
+    // A's loopback is A's alone.
+    let lo = a
+        .bind_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .unwrap();
+    let lo_addr = lo.local_addr().unwrap();
+    assert!(
+        connect_from(Some(&a), lo_addr),
+        "A reaches its own loopback"
+    );
+    assert!(
+        !connect_from(Some(&b), lo_addr),
+        "B must not reach A's loopback"
+    );
+    assert!(
+        !connect_from(Some(&b), SocketAddr::from((a.ip, lo_addr.port()))),
+        "a loopback listener is not on A's pod IP"
+    );
+    if host_port_free(lo_addr.port()) {
+        assert!(
+            !connect_from(None, lo_addr),
+            "the host must not reach A's loopback"
+        );
+    }
+    drop(lo);
+
+    net.shutdown(true).await.unwrap();
+    assert!(!link_exists(&cfg.bridge));
+    assert!(!link_exists(&a.host_veth));
+    assert_eq!(mounts_under(&cfg.state_dir), 0);
+    assert!(!cfg.state_dir.exists());
+}
+
+/// Two networks on one host (as two agents would have) with different bridges and
+/// CIDRs: a pod of one reaches a pod of the other through the host, and the first
+/// network's masquerade rewrites the source to the host's address on the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_networks_coexist_and_egress_is_masqueraded() {
+    let inside_cfg = config('m', 1, 1, true);
+    let outside_cfg = config('o', 2, 0, false);
+    let inside = start(inside_cfg.clone()).await;
+    let _cleanup_inside = CleanupOnPanic(inside_cfg.clone());
+    let outside = start(outside_cfg.clone()).await;
+    let _cleanup_outside = CleanupOnPanic(outside_cfg.clone());
+    assert_ne!(inside.veth_prefix(), outside.veth_prefix());
+
+    let a = inside.create("pod-a").await.unwrap();
+    let x = outside.create("pod-x").await.unwrap();
+    let listener = x
+        .bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap();
+    let x_addr = SocketAddr::from((x.ip, listener.local_addr().unwrap().port()));
+    send_from(Some(&a), x_addr, b"egress");
+    let (peer, got) = accept_one(listener).await;
+    assert_eq!(got, b"egress");
+    assert_eq!(
+        peer, x.gateway,
+        "the source of masqueraded traffic is the host's address on the way out"
+    );
+
+    // And the other way, from a network without masquerade: the source is kept.
+    let listener = a
+        .bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap();
+    let a_addr = SocketAddr::from((a.ip, listener.local_addr().unwrap().port()));
+    send_from(Some(&x), a_addr, b"ingress");
+    let (peer, got) = accept_one(listener).await;
+    assert_eq!(got, b"ingress");
+    assert_eq!(peer, x.ip);
+
+    let table = std::process::Command::new("nft")
+        .args(["list", "table", "ip", &inside_cfg.bridge])
+        .output()
+        .unwrap();
+    assert!(table.status.success(), "masquerade table loaded");
+    inside.shutdown(true).await.unwrap();
+    outside.shutdown(true).await.unwrap();
+    let table = std::process::Command::new("nft")
+        .args(["list", "table", "ip", &inside_cfg.bridge])
+        .output()
+        .unwrap();
+    assert!(!table.status.success(), "masquerade table removed");
+}

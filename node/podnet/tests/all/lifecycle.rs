@@ -1,0 +1,185 @@
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use futures::StreamExt;
+use skiff_podnet::PodNetwork;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_is_idempotent_and_remove_releases_everything() {
+    let cfg = config('r', 3, 1, false);
+    let net = start(cfg.clone()).await;
+    let _cleanup = CleanupOnPanic(cfg.clone());
+    net.fill_pool().await.unwrap();
+    let a = net.create("pod-a").await.unwrap();
+    assert_eq!(
+        net.create("pod-a").await.unwrap(),
+        a,
+        "same pod, same sandbox"
+    );
+    assert_eq!(net.get("pod-a").await, Some(a.clone()));
+    assert_eq!(net.list().await, vec![a.clone()]);
+    net.fill_pool().await.unwrap();
+    let in_use = net.stats().ips_in_use;
+
+    net.remove("pod-a").await.unwrap();
+    assert!(!link_exists(&a.host_veth));
+    assert!(!a.netns.exists());
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(a.netns.to_str().unwrap()),
+        "namespace unmounted"
+    );
+    assert!(
+        a.run_in(|| ()).is_err(),
+        "a removed sandbox cannot be entered"
+    );
+    assert_eq!(net.get("pod-a").await, None);
+    assert!(net.list().await.is_empty());
+    assert_eq!(net.stats().ips_in_use, in_use - 1, "IP freed");
+    net.remove("pod-a").await.unwrap();
+    net.remove("never-existed").await.unwrap();
+
+    // A new pod does not get the just-freed IP (peers may still cache it).
+    let b = net.create("pod-b").await.unwrap();
+    assert_ne!(b.ip, a.ip);
+    net.shutdown(true).await.unwrap();
+}
+
+/// The agent restarts: the sandboxes of running pods survive it, are listed again, still
+/// carry traffic, and their IPs are not handed out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_survive_an_agent_restart() {
+    let cfg = config('s', 4, 2, true);
+    let net = start(cfg.clone()).await;
+    let _cleanup = CleanupOnPanic(cfg.clone());
+    let a = net.create("pod-a").await.unwrap();
+    let b = net.create("pod-b").await.unwrap();
+    let gone = net.create("pod-gone").await.unwrap();
+    net.remove("pod-gone").await.unwrap();
+    drop(net);
+
+    let net = PodNetwork::new(cfg.clone()).await.unwrap();
+    let mut listed = net.list().await;
+    listed.sort_by_key(|s| s.pod_uid.clone());
+    assert_eq!(listed, vec![a.clone(), b.clone()]);
+    assert_eq!(net.get("pod-gone").await, None);
+    assert!(!gone.netns.exists());
+    assert!(!link_exists(&gone.host_veth));
+
+    let listener = a
+        .bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    send_from(Some(&b), SocketAddr::from((a.ip, port)), b"still here");
+    let (_, got) = accept_one(listener).await;
+    assert_eq!(got, b"still here");
+
+    let mut seen: HashSet<Ipv4Addr> = [a.ip, b.ip].into();
+    for i in 0..6 {
+        let s = net.create(&format!("pod-new-{i}")).await.unwrap();
+        assert!(seen.insert(s.ip), "{} handed out twice", s.ip);
+    }
+    net.shutdown(true).await.unwrap();
+    assert!(!link_exists(&cfg.bridge));
+    assert!(!link_exists(&a.host_veth));
+    assert_eq!(mounts_under(&cfg.state_dir), 0);
+    assert!(!cfg.state_dir.exists());
+}
+
+/// A crash in the middle of a removal leaves a record and a veth whose namespace is
+/// gone, plus a stray namespace pin; the next start cleans all of it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_cleans_up_what_a_crash_left_half_done() {
+    let cfg = config('h', 6, 0, false);
+    let net = start(cfg.clone()).await;
+    let _cleanup = CleanupOnPanic(cfg.clone());
+    let kept = net.create("pod-kept").await.unwrap();
+    let half = net.create("pod-half").await.unwrap();
+    drop(net);
+    // The crash: half's namespace pin is gone (its veth lingers while something holds
+    // the namespace, here a thread of this test), and a stray pin exists.
+    let holder = half.netns.clone();
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let ns = std::fs::File::open(&holder).unwrap();
+        ready_tx.send(()).unwrap();
+        hold_rx.recv().unwrap();
+        drop(ns);
+    });
+    ready_rx.recv().unwrap();
+    let status = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&half.netns)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::remove_file(&half.netns).unwrap();
+    assert!(
+        link_exists(&half.host_veth),
+        "the held namespace keeps the veth"
+    );
+    let stray = cfg.state_dir.join("netns").join("stray");
+    std::fs::write(&stray, "").unwrap();
+
+    let net = PodNetwork::new(cfg.clone()).await.unwrap();
+    assert_eq!(net.list().await, vec![kept.clone()]);
+    assert!(!link_exists(&half.host_veth), "orphan veth deleted");
+    assert!(!stray.exists(), "stray pin removed");
+    assert_eq!(net.stats().ips_in_use, 1, "half's IP is free again");
+    hold_tx.send(()).unwrap();
+    holder.join().unwrap();
+    net.shutdown(true).await.unwrap();
+}
+
+/// 1,000 pods come and go; afterwards the host has exactly what it had before: links,
+/// namespace mounts, state files, file descriptors and IPs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_pods_leak_nothing() {
+    let cfg = config('l', 5, 2, false);
+    let net = start(cfg.clone()).await;
+    let _cleanup = CleanupOnPanic(cfg.clone());
+    net.fill_pool().await.unwrap();
+    let prefix = net.veth_prefix().to_string();
+    let links = links_with_prefix(&prefix);
+    let mounts = mounts_under(&cfg.state_dir);
+    let files = files_under(&cfg.state_dir);
+    let fds = open_fds();
+    let ips = net.stats().ips_in_use;
+    assert_eq!(links, 2, "the warm pool's veths");
+    assert_eq!(ips, 2);
+
+    // Sixteen pods at a time, as an agent running short pods would.
+    futures::stream::iter(0..1000)
+        .map(|i| {
+            let net = net.clone();
+            async move {
+                let uid = format!("pod-{i}");
+                let s = net.create(&uid).await.unwrap();
+                net.remove(&uid).await.unwrap();
+                assert!(!link_exists(&s.host_veth), "veth gone when remove returns");
+                assert!(!s.netns.exists());
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    net.fill_pool().await.unwrap();
+
+    let stats = net.stats();
+    assert_eq!(stats.pods, 0);
+    assert_eq!(stats.ips_in_use, ips, "IPs freed");
+    assert_eq!(links_with_prefix(&prefix), links, "no leaked links");
+    assert_eq!(
+        mounts_under(&cfg.state_dir),
+        mounts,
+        "no leaked netns mounts"
+    );
+    assert_eq!(files_under(&cfg.state_dir), files, "no leaked files");
+    let now = open_fds();
+    assert!(now <= fds + 4, "fds went from {fds} to {now}");
+    net.shutdown(true).await.unwrap();
+}
