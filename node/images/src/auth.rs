@@ -62,8 +62,8 @@ pub fn auth_from_docker_config(
     dockerconfigjson: &[u8],
     registry: &str,
 ) -> Result<RegistryAuth, Error> {
-    let config: DockerConfig = serde_json::from_slice(dockerconfigjson)
-        .map_err(|e| Error::DockerConfig(format!("not a valid .dockerconfigjson: {e}")))?;
+    let config: DockerConfig =
+        serde_json::from_slice(dockerconfigjson).map_err(|e| Error::DockerConfig(e.to_string()))?;
     let wanted = canonical_host(registry);
     let Some((key, entry)) = config
         .auths
@@ -151,7 +151,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("auths.r.io.auth is not base64"), "{err}");
-        assert!(auth_from_docker_config(b"[]", "r.io").is_err());
+        assert!(auth_from_docker_config(b"\"nope\"", "r.io").is_err());
     }
 
     #[test]

@@ -42,7 +42,9 @@ pub enum Error {
     NotFound(String),
     #[error("manifest unknown: {0}")]
     ManifestUnknown(String),
-    #[error("not authorized by registry {registry}: check the credentials (imagePullSecrets, --username/--password)")]
+    #[error(
+        "not authorized by registry {registry}: check the credentials (imagePullSecrets, --username/--password)"
+    )]
     Unauthorized { registry: String },
     #[error("digest mismatch for blob {digest}: its bytes hash to {actual}")]
     DigestMismatch { digest: String, actual: String },
@@ -66,7 +68,9 @@ pub enum Error {
     NotWasm(String),
     #[error("layer {digest} is not a readable tar archive: {reason}")]
     BadLayer { digest: String, reason: String },
-    #[error("image index of {reference} has no manifest for linux/{arch} or wasi/wasm (it has: {available})")]
+    #[error(
+        "image index of {reference} has no manifest for linux/{arch} or wasi/wasm (it has: {available})"
+    )]
     NoMatchingPlatform {
         reference: String,
         arch: String,
@@ -295,7 +299,13 @@ impl ImageStore {
         };
         let bytes = serde_json::to_vec(&manifest).expect("json");
         let digest = layout.put_blob(&bytes, None)?;
-        record(&layout, &normalized, &digest, bytes.len() as u64, OCI_MANIFEST)
+        record(
+            &layout,
+            &normalized,
+            &digest,
+            bytes.len() as u64,
+            OCI_MANIFEST,
+        )
     }
 
     /// Stores the image of an OCI image layout directory (as `skopeo copy ... oci:DIR` or
@@ -369,7 +379,13 @@ impl ImageStore {
                 .media_type
                 .clone()
                 .unwrap_or_else(|| chosen.media_type.clone());
-            return record(&layout, &normalized, &chosen.digest, chosen.size, &media_type);
+            return record(
+                &layout,
+                &normalized,
+                &chosen.digest,
+                chosen.size,
+                &media_type,
+            );
         }
         Err(bad("image indexes nest more than 4 deep".into()))
     }
@@ -458,7 +474,11 @@ impl ImageStore {
         // Temp files of writers that crashed: no writer is running while we hold the lock.
         if let Ok(entries) = std::fs::read_dir(self.root.join("ingest")) {
             for entry in entries.flatten() {
-                if !entry.file_name().to_string_lossy().starts_with("index.json") {
+                if !entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("index.json")
+                {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
@@ -574,8 +594,8 @@ fn record(
                 config.os, config.architecture
             )));
         };
-        let wasm_digest = wasm::extract_entrypoint(layout, manifest.layers(), entry)?
-            .ok_or_else(|| {
+        let wasm_digest =
+            wasm::extract_entrypoint(layout, manifest.layers(), entry)?.ok_or_else(|| {
                 Error::Unsupported(format!(
                     "{reference}: its entrypoint {entry} is in none of its layers"
                 ))

@@ -64,10 +64,18 @@ fn registry_error(reference: &str, e: OciDistributionError) -> Error {
         | OciDistributionError::AuthenticationFailure(_) => Error::Unauthorized {
             registry: registry_of(reference).to_string(),
         },
+        OciDistributionError::RequestError(ref e)
+            if matches!(e.status().map(|s| s.as_u16()), Some(401 | 403)) =>
+        {
+            Error::Unauthorized {
+                registry: registry_of(reference).to_string(),
+            }
+        }
         OciDistributionError::RegistryError { ref envelope, .. }
-            if envelope.errors.iter().any(|x| {
-                matches!(x.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)
-            }) =>
+            if envelope
+                .errors
+                .iter()
+                .any(|x| matches!(x.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)) =>
         {
             Error::Unauthorized {
                 registry: registry_of(reference).to_string(),
@@ -199,7 +207,10 @@ pub(crate) async fn pull(
                 "{normalized}: an image index inside an image index"
             )));
         }
-        media_type = manifest.media_type.clone().or(Some(chosen.media_type.clone()));
+        media_type = manifest
+            .media_type
+            .clone()
+            .or(Some(chosen.media_type.clone()));
     }
 
     // Held until the image is named in index.json, so a concurrent removal's garbage
@@ -262,16 +273,21 @@ async fn download_blob(
         .map_err(|e| registry_error(shown, e))?;
     let mut writer = layout.new_blob()?;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| match e.get_ref().and_then(|i| i.downcast_ref::<DigestError>()) {
-            Some(DigestError::VerificationError { expected, actual }) => Error::DigestMismatch {
-                digest: expected.clone(),
-                actual: actual.clone(),
-            },
-            _ => Error::Registry {
-                reference: shown.to_string(),
-                source: OciDistributionError::IoError(e),
-            },
-        })?;
+        let chunk =
+            chunk.map_err(
+                |e| match e.get_ref().and_then(|i| i.downcast_ref::<DigestError>()) {
+                    Some(DigestError::VerificationError { expected, actual }) => {
+                        Error::DigestMismatch {
+                            digest: expected.clone(),
+                            actual: actual.clone(),
+                        }
+                    }
+                    _ => Error::Registry {
+                        reference: shown.to_string(),
+                        source: OciDistributionError::IoError(e),
+                    },
+                },
+            )?;
         if writer.len() + chunk.len() as u64 > desc.size {
             return Err(Error::SizeMismatch {
                 digest: desc.digest.clone(),
@@ -324,12 +340,11 @@ pub(crate) async fn push(
         .media_type
         .clone()
         .unwrap_or_else(|| entry.media_type.clone());
-    let content_type = http::HeaderValue::from_str(&content_type).map_err(|_| {
-        Error::InvalidManifest {
+    let content_type =
+        http::HeaderValue::from_str(&content_type).map_err(|_| Error::InvalidManifest {
             what: entry.digest.clone(),
             reason: format!("media type {content_type:?} is not a valid header value"),
-        }
-    })?;
+        })?;
     client
         .push_manifest_raw(&oref, bytes, content_type)
         .await

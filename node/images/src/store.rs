@@ -84,7 +84,10 @@ pub(crate) struct Manifest {
 impl Manifest {
     pub fn is_index(&self) -> bool {
         self.manifests.is_some()
-            || matches!(self.media_type.as_deref(), Some(OCI_INDEX | DOCKER_MANIFEST_LIST))
+            || matches!(
+                self.media_type.as_deref(),
+                Some(OCI_INDEX | DOCKER_MANIFEST_LIST)
+            )
     }
 
     pub fn parse(bytes: &[u8], what: &str) -> Result<Self, Error> {
@@ -153,9 +156,9 @@ pub(crate) struct Index {
 
 impl Index {
     pub fn find(&self, reference: &str) -> Option<&Descriptor> {
-        self.manifests
-            .iter()
-            .find(|d| d.annotations.get(ANNOTATION_IMAGE_NAME).map(String::as_str) == Some(reference))
+        self.manifests.iter().find(|d| {
+            d.annotations.get(ANNOTATION_IMAGE_NAME).map(String::as_str) == Some(reference)
+        })
     }
 }
 
@@ -353,13 +356,13 @@ impl BlobWriter {
     /// Checks the digest and size, then makes the blob visible under its digest.
     pub fn commit(mut self, expected: Option<&str>, size: Option<u64>) -> Result<String, Error> {
         let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
-        if let Some(expected) = expected {
-            if actual != expected {
-                return Err(Error::DigestMismatch {
-                    digest: expected.to_string(),
-                    actual,
-                });
-            }
+        if let Some(expected) = expected
+            && actual != expected
+        {
+            return Err(Error::DigestMismatch {
+                digest: expected.to_string(),
+                actual,
+            });
         }
         if let Some(size) = size
             && size != self.len

@@ -13,7 +13,8 @@ pub const WASM_LAYER_MEDIA_TYPE: &str = "application/wasm";
 /// Spin's component layers.
 pub const SPIN_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+wasm";
 /// runwasi's component layers.
-pub const RUNWASI_LAYER_MEDIA_TYPE: &str = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm";
+pub const RUNWASI_LAYER_MEDIA_TYPE: &str =
+    "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm";
 
 pub(crate) const WASM_LAYER_MEDIA_TYPES: [&str; 3] = [
     WASM_LAYER_MEDIA_TYPE,
