@@ -233,6 +233,7 @@ pub(crate) async fn pull(
     }
     for desc in std::iter::once(&config).chain(manifest.layers()) {
         if !layout.has_blob(&desc.digest) {
+            tracing::debug!(image = normalized, blob = %desc.digest, size = desc.size, "pulling blob");
             download_blob(layout, &client, &oref, desc, normalized).await?;
         }
     }
@@ -326,6 +327,7 @@ pub(crate) async fn push(
         if exists {
             continue;
         }
+        tracing::debug!(image = normalized, blob = %desc.digest, "pushing blob");
         let path = layout.blob_path(&desc.digest)?;
         let data = tokio::fs::read(&path).await.map_err(|source| Error::Io {
             path: path.clone(),
