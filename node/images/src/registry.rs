@@ -20,6 +20,9 @@ const ACCEPTED_MANIFESTS: &[&str] = &[
     DOCKER_MANIFEST_LIST,
 ];
 
+/// Bytes read from a blob file per chunk of a push.
+const PUSH_CHUNK: usize = 4 << 20;
+
 /// A client for one registry: plain HTTP on loopback (as Docker allows), TLS elsewhere.
 /// One per operation, because oci-client keeps the first credentials it sees per registry.
 fn client_for(registry: &str) -> Result<oci_client::Client, Error> {
@@ -329,12 +332,25 @@ pub(crate) async fn push(
         }
         tracing::debug!(image = normalized, blob = %desc.digest, "pushing blob");
         let path = layout.blob_path(&desc.digest)?;
-        let data = tokio::fs::read(&path).await.map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        // Streamed in chunks, so a large layer never sits in memory whole.
+        let chunks = futures::stream::try_unfold(file, |mut file| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; PUSH_CHUNK];
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.truncate(n);
+            Ok(Some((bytes::Bytes::from(buf), file)))
+        });
         client
-            .push_blob(&oref, data, &desc.digest)
+            .push_blob_stream(&oref, chunks, &desc.digest, Some(desc.size))
             .await
             .map_err(|e| registry_error(normalized, e))?;
     }

@@ -15,6 +15,30 @@ const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
 /// The smallest valid component: magic, version 0x0d, layer 1, no sections.
 const COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
 
+/// A valid core module of about 9 MiB: one custom section of filler, so a push takes
+/// several chunks.
+fn big_module() -> Vec<u8> {
+    let name = b"filler";
+    let payload: Vec<u8> = (0..9_000_000u32).map(|i| (i % 253) as u8).collect();
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(&payload);
+    let mut out = CORE_MODULE.to_vec();
+    out.push(0); // custom section id
+    let mut len = section.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&section);
+    out
+}
+
 fn store() -> (tempfile::TempDir, ImageStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = ImageStore::open(dir.path().join("images")).unwrap();
@@ -45,7 +69,12 @@ const ANON: RegistryAuth = RegistryAuth::Anonymous;
 async fn imported_wasm_survives_push_and_pull() -> anyhow::Result<()> {
     let registry = Registry::start()?;
     let (dir, local) = store();
-    for (name, bytes, component) in [("core", CORE_MODULE, false), ("comp", COMPONENT, true)] {
+    let big = big_module();
+    for (name, bytes, component) in [
+        ("core", CORE_MODULE, false),
+        ("comp", COMPONENT, true),
+        ("big", big.as_slice(), false),
+    ] {
         let file = wasm_file(dir.path(), &format!("{name}.wasm"), bytes);
         let reference = format!("{}/wasm/{name}:v1", registry.addr);
         let imported = local.import_wasm(&file, &reference)?;
