@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use skiff_store::Store;
 
 mod bench;
+mod image;
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +49,8 @@ enum Command {
         #[command(subcommand)]
         what: bench::Bench,
     },
+    /// Manages the node's image store: import, push, pull, ls, rm.
+    Image(image::ImageArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +70,7 @@ fn main() -> anyhow::Result<()> {
             Command::Up(args) => run_server(args, true).await,
             Command::Server(args) => run_server(args, false).await,
             Command::Bench { what } => bench::run(what).await,
+            Command::Image(args) => image::run(args).await,
         }
     })
 }

@@ -1,0 +1,666 @@
+//! The node's image store: an OCI image layout on disk, shared by the Wasm and container
+//! shims, filled from OCI registries (through `oci-client`), `.wasm` files or OCI layouts.
+//!
+//! An image is stored as its manifest, config and layer blobs, named in `index.json` by its
+//! normalized reference. What the shims need is decided once, when the image arrives:
+//! [`Content::Wasm`] points at the blob of the module or component (a Wasm layer, or the
+//! `.wasm` entrypoint read out of the rootfs layers), [`Content::Layers`] lists the layers a
+//! container runtime unpacks. Every blob is verified against its digest and size before it
+//! becomes visible; see `store.rs` for the crash and concurrency rules.
+
+mod auth;
+mod reference;
+mod registry;
+mod store;
+mod wasm;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use auth::{RegistryAuth, auth_from_docker_config};
+pub use reference::normalize_reference;
+pub use wasm::{
+    RUNWASI_LAYER_MEDIA_TYPE, SPIN_LAYER_MEDIA_TYPE, WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE,
+};
+
+use store::{
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ANNOTATION_WASM_ENTRYPOINT, Descriptor, Layout,
+    MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, Manifest, OCI_MANIFEST,
+};
+
+/// Errors of the image store and the registry client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid image reference {reference:?}: {reason}")]
+    InvalidReference { reference: String, reason: String },
+    #[error("image {0:?} not present and imagePullPolicy is Never")]
+    NotPresentNeverPull(String),
+    #[error("image {0:?} is not in the local store")]
+    NotFound(String),
+    #[error("manifest unknown: {0}")]
+    ManifestUnknown(String),
+    #[error(
+        "not authorized by registry {registry}: check the credentials (imagePullSecrets, --username/--password)"
+    )]
+    Unauthorized { registry: String },
+    #[error("digest mismatch for blob {digest}: its bytes hash to {actual}")]
+    DigestMismatch { digest: String, actual: String },
+    #[error("size mismatch for blob {digest}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        digest: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{what} is larger than the limit of {limit} bytes")]
+    TooLarge { what: String, limit: u64 },
+    #[error("invalid digest {0:?}: expected sha256: followed by 64 lower-case hex digits")]
+    InvalidDigest(String),
+    #[error("invalid manifest {what}: {reason}")]
+    InvalidManifest { what: String, reason: String },
+    #[error("invalid image config {digest}: {reason}")]
+    InvalidConfig { digest: String, reason: String },
+    #[error("blob {0} is missing from the local store")]
+    MissingBlob(String),
+    #[error("{0} is not a WebAssembly module or component (no \\0asm header)")]
+    NotWasm(String),
+    #[error("layer {digest} is not a readable tar archive: {reason}")]
+    BadLayer { digest: String, reason: String },
+    #[error(
+        "image index of {reference} has no manifest for linux/{arch} or wasi/wasm (it has: {available})"
+    )]
+    NoMatchingPlatform {
+        reference: String,
+        arch: String,
+        available: String,
+    },
+    #[error("invalid OCI layout {path}: {reason}")]
+    InvalidLayout { path: PathBuf, reason: String },
+    #[error("invalid .dockerconfigjson: {0}")]
+    DockerConfig(String),
+    #[error("unsupported image: {0}")]
+    Unsupported(String),
+    #[error("registry request for {reference} failed: {source}")]
+    Registry {
+        reference: String,
+        #[source]
+        source: oci_client::errors::OciDistributionError,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+/// Kubernetes' `imagePullPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Always resolve the reference at the registry (the blobs already here are reused).
+    Always,
+    /// Use the local image when there is one; pull otherwise.
+    IfNotPresent,
+    /// Only ever use the local image.
+    Never,
+}
+
+impl PullPolicy {
+    /// Kubernetes' default: `Always` for `:latest` or an untagged reference, else `IfNotPresent`.
+    pub fn default_for(reference: &str) -> PullPolicy {
+        match normalize_reference(reference) {
+            Ok(r) if r.contains('@') => PullPolicy::IfNotPresent,
+            Ok(r) if r.ends_with(":latest") => PullPolicy::Always,
+            _ => PullPolicy::IfNotPresent,
+        }
+    }
+}
+
+/// An image in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    /// The normalized reference (`docker.io/library/nginx:latest`).
+    pub reference: String,
+    /// The digest of the image manifest (for an image index: of the platform's manifest).
+    pub digest: String,
+    pub config: ImageConfig,
+    pub content: Content,
+}
+
+/// The parts of an image config that decide how a container runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    /// `8080/tcp`, as the config writes them.
+    pub exposed_ports: Vec<String>,
+    pub os: String,
+    pub architecture: String,
+}
+
+/// What a shim runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    Wasm {
+        /// The blob file of the module or component.
+        path: PathBuf,
+        digest: String,
+        media_type: String,
+        /// A component (`\0asm` version 0x0d, layer 1) rather than a core module.
+        component: bool,
+    },
+    /// A standard image: its layers, lowest first.
+    Layers(Vec<Layer>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub path: PathBuf,
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// One line of `skiff image ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSummary {
+    pub reference: String,
+    pub digest: String,
+    /// Manifest, config and layers, as the manifest declares them.
+    pub size: u64,
+    pub wasm: bool,
+}
+
+/// The local image store. Cheap to clone; every clone works on the same directory, as does
+/// another process opening it.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    root: PathBuf,
+}
+
+impl ImageStore {
+    /// Opens (creating if needed) the OCI image layout at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
+        let root = root.into();
+        Layout::open(root.clone())?;
+        Ok(ImageStore { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn layout(&self) -> Layout {
+        Layout {
+            root: self.root.clone(),
+        }
+    }
+
+    /// Makes `reference` present locally as `policy` asks, and returns it.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        auth: &RegistryAuth,
+        policy: PullPolicy,
+    ) -> Result<Image, Error> {
+        let normalized = normalize_reference(reference)?;
+        match policy {
+            PullPolicy::Never => {
+                return self
+                    .get(&normalized)?
+                    .ok_or(Error::NotPresentNeverPull(reference.to_string()));
+            }
+            PullPolicy::IfNotPresent => {
+                if let Some(image) = self.get(&normalized)? {
+                    return Ok(image);
+                }
+            }
+            PullPolicy::Always => {}
+        }
+        registry::pull(&self.layout(), &normalized, auth).await
+    }
+
+    /// The image stored under `reference`, without asking any registry.
+    pub fn get(&self, reference: &str) -> Result<Option<Image>, Error> {
+        let normalized = normalize_reference(reference)?;
+        let layout = self.layout();
+        let index = layout.read_index()?;
+        match index.find(&normalized) {
+            Some(entry) => describe(&layout, &normalized, entry).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a `.wasm` file as the CNCF Wasm OCI artifact (config
+    /// `application/vnd.wasm.config.v0+json`, one `application/wasm` layer) under `reference`.
+    pub fn import_wasm(&self, wasm: &Path, reference: &str) -> Result<Image, Error> {
+        let normalized = normalize_reference(reference)?;
+        let kind = wasm::file_wasm_kind(wasm)?
+            .ok_or_else(|| Error::NotWasm(wasm.display().to_string()))?;
+        let layout = self.layout();
+        let _gc = layout.gc_lock_shared()?;
+        let mut writer = layout.new_blob()?;
+        let io = |source| Error::Io {
+            path: wasm.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::File::open(wasm).map_err(io)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = file.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            writer.write(&buf[..n])?;
+        }
+        let layer_size = writer.len();
+        let layer_digest = writer.commit(None, None)?;
+        let os = match kind {
+            wasm::WasmKind::Component => "wasip2",
+            wasm::WasmKind::Module => "wasip1",
+        };
+        // No creation time, so importing one file twice gives one digest.
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "wasm",
+            "os": os,
+            "layerDigests": [layer_digest],
+        }))
+        .expect("json");
+        let config_digest = layout.put_blob(&config, None)?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            artifact_type: Some(WASM_CONFIG_MEDIA_TYPE.into()),
+            config: Some(Descriptor {
+                media_type: WASM_CONFIG_MEDIA_TYPE.into(),
+                digest: config_digest,
+                size: config.len() as u64,
+                annotations: BTreeMap::new(),
+                platform: None,
+                artifact_type: None,
+            }),
+            layers: Some(vec![Descriptor {
+                media_type: WASM_LAYER_MEDIA_TYPE.into(),
+                digest: layer_digest,
+                size: layer_size,
+                annotations: BTreeMap::new(),
+                platform: None,
+                artifact_type: None,
+            }]),
+            manifests: None,
+            annotations: BTreeMap::new(),
+        };
+        let bytes = serde_json::to_vec(&manifest).expect("json");
+        let digest = layout.put_blob(&bytes, None)?;
+        record(
+            &layout,
+            &normalized,
+            &digest,
+            bytes.len() as u64,
+            OCI_MANIFEST,
+        )
+    }
+
+    /// Stores the image of an OCI image layout directory (as `skopeo copy ... oci:DIR` or
+    /// `docker buildx --output type=oci` write them) under `reference`. With several images
+    /// in the layout, the one whose `ref.name` is the reference's tag is taken, else the
+    /// platform as for pulls.
+    pub fn import_layout(&self, layout_dir: &Path, reference: &str) -> Result<Image, Error> {
+        let normalized = normalize_reference(reference)?;
+        let bad = |reason: String| Error::InvalidLayout {
+            path: layout_dir.to_path_buf(),
+            reason,
+        };
+        if !layout_dir.join("oci-layout").is_file() {
+            return Err(bad("it has no oci-layout file".into()));
+        }
+        let source = Layout {
+            root: layout_dir.to_path_buf(),
+        };
+        let index_path = layout_dir.join("index.json");
+        let index_bytes = read_capped(&index_path, MAX_MANIFEST_SIZE)?;
+        let index = Manifest::parse(&index_bytes, &index_path.display().to_string())?;
+        let entries = index.manifests.clone().unwrap_or_default();
+        let tag = reference::tag_of(&normalized);
+        let mut chosen = match entries.len() {
+            0 => return Err(bad("its index.json names no image".into())),
+            1 => entries[0].clone(),
+            _ => entries
+                .iter()
+                .find(|d| d.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) == Some(tag))
+                .cloned()
+                .map_or_else(
+                    || registry::choose_platform(&entries, &normalized).cloned(),
+                    Ok,
+                )?,
+        };
+        let layout = self.layout();
+        let _gc = layout.gc_lock_shared()?;
+        // Nested indexes: descend to one platform's manifest.
+        for _depth in 0..4 {
+            let bytes = source.read_blob(&chosen.digest, MAX_MANIFEST_SIZE)?;
+            layout.put_blob(&bytes, Some(&chosen.digest))?;
+            let manifest = Manifest::parse(&bytes, &chosen.digest)?;
+            if manifest.is_index() {
+                let entries = manifest.manifests.unwrap_or_default();
+                chosen = registry::choose_platform(&entries, &normalized)?.clone();
+                continue;
+            }
+            let config = manifest.config.as_ref().expect("checked by parse");
+            for desc in std::iter::once(config).chain(manifest.layers()) {
+                if layout.has_blob(&desc.digest) {
+                    continue;
+                }
+                let path = source.blob_path(&desc.digest)?;
+                let io = |source| Error::Io {
+                    path: path.clone(),
+                    source,
+                };
+                let mut file = std::fs::File::open(&path).map_err(io)?;
+                let mut writer = layout.new_blob()?;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = file.read(&mut buf).map_err(io)?;
+                    if n == 0 {
+                        break;
+                    }
+                    writer.write(&buf[..n])?;
+                }
+                writer.commit(Some(&desc.digest), Some(desc.size))?;
+            }
+            let media_type = manifest
+                .media_type
+                .clone()
+                .unwrap_or_else(|| chosen.media_type.clone());
+            return record(
+                &layout,
+                &normalized,
+                &chosen.digest,
+                chosen.size,
+                &media_type,
+            );
+        }
+        Err(bad("image indexes nest more than 4 deep".into()))
+    }
+
+    /// Pushes the image stored under `reference` to its registry: blobs the registry lacks,
+    /// then the manifest, byte for byte, so the digest stays the same.
+    pub async fn push(&self, reference: &str, auth: &RegistryAuth) -> Result<(), Error> {
+        let normalized = normalize_reference(reference)?;
+        registry::push(&self.layout(), &normalized, auth).await
+    }
+
+    pub fn list(&self) -> Result<Vec<ImageSummary>, Error> {
+        let layout = self.layout();
+        let index = layout.read_index()?;
+        let mut out = Vec::new();
+        for entry in &index.manifests {
+            let Some(reference) = entry.annotations.get(ANNOTATION_IMAGE_NAME) else {
+                continue;
+            };
+            let manifest = Manifest::parse(
+                &layout.read_blob(&entry.digest, MAX_MANIFEST_SIZE)?,
+                &entry.digest,
+            )?;
+            let size = entry.size
+                + manifest.config.as_ref().map_or(0, |c| c.size)
+                + manifest.layers().iter().map(|l| l.size).sum::<u64>();
+            let wasm = matches!(
+                describe(&layout, reference, entry).map(|i| i.content),
+                Ok(Content::Wasm { .. })
+            );
+            out.push(ImageSummary {
+                reference: reference.clone(),
+                digest: entry.digest.clone(),
+                size,
+                wasm,
+            });
+        }
+        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(out)
+    }
+
+    /// Drops `reference`, then deletes every blob no remaining image refers to.
+    pub fn remove(&self, reference: &str) -> Result<(), Error> {
+        let normalized = normalize_reference(reference)?;
+        let layout = self.layout();
+        // Exclusive: no pull or import is between writing a blob and naming it.
+        let _gc = layout.gc_lock_exclusive()?;
+        let removed = layout.update_index(|index| {
+            let before = index.manifests.len();
+            index.manifests.retain(|d| {
+                d.annotations.get(ANNOTATION_IMAGE_NAME).map(String::as_str)
+                    != Some(normalized.as_str())
+            });
+            before != index.manifests.len()
+        })?;
+        if !removed {
+            return Err(Error::NotFound(normalized));
+        }
+        let index = layout.read_index()?;
+        let mut keep = BTreeSet::new();
+        for entry in &index.manifests {
+            keep.insert(entry.digest.clone());
+            if let Some(d) = entry.annotations.get(ANNOTATION_WASM_ENTRYPOINT) {
+                keep.insert(d.clone());
+            }
+            // A manifest that cannot be read keeps nothing else alive: it is broken anyway,
+            // and failing here would make every removal fail.
+            if let Ok(bytes) = layout.read_blob(&entry.digest, MAX_MANIFEST_SIZE)
+                && let Ok(manifest) = Manifest::parse(&bytes, &entry.digest)
+            {
+                for d in manifest
+                    .config
+                    .iter()
+                    .chain(manifest.layers())
+                    .chain(manifest.manifests.iter().flatten())
+                {
+                    keep.insert(d.digest.clone());
+                }
+            }
+        }
+        for (digest, path) in layout.all_blobs()? {
+            if !keep.contains(&digest) {
+                std::fs::remove_file(&path).map_err(|source| Error::Io { path, source })?;
+            }
+        }
+        // Temp files of writers that crashed: no writer is running while we hold the lock.
+        if let Ok(entries) = std::fs::read_dir(self.root.join("ingest")) {
+            for entry in entries.flatten() {
+                if !entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("index.json")
+                {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::TooLarge {
+            what: path.display().to_string(),
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+#[derive(Deserialize, Default)]
+struct RawConfig {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    config: Option<RawExec>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct RawExec {
+    entrypoint: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    env: Option<Vec<String>>,
+    working_dir: Option<String>,
+    user: Option<String>,
+    exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+fn image_config(layout: &Layout, manifest: &Manifest) -> Result<ImageConfig, Error> {
+    let desc = manifest.config.as_ref().expect("checked by parse");
+    let bytes = layout.read_blob(&desc.digest, MAX_CONFIG_SIZE)?;
+    let raw: RawConfig = if wasm::wasm_layer(manifest.layers()).is_some() {
+        // Wasm artifacts' configs vary by tool; what matters is the layer.
+        serde_json::from_slice(&bytes).unwrap_or_default()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| Error::InvalidConfig {
+            digest: desc.digest.clone(),
+            reason: e.to_string(),
+        })?
+    };
+    let exec = raw.config.unwrap_or_default();
+    let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+    Ok(ImageConfig {
+        entrypoint: exec.entrypoint.unwrap_or_default(),
+        cmd: exec.cmd.unwrap_or_default(),
+        env: exec.env.unwrap_or_default(),
+        working_dir: nonempty(exec.working_dir),
+        user: nonempty(exec.user),
+        exposed_ports: exec.exposed_ports.unwrap_or_default().into_keys().collect(),
+        os: raw.os,
+        architecture: raw.architecture,
+    })
+}
+
+/// The file a Wasm image built as a rootfs runs: the Entrypoint, else the Cmd.
+fn wasm_entrypoint(config: &ImageConfig) -> Option<&str> {
+    config
+        .entrypoint
+        .first()
+        .or_else(|| config.cmd.first())
+        .map(String::as_str)
+}
+
+fn needs_entrypoint_extraction(manifest: &Manifest, config: &ImageConfig) -> bool {
+    wasm::wasm_layer(manifest.layers()).is_none()
+        && (wasm::is_wasi_platform(&config.os, &config.architecture)
+            || wasm_entrypoint(config).is_some_and(|e| e.ends_with(".wasm")))
+}
+
+/// Names a manifest whose blobs are all stored under `reference`, reading a Wasm entrypoint
+/// out of its layers first when it is a Wasm image built as a rootfs.
+fn record(
+    layout: &Layout,
+    reference: &str,
+    digest: &str,
+    size: u64,
+    media_type: &str,
+) -> Result<Image, Error> {
+    let manifest = Manifest::parse(&layout.read_blob(digest, MAX_MANIFEST_SIZE)?, digest)?;
+    let config = image_config(layout, &manifest)?;
+    let mut annotations = BTreeMap::from([
+        (ANNOTATION_IMAGE_NAME.to_string(), reference.to_string()),
+        (
+            ANNOTATION_REF_NAME.to_string(),
+            reference::tag_of(reference).to_string(),
+        ),
+    ]);
+    if needs_entrypoint_extraction(&manifest, &config) {
+        let Some(entry) = wasm_entrypoint(&config) else {
+            return Err(Error::Unsupported(format!(
+                "{reference} is a {}/{} image without an Entrypoint naming its .wasm file",
+                config.os, config.architecture
+            )));
+        };
+        let wasm_digest =
+            wasm::extract_entrypoint(layout, manifest.layers(), entry)?.ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{reference}: its entrypoint {entry} is in none of its layers"
+                ))
+            })?;
+        annotations.insert(ANNOTATION_WASM_ENTRYPOINT.to_string(), wasm_digest);
+    }
+    let entry = Descriptor {
+        media_type: media_type.to_string(),
+        digest: digest.to_string(),
+        size,
+        annotations,
+        platform: None,
+        artifact_type: None,
+    };
+    let image = describe(layout, reference, &entry)?;
+    layout.update_index(|index| {
+        index.manifests.retain(|d| {
+            d.annotations.get(ANNOTATION_IMAGE_NAME).map(String::as_str) != Some(reference)
+        });
+        index.manifests.push(entry);
+    })?;
+    Ok(image)
+}
+
+/// Reads an image back from its index entry.
+fn describe(layout: &Layout, reference: &str, entry: &Descriptor) -> Result<Image, Error> {
+    let manifest = Manifest::parse(
+        &layout.read_blob(&entry.digest, MAX_MANIFEST_SIZE)?,
+        &entry.digest,
+    )?;
+    let config = image_config(layout, &manifest)?;
+    let wasm_blob = |digest: &str, media_type: &str| -> Result<Content, Error> {
+        let path = layout.blob_path(digest)?;
+        let kind = wasm::file_wasm_kind(&path)?
+            .ok_or_else(|| Error::NotWasm(format!("the {media_type} blob {digest}")))?;
+        Ok(Content::Wasm {
+            path,
+            digest: digest.to_string(),
+            media_type: media_type.to_string(),
+            component: kind == wasm::WasmKind::Component,
+        })
+    };
+    let content = if let Some(layer) = wasm::wasm_layer(manifest.layers()) {
+        wasm_blob(&layer.digest, &layer.media_type)?
+    } else if let Some(digest) = entry.annotations.get(ANNOTATION_WASM_ENTRYPOINT) {
+        wasm_blob(digest, WASM_LAYER_MEDIA_TYPE)?
+    } else {
+        let layers = manifest
+            .layers()
+            .iter()
+            .map(|l| {
+                Ok(Layer {
+                    path: layout.blob_path(&l.digest)?,
+                    digest: l.digest.clone(),
+                    media_type: l.media_type.clone(),
+                    size: l.size,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Content::Layers(layers)
+    };
+    Ok(Image {
+        reference: reference.to_string(),
+        digest: entry.digest.clone(),
+        config,
+        content,
+    })
+}
