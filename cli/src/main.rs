@@ -1,6 +1,6 @@
 //! `skiff`: one binary for the whole cluster.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use skiff_store::Store;
 
 mod bench;
+mod node;
 mod image;
 
 #[derive(Parser)]
@@ -37,11 +38,42 @@ struct ServerArgs {
     store: String,
 }
 
+#[derive(clap::Args, Clone, Debug)]
+struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    node: node::NodeArgs,
+    /// Runs the control plane only, without a node.
+    #[arg(long)]
+    no_node: bool,
+    /// The cluster's pod network; each node gets a /22 of it.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: ipnet::Ipv4Net,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+struct AgentArgs {
+    /// The API server, e.g. http://10.0.0.1:6443 (or give --kubeconfig).
+    #[arg(long, env = "SKIFF_SERVER")]
+    server: Option<String>,
+    /// A kubeconfig to reach the API server with.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Where images, compiled Wasm, pod volumes and logs live.
+    #[arg(long, env = "SKIFF_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    node: node::NodeArgs,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a whole cluster on this machine (today: the control plane) and writes a
+    /// Runs a whole cluster on this machine (control plane and a node) and writes a
     /// kubeconfig for it.
-    Up(ServerArgs),
+    Up(UpArgs),
+    /// Runs a node agent that joins an existing control plane.
+    Agent(AgentArgs),
     /// Runs the control plane (API server and its controllers).
     Server(ServerArgs),
     /// Measures Skiff against its peers on this machine.
@@ -67,8 +99,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         match cli.command {
-            Command::Up(args) => run_server(args, true).await,
-            Command::Server(args) => run_server(args, false).await,
+            Command::Up(args) => run_server(args.server.clone(), Some(args)).await,
+            Command::Server(args) => run_server(args, None).await,
+            Command::Agent(args) => run_agent(args).await,
             Command::Bench { what } => bench::run(what).await,
             Command::Image(args) => image::run(args).await,
         }
@@ -108,7 +141,7 @@ pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn S
     bail!("--store must be `embedded` or `etcd://host:port[,host:port]`, not {spec:?}")
 }
 
-async fn run_server(args: ServerArgs, up: bool) -> anyhow::Result<()> {
+async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
@@ -121,9 +154,11 @@ async fn run_server(args: ServerArgs, up: bool) -> anyhow::Result<()> {
                 args.listen
             )
         })?;
-    let server =
-        skiff_apiserver::ApiServer::start(store, listener, skiff_apiserver::Config::default())
-            .await?;
+    let mut config = skiff_apiserver::Config::default();
+    if let Some(up) = &up {
+        config.cluster_cidr = (up.cluster_cidr.network(), up.cluster_cidr.prefix_len());
+    }
+    let server = skiff_apiserver::ApiServer::start(store, listener, config).await?;
     let url = format!("http://{}", server.local_addr);
     let store_desc = if args.store == "embedded" {
         format!("embedded at {}", data_dir.join("store").display())
@@ -131,7 +166,18 @@ async fn run_server(args: ServerArgs, up: bool) -> anyhow::Result<()> {
         args.store.clone()
     };
     eprintln!("skiff: API server on {url}, store: {store_desc}");
-    if up {
+    let mut node = None;
+    if let Some(up) = &up
+        && !up.no_node
+    {
+        let client = local_client(&url)?;
+        node = Some(
+            node::start(&up.node, client, &data_dir, IpAddr::from([127, 0, 0, 1]))
+                .await
+                .context("starting the node (root is needed for pod networks; --no-node runs the control plane alone)")?,
+        );
+    }
+    if up.is_some() {
         let path = data_dir.join("kubeconfig");
         write_kubeconfig(&path, &url)?;
         eprintln!(
@@ -142,9 +188,62 @@ async fn run_server(args: ServerArgs, up: bool) -> anyhow::Result<()> {
     }
     tokio::select! {
         _ = server.wait() => {}
-        _ = tokio::signal::ctrl_c() => eprintln!("skiff: stopping"),
+        () = shutdown_signal() => eprintln!("skiff: stopping"),
+    }
+    if let Some(node) = node {
+        node.shutdown().await;
     }
     Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn local_client(url: &str) -> anyhow::Result<kube::Client> {
+    let config = kube::Config::new(url.parse().context("API server url")?);
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    let (client, server) = match (&args.server, &args.kubeconfig) {
+        (Some(url), _) => (local_client(url)?, url.clone()),
+        (None, Some(path)) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+            let url = config.cluster_url.to_string();
+            (kube::Client::try_from(config)?, url)
+        }
+        (None, None) => bail!("give the API server with --server URL or --kubeconfig FILE"),
+    };
+    // The address this machine reaches the API server from is the one the server can
+    // reach its agent on.
+    let default_ip = route_source(&server).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let node = node::start(&args.node, client, &data_dir, default_ip).await?;
+    shutdown_signal().await;
+    eprintln!("skiff: stopping");
+    node.shutdown().await;
+    Ok(())
+}
+
+fn route_source(url: &str) -> Option<IpAddr> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri.host()?.trim_matches(['[', ']']);
+    let port = uri.port_u16().unwrap_or(6443);
+    let target = std::net::ToSocketAddrs::to_socket_addrs(&(host, port)).ok()?.next()?;
+    let socket = std::net::UdpSocket::bind(if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
+    socket.connect(target).ok()?;
+    Some(socket.local_addr().ok()?.ip())
 }
 
 fn write_kubeconfig(path: &Path, server: &str) -> anyhow::Result<()> {

@@ -44,6 +44,38 @@ pub async fn ensure_system_namespaces(store: &Arc<dyn Store>) -> skiff_store::Re
     Ok(())
 }
 
+/// RuntimeClasses for the runtimes Skiff's node agents offer. Each schedules onto nodes
+/// whose agent runs that handler (`runtime.skiff.dev/<handler>=true`, set by the agent).
+pub const RUNTIME_HANDLERS: &[&str] = &["wasmtime"];
+
+/// Creates Skiff's RuntimeClasses if missing (a user's edits to them are kept).
+pub async fn ensure_runtime_classes(store: &Arc<dyn Store>) -> skiff_store::Result<()> {
+    let res = registry::find("node.k8s.io", "v1", "runtimeclasses").expect("runtimeclasses are served");
+    for handler in RUNTIME_HANDLERS {
+        let key = res.key(None, handler);
+        if store.get(&key).await?.is_some() {
+            continue;
+        }
+        let obj = json!({
+            "apiVersion": "node.k8s.io/v1",
+            "kind": "RuntimeClass",
+            "metadata": {
+                "name": handler,
+                "uid": uuid::Uuid::new_v4().to_string(),
+                "creationTimestamp": object::now_rfc3339(),
+                "labels": {"app.kubernetes.io/managed-by": "skiff"},
+            },
+            "handler": handler,
+            "scheduling": {"nodeSelector": {format!("runtime.skiff.dev/{handler}"): "true"}},
+        });
+        match store.create(&key, object::encode(res, &obj)).await {
+            Ok(_) | Err(skiff_store::Error::AlreadyExists) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 pub fn spawn(store: Arc<dyn Store>, compaction_interval: Duration) {
     tokio::spawn(namespace_controller(store.clone()));
     tokio::spawn(compactor(store, compaction_interval));

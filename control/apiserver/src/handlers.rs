@@ -181,7 +181,7 @@ impl Ctx<'_> {
         let (_, obj) = self.read().await?;
         match self.info.subresource.as_deref() {
             Some("scale") => Ok(json_response(StatusCode::OK, &to_scale(&obj))),
-            Some("log") => Err(pod_log_unavailable(&obj)),
+            Some("log") => crate::logs::pod_log(&self.state, &obj, self.query).await,
             _ => Ok(self.object_reply(StatusCode::OK, obj, Vec::new())),
         }
     }
@@ -478,6 +478,18 @@ impl Ctx<'_> {
         if self.query.dry_run() {
             return Ok(obj);
         }
+        let needs_cidr = resource.kind == "Node"
+            && resource.group.is_empty()
+            && obj.pointer("/spec/podCIDR").and_then(Value::as_str).unwrap_or("").is_empty();
+        let _allocating = if needs_cidr {
+            let guard = crate::ipam::ALLOCATING.lock().await;
+            let cidr = crate::ipam::allocate(&*self.state.store, self.state.cluster_cidr).await?;
+            obj["spec"]["podCIDR"] = json!(cidr);
+            obj["spec"]["podCIDRs"] = json!([cidr]);
+            Some(guard)
+        } else {
+            None
+        };
         let key = resource.key(ns.as_deref(), &name);
         let kv = self
             .state
@@ -1267,21 +1279,6 @@ fn to_scale(obj: &Value) -> Value {
             "selector": selector,
         },
     })
-}
-
-fn pod_log_unavailable(pod: &Value) -> ApiError {
-    let name = object::name(pod);
-    let node = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if node.is_empty() {
-        ApiError::bad_request(format!("pod {name} does not have a host assigned"))
-    } else {
-        ApiError::bad_request(format!(
-            "logs of pod {name} are not available: node {node} has no log endpoint yet"
-        ))
-    }
 }
 
 /// Fields a field selector may use for a resource, as kube-apiserver allows them.

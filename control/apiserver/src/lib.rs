@@ -25,6 +25,8 @@ mod convert;
 mod decode;
 mod discovery;
 mod handlers;
+mod ipam;
+mod logs;
 mod object;
 pub mod registry;
 mod request;
@@ -53,6 +55,8 @@ pub struct Config {
     /// store is compacted to the revision it had one interval earlier (kube-apiserver's
     /// default is 5 minutes).
     pub compaction_interval: Duration,
+    /// The cluster's pod network, from which each node gets a /22 (see `ipam`).
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
 }
 
 impl Default for Config {
@@ -60,6 +64,7 @@ impl Default for Config {
         Config {
             watch_cache_events: 8192,
             compaction_interval: Duration::from_secs(300),
+            cluster_cidr: ipam::CLUSTER_CIDR,
         }
     }
 }
@@ -72,6 +77,7 @@ pub struct AppState {
     openapi: OnceLock<skiff_openapi::Documents>,
     /// `host:port` clients reach this server at.
     pub server_address: String,
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
 }
 
 /// A running API server.
@@ -91,12 +97,14 @@ impl ApiServer {
     ) -> anyhow::Result<ApiServer> {
         let local_addr = listener.local_addr()?;
         controllers::ensure_system_namespaces(&store).await?;
+        controllers::ensure_runtime_classes(&store).await?;
         let cache = watch::WatchCache::start(store.clone(), config.watch_cache_events).await?;
         let state = Arc::new(AppState {
             store: store.clone(),
             cache,
             openapi: OnceLock::new(),
             server_address: local_addr.to_string(),
+            cluster_cidr: config.cluster_cidr,
         });
         controllers::spawn(store.clone(), config.compaction_interval);
         let app = router(state.clone());

@@ -1,0 +1,105 @@
+//! The node side of `skiff up` and `skiff agent`: a node agent with the Wasm shim, the image
+//! store and pod networking.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct NodeArgs {
+    /// Name of the Node object (default: this machine's hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Address the node reports and its agent endpoint listens on (default: 127.0.0.1 for
+    /// `skiff up`, the address that reaches the API server for `skiff agent`).
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// Port of the agent endpoint (logs), like the kubelet's 10250; 0 picks a free one.
+    #[arg(long, default_value_t = 10250)]
+    pub agent_port: u16,
+    /// Name of the node's pod bridge (at most 15 characters).
+    #[arg(long, default_value = "skiff0")]
+    pub bridge: String,
+    /// Pods this node accepts.
+    #[arg(long, default_value_t = 1000)]
+    pub max_pods: u32,
+    /// Pod sandboxes kept ready ahead of pods, so a pod starts without building one.
+    #[arg(long, default_value_t = 16)]
+    pub warm_sandboxes: usize,
+}
+
+/// What a running node holds; dropping it stops the agent.
+pub struct Node {
+    pub agent: skiff_node::Agent,
+    pub network: skiff_podnet::PodNetwork,
+}
+
+impl Node {
+    /// Stops pods and releases the pod network (its bridge, sandboxes and NAT table): Wasm
+    /// pods run inside this process, so nothing of them outlives it.
+    pub async fn shutdown(self) {
+        drop(self.agent);
+        if let Err(e) = self.network.shutdown(true).await {
+            eprintln!("skiff: releasing the pod network: {e}");
+        }
+    }
+}
+
+pub async fn start(
+    args: &NodeArgs,
+    client: kube::Client,
+    data_dir: &Path,
+    default_ip: IpAddr,
+) -> anyhow::Result<Node> {
+    let name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => hostname(),
+    };
+    let node_dir = data_dir.join("node");
+    let cidr = skiff_node::ensure_node(&client, &name)
+        .await
+        .with_context(|| format!("registering node {name}"))?;
+    let pod_cidr: ipnet::Ipv4Net = cidr
+        .parse()
+        .with_context(|| format!("node {name} has pod CIDR {cidr:?}, not an IPv4 network"))?;
+    let network = skiff_podnet::PodNetwork::new(skiff_podnet::NetConfig {
+        bridge: args.bridge.clone(),
+        pod_cidr,
+        state_dir: PathBuf::from("/run/skiff/net").join(&args.bridge),
+        warm_pool: args.warm_sandboxes,
+        masquerade: true,
+    })
+    .await
+    .with_context(|| format!("setting up the pod network on bridge {}", args.bridge))?;
+    let shim = skiff_shim_wasm::WasmShim::new(skiff_shim_wasm::WasmConfig::new(
+        node_dir.join("wasm-cache"),
+    ))?;
+    let images = skiff_images::ImageStore::open(data_dir.join("images"))?;
+    let mut config = skiff_node::AgentConfig::new(name.clone(), node_dir);
+    config.node_ip = args.node_ip.unwrap_or(default_ip);
+    config.port = args.agent_port;
+    config.max_pods = args.max_pods;
+    let agent = skiff_node::Agent::start(
+        client,
+        config,
+        vec![Arc::new(shim)],
+        Arc::new(images),
+        Arc::new(network.clone()),
+    )
+    .await?;
+    eprintln!(
+        "skiff: node {name} ready: pods on {} ({}), agent endpoint {}",
+        args.bridge, pod_cidr, agent.endpoint
+    );
+    Ok(Node { agent, network })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "skiff-node".into())
+}

@@ -1,0 +1,101 @@
+//! The agent's seams filled by Skiff's own parts: pod networks from `skiff-podnet`.
+
+use crate::{NetSandbox, Network};
+
+#[async_trait::async_trait]
+impl Network for skiff_podnet::PodNetwork {
+    async fn create(&self, pod_uid: &str) -> Result<NetSandbox, String> {
+        let sandbox = skiff_podnet::PodNetwork::create(self, pod_uid)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(NetSandbox {
+            ip: sandbox.ip.into(),
+            netns: Some(sandbox.netns),
+        })
+    }
+
+    async fn remove(&self, pod_uid: &str) -> Result<(), String> {
+        skiff_podnet::PodNetwork::remove(self, pod_uid)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn list(&self) -> Vec<String> {
+        skiff_podnet::PodNetwork::list(self)
+            .await
+            .into_iter()
+            .map(|s| s.pod_uid)
+            .collect()
+    }
+}
+
+/// Images from the node's `skiff-images` store.
+#[async_trait::async_trait]
+impl crate::Images for skiff_images::ImageStore {
+    async fn pull(
+        &self,
+        reference: &str,
+        policy: crate::PullPolicy,
+        secrets: &crate::PullSecrets,
+    ) -> Result<crate::PulledImage, String> {
+        let normalized = skiff_images::normalize_reference(reference).map_err(|e| e.to_string())?;
+        let registry = normalized.split('/').next().unwrap_or_default();
+        // The first pull secret with credentials for this registry, as the kubelet picks.
+        let auth = secrets
+            .0
+            .iter()
+            .find_map(|s| skiff_images::auth_from_docker_config(s, registry).ok())
+            .unwrap_or(skiff_images::RegistryAuth::Anonymous);
+        let policy = match policy {
+            crate::PullPolicy::Always => skiff_images::PullPolicy::Always,
+            crate::PullPolicy::IfNotPresent => skiff_images::PullPolicy::IfNotPresent,
+            crate::PullPolicy::Never => skiff_images::PullPolicy::Never,
+        };
+        let image = skiff_images::ImageStore::pull(self, reference, &auth, policy)
+            .await
+            .map_err(|e| e.to_string())?;
+        let env = image
+            .config
+            .env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (workload, is_wasm) = match image.content {
+            skiff_images::Content::Wasm {
+                path,
+                digest,
+                media_type,
+                ..
+            } => (
+                skiff_shim::Workload::Wasm {
+                    digest,
+                    media_type,
+                    path,
+                },
+                true,
+            ),
+            skiff_images::Content::Layers(layers) => (
+                skiff_shim::Workload::Rootfs {
+                    digest: image.digest.clone(),
+                    layers: layers.into_iter().map(|l| l.path).collect(),
+                },
+                false,
+            ),
+        };
+        // A Wasm artifact is the program itself; a rootfs image's Entrypoint names it.
+        let entrypoint = if is_wasm && image.config.entrypoint.iter().all(|e| !e.ends_with(".wasm")) {
+            Vec::new()
+        } else {
+            image.config.entrypoint
+        };
+        Ok(crate::PulledImage {
+            digest: image.digest,
+            workload,
+            entrypoint,
+            cmd: image.config.cmd,
+            env,
+            is_wasm,
+        })
+    }
+}

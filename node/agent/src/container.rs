@@ -1,0 +1,400 @@
+//! One container's life inside a pod: pull, create, start, probe, wait, and restart by the
+//! pod's policy with the kubelet's back-off (10 s doubling to 5 min, reset after 10 min of
+//! running; the first restart is immediate).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use k8s_openapi::api::core::v1::Container;
+use skiff_shim::{ContainerSpec, PodSandbox, Shim};
+use tokio::sync::{mpsc, watch};
+
+use crate::pod::{PodRun, Update};
+use crate::probe::{self, Kind, Verdict};
+use crate::status::{self, State, Terminated};
+use crate::{PullPolicy, PulledImage, env, volumes};
+
+pub const BACKOFF_START: Duration = Duration::from_secs(10);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Stopped,
+}
+
+/// Init containers run one at a time to completion; the others run side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Init,
+    App,
+}
+
+pub struct Supervisor {
+    pub run: Arc<PodRun>,
+    pub role: Role,
+    pub index: usize,
+    pub spec: Container,
+    /// `Some(grace)` once the pod is being stopped.
+    pub stop: watch::Receiver<Option<Duration>>,
+    pub status: status::Container,
+}
+
+impl Supervisor {
+    fn publish(&self) {
+        let _ = self.run.updates.send(Update::Container {
+            init: self.role == Role::Init,
+            index: self.index,
+            status: self.status.clone(),
+        });
+    }
+
+    fn field_path(&self) -> String {
+        match self.role {
+            Role::Init => format!("spec.initContainers{{{}}}", self.spec.name),
+            Role::App => format!("spec.containers{{{}}}", self.spec.name),
+        }
+    }
+
+    fn event(&self, type_: &str, reason: &str, message: String) {
+        self.run.event(Some(self.field_path()), type_, reason, message);
+    }
+
+    fn stopping(&self) -> Option<Duration> {
+        *self.stop.borrow()
+    }
+
+    /// Sleeps, unless the pod is being stopped first (then `false`).
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(d) => true,
+            _ = self.stop.wait_for(Option::is_some) => false,
+        }
+    }
+
+    fn waiting(&mut self, reason: &str, message: Option<String>) {
+        self.status.state = State::Waiting {
+            reason: reason.into(),
+            message,
+        };
+        self.status.ready = false;
+        self.status.started = false;
+        self.publish();
+    }
+
+    async fn pull(&mut self) -> Option<PulledImage> {
+        let reference = self.spec.image.clone().unwrap_or_default();
+        let policy = match self.spec.image_pull_policy.as_deref() {
+            Some("Always") => PullPolicy::Always,
+            Some("Never") => PullPolicy::Never,
+            _ => PullPolicy::IfNotPresent,
+        };
+        let mut backoff = BACKOFF_START;
+        loop {
+            if self.stopping().is_some() {
+                return None;
+            }
+            let started = Instant::now();
+            if policy != PullPolicy::Never {
+                self.event("Normal", "Pulling", format!("Pulling image \"{reference}\""));
+            }
+            match self.run.ctx.images.pull(&reference, policy, &self.run.pull_secrets).await {
+                Ok(image) => {
+                    let message = if policy == PullPolicy::Never {
+                        format!("Container image \"{reference}\" already present on machine")
+                    } else {
+                        format!(
+                            "Successfully pulled image \"{reference}\" in {:?}",
+                            started.elapsed()
+                        )
+                    };
+                    self.event("Normal", "Pulled", message);
+                    return Some(image);
+                }
+                Err(e) => {
+                    let (reason, shown) = if policy == PullPolicy::Never {
+                        ("ErrImageNeverPull", e.clone())
+                    } else {
+                        ("ErrImagePull", e.clone())
+                    };
+                    self.event("Warning", "Failed", format!("Failed to pull image \"{reference}\": {e}"));
+                    self.waiting(reason, Some(shown));
+                    if !self.pause(Duration::from_secs(1)).await {
+                        return None;
+                    }
+                    self.waiting(
+                        "ImagePullBackOff",
+                        Some(format!("Back-off pulling image \"{reference}\": {e}")),
+                    );
+                    self.event("Normal", "BackOff", format!("Back-off pulling image \"{reference}\""));
+                    if !self.pause(backoff).await {
+                        return None;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn shim_for(&self, image: &PulledImage) -> Result<Arc<dyn Shim>, String> {
+        let shims = &self.run.ctx.shims;
+        if let Some(handler) = &self.run.handler {
+            return shims
+                .iter()
+                .find(|s| s.name() == handler)
+                .cloned()
+                .ok_or_else(|| format!("no runtime handler {handler:?} on this node"));
+        }
+        shims
+            .iter()
+            .find(|s| s.can_run(&image.workload))
+            .cloned()
+            .ok_or_else(|| {
+                if image.is_wasm {
+                    "no runtime on this node runs this Wasm artifact".to_string()
+                } else {
+                    "no runtime on this node runs Linux container images yet: use a Wasm image"
+                        .to_string()
+                }
+            })
+    }
+
+    async fn spec_for(
+        &self,
+        image: &PulledImage,
+    ) -> Result<(ContainerSpec, Arc<crate::logs::ContainerLog>), (String, String)> {
+        let run = &self.run;
+        let sources = env::Sources {
+            client: &run.ctx.client,
+            pod: &run.pod,
+            pod_ip: run.sandbox.ip.map(|ip| ip.to_string()),
+            host_ip: run.ctx.config.node_ip.to_string(),
+        };
+        let config_err = |m: String| ("CreateContainerConfigError".to_string(), m);
+        let mut env = image.env.clone();
+        for (k, v) in env::environment(&sources, &self.spec)
+            .await
+            .map_err(|e| config_err(e.to_string()))?
+        {
+            match env.iter_mut().find(|(n, _)| *n == k) {
+                Some(slot) => slot.1 = v,
+                None => env.push((k, v)),
+            }
+        }
+        let argv = env::argv(&self.spec, &image.entrypoint, &image.cmd, &env, image.is_wasm);
+        let mounts = volumes::mounts(&self.spec, &run.volumes).map_err(|e| config_err(e.to_string()))?;
+        let limits = self.spec.resources.as_ref().and_then(|r| r.limits.as_ref());
+        let memory_limit = limits
+            .and_then(|l| l.get("memory"))
+            .and_then(|q| status::bytes(&q.0));
+        let cpu_limit_millis = limits
+            .and_then(|l| l.get("cpu"))
+            .and_then(|q| status::cpu_millis(&q.0));
+        let ports = self
+            .spec
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .filter_map(|p| u16::try_from(p.container_port).ok())
+            .collect();
+        let log = run
+            .ctx
+            .logs
+            .open(&run.namespace, &run.name, &run.uid, &self.spec.name, self.status.restart_count as u32)
+            .map_err(|e| ("CreateContainerError".to_string(), format!("log file: {e}")))?;
+        Ok((ContainerSpec {
+            id: format!("{}/{}", run.uid, self.spec.name),
+            name: self.spec.name.clone(),
+            workload: image.workload.clone(),
+            argv,
+            env,
+            working_dir: self.spec.working_dir.clone(),
+            mounts,
+            ports,
+            memory_limit,
+            cpu_limit_millis,
+            logs: log.clone(),
+        }, log))
+    }
+
+    /// Runs the container until it is done for good or the pod stops.
+    pub async fn supervise(mut self) -> Outcome {
+        self.publish();
+        let Some(image) = self.pull().await else {
+            return Outcome::Stopped;
+        };
+        self.status.image_id = image.digest.clone();
+        let mut backoff = BACKOFF_START;
+        let mut first_restart = true;
+        loop {
+            if self.stopping().is_some() {
+                return Outcome::Stopped;
+            }
+            let attempt = match self.shim_for(&image) {
+                Err(m) => Err(("CreateContainerError".to_string(), m)),
+                Ok(shim) => match self.spec_for(&image).await {
+                    Err(e) => Err(e),
+                    Ok((spec, logs)) => {
+                        let sandbox: PodSandbox = self.run.sandbox.clone();
+                        match shim.create(spec, &sandbox).await {
+                            Err(e) => Err(("CreateContainerError".to_string(), e.to_string())),
+                            Ok(c) => Ok((c, logs)),
+                        }
+                    }
+                },
+            };
+            let (container, logs) = match attempt {
+                Ok(c) => c,
+                Err((reason, message)) => {
+                    self.event("Warning", "Failed", format!("Error: {message}"));
+                    self.waiting(&reason, Some(message));
+                    if !self.pause(backoff).await {
+                        return Outcome::Stopped;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            self.event("Normal", "Created", format!("Created container {}", self.spec.name));
+            let started_at = Utc::now();
+            let ran_since = Instant::now();
+            let exit = match container.start().await {
+                Err(e) => skiff_shim::Exit {
+                    code: 128,
+                    reason: skiff_shim::ExitReason::Error,
+                    message: Some(e.to_string()),
+                },
+                Ok(()) => {
+                    self.event("Normal", "Started", format!("Started container {}", self.spec.name));
+                    self.run_until_exit(&*container, started_at).await
+                }
+            };
+            drop(container);
+            logs.close();
+            let terminated = Terminated {
+                exit_code: exit.code,
+                reason: if exit.code == 128 && exit.message.is_some() && exit.reason != skiff_shim::ExitReason::OOMKilled {
+                    "StartError".to_string()
+                } else {
+                    exit.reason.as_str().to_string()
+                },
+                message: exit.message.clone(),
+                started_at: Some(started_at),
+                finished_at: Utc::now(),
+            };
+            self.status.state = State::Terminated(terminated.clone());
+            self.status.ready = false;
+            self.status.started = false;
+            self.publish();
+            if self.stopping().is_some() {
+                return Outcome::Stopped;
+            }
+            let policy = self.run.restart_policy.as_str();
+            let restart = match self.role {
+                Role::Init => exit.code != 0 && policy != "Never",
+                Role::App => policy == "Always" || (policy == "OnFailure" && exit.code != 0),
+            };
+            if !restart {
+                return if exit.code == 0 { Outcome::Succeeded } else { Outcome::Failed };
+            }
+            if ran_since.elapsed() >= BACKOFF_RESET_AFTER {
+                backoff = BACKOFF_START;
+                first_restart = true;
+            }
+            self.status.last = Some(terminated);
+            self.status.restart_count += 1;
+            if first_restart {
+                first_restart = false;
+                continue;
+            }
+            let message = format!(
+                "back-off {}s restarting failed container={} pod={}_{}({})",
+                backoff.as_secs(),
+                self.spec.name,
+                self.run.name,
+                self.run.namespace,
+                self.run.uid
+            );
+            self.event("Warning", "BackOff", "Back-off restarting failed container".into());
+            self.waiting("CrashLoopBackOff", Some(message));
+            if !self.pause(backoff).await {
+                return Outcome::Stopped;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Running: follows probes, stops on the pod's stop or a failed liveness probe.
+    async fn run_until_exit(
+        &mut self,
+        container: &dyn skiff_shim::Container,
+        started_at: chrono::DateTime<Utc>,
+    ) -> skiff_shim::Exit {
+        let ip = self.run.sandbox.ip.unwrap_or(self.run.ctx.config.node_ip);
+        let (tx, mut verdicts) = mpsc::channel::<Verdict>(8);
+        let mut probes = tokio::task::JoinSet::new();
+        let startup = self.spec.startup_probe.clone();
+        let start_probes = |probes: &mut tokio::task::JoinSet<()>, spec: &Container| {
+            for (kind, p) in [
+                (Kind::Liveness, spec.liveness_probe.clone()),
+                (Kind::Readiness, spec.readiness_probe.clone()),
+            ] {
+                if let Some(p) = p {
+                    probes.spawn(probe::run(kind, p, spec.clone(), ip, tx.clone()));
+                }
+            }
+        };
+        match &startup {
+            Some(p) => {
+                probes.spawn(probe::run(Kind::Startup, p.clone(), self.spec.clone(), ip, tx.clone()));
+            }
+            None => start_probes(&mut probes, &self.spec),
+        }
+        let has_readiness = self.spec.readiness_probe.is_some();
+        self.status.state = State::Running { started_at };
+        self.status.started = startup.is_none();
+        self.status.ready = startup.is_none() && !has_readiness;
+        self.publish();
+        let mut stop = self.stop.clone();
+        let mut stopped = false;
+        loop {
+            tokio::select! {
+                exit = container.wait() => return exit,
+                Some(v) = verdicts.recv() => match (v.kind, v.ok) {
+                    (Kind::Startup, true) => {
+                        self.status.started = true;
+                        self.status.ready = !has_readiness;
+                        self.publish();
+                        start_probes(&mut probes, &self.spec);
+                    }
+                    (Kind::Readiness, ok) => {
+                        if !ok {
+                            self.event("Warning", "Unhealthy", format!("Readiness probe failed: {}", v.message));
+                        }
+                        self.status.ready = ok && self.status.started;
+                        self.publish();
+                    }
+                    (Kind::Liveness | Kind::Startup, _) => {
+                        self.event("Warning", "Unhealthy", format!("{} probe failed: {}", v.kind.name(), v.message));
+                        self.event(
+                            "Normal",
+                            "Killing",
+                            format!("Container {} failed {} probe, will be restarted", self.spec.name, v.kind.name().to_lowercase()),
+                        );
+                        container.stop(self.run.grace);
+                    }
+                },
+                r = stop.wait_for(Option::is_some), if !stopped => {
+                    let grace = r.ok().and_then(|g| *g).unwrap_or_default();
+                    stopped = true;
+                    self.event("Normal", "Killing", format!("Stopping container {}", self.spec.name));
+                    container.stop(grace);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! A container's environment and argv, as the kubelet makes them: `envFrom` first, then
+//! `env` in order (later wins), values from ConfigMaps, Secrets and the downward API, and
+//! `$(VAR)` references expanded in env values, command and args.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::Api;
+
+/// A value the pod needs and the API could not give: the container waits with
+/// `CreateContainerConfigError`, as in Kubernetes.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+pub struct Sources<'a> {
+    pub client: &'a kube::Client,
+    pub pod: &'a Pod,
+    pub pod_ip: Option<String>,
+    pub host_ip: String,
+}
+
+impl Sources<'_> {
+    fn namespace(&self) -> String {
+        self.pod.metadata.namespace.clone().unwrap_or_default()
+    }
+
+    async fn config_map(&self, name: &str, optional: bool) -> Result<Option<ConfigMap>, ConfigError> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace());
+        match api.get_opt(name).await {
+            Ok(Some(cm)) => Ok(Some(cm)),
+            Ok(None) if optional => Ok(None),
+            Ok(None) => Err(ConfigError(format!("configmap \"{name}\" not found"))),
+            Err(e) => Err(ConfigError(format!("configmap \"{name}\": {e}"))),
+        }
+    }
+
+    async fn secret(&self, name: &str, optional: bool) -> Result<Option<Secret>, ConfigError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace());
+        match api.get_opt(name).await {
+            Ok(Some(s)) => Ok(Some(s)),
+            Ok(None) if optional => Ok(None),
+            Ok(None) => Err(ConfigError(format!("secret \"{name}\" not found"))),
+            Err(e) => Err(ConfigError(format!("secret \"{name}\": {e}"))),
+        }
+    }
+
+    fn field(&self, path: &str) -> Result<String, ConfigError> {
+        let meta = &self.pod.metadata;
+        let spec = self.pod.spec.as_ref();
+        let lookup = |map: &Option<BTreeMap<String, String>>, key: &str| {
+            map.as_ref()
+                .and_then(|m| m.get(key))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let keyed = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .and_then(|r| r.strip_suffix("']"))
+                .map(str::to_string)
+        };
+        Ok(match path {
+            "metadata.name" => meta.name.clone().unwrap_or_default(),
+            "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+            "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+            "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+            "spec.serviceAccountName" => spec
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_default(),
+            "status.podIP" | "status.podIPs" => self.pod_ip.clone().unwrap_or_default(),
+            "status.hostIP" | "status.hostIPs" => self.host_ip.clone(),
+            _ => {
+                if let Some(k) = keyed("metadata.labels['") {
+                    lookup(&meta.labels, &k)
+                } else if let Some(k) = keyed("metadata.annotations['") {
+                    lookup(&meta.annotations, &k)
+                } else {
+                    return Err(ConfigError(format!("unsupported fieldRef {path}")));
+                }
+            }
+        })
+    }
+}
+
+/// The environment of `container`, in the order Kubernetes builds it.
+pub async fn environment(
+    sources: &Sources<'_>,
+    container: &Container,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
+        if let Some(slot) = env.iter_mut().find(|(name, _)| *name == k) {
+            slot.1 = v;
+        } else {
+            env.push((k, v));
+        }
+    };
+    for from in container.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        if let Some(r) = &from.config_map_ref {
+            let optional = r.optional.unwrap_or(false);
+            if let Some(cm) = sources.config_map(&r.name, optional).await? {
+                for (k, v) in cm.data.unwrap_or_default() {
+                    set(&mut env, format!("{prefix}{k}"), v);
+                }
+            }
+        }
+        if let Some(r) = &from.secret_ref {
+            let optional = r.optional.unwrap_or(false);
+            if let Some(s) = sources.secret(&r.name, optional).await? {
+                for (k, v) in s.data.unwrap_or_default() {
+                    set(&mut env, format!("{prefix}{k}"), String::from_utf8_lossy(&v.0).into());
+                }
+            }
+        }
+    }
+    for var in container.env.iter().flatten() {
+        let value = match &var.value_from {
+            None => {
+                let lookup: HashMap<&str, &str> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                expand(var.value.as_deref().unwrap_or(""), &lookup)
+            }
+            Some(from) => {
+                if let Some(r) = &from.config_map_key_ref {
+                    let optional = r.optional.unwrap_or(false);
+                    let cm = sources.config_map(&r.name, optional).await?;
+                    match cm.and_then(|c| c.data).and_then(|d| d.get(&r.key).cloned()) {
+                        Some(v) => v,
+                        None if optional => continue,
+                        None => {
+                            return Err(ConfigError(format!(
+                                "couldn't find key {} in ConfigMap {}/{}",
+                                r.key,
+                                sources.namespace(),
+                                r.name
+                            )));
+                        }
+                    }
+                } else if let Some(r) = &from.secret_key_ref {
+                    let optional = r.optional.unwrap_or(false);
+                    let s = sources.secret(&r.name, optional).await?;
+                    match s.and_then(|s| s.data).and_then(|d| d.get(&r.key).cloned()) {
+                        Some(v) => String::from_utf8_lossy(&v.0).into(),
+                        None if optional => continue,
+                        None => {
+                            return Err(ConfigError(format!(
+                                "couldn't find key {} in Secret {}/{}",
+                                r.key,
+                                sources.namespace(),
+                                r.name
+                            )));
+                        }
+                    }
+                } else if let Some(f) = &from.field_ref {
+                    sources.field(&f.field_path)?
+                } else if let Some(r) = &from.resource_field_ref {
+                    resource_field(container, &r.resource)
+                } else {
+                    String::new()
+                }
+            }
+        };
+        set(&mut env, var.name.clone(), value);
+    }
+    Ok(env)
+}
+
+fn resource_field(container: &Container, resource: &str) -> String {
+    let Some((kind, name)) = resource.split_once('.') else {
+        return String::new();
+    };
+    let res = container.resources.as_ref();
+    let map = match kind {
+        "limits" => res.and_then(|r| r.limits.as_ref()),
+        "requests" => res.and_then(|r| r.requests.as_ref()),
+        _ => None,
+    };
+    match (name, map.and_then(|m| m.get(name))) {
+        ("cpu", Some(q)) => crate::status::cpu_millis(&q.0)
+            .map(|m| m.div_ceil(1000).to_string())
+            .unwrap_or_default(),
+        ("memory", Some(q)) => crate::status::bytes(&q.0)
+            .map(|b| b.to_string())
+            .unwrap_or_default(),
+        (_, Some(q)) => q.0.clone(),
+        _ => String::new(),
+    }
+}
+
+/// `$(VAR)` → its value when defined; `$$(VAR)` → `$(VAR)`; anything else unchanged.
+pub fn expand(input: &str, env: &HashMap<&str, &str>) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+        {
+            let name = &inner[..end];
+            match env.get(name) {
+                Some(v) => out.push_str(v),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The argv: `command` replaces the image's entrypoint, `args` its cmd; `$(VAR)` expanded.
+/// A Wasm artifact is itself the program: without a `command`, its argv\[0\] is the
+/// container's name and `args` follow.
+pub fn argv(
+    container: &Container,
+    image_entrypoint: &[String],
+    image_cmd: &[String],
+    env: &[(String, String)],
+    wasm: bool,
+) -> Vec<String> {
+    let lookup: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let command = container.command.clone().unwrap_or_default();
+    let args = container.args.clone().unwrap_or_default();
+    let (entry, cmd) = match (command.is_empty(), args.is_empty()) {
+        (true, true) => (image_entrypoint.to_vec(), image_cmd.to_vec()),
+        (true, false) => (image_entrypoint.to_vec(), args),
+        (false, _) => (command, args),
+    };
+    let program = (wasm && entry.is_empty()).then(|| container.name.clone());
+    program
+        .into_iter()
+        .chain(entry.iter().chain(cmd.iter()).map(|a| expand(a, &lookup)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expansion_follows_kubernetes() {
+        let env = HashMap::from([("A", "1"), ("B", "two")]);
+        assert_eq!(expand("x$(A)y$(B)", &env), "x1ytwo");
+        assert_eq!(expand("$(MISSING)", &env), "$(MISSING)");
+        assert_eq!(expand("$$(A)", &env), "$(A)");
+        assert_eq!(expand("cost $5", &env), "cost $5");
+        assert_eq!(expand("$(A", &env), "$(A");
+    }
+
+    #[test]
+    fn command_and_args_override_the_image() {
+        let c = |command: Option<Vec<&str>>, args: Option<Vec<&str>>| Container {
+            name: "app".into(),
+            command: command.map(|v| v.into_iter().map(String::from).collect()),
+            args: args.map(|v| v.into_iter().map(String::from).collect()),
+            ..Default::default()
+        };
+        let ep = vec!["/entry".to_string()];
+        let cmd = vec!["default".to_string()];
+        assert_eq!(argv(&c(None, None), &ep, &cmd, &[], false), ["/entry", "default"]);
+        assert_eq!(argv(&c(None, Some(vec!["x"])), &ep, &cmd, &[], false), ["/entry", "x"]);
+        assert_eq!(argv(&c(Some(vec!["/bin/a"]), None), &ep, &cmd, &[], false), ["/bin/a"]);
+        let env = vec![("N".to_string(), "3".to_string())];
+        assert_eq!(
+            argv(&c(Some(vec!["run"]), Some(vec!["$(N)"])), &ep, &cmd, &env, false),
+            ["run", "3"]
+        );
+        assert_eq!(argv(&c(None, None), &[], &[], &[], true), ["app"]);
+        assert_eq!(argv(&c(None, Some(vec!["a", "b"])), &[], &[], &[], true), ["app", "a", "b"]);
+    }
+}

@@ -1,0 +1,214 @@
+//! Skiff's node agent: registers a Node, keeps its Lease and status fresh, and runs the pods
+//! bound to it, like the kubelet.
+//!
+//! It talks to the control plane only through the public API (the `kube` client), so an
+//! agent can run on another machine. One watch of the pods bound to this node feeds one
+//! worker per pod ([`pod`]); each worker reconciles the pod's desired state against what runs
+//! (level triggered: a missed event or an agent restart heals on the next pass) and writes
+//! the pod's status. Runtimes are [`skiff_shim::Shim`]s; images and pod networks come through
+//! the [`Images`] and [`Network`] seams.
+
+mod adapters;
+mod container;
+mod env;
+pub mod logs;
+mod node;
+mod pod;
+mod probe;
+mod server;
+mod status;
+mod volumes;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_shim::{Shim, Workload};
+
+pub use logs::LogManager;
+
+/// An image as the node has it, resolved for a runtime.
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    /// The image's manifest digest, reported as `imageID`.
+    pub digest: String,
+    pub workload: Workload,
+    /// The image config's Entrypoint and Cmd (empty for Wasm artifacts).
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// `wasi/wasm` images and Wasm media types say Wasm even without a RuntimeClass.
+    pub is_wasm: bool,
+}
+
+/// `imagePullPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+/// Registry credentials from a pod's imagePullSecrets (`.dockerconfigjson` contents).
+#[derive(Debug, Clone, Default)]
+pub struct PullSecrets(pub Vec<Vec<u8>>);
+
+/// Where images come from: the node's image store.
+#[async_trait::async_trait]
+pub trait Images: Send + Sync + 'static {
+    async fn pull(
+        &self,
+        reference: &str,
+        policy: PullPolicy,
+        secrets: &PullSecrets,
+    ) -> Result<PulledImage, String>;
+}
+
+/// A pod's network sandbox as the network gave it.
+#[derive(Debug, Clone)]
+pub struct NetSandbox {
+    pub ip: IpAddr,
+    pub netns: Option<PathBuf>,
+}
+
+/// Pod networks: one namespace and address per pod.
+#[async_trait::async_trait]
+pub trait Network: Send + Sync + 'static {
+    async fn create(&self, pod_uid: &str) -> Result<NetSandbox, String>;
+    async fn remove(&self, pod_uid: &str) -> Result<(), String>;
+    /// Pods that have a sandbox (to remove those of pods that are gone).
+    async fn list(&self) -> Vec<String>;
+}
+
+/// How an agent is set up.
+pub struct AgentConfig {
+    pub node_name: String,
+    /// The address the node reports (InternalIP); the agent's endpoint listens on it.
+    pub node_ip: IpAddr,
+    /// Port of the agent's endpoint (logs, later exec), like the kubelet's 10250.
+    pub port: u16,
+    /// Pod directories (volumes) and container logs live here.
+    pub data_dir: PathBuf,
+    pub max_pods: u32,
+    /// Extra node labels.
+    pub labels: Vec<(String, String)>,
+    /// How often the Lease is renewed (the kubelet: 10 s).
+    pub lease_interval: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(node_name: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            node_name: node_name.into(),
+            node_ip: IpAddr::from([127, 0, 0, 1]),
+            port: 10250,
+            data_dir: data_dir.into(),
+            max_pods: 1000,
+            labels: Vec::new(),
+            lease_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the agent's parts share.
+pub(crate) struct Ctx {
+    pub client: kube::Client,
+    pub config: AgentConfig,
+    pub shims: Vec<Arc<dyn Shim>>,
+    pub images: Arc<dyn Images>,
+    pub network: Arc<dyn Network>,
+    pub logs: LogManager,
+    pub pods: pod::Workers,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("node registration: {0}")]
+    Register(#[from] kube::Error),
+    #[error("agent endpoint on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running agent.
+pub struct Agent {
+    tasks: tokio::task::JoinSet<()>,
+    pub endpoint: SocketAddr,
+}
+
+impl Agent {
+    /// Registers the node, then runs its heartbeat, its endpoint and its pods until dropped.
+    pub async fn start(
+        client: kube::Client,
+        config: AgentConfig,
+        shims: Vec<Arc<dyn Shim>>,
+        images: Arc<dyn Images>,
+        network: Arc<dyn Network>,
+    ) -> Result<Agent, Error> {
+        std::fs::create_dir_all(config.data_dir.join("pods"))?;
+        let logs = LogManager::new(config.data_dir.join("logs"))?;
+        let addr = SocketAddr::new(config.node_ip, config.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen { addr, source })?;
+        let endpoint = listener.local_addr()?;
+        let ctx = Arc::new(Ctx {
+            client,
+            config,
+            shims,
+            images,
+            network,
+            logs,
+            pods: pod::Workers::default(),
+        });
+        node::register(&ctx, endpoint.port()).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(server::serve(ctx.clone(), listener));
+        tasks.spawn(node::heartbeat(ctx.clone(), endpoint.port()));
+        tasks.spawn(pod::watch(ctx.clone()));
+        Ok(Agent { tasks, endpoint })
+    }
+
+    /// Runs until one of the agent's loops ends (they don't, short of a panic).
+    pub async fn wait(mut self) {
+        self.tasks.join_next().await;
+    }
+}
+
+/// Registers `name` as a Node if it is not one yet, and returns its pod CIDR (which the
+/// control plane assigns at registration), so the pod network can be set up before the
+/// agent starts.
+pub async fn ensure_node(client: &kube::Client, name: &str) -> Result<String, Error> {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    let node = match nodes.get_opt(name).await? {
+        Some(n) => n,
+        None => {
+            let fresh = Node {
+                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            match nodes.create(&Default::default(), &fresh).await {
+                Ok(n) => n,
+                Err(kube::Error::Api(e)) if e.code == 409 => nodes.get(name).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    node.spec
+        .and_then(|s| s.pod_cidr)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            Error::Io(std::io::Error::other(format!(
+                "node {name} has no spec.podCIDR: the control plane assigns one at registration"
+            )))
+        })
+}

@@ -1,0 +1,384 @@
+//! Container logs, in the CRI format the kubelet reads: one file per container attempt under
+//! `<logs>/<namespace>_<pod>_<uid>/<container>/<restart>.log`, each line
+//! `<RFC 3339 nano time> <stdout|stderr> <F|P> <text>` (`P` for a partial line). Files rotate
+//! at [`MAX_FILE_BYTES`], keeping [`MAX_FILES`] per attempt, as the kubelet's
+//! containerLogMaxSize and containerLogMaxFiles defaults do.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use skiff_shim::{LogSink, Stream};
+use tokio::sync::watch;
+
+pub const MAX_FILE_BYTES: u64 = 10 << 20;
+pub const MAX_FILES: usize = 5;
+
+#[derive(Clone)]
+pub struct LogManager {
+    root: PathBuf,
+    /// Bytes written per log file, for followers to wait on.
+    written: Arc<Mutex<HashMap<PathBuf, watch::Sender<u64>>>>,
+}
+
+impl LogManager {
+    pub fn new(root: PathBuf) -> io::Result<Self> {
+        std::fs::create_dir_all(&root)?;
+        Ok(Self {
+            root,
+            written: Arc::default(),
+        })
+    }
+
+    pub fn pod_dir(&self, namespace: &str, pod: &str, uid: &str) -> PathBuf {
+        self.root.join(format!("{namespace}_{pod}_{uid}"))
+    }
+
+    /// A writer for one attempt of a container.
+    pub fn open(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        container: &str,
+        restart: u32,
+    ) -> io::Result<Arc<ContainerLog>> {
+        let dir = self.pod_dir(namespace, pod, uid).join(container);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{restart}.log"));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        let notify = self
+            .written
+            .lock()
+            .expect("log lock")
+            .entry(path.clone())
+            .or_insert_with(|| watch::channel(size).0)
+            .clone();
+        Ok(Arc::new(ContainerLog {
+            manager: self.clone(),
+            path,
+            state: Mutex::new(WriterState {
+                file,
+                size,
+                partial: [Vec::new(), Vec::new()],
+            }),
+            notify,
+        }))
+    }
+
+    /// Removes a pod's logs (when the pod object is gone).
+    pub fn remove_pod(&self, namespace: &str, pod: &str, uid: &str) {
+        let dir = self.pod_dir(namespace, pod, uid);
+        self.written
+            .lock()
+            .expect("log lock")
+            .retain(|p, _| !p.starts_with(&dir));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The log file of a container: the newest attempt, or the one before it.
+    pub fn find(&self, namespace: &str, pod: &str, container: &str, previous: bool) -> Option<PathBuf> {
+        let prefix = format!("{namespace}_{pod}_");
+        let mut pod_dirs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&self.root)
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        // A pod recreated under the same name: the newest uid's logs.
+        pod_dirs.sort();
+        let dir = pod_dirs.pop()?.1.join(container);
+        let mut attempts: Vec<u32> = std::fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        attempts.sort_unstable();
+        let attempt = if previous {
+            attempts.iter().rev().nth(1)?
+        } else {
+            attempts.last()?
+        };
+        Some(dir.join(format!("{attempt}.log")))
+    }
+
+    /// Waits for a log file to grow past `len`.
+    pub fn subscribe(&self, path: &Path) -> Option<watch::Receiver<u64>> {
+        self.written
+            .lock()
+            .expect("log lock")
+            .get(path)
+            .map(|tx| tx.subscribe())
+    }
+}
+
+struct WriterState {
+    file: File,
+    size: u64,
+    /// An unfinished line per stream.
+    partial: [Vec<u8>; 2],
+}
+
+/// One container attempt's log file.
+pub struct ContainerLog {
+    manager: LogManager,
+    path: PathBuf,
+    state: Mutex<WriterState>,
+    notify: watch::Sender<u64>,
+}
+
+/// Longest line kept whole; longer ones are written as `P` pieces, as CRI runtimes do.
+const MAX_LINE: usize = 16 * 1024;
+
+impl ContainerLog {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write_line(&self, state: &mut WriterState, stream: Stream, tag: char, line: &[u8]) {
+        let mut out = Vec::with_capacity(line.len() + 48);
+        out.extend_from_slice(
+            Utc::now()
+                .to_rfc3339_opts(SecondsFormat::Nanos, true)
+                .as_bytes(),
+        );
+        out.push(b' ');
+        out.extend_from_slice(stream.as_str().as_bytes());
+        out.push(b' ');
+        out.push(tag as u8);
+        out.push(b' ');
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        if state.size + out.len() as u64 > MAX_FILE_BYTES {
+            self.rotate(state);
+        }
+        if state.file.write_all(&out).is_ok() {
+            state.size += out.len() as u64;
+        }
+    }
+
+    /// `0.log` → `0.log.<time>`; the oldest rotated files beyond the limit are removed.
+    fn rotate(&self, state: &mut WriterState) {
+        let stamp = Utc::now().format("%Y%m%d-%H%M%S%.f");
+        let rotated = self.path.with_extension(format!("log.{stamp}"));
+        if std::fs::rename(&self.path, &rotated).is_err() {
+            return;
+        }
+        if let Ok(f) = OpenOptions::new().create(true).append(true).open(&self.path) {
+            state.file = f;
+            state.size = 0;
+        }
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let mut old: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{name}.")))
+            })
+            .collect();
+        old.sort();
+        while old.len() >= MAX_FILES {
+            let _ = std::fs::remove_file(old.remove(0));
+        }
+    }
+
+    /// Writes out unfinished lines (at the end of an attempt).
+    pub fn flush(&self) {
+        let mut state = self.state.lock().expect("log lock");
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let line = std::mem::take(&mut state.partial[stream as usize]);
+            if !line.is_empty() {
+                self.write_line(&mut state, stream, 'F', &line);
+            }
+        }
+        let _ = state.file.flush();
+        self.notify.send_replace(state.size);
+    }
+}
+
+impl ContainerLog {
+    /// The attempt is over: unfinished lines are written and followers are told, once the
+    /// last handle to this log is dropped, that nothing more will come.
+    pub fn close(&self) {
+        self.flush();
+        self.manager
+            .written
+            .lock()
+            .expect("log lock")
+            .remove(&self.path);
+    }
+}
+
+impl LogSink for ContainerLog {
+    fn write(&self, stream: Stream, bytes: &[u8]) {
+        let mut state = self.state.lock().expect("log lock");
+        let mut rest = bytes;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            let mut line = std::mem::take(&mut state.partial[stream as usize]);
+            line.extend_from_slice(&rest[..i]);
+            self.write_line(&mut state, stream, 'F', &line);
+            rest = &rest[i + 1..];
+        }
+        let partial = &mut state.partial[stream as usize];
+        partial.extend_from_slice(rest);
+        while state.partial[stream as usize].len() >= MAX_LINE {
+            let piece: Vec<u8> = state.partial[stream as usize].drain(..MAX_LINE).collect();
+            self.write_line(&mut state, stream, 'P', &piece);
+        }
+        self.notify.send_replace(state.size);
+    }
+}
+
+/// One parsed CRI log line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub time: DateTime<Utc>,
+    pub stream: String,
+    pub partial: bool,
+    pub text: String,
+}
+
+pub fn parse_line(raw: &str) -> Option<Line> {
+    let mut parts = raw.splitn(4, ' ');
+    let time = DateTime::parse_from_rfc3339(parts.next()?)
+        .ok()?
+        .with_timezone(&Utc);
+    let stream = parts.next()?.to_string();
+    let partial = parts.next()? == "P";
+    let text = parts.next().unwrap_or("").to_string();
+    Some(Line {
+        time,
+        stream,
+        partial,
+        text,
+    })
+}
+
+/// What `kubectl logs` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    pub follow: bool,
+    pub tail_lines: Option<usize>,
+    pub timestamps: bool,
+    pub since: Option<DateTime<Utc>>,
+    pub limit_bytes: Option<usize>,
+}
+
+/// Reads a log file from the start (or its last `tail_lines` lines) and renders what the
+/// options select. Returns the rendered text and the file offset it read to.
+pub fn read_from(path: &Path, offset: u64, opts: &LogOptions, first: bool) -> io::Result<(Vec<u8>, u64)> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut reader = BufReader::new(file);
+    let mut lines = Vec::new();
+    let mut read = offset;
+    let mut buf = String::new();
+    loop {
+        buf.clear();
+        let n = reader.read_line(&mut buf)?;
+        if n == 0 || !buf.ends_with('\n') {
+            break;
+        }
+        read += n as u64;
+        if let Some(line) = parse_line(buf.trim_end_matches('\n')) {
+            lines.push(line);
+        }
+    }
+    if first && let Some(tail) = opts.tail_lines {
+        let full = lines.iter().filter(|l| !l.partial).count();
+        let mut skip_full = full.saturating_sub(tail);
+        let mut start = 0;
+        while skip_full > 0 && start < lines.len() {
+            if !lines[start].partial {
+                skip_full -= 1;
+            }
+            start += 1;
+        }
+        lines.drain(..start);
+    }
+    let mut out = Vec::new();
+    for line in lines {
+        if opts.since.is_some_and(|since| line.time < since) {
+            continue;
+        }
+        if opts.timestamps {
+            out.extend_from_slice(
+                line.time
+                    .to_rfc3339_opts(SecondsFormat::Nanos, true)
+                    .as_bytes(),
+            );
+            out.push(b' ');
+        }
+        out.extend_from_slice(line.text.as_bytes());
+        if !line.partial {
+            out.push(b'\n');
+        }
+    }
+    Ok((out, read))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_partial_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::new(dir.path().to_path_buf()).unwrap();
+        let log = logs.open("ns", "p", "u1", "c", 0).unwrap();
+        log.write(Stream::Stdout, b"one\ntw");
+        log.write(Stream::Stderr, b"err\n");
+        log.write(Stream::Stdout, b"o\nthree");
+        log.flush();
+        let path = logs.find("ns", "p", "c", false).unwrap();
+        let (all, _) = read_from(&path, 0, &LogOptions::default(), true).unwrap();
+        assert_eq!(String::from_utf8(all).unwrap(), "one\nerr\ntwo\nthree\n");
+        let tail = LogOptions {
+            tail_lines: Some(2),
+            ..Default::default()
+        };
+        let (last, _) = read_from(&path, 0, &tail, true).unwrap();
+        assert_eq!(String::from_utf8(last).unwrap(), "two\nthree\n");
+        let raw = std::fs::read_to_string(&path).unwrap();
+        let first = parse_line(raw.lines().nth(1).unwrap()).unwrap();
+        assert_eq!((first.stream.as_str(), first.text.as_str()), ("stderr", "err"));
+    }
+
+    #[test]
+    fn previous_is_the_attempt_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::new(dir.path().to_path_buf()).unwrap();
+        for attempt in 0..3 {
+            let log = logs.open("ns", "p", "u1", "c", attempt).unwrap();
+            log.write(Stream::Stdout, format!("attempt {attempt}\n").as_bytes());
+        }
+        let now = logs.find("ns", "p", "c", false).unwrap();
+        let before = logs.find("ns", "p", "c", true).unwrap();
+        assert!(now.ends_with("c/2.log") && before.ends_with("c/1.log"));
+    }
+
+    #[test]
+    fn long_lines_become_partial_pieces_that_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::new(dir.path().to_path_buf()).unwrap();
+        let log = logs.open("ns", "p", "u1", "c", 0).unwrap();
+        let long = "x".repeat(MAX_LINE * 2 + 10);
+        log.write(Stream::Stdout, format!("{long}\n").as_bytes());
+        let (text, _) = read_from(log.path(), 0, &LogOptions::default(), true).unwrap();
+        assert_eq!(String::from_utf8(text).unwrap(), format!("{long}\n"));
+    }
+}

@@ -1,0 +1,584 @@
+//! The pods bound to this node: one watch, one worker per pod.
+//!
+//! A worker owns its pod's life on the node: sandbox, volumes, init containers in order,
+//! then the containers side by side (each under a [`Supervisor`]), and the pod's status,
+//! which it writes whenever what the supervisors report changes. Deletion (a
+//! deletionTimestamp) stops the containers within the grace period, releases the sandbox,
+//! and removes the pod object, as the kubelet does.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod, PodStatus, Secret};
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent, WatchParams};
+use kube::{Api, ResourceExt};
+use skiff_shim::PodSandbox;
+use tokio::sync::{mpsc, watch};
+
+use crate::container::{BACKOFF_MAX, BACKOFF_START, Outcome, Role, Supervisor};
+use crate::status::{self, Snapshot};
+use crate::{Ctx, PullSecrets, volumes};
+
+#[derive(Default)]
+pub struct Workers {
+    map: Mutex<HashMap<String, watch::Sender<Option<Pod>>>>,
+}
+
+impl Workers {
+    pub fn count(&self) -> usize {
+        self.map.lock().expect("workers lock").len()
+    }
+}
+
+/// Watches the pods bound to this node and hands each to its worker.
+pub async fn watch(ctx: Arc<Ctx>) {
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let selector = format!("spec.nodeName={}", ctx.config.node_name);
+    let mut first = true;
+    loop {
+        let list = match api.list(&ListParams::default().fields(&selector)).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("listing pods: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let live: HashSet<String> = list.items.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        if first {
+            // Sandboxes of pods that went away while the agent was down.
+            for uid in ctx.network.list().await {
+                if !live.contains(&uid) {
+                    let _ = ctx.network.remove(&uid).await;
+                }
+            }
+            first = false;
+        }
+        let known: Vec<String> = ctx.pods.map.lock().expect("workers lock").keys().cloned().collect();
+        for uid in known.iter().filter(|u| !live.contains(*u)) {
+            gone(&ctx, uid);
+        }
+        for pod in list.items {
+            dispatch(&ctx, pod);
+        }
+        let mut rv = list.metadata.resource_version.unwrap_or_default();
+        let params = WatchParams::default().fields(&selector).timeout(290);
+        let stream = match api.watch(&params, &rv).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("watching pods: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut stream = stream.boxed();
+        loop {
+            match stream.try_next().await {
+                Ok(Some(WatchEvent::Added(pod) | WatchEvent::Modified(pod))) => {
+                    rv = pod.resource_version().unwrap_or_default();
+                    dispatch(&ctx, pod);
+                }
+                Ok(Some(WatchEvent::Deleted(pod))) => {
+                    rv = pod.resource_version().unwrap_or_default();
+                    if let Some(uid) = &pod.metadata.uid {
+                        gone(&ctx, uid);
+                    }
+                }
+                Ok(Some(WatchEvent::Bookmark(b))) => rv = b.metadata.resource_version,
+                Ok(Some(WatchEvent::Error(e))) => {
+                    tracing::debug!("pod watch ended: {}", e.message);
+                    break;
+                }
+                Ok(None) => {
+                    // The server closed the watch (timeout): resume from where it was.
+                    match api.watch(&params, &rv).await {
+                        Ok(s) => stream = s.boxed(),
+                        Err(_) => break,
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("pod watch failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn dispatch(ctx: &Arc<Ctx>, pod: Pod) {
+    let Some(uid) = pod.metadata.uid.clone() else {
+        return;
+    };
+    let mut map = ctx.pods.map.lock().expect("workers lock");
+    if let Some(tx) = map.get(&uid) {
+        tx.send_replace(Some(pod));
+        return;
+    }
+    let (tx, rx) = watch::channel(Some(pod));
+    map.insert(uid.clone(), tx);
+    let ctx2 = ctx.clone();
+    tokio::spawn(async move {
+        worker(ctx2.clone(), rx).await;
+        ctx2.pods.map.lock().expect("workers lock").remove(&uid);
+    });
+}
+
+fn gone(ctx: &Arc<Ctx>, uid: &str) {
+    if let Some(tx) = ctx.pods.map.lock().expect("workers lock").get(uid) {
+        tx.send_replace(None);
+    }
+}
+
+/// What supervisors report to their pod's worker.
+pub enum Update {
+    Sandbox(Option<IpAddr>),
+    Container {
+        init: bool,
+        index: usize,
+        status: status::Container,
+    },
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
+/// What the parts of one pod's run share.
+pub struct PodRun {
+    pub ctx: Arc<Ctx>,
+    pub pod: Pod,
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub restart_policy: String,
+    /// The pod's termination grace period (liveness restarts use it too).
+    pub grace: Duration,
+    pub sandbox: PodSandbox,
+    pub volumes: BTreeMap<String, volumes::Prepared>,
+    /// The RuntimeClass handler, when the pod names a RuntimeClass.
+    pub handler: Option<String>,
+    pub pull_secrets: PullSecrets,
+    pub updates: mpsc::UnboundedSender<Update>,
+}
+
+impl PodRun {
+    pub fn event(&self, field_path: Option<String>, type_: &str, reason: &str, message: String) {
+        record_event(&self.ctx, &self.pod, field_path, type_, reason, message);
+    }
+}
+
+/// Events go out in the background, at most [`EVENT_QPS`] a second with bursts of
+/// [`EVENT_BURST`] (the kubelet's eventRecordQPS and eventBurst): the rest are dropped, so a
+/// burst of pods is not slowed by its own events.
+const EVENT_QPS: u32 = 50;
+const EVENT_BURST: u32 = 100;
+
+static EVENT_TOKENS: AtomicU32 = AtomicU32::new(EVENT_BURST);
+static EVENT_REFILL: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+
+fn take_event_token() -> bool {
+    {
+        let mut last = EVENT_REFILL.lock().expect("event lock");
+        let now = std::time::Instant::now();
+        let since = last.map_or(Duration::ZERO, |t| now - t);
+        let add = (since.as_secs_f64() * f64::from(EVENT_QPS)) as u32;
+        if last.is_none() || add > 0 {
+            *last = Some(now);
+            let cur = EVENT_TOKENS.load(Ordering::Relaxed);
+            EVENT_TOKENS.store((cur + add).min(EVENT_BURST), Ordering::Relaxed);
+        }
+    }
+    EVENT_TOKENS
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| t.checked_sub(1))
+        .is_ok()
+}
+
+pub fn record_event(
+    ctx: &Arc<Ctx>,
+    pod: &Pod,
+    field_path: Option<String>,
+    type_: &str,
+    reason: &str,
+    message: String,
+) {
+    if !take_event_token() {
+        tracing::debug!(reason, "event dropped by the rate limit: {message}");
+        return;
+    }
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let now = Utc::now();
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}.{:x}", now.timestamp_nanos_opt().unwrap_or_default())),
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(name),
+            namespace: Some(namespace.clone()),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            field_path,
+        },
+        reason: Some(reason.into()),
+        message: Some(message),
+        type_: Some(type_.into()),
+        source: Some(EventSource {
+            component: Some("kubelet".into()),
+            host: Some(ctx.config.node_name.clone()),
+        }),
+        reporting_component: Some("kubelet".into()),
+        reporting_instance: Some(ctx.config.node_name.clone()),
+        first_timestamp: Some(status::time(now)),
+        last_timestamp: Some(status::time(now)),
+        event_time: Some(status::micro_time(now)),
+        count: Some(1),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &namespace);
+    tokio::spawn(async move {
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!("event not recorded: {e}");
+        }
+    });
+}
+
+/// One pod, from the first time the agent sees it until its object is gone.
+async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
+    let Some(pod) = rx.borrow_and_update().clone() else {
+        return;
+    };
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let finished = matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    );
+    let spec = pod.spec.clone().unwrap_or_default();
+    let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+    let (stop_tx, stop_rx) = watch::channel(None::<Duration>);
+    let (updates_tx, mut updates) = mpsc::unbounded_channel();
+    let mut run_task = if finished || pod.metadata.deletion_timestamp.is_some() {
+        None
+    } else {
+        Some(tokio::spawn(run_pod(ctx.clone(), pod.clone(), grace, stop_rx, updates_tx)))
+    };
+
+    let mut writer = StatusWriter::new(&ctx, &pod);
+    let mut deleting: Option<Duration> = None;
+    let mut released = false;
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let latest = rx.borrow_and_update().clone();
+                match latest {
+                    None => {
+                        // Removed from the API (force delete, or our own final delete).
+                        stop_tx.send_replace(Some(Duration::ZERO));
+                        if let Some(t) = run_task.take() {
+                            let _ = t.await;
+                        }
+                        break;
+                    }
+                    Some(p) => {
+                        if deleting.is_none()
+                            && let Some(_ts) = &p.metadata.deletion_timestamp
+                        {
+                            let g = p
+                                .metadata
+                                .deletion_grace_period_seconds
+                                .map_or(grace, |s| Duration::from_secs(s.max(0) as u64));
+                            deleting = Some(g);
+                            stop_tx.send_replace(Some(g));
+                        }
+                        writer.pod = p;
+                    }
+                }
+            }
+            Some(update) = updates.recv() => {
+                writer.apply(update);
+                while let Ok(more) = updates.try_recv() {
+                    writer.apply(more);
+                }
+                writer.flush().await;
+            }
+            result = async { run_task.as_mut().expect("guarded").await }, if run_task.is_some() => {
+                run_task = None;
+                let _ = result;
+                while let Ok(more) = updates.try_recv() {
+                    writer.apply(more);
+                }
+                writer.flush().await;
+            }
+        }
+        if run_task.is_none() && !released {
+            // Nothing runs any more: the pod's network and directory are released (a
+            // completed pod keeps its status, not its sandbox).
+            released = true;
+            let _ = ctx.network.remove(&uid).await;
+            let _ = tokio::fs::remove_dir_all(ctx.config.data_dir.join("pods").join(&uid)).await;
+        }
+        if run_task.is_none() && deleting.is_some() {
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match api.delete(&name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => break,
+                Err(e) => {
+                    tracing::warn!(pod = %name, "delete after termination failed: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            // Wait for the watch to confirm (`None`); a retry happens on the next change.
+            deleting = Some(Duration::ZERO);
+        }
+    }
+    let _ = ctx.network.remove(&uid).await;
+    ctx.logs.remove_pod(&namespace, &name, &uid);
+}
+
+/// Runs the pod: sandbox, volumes, init containers, containers. Returns when nothing of it
+/// runs any more.
+async fn run_pod(
+    ctx: Arc<Ctx>,
+    pod: Pod,
+    grace: Duration,
+    mut stop: watch::Receiver<Option<Duration>>,
+    updates: mpsc::UnboundedSender<Update>,
+) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let event = |type_: &str, reason: &str, message: String| {
+        record_event(&ctx, &pod, None, type_, reason, message);
+    };
+    let mut backoff = BACKOFF_START;
+    // The runtime handler, the sandbox and the volumes, retried until they work.
+    let (handler, sandbox, volumes) = loop {
+        if stop.borrow().is_some() {
+            return;
+        }
+        let attempt: Result<_, (String, String)> = async {
+            let handler = match &spec.runtime_class_name {
+                None => None,
+                Some(rc) => {
+                    let api: Api<RuntimeClass> = Api::all(ctx.client.clone());
+                    let found = api
+                        .get_opt(rc)
+                        .await
+                        .map_err(|e| ("FailedCreatePodSandBox".to_string(), e.to_string()))?;
+                    let rc_obj = found.ok_or_else(|| {
+                        ("FailedCreatePodSandBox".to_string(), format!("RuntimeClass \"{rc}\" not found"))
+                    })?;
+                    Some(rc_obj.handler)
+                }
+            };
+            let net = ctx
+                .network
+                .create(&uid)
+                .await
+                .map_err(|e| ("FailedCreatePodSandBox".to_string(), format!("Failed to create pod sandbox: {e}")))?;
+            let pod_dir = ctx.config.data_dir.join("pods").join(&uid);
+            let volumes = volumes::prepare(&ctx.client, &pod, &pod_dir)
+                .await
+                .map_err(|e| ("FailedMount".to_string(), e.to_string()))?;
+            Ok((handler, net, volumes))
+        }
+        .await;
+        match attempt {
+            Ok(v) => break v,
+            Err((reason, message)) => {
+                event("Warning", &reason, message);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stop.wait_for(Option::is_some) => return,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    };
+    let _ = updates.send(Update::Sandbox(Some(sandbox.ip)));
+    let mut pull_secrets = PullSecrets::default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    for r in spec.image_pull_secrets.iter().flatten() {
+        if let Ok(Some(s)) = secrets.get_opt(&r.name).await
+            && let Some(cfg) = s.data.as_ref().and_then(|d| d.get(".dockerconfigjson"))
+        {
+            pull_secrets.0.push(cfg.0.clone());
+        }
+    }
+    let run = Arc::new(PodRun {
+        ctx: ctx.clone(),
+        pod: pod.clone(),
+        uid: uid.clone(),
+        namespace,
+        name,
+        restart_policy: spec.restart_policy.clone().unwrap_or_else(|| "Always".into()),
+        grace,
+        sandbox: PodSandbox {
+            netns: sandbox.netns.clone(),
+            ip: Some(sandbox.ip),
+            hostname: pod.metadata.name.clone().unwrap_or_default(),
+        },
+        volumes,
+        handler,
+        pull_secrets,
+        updates,
+    });
+    let restart_counts = previous_restarts(&pod);
+    let supervisor = |role: Role, index: usize, c: &k8s_openapi::api::core::v1::Container| {
+        let mut status = status::Container::new(&c.name, c.image.as_deref().unwrap_or(""));
+        status.restart_count = restart_counts.get(&c.name).copied().unwrap_or(0);
+        Supervisor {
+            run: run.clone(),
+            role,
+            index,
+            spec: c.clone(),
+            stop: stop.clone(),
+            status,
+        }
+    };
+    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        match supervisor(Role::Init, i, c).supervise().await {
+            Outcome::Succeeded => {}
+            Outcome::Stopped => return,
+            Outcome::Failed => {
+                let _ = run.updates.send(Update::Failed {
+                    reason: "Failed".into(),
+                    message: format!("init container {} failed", c.name),
+                });
+                return;
+            }
+        }
+    }
+    let all: Vec<_> = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| tokio::spawn(supervisor(Role::App, i, c).supervise()))
+        .collect();
+    for t in all {
+        let _ = t.await;
+    }
+}
+
+/// restartCount carries over from the status an earlier agent wrote.
+fn previous_restarts(pod: &Pod) -> HashMap<String, i32> {
+    let status = pod.status.as_ref();
+    status
+        .into_iter()
+        .flat_map(|s| {
+            s.container_statuses
+                .iter()
+                .flatten()
+                .chain(s.init_container_statuses.iter().flatten())
+        })
+        .map(|c| (c.name.clone(), c.restart_count))
+        .collect()
+}
+
+/// The pod's status as supervisors report it, written when it changes.
+struct StatusWriter {
+    ctx: Arc<Ctx>,
+    pod: Pod,
+    init: Vec<status::Container>,
+    containers: Vec<status::Container>,
+    pod_ip: Option<String>,
+    sandbox_ready: bool,
+    failed: Option<(String, String)>,
+    start_time: chrono::DateTime<Utc>,
+    written: Option<PodStatus>,
+}
+
+impl StatusWriter {
+    fn new(ctx: &Arc<Ctx>, pod: &Pod) -> Self {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mk = |c: &k8s_openapi::api::core::v1::Container| status::Container::new(&c.name, c.image.as_deref().unwrap_or(""));
+        let existing = pod.status.clone();
+        StatusWriter {
+            ctx: ctx.clone(),
+            pod: pod.clone(),
+            init: spec.init_containers.iter().flatten().map(mk).collect(),
+            containers: spec.containers.iter().map(mk).collect(),
+            pod_ip: existing.as_ref().and_then(|s| s.pod_ip.clone()),
+            sandbox_ready: false,
+            failed: None,
+            start_time: existing
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map_or_else(Utc::now, status::from_time),
+            written: existing,
+        }
+    }
+
+    fn apply(&mut self, update: Update) {
+        match update {
+            Update::Sandbox(ip) => {
+                self.pod_ip = ip.map(|ip| ip.to_string());
+                self.sandbox_ready = true;
+            }
+            Update::Container { init, index, status } => {
+                let list = if init { &mut self.init } else { &mut self.containers };
+                if let Some(slot) = list.get_mut(index) {
+                    *slot = status;
+                }
+            }
+            Update::Failed { reason, message } => self.failed = Some((reason, message)),
+        }
+    }
+
+    async fn flush(&mut self) {
+        let restart_policy = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".into());
+        let snapshot = Snapshot {
+            restart_policy: &restart_policy,
+            host_ip: self.ctx.config.node_ip.to_string(),
+            pod_ip: self.pod_ip.clone(),
+            start_time: self.start_time,
+            sandbox_ready: self.sandbox_ready,
+            init: &self.init,
+            containers: &self.containers,
+            failed: self.failed.clone(),
+        };
+        let status = status::render(&snapshot, self.written.as_ref());
+        if self.written.as_ref() == Some(&status) {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            self.pod.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let patch = serde_json::json!({ "status": status });
+        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => self.written = Some(status),
+            Err(e) => tracing::debug!(pod = %name, "status update failed: {e}"),
+        }
+    }
+}

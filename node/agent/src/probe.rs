@@ -1,0 +1,166 @@
+//! Startup, liveness and readiness probes: httpGet and tcpSocket, with the Kubernetes timing
+//! fields (initialDelaySeconds, periodSeconds, timeoutSeconds, successThreshold,
+//! failureThreshold). exec probes need processes and arrive with the container shim.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Startup,
+    Liveness,
+    Readiness,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Startup => "Startup",
+            Kind::Liveness => "Liveness",
+            Kind::Readiness => "Readiness",
+        }
+    }
+}
+
+/// A probe's verdict changed (after its thresholds).
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub kind: Kind,
+    pub ok: bool,
+    /// Why the last attempt failed.
+    pub message: String,
+}
+
+pub struct Timing {
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+pub fn timing(p: &Probe) -> Timing {
+    let secs = |v: Option<i32>, default: u64| Duration::from_secs(v.map_or(default, |s| s.max(0) as u64));
+    Timing {
+        initial_delay: secs(p.initial_delay_seconds, 0),
+        period: secs(p.period_seconds, 10).max(Duration::from_secs(1)),
+        timeout: secs(p.timeout_seconds, 1).max(Duration::from_secs(1)),
+        success_threshold: p.success_threshold.unwrap_or(1).max(1) as u32,
+        failure_threshold: p.failure_threshold.unwrap_or(3).max(1) as u32,
+    }
+}
+
+/// Runs one probe until the task is dropped, sending a [`Verdict`] each time its result
+/// flips. The first verdict of a startup or readiness probe is sent on its first success;
+/// liveness sends only failures.
+pub async fn run(kind: Kind, probe: Probe, container: Container, ip: IpAddr, out: mpsc::Sender<Verdict>) {
+    let t = timing(&probe);
+    tokio::time::sleep(t.initial_delay).await;
+    let (mut successes, mut failures) = (0u32, 0u32);
+    let mut current: Option<bool> = None;
+    loop {
+        let result = match tokio::time::timeout(t.timeout, attempt(&probe, &container, ip)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("timeout after {:?}", t.timeout)),
+        };
+        match result {
+            Ok(()) => {
+                successes += 1;
+                failures = 0;
+                if successes >= t.success_threshold && current != Some(true) {
+                    current = Some(true);
+                    let v = Verdict { kind, ok: true, message: String::new() };
+                    if out.send(v).await.is_err() {
+                        return;
+                    }
+                    if kind == Kind::Startup {
+                        return;
+                    }
+                }
+            }
+            Err(message) => {
+                failures += 1;
+                successes = 0;
+                if failures >= t.failure_threshold && current != Some(false) {
+                    current = Some(false);
+                    if out.send(Verdict { kind, ok: false, message }).await.is_err() {
+                        return;
+                    }
+                    if kind == Kind::Liveness || kind == Kind::Startup {
+                        // The container is restarted; a new probe task starts with it.
+                        return;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(t.period).await;
+    }
+}
+
+fn port(p: &IntOrString, container: &Container) -> Result<u16, String> {
+    match p {
+        IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("invalid port {n}")),
+        IntOrString::String(name) => container
+            .ports
+            .iter()
+            .flatten()
+            .find(|cp| cp.name.as_deref() == Some(name))
+            .and_then(|cp| u16::try_from(cp.container_port).ok())
+            .ok_or_else(|| format!("port {name:?} is not declared by the container")),
+    }
+}
+
+async fn attempt(probe: &Probe, container: &Container, ip: IpAddr) -> Result<(), String> {
+    if let Some(h) = &probe.http_get {
+        let port = port(&h.port, container)?;
+        let host = h.host.clone().unwrap_or_else(|| ip.to_string());
+        let scheme = h.scheme.as_deref().unwrap_or("HTTP");
+        if scheme != "HTTP" {
+            return Err(format!("scheme {scheme} is not supported"));
+        }
+        let path = h.path.clone().unwrap_or_else(|| "/".into());
+        let uri: http::Uri = format!("http://{host}:{port}{path}")
+            .parse()
+            .map_err(|e| format!("probe url: {e}"))?;
+        let mut req = http::Request::get(uri)
+            .header("user-agent", "kube-probe/1.33")
+            .header("accept", "*/*");
+        for hdr in h.http_headers.iter().flatten() {
+            req = req.header(hdr.name.as_str(), hdr.value.as_str());
+        }
+        let req = req.body(Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let resp = client.request(req).await.map_err(|e| format!("Get \"http://{host}:{port}{path}\": {e}"))?;
+        let code = resp.status().as_u16();
+        return if (200..400).contains(&code) {
+            Ok(())
+        } else {
+            Err(format!("HTTP probe failed with statuscode: {code}"))
+        };
+    }
+    if let Some(t) = &probe.tcp_socket {
+        let port = port(&t.port, container)?;
+        let host: IpAddr = match &t.host {
+            Some(h) => h.parse().map_err(|_| format!("invalid host {h}"))?,
+            None => ip,
+        };
+        return tokio::net::TcpStream::connect(SocketAddr::new(host, port))
+            .await
+            .map(drop)
+            .map_err(|e| format!("dial tcp {host}:{port}: {e}"));
+    }
+    if probe.exec.is_some() {
+        return Err("exec probes need a process; Wasm containers have none".into());
+    }
+    if probe.grpc.is_some() {
+        return Err("grpc probes are not supported yet".into());
+    }
+    Err("probe has no handler".into())
+}

@@ -1,0 +1,203 @@
+//! Pod volumes on the node: emptyDir, configMap, secret and hostPath, as directories the
+//! runtimes mount (Wasm: preopened directories).
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
+use kube::Api;
+use skiff_shim::Mount;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("volume {volume:?}: {message}")]
+    Setup { volume: String, message: String },
+    #[error("container {container:?} mounts volume {volume:?}, which the pod does not declare")]
+    Undeclared { container: String, volume: String },
+}
+
+fn setup(volume: &str, message: impl std::fmt::Display) -> VolumeError {
+    VolumeError::Setup {
+        volume: volume.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// A volume on the node.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub path: PathBuf,
+    /// configMap and secret volumes are read-only whatever the mount says, as in Kubernetes.
+    pub read_only: bool,
+}
+
+/// Prepares every volume of the pod under `pod_dir/volumes`; returns where each one is.
+pub async fn prepare(
+    client: &kube::Client,
+    pod: &Pod,
+    pod_dir: &Path,
+) -> Result<BTreeMap<String, Prepared>, VolumeError> {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let path = prepare_one(client, &namespace, v, pod_dir).await?;
+        let read_only = v.config_map.is_some() || v.secret.is_some();
+        out.insert(v.name.clone(), Prepared { path, read_only });
+    }
+    Ok(out)
+}
+
+async fn prepare_one(
+    client: &kube::Client,
+    namespace: &str,
+    v: &Volume,
+    pod_dir: &Path,
+) -> Result<PathBuf, VolumeError> {
+    let dir = |kind: &str| pod_dir.join("volumes").join(kind).join(&v.name);
+    let create = |p: &Path| std::fs::create_dir_all(p).map_err(|e| setup(&v.name, e));
+    if v.empty_dir.is_some() {
+        let p = dir("empty-dir");
+        create(&p)?;
+        return Ok(p);
+    }
+    if let Some(h) = &v.host_path {
+        let p = PathBuf::from(&h.path);
+        let kind = h.type_.as_deref().unwrap_or("");
+        match kind {
+            "DirectoryOrCreate" => create(&p)?,
+            "Directory" if !p.is_dir() => {
+                return Err(setup(&v.name, format!("hostPath {} is not a directory", h.path)));
+            }
+            "" if !p.exists() => {
+                return Err(setup(&v.name, format!("hostPath {} does not exist", h.path)));
+            }
+            "FileOrCreate" | "File" | "Socket" | "CharDevice" | "BlockDevice" => {
+                // Wasm guests see directories only (WASI preopens).
+                return Err(setup(
+                    &v.name,
+                    format!("hostPath type {kind} is not supported: mount a directory"),
+                ));
+            }
+            _ => {}
+        }
+        return Ok(p);
+    }
+    if let Some(cm) = &v.config_map {
+        let p = dir("configmap");
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+        let optional = cm.optional.unwrap_or(false);
+        let files: BTreeMap<String, Vec<u8>> = match api.get_opt(&cm.name).await {
+            Ok(Some(obj)) => obj
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .chain(
+                    obj.binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0)),
+                )
+                .collect(),
+            Ok(None) if optional => BTreeMap::new(),
+            Ok(None) => return Err(setup(&v.name, format!("configmap \"{}\" not found", cm.name))),
+            Err(e) => return Err(setup(&v.name, e)),
+        };
+        write_files(&v.name, &p, &files, cm.items.as_deref(), optional)?;
+        return Ok(p);
+    }
+    if let Some(s) = &v.secret {
+        let p = dir("secret");
+        let name = s.secret_name.clone().unwrap_or_default();
+        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let optional = s.optional.unwrap_or(false);
+        let files: BTreeMap<String, Vec<u8>> = match api.get_opt(&name).await {
+            Ok(Some(obj)) => obj
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect(),
+            Ok(None) if optional => BTreeMap::new(),
+            Ok(None) => return Err(setup(&v.name, format!("secret \"{name}\" not found"))),
+            Err(e) => return Err(setup(&v.name, e)),
+        };
+        write_files(&v.name, &p, &files, s.items.as_deref(), optional)?;
+        return Ok(p);
+    }
+    Err(setup(
+        &v.name,
+        "only emptyDir, configMap, secret and hostPath volumes are supported on this node",
+    ))
+}
+
+/// Writes keys as files (all of them, or the listed `items` at their paths). Paths are
+/// relative and may not climb out (`..`), as the API server also validates.
+fn write_files(
+    volume: &str,
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    optional: bool,
+) -> Result<(), VolumeError> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| setup(volume, e))?;
+    let pairs: Vec<(String, String)> = match items {
+        Some(items) => items.iter().map(|i| (i.key.clone(), i.path.clone())).collect(),
+        None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+    };
+    for (key, rel) in pairs {
+        let Some(bytes) = data.get(&key) else {
+            if optional {
+                continue;
+            }
+            return Err(setup(volume, format!("key {key:?} not found")));
+        };
+        let rel = Path::new(&rel);
+        if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(setup(volume, format!("path {} must be relative, without ..", rel.display())));
+        }
+        let target = dir.join(rel);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| setup(volume, e))?;
+        }
+        std::fs::write(&target, bytes).map_err(|e| setup(volume, e))?;
+    }
+    Ok(())
+}
+
+/// The mounts of one container, from its volumeMounts.
+pub fn mounts(
+    container: &k8s_openapi::api::core::v1::Container,
+    volumes: &BTreeMap<String, Prepared>,
+) -> Result<Vec<Mount>, VolumeError> {
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| {
+            let base = volumes.get(&m.name).ok_or_else(|| VolumeError::Undeclared {
+                container: container.name.clone(),
+                volume: m.name.clone(),
+            })?;
+            let (base, always_ro) = (&base.path, base.read_only);
+            let host_path = match m.sub_path.as_deref() {
+                Some(sub) if !sub.is_empty() => {
+                    let sub = Path::new(sub);
+                    if sub.components().any(|c| !matches!(c, Component::Normal(_))) {
+                        return Err(setup(&m.name, "subPath must be relative, without .."));
+                    }
+                    let p = base.join(sub);
+                    std::fs::create_dir_all(&p).map_err(|e| setup(&m.name, e))?;
+                    p
+                }
+                _ => base.clone(),
+            };
+            Ok(Mount {
+                host_path,
+                container_path: m.mount_path.clone(),
+                read_only: always_ro || m.read_only.unwrap_or(false),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,179 @@
+//! The seam between the node agent and a runtime.
+//!
+//! A [`Shim`] names itself (the RuntimeClass handler that selects it) and the artifact media
+//! types it runs, says whether it can run a given [`Workload`], may precompile one ahead of
+//! time, and creates [`Container`]s in a pod's sandbox. The node agent owns everything around
+//! a container (images, the pod's network namespace, volumes on disk, log files, restarts);
+//! a shim only turns a [`ContainerSpec`] into something that runs and reports how it ended.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a container runs, as the image store resolved it.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    /// A WebAssembly core module or component, one file.
+    Wasm {
+        /// Content digest of the module (`sha256:...`): the precompile cache key.
+        digest: String,
+        /// Media type of the layer it came from.
+        media_type: String,
+        path: PathBuf,
+    },
+    /// A Linux root filesystem made of OCI layers (the container shim).
+    Rootfs { digest: String, layers: Vec<PathBuf> },
+}
+
+impl Workload {
+    pub fn digest(&self) -> &str {
+        match self {
+            Workload::Wasm { digest, .. } | Workload::Rootfs { digest, .. } => digest,
+        }
+    }
+}
+
+/// A directory the agent prepared (emptyDir, configMap, secret, hostPath) and where the
+/// container sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mount {
+    pub host_path: PathBuf,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// Which output a chunk of log came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Where a container's output goes. Writes are synchronous and short: the agent appends to
+/// a file.
+pub trait LogSink: Send + Sync {
+    fn write(&self, stream: Stream, bytes: &[u8]);
+}
+
+/// Everything a shim needs to create one container of a pod.
+#[derive(Clone)]
+pub struct ContainerSpec {
+    /// `<pod uid>/<container name>`, unique on the node.
+    pub id: String,
+    pub name: String,
+    pub workload: Workload,
+    /// The full argv: Kubernetes `command` + `args` (or the image's), argv\[0\] first.
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub mounts: Vec<Mount>,
+    /// TCP ports the container declares (`containerPort`).
+    pub ports: Vec<u16>,
+    /// Memory limit in bytes (`resources.limits.memory`).
+    pub memory_limit: Option<u64>,
+    /// CPU limit in millicores (`resources.limits.cpu`).
+    pub cpu_limit_millis: Option<u64>,
+    pub logs: Arc<dyn LogSink>,
+}
+
+/// The pod-level environment containers of one pod share.
+#[derive(Debug, Clone, Default)]
+pub struct PodSandbox {
+    /// The pod's network namespace (a bind-mounted nsfs file), or `None` for the host's.
+    pub netns: Option<PathBuf>,
+    pub ip: Option<IpAddr>,
+    pub hostname: String,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    pub code: i32,
+    pub reason: ExitReason,
+    pub message: Option<String>,
+}
+
+/// The kubelet's termination reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// Exit code 0.
+    Completed,
+    /// A non-zero exit or a trap.
+    Error,
+    /// Over its memory limit.
+    OOMKilled,
+}
+
+impl ExitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Completed => "Completed",
+            ExitReason::Error => "Error",
+            ExitReason::OOMKilled => "OOMKilled",
+        }
+    }
+}
+
+/// Resource use of a running container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub memory_bytes: u64,
+    pub cpu_nanos: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    /// The artifact can't be loaded (bad bytes, wrong kind): `CreateContainerError`.
+    #[error("invalid workload: {0}")]
+    InvalidWorkload(String),
+    /// It loaded but could not start: `RunContainerError`.
+    #[error("start failed: {0}")]
+    Start(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A runtime. One instance per node, shared by every pod it runs.
+#[async_trait::async_trait]
+pub trait Shim: Send + Sync + 'static {
+    /// The RuntimeClass handler that selects this shim (`wasmtime`, `runc`-like).
+    fn name(&self) -> &'static str;
+    /// Layer media types this shim runs.
+    fn media_types(&self) -> &'static [&'static str];
+    /// Whether this shim can run the workload (its kind and, for Wasm, its bytes).
+    fn can_run(&self, workload: &Workload) -> bool;
+    /// Compile ahead of the first start, so that start only instantiates. Optional.
+    async fn precompile(&self, _workload: &Workload) -> Result<(), ShimError> {
+        Ok(())
+    }
+    /// Create a container, ready to start.
+    async fn create(
+        &self,
+        spec: ContainerSpec,
+        sandbox: &PodSandbox,
+    ) -> Result<Box<dyn Container>, ShimError>;
+}
+
+/// One created container. Dropping it releases everything it holds (kill first).
+#[async_trait::async_trait]
+pub trait Container: Send + Sync {
+    /// Runs it; returns once it is running (or failed to).
+    async fn start(&self) -> Result<(), ShimError>;
+    /// Resolves when it has exited; may be called more than once.
+    async fn wait(&self) -> Exit;
+    /// Asks it to stop, and stops it for good after `grace`. Returns at once.
+    fn stop(&self, grace: Duration);
+    /// Stops it now.
+    fn kill(&self);
+    fn stats(&self) -> Stats;
+}
