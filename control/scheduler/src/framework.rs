@@ -433,6 +433,56 @@ pub(crate) fn score_on(pod: &Pod, info: &PodInfo, node: &Node, on_node: &NodeInf
         - 2 * 100_000 * replicas / (replicas + 10)
 }
 
+/// kube-scheduler's FailedScheduling message: how many nodes failed for each reason, then
+/// what preemption could do about it (Skiff does not preempt, and pods of equal priority
+/// are never victims):
+/// `0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node
+/// affinity/selector. preemption: 0/3 nodes are available: 1 No preemption victims found
+/// for incoming pod, 2 Preemption is not helpful for scheduling.`
+/// `unfit` holds one entry per node, or the one PreFilter failure that applies to all.
+pub(crate) fn unschedulable_message(nodes: usize, unfit: &[Unfit]) -> String {
+    if nodes == 0 {
+        return "no nodes available to schedule pods".into();
+    }
+    let histogram = |items: Vec<String>| {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for i in items {
+            *counts.entry(i).or_insert(0) += 1;
+        }
+        let mut out: Vec<String> = counts
+            .into_iter()
+            .map(|(r, n)| format!("{n} {r}"))
+            .collect();
+        out.sort();
+        out.join(", ")
+    };
+    let not_helpful = "Preemption is not helpful for scheduling";
+    let (filters, preemption) = match unfit {
+        [prefilter @ Unfit::RuntimeClassNotFound(_), ..] => (
+            prefilter.to_string(),
+            histogram(vec![not_helpful.into(); nodes]),
+        ),
+        _ => (
+            histogram(unfit.iter().flat_map(Unfit::reasons).collect()),
+            histogram(
+                unfit
+                    .iter()
+                    .map(|u| {
+                        if u.resolvable_by_preemption() {
+                            "No preemption victims found for incoming pod".into()
+                        } else {
+                            not_helpful.into()
+                        }
+                    })
+                    .collect(),
+            ),
+        ),
+    };
+    format!(
+        "0/{nodes} nodes are available: {filters}. preemption: 0/{nodes} nodes are available: {preemption}."
+    )
+}
+
 /// The taint Kubernetes' node lifecycle controller puts on a node that is not Ready, unless
 /// the node already carries it.
 fn readiness_taint(node: &Node) -> Option<Taint> {

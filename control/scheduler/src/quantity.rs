@@ -113,10 +113,6 @@ impl Resources {
             *e = (*e).max(*v);
         }
     }
-
-    pub fn is_zero(&self) -> bool {
-        self.0.values().all(|v| *v == 0)
-    }
 }
 
 #[cfg(test)]

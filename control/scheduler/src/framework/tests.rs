@@ -492,3 +492,28 @@ fn prefer_no_schedule_taints_lower_the_score_unless_tolerated() {
     );
     assert_eq!(score(&tolerant, &clean, &[]), score(&tolerant, &soft, &[]));
 }
+
+#[test]
+fn the_failure_message_counts_reasons_like_kube_scheduler() {
+    use super::unschedulable_message;
+    let unfit = [
+        Unfit::NodeAffinity,
+        Unfit::Insufficient(vec!["Insufficient cpu".into()]),
+        Unfit::NodeAffinity,
+    ];
+    assert_eq!(
+        unschedulable_message(3, &unfit),
+        "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node affinity/selector. \
+         preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, \
+         2 Preemption is not helpful for scheduling."
+    );
+    assert_eq!(
+        unschedulable_message(2, &[Unfit::RuntimeClassNotFound("wasm".into())]),
+        "0/2 nodes are available: runtimeclasses.node.k8s.io \"wasm\" not found. \
+         preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."
+    );
+    assert_eq!(
+        unschedulable_message(0, &[]),
+        "no nodes available to schedule pods"
+    );
+}
