@@ -106,9 +106,11 @@ pub async fn run(
         tx,
         Msg::Pods,
     ));
-    scheduler.handle(Msg::Nodes(Change::Relisted(node_list.items)));
-    scheduler.handle(Msg::RuntimeClasses(Change::Relisted(rc_list.items)));
-    scheduler.handle(Msg::Pods(Change::Relisted(pod_list.items)));
+    scheduler.handle(Msg::Nodes(Box::new(Change::Relisted(node_list.items))));
+    scheduler.handle(Msg::RuntimeClasses(Box::new(Change::Relisted(
+        rc_list.items,
+    ))));
+    scheduler.handle(Msg::Pods(Box::new(Change::Relisted(pod_list.items))));
 
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

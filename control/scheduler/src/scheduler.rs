@@ -34,9 +34,9 @@ const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 pub(crate) enum Msg {
-    Pods(Change<Pod>),
-    Nodes(Change<Node>),
-    RuntimeClasses(Change<RuntimeClass>),
+    Pods(Box<Change<Pod>>),
+    Nodes(Box<Change<Node>>),
+    RuntimeClasses(Box<Change<RuntimeClass>>),
     Bound {
         key: PodKey,
         node: String,
@@ -235,9 +235,18 @@ impl Scheduler {
     pub fn handle(&mut self, msg: Msg) {
         let now = Instant::now();
         match msg {
-            Msg::Pods(Change::Applied(pod)) => self.pod_applied(pod, now),
-            Msg::Pods(Change::Deleted(pod)) => self.pod_deleted(&key_of(&pod), now),
-            Msg::Pods(Change::Relisted(pods)) => {
+            Msg::Pods(change) => self.pods_changed(*change, now),
+            Msg::Nodes(change) => self.nodes_changed(*change, now),
+            Msg::RuntimeClasses(change) => self.runtime_classes_changed(*change, now),
+            Msg::Bound { key, node, result } => self.bound(key, node, result, now),
+        }
+    }
+
+    fn pods_changed(&mut self, change: Change<Pod>, now: Instant) {
+        match change {
+            Change::Applied(pod) => self.pod_applied(pod, now),
+            Change::Deleted(pod) => self.pod_deleted(&key_of(&pod), now),
+            Change::Relisted(pods) => {
                 let present: HashSet<PodKey> = pods.iter().map(key_of).collect();
                 let gone: Vec<PodKey> = self
                     .queue
@@ -254,15 +263,20 @@ impl Scheduler {
                     self.pod_applied(pod, now);
                 }
             }
-            Msg::Nodes(Change::Applied(node)) => {
+        }
+    }
+
+    fn nodes_changed(&mut self, change: Change<Node>, now: Instant) {
+        match change {
+            Change::Applied(node) => {
                 let name = node.metadata.name.clone().unwrap_or_default();
                 self.nodes.entry(name).or_default().node = Some(node);
                 self.queue.move_unschedulable(now);
             }
-            Msg::Nodes(Change::Deleted(node)) => {
+            Change::Deleted(node) => {
                 self.node_gone(node.metadata.name.as_deref().unwrap_or_default());
             }
-            Msg::Nodes(Change::Relisted(nodes)) => {
+            Change::Relisted(nodes) => {
                 let present: HashSet<String> = nodes
                     .iter()
                     .filter_map(|n| n.metadata.name.clone())
@@ -282,27 +296,27 @@ impl Scheduler {
                 }
                 self.queue.move_unschedulable(now);
             }
-            Msg::RuntimeClasses(change) => {
-                match change {
-                    Change::Applied(rc) => {
-                        let name = rc.metadata.name.clone().unwrap_or_default();
-                        self.runtime_classes.insert(name, rc);
-                    }
-                    Change::Deleted(rc) => {
-                        self.runtime_classes
-                            .remove(rc.metadata.name.as_deref().unwrap_or_default());
-                    }
-                    Change::Relisted(list) => {
-                        self.runtime_classes = list
-                            .into_iter()
-                            .map(|rc| (rc.metadata.name.clone().unwrap_or_default(), rc))
-                            .collect();
-                    }
-                }
-                self.queue.move_unschedulable(now);
-            }
-            Msg::Bound { key, node, result } => self.bound(key, node, result, now),
         }
+    }
+
+    fn runtime_classes_changed(&mut self, change: Change<RuntimeClass>, now: Instant) {
+        match change {
+            Change::Applied(rc) => {
+                let name = rc.metadata.name.clone().unwrap_or_default();
+                self.runtime_classes.insert(name, rc);
+            }
+            Change::Deleted(rc) => {
+                self.runtime_classes
+                    .remove(rc.metadata.name.as_deref().unwrap_or_default());
+            }
+            Change::Relisted(list) => {
+                self.runtime_classes = list
+                    .into_iter()
+                    .map(|rc| (rc.metadata.name.clone().unwrap_or_default(), rc))
+                    .collect();
+            }
+        }
+        self.queue.move_unschedulable(now);
     }
 
     fn node_gone(&mut self, name: &str) {

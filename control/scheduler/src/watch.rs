@@ -42,7 +42,7 @@ pub(crate) async fn follow<K, M>(
     fields: &'static str,
     mut resource_version: String,
     tx: UnboundedSender<M>,
-    wrap: fn(Change<K>) -> M,
+    wrap: fn(Box<Change<K>>) -> M,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
@@ -55,7 +55,10 @@ pub(crate) async fn follow<K, M>(
             match list(&api, fields).await {
                 Ok(list) => {
                     resource_version = list.metadata.resource_version.unwrap_or_default();
-                    if tx.send(wrap(Change::Relisted(list.items))).is_err() {
+                    if tx
+                        .send(wrap(Box::new(Change::Relisted(list.items))))
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -111,7 +114,7 @@ pub(crate) async fn follow<K, M>(
                     break;
                 }
             };
-            if tx.send(wrap(change)).is_err() {
+            if tx.send(wrap(Box::new(change))).is_err() {
                 return;
             }
         }

@@ -11,14 +11,17 @@ use skiff_scheduler::SchedulerOptions;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// A scheduler task and the sender that stops it.
+type RunningScheduler = (
+    oneshot::Sender<()>,
+    JoinHandle<Result<(), skiff_scheduler::Error>>,
+);
+
 /// An API server on a fresh store, and optionally the scheduler running against it.
 pub struct Cluster {
     pub client: kube::Client,
     _dir: tempfile::TempDir,
-    scheduler: Option<(
-        oneshot::Sender<()>,
-        JoinHandle<Result<(), skiff_scheduler::Error>>,
-    )>,
+    scheduler: Option<RunningScheduler>,
 }
 
 impl Cluster {
