@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let pods = args.first().copied().unwrap_or(1000);
     let nodes = args.get(1).copied().unwrap_or(3);
-    let parallelism = args.get(2).copied().unwrap_or(16);
+    let parallelism = args.get(2).copied().unwrap_or(32);
 
     let dir = tempfile::tempdir()?;
     let store = skiff_store::embedded::EmbeddedStore::open(&dir.path().join("store"))?;
@@ -81,6 +81,13 @@ async fn main() -> anyhow::Result<()> {
         elapsed.as_secs_f64() * 1000.0,
         pods as f64 / elapsed.as_secs_f64()
     );
+
+    let mut per_node = std::collections::BTreeMap::new();
+    for p in ns.list(&ListParams::default()).await? {
+        let node = p.spec.and_then(|s| s.node_name).unwrap_or_default();
+        *per_node.entry(node).or_insert(0) += 1;
+    }
+    println!("backlog: pods per node {per_node:?}");
 
     // Burst: pods created while the scheduler runs.
     let ns = namespace(&client, "burst").await?;
