@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use skiff_store::Store;
 
 mod bench;
-mod node;
 mod image;
+mod node;
 
 #[derive(Parser)]
 #[command(
@@ -166,6 +166,14 @@ async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> 
         args.store.clone()
     };
     eprintln!("skiff: API server on {url}, store: {store_desc}");
+    // The scheduler talks to the API server like any client, as kube-scheduler does.
+    let scheduler_client = local_client(&url)?;
+    tokio::spawn(async move {
+        let opts = skiff_scheduler::SchedulerOptions::default();
+        if let Err(e) = skiff_scheduler::run(scheduler_client, opts, std::future::pending()).await {
+            tracing::error!("scheduler stopped: {e}");
+        }
+    });
     let mut node = None;
     if let Some(up) = &up
         && !up.no_node
@@ -220,7 +228,8 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         (None, Some(path)) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+            let config =
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
             let url = config.cluster_url.to_string();
             (kube::Client::try_from(config)?, url)
         }
@@ -240,8 +249,15 @@ fn route_source(url: &str) -> Option<IpAddr> {
     let uri: http::Uri = url.parse().ok()?;
     let host = uri.host()?.trim_matches(['[', ']']);
     let port = uri.port_u16().unwrap_or(6443);
-    let target = std::net::ToSocketAddrs::to_socket_addrs(&(host, port)).ok()?.next()?;
-    let socket = std::net::UdpSocket::bind(if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
+    let target = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .ok()?
+        .next()?;
+    let socket = std::net::UdpSocket::bind(if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .ok()?;
     socket.connect(target).ok()?;
     Some(socket.local_addr().ok()?.ip())
 }

@@ -50,7 +50,8 @@ pub const RUNTIME_HANDLERS: &[&str] = &["wasmtime"];
 
 /// Creates Skiff's RuntimeClasses if missing (a user's edits to them are kept).
 pub async fn ensure_runtime_classes(store: &Arc<dyn Store>) -> skiff_store::Result<()> {
-    let res = registry::find("node.k8s.io", "v1", "runtimeclasses").expect("runtimeclasses are served");
+    let res =
+        registry::find("node.k8s.io", "v1", "runtimeclasses").expect("runtimeclasses are served");
     for handler in RUNTIME_HANDLERS {
         let key = res.key(None, handler);
         if store.get(&key).await?.is_some() {

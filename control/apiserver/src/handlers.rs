@@ -480,7 +480,11 @@ impl Ctx<'_> {
         }
         let needs_cidr = resource.kind == "Node"
             && resource.group.is_empty()
-            && obj.pointer("/spec/podCIDR").and_then(Value::as_str).unwrap_or("").is_empty();
+            && obj
+                .pointer("/spec/podCIDR")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty();
         let _allocating = if needs_cidr {
             let guard = crate::ipam::ALLOCATING.lock().await;
             let cidr = crate::ipam::allocate(&*self.state.store, self.state.cluster_cidr).await?;

@@ -84,7 +84,8 @@ pub async fn pod_log(state: &Arc<AppState>, pod: &Value, query: &Query) -> ApiRe
     let uri: http::Uri = url
         .parse()
         .map_err(|e| ApiError::internal(format!("node endpoint url: {e}")))?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let client =
+        Client::builder(TokioExecutor::new()).build_http::<http_body_util::Empty<bytes::Bytes>>();
     let resp = client.get(uri).await.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

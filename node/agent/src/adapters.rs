@@ -84,7 +84,13 @@ impl crate::Images for skiff_images::ImageStore {
             ),
         };
         // A Wasm artifact is the program itself; a rootfs image's Entrypoint names it.
-        let entrypoint = if is_wasm && image.config.entrypoint.iter().all(|e| !e.ends_with(".wasm")) {
+        let entrypoint = if is_wasm
+            && image
+                .config
+                .entrypoint
+                .iter()
+                .all(|e| !e.ends_with(".wasm"))
+        {
             Vec::new()
         } else {
             image.config.entrypoint

@@ -60,7 +60,8 @@ impl Supervisor {
     }
 
     fn event(&self, type_: &str, reason: &str, message: String) {
-        self.run.event(Some(self.field_path()), type_, reason, message);
+        self.run
+            .event(Some(self.field_path()), type_, reason, message);
     }
 
     fn stopping(&self) -> Option<Duration> {
@@ -99,9 +100,19 @@ impl Supervisor {
             }
             let started = Instant::now();
             if policy != PullPolicy::Never {
-                self.event("Normal", "Pulling", format!("Pulling image \"{reference}\""));
+                self.event(
+                    "Normal",
+                    "Pulling",
+                    format!("Pulling image \"{reference}\""),
+                );
             }
-            match self.run.ctx.images.pull(&reference, policy, &self.run.pull_secrets).await {
+            match self
+                .run
+                .ctx
+                .images
+                .pull(&reference, policy, &self.run.pull_secrets)
+                .await
+            {
                 Ok(image) => {
                     let message = if policy == PullPolicy::Never {
                         format!("Container image \"{reference}\" already present on machine")
@@ -120,7 +131,11 @@ impl Supervisor {
                     } else {
                         ("ErrImagePull", e.clone())
                     };
-                    self.event("Warning", "Failed", format!("Failed to pull image \"{reference}\": {e}"));
+                    self.event(
+                        "Warning",
+                        "Failed",
+                        format!("Failed to pull image \"{reference}\": {e}"),
+                    );
                     self.waiting(reason, Some(shown));
                     if !self.pause(Duration::from_secs(1)).await {
                         return None;
@@ -129,7 +144,11 @@ impl Supervisor {
                         "ImagePullBackOff",
                         Some(format!("Back-off pulling image \"{reference}\": {e}")),
                     );
-                    self.event("Normal", "BackOff", format!("Back-off pulling image \"{reference}\""));
+                    self.event(
+                        "Normal",
+                        "BackOff",
+                        format!("Back-off pulling image \"{reference}\""),
+                    );
                     if !self.pause(backoff).await {
                         return None;
                     }
@@ -184,8 +203,15 @@ impl Supervisor {
                 None => env.push((k, v)),
             }
         }
-        let argv = env::argv(&self.spec, &image.entrypoint, &image.cmd, &env, image.is_wasm);
-        let mounts = volumes::mounts(&self.spec, &run.volumes).map_err(|e| config_err(e.to_string()))?;
+        let argv = env::argv(
+            &self.spec,
+            &image.entrypoint,
+            &image.cmd,
+            &env,
+            image.is_wasm,
+        );
+        let mounts =
+            volumes::mounts(&self.spec, &run.volumes).map_err(|e| config_err(e.to_string()))?;
         let limits = self.spec.resources.as_ref().and_then(|r| r.limits.as_ref());
         let memory_limit = limits
             .and_then(|l| l.get("memory"))
@@ -204,21 +230,30 @@ impl Supervisor {
         let log = run
             .ctx
             .logs
-            .open(&run.namespace, &run.name, &run.uid, &self.spec.name, self.status.restart_count as u32)
+            .open(
+                &run.namespace,
+                &run.name,
+                &run.uid,
+                &self.spec.name,
+                self.status.restart_count as u32,
+            )
             .map_err(|e| ("CreateContainerError".to_string(), format!("log file: {e}")))?;
-        Ok((ContainerSpec {
-            id: format!("{}/{}", run.uid, self.spec.name),
-            name: self.spec.name.clone(),
-            workload: image.workload.clone(),
-            argv,
-            env,
-            working_dir: self.spec.working_dir.clone(),
-            mounts,
-            ports,
-            memory_limit,
-            cpu_limit_millis,
-            logs: log.clone(),
-        }, log))
+        Ok((
+            ContainerSpec {
+                id: format!("{}/{}", run.uid, self.spec.name),
+                name: self.spec.name.clone(),
+                workload: image.workload.clone(),
+                argv,
+                env,
+                working_dir: self.spec.working_dir.clone(),
+                mounts,
+                ports,
+                memory_limit,
+                cpu_limit_millis,
+                logs: log.clone(),
+            },
+            log,
+        ))
     }
 
     /// Runs the container until it is done for good or the pod stops.
@@ -259,7 +294,11 @@ impl Supervisor {
                     continue;
                 }
             };
-            self.event("Normal", "Created", format!("Created container {}", self.spec.name));
+            self.event(
+                "Normal",
+                "Created",
+                format!("Created container {}", self.spec.name),
+            );
             let started_at = Utc::now();
             let ran_since = Instant::now();
             let exit = match container.start().await {
@@ -269,7 +308,11 @@ impl Supervisor {
                     message: Some(e.to_string()),
                 },
                 Ok(()) => {
-                    self.event("Normal", "Started", format!("Started container {}", self.spec.name));
+                    self.event(
+                        "Normal",
+                        "Started",
+                        format!("Started container {}", self.spec.name),
+                    );
                     self.run_until_exit(&*container, started_at).await
                 }
             };
@@ -277,7 +320,10 @@ impl Supervisor {
             logs.close();
             let terminated = Terminated {
                 exit_code: exit.code,
-                reason: if exit.code == 128 && exit.message.is_some() && exit.reason != skiff_shim::ExitReason::OOMKilled {
+                reason: if exit.code == 128
+                    && exit.message.is_some()
+                    && exit.reason != skiff_shim::ExitReason::OOMKilled
+                {
                     "StartError".to_string()
                 } else {
                     exit.reason.as_str().to_string()
@@ -299,7 +345,11 @@ impl Supervisor {
                 Role::App => policy == "Always" || (policy == "OnFailure" && exit.code != 0),
             };
             if !restart {
-                return if exit.code == 0 { Outcome::Succeeded } else { Outcome::Failed };
+                return if exit.code == 0 {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::Failed
+                };
             }
             if ran_since.elapsed() >= BACKOFF_RESET_AFTER {
                 backoff = BACKOFF_START;
@@ -319,7 +369,11 @@ impl Supervisor {
                 self.run.namespace,
                 self.run.uid
             );
-            self.event("Warning", "BackOff", "Back-off restarting failed container".into());
+            self.event(
+                "Warning",
+                "BackOff",
+                "Back-off restarting failed container".into(),
+            );
             self.waiting("CrashLoopBackOff", Some(message));
             if !self.pause(backoff).await {
                 return Outcome::Stopped;
@@ -350,7 +404,13 @@ impl Supervisor {
         };
         match &startup {
             Some(p) => {
-                probes.spawn(probe::run(Kind::Startup, p.clone(), self.spec.clone(), ip, tx.clone()));
+                probes.spawn(probe::run(
+                    Kind::Startup,
+                    p.clone(),
+                    self.spec.clone(),
+                    ip,
+                    tx.clone(),
+                ));
             }
             None => start_probes(&mut probes, &self.spec),
         }

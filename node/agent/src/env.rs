@@ -25,7 +25,11 @@ impl Sources<'_> {
         self.pod.metadata.namespace.clone().unwrap_or_default()
     }
 
-    async fn config_map(&self, name: &str, optional: bool) -> Result<Option<ConfigMap>, ConfigError> {
+    async fn config_map(
+        &self,
+        name: &str,
+        optional: bool,
+    ) -> Result<Option<ConfigMap>, ConfigError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace());
         match api.get_opt(name).await {
             Ok(Some(cm)) => Ok(Some(cm)),
@@ -109,7 +113,11 @@ pub async fn environment(
             let optional = r.optional.unwrap_or(false);
             if let Some(s) = sources.secret(&r.name, optional).await? {
                 for (k, v) in s.data.unwrap_or_default() {
-                    set(&mut env, format!("{prefix}{k}"), String::from_utf8_lossy(&v.0).into());
+                    set(
+                        &mut env,
+                        format!("{prefix}{k}"),
+                        String::from_utf8_lossy(&v.0).into(),
+                    );
                 }
             }
         }
@@ -269,15 +277,33 @@ mod tests {
         };
         let ep = vec!["/entry".to_string()];
         let cmd = vec!["default".to_string()];
-        assert_eq!(argv(&c(None, None), &ep, &cmd, &[], false), ["/entry", "default"]);
-        assert_eq!(argv(&c(None, Some(vec!["x"])), &ep, &cmd, &[], false), ["/entry", "x"]);
-        assert_eq!(argv(&c(Some(vec!["/bin/a"]), None), &ep, &cmd, &[], false), ["/bin/a"]);
+        assert_eq!(
+            argv(&c(None, None), &ep, &cmd, &[], false),
+            ["/entry", "default"]
+        );
+        assert_eq!(
+            argv(&c(None, Some(vec!["x"])), &ep, &cmd, &[], false),
+            ["/entry", "x"]
+        );
+        assert_eq!(
+            argv(&c(Some(vec!["/bin/a"]), None), &ep, &cmd, &[], false),
+            ["/bin/a"]
+        );
         let env = vec![("N".to_string(), "3".to_string())];
         assert_eq!(
-            argv(&c(Some(vec!["run"]), Some(vec!["$(N)"])), &ep, &cmd, &env, false),
+            argv(
+                &c(Some(vec!["run"]), Some(vec!["$(N)"])),
+                &ep,
+                &cmd,
+                &env,
+                false
+            ),
             ["run", "3"]
         );
         assert_eq!(argv(&c(None, None), &[], &[], &[], true), ["app"]);
-        assert_eq!(argv(&c(None, Some(vec!["a", "b"])), &[], &[], &[], true), ["app", "a", "b"]);
+        assert_eq!(
+            argv(&c(None, Some(vec!["a", "b"])), &[], &[], &[], true),
+            ["app", "a", "b"]
+        );
     }
 }

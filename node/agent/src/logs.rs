@@ -81,7 +81,13 @@ impl LogManager {
     }
 
     /// The log file of a container: the newest attempt, or the one before it.
-    pub fn find(&self, namespace: &str, pod: &str, container: &str, previous: bool) -> Option<PathBuf> {
+    pub fn find(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        previous: bool,
+    ) -> Option<PathBuf> {
         let prefix = format!("{namespace}_{pod}_");
         let mut pod_dirs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&self.root)
             .ok()?
@@ -95,13 +101,7 @@ impl LogManager {
         let mut attempts: Vec<u32> = std::fs::read_dir(&dir)
             .ok()?
             .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()
-            })
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
             .collect();
         attempts.sort_unstable();
         let attempt = if previous {
@@ -174,11 +174,20 @@ impl ContainerLog {
         if std::fs::rename(&self.path, &rotated).is_err() {
             return;
         }
-        if let Ok(f) = OpenOptions::new().create(true).append(true).open(&self.path) {
+        if let Ok(f) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
             state.file = f;
             state.size = 0;
         }
-        let name = self.path.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = self
+            .path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let mut old: Vec<PathBuf> = std::fs::read_dir(dir)
             .into_iter()
@@ -280,7 +289,12 @@ pub struct LogOptions {
 
 /// Reads a log file from the start (or its last `tail_lines` lines) and renders what the
 /// options select. Returns the rendered text and the file offset it read to.
-pub fn read_from(path: &Path, offset: u64, opts: &LogOptions, first: bool) -> io::Result<(Vec<u8>, u64)> {
+pub fn read_from(
+    path: &Path,
+    offset: u64,
+    opts: &LogOptions,
+    first: bool,
+) -> io::Result<(Vec<u8>, u64)> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(offset))?;
     let mut reader = BufReader::new(file);
@@ -355,7 +369,10 @@ mod tests {
         assert_eq!(String::from_utf8(last).unwrap(), "two\nthree\n");
         let raw = std::fs::read_to_string(&path).unwrap();
         let first = parse_line(raw.lines().nth(1).unwrap()).unwrap();
-        assert_eq!((first.stream.as_str(), first.text.as_str()), ("stderr", "err"));
+        assert_eq!(
+            (first.stream.as_str(), first.text.as_str()),
+            ("stderr", "err")
+        );
     }
 
     #[test]

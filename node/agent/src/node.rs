@@ -67,7 +67,10 @@ async fn post_status(ctx: &Arc<Ctx>, port: u16) -> Result<(), kube::Error> {
     let capacity = BTreeMap::from([
         ("cpu".to_string(), Quantity(cpus.to_string())),
         ("memory".to_string(), Quantity(format!("{memory_kib}Ki"))),
-        ("pods".to_string(), Quantity(ctx.config.max_pods.to_string())),
+        (
+            "pods".to_string(),
+            Quantity(ctx.config.max_pods.to_string()),
+        ),
         (
             "ephemeral-storage".to_string(),
             Quantity(format!("{}Ki", disk_kib(&ctx.config.data_dir))),

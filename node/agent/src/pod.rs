@@ -17,7 +17,10 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod, PodStatus, Secret};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent, WatchParams};
+use kube::api::{
+    DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent,
+    WatchParams,
+};
 use kube::{Api, ResourceExt};
 use skiff_shim::PodSandbox;
 use tokio::sync::{mpsc, watch};
@@ -29,12 +32,6 @@ use crate::{Ctx, PullSecrets, volumes};
 #[derive(Default)]
 pub struct Workers {
     map: Mutex<HashMap<String, watch::Sender<Option<Pod>>>>,
-}
-
-impl Workers {
-    pub fn count(&self) -> usize {
-        self.map.lock().expect("workers lock").len()
-    }
 }
 
 /// Watches the pods bound to this node and hands each to its worker.
@@ -51,7 +48,11 @@ pub async fn watch(ctx: Arc<Ctx>) {
                 continue;
             }
         };
-        let live: HashSet<String> = list.items.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        let live: HashSet<String> = list
+            .items
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
         if first {
             // Sandboxes of pods that went away while the agent was down.
             for uid in ctx.network.list().await {
@@ -61,7 +62,14 @@ pub async fn watch(ctx: Arc<Ctx>) {
             }
             first = false;
         }
-        let known: Vec<String> = ctx.pods.map.lock().expect("workers lock").keys().cloned().collect();
+        let known: Vec<String> = ctx
+            .pods
+            .map
+            .lock()
+            .expect("workers lock")
+            .keys()
+            .cloned()
+            .collect();
         for uid in known.iter().filter(|u| !live.contains(*u)) {
             gone(&ctx, uid);
         }
@@ -217,7 +225,10 @@ pub fn record_event(
     let now = Utc::now();
     let event = Event {
         metadata: ObjectMeta {
-            name: Some(format!("{name}.{:x}", now.timestamp_nanos_opt().unwrap_or_default())),
+            name: Some(format!(
+                "{name}.{:x}",
+                now.timestamp_nanos_opt().unwrap_or_default()
+            )),
             namespace: Some(namespace.clone()),
             ..Default::default()
         },
@@ -241,7 +252,6 @@ pub fn record_event(
         reporting_instance: Some(ctx.config.node_name.clone()),
         first_timestamp: Some(status::time(now)),
         last_timestamp: Some(status::time(now)),
-        event_time: Some(status::micro_time(now)),
         count: Some(1),
         ..Default::default()
     };
@@ -266,13 +276,20 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
         Some("Succeeded" | "Failed")
     );
     let spec = pod.spec.clone().unwrap_or_default();
-    let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+    let grace =
+        Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
     let (stop_tx, stop_rx) = watch::channel(None::<Duration>);
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let mut run_task = if finished || pod.metadata.deletion_timestamp.is_some() {
         None
     } else {
-        Some(tokio::spawn(run_pod(ctx.clone(), pod.clone(), grace, stop_rx, updates_tx)))
+        Some(tokio::spawn(run_pod(
+            ctx.clone(),
+            pod.clone(),
+            grace,
+            stop_rx,
+            updates_tx,
+        )))
     };
 
     let mut writer = StatusWriter::new(&ctx, &pod);
@@ -390,16 +407,20 @@ async fn run_pod(
                         .await
                         .map_err(|e| ("FailedCreatePodSandBox".to_string(), e.to_string()))?;
                     let rc_obj = found.ok_or_else(|| {
-                        ("FailedCreatePodSandBox".to_string(), format!("RuntimeClass \"{rc}\" not found"))
+                        (
+                            "FailedCreatePodSandBox".to_string(),
+                            format!("RuntimeClass \"{rc}\" not found"),
+                        )
                     })?;
                     Some(rc_obj.handler)
                 }
             };
-            let net = ctx
-                .network
-                .create(&uid)
-                .await
-                .map_err(|e| ("FailedCreatePodSandBox".to_string(), format!("Failed to create pod sandbox: {e}")))?;
+            let net = ctx.network.create(&uid).await.map_err(|e| {
+                (
+                    "FailedCreatePodSandBox".to_string(),
+                    format!("Failed to create pod sandbox: {e}"),
+                )
+            })?;
             let pod_dir = ctx.config.data_dir.join("pods").join(&uid);
             let volumes = volumes::prepare(&ctx.client, &pod, &pod_dir)
                 .await
@@ -435,7 +456,10 @@ async fn run_pod(
         uid: uid.clone(),
         namespace,
         name,
-        restart_policy: spec.restart_policy.clone().unwrap_or_else(|| "Always".into()),
+        restart_policy: spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into()),
         grace,
         sandbox: PodSandbox {
             netns: sandbox.netns.clone(),
@@ -515,7 +539,9 @@ struct StatusWriter {
 impl StatusWriter {
     fn new(ctx: &Arc<Ctx>, pod: &Pod) -> Self {
         let spec = pod.spec.clone().unwrap_or_default();
-        let mk = |c: &k8s_openapi::api::core::v1::Container| status::Container::new(&c.name, c.image.as_deref().unwrap_or(""));
+        let mk = |c: &k8s_openapi::api::core::v1::Container| {
+            status::Container::new(&c.name, c.image.as_deref().unwrap_or(""))
+        };
         let existing = pod.status.clone();
         StatusWriter {
             ctx: ctx.clone(),
@@ -539,8 +565,16 @@ impl StatusWriter {
                 self.pod_ip = ip.map(|ip| ip.to_string());
                 self.sandbox_ready = true;
             }
-            Update::Container { init, index, status } => {
-                let list = if init { &mut self.init } else { &mut self.containers };
+            Update::Container {
+                init,
+                index,
+                status,
+            } => {
+                let list = if init {
+                    &mut self.init
+                } else {
+                    &mut self.containers
+                };
                 if let Some(slot) = list.get_mut(index) {
                     *slot = status;
                 }
@@ -576,7 +610,10 @@ impl StatusWriter {
         );
         let name = self.pod.metadata.name.clone().unwrap_or_default();
         let patch = serde_json::json!({ "status": status });
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => self.written = Some(status),
             Err(e) => tracing::debug!(pod = %name, "status update failed: {e}"),
         }

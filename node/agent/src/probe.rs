@@ -47,7 +47,8 @@ pub struct Timing {
 }
 
 pub fn timing(p: &Probe) -> Timing {
-    let secs = |v: Option<i32>, default: u64| Duration::from_secs(v.map_or(default, |s| s.max(0) as u64));
+    let secs =
+        |v: Option<i32>, default: u64| Duration::from_secs(v.map_or(default, |s| s.max(0) as u64));
     Timing {
         initial_delay: secs(p.initial_delay_seconds, 0),
         period: secs(p.period_seconds, 10).max(Duration::from_secs(1)),
@@ -60,7 +61,13 @@ pub fn timing(p: &Probe) -> Timing {
 /// Runs one probe until the task is dropped, sending a [`Verdict`] each time its result
 /// flips. The first verdict of a startup or readiness probe is sent on its first success;
 /// liveness sends only failures.
-pub async fn run(kind: Kind, probe: Probe, container: Container, ip: IpAddr, out: mpsc::Sender<Verdict>) {
+pub async fn run(
+    kind: Kind,
+    probe: Probe,
+    container: Container,
+    ip: IpAddr,
+    out: mpsc::Sender<Verdict>,
+) {
     let t = timing(&probe);
     tokio::time::sleep(t.initial_delay).await;
     let (mut successes, mut failures) = (0u32, 0u32);
@@ -76,7 +83,11 @@ pub async fn run(kind: Kind, probe: Probe, container: Container, ip: IpAddr, out
                 failures = 0;
                 if successes >= t.success_threshold && current != Some(true) {
                     current = Some(true);
-                    let v = Verdict { kind, ok: true, message: String::new() };
+                    let v = Verdict {
+                        kind,
+                        ok: true,
+                        message: String::new(),
+                    };
                     if out.send(v).await.is_err() {
                         return;
                     }
@@ -90,7 +101,15 @@ pub async fn run(kind: Kind, probe: Probe, container: Container, ip: IpAddr, out
                 successes = 0;
                 if failures >= t.failure_threshold && current != Some(false) {
                     current = Some(false);
-                    if out.send(Verdict { kind, ok: false, message }).await.is_err() {
+                    if out
+                        .send(Verdict {
+                            kind,
+                            ok: false,
+                            message,
+                        })
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     if kind == Kind::Liveness || kind == Kind::Startup {
@@ -135,9 +154,14 @@ async fn attempt(probe: &Probe, container: &Container, ip: IpAddr) -> Result<(),
         for hdr in h.http_headers.iter().flatten() {
             req = req.header(hdr.name.as_str(), hdr.value.as_str());
         }
-        let req = req.body(Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
+        let req = req
+            .body(Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
         let client = Client::builder(TokioExecutor::new()).build_http();
-        let resp = client.request(req).await.map_err(|e| format!("Get \"http://{host}:{port}{path}\": {e}"))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| format!("Get \"http://{host}:{port}{path}\": {e}"))?;
         let code = resp.status().as_u16();
         return if (200..400).contains(&code) {
             Ok(())

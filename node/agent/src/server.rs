@@ -19,7 +19,10 @@ use crate::logs::{LogOptions, read_from};
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(container_logs),
+        )
         .with_state(ctx);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("agent endpoint stopped: {e}");
@@ -33,7 +36,10 @@ fn query_map(raw: Option<String>) -> std::collections::HashMap<String, String> {
 }
 
 fn truthy(v: Option<&String>) -> bool {
-    matches!(v.map(String::as_str), Some("true" | "1" | "True" | "t" | "T" | "TRUE"))
+    matches!(
+        v.map(String::as_str),
+        Some("true" | "1" | "True" | "t" | "T" | "TRUE")
+    )
 }
 
 async fn container_logs(
@@ -48,12 +54,17 @@ async fn container_logs(
             .parse::<i64>()
             .ok()
             .map(|s| Utc::now() - chrono::Duration::seconds(s)),
-        (None, Some(t)) => DateTime::parse_from_rfc3339(t).ok().map(|t| t.with_timezone(&Utc)),
+        (None, Some(t)) => DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
         _ => None,
     };
     let opts = LogOptions {
         follow: truthy(q.get("follow")) && !previous,
-        tail_lines: q.get("tailLines").and_then(|v| v.parse::<i64>().ok()).map(|v| v.max(0) as usize),
+        tail_lines: q
+            .get("tailLines")
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(|v| v.max(0) as usize),
         timestamps: truthy(q.get("timestamps")),
         since,
         limit_bytes: q.get("limitBytes").and_then(|v| v.parse().ok()),

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, PodCondition, PodIP, PodStatus, HostIP,
+    ContainerStatus, HostIP, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -12,6 +12,7 @@ pub fn time(t: DateTime<Utc>) -> Time {
     Time(micros(t))
 }
 
+#[allow(dead_code)]
 pub fn micro_time(t: DateTime<Utc>) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(micros(t))
 }
@@ -28,8 +29,13 @@ pub fn from_time(t: &Time) -> DateTime<Utc> {
 /// What one container is doing, as the agent knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum State {
-    Waiting { reason: String, message: Option<String> },
-    Running { started_at: DateTime<Utc> },
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        started_at: DateTime<Utc>,
+    },
     Terminated(Terminated),
 }
 
@@ -140,9 +146,10 @@ pub fn phase(s: &Snapshot) -> &'static str {
     if s.failed.is_some() {
         return "Failed";
     }
-    let init_pending = s.init.iter().any(|c| {
-        !matches!(&c.state, State::Terminated(t) if t.exit_code == 0)
-    });
+    let init_pending = s
+        .init
+        .iter()
+        .any(|c| !matches!(&c.state, State::Terminated(t) if t.exit_code == 0));
     if init_pending {
         let failed_for_good = s.restart_policy == "Never"
             && s.init
@@ -334,10 +341,19 @@ mod tests {
         let running = State::Running {
             started_at: Utc::now(),
         };
-        assert_eq!(phase(&snap("Always", &[], &[c(waiting.clone(), false)])), "Pending");
-        assert_eq!(phase(&snap("Always", &[], &[c(running.clone(), false)])), "Running");
+        assert_eq!(
+            phase(&snap("Always", &[], &[c(waiting.clone(), false)])),
+            "Pending"
+        );
+        assert_eq!(
+            phase(&snap("Always", &[], &[c(running.clone(), false)])),
+            "Running"
+        );
         // Crash looping counts as running, not pending.
-        assert_eq!(phase(&snap("Always", &[], &[c(waiting.clone(), true)])), "Running");
+        assert_eq!(
+            phase(&snap("Always", &[], &[c(waiting.clone(), true)])),
+            "Running"
+        );
         let done = [c(State::Terminated(term(0)), false)];
         assert_eq!(phase(&snap("Never", &[], &done)), "Succeeded");
         assert_eq!(phase(&snap("OnFailure", &[], &done)), "Succeeded");

@@ -66,10 +66,16 @@ async fn prepare_one(
         match kind {
             "DirectoryOrCreate" => create(&p)?,
             "Directory" if !p.is_dir() => {
-                return Err(setup(&v.name, format!("hostPath {} is not a directory", h.path)));
+                return Err(setup(
+                    &v.name,
+                    format!("hostPath {} is not a directory", h.path),
+                ));
             }
             "" if !p.exists() => {
-                return Err(setup(&v.name, format!("hostPath {} does not exist", h.path)));
+                return Err(setup(
+                    &v.name,
+                    format!("hostPath {} does not exist", h.path),
+                ));
             }
             "FileOrCreate" | "File" | "Socket" | "CharDevice" | "BlockDevice" => {
                 // Wasm guests see directories only (WASI preopens).
@@ -100,7 +106,12 @@ async fn prepare_one(
                 )
                 .collect(),
             Ok(None) if optional => BTreeMap::new(),
-            Ok(None) => return Err(setup(&v.name, format!("configmap \"{}\" not found", cm.name))),
+            Ok(None) => {
+                return Err(setup(
+                    &v.name,
+                    format!("configmap \"{}\" not found", cm.name),
+                ));
+            }
             Err(e) => return Err(setup(&v.name, e)),
         };
         write_files(&v.name, &p, &files, cm.items.as_deref(), optional)?;
@@ -143,7 +154,10 @@ fn write_files(
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| setup(volume, e))?;
     let pairs: Vec<(String, String)> = match items {
-        Some(items) => items.iter().map(|i| (i.key.clone(), i.path.clone())).collect(),
+        Some(items) => items
+            .iter()
+            .map(|i| (i.key.clone(), i.path.clone()))
+            .collect(),
         None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
     };
     for (key, rel) in pairs {
@@ -155,7 +169,10 @@ fn write_files(
         };
         let rel = Path::new(&rel);
         if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(setup(volume, format!("path {} must be relative, without ..", rel.display())));
+            return Err(setup(
+                volume,
+                format!("path {} must be relative, without ..", rel.display()),
+            ));
         }
         let target = dir.join(rel);
         if let Some(parent) = target.parent() {
@@ -176,10 +193,12 @@ pub fn mounts(
         .iter()
         .flatten()
         .map(|m| {
-            let base = volumes.get(&m.name).ok_or_else(|| VolumeError::Undeclared {
-                container: container.name.clone(),
-                volume: m.name.clone(),
-            })?;
+            let base = volumes
+                .get(&m.name)
+                .ok_or_else(|| VolumeError::Undeclared {
+                    container: container.name.clone(),
+                    volume: m.name.clone(),
+                })?;
             let (base, always_ro) = (&base.path, base.read_only);
             let host_path = match m.sub_path.as_deref() {
                 Some(sub) if !sub.is_empty() => {

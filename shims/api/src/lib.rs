@@ -23,7 +23,10 @@ pub enum Workload {
         path: PathBuf,
     },
     /// A Linux root filesystem made of OCI layers (the container shim).
-    Rootfs { digest: String, layers: Vec<PathBuf> },
+    Rootfs {
+        digest: String,
+        layers: Vec<PathBuf>,
+    },
 }
 
 impl Workload {

@@ -162,8 +162,8 @@ impl Cache {
                 let module = match unsafe { Module::deserialize_file(&self.engine, &cached) } {
                     Ok(m) => m,
                     Err(_) => {
-                        let m = Module::new(&self.engine, read(path)?)
-                            .map_err(CacheError::Compile)?;
+                        let m =
+                            Module::new(&self.engine, read(path)?).map_err(CacheError::Compile)?;
                         self.store(&cached, m.serialize().map_err(CacheError::Compile)?);
                         m
                     }
@@ -179,7 +179,10 @@ impl Cache {
 
     fn link_component(&self, component: Component) -> Result<Loaded, CacheError> {
         let ty = component.component_type();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         let exports_iface = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
         let pre = self
             .component_linker
@@ -188,7 +191,9 @@ impl Cache {
         if exports_iface("wasi:http/incoming-handler@0.2") {
             Ok(Loaded::Http(ProxyPre::new(pre).map_err(CacheError::Link)?))
         } else if exports_iface("wasi:cli/run@0.2") {
-            Ok(Loaded::Command(CommandPre::new(pre).map_err(CacheError::Link)?))
+            Ok(Loaded::Command(
+                CommandPre::new(pre).map_err(CacheError::Link)?,
+            ))
         } else {
             Err(CacheError::NoEntryPoint)
         }

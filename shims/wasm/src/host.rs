@@ -77,7 +77,10 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if self.memory_limit.is_some_and(|limit| desired as u64 > limit) {
+        if self
+            .memory_limit
+            .is_some_and(|limit| desired as u64 > limit)
+        {
             self.usage.oom.store(true, Ordering::Relaxed);
             return Ok(false);
         }

@@ -107,7 +107,9 @@ impl Container for HttpContainer {
             listeners.push(tokio::net::TcpListener::from_std(std)?);
         }
         let mut guard = self.tasks.lock().expect("tasks lock");
-        let tasks = guard.as_mut().ok_or_else(|| ShimError::Start("stopped".into()))?;
+        let tasks = guard
+            .as_mut()
+            .ok_or_else(|| ShimError::Start("stopped".into()))?;
         for listener in listeners {
             tasks.spawn(self.server.clone().accept(listener));
         }
@@ -129,8 +131,9 @@ impl Container for HttpContainer {
         // Requests in flight hold permits: when all are back, the drain is over.
         let drain = async move {
             let all = server.max_permits;
-            let drained =
-                tokio::time::timeout(grace, server.permits.acquire_many(all)).await.is_ok();
+            let drained = tokio::time::timeout(grace, server.permits.acquire_many(all))
+                .await
+                .is_ok();
             drop(tasks);
             let exit = if drained {
                 Exit {
@@ -145,7 +148,9 @@ impl Container for HttpContainer {
                     message: Some("requests still running at the end of the grace period".into()),
                 }
             };
-            server.exit.send_if_modified(|e| e.is_none() && e.replace(exit).is_none());
+            server
+                .exit
+                .send_if_modified(|e| e.is_none() && e.replace(exit).is_none());
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
@@ -265,7 +270,10 @@ impl Server {
             Ok(UpdateDeadline::Yield(1))
         });
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
         // The guest may keep writing the body after it set the response: run it in its own

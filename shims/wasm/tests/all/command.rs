@@ -17,7 +17,11 @@ async fn component_command_gets_args_env_and_logs() {
     let (mut spec, logs) = f.spec("hello.wasm", &["hello", "one", "two"]);
     spec.env = vec![("GREETING".into(), "hi there".into())];
     let exit = run(&f, spec).await;
-    assert_eq!((exit.code, exit.reason), (0, ExitReason::Completed), "{exit:?}");
+    assert_eq!(
+        (exit.code, exit.reason),
+        (0, ExitReason::Completed),
+        "{exit:?}"
+    );
     assert_eq!(
         logs.text(Stream::Stdout),
         "hello from skiff args=[\"one\", \"two\"] GREETING=hi there\n"
@@ -58,10 +62,16 @@ async fn volumes_are_preopened_read_only_where_asked() {
     let (ro_host, ro) = f.volume("config", true, "/config");
     std::fs::write(ro_host.join("settings"), "mode=fast\n").unwrap();
 
-    let (mut spec, logs) = f.spec("testbed.wasm", &["testbed", "write", "/data/out", "written"]);
+    let (mut spec, logs) = f.spec(
+        "testbed.wasm",
+        &["testbed", "write", "/data/out", "written"],
+    );
     spec.mounts = vec![rw.clone(), ro.clone()];
     assert_eq!(run(&f, spec).await.code, 0, "{}", logs.text(Stream::Stdout));
-    assert_eq!(std::fs::read_to_string(rw_host.join("out")).unwrap(), "written");
+    assert_eq!(
+        std::fs::read_to_string(rw_host.join("out")).unwrap(),
+        "written"
+    );
 
     let (mut spec, logs) = f.spec("testbed.wasm", &["testbed", "cat", "/config/settings"]);
     spec.mounts = vec![rw.clone(), ro.clone()];
@@ -71,7 +81,10 @@ async fn volumes_are_preopened_read_only_where_asked() {
     let (mut spec, _) = f.spec("testbed.wasm", &["testbed", "write", "/config/x", "no"]);
     spec.mounts = vec![rw, ro];
     let exit = run(&f, spec).await;
-    assert_eq!(exit.code, 1, "writing a read-only volume must fail: {exit:?}");
+    assert_eq!(
+        exit.code, 1,
+        "writing a read-only volume must fail: {exit:?}"
+    );
     assert!(!ro_host.join("x").exists());
 
     // Nothing outside the volumes is visible.
@@ -145,7 +158,11 @@ async fn a_second_shim_uses_the_compiled_cache() {
     // disk: it never compiles.
     let shim = WasmShim::new(WasmConfig::new(f.dir.path().join("cache"))).unwrap();
     let stub = f.dir.path().join("stub.wasm");
-    std::fs::write(&stub, &std::fs::read(crate::guest("hello.wasm")).unwrap()[..8]).unwrap();
+    std::fs::write(
+        &stub,
+        &std::fs::read(crate::guest("hello.wasm")).unwrap()[..8],
+    )
+    .unwrap();
     let (mut spec, logs) = f.spec("hello.wasm", &["hello"]);
     spec.workload = Workload::Wasm {
         digest,

@@ -9,7 +9,11 @@ use skiff_shim::{ExitReason, PodSandbox, Shim};
 use crate::Fixture;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -45,7 +49,9 @@ async fn http_component_serves_each_request_from_a_fresh_instance() {
     assert!(all.iter().all(|r| r.0 == 200), "{all:?}");
 
     c.stop(Duration::from_secs(5));
-    let exit = tokio::time::timeout(Duration::from_secs(10), c.wait()).await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), c.wait())
+        .await
+        .unwrap();
     assert_eq!(exit.reason, ExitReason::Completed, "{exit:?}");
     // The listener is gone with the container.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());

@@ -11,7 +11,9 @@ use skiff_shim::{ContainerSpec, LogSink, Mount, Stream, Workload};
 use skiff_shim_wasm::{WasmConfig, WasmShim};
 
 pub fn guest(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/build").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/build")
+        .join(name);
     assert!(
         path.exists(),
         "{} is missing: run examples/build.sh first",
