@@ -64,11 +64,35 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     port: u16,
     store: String,
+    pub node: Option<NodeNet>,
     pub dir: tempfile::TempDir,
     _etcd: Option<LocalEtcd>,
 }
 
-fn spawn_skiff(dir: &Path, port: u16, store: &str) -> Child {
+/// The node part of a cluster: its bridge and pod network are unique per cluster, so
+/// clusters of parallel tests do not meet.
+#[derive(Debug, Clone)]
+pub struct NodeNet {
+    pub bridge: String,
+    pub cluster_cidr: String,
+}
+
+static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl NodeNet {
+    fn unique() -> NodeNet {
+        let n = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pid = std::process::id();
+        NodeNet {
+            bridge: format!("skc{}x{n}", pid % 100_000),
+            // 10.100.0.0/16 to 10.199.0.0/16: away from podnet's tests (10.200+) and
+            // from the default 10.244.0.0/16.
+            cluster_cidr: format!("10.{}.0.0/16", 100 + (pid as u32 * 7 + n) % 100),
+        }
+    }
+}
+
+fn spawn_skiff(dir: &Path, port: u16, store: &str, node: Option<&NodeNet>) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -80,6 +104,19 @@ fn spawn_skiff(dir: &Path, port: u16, store: &str) -> Child {
         .arg(dir.join("data"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--store", store])
+        .args(match node {
+            None => vec!["--no-node".to_string()],
+            Some(n) => vec![
+                "--bridge".into(),
+                n.bridge.clone(),
+                "--cluster-cidr".into(),
+                n.cluster_cidr.clone(),
+                "--agent-port".into(),
+                "0".into(),
+                "--warm-sandboxes".into(),
+                "4".into(),
+            ],
+        })
         .env("HOME", dir)
         .env("SKIFF_LOG", "info")
         .stdout(Stdio::null())
@@ -89,7 +126,31 @@ fn spawn_skiff(dir: &Path, port: u16, store: &str) -> Child {
 }
 
 impl Cluster {
+    /// The control plane alone (`skiff up --no-node`).
     pub fn start(backend: Backend) -> Cluster {
+        Self::start_inner(backend, None)
+    }
+
+    /// A whole cluster: control plane and a node running pods (needs root).
+    pub fn start_with_node(backend: Backend) -> Cluster {
+        let cluster = Self::start_inner(backend, Some(NodeNet::unique()));
+        cluster.wait_for_node();
+        cluster
+    }
+
+    fn wait_for_node(&self) {
+        let start = Instant::now();
+        while !self.log().contains("skiff: node ") {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the node did not start; skiff's log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn start_inner(backend: Backend, node: Option<NodeNet>) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let etcd = (backend == Backend::Etcd)
@@ -99,7 +160,7 @@ impl Cluster {
             None => "embedded".into(),
         };
         let data_dir = dir.path().join("data");
-        let child = spawn_skiff(dir.path(), port, &store);
+        let child = spawn_skiff(dir.path(), port, &store, node.as_ref());
         let cluster = Cluster {
             child,
             backend,
@@ -107,6 +168,7 @@ impl Cluster {
             kubeconfig: data_dir.join("kubeconfig"),
             port,
             store,
+            node,
             dir,
             _etcd: etcd,
         };
@@ -118,7 +180,7 @@ impl Cluster {
     pub fn restart_after_kill(&mut self) {
         self.kill();
         let _ = std::fs::remove_file(&self.kubeconfig);
-        self.child = spawn_skiff(self.dir.path(), self.port, &self.store);
+        self.child = spawn_skiff(self.dir.path(), self.port, &self.store, self.node.as_ref());
         self.wait_ready();
     }
 
@@ -160,7 +222,100 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if self.node.is_some() {
+            // SIGTERM: the node releases its bridge, sandboxes and NAT table.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(15) {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         self.kill();
+    }
+}
+
+/// A real OCI registry (Debian's `docker-registry`) on a free loopback port, with the
+/// example guests pushed to it by `skiff image`.
+pub struct Registry {
+    child: Child,
+    pub host: String,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry (.ci/deps installs it)");
+        wait_for_port(port, Duration::from_secs(10));
+        Registry {
+            child,
+            host: format!("127.0.0.1:{port}"),
+            dir,
+        }
+    }
+
+    /// Imports an example guest (`examples/build/<file>`) and pushes it as
+    /// `<host>/skiff/<name>:v1`; returns the reference.
+    pub fn push_example(&self, file: &str, name: &str) -> String {
+        let wasm = repo_root().join("examples/build").join(file);
+        assert!(
+            wasm.exists(),
+            "{} is missing: run examples/build.sh",
+            wasm.display()
+        );
+        let reference = format!("{}/skiff/{name}:v1", self.host);
+        let root = self.dir.path().join("images");
+        for args in [
+            vec![
+                "import".to_string(),
+                wasm.display().to_string(),
+                reference.clone(),
+            ],
+            vec!["push".to_string(), reference.clone()],
+        ] {
+            let out = Command::new(skiff_bin())
+                .arg("image")
+                .arg("--root")
+                .arg(&root)
+                .args(&args)
+                .output()
+                .expect("run skiff image");
+            assert!(
+                out.status.success(),
+                "skiff image {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        reference
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

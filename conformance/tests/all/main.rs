@@ -4,6 +4,7 @@
 mod client;
 mod errors;
 mod imperative;
+mod node;
 mod walkthrough;
 mod watch;
 

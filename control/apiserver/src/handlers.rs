@@ -181,7 +181,7 @@ impl Ctx<'_> {
         let (_, obj) = self.read().await?;
         match self.info.subresource.as_deref() {
             Some("scale") => Ok(json_response(StatusCode::OK, &to_scale(&obj))),
-            Some("log") => crate::logs::pod_log(&self.state, &obj, self.query).await,
+            Some("log") => crate::logs::pod_log(self.state, &obj, self.query).await,
             _ => Ok(self.object_reply(StatusCode::OK, obj, Vec::new())),
         }
     }

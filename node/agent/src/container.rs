@@ -48,7 +48,7 @@ impl Supervisor {
         let _ = self.run.updates.send(Update::Container {
             init: self.role == Role::Init,
             index: self.index,
-            status: self.status.clone(),
+            status: Box::new(self.status.clone()),
         });
     }
 

@@ -139,7 +139,7 @@ pub async fn heartbeat(ctx: Arc<Ctx>, port: u16) {
             tracing::warn!(node = %name, "lease renewal failed: {e}");
         }
         ticks += 1;
-        if ticks % per_status == 0
+        if ticks.is_multiple_of(per_status)
             && let Err(e) = post_status(&ctx, port).await
         {
             tracing::warn!(node = %name, "node status update failed: {e}");

@@ -150,7 +150,7 @@ pub enum Update {
     Container {
         init: bool,
         index: usize,
-        status: status::Container,
+        status: Box<status::Container>,
     },
     Failed {
         reason: String,
@@ -576,7 +576,7 @@ impl StatusWriter {
                     &mut self.containers
                 };
                 if let Some(slot) = list.get_mut(index) {
-                    *slot = status;
+                    *slot = *status;
                 }
             }
             Update::Failed { reason, message } => self.failed = Some((reason, message)),

@@ -12,7 +12,6 @@ pub fn time(t: DateTime<Utc>) -> Time {
     Time(micros(t))
 }
 
-#[allow(dead_code)]
 pub fn micro_time(t: DateTime<Utc>) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(micros(t))
 }
@@ -23,7 +22,7 @@ fn micros(t: DateTime<Utc>) -> k8s_openapi::jiff::Timestamp {
 }
 
 pub fn from_time(t: &Time) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(t.0.as_microsecond() as i64).unwrap_or_default()
+    DateTime::from_timestamp_micros(t.0.as_microsecond()).unwrap_or_default()
 }
 
 /// What one container is doing, as the agent knows it.

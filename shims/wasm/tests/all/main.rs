@@ -44,11 +44,13 @@ impl Captured {
     }
 }
 
+#[allow(clippy::new_without_default)]
 pub struct Fixture {
     pub shim: WasmShim,
     pub dir: tempfile::TempDir,
 }
 
+#[allow(clippy::new_without_default)]
 impl Fixture {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
