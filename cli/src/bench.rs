@@ -41,6 +41,23 @@ pub enum Bench {
         #[arg(long, default_value = "/usr/bin/etcd")]
         etcd: String,
     },
+    /// Wasm pods on a `skiff up` node (needs root): startup latency (creation to Running
+    /// seen through a watch, image present), a burst of short pods, and memory per idle
+    /// HTTP pod.
+    Pods {
+        /// HTTP pods whose startup is measured, created at `--rate` a second.
+        #[arg(long, default_value_t = 200)]
+        pods: usize,
+        #[arg(long, default_value_t = 20)]
+        rate: u64,
+        /// Short command pods created at once for the burst.
+        #[arg(long, default_value_t = 1000)]
+        burst: usize,
+        /// Idle HTTP pods added for the memory figure (on top of the startup pods; a node's
+        /// /22 holds 1,022 pod addresses, 64 of them in the warm pool).
+        #[arg(long, default_value_t = 700)]
+        idle: usize,
+    },
     /// Resident memory of an idle `skiff server`.
     Idle {
         #[arg(long, default_value_t = 5)]
@@ -59,10 +76,16 @@ pub async fn run(what: Bench) -> anyhow::Result<()> {
             etcd,
         } => api_bench(clients, seconds, rate, &store, &etcd).await,
         Bench::Idle { seconds } => idle_bench(seconds).await,
+        Bench::Pods {
+            pods,
+            rate,
+            burst,
+            idle,
+        } => crate::bench_pods::run(pods, rate, burst, idle).await,
     }
 }
 
-fn machine() -> String {
+pub fn machine() -> String {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
@@ -142,7 +165,7 @@ async fn store_bench(seconds: u64, etcd_bin: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use skiff_store::Store;
 
 mod bench;
+mod bench_pods;
 mod image;
 mod node;
 
@@ -214,7 +215,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn local_client(url: &str) -> anyhow::Result<kube::Client> {
+pub fn local_client(url: &str) -> anyhow::Result<kube::Client> {
     let config = kube::Config::new(url.parse().context("API server url")?);
     Ok(kube::Client::try_from(config)?)
 }

@@ -1,0 +1,278 @@
+//! `skiff bench pods`: Wasm pods on a real node, measured from the outside as Kubernetes
+//! defines pod startup (creation to Running, seen through a watch, image already present).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+
+use crate::bench::{machine, percentile};
+
+const HELLO: &str = "bench.local/skiff/hello:v1";
+const HTTP: &str = "bench.local/skiff/http:v1";
+
+fn pod(name: &str, image: &str, restart: &str, port: bool) -> Pod {
+    let ports = if port {
+        r#","ports":[{"containerPort":8080}]"#
+    } else {
+        ""
+    };
+    serde_json::from_str(&format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{{"bench":"pods"}}}},
+        "spec":{{"runtimeClassName":"wasmtime","restartPolicy":"{restart}","terminationGracePeriodSeconds":1,
+        "containers":[{{"name":"app","image":"{image}","imagePullPolicy":"Never"{ports}}}]}}}}"#
+    ))
+    .expect("pod json")
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse().ok())
+        .context("VmRSS")
+}
+
+/// Times at which each pod was first seen in `phase` through one watch.
+fn watch_phases(
+    api: Api<Pod>,
+    phases: &'static [&'static str],
+) -> Arc<Mutex<HashMap<String, Instant>>> {
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        let params = WatchParams::default().labels("bench=pods").timeout(3600);
+        let Ok(stream) = api.watch(&params, "0").await else {
+            return;
+        };
+        let mut stream = stream.boxed();
+        while let Ok(Some(ev)) = stream.try_next().await {
+            if let WatchEvent::Added(p) | WatchEvent::Modified(p) = ev {
+                let phase = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_default();
+                if phases.contains(&phase.as_str()) {
+                    let name = p.metadata.name.unwrap_or_default();
+                    out.lock().unwrap().entry(name).or_insert_with(Instant::now);
+                }
+            }
+        }
+    });
+    seen
+}
+
+async fn wait_count(
+    seen: &Mutex<HashMap<String, Instant>>,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while seen.lock().unwrap().len() < n {
+        anyhow::ensure!(
+            start.elapsed() < timeout,
+            "only {} of {n} pods got there in {timeout:?}",
+            seen.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn clear(api: &Api<Pod>) -> anyhow::Result<()> {
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("bench=pods"),
+    )
+    .await?;
+    let start = Instant::now();
+    loop {
+        let left = api
+            .list(&ListParams::default().labels("bench=pods"))
+            .await?
+            .items;
+        if left.is_empty() {
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "{} pods not deleted in 2 minutes, e.g. {:?}",
+            left.len(),
+            left.iter()
+                .take(3)
+                .map(|p| (
+                    p.metadata.name.clone(),
+                    p.status.as_ref().and_then(|s| s.phase.clone())
+                ))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir()?;
+    let images = skiff_images::ImageStore::open(dir.path().join("images"))?;
+    for (file, reference) in [("hello.wasm", HELLO), ("http.wasm", HTTP)] {
+        let wasm = root.join("examples/build").join(file);
+        anyhow::ensure!(
+            wasm.exists(),
+            "{} is missing: run examples/build.sh",
+            wasm.display()
+        );
+        images.import_wasm(&wasm, reference)?;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--bridge",
+            "skbench0",
+            "--cluster-cidr",
+            "10.250.0.0/16",
+            "--agent-port",
+            "0",
+        ])
+        .args(["--warm-sandboxes", "64"])
+        .env(
+            "SKIFF_LOG",
+            std::env::var("SKIFF_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("skiff pid")?;
+    let client = crate::local_client(&format!("http://127.0.0.1:{port}"))?;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let start = Instant::now();
+    while nodes
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items.is_empty())
+        .unwrap_or(true)
+    {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "no node came up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    println!("machine: {}", machine());
+    let idle_rss = rss_kib(pid)?;
+
+    // Warm-up: compile once (the cache is what a second pod of an image gets).
+    let seen = watch_phases(api.clone(), &["Running"]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    api.create(
+        &PostParams::default(),
+        &pod("warm-http", HTTP, "Always", true),
+    )
+    .await?;
+    wait_count(&seen, 1, Duration::from_secs(60)).await?;
+
+    // 1. Startup of HTTP pods at a steady rate.
+    let seen = watch_phases(api.clone(), &["Running"]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut created = HashMap::new();
+    let gap = Duration::from_micros(1_000_000 / rate.max(1));
+    let mut next = Instant::now();
+    for i in 0..pods {
+        let name = format!("start-{i}");
+        tokio::time::sleep_until(next.into()).await;
+        next += gap;
+        created.insert(name.clone(), Instant::now());
+        api.create(&PostParams::default(), &pod(&name, HTTP, "Always", true))
+            .await?;
+    }
+    // The warm-up pod is Running too.
+    wait_count(&seen, pods + 1, Duration::from_secs(120)).await?;
+    let mut lat: Vec<Duration> = {
+        let seen = seen.lock().unwrap();
+        created
+            .iter()
+            .map(|(n, t)| seen[n].duration_since(*t))
+            .collect()
+    };
+    lat.sort();
+    println!(
+        "wasm pod startup ({pods} pods at {rate}/s, creation to Running via a watch): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+
+    // 2. A burst of short command pods, created from 8 clients at once.
+    let seen = watch_phases(api.clone(), &["Succeeded"]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|c| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                for i in (c..burst).step_by(8) {
+                    api.create(
+                        &PostParams::default(),
+                        &pod(&format!("burst-{i}"), HELLO, "Never", false),
+                    )
+                    .await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    wait_count(&seen, burst, Duration::from_secs(300)).await?;
+    let took = t0.elapsed();
+    println!(
+        "burst of {burst} short wasm pods: all Succeeded in {:.2} s = {:.0} pods/s",
+        took.as_secs_f64(),
+        burst as f64 / took.as_secs_f64()
+    );
+
+    // 3. Memory per idle HTTP pod.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_kib(pid)?;
+    let seen = watch_phases(api.clone(), &["Running"]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..idle {
+        api.create(
+            &PostParams::default(),
+            &pod(&format!("idle-{i}"), HTTP, "Always", true),
+        )
+        .await?;
+    }
+    wait_count(&seen, idle + pods + 1, Duration::from_secs(300)).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib(pid)?;
+    println!(
+        "memory: skiff up (control plane + node) idle {:.1} MB; with {} idle wasm HTTP pods {:.1} MB: {:.0} KB more per pod",
+        idle_rss as f64 / 1024.0,
+        idle + pods + 1,
+        after as f64 / 1024.0,
+        after.saturating_sub(before) as f64 / idle.max(1) as f64
+    );
+    if let Err(e) = clear(&api).await {
+        println!("cleanup: {e}");
+    }
+    let _ = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    Ok(())
+}
