@@ -179,6 +179,16 @@ fn wasm_pods_walkthrough() {
         "{gone}"
     );
     assert!(http_get(&ip, 8080, "/").is_err());
+
+    // A completed pod is removed too, also when deleted the moment it completes.
+    k.ok(&["delete", "pod", "hello-wasm", "--timeout=30s"]);
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &example("hello-wasm.yaml", &registry),
+    );
+    wait_pod(&k, "hello-wasm", "Succeeded", |p| phase(p) == "Succeeded");
+    k.ok(&["delete", "pod", "hello-wasm", "--timeout=30s"]);
+    assert!(k.fails(&["get", "pod", "hello-wasm"]).contains("not found"));
 }
 
 #[test]

@@ -293,9 +293,52 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
     };
 
     let mut writer = StatusWriter::new(&ctx, &pod);
-    let mut deleting: Option<Duration> = None;
+    // A pod already being deleted when this worker starts (an agent restart, or a pod
+    // that finished before its deletion) is finalized without waiting for another change.
+    let mut deleting: Option<Duration> = pod.metadata.deletion_timestamp.as_ref().map(|_| {
+        let g = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .map_or(grace, |s| Duration::from_secs(s.max(0) as u64));
+        stop_tx.send_replace(Some(g));
+        g
+    });
     let mut released = false;
     loop {
+        if run_task.is_none() && !released {
+            // Nothing runs any more: the pod's network and directory are released (a
+            // completed pod keeps its status, not its sandbox).
+            released = true;
+            let _ = ctx.network.remove(&uid).await;
+            let _ = tokio::fs::remove_dir_all(ctx.config.data_dir.join("pods").join(&uid)).await;
+        }
+        if run_task.is_none() && deleting.is_some() {
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match api.delete(&name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => break,
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    // A concurrent write, or a new pod under this name (then our uid's
+                    // deletion arrives through the watch): try again shortly.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %name, "delete after termination failed: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            // Wait for the watch to confirm (`None`); a retry happens on the next change.
+            deleting = Some(Duration::ZERO);
+        }
         tokio::select! {
             changed = rx.changed() => {
                 if changed.is_err() {
@@ -341,34 +384,6 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
                 }
                 writer.flush().await;
             }
-        }
-        if run_task.is_none() && !released {
-            // Nothing runs any more: the pod's network and directory are released (a
-            // completed pod keeps its status, not its sandbox).
-            released = true;
-            let _ = ctx.network.remove(&uid).await;
-            let _ = tokio::fs::remove_dir_all(ctx.config.data_dir.join("pods").join(&uid)).await;
-        }
-        if run_task.is_none() && deleting.is_some() {
-            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-            let params = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match api.delete(&name, &params).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => break,
-                Err(e) => {
-                    tracing::warn!(pod = %name, "delete after termination failed: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            // Wait for the watch to confirm (`None`); a retry happens on the next change.
-            deleting = Some(Duration::ZERO);
         }
     }
     let _ = ctx.network.remove(&uid).await;
