@@ -393,6 +393,11 @@ fn probes_logs_and_termination() {
         &["apply", "-f", "-"],
         &testbed_pod("talker", &testbed, "Never", &["log", "5", "50"], ""),
     );
+    // Like the kubelet, the node refuses logs of a container not yet started, so wait for it.
+    wait_pod(&k, "talker", "started", |p| {
+        let state = &container(p)["state"];
+        state.get("running").is_some() || state.get("terminated").is_some()
+    });
     let followed = k.ok(&["logs", "-f", "talker"]);
     assert_eq!(followed, "line 1\nline 2\nline 3\nline 4\nline 5\n");
     assert_eq!(k.ok(&["logs", "talker", "--tail=2"]), "line 4\nline 5\n");
