@@ -41,13 +41,19 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("VmRSS")
 }
 
+type Seen = Arc<Mutex<HashMap<String, Instant>>>;
+
 /// Times at which each pod was first seen in `phase` through one watch.
-fn watch_phases(
-    api: Api<Pod>,
-    phases: &'static [&'static str],
-) -> Arc<Mutex<HashMap<String, Instant>>> {
-    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+fn watch_phases(api: Api<Pod>, phases: &'static [&'static str]) -> Seen {
+    watch_phases_and_binding(api, phases).0
+}
+
+/// As [`watch_phases`], and the times at which each pod was first seen bound to a node.
+fn watch_phases_and_binding(api: Api<Pod>, phases: &'static [&'static str]) -> (Seen, Seen) {
+    let seen: Seen = Arc::default();
+    let bound: Seen = Arc::default();
     let out = seen.clone();
+    let out_bound = bound.clone();
     tokio::spawn(async move {
         let params = WatchParams::default().labels("bench=pods").timeout(3600);
         let Ok(stream) = api.watch(&params, "0").await else {
@@ -56,6 +62,14 @@ fn watch_phases(
         let mut stream = stream.boxed();
         while let Ok(Some(ev)) = stream.try_next().await {
             if let WatchEvent::Added(p) | WatchEvent::Modified(p) = ev {
+                if p.spec.as_ref().is_some_and(|s| s.node_name.is_some()) {
+                    let name = p.metadata.name.clone().unwrap_or_default();
+                    out_bound
+                        .lock()
+                        .unwrap()
+                        .entry(name)
+                        .or_insert_with(Instant::now);
+                }
                 let phase = p
                     .status
                     .as_ref()
@@ -68,7 +82,7 @@ fn watch_phases(
             }
         }
     });
-    seen
+    (seen, bound)
 }
 
 async fn wait_count(
@@ -215,7 +229,7 @@ pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::R
     );
 
     // 2. A burst of short command pods, created from 8 clients at once.
-    let seen = watch_phases(api.clone(), &["Succeeded"]);
+    let (seen, bound) = watch_phases_and_binding(api.clone(), &["Succeeded"]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..8)
@@ -236,12 +250,23 @@ pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::R
     for t in tasks {
         t.await??;
     }
+    let created = t0.elapsed();
     wait_count(&seen, burst, Duration::from_secs(300)).await?;
     let took = t0.elapsed();
+    let last_bound = bound
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(n, _)| n.starts_with("burst-"))
+        .map(|(_, t)| t.duration_since(t0))
+        .max()
+        .unwrap_or_default();
     println!(
-        "burst of {burst} short wasm pods: all Succeeded in {:.2} s = {:.0} pods/s",
+        "burst of {burst} short wasm pods: all Succeeded in {:.2} s = {:.0} pods/s (all created after {:.2} s, all bound after {:.2} s)",
         took.as_secs_f64(),
-        burst as f64 / took.as_secs_f64()
+        burst as f64 / took.as_secs_f64(),
+        created.as_secs_f64(),
+        last_bound.as_secs_f64()
     );
 
     // 3. Memory per idle HTTP pod.

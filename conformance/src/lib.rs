@@ -65,6 +65,8 @@ pub struct Cluster {
     port: u16,
     store: String,
     pub node: Option<NodeNet>,
+    /// Whether `skiff up` runs a node itself (else its pod network is for `skiff agent`s).
+    local_node: bool,
     pub dir: tempfile::TempDir,
     _etcd: Option<LocalEtcd>,
 }
@@ -92,7 +94,13 @@ impl NodeNet {
     }
 }
 
-fn spawn_skiff(dir: &Path, port: u16, store: &str, node: Option<&NodeNet>) -> Child {
+fn spawn_skiff(
+    dir: &Path,
+    port: u16,
+    store: &str,
+    node: Option<&NodeNet>,
+    local_node: bool,
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -106,6 +114,11 @@ fn spawn_skiff(dir: &Path, port: u16, store: &str, node: Option<&NodeNet>) -> Ch
         .args(["--store", store])
         .args(match node {
             None => vec!["--no-node".to_string()],
+            Some(n) if !local_node => vec![
+                "--no-node".into(),
+                "--cluster-cidr".into(),
+                n.cluster_cidr.clone(),
+            ],
             Some(n) => vec![
                 "--bridge".into(),
                 n.bridge.clone(),
@@ -128,14 +141,40 @@ fn spawn_skiff(dir: &Path, port: u16, store: &str, node: Option<&NodeNet>) -> Ch
 impl Cluster {
     /// The control plane alone (`skiff up --no-node`).
     pub fn start(backend: Backend) -> Cluster {
-        Self::start_inner(backend, None)
+        Self::start_inner(backend, None, false)
     }
 
     /// A whole cluster: control plane and a node running pods (needs root).
     pub fn start_with_node(backend: Backend) -> Cluster {
-        let cluster = Self::start_inner(backend, Some(NodeNet::unique()));
+        let cluster = Self::start_inner(backend, Some(NodeNet::unique()), true);
         cluster.wait_for_node();
         cluster
+    }
+
+    /// The control plane alone, with a pod network of its own for nodes started with
+    /// [`Cluster::start_agent`].
+    pub fn start_for_agents(backend: Backend) -> Cluster {
+        Self::start_inner(backend, Some(NodeNet::unique()), false)
+    }
+
+    /// A `skiff agent` process joining this cluster as node `name` (needs root): its own
+    /// data dir and bridge, stopped with SIGTERM on drop.
+    pub fn start_agent(&self, name: &str) -> AgentNode {
+        let net = self
+            .node
+            .as_ref()
+            .expect("start the cluster with Cluster::start_for_agents");
+        let n = AGENTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let agent = AgentNode {
+            child: None,
+            name: name.to_string(),
+            server: self.url.clone(),
+            bridge: format!("{}a{n}", net.bridge),
+            dir: self.dir.path().join(format!("agent-{name}")),
+        };
+        let mut agent = agent;
+        agent.spawn();
+        agent
     }
 
     fn wait_for_node(&self) {
@@ -150,7 +189,7 @@ impl Cluster {
         }
     }
 
-    fn start_inner(backend: Backend, node: Option<NodeNet>) -> Cluster {
+    fn start_inner(backend: Backend, node: Option<NodeNet>, local_node: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let etcd = (backend == Backend::Etcd)
@@ -160,7 +199,7 @@ impl Cluster {
             None => "embedded".into(),
         };
         let data_dir = dir.path().join("data");
-        let child = spawn_skiff(dir.path(), port, &store, node.as_ref());
+        let child = spawn_skiff(dir.path(), port, &store, node.as_ref(), local_node);
         let cluster = Cluster {
             child,
             backend,
@@ -169,6 +208,7 @@ impl Cluster {
             port,
             store,
             node,
+            local_node,
             dir,
             _etcd: etcd,
         };
@@ -180,7 +220,13 @@ impl Cluster {
     pub fn restart_after_kill(&mut self) {
         self.kill();
         let _ = std::fs::remove_file(&self.kubeconfig);
-        self.child = spawn_skiff(self.dir.path(), self.port, &self.store, self.node.as_ref());
+        self.child = spawn_skiff(
+            self.dir.path(),
+            self.port,
+            &self.store,
+            self.node.as_ref(),
+            self.local_node,
+        );
         self.wait_ready();
     }
 
@@ -222,18 +268,104 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if self.node.is_some() {
+        if self.local_node {
             // SIGTERM: the node releases its bridge, sandboxes and NAT table.
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(15) {
-                if matches!(self.child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            terminate(&mut self.child);
+        }
+        self.kill();
+    }
+}
+
+/// SIGTERM, then up to 15 s for the process to exit.
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+static AGENTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A `skiff agent` process: a node of its own (data dir, bridge) joined to a cluster.
+pub struct AgentNode {
+    child: Option<Child>,
+    pub name: String,
+    server: String,
+    pub bridge: String,
+    /// The agent's data dir (images, pod dirs, logs).
+    pub dir: PathBuf,
+}
+
+impl AgentNode {
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.dir).expect("agent dir");
+        // The log is appended to across restarts: each start prints its ready line once.
+        let started_before = self.log().matches("skiff: node ").count();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .expect("agent log");
+        let child = Command::new(skiff_bin())
+            .arg("agent")
+            .args(["--server", &self.server])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--node-name", &self.name, "--node-ip", "127.0.0.1"])
+            .args(["--bridge", &self.bridge, "--agent-port", "0"])
+            .args(["--warm-sandboxes", "2"])
+            .env("SKIFF_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start skiff agent");
+        self.child = Some(child);
+        let start = Instant::now();
+        while self.log().matches("skiff: node ").count() <= started_before {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "agent {} did not start; its log:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: the agent and every Wasm instance in it die at once, its sandboxes stay.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the agent again on the same data dir and bridge.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for AgentNode {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            terminate(c);
         }
         self.kill();
     }

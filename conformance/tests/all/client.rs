@@ -6,6 +6,10 @@ use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use skiff_conformance::{Backend, Cluster};
 
+pub(crate) async fn client_for(cluster: &Cluster) -> kube::Client {
+    client(cluster).await
+}
+
 async fn client(cluster: &Cluster) -> kube::Client {
     let kc = Kubeconfig::read_from(&cluster.kubeconfig).expect("kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())

@@ -1,6 +1,7 @@
 //! Conformance: a running `skiff up` driven by the real kubectl and the kube client, on the
 //! embedded store and on a real etcd. Every scenario runs against both.
 
+mod agents;
 mod client;
 mod errors;
 mod imperative;

@@ -14,12 +14,17 @@ fn example(name: &str, registry: &Registry) -> String {
         .replace("localhost:5000", &registry.host)
 }
 
-fn pod(k: &Kubectl, name: &str) -> Value {
+pub(crate) fn pod(k: &Kubectl, name: &str) -> Value {
     k.json(&["get", "pod", name])
 }
 
 /// Polls the pod until `done` says so (a minute at most).
-fn wait_pod(k: &Kubectl, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn wait_pod(
+    k: &Kubectl,
+    name: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let start = Instant::now();
     loop {
         let p = pod(k, name);
@@ -36,13 +41,13 @@ fn wait_pod(k: &Kubectl, name: &str, what: &str, done: impl Fn(&Value) -> bool) 
     }
 }
 
-fn phase(p: &Value) -> &str {
+pub(crate) fn phase(p: &Value) -> &str {
     p.pointer("/status/phase")
         .and_then(Value::as_str)
         .unwrap_or("")
 }
 
-fn ready(p: &Value) -> bool {
+pub(crate) fn ready(p: &Value) -> bool {
     p.pointer("/status/conditions")
         .and_then(Value::as_array)
         .into_iter()
@@ -50,12 +55,12 @@ fn ready(p: &Value) -> bool {
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
-fn container(p: &Value) -> &Value {
+pub(crate) fn container(p: &Value) -> &Value {
     &p["status"]["containerStatuses"][0]
 }
 
 /// One HTTP/1.1 GET; the status code and body.
-fn http_get(ip: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn http_get(ip: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = std::net::TcpStream::connect_timeout(
         &format!("{ip}:{port}").parse().expect("address"),
         Duration::from_secs(5),
