@@ -53,9 +53,9 @@ pub enum Bench {
         /// Short command pods created at once for the burst.
         #[arg(long, default_value_t = 1000)]
         burst: usize,
-        /// Idle HTTP pods added for the memory figure (on top of the startup pods; a node's
-        /// /22 holds 1,022 pod addresses, 64 of them in the warm pool).
-        #[arg(long, default_value_t = 700)]
+        /// Idle HTTP pods running when memory is measured (the startup pods count; the
+        /// rest are added, and the memory per pod is over those).
+        #[arg(long, default_value_t = 1000)]
         idle: usize,
     },
     /// Resident memory of an idle `skiff server`.

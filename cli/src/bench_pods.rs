@@ -159,6 +159,10 @@ pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::R
             "skbench0",
             "--cluster-cidr",
             "10.250.0.0/16",
+            // 2,046 pod addresses: 1,000 idle pods, the warm pool, and room for addresses
+            // held back after the burst's pods.
+            "--node-cidr-mask-size",
+            "21",
             "--agent-port",
             "0",
         ])
@@ -274,22 +278,24 @@ pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::R
     let before = rss_kib(pid)?;
     let seen = watch_phases(api.clone(), &["Running"]);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    for i in 0..idle {
+    // `idle` HTTP pods in all: the startup ones and the warm-up one are idle too.
+    let added = idle.saturating_sub(pods + 1);
+    for i in 0..added {
         api.create(
             &PostParams::default(),
             &pod(&format!("idle-{i}"), HTTP, "Always", true),
         )
         .await?;
     }
-    wait_count(&seen, idle + pods + 1, Duration::from_secs(300)).await?;
+    wait_count(&seen, added + pods + 1, Duration::from_secs(300)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = rss_kib(pid)?;
     println!(
         "memory: skiff up (control plane + node) idle {:.1} MB; with {} idle wasm HTTP pods {:.1} MB: {:.0} KB more per pod",
         idle_rss as f64 / 1024.0,
-        idle + pods + 1,
+        added + pods + 1,
         after as f64 / 1024.0,
-        after.saturating_sub(before) as f64 / idle.max(1) as f64
+        after.saturating_sub(before) as f64 / added.max(1) as f64
     );
     if let Err(e) = clear(&api).await {
         println!("cleanup: {e}");

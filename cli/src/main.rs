@@ -37,6 +37,12 @@ struct ServerArgs {
     /// existing etcd cluster.
     #[arg(long, default_value = "embedded")]
     store: String,
+    /// The cluster's pod network; each node gets a block of it.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: ipnet::Ipv4Net,
+    /// Prefix length of each node's pod block: 22 gives a node 1,022 pod addresses.
+    #[arg(long, default_value_t = 22, value_parser = clap::value_parser!(u8).range(8..=30))]
+    node_cidr_mask_size: u8,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -48,9 +54,6 @@ struct UpArgs {
     /// Runs the control plane only, without a node.
     #[arg(long)]
     no_node: bool,
-    /// The cluster's pod network; each node gets a /22 of it.
-    #[arg(long, default_value = "10.244.0.0/16")]
-    cluster_cidr: ipnet::Ipv4Net,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -155,10 +158,19 @@ async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> 
                 args.listen
             )
         })?;
-    let mut config = skiff_apiserver::Config::default();
-    if let Some(up) = &up {
-        config.cluster_cidr = (up.cluster_cidr.network(), up.cluster_cidr.prefix_len());
+    if args.node_cidr_mask_size < args.cluster_cidr.prefix_len() {
+        bail!(
+            "--node-cidr-mask-size {} is wider than --cluster-cidr {}: give a prefix length of at least {}",
+            args.node_cidr_mask_size,
+            args.cluster_cidr,
+            args.cluster_cidr.prefix_len()
+        );
     }
+    let config = skiff_apiserver::Config {
+        cluster_cidr: (args.cluster_cidr.network(), args.cluster_cidr.prefix_len()),
+        node_cidr_mask: args.node_cidr_mask_size,
+        ..Default::default()
+    };
     let server = skiff_apiserver::ApiServer::start(store, listener, config).await?;
     let url = format!("http://{}", server.local_addr);
     let store_desc = if args.store == "embedded" {

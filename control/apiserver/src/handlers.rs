@@ -487,7 +487,12 @@ impl Ctx<'_> {
                 .is_empty();
         let _allocating = if needs_cidr {
             let guard = crate::ipam::ALLOCATING.lock().await;
-            let cidr = crate::ipam::allocate(&*self.state.store, self.state.cluster_cidr).await?;
+            let cidr = crate::ipam::allocate(
+                &*self.state.store,
+                self.state.cluster_cidr,
+                self.state.node_cidr_mask,
+            )
+            .await?;
             obj["spec"]["podCIDR"] = json!(cidr);
             obj["spec"]["podCIDRs"] = json!([cidr]);
             Some(guard)

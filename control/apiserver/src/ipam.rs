@@ -2,8 +2,10 @@
 //! registers (kube-controller-manager's node IPAM, done at creation so an agent has its
 //! block in the response and starts pods at once).
 //!
-//! Blocks are /22 (1,022 pod addresses) out of 10.244.0.0/16: Skiff nodes run up to 1,000
-//! small Wasm pods, not Kubernetes' 110, so the kubelet's usual /24 would not do.
+//! Blocks are /22 (1,022 pod addresses) out of 10.244.0.0/16 by default: Skiff nodes run up
+//! to 1,000 small Wasm pods, not Kubernetes' 110, so the kubelet's usual /24 would not do.
+//! Both are configurable (kube-controller-manager's `--cluster-cidr` and
+//! `--node-cidr-mask-size`).
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -20,7 +22,11 @@ pub const NODE_MASK: u8 = 22;
 pub static ALLOCATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The first block of `cluster` no node holds.
-pub async fn allocate(store: &dyn Store, cluster: (Ipv4Addr, u8)) -> ApiResult<String> {
+pub async fn allocate(
+    store: &dyn Store,
+    cluster: (Ipv4Addr, u8),
+    node_mask: u8,
+) -> ApiResult<String> {
     let mut used = HashSet::new();
     let mut opts = ListOptions::default();
     loop {
@@ -39,17 +45,17 @@ pub async fn allocate(store: &dyn Store, cluster: (Ipv4Addr, u8)) -> ApiResult<S
         opts.revision = Some(page.revision);
     }
     let base = u32::from(cluster.0);
-    let blocks = 1u32 << NODE_MASK.saturating_sub(cluster.1);
-    let size = 1u32 << (32 - NODE_MASK);
+    let blocks = 1u32 << node_mask.saturating_sub(cluster.1);
+    let size = 1u32 << (32 - node_mask);
     (0..blocks)
-        .map(|i| format!("{}/{NODE_MASK}", Ipv4Addr::from(base + i * size)))
+        .map(|i| format!("{}/{node_mask}", Ipv4Addr::from(base + i * size)))
         .find(|c| !used.contains(c))
         .ok_or_else(|| {
             ApiError::new(
                 http::StatusCode::INSUFFICIENT_STORAGE,
                 "InsufficientStorage",
                 format!(
-                    "no pod CIDR left for a new node: all {blocks} /{NODE_MASK} blocks of {}/{} are taken",
+                    "no pod CIDR left for a new node: all {blocks} /{node_mask} blocks of {}/{} are taken",
                     cluster.0, cluster.1
                 ),
             )

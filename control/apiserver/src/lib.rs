@@ -55,8 +55,10 @@ pub struct Config {
     /// store is compacted to the revision it had one interval earlier (kube-apiserver's
     /// default is 5 minutes).
     pub compaction_interval: Duration,
-    /// The cluster's pod network, from which each node gets a /22 (see `ipam`).
+    /// The cluster's pod network, from which each node gets a block (see `ipam`).
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    /// The prefix length of each node's block (22 by default: 1,022 pod addresses).
+    pub node_cidr_mask: u8,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             watch_cache_events: 8192,
             compaction_interval: Duration::from_secs(300),
             cluster_cidr: ipam::CLUSTER_CIDR,
+            node_cidr_mask: ipam::NODE_MASK,
         }
     }
 }
@@ -78,6 +81,7 @@ pub struct AppState {
     /// `host:port` clients reach this server at.
     pub server_address: String,
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    pub node_cidr_mask: u8,
 }
 
 /// A running API server.
@@ -105,6 +109,7 @@ impl ApiServer {
             openapi: OnceLock::new(),
             server_address: local_addr.to_string(),
             cluster_cidr: config.cluster_cidr,
+            node_cidr_mask: config.node_cidr_mask,
         });
         controllers::spawn(store.clone(), config.compaction_interval);
         let app = router(state.clone());

@@ -34,18 +34,31 @@ pub(crate) async fn run(
 ) {
     let slots = Arc::new(Semaphore::new(slots.max(1)));
     let scheduler: Arc<str> = scheduler.into();
+    let mut batch = Vec::new();
     while let Some(report) = rx.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let client = client.clone();
-        let scheduler = scheduler.clone();
-        tokio::spawn(async move {
-            send(&client, &scheduler, report).await;
-            drop(permit);
-        });
+        // Reports trail the bindings they describe, so their store writes do not land
+        // on the pod's start (its node agent's status write) a moment later.
+        tokio::time::sleep(TRAIL).await;
+        batch.push(report);
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        for report in batch.drain(..) {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let client = client.clone();
+            let scheduler = scheduler.clone();
+            tokio::spawn(async move {
+                send(&client, &scheduler, report).await;
+                drop(permit);
+            });
+        }
     }
 }
+
+/// How long reports wait before they are sent.
+const TRAIL: std::time::Duration = std::time::Duration::from_millis(25);
 
 async fn send(client: &kube::Client, scheduler: &str, report: Report) {
     match report {

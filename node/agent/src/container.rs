@@ -263,6 +263,7 @@ impl Supervisor {
             return Outcome::Stopped;
         };
         self.status.image_id = image.digest.clone();
+        tracing::trace!(pod = %self.run.name, container = %self.spec.name, "image present");
         let mut backoff = BACKOFF_START;
         let mut first_restart = true;
         loop {
@@ -275,6 +276,7 @@ impl Supervisor {
                     Err(e) => Err(e),
                     Ok((spec, logs)) => {
                         let sandbox: PodSandbox = self.run.sandbox.clone();
+                        tracing::trace!(pod = %self.run.name, container = %self.spec.name, "creating");
                         match shim.create(spec, &sandbox).await {
                             Err(e) => Err(("CreateContainerError".to_string(), e.to_string())),
                             Ok(c) => Ok((c, logs)),
@@ -308,6 +310,7 @@ impl Supervisor {
                     message: Some(e.to_string()),
                 },
                 Ok(()) => {
+                    tracing::trace!(pod = %self.run.name, container = %self.spec.name, "started");
                     self.event(
                         "Normal",
                         "Started",

@@ -15,6 +15,7 @@ pub mod logs;
 mod node;
 mod pod;
 mod probe;
+mod runtime_classes;
 mod server;
 mod status;
 mod volumes;
@@ -120,6 +121,9 @@ pub(crate) struct Ctx {
     pub network: Arc<dyn Network>,
     pub logs: LogManager,
     pub pods: pod::Workers,
+    pub runtime_classes: Arc<runtime_classes::RuntimeClasses>,
+    /// Events on their way to the API server (see `pod::send_events`).
+    pub events: tokio::sync::mpsc::UnboundedSender<k8s_openapi::api::core::v1::Event>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +161,7 @@ impl Agent {
             .await
             .map_err(|source| Error::Listen { addr, source })?;
         let endpoint = listener.local_addr()?;
+        let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let ctx = Arc::new(Ctx {
             client,
             config,
@@ -165,11 +170,15 @@ impl Agent {
             network,
             logs,
             pods: pod::Workers::default(),
+            runtime_classes: Arc::default(),
+            events,
         });
         node::register(&ctx, endpoint.port()).await?;
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(server::serve(ctx.clone(), listener));
         tasks.spawn(node::heartbeat(ctx.clone(), endpoint.port()));
+        tasks.spawn(ctx.runtime_classes.clone().follow(ctx.client.clone()));
+        tasks.spawn(pod::send_events(ctx.client.clone(), events_rx));
         tasks.spawn(pod::watch(ctx.clone()));
         Ok(Agent { tasks, endpoint })
     }

@@ -15,7 +15,6 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod, PodStatus, Secret};
-use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent,
@@ -255,12 +254,32 @@ pub fn record_event(
         count: Some(1),
         ..Default::default()
     };
-    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &namespace);
-    tokio::spawn(async move {
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            tracing::debug!("event not recorded: {e}");
+    let _ = ctx.events.send(event);
+}
+
+/// How long events wait before they are sent: they trail the status writes of the pod
+/// starts they describe instead of holding them up in the store.
+const EVENT_TRAIL: Duration = Duration::from_millis(25);
+
+/// Sends the agent's events, a batch at a time, [`EVENT_TRAIL`] after the first of each.
+pub async fn send_events(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Event>) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        tokio::time::sleep(EVENT_TRAIL).await;
+        batch.push(first);
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
         }
-    });
+        for event in batch.drain(..) {
+            let namespace = event.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+            tokio::spawn(async move {
+                if let Err(e) = api.create(&PostParams::default(), &event).await {
+                    tracing::debug!("event not recorded: {e}");
+                }
+            });
+        }
+    }
 }
 
 /// One pod, from the first time the agent sees it until its object is gone.
@@ -374,6 +393,18 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
                 while let Ok(more) = updates.try_recv() {
                     writer.apply(more);
                 }
+                if writer.only_creating() {
+                    // Containers usually start within milliseconds of their sandbox: one
+                    // write with the pod IP and running containers, instead of one saying
+                    // ContainerCreating first, unless starting takes longer than this.
+                    let deadline = tokio::time::Instant::now() + CREATING_SETTLE;
+                    while writer.only_creating() {
+                        match tokio::time::timeout_at(deadline, updates.recv()).await {
+                            Ok(Some(more)) => writer.apply(more),
+                            _ => break,
+                        }
+                    }
+                }
                 writer.flush().await;
             }
             result = async { run_task.as_mut().expect("guarded").await }, if run_task.is_some() => {
@@ -406,6 +437,7 @@ async fn run_pod(
     let event = |type_: &str, reason: &str, message: String| {
         record_event(&ctx, &pod, None, type_, reason, message);
     };
+    tracing::trace!(pod = %name, "starting");
     let mut backoff = BACKOFF_START;
     // The runtime handler, the sandbox and the volumes, retried until they work.
     let (handler, sandbox, volumes) = loop {
@@ -416,18 +448,18 @@ async fn run_pod(
             let handler = match &spec.runtime_class_name {
                 None => None,
                 Some(rc) => {
-                    let api: Api<RuntimeClass> = Api::all(ctx.client.clone());
-                    let found = api
-                        .get_opt(rc)
+                    let found = ctx
+                        .runtime_classes
+                        .handler(&ctx.client, rc)
                         .await
                         .map_err(|e| ("FailedCreatePodSandBox".to_string(), e.to_string()))?;
-                    let rc_obj = found.ok_or_else(|| {
+                    let handler = found.ok_or_else(|| {
                         (
                             "FailedCreatePodSandBox".to_string(),
                             format!("RuntimeClass \"{rc}\" not found"),
                         )
                     })?;
-                    Some(rc_obj.handler)
+                    Some(handler)
                 }
             };
             let net = ctx.network.create(&uid).await.map_err(|e| {
@@ -455,6 +487,7 @@ async fn run_pod(
             }
         }
     };
+    tracing::trace!(pod = %name, "sandbox and volumes ready");
     let _ = updates.send(Update::Sandbox(Some(sandbox.ip)));
     let mut pull_secrets = PullSecrets::default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -538,6 +571,10 @@ fn previous_restarts(pod: &Pod) -> HashMap<String, i32> {
         .collect()
 }
 
+/// How long a pod whose containers are all being created waits for them to start before
+/// its status says ContainerCreating.
+const CREATING_SETTLE: Duration = Duration::from_millis(100);
+
 /// The pod's status as supervisors report it, written when it changes.
 struct StatusWriter {
     ctx: Arc<Ctx>,
@@ -598,6 +635,17 @@ impl StatusWriter {
         }
     }
 
+    /// Whether nothing has happened yet but containers being created (no container
+    /// started or ended, no failure).
+    fn only_creating(&self) -> bool {
+        self.failed.is_none()
+            && self.init.iter().chain(&self.containers).all(|c| {
+                c.restart_count == 0
+                    && matches!(&c.state, status::State::Waiting { reason, .. }
+                        if reason == "ContainerCreating" || reason == "PodInitializing")
+            })
+    }
+
     async fn flush(&mut self) {
         let restart_policy = self
             .pod
@@ -629,7 +677,10 @@ impl StatusWriter {
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => self.written = Some(status),
+            Ok(_) => {
+                tracing::trace!(pod = %name, "status written");
+                self.written = Some(status);
+            }
             Err(e) => tracing::debug!(pod = %name, "status update failed: {e}"),
         }
     }
