@@ -58,6 +58,20 @@ pub enum Bench {
         #[arg(long, default_value_t = 1000)]
         idle: usize,
     },
+    /// Requests/s of the HTTP example in a Wasm pod (through its pod IP) next to
+    /// `wasmtime serve` on the same component (as root; installs wasmtime-cli into
+    /// target/tools on first use).
+    Http {
+        /// Requests per round.
+        #[arg(long, default_value_t = 20000)]
+        requests: usize,
+        /// Keep-alive connections.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Rounds for each, alternating; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Resident memory of an idle `skiff server`.
     Idle {
         #[arg(long, default_value_t = 5)]
@@ -76,6 +90,11 @@ pub async fn run(what: Bench) -> anyhow::Result<()> {
             etcd,
         } => api_bench(clients, seconds, rate, &store, &etcd).await,
         Bench::Idle { seconds } => idle_bench(seconds).await,
+        Bench::Http {
+            requests,
+            concurrency,
+            rounds,
+        } => crate::bench_http::run(requests, concurrency, rounds).await,
         Bench::Pods {
             pods,
             rate,

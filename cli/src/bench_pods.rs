@@ -134,60 +134,108 @@ async fn clear(api: &Api<Pod>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A `skiff up` for benchmarks: control plane and node in a child process on a free port,
+/// with the example guests already in the node's image store.
+pub(crate) struct BenchCluster {
+    pub child: tokio::process::Child,
+    pub pid: u32,
+    pub client: kube::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchCluster {
+    pub async fn start() -> anyhow::Result<BenchCluster> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dir = tempfile::tempdir()?;
+        let images = skiff_images::ImageStore::open(dir.path().join("images"))?;
+        for (file, reference) in [("hello.wasm", HELLO), ("http.wasm", HTTP)] {
+            let wasm = root.join("examples/build").join(file);
+            anyhow::ensure!(
+                wasm.exists(),
+                "{} is missing: run examples/build.sh",
+                wasm.display()
+            );
+            images.import_wasm(&wasm, reference)?;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["up", "--data-dir"])
+            .arg(dir.path())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--bridge",
+                "skbench0",
+                "--cluster-cidr",
+                "10.250.0.0/16",
+                // 2,046 pod addresses: 1,000 idle pods, the warm pool, and room for
+                // addresses held back after the burst's pods.
+                "--node-cidr-mask-size",
+                "21",
+                "--agent-port",
+                "0",
+            ])
+            .args(["--warm-sandboxes", "64"])
+            .env(
+                "SKIFF_LOG",
+                std::env::var("SKIFF_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().context("skiff pid")?;
+        let client = crate::local_client(&format!("http://127.0.0.1:{port}"))?;
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+        let start = Instant::now();
+        while nodes
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.is_empty())
+            .unwrap_or(true)
+        {
+            anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "no node came up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(BenchCluster {
+            child,
+            pid,
+            client,
+            _dir: dir,
+        })
+    }
+
+    /// Removes the bench's pods and stops the cluster (SIGTERM: the node releases its
+    /// bridge).
+    pub async fn stop(mut self, api: &Api<Pod>) {
+        if let Err(e) = clear(api).await {
+            println!("cleanup: {e}");
+        }
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+    }
+}
+
+/// Creates an HTTP pod of the example app and returns its IP once it is Running.
+pub(crate) async fn http_pod(api: &Api<Pod>, name: &str) -> anyhow::Result<String> {
+    let seen = watch_phases(api.clone(), &["Running"]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    api.create(&PostParams::default(), &pod(name, HTTP, "Always", true))
+        .await?;
+    wait_count(&seen, 1, Duration::from_secs(60)).await?;
+    let p = api.get(name).await?;
+    p.status
+        .and_then(|s| s.pod_ip)
+        .context("a Running pod without an IP")
+}
+
 pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = tempfile::tempdir()?;
-    let images = skiff_images::ImageStore::open(dir.path().join("images"))?;
-    for (file, reference) in [("hello.wasm", HELLO), ("http.wasm", HTTP)] {
-        let wasm = root.join("examples/build").join(file);
-        anyhow::ensure!(
-            wasm.exists(),
-            "{} is missing: run examples/build.sh",
-            wasm.display()
-        );
-        images.import_wasm(&wasm, reference)?;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["up", "--data-dir"])
-        .arg(dir.path())
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--bridge",
-            "skbench0",
-            "--cluster-cidr",
-            "10.250.0.0/16",
-            // 2,046 pod addresses: 1,000 idle pods, the warm pool, and room for addresses
-            // held back after the burst's pods.
-            "--node-cidr-mask-size",
-            "21",
-            "--agent-port",
-            "0",
-        ])
-        .args(["--warm-sandboxes", "64"])
-        .env(
-            "SKIFF_LOG",
-            std::env::var("SKIFF_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().context("skiff pid")?;
-    let client = crate::local_client(&format!("http://127.0.0.1:{port}"))?;
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-    let start = Instant::now();
-    while nodes
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items.is_empty())
-        .unwrap_or(true)
-    {
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "no node came up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let cluster = BenchCluster::start().await?;
+    let pid = cluster.pid;
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
     println!("machine: {}", machine());
     let idle_rss = rss_kib(pid)?;
 
@@ -297,13 +345,6 @@ pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::R
         after as f64 / 1024.0,
         after.saturating_sub(before) as f64 / added.max(1) as f64
     );
-    if let Err(e) = clear(&api).await {
-        println!("cleanup: {e}");
-    }
-    let _ = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await;
-    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    cluster.stop(&api).await;
     Ok(())
 }

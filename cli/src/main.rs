@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use skiff_store::Store;
 
 mod bench;
+mod bench_http;
 mod bench_pods;
 mod image;
 mod node;
@@ -100,6 +101,10 @@ fn main() -> anyhow::Result<()> {
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Wasm HTTP guests' outgoing connections are made inside their pods' network
+        // namespaces on these threads; a thread the runtime starts meanwhile begins in
+        // the host's.
+        .on_thread_start(skiff_shim_wasm::netns::to_host)
         .build()?;
     rt.block_on(async move {
         match cli.command {

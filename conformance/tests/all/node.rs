@@ -434,3 +434,47 @@ fn probes_logs_and_termination() {
     k.ok(&["delete", "pod", "sleeper", "--timeout=20s"]);
     assert!(k.fails(&["get", "pod", "sleeper"]).contains("not found"));
 }
+
+#[test]
+fn outgoing_requests_leave_from_the_pod() {
+    let registry = Registry::start();
+    let http = registry.push_example("http.wasm", "http");
+    let cluster = Cluster::start_with_node(Backend::Embedded);
+    let k = cluster.kubectl("1.33");
+    // The host's address on the node's bridge: the first of the node's pod CIDR.
+    let nodes = k.json(&["get", "nodes"]);
+    let cidr = nodes["items"][0]["spec"]["podCIDR"]
+        .as_str()
+        .expect("podCIDR")
+        .to_string();
+    let base: std::net::Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
+    let gateway = std::net::Ipv4Addr::from(u32::from(base) + 1);
+    // A server there that answers with the address each request came from.
+    let server = std::net::TcpListener::bind((gateway, 0)).expect("listen on the bridge");
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in server.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let peer = conn
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{peer}",
+                peer.len()
+            );
+        }
+    });
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: caller\nspec:\n  runtimeClassName: wasmtime\n  containers:\n  - name: web\n    image: {http}\n    ports: [{{containerPort: 8080}}]\n    readinessProbe:\n      httpGet: {{path: /, port: 8080}}\n      periodSeconds: 1\n"
+    );
+    k.ok_stdin(&["apply", "-f", "-"], &manifest);
+    let p = wait_pod(&k, "caller", "Ready", ready);
+    let ip = p["status"]["podIP"].as_str().expect("pod IP").to_string();
+    // The component's outgoing wasi:http request is made from the pod's own address.
+    let (code, body) = http_get(&ip, 8080, &format!("/fetch/{gateway}:{port}/who")).expect("fetch");
+    assert_eq!((code, body.as_str()), (200, ip.as_str()), "pod {ip}");
+}

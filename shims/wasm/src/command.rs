@@ -17,7 +17,7 @@ use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::cache::Loaded;
-use crate::host::{Host, Limiter, P1Host, Usage, wasi_builder};
+use crate::host::{Host, Limiter, P1Host, PodHooks, Usage, wasi_builder};
 use crate::{Inner, netns};
 
 /// Exit codes the way a shell reports a signal: 128 + SIGKILL, 128 + SIGTERM, 128 + SIGABRT
@@ -196,6 +196,8 @@ impl Run {
                         http: WasiHttpCtx::new(),
                         table: ResourceTable::new(),
                         limits: limiter,
+                        // This thread is in the pod's namespace already.
+                        hooks: PodHooks::default(),
                     },
                 );
                 store.limiter(|h| &mut h.limits);

@@ -7,7 +7,7 @@ use skiff_shim::{ContainerSpec, Stream};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::logs::LogOutput;
 
@@ -17,6 +17,47 @@ pub struct Host {
     pub http: WasiHttpCtx,
     pub table: ResourceTable,
     pub limits: Limiter,
+    pub hooks: PodHooks,
+}
+
+/// How a guest's outgoing `wasi:http` requests are sent: wasmtime-wasi-http's client,
+/// connecting from the pod's network namespace when the guest runs outside it (HTTP
+/// components are served on the agent's runtime; commands run on a thread inside it).
+#[derive(Default, Clone)]
+pub struct PodHooks {
+    pub netns: Option<Arc<std::fs::File>>,
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    ::http::Response<wasmtime_wasi_http::WasiBody>,
+    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+)>;
+
+impl WasiHttpHooks for PodHooks {
+    fn send_request(
+        &mut self,
+        request: ::http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        _ = fut;
+        let netns = self.netns.clone();
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let send = wasmtime_wasi_http::default_send_request(request, options);
+            // The connection's socket is made while this is polled: inside the pod.
+            let (res, io) = match netns {
+                None => send.await?,
+                Some(ns) => crate::netns::InNetns::new(ns, send)
+                    .await
+                    .map_err(wasmtime_wasi_http::Error::Connect)??,
+            };
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
 }
 
 impl WasiView for Host {
@@ -33,7 +74,7 @@ impl WasiHttpView for Host {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.hooks,
         }
     }
 }

@@ -24,7 +24,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
-use crate::host::{Host, Limiter, Usage, wasi_builder};
+use crate::host::{Host, Limiter, PodHooks, Usage, wasi_builder};
 use crate::{Inner, TICK, netns};
 
 /// The port a component serves on when its container declares none (`wasmtime serve`'s).
@@ -39,6 +39,8 @@ pub struct HttpContainer {
     exit: watch::Receiver<Option<Exit>>,
     tasks: std::sync::Mutex<Option<JoinSet<()>>>,
     started: AtomicBool,
+    /// Why the pod's namespace could not be opened, reported by `start`.
+    netns_error: Option<String>,
 }
 
 struct Server {
@@ -51,6 +53,11 @@ struct Server {
     stopping: watch::Sender<bool>,
     exit: watch::Sender<Option<Exit>>,
     usage: Arc<Usage>,
+    /// The pod's network namespace, for the guest's outgoing connections.
+    netns: Option<Arc<std::fs::File>>,
+    /// Whether the component imports wasi:sockets: then every poll of its instances
+    /// happens inside the pod's namespace, so the sockets it makes are the pod's.
+    uses_sockets: bool,
 }
 
 impl HttpContainer {
@@ -68,6 +75,17 @@ impl HttpContainer {
         };
         let max_permits = shim.config.http_concurrency.max(1) as u32;
         let (exit, exit_rx) = watch::channel(None);
+        let (netns_file, netns_error) = match netns.as_deref().map(netns::open) {
+            None => (None, None),
+            Some(Ok(f)) => (Some(f), None),
+            Some(Err(e)) => (None, Some(e.to_string())),
+        };
+        let uses_sockets = pre
+            .instance_pre()
+            .component()
+            .component_type()
+            .imports(&shim.engine)
+            .any(|(name, _)| name.starts_with("wasi:sockets/"));
         Self {
             server: Arc::new(Server {
                 shim,
@@ -78,12 +96,15 @@ impl HttpContainer {
                 stopping: watch::channel(false).0,
                 exit,
                 usage: Arc::default(),
+                netns: netns_file,
+                uses_sockets,
             }),
             netns,
             listen,
             exit: exit_rx,
             tasks: std::sync::Mutex::new(Some(JoinSet::new())),
             started: AtomicBool::new(false),
+            netns_error,
         }
     }
 }
@@ -99,6 +120,9 @@ impl Container for HttpContainer {
         } else {
             self.server.spec.ports.clone()
         };
+        if let Some(e) = &self.netns_error {
+            return Err(ShimError::Start(e.clone()));
+        }
         let mut listeners = Vec::new();
         for port in ports {
             let addr = SocketAddr::new(self.listen, port);
@@ -255,6 +279,9 @@ impl Server {
                 http: WasiHttpCtx::new(),
                 table: ResourceTable::new(),
                 limits: Limiter::new(self.spec.memory_limit, self.usage.clone()),
+                hooks: PodHooks {
+                    netns: self.netns.clone(),
+                },
             },
         );
         store.limiter(|h| &mut h.limits);
@@ -278,13 +305,24 @@ impl Server {
         let pre = self.pre.clone();
         // The guest may keep writing the body after it set the response: run it in its own
         // task, which the body's consumer waits for.
-        let task = tokio::spawn(async move {
+        let guest = async move {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
                 .await
-        });
+        };
+        let task = match (&self.netns, self.uses_sockets) {
+            (Some(ns), true) => {
+                let ns = ns.clone();
+                tokio::spawn(async move {
+                    netns::InNetns::new(ns, guest)
+                        .await
+                        .map_err(wasmtime::Error::from)?
+                })
+            }
+            _ => tokio::spawn(guest),
+        };
         match receiver.await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(code)) => Err(wasmtime::Error::msg(format!("guest error: {code:?}"))),

@@ -37,3 +37,79 @@ pub fn bind_tcp(netns: Option<&Path>, addr: SocketAddr) -> io::Result<TcpListene
         }),
     }
 }
+
+/// The network namespace the process started in (its main thread's).
+fn host() -> io::Result<&'static File> {
+    static HOST: std::sync::OnceLock<Result<File, String>> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| File::open("/proc/self/ns/net").map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| io::Error::other(format!("open /proc/self/ns/net: {e}")))
+}
+
+/// Puts the calling thread back into the process's network namespace. Runtimes that poll
+/// [`InNetns`] futures call it when they start a thread: a thread spawned while a worker
+/// was inside a pod's namespace would otherwise stay there.
+pub fn to_host() {
+    if let Ok(host) = host() {
+        let _ = setns(host, CloneFlags::CLONE_NEWNET);
+    }
+}
+
+/// A future polled inside a network namespace: every socket its polls create belongs to
+/// the pod. The polling thread goes back to the process's namespace after each poll (a
+/// pair of setns calls, about 2 µs), so it can serve other pods in between.
+pub struct InNetns<F> {
+    netns: std::sync::Arc<File>,
+    inner: std::pin::Pin<Box<F>>,
+}
+
+impl<F: Future> InNetns<F> {
+    pub fn new(netns: std::sync::Arc<File>, inner: F) -> Self {
+        InNetns {
+            netns,
+            inner: Box::pin(inner),
+        }
+    }
+}
+
+/// Restores the process's namespace when dropped, also while unwinding.
+struct Back(&'static File);
+
+impl Drop for Back {
+    fn drop(&mut self) {
+        if let Err(e) = setns(self.0, CloneFlags::CLONE_NEWNET) {
+            // A runtime thread left in a pod's namespace would open the agent's own
+            // connections there: nothing safe is left to do.
+            eprintln!("skiff: cannot return to the host network namespace: {e}");
+            std::process::abort();
+        }
+    }
+}
+
+impl<F: Future> Future for InNetns<F> {
+    type Output = io::Result<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let host = match host() {
+            Ok(h) => h,
+            Err(e) => return std::task::Poll::Ready(Err(e)),
+        };
+        if let Err(e) = setns(&*self.netns, CloneFlags::CLONE_NEWNET) {
+            return std::task::Poll::Ready(Err(io::Error::other(format!(
+                "entering the pod's network namespace: {e}"
+            ))));
+        }
+        let _back = Back(host);
+        self.inner.as_mut().poll(cx).map(Ok)
+    }
+}
+
+/// Opens the namespace at `path` for [`InNetns`].
+pub fn open(path: &Path) -> io::Result<std::sync::Arc<File>> {
+    File::open(path)
+        .map(std::sync::Arc::new)
+        .map_err(|e| io::Error::new(e.kind(), format!("open netns {}: {e}", path.display())))
+}

@@ -1,5 +1,6 @@
 //! The HTTP example: `GET /` greets, `GET /env/NAME` answers an environment variable, anything
-//! else is 404. The request logic ([`respond`]) is plain Rust shared by two front-ends:
+//! else is 404 (the Wasm build also answers `GET /fetch/HOST:PORT/PATH` with what an outgoing
+//! request there returns). The request logic ([`respond`]) is plain Rust shared by two front-ends:
 //!
 //! - on `wasm32-wasip2` this library is a `wasi:http/proxy` component: it exports
 //!   `wasi:http/incoming-handler`, and the host makes a fresh instance per request;
@@ -75,8 +76,10 @@ pub mod native;
 #[cfg(all(target_os = "wasi", target_env = "p2"))]
 mod component {
     use wasip2::exports::http::incoming_handler::Guest;
+    use wasip2::http::outgoing_handler;
     use wasip2::http::types::{
-        Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+        Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
+        ResponseOutparam, Scheme,
     };
 
     struct Handler;
@@ -87,8 +90,11 @@ mod component {
         fn handle(request: IncomingRequest, out: ResponseOutparam) {
             let method = request.method();
             let target = request.path_with_query().unwrap_or_else(|| "/".to_string());
-            let response = super::respond(method_name(&method), &target);
             drop(request);
+            let response = match target.strip_prefix("/fetch/") {
+                Some(rest) if matches!(method, Method::Get) => fetch(rest),
+                _ => super::respond(method_name(&method), &target),
+            };
 
             let body = response.body.as_bytes();
             let headers = Fields::from_list(&[
@@ -121,6 +127,43 @@ mod component {
             }
             let _ = OutgoingBody::finish(outgoing_body, None);
         }
+    }
+
+    /// `GET /fetch/HOST:PORT/PATH`: the body of `http://HOST:PORT/PATH`, fetched through
+    /// `wasi:http/outgoing-handler` (the Wasm build only: it shows where a pod's outgoing
+    /// requests leave from).
+    fn fetch(rest: &str) -> super::Response {
+        let (authority, path) = match rest.split_once('/') {
+            Some((a, p)) => (a, format!("/{p}")),
+            None => (rest, "/".to_string()),
+        };
+        let failed = |why: String| super::Response::text(502, format!("fetch failed: {why}\n"));
+        let request = OutgoingRequest::new(Fields::new());
+        if request.set_scheme(Some(&Scheme::Http)).is_err()
+            || request.set_authority(Some(authority)).is_err()
+            || request.set_path_with_query(Some(&path)).is_err()
+        {
+            return failed(format!("bad target {rest}"));
+        }
+        let pending = match outgoing_handler::handle(request, None) {
+            Ok(p) => p,
+            Err(e) => return failed(format!("{e:?}")),
+        };
+        pending.subscribe().block();
+        let response = match pending.get() {
+            Some(Ok(Ok(r))) => r,
+            other => return failed(format!("{other:?}")),
+        };
+        let Ok(body) = response.consume() else {
+            return failed("no body".into());
+        };
+        let mut bytes = Vec::new();
+        if let Ok(stream) = body.stream() {
+            while let Ok(chunk) = stream.blocking_read(4096) {
+                bytes.extend_from_slice(&chunk);
+            }
+        }
+        super::Response::text(200, String::from_utf8_lossy(&bytes).into_owned())
     }
 
     fn method_name(method: &Method) -> &str {
