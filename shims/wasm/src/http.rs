@@ -55,6 +55,8 @@ struct Server {
     usage: Arc<Usage>,
     /// The pod's network namespace, for the guest's outgoing connections.
     netns: Option<Arc<std::fs::File>>,
+    /// The container's CPU limit, shared by all its requests.
+    cpu: Option<Arc<SharedCpu>>,
     /// Whether the component imports wasi:sockets: then every poll of its instances
     /// happens inside the pod's namespace, so the sockets it makes are the pod's.
     uses_sockets: bool,
@@ -75,6 +77,7 @@ impl HttpContainer {
         };
         let max_permits = shim.config.http_concurrency.max(1) as u32;
         let (exit, exit_rx) = watch::channel(None);
+        let spec_cpu = spec.cpu_limit_millis;
         let (netns_file, netns_error) = match netns.as_deref().map(netns::open) {
             None => (None, None),
             Some(Ok(f)) => (Some(f), None),
@@ -98,6 +101,7 @@ impl HttpContainer {
                 usage: Arc::default(),
                 netns: netns_file,
                 uses_sockets,
+                cpu: spec_cpu.map(|m| Arc::new(SharedCpu::new(m))),
             }),
             netns,
             listen,
@@ -201,7 +205,7 @@ impl Container for HttpContainer {
     fn stats(&self) -> Stats {
         Stats {
             memory_bytes: self.server.usage.memory_bytes.load(Ordering::Relaxed),
-            cpu_nanos: 0,
+            cpu_nanos: self.server.usage.cpu_nanos.load(Ordering::Relaxed),
         }
     }
 }
@@ -289,12 +293,20 @@ impl Server {
         let ticks = (self.shim.config.request_timeout.as_millis() / TICK.as_millis()).max(1);
         let mut left = ticks as u64;
         store.set_epoch_deadline(1);
+        let cpu = self.cpu.clone();
+        let usage = self.usage.clone();
         store.epoch_deadline_callback(move |_| {
             left = left.saturating_sub(1);
             if left == 0 {
                 return Err(wasmtime::Error::msg("request timed out"));
             }
-            Ok(UpdateDeadline::Yield(1))
+            usage
+                .cpu_nanos
+                .fetch_add(TICK.as_nanos() as u64, Ordering::Relaxed);
+            Ok(match cpu.as_ref().and_then(|c| c.charge()) {
+                Some(pause) => UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(pause))),
+                None => UpdateDeadline::Yield(1),
+            })
         });
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
@@ -332,6 +344,38 @@ impl Server {
                 Err(e) => Err(wasmtime::Error::msg(e.to_string())),
             },
         }
+    }
+}
+
+/// A container's CPU limit over all its requests, the CFS way: at most the quota in every
+/// 100 ms period. CPU time is sampled: each epoch tick that finds one of its guests running
+/// charges a tick (an unbiased estimate, as a sampling profiler's), and a guest that finds
+/// the period's quota spent sleeps until the next period.
+struct SharedCpu {
+    quota_ticks: u64,
+    period: std::sync::Mutex<(std::time::Instant, u64)>,
+}
+
+const PERIOD: Duration = Duration::from_millis(100);
+
+impl SharedCpu {
+    fn new(limit_millis: u64) -> Self {
+        let quota = PERIOD.as_nanos() as u64 * limit_millis / 1000;
+        SharedCpu {
+            quota_ticks: (quota / TICK.as_nanos() as u64).max(1),
+            period: std::sync::Mutex::new((std::time::Instant::now(), 0)),
+        }
+    }
+
+    /// Charges a tick; how long to pause when the period's quota is spent.
+    fn charge(&self) -> Option<Duration> {
+        let mut p = self.period.lock().expect("cpu lock");
+        let now = std::time::Instant::now();
+        if now - p.0 >= PERIOD {
+            *p = (now, 0);
+        }
+        p.1 += 1;
+        (p.1 > self.quota_ticks).then(|| PERIOD.saturating_sub(now - p.0))
     }
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP example: `GET /` greets, `GET /env/NAME` answers an environment variable, anything
+//! The HTTP example: `GET /` greets, `GET /env/NAME` answers an environment variable,
+//! `GET /spin/MS` keeps a CPU busy for MS milliseconds (to see CPU limits at work), anything
 //! else is 404 (the Wasm build also answers `GET /fetch/HOST:PORT/PATH` with what an outgoing
 //! request there returns). The request logic ([`respond`]) is plain Rust shared by two front-ends:
 //!
@@ -33,12 +34,18 @@ impl Response {
 /// is ignored). Environment variables are read per request, so the host's env is what counts.
 pub fn respond(method: &str, target: &str) -> Response {
     let path = target.split_once('?').map_or(target, |(path, _)| path);
-    let known = path == "/" || env_name(path).is_some();
+    let spin = path
+        .strip_prefix("/spin/")
+        .and_then(|ms| ms.parse::<u64>().ok());
+    let known = path == "/" || env_name(path).is_some() || spin.is_some();
     if !known {
         return Response::text(404, "not found\n");
     }
     if method != "GET" {
         return Response::text(405, "method not allowed\n");
+    }
+    if let Some(ms) = spin {
+        return Response::text(200, format!("spun {} ms\n", burn(ms.min(10_000))));
     }
     match env_name(path) {
         None => Response::text(200, GREETING),
@@ -47,6 +54,19 @@ pub fn respond(method: &str, target: &str) -> Response {
             Err(_) => Response::text(404, format!("{name} is not set\n")),
         },
     }
+}
+
+/// Keeps a CPU busy for `ms` milliseconds of wall-clock time (less CPU when the host limits
+/// it); returns `ms`.
+fn burn(ms: u64) -> u64 {
+    let start = std::time::Instant::now();
+    let mut x = 0u64;
+    while start.elapsed() < std::time::Duration::from_millis(ms) {
+        for i in 0..1000 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+    }
+    ms
 }
 
 /// The NAME of `/env/NAME`, if `path` has that shape with a non-empty name.
