@@ -68,51 +68,67 @@ async fn futures_join(addr: SocketAddr) -> Vec<(u16, String)> {
     out
 }
 
-/// CPU time this process has used (user and system, from /proc/self/stat in 10 ms ticks).
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    // The fields after the command name (which ends with the last ')'): utime is the 12th.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|f| f.parse().expect("tick count"))
-        .collect();
-    Duration::from_millis((fields[0] + fields[1]) * 10)
+/// This thread's id, from /proc/thread-self (a link to `<pid>/task/<tid>`).
+fn tid() -> String {
+    let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+    link.file_name()
+        .expect("tid")
+        .to_string_lossy()
+        .into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cpu_limit_bounds_all_requests_together() {
-    let f = Fixture::new();
-    let port = free_port();
-    let (mut spec, _) = f.spec("http.wasm", &["http"]);
-    spec.ports = vec![port];
-    spec.cpu_limit_millis = Some(100);
-    let sandbox = PodSandbox {
-        ip: Some(IpAddr::from([127, 0, 0, 1])),
-        ..Default::default()
-    };
-    let c = f.shim.create(spec, &sandbox).await.unwrap();
-    c.start().await.unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    assert_eq!(get(addr, "/").await.0, 200);
-    // Four requests that each keep a CPU busy for 1.5 s of wall-clock time: unlimited, they
-    // would take both cores for 1.5 s; at 100m they get a tenth of one between them.
-    let before = process_cpu();
-    let started = std::time::Instant::now();
-    let spins: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(async move { get(addr, "/spin/1500").await }))
-        .collect();
-    for s in spins {
-        assert_eq!(s.await.unwrap(), (200, "spun 1500 ms\n".into()));
-    }
-    let wall = started.elapsed();
-    let cpu = process_cpu() - before;
-    assert!(
-        cpu < wall / 3,
-        "a 100m HTTP container used {cpu:?} of CPU in {wall:?}"
-    );
-    assert!(c.stats().cpu_nanos > 0, "CPU use is reported");
-    c.kill();
+/// CPU time the given threads of this process have used (from their schedstat).
+fn threads_cpu(tids: &[String]) -> Duration {
+    tids.iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/self/task/{t}/schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map(Duration::from_nanos)
+        .sum()
+}
+
+#[test]
+fn cpu_limit_bounds_all_requests_together() {
+    // The container's requests run on this test's own runtime, whose threads are counted
+    // (the other tests of this binary run beside it, on runtimes of their own).
+    let tids: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let record = tids.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || record.lock().unwrap().push(tid()))
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let f = Fixture::new();
+        let port = free_port();
+        let (mut spec, _) = f.spec("http.wasm", &["http"]);
+        spec.ports = vec![port];
+        spec.cpu_limit_millis = Some(100);
+        let sandbox = PodSandbox {
+            ip: Some(IpAddr::from([127, 0, 0, 1])),
+            ..Default::default()
+        };
+        let c = f.shim.create(spec, &sandbox).await.unwrap();
+        c.start().await.unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(get(addr, "/").await.0, 200);
+        // Four requests that each keep a CPU busy for 1.5 s of wall-clock time: unlimited,
+        // they would take both cores for 1.5 s; at 100m they get a tenth of one between them.
+        let before = threads_cpu(&tids.lock().unwrap());
+        let started = std::time::Instant::now();
+        let spins: Vec<_> = (0..4)
+            .map(|_| tokio::spawn(async move { get(addr, "/spin/1500").await }))
+            .collect();
+        for s in spins {
+            assert_eq!(s.await.unwrap(), (200, "spun 1500 ms\n".into()));
+        }
+        let wall = started.elapsed();
+        let cpu = threads_cpu(&tids.lock().unwrap()) - before;
+        assert!(
+            cpu < wall / 3,
+            "a 100m HTTP container used {cpu:?} of CPU in {wall:?}"
+        );
+        assert!(c.stats().cpu_nanos > 0, "CPU use is reported");
+        c.kill();
+    });
 }
