@@ -313,6 +313,22 @@ pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::R
         .map(|(_, t)| t.duration_since(t0))
         .max()
         .unwrap_or_default();
+    // Where a burst waits (binding or the node), every half second.
+    if std::env::var_os("SKIFF_BENCH_TIMELINE").is_some() {
+        let b = bound.lock().unwrap();
+        let s = seen.lock().unwrap();
+        let end = took.as_millis().div_ceil(500) as u64;
+        for step in 1..=end {
+            let t = Duration::from_millis(step * 500);
+            let by = |m: &HashMap<String, Instant>| {
+                m.iter()
+                    .filter(|(n, x)| n.starts_with("burst-") && x.duration_since(t0) <= t)
+                    .count()
+            };
+            let (nb, ns) = (by(&b), by(&s));
+            println!("  t={:.1}s bound {nb} succeeded {ns}", t.as_secs_f64());
+        }
+    }
     println!(
         "burst of {burst} short wasm pods: all Succeeded in {:.2} s = {:.0} pods/s (all created after {:.2} s, all bound after {:.2} s)",
         took.as_secs_f64(),
