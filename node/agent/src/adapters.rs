@@ -20,6 +20,13 @@ impl Network for skiff_podnet::PodNetwork {
             .map_err(|e| e.to_string())
     }
 
+    async fn recycle(&self, pod_uid: &str) -> Result<(), String> {
+        skiff_podnet::PodNetwork::recycle(self, pod_uid)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     async fn list(&self) -> Vec<String> {
         skiff_podnet::PodNetwork::list(self)
             .await

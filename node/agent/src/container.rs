@@ -3,6 +3,7 @@
 //! running; the first restart is immediate).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -272,17 +273,22 @@ impl Supervisor {
             }
             let attempt = match self.shim_for(&image) {
                 Err(m) => Err(("CreateContainerError".to_string(), m)),
-                Ok(shim) => match self.spec_for(&image).await {
-                    Err(e) => Err(e),
-                    Ok((spec, logs)) => {
-                        let sandbox: PodSandbox = self.run.sandbox.clone();
-                        tracing::trace!(pod = %self.run.name, container = %self.spec.name, "creating");
-                        match shim.create(spec, &sandbox).await {
-                            Err(e) => Err(("CreateContainerError".to_string(), e.to_string())),
-                            Ok(c) => Ok((c, logs)),
+                Ok(shim) => {
+                    if !shim.sandbox_reusable() {
+                        self.run.sandbox_reusable.store(false, Ordering::Relaxed);
+                    }
+                    match self.spec_for(&image).await {
+                        Err(e) => Err(e),
+                        Ok((spec, logs)) => {
+                            let sandbox: PodSandbox = self.run.sandbox.clone();
+                            tracing::trace!(pod = %self.run.name, container = %self.spec.name, "creating");
+                            match shim.create(spec, &sandbox).await {
+                                Err(e) => Err(("CreateContainerError".to_string(), e.to_string())),
+                                Ok(c) => Ok((c, logs)),
+                            }
                         }
                     }
-                },
+                }
             };
             let (container, logs) = match attempt {
                 Ok(c) => c,

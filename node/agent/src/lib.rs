@@ -78,6 +78,11 @@ pub struct NetSandbox {
 pub trait Network: Send + Sync + 'static {
     async fn create(&self, pod_uid: &str) -> Result<NetSandbox, String>;
     async fn remove(&self, pod_uid: &str) -> Result<(), String>;
+    /// Releases the sandbox of a pod whose workloads could not change it (see
+    /// `Shim::sandbox_reusable`): it may serve another pod. Removes it otherwise.
+    async fn recycle(&self, pod_uid: &str) -> Result<(), String> {
+        self.remove(pod_uid).await
+    }
     /// Pods that have a sandbox (to remove those of pods that are gone).
     async fn list(&self) -> Vec<String>;
 }

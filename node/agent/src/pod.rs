@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -173,6 +173,9 @@ pub struct PodRun {
     pub handler: Option<String>,
     pub pull_secrets: PullSecrets,
     pub updates: mpsc::UnboundedSender<Update>,
+    /// Cleared when a container runs under a shim whose workloads could change the pod's
+    /// network namespace: its sandbox is then not recycled.
+    pub sandbox_reusable: Arc<AtomicBool>,
 }
 
 impl PodRun {
@@ -299,6 +302,8 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
         Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
     let (stop_tx, stop_rx) = watch::channel(None::<Duration>);
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
+    let sandbox_reusable = Arc::new(AtomicBool::new(true));
+    let ran_here = !(finished || pod.metadata.deletion_timestamp.is_some());
     let mut run_task = if finished || pod.metadata.deletion_timestamp.is_some() {
         None
     } else {
@@ -308,6 +313,7 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
             grace,
             stop_rx,
             updates_tx,
+            sandbox_reusable.clone(),
         )))
     };
 
@@ -328,7 +334,13 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
             // Nothing runs any more: the pod's network and directory are released (a
             // completed pod keeps its status, not its sandbox).
             released = true;
-            let _ = ctx.network.remove(&uid).await;
+            // A pod this agent did not run (finished before a restart) is not known to be
+            // reusable.
+            if sandbox_reusable.load(Ordering::Relaxed) && ran_here {
+                let _ = ctx.network.recycle(&uid).await;
+            } else {
+                let _ = ctx.network.remove(&uid).await;
+            }
             let _ = tokio::fs::remove_dir_all(ctx.config.data_dir.join("pods").join(&uid)).await;
         }
         if run_task.is_none() && deleting.is_some() {
@@ -429,6 +441,7 @@ async fn run_pod(
     grace: Duration,
     mut stop: watch::Receiver<Option<Duration>>,
     updates: mpsc::UnboundedSender<Update>,
+    sandbox_reusable: Arc<AtomicBool>,
 ) {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
@@ -518,6 +531,7 @@ async fn run_pod(
         handler,
         pull_secrets,
         updates,
+        sandbox_reusable,
     });
     let restart_counts = previous_restarts(&pod);
     let supervisor = |role: Role, index: usize, c: &k8s_openapi::api::core::v1::Container| {

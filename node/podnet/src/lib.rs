@@ -14,6 +14,10 @@
 //! filled by a background task: [`PodNetwork::create`] takes one and rewrites the owner in
 //! its allocation record, which costs a file write.
 //!
+//! A finished pod whose workloads could not change its namespace (a Wasm pod) gives its
+//! sandbox back to the pool when the namespace holds no socket any more
+//! ([`PodNetwork::recycle`]): neither a build nor a teardown.
+//!
 //! A Wasm pod has no process of its own in the namespace: the agent creates the pod's
 //! sockets from a thread that has entered the namespace ([`Sandbox::run_in`],
 //! [`Sandbox::bind_tcp`], [`Sandbox::socket`]). A socket keeps the namespace it was created
@@ -359,6 +363,45 @@ impl PodNetwork {
         Ok(())
     }
 
+    /// Gives the pod's sandbox back to the warm pool, for another pod, when its namespace
+    /// holds no socket any more (no TCP, UDP or raw socket, not even one in TIME_WAIT)
+    /// and the pool has room; otherwise removes it as [`PodNetwork::remove`] does. Returns
+    /// whether it was recycled.
+    ///
+    /// Only for pods whose workloads could not change the namespace itself (addresses,
+    /// routes, firewall rules, sysctls), such as Wasm guests, which can only open sockets
+    /// in it: a recycled sandbox must be as good as a new one. Its IP goes back with it,
+    /// behind the pool's other sandboxes, as Kubernetes reuses a finished pod's IP.
+    /// Building a sandbox and tearing one down cost milliseconds of kernel work each
+    /// (netlink, namespace cleanup, RCU grace periods); recycling costs a check of the
+    /// namespace's socket tables and a record write.
+    pub async fn recycle(&self, pod_uid: &str) -> Result<bool, Error> {
+        let inner = &self.inner;
+        let Some(s) = inner.lock().pods.get(pod_uid).cloned() else {
+            return Ok(false);
+        };
+        let empty = netns::run_in(&s.netns, netns::holds_no_sockets)
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false);
+        if empty {
+            let mut st = inner.lock();
+            let room =
+                st.pool.len() + st.filling < inner.config.warm_pool.max(1) * RECYCLED_POOL_FACTOR;
+            if !st.closed
+                && room
+                && st.pods.get(pod_uid) == Some(&s)
+                && inner.records.write(s.ip, &Owner::Pool).is_ok()
+            {
+                let mut s = st.pods.remove(pod_uid).expect("checked above");
+                s.pod_uid.clear();
+                st.pool.push_back(s);
+                return Ok(true);
+            }
+        }
+        self.remove(pod_uid).await.map(|()| false)
+    }
+
     /// Every pod's sandbox (not the pool's): after an agent restart, the agent removes
     /// those whose pods are gone.
     pub async fn list(&self) -> Vec<Sandbox> {
@@ -462,6 +505,11 @@ impl PodNetwork {
         }
     }
 }
+
+/// Recycled sandboxes may fill the pool up to this many times its size: in a burst of short
+/// pods the refill builds while finished pods give theirs back, and a sandbox kept is one
+/// neither built nor torn down.
+const RECYCLED_POOL_FACTOR: usize = 2;
 
 /// How long `remove` waits for the kernel to take a pod's veth away with its namespace
 /// before deleting it itself.

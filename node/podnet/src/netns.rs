@@ -104,6 +104,44 @@ pub(crate) fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Resu
     })
 }
 
+/// Whether the calling thread's network namespace holds no socket that has an address in
+/// it: no TCP socket listening or connected (or closing, or in TIME_WAIT), no bound UDP
+/// or raw socket, for IPv4 or IPv6.
+/// Call it from inside the namespace ([`run_in`]): `/proc/thread-self/net` shows the
+/// thread's own namespace. Reads the namespace's socket counters (`sockstat`), which cost
+/// the same however many sockets the host has, unlike the socket tables (`/proc/net/tcp`
+/// walks the host's whole connection hash).
+pub(crate) fn holds_no_sockets() -> io::Result<bool> {
+    for table in ["sockstat", "sockstat6"] {
+        let path = format!("/proc/thread-self/net/{table}");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            // IPv6 disabled: no such table, no such sockets.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if !sockstat_is_empty(&text) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Whether a `sockstat` text counts no socket of its namespace. Lines are a label, then
+/// name-value pairs: `sockets: used N`, `TCP: inuse N orphan N tw N alloc N mem N`,
+/// `UDP: inuse N mem N`, ... Of those, `inuse` (sockets with an address) and `tw` count the
+/// namespace's own; `orphan`, `alloc` and the memory figures are the host's. `used` counts
+/// socket objects, which the kernel frees after an RCU grace period (seconds, with lazy
+/// RCU): a netlink socket closed a moment ago still counts there, so it is not read.
+pub(crate) fn sockstat_is_empty(text: &str) -> bool {
+    text.lines().all(|line| {
+        let mut words = line.split_whitespace().skip(1);
+        std::iter::from_fn(|| Some((words.next()?, words.next()?)))
+            .filter(|(name, _)| matches!(*name, "inuse" | "tw"))
+            .all(|(_, value)| value == "0")
+    })
+}
+
 /// Makes `dir` a mount point of its own with shared propagation, as `ip netns` does for
 /// /run/netns: an unmount there then also reaches the copies that mount namespaces made
 /// later (a container started while the pod lived) took, which would otherwise pin the
@@ -168,6 +206,22 @@ pub(crate) fn unescape_mount_path(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sockstat_counts_the_namespaces_own_sockets() {
+        let empty = "sockets: used 0\nTCP: inuse 0 orphan 3 tw 0 alloc 12 mem 308\n\
+                     UDP: inuse 0 mem 0\nUDPLITE: inuse 0\nRAW: inuse 0\nFRAG: inuse 0 memory 0\n";
+        assert!(sockstat_is_empty(empty));
+        assert!(sockstat_is_empty(
+            "TCP6: inuse 0\nUDP6: inuse 0\nRAW6: inuse 0\n"
+        ));
+        assert!(sockstat_is_empty(&empty.replace("used 0", "used 1")));
+        assert!(!sockstat_is_empty(&empty.replace("tw 0", "tw 2")));
+        assert!(!sockstat_is_empty(
+            &empty.replace("UDP: inuse 0", "UDP: inuse 1")
+        ));
+        assert!(!sockstat_is_empty("TCP6: inuse 1\nUDP6: inuse 0\n"));
+    }
 
     #[test]
     fn mountinfo_paths_are_unescaped() {

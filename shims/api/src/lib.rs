@@ -155,6 +155,13 @@ pub trait Shim: Send + Sync + 'static {
     fn media_types(&self) -> &'static [&'static str];
     /// Whether this shim can run the workload (its kind and, for Wasm, its bytes).
     fn can_run(&self, workload: &Workload) -> bool;
+    /// Whether a pod sandbox this shim's containers ran in can serve another pod once they
+    /// are gone: true when its workloads cannot change their network namespace (addresses,
+    /// routes, firewall rules, sysctls) but only open sockets in it. The node then recycles
+    /// the sandbox instead of tearing it down and building another.
+    fn sandbox_reusable(&self) -> bool {
+        false
+    }
     /// Compile ahead of the first start, so that start only instantiates. Optional.
     async fn precompile(&self, _workload: &Workload) -> Result<(), ShimError> {
         Ok(())

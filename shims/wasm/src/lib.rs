@@ -134,6 +134,11 @@ impl Shim for WasmShim {
         MEDIA_TYPES
     }
 
+    /// A guest reaches its network only through sockets the host opens for it.
+    fn sandbox_reusable(&self) -> bool {
+        true
+    }
+
     fn can_run(&self, workload: &Workload) -> bool {
         match workload {
             Workload::Wasm { path, .. } => {

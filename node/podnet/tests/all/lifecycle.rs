@@ -183,3 +183,108 @@ async fn a_thousand_pods_leak_nothing() {
     assert!(now <= fds + 4, "fds went from {fds} to {now}");
     net.shutdown(true).await.unwrap();
 }
+
+/// A finished pod's sandbox goes back to the warm pool when nothing is left in its
+/// namespace, and serves the next pods as a new one would; a namespace that still holds a
+/// socket (a listener, or a connection in TIME_WAIT) is removed instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_sandboxes_are_recycled_and_used_ones_removed() {
+    let cfg = config('y', 7, 2, false);
+    let net = start(cfg.clone()).await;
+    let _cleanup = CleanupOnPanic(cfg.clone());
+    net.fill_pool().await.unwrap();
+
+    // Nothing ran in it: back to the pool, whole, its IP held.
+    let a = net.create("pod-a").await.unwrap();
+    net.fill_pool().await.unwrap();
+    let in_use = net.stats().ips_in_use;
+    assert!(
+        net.recycle("pod-a").await.unwrap(),
+        "an empty sandbox is recycled"
+    );
+    assert_eq!(net.get("pod-a").await, None);
+    assert!(net.list().await.is_empty());
+    assert!(link_exists(&a.host_veth) && a.netns.exists());
+    assert_eq!(
+        net.stats().pool,
+        3,
+        "the pool may grow past its size by recycling"
+    );
+    assert_eq!(net.stats().ips_in_use, in_use, "its IP stays with the pool");
+    assert!(
+        !net.recycle("pod-a").await.unwrap(),
+        "a pod without a sandbox"
+    );
+
+    // The pool hands out its older sandboxes first; then the recycled one, to a new pod,
+    // carrying traffic both ways.
+    let mut got = Vec::new();
+    for i in 0..3 {
+        got.push(net.create(&format!("pod-n{i}")).await.unwrap());
+    }
+    let reused = got
+        .iter()
+        .position(|s| s.ip == a.ip)
+        .expect("the recycled sandbox is handed out again");
+    assert_eq!(reused, 2, "behind the sandboxes already in the pool");
+    let s = &got[reused];
+    assert_eq!(s.host_veth, a.host_veth);
+    let listener = s.bind_tcp(SocketAddr::from((s.ip, 7070))).unwrap();
+    let accepted = tokio::spawn(accept_one(listener));
+    send_from(None, SocketAddr::from((s.ip, 7070)), b"hi");
+    let (_, msg) = accepted.await.unwrap();
+    assert_eq!(msg, b"hi");
+    // Its namespace saw a connection (the pod's side closed last: no TIME_WAIT there, but
+    // the host's side may still be finishing): whatever is left decides.
+    let _ = net.recycle(&s.pod_uid).await.unwrap();
+
+    // A listener still open: removed, not recycled.
+    let b = net.create("pod-b").await.unwrap();
+    let listener = b.bind_tcp(SocketAddr::from((b.ip, 8080))).unwrap();
+    assert!(!net.recycle("pod-b").await.unwrap(), "a listener is left");
+    assert!(!link_exists(&b.host_veth));
+    assert!(!b.netns.exists());
+    drop(listener);
+
+    // A connection the pod closed first leaves TIME_WAIT in its namespace: removed.
+    let c = net.create("pod-c").await.unwrap();
+    let listener = c.bind_tcp(SocketAddr::from((c.ip, 8080))).unwrap();
+    let host = std::thread::spawn({
+        let to = SocketAddr::from((c.ip, 8080));
+        move || {
+            use std::io::Read;
+            let mut s = std::net::TcpStream::connect(to).unwrap();
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).unwrap();
+            buf
+        }
+    });
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let (stream, _) = listener.accept().await.unwrap();
+    drop(stream);
+    drop(listener);
+    assert_eq!(host.join().unwrap(), b"");
+    assert!(!net.recycle("pod-c").await.unwrap(), "TIME_WAIT is left");
+    assert!(!link_exists(&c.host_veth));
+
+    // The pool takes back at most twice its size.
+    for s in &got[..2] {
+        let _ = net.recycle(&s.pod_uid).await.unwrap();
+    }
+    let mut pods = Vec::new();
+    for i in 0..6 {
+        pods.push(net.create(&format!("pod-m{i}")).await.unwrap());
+    }
+    let mut recycled = 0;
+    for p in &pods {
+        if net.recycle(&p.pod_uid).await.unwrap() {
+            recycled += 1;
+        } else {
+            assert!(!link_exists(&p.host_veth), "not recycled: removed");
+        }
+    }
+    assert!(recycled >= 1, "the pool had room");
+    assert!(net.stats().pool <= 4, "{:?}", net.stats());
+    net.shutdown(true).await.unwrap();
+    assert!(!link_exists(&a.host_veth));
+}
