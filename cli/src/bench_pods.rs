@@ -280,15 +280,17 @@ pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::R
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
 
-    // 2. A burst of short command pods, created from 8 clients at once.
+    // 2. A burst of short command pods, created from 32 clients at once (each create waits
+    // for its store commit, so fewer clients leave the pipeline underfed).
     let (seen, bound) = watch_phases_and_binding(api.clone(), &["Succeeded"]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t0 = Instant::now();
-    let tasks: Vec<_> = (0..8)
+    const CLIENTS: usize = 32;
+    let tasks: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let api = api.clone();
             tokio::spawn(async move {
-                for i in (c..burst).step_by(8) {
+                for i in (c..burst).step_by(CLIENTS) {
                     api.create(
                         &PostParams::default(),
                         &pod(&format!("burst-{i}"), HELLO, "Never", false),

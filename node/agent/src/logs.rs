@@ -1,5 +1,7 @@
-//! Container logs, in the CRI format the kubelet reads: one file per container attempt under
-//! `<logs>/<namespace>_<pod>_<uid>/<container>/<restart>.log`, each line
+//! Container logs, in the CRI format the kubelet reads: one file per container attempt,
+//! `<logs>/<namespace>_<pod>_<uid>/<container>_<restart>.log` (the kubelet has a directory
+//! per container; one per pod is half the directories to make, and under pod churn on ext4
+//! a new directory costs more than the rest of opening a log), each line
 //! `<RFC 3339 nano time> <stdout|stderr> <F|P> <text>` (`P` for a partial line). Files rotate
 //! at [`MAX_FILE_BYTES`], keeping [`MAX_FILES`] per attempt, as the kubelet's
 //! containerLogMaxSize and containerLogMaxFiles defaults do.
@@ -46,10 +48,15 @@ impl LogManager {
         container: &str,
         restart: u32,
     ) -> io::Result<Arc<ContainerLog>> {
-        let dir = self.pod_dir(namespace, pod, uid).join(container);
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!("{restart}.log"));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let dir = self.pod_dir(namespace, pod, uid);
+        let path = dir.join(format!("{container}_{restart}.log"));
+        let file = match OpenOptions::new().create(true).append(true).open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&dir)?;
+                OpenOptions::new().create(true).append(true).open(&path)?
+            }
+            other => other?,
+        };
         let size = file.metadata()?.len();
         let notify = self
             .written
@@ -97,11 +104,19 @@ impl LogManager {
             .collect();
         // A pod recreated under the same name: the newest uid's logs.
         pod_dirs.sort();
-        let dir = pod_dirs.pop()?.1.join(container);
+        let dir = pod_dirs.pop()?.1;
+        let prefix = format!("{container}_");
         let mut attempts: Vec<u32> = std::fs::read_dir(&dir)
             .ok()?
             .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix(&prefix)?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()
+            })
             .collect();
         attempts.sort_unstable();
         let attempt = if previous {
@@ -109,7 +124,7 @@ impl LogManager {
         } else {
             attempts.last()?
         };
-        Some(dir.join(format!("{attempt}.log")))
+        Some(dir.join(format!("{container}_{attempt}.log")))
     }
 
     /// Waits for a log file to grow past `len`.
@@ -167,7 +182,7 @@ impl ContainerLog {
         }
     }
 
-    /// `0.log` → `0.log.<time>`; the oldest rotated files beyond the limit are removed.
+    /// `c_0.log` → `c_0.log.<time>`; the oldest rotated files beyond the limit are removed.
     fn rotate(&self, state: &mut WriterState) {
         let stamp = Utc::now().format("%Y%m%d-%H%M%S%.f");
         let rotated = self.path.with_extension(format!("log.{stamp}"));
@@ -385,7 +400,12 @@ mod tests {
         }
         let now = logs.find("ns", "p", "c", false).unwrap();
         let before = logs.find("ns", "p", "c", true).unwrap();
-        assert!(now.ends_with("c/2.log") && before.ends_with("c/1.log"));
+        assert!(now.ends_with("c_2.log") && before.ends_with("c_1.log"));
+        // Another container's attempts are its own, even with a name that extends this one.
+        let other = logs.open("ns", "p", "u1", "c-2", 7).unwrap();
+        other.write(Stream::Stdout, b"other\n");
+        assert_eq!(logs.find("ns", "p", "c", false).unwrap(), now);
+        assert!(logs.find("ns", "p", "c-2", true).is_none());
     }
 
     #[test]

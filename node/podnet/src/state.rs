@@ -25,8 +25,10 @@ impl Owner {
         }
     }
 
+    /// The record is the first line, which must be whole (end in a newline); what follows
+    /// it is the tail of a longer record it overwrote in place.
     pub(crate) fn decode(s: &str) -> Option<Owner> {
-        let s = s.trim_end_matches('\n');
+        let (s, _) = s.split_once('\n')?;
         if s == "pool" {
             Some(Owner::Pool)
         } else {
@@ -141,11 +143,26 @@ impl Records {
         self.dir.join(ip.to_string())
     }
 
-    /// Writes the owner of `ip`; write-then-rename, so a crash leaves the old or the new
-    /// record, never half of one. No fsync: the state dir lives on /run, which a reboot
-    /// empties along with the namespaces it describes.
+    /// Writes the owner of `ip`, so that a crash leaves the old or the new record, never
+    /// half of one. An existing record is overwritten in place (one `pwrite` of its first
+    /// line, then the file cut to it): a sandbox changing hands (pool to pod, pod back to
+    /// pool) then costs no new inode, which on ext4 under churn is the expensive part. A new
+    /// one is written to a temporary and renamed. No fsync: the state dir lives on /run,
+    /// which a reboot empties along with the namespaces it describes.
     pub(crate) fn write(&self, ip: Ipv4Addr, owner: &Owner) -> Result<(), Error> {
+        use std::os::unix::fs::FileExt;
         let path = self.path(ip);
+        match std::fs::OpenOptions::new().write(true).open(&path) {
+            Ok(file) => {
+                let data = owner.encode();
+                return file
+                    .write_all_at(data.as_bytes(), 0)
+                    .and_then(|()| file.set_len(data.len() as u64))
+                    .map_err(|e| Error::io(format!("write {}", path.display()), e));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+        }
         let tmp = self.dir.join(format!("{ip}.tmp"));
         std::fs::write(&tmp, owner.encode())
             .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
@@ -255,5 +272,28 @@ mod tests {
         }
         assert_eq!(Owner::decode("pod \n"), None);
         assert_eq!(Owner::decode("garbage"), None);
+        assert_eq!(Owner::decode("pool"), None, "a line without its end");
+        // Overwritten in place, before the cut: the first line counts.
+        assert_eq!(
+            Owner::decode("pool\n0b6c-uid\n"),
+            Some(Owner::Pool),
+            "a shorter record over a longer one"
+        );
+    }
+
+    #[test]
+    fn records_are_rewritten_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = Records::new(dir.path().to_path_buf());
+        let ip = Ipv4Addr::new(10, 9, 0, 2);
+        records
+            .write(ip, &Owner::Pod("a-long-pod-uid".into()))
+            .unwrap();
+        records.write(ip, &Owner::Pool).unwrap();
+        assert_eq!(std::fs::read_to_string(records.path(ip)).unwrap(), "pool\n");
+        records.write(ip, &Owner::Pod("b".into())).unwrap();
+        let loaded = records.load().unwrap();
+        assert_eq!(loaded.records, vec![(ip, Some(Owner::Pod("b".into())))]);
+        assert!(loaded.junk.is_empty());
     }
 }
