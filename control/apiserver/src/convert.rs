@@ -52,6 +52,11 @@ pub fn to_storage(resource: &Resource, obj: Value) -> Value {
 }
 
 /// The served form of a stored object.
+/// Whether the resource is served exactly as it is stored (all but events.k8s.io/v1).
+pub fn stored_as_served(resource: &Resource) -> bool {
+    !is_events_v1(resource)
+}
+
 pub fn from_storage(resource: &Resource, obj: Value) -> Value {
     if is_events_v1(resource) {
         rename(obj, true, "events.k8s.io/v1")

@@ -425,7 +425,7 @@ impl Ctx<'_> {
                         match ev {
                             Ok(ev) => {
                                 if let Some((kind, obj)) = filter.event(&ev)
-                                    && !out.send(kind, obj).await {
+                                    && !out.send_served(kind, obj).await {
                                         return;
                                     }
                             }
@@ -1388,10 +1388,30 @@ impl WatchFilter {
 
     /// The event a client sees for a change, if any: a change that makes an object start
     /// or stop matching the selectors is an ADDED or DELETED, as kube-apiserver sends.
-    fn event(&self, ev: &crate::watch::CachedEvent) -> Option<(&'static str, Value)> {
+    fn event<'e>(&self, ev: &'e crate::watch::CachedEvent) -> Option<(&'static str, Served<'e>)> {
         if !ev.key.starts_with(&self.prefix) {
             return None;
         }
+        if crate::convert::stored_as_served(self.resource) {
+            // Matched as stored, and sent as the bytes every watcher shares.
+            let now = ev.object.as_ref().map(|o| self.matches(o));
+            let before = ev.prev.as_ref().is_some_and(|p| self.matches(p));
+            let (kind, prev) = match now {
+                None if before => ("DELETED", true),
+                None => return None,
+                Some(true) if before => ("MODIFIED", false),
+                Some(true) => ("ADDED", false),
+                Some(false) if before => ("DELETED", false),
+                Some(false) => return None,
+            };
+            return Some((kind, Served::Json(ev.json(prev)?)));
+        }
+        self.converted_event(ev)
+            .map(|(kind, obj)| (kind, Served::Value(obj)))
+    }
+
+    /// As [`WatchFilter::event`], for a resource served in another form than stored.
+    fn converted_event(&self, ev: &crate::watch::CachedEvent) -> Option<(&'static str, Value)> {
         let served = |v: &Value| {
             let mut o = crate::convert::from_storage(self.resource, v.clone());
             meta_mut(&mut o).insert("resourceVersion".into(), json!(ev.revision.to_string()));
@@ -1418,6 +1438,12 @@ impl WatchFilter {
     }
 }
 
+/// An object a watch sends: encoded once for every watcher, or made for this one.
+enum Served<'e> {
+    Json(&'e Bytes),
+    Value(Value),
+}
+
 struct EventWriter {
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     resource: &'static Resource,
@@ -1435,6 +1461,25 @@ impl EventWriter {
             Format::Object => obj,
         };
         self.send_raw(kind, obj).await
+    }
+
+    async fn send_served(&mut self, kind: &str, obj: Served<'_>) -> bool {
+        match (obj, self.format) {
+            (Served::Json(json), Format::Object) => {
+                let mut line = Vec::with_capacity(json.len() + kind.len() + 24);
+                line.extend_from_slice(b"{\"type\":\"");
+                line.extend_from_slice(kind.as_bytes());
+                line.extend_from_slice(b"\",\"object\":");
+                line.extend_from_slice(json);
+                line.extend_from_slice(b"}\n");
+                self.tx.send(Ok(Bytes::from(line))).await.is_ok()
+            }
+            (Served::Json(json), Format::Table(_)) => match serde_json::from_slice(json) {
+                Ok(obj) => self.send(kind, obj).await,
+                Err(_) => true,
+            },
+            (Served::Value(obj), _) => self.send(kind, obj).await,
+        }
     }
 
     async fn send_raw(&mut self, kind: &str, obj: Value) -> bool {

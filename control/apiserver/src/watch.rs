@@ -4,9 +4,10 @@
 //! relist as they do against kube-apiserver. No client ever opens its own store watch.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
 use skiff_store::{EventKind, Revision, Store};
@@ -21,11 +22,111 @@ pub struct CachedEvent {
     pub object: Option<Value>,
     /// The object before the change (`None` for a create).
     pub prev: Option<Value>,
+    /// `object` and `prev` as JSON with `metadata.resourceVersion` set to this event's
+    /// revision, made by the first client that sends them: every watcher of a resource
+    /// stored as it is served sends the same bytes.
+    object_json: OnceLock<Bytes>,
+    prev_json: OnceLock<Bytes>,
 }
 
 impl CachedEvent {
+    pub fn new(
+        revision: Revision,
+        key: String,
+        object: Option<Value>,
+        prev: Option<Value>,
+    ) -> Self {
+        CachedEvent {
+            revision,
+            key,
+            object,
+            prev,
+            object_json: OnceLock::new(),
+            prev_json: OnceLock::new(),
+        }
+    }
+
     pub fn is_delete(&self) -> bool {
         self.object.is_none()
+    }
+
+    /// The object (or, with `prev`, the one before the change) as JSON, as a watch serves
+    /// it at this revision; `None` when there is no such object.
+    pub fn json(&self, prev: bool) -> Option<&Bytes> {
+        let (value, cell) = if prev {
+            (self.prev.as_ref()?, &self.prev_json)
+        } else {
+            (self.object.as_ref()?, &self.object_json)
+        };
+        Some(cell.get_or_init(|| {
+            let rv = self.revision.to_string();
+            Bytes::from(
+                serde_json::to_vec(&WithResourceVersion {
+                    obj: value,
+                    rv: &rv,
+                })
+                .unwrap_or_default(),
+            )
+        }))
+    }
+}
+
+/// Serializes an object with `metadata.resourceVersion` replaced (or added), without
+/// copying it.
+struct WithResourceVersion<'a> {
+    obj: &'a Value,
+    rv: &'a str,
+}
+
+impl serde::Serialize for WithResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(map) = self.obj else {
+            return self.obj.serialize(s);
+        };
+        let mut out =
+            s.serialize_map(Some(map.len() + usize::from(!map.contains_key("metadata"))))?;
+        let mut had_meta = false;
+        for (k, v) in map {
+            match (k.as_str(), v) {
+                ("metadata", Value::Object(meta)) => {
+                    had_meta = true;
+                    out.serialize_entry(k, &MetaWithResourceVersion { meta, rv: self.rv })?;
+                }
+                _ => out.serialize_entry(k, v)?,
+            }
+        }
+        if !had_meta && !map.contains_key("metadata") {
+            out.serialize_entry(
+                "metadata",
+                &serde_json::json!({ "resourceVersion": self.rv }),
+            )?;
+        }
+        out.end()
+    }
+}
+
+struct MetaWithResourceVersion<'a> {
+    meta: &'a serde_json::Map<String, Value>,
+    rv: &'a str,
+}
+
+impl serde::Serialize for MetaWithResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let present = self.meta.contains_key("resourceVersion");
+        let mut out = s.serialize_map(Some(self.meta.len() + usize::from(!present)))?;
+        for (k, v) in self.meta {
+            if k == "resourceVersion" {
+                out.serialize_entry(k, self.rv)?;
+            } else {
+                out.serialize_entry(k, v)?;
+            }
+        }
+        if !present {
+            out.serialize_entry("resourceVersion", self.rv)?;
+        }
+        out.end()
     }
 }
 
@@ -206,12 +307,12 @@ async fn feed(cache: std::sync::Weak<WatchCache>, store: Arc<dyn Store>, mut rev
                         tracing::error!(key = %ev.kv.key, "watch cache: stored value is not JSON");
                         continue;
                     }
-                    c.push(CachedEvent {
-                        revision: rev,
-                        key: ev.kv.key.clone(),
+                    c.push(CachedEvent::new(
+                        rev,
+                        ev.kv.key.clone(),
                         object,
-                        prev: ev.prev.as_ref().and_then(|p| parse(&p.value)),
-                    });
+                        ev.prev.as_ref().and_then(|p| parse(&p.value)),
+                    ));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "watch cache: store watch ended");
@@ -223,5 +324,47 @@ async fn feed(cache: std::sync::Weak<WatchCache>, store: Arc<dyn Store>, mut rev
             return;
         }
         tokio::time::sleep(backoff).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_are_served_at_their_revision() {
+        let stored = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "resourceVersion": "5", "uid": "u"}, "spec": {"a": 1}});
+        let prev = json!({"kind": "Pod", "metadata": {"name": "p"}});
+        let ev = CachedEvent::new(
+            42,
+            "/registry/pods/ns/p".into(),
+            Some(stored.clone()),
+            Some(prev),
+        );
+        let sent: Value = serde_json::from_slice(ev.json(false).unwrap()).unwrap();
+        let mut want = stored;
+        want["metadata"]["resourceVersion"] = json!("42");
+        assert_eq!(sent, want);
+        let sent_prev: Value = serde_json::from_slice(ev.json(true).unwrap()).unwrap();
+        assert_eq!(
+            sent_prev,
+            json!({"kind": "Pod", "metadata": {"name": "p", "resourceVersion": "42"}})
+        );
+        // Encoded once.
+        assert!(std::ptr::eq(
+            ev.json(false).unwrap(),
+            ev.json(false).unwrap()
+        ));
+        let bare = CachedEvent::new(7, "k".into(), Some(json!({"kind": "X"})), None);
+        let sent: Value = serde_json::from_slice(bare.json(false).unwrap()).unwrap();
+        assert_eq!(
+            sent,
+            json!({"kind": "X", "metadata": {"resourceVersion": "7"}})
+        );
+        assert!(bare.json(true).is_none());
+        let deleted = CachedEvent::new(8, "k".into(), None, Some(json!({"kind": "X"})));
+        assert!(deleted.json(false).is_none() && deleted.is_delete());
     }
 }
