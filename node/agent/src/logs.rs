@@ -1,10 +1,14 @@
 //! Container logs, in the CRI format the kubelet reads: one file per container attempt,
-//! `<logs>/<namespace>_<pod>_<uid>/<container>_<restart>.log` (the kubelet has a directory
-//! per container; one per pod is half the directories to make, and under pod churn on ext4
-//! a new directory costs more than the rest of opening a log), each line
+//! `<logs>/<namespace>_<pod>_<uid>_<container>_<restart>.log` (names and uids have no `_`),
+//! each line
 //! `<RFC 3339 nano time> <stdout|stderr> <F|P> <text>` (`P` for a partial line). Files rotate
 //! at [`MAX_FILE_BYTES`], keeping [`MAX_FILES`] per attempt, as the kubelet's
 //! containerLogMaxSize and containerLogMaxFiles defaults do.
+//!
+//! The kubelet makes a directory per pod and one per container; here they are files in one
+//! directory. Under pod churn a new inode was the costliest part of starting a container
+//! (ext4 without a journal checks each candidate inode for a recent deletion, and new
+//! directories are spread over block groups): one inode per attempt is the least there is.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -35,8 +39,9 @@ impl LogManager {
         })
     }
 
-    pub fn pod_dir(&self, namespace: &str, pod: &str, uid: &str) -> PathBuf {
-        self.root.join(format!("{namespace}_{pod}_{uid}"))
+    /// Where the logs of a pod's containers start: `<root>/<namespace>_<pod>_<uid>_`.
+    fn pod_prefix(namespace: &str, pod: &str, uid: &str) -> String {
+        format!("{namespace}_{pod}_{uid}_")
     }
 
     /// A writer for one attempt of a container.
@@ -48,15 +53,11 @@ impl LogManager {
         container: &str,
         restart: u32,
     ) -> io::Result<Arc<ContainerLog>> {
-        let dir = self.pod_dir(namespace, pod, uid);
-        let path = dir.join(format!("{container}_{restart}.log"));
-        let file = match OpenOptions::new().create(true).append(true).open(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(&dir)?;
-                OpenOptions::new().create(true).append(true).open(&path)?
-            }
-            other => other?,
-        };
+        let path = self.root.join(format!(
+            "{}{container}_{restart}.log",
+            Self::pod_prefix(namespace, pod, uid)
+        ));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
         let notify = self
             .written
@@ -77,17 +78,27 @@ impl LogManager {
         }))
     }
 
-    /// Removes a pod's logs (when the pod object is gone).
+    /// Removes a pod's logs (when the pod object is gone), rotated ones included.
     pub fn remove_pod(&self, namespace: &str, pod: &str, uid: &str) {
-        let dir = self.pod_dir(namespace, pod, uid);
+        let prefix = Self::pod_prefix(namespace, pod, uid);
+        let ours = |name: &std::ffi::OsStr| name.to_str().is_some_and(|n| n.starts_with(&prefix));
         self.written
             .lock()
             .expect("log lock")
-            .retain(|p, _| !p.starts_with(&dir));
-        let _ = std::fs::remove_dir_all(dir);
+            .retain(|p, _| !p.file_name().is_some_and(ours));
+        for entry in std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if ours(&entry.file_name()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
-    /// The log file of a container: the newest attempt, or the one before it.
+    /// The log file of a container: the newest attempt, or the one before it. Of several
+    /// pods by this name (one deleted, one recreated), the one written to last.
     pub fn find(
         &self,
         namespace: &str,
@@ -96,35 +107,44 @@ impl LogManager {
         previous: bool,
     ) -> Option<PathBuf> {
         let prefix = format!("{namespace}_{pod}_");
-        let mut pod_dirs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&self.root)
-            .ok()?
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .collect();
-        // A pod recreated under the same name: the newest uid's logs.
-        pod_dirs.sort();
-        let dir = pod_dirs.pop()?.1;
-        let prefix = format!("{container}_");
-        let mut attempts: Vec<u32> = std::fs::read_dir(&dir)
-            .ok()?
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_prefix(&prefix)?
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
+        // Per pod uid: when its logs were last written, and this container's attempts.
+        let mut pods: HashMap<String, (std::time::SystemTime, Vec<u32>)> = HashMap::new();
+        for entry in std::fs::read_dir(&self.root).ok()?.flatten() {
+            let name = entry.file_name();
+            // `<uid>_<container>_<attempt>.log`: uids and container names have no `_`.
+            let Some((uid, rest)) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(|r| r.strip_suffix(".log"))
+                .and_then(|r| r.split_once('_'))
+            else {
+                continue;
+            };
+            let Some(modified) = entry.metadata().ok().and_then(|m| m.modified().ok()) else {
+                continue;
+            };
+            let slot = pods
+                .entry(uid.to_string())
+                .or_insert((std::time::SystemTime::UNIX_EPOCH, Vec::new()));
+            slot.0 = slot.0.max(modified);
+            if let Some((c, attempt)) = rest.rsplit_once('_')
+                && c == container
+                && let Ok(attempt) = attempt.parse()
+            {
+                slot.1.push(attempt);
+            }
+        }
+        let (uid, (_, mut attempts)) = pods.into_iter().max_by_key(|(_, (t, _))| *t)?;
         attempts.sort_unstable();
         let attempt = if previous {
             attempts.iter().rev().nth(1)?
         } else {
             attempts.last()?
         };
-        Some(dir.join(format!("{container}_{attempt}.log")))
+        Some(
+            self.root
+                .join(format!("{prefix}{uid}_{container}_{attempt}.log")),
+        )
     }
 
     /// Waits for a log file to grow past `len`.
@@ -400,12 +420,43 @@ mod tests {
         }
         let now = logs.find("ns", "p", "c", false).unwrap();
         let before = logs.find("ns", "p", "c", true).unwrap();
-        assert!(now.ends_with("c_2.log") && before.ends_with("c_1.log"));
+        let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            (name(&now), name(&before)),
+            ("ns_p_u1_c_2.log".into(), "ns_p_u1_c_1.log".into())
+        );
         // Another container's attempts are its own, even with a name that extends this one.
         let other = logs.open("ns", "p", "u1", "c-2", 7).unwrap();
         other.write(Stream::Stdout, b"other\n");
         assert_eq!(logs.find("ns", "p", "c", false).unwrap(), now);
         assert!(logs.find("ns", "p", "c-2", true).is_none());
+        // A pod of that name recreated (a new uid): its logs, not the old pod's.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let again = logs.open("ns", "p", "u2", "c", 0).unwrap();
+        again.write(Stream::Stdout, b"again\n");
+        assert_eq!(
+            name(&logs.find("ns", "p", "c", false).unwrap()),
+            "ns_p_u2_c_0.log"
+        );
+        assert!(
+            logs.find("ns", "p", "c", true).is_none(),
+            "u2 has one attempt"
+        );
+        // Removing a pod takes all its files and no other pod's.
+        let other_pod = logs.open("ns", "p2", "u3", "c", 0).unwrap();
+        other_pod.write(Stream::Stdout, b"x\n");
+        logs.remove_pod("ns", "p", "u2");
+        assert_eq!(
+            name(&logs.find("ns", "p", "c", false).unwrap()),
+            "ns_p_u1_c_2.log"
+        );
+        logs.remove_pod("ns", "p", "u1");
+        assert!(logs.find("ns", "p", "c", false).is_none());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "p2's log is left"
+        );
     }
 
     #[test]
