@@ -190,8 +190,9 @@ async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> 
         args.store.clone()
     };
     eprintln!("skiff: API server on {url}, store: {store_desc}");
-    // The scheduler talks to the API server like any client, as kube-scheduler does.
-    let scheduler_client = local_client(&url)?;
+    // The scheduler talks to the API server like any client, as kube-scheduler does; in
+    // the same process, through the API server's router rather than a socket.
+    let scheduler_client = in_process_client(&server);
     tokio::spawn(async move {
         let opts = skiff_scheduler::SchedulerOptions::default();
         if let Err(e) = skiff_scheduler::run(scheduler_client, opts, std::future::pending()).await {
@@ -202,7 +203,7 @@ async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> 
     if let Some(up) = &up
         && !up.no_node
     {
-        let client = local_client(&url)?;
+        let client = in_process_client(&server);
         node = Some(
             node::start(&up.node, client, &data_dir, IpAddr::from([127, 0, 0, 1]))
                 .await
@@ -236,6 +237,18 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// A client of the API server running in this process: the same REST API, handed to its
+/// router directly, without a TCP connection or HTTP encoding in between (under a burst
+/// of pods, the loopback connections of the scheduler and the node cost more CPU than the
+/// handlers they reached).
+fn in_process_client(server: &skiff_apiserver::ApiServer) -> kube::Client {
+    let router = skiff_apiserver::router(server.state.clone());
+    let service = tower::ServiceBuilder::new()
+        .map_request(|req: http::Request<kube::client::Body>| req.map(axum::body::Body::new))
+        .service(router);
+    kube::Client::new(service, "default")
 }
 
 pub fn local_client(url: &str) -> anyhow::Result<kube::Client> {
