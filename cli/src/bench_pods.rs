@@ -285,12 +285,15 @@ pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::R
     let (seen, bound) = watch_phases_and_binding(api.clone(), &["Succeeded"]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t0 = Instant::now();
-    const CLIENTS: usize = 32;
-    let tasks: Vec<_> = (0..CLIENTS)
+    let clients: usize = std::env::var("SKIFF_BENCH_CLIENTS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(32);
+    let tasks: Vec<_> = (0..clients)
         .map(|c| {
             let api = api.clone();
             tokio::spawn(async move {
-                for i in (c..burst).step_by(CLIENTS) {
+                for i in (c..burst).step_by(clients) {
                     api.create(
                         &PostParams::default(),
                         &pod(&format!("burst-{i}"), HELLO, "Never", false),
