@@ -11,7 +11,9 @@
 mod auth;
 mod reference;
 mod registry;
+mod snapshot;
 mod store;
+mod unpack;
 mod wasm;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,6 +24,8 @@ use serde::Deserialize;
 
 pub use auth::{RegistryAuth, auth_from_docker_config};
 pub use reference::normalize_reference;
+pub use snapshot::{Rootfs, Snapshots};
+pub use unpack::{UnpackLimits, UnpackStats, unpack_layer, unpack_stream};
 pub use wasm::{
     RUNWASI_LAYER_MEDIA_TYPE, SPIN_LAYER_MEDIA_TYPE, WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE,
 };
@@ -66,6 +70,12 @@ pub enum Error {
     MissingBlob(String),
     #[error("{0} is not a WebAssembly module or component (no \\0asm header)")]
     NotWasm(String),
+    #[error("layer {digest} is refused: entry {entry:?}: {reason}")]
+    HostileLayer {
+        digest: String,
+        entry: String,
+        reason: String,
+    },
     #[error("layer {digest} is not a readable tar archive: {reason}")]
     BadLayer { digest: String, reason: String },
     #[error(
@@ -195,6 +205,11 @@ impl ImageStore {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The node's unpacked layers and container root filesystems, kept beside the layout.
+    pub fn snapshots(&self) -> Result<Snapshots, Error> {
+        Snapshots::open(self.root.join("snapshots"))
     }
 
     fn layout(&self) -> Layout {
@@ -470,6 +485,11 @@ impl ImageStore {
             if !keep.contains(&digest) {
                 std::fs::remove_file(&path).map_err(|source| Error::Io { path, source })?;
             }
+        }
+        // Unpacked copies of layers no image has any more, unless a container still runs
+        // on them (they go when it does, at the next removal).
+        if self.root.join("snapshots").is_dir() {
+            self.snapshots()?.prune_layers(&keep)?;
         }
         // Temp files of writers that crashed: no writer is running while we hold the lock.
         if let Ok(entries) = std::fs::read_dir(self.root.join("ingest")) {

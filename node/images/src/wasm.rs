@@ -2,7 +2,7 @@
 //! first, then the image's platform or a `.wasm` entrypoint in its rootfs.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 
 use crate::Error;
 use crate::store::{Descriptor, Layout};
@@ -114,20 +114,7 @@ fn find_in_layers(layout: &Layout, layers: &[Descriptor], target: &str) -> Resul
             path: blob.clone(),
             source,
         };
-        let mut reader = BufReader::new(File::open(&blob).map_err(io)?);
-        let mut magic = [0u8; 4];
-        let n = reader.read(&mut magic).map_err(io)?;
-        let head = std::io::Cursor::new(magic[..n].to_vec());
-        let stream: Box<dyn Read> = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
-            Box::new(flate2::read::GzDecoder::new(head.chain(reader)))
-        } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-            return Err(Error::Unsupported(format!(
-                "layer {} is zstd-compressed; reading a Wasm entrypoint from zstd layers is not supported yet",
-                layer.digest
-            )));
-        } else {
-            Box::new(head.chain(reader))
-        };
+        let stream = crate::unpack::open_layer(&blob).map_err(io)?;
         let mut archive = tar::Archive::new(stream);
         let bad_layer = |e: std::io::Error| Error::BadLayer {
             digest: layer.digest.clone(),

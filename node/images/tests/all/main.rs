@@ -1,5 +1,6 @@
 //! The image store against a real registry (Debian's `docker-registry`) on loopback.
 
+mod layers;
 mod registry;
 
 use std::path::Path;
