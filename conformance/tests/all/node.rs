@@ -176,6 +176,22 @@ fn wasm_pods_walkthrough() {
     // Pods have different addresses.
     assert_ne!(pod(&k, "hello-wasm")["status"]["podIP"], ip.as_str());
 
+    // exec into a Wasm container is refused with the reason, before any stream is set up,
+    // over WebSocket (1.33, which then retries with SPDY) and SPDY (1.27) alike.
+    for version in ["1.33", "1.27"] {
+        let err = cluster
+            .kubectl(version)
+            .fails(&["exec", "http-wasm", "--", "ls", "/"]);
+        assert!(
+            err.contains("WebAssembly instance") && err.contains("nothing to exec into"),
+            "kubectl {version}: {err}"
+        );
+    }
+    let err = k.fails(&["exec", "http-wasm", "-c", "nope", "--", "ls"]);
+    assert!(err.contains("nope"), "{err}");
+    let err = k.fails(&["exec", "hello-wasm", "--", "ls"]);
+    assert!(err.contains("completed pod"), "{err}");
+
     // Gone within its grace period, and its address with it.
     k.ok(&["delete", "pod", "http-wasm"]);
     let gone = k.fails(&["get", "pod", "http-wasm"]);

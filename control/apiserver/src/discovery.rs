@@ -34,6 +34,9 @@ fn subresource_kind(r: &Resource, sub: &str) -> (String, &'static str, &'static 
         "scale" => ("autoscaling".into(), "Scale", &["get", "patch", "update"]),
         "binding" => (String::new(), "Binding", &["create"]),
         "log" => (String::new(), "Pod", &["get"]),
+        "exec" => (String::new(), "PodExecOptions", &["create", "get"]),
+        "attach" => (String::new(), "PodAttachOptions", &["create", "get"]),
+        "portforward" => (String::new(), "PodPortForwardOptions", &["create", "get"]),
         "finalize" => (String::new(), "Namespace", &["update"]),
         _ => (r.group.into(), r.kind, &["get", "patch", "update"]),
     }

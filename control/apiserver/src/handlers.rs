@@ -30,7 +30,7 @@ pub async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
 }
 
 async fn serve(state: &Arc<AppState>, req: Request) -> ApiResult<Response> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let query = Query::parse(parts.uri.query());
     let target = request::parse(&parts.method, parts.uri.path(), &query)?;
     let accept = parts
@@ -70,6 +70,29 @@ async fn serve(state: &Arc<AppState>, req: Request) -> ApiResult<Response> {
         }
         Target::Resource(info) => info,
     };
+    if let Some(sub @ ("exec" | "attach" | "portforward")) = info.subresource.as_deref()
+        && info.resource.kind == "Pod"
+    {
+        let key = info.resource.key(
+            info.namespace.as_deref(),
+            info.name.as_deref().unwrap_or(""),
+        );
+        let kv = state.store.get(&key).await?.ok_or_else(|| {
+            ApiError::not_found(info.resource, info.name.as_deref().unwrap_or(""))
+        })?;
+        let pod = object::decode(info.resource, &kv)?;
+        let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        return crate::remote::proxy(
+            state,
+            &pod,
+            sub,
+            &parts.method,
+            parts.uri.query(),
+            &parts.headers,
+            upgrade,
+        )
+        .await;
+    }
     let body = match parts.method {
         Method::GET | Method::HEAD => Bytes::new(),
         _ => read_body(body).await?,

@@ -29,6 +29,7 @@ mod ipam;
 mod logs;
 mod object;
 pub mod registry;
+mod remote;
 mod request;
 mod status;
 mod table;

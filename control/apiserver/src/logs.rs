@@ -114,7 +114,7 @@ pub async fn pod_log(state: &Arc<AppState>, pod: &Value, query: &Query) -> ApiRe
 }
 
 /// `InternalIP:port` of the node's agent endpoint (status.daemonEndpoints).
-async fn node_endpoint(state: &Arc<AppState>, node: &str) -> ApiResult<String> {
+pub(crate) async fn node_endpoint(state: &Arc<AppState>, node: &str) -> ApiResult<String> {
     let kv = state
         .store
         .get(&format!("/registry/core/nodes/{node}"))

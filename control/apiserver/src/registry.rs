@@ -122,7 +122,7 @@ pub static RESOURCES: &[Resource] = &[
         short: ["ns"], cat: [], namespaced: false, sub: ["status", "finalize"],
         storage: "core/namespaces", spec: true),
     resource!("", "v1", core::v1::Pod, "Pod", "pods", "pod",
-        short: ["po"], cat: ["all"], namespaced: true, sub: ["status", "binding", "log"],
+        short: ["po"], cat: ["all"], namespaced: true, sub: ["status", "binding", "log", "exec", "attach", "portforward"],
         storage: "core/pods", spec: true),
     resource!("", "v1", core::v1::Service, "Service", "services", "service",
         short: ["svc"], cat: ["all"], namespaced: true, sub: ["status"],

@@ -307,6 +307,7 @@ impl Supervisor {
                 "Created",
                 format!("Created container {}", self.spec.name),
             );
+            let container: Arc<dyn skiff_shim::Container> = Arc::from(container);
             let started_at = Utc::now();
             let ran_since = Instant::now();
             let exit = match container.start().await {
@@ -322,7 +323,20 @@ impl Supervisor {
                         "Started",
                         format!("Started container {}", self.spec.name),
                     );
-                    self.run_until_exit(&*container, started_at).await
+                    let run = &self.run;
+                    run.ctx.running.started(
+                        &run.namespace,
+                        &run.name,
+                        &run.uid,
+                        &self.spec.name,
+                        container.clone(),
+                    );
+                    let exit = self.run_until_exit(&*container, started_at).await;
+                    let run = &self.run;
+                    run.ctx
+                        .running
+                        .exited(&run.namespace, &run.name, &run.uid, &self.spec.name);
+                    exit
                 }
             };
             drop(container);

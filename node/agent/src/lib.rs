@@ -15,6 +15,7 @@ pub mod logs;
 mod node;
 mod pod;
 mod probe;
+mod remote;
 mod runtime_classes;
 mod server;
 mod status;
@@ -127,6 +128,8 @@ pub(crate) struct Ctx {
     pub logs: LogManager,
     pub pods: pod::Workers,
     pub runtime_classes: Arc<runtime_classes::RuntimeClasses>,
+    /// Containers running now, for exec, attach and port-forward.
+    pub running: remote::Running,
     /// Events on their way to the API server (see `pod::send_events`).
     pub events: tokio::sync::mpsc::UnboundedSender<k8s_openapi::api::core::v1::Event>,
 }
@@ -176,6 +179,7 @@ impl Agent {
             logs,
             pods: pod::Workers::default(),
             runtime_classes: Arc::default(),
+            running: remote::Running::default(),
             events,
         });
         node::register(&ctx, endpoint.port()).await?;

@@ -1,5 +1,6 @@
-//! The agent's endpoint (the kubelet's port): container logs for `kubectl logs`, reached
-//! through the API server's `pods/log`.
+//! The agent's endpoint (the kubelet's port): container logs for `kubectl logs`, exec,
+//! attach and port-forward, reached through the API server's `pods/log`, `pods/exec`,
+//! `pods/attach` and `pods/portforward`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +10,12 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
 
-use crate::Ctx;
 use crate::logs::{LogOptions, read_from};
+use crate::{Ctx, remote};
 
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
     let app = Router::new()
@@ -23,6 +24,8 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .route("/exec/{namespace}/{pod}/{container}", any(remote::exec))
+        .route("/attach/{namespace}/{pod}/{container}", any(remote::exec))
         .with_state(ctx);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("agent endpoint stopped: {e}");

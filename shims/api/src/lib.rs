@@ -186,4 +186,9 @@ pub trait Container: Send + Sync {
     /// Stops it now.
     fn kill(&self);
     fn stats(&self) -> Stats;
+    /// Why `kubectl exec` and `kubectl attach` cannot reach this container, or `None` when
+    /// they can. The agent answers with this reason before any stream is set up.
+    fn exec_refusal(&self) -> Option<String> {
+        Some("its runtime runs no processes that could be exec'd into or attached to".into())
+    }
 }

@@ -144,6 +144,10 @@ impl Container for CommandContainer {
         }
     }
 
+    fn exec_refusal(&self) -> Option<String> {
+        Some(crate::EXEC_REFUSAL.into())
+    }
+
     fn stats(&self) -> Stats {
         Stats {
             memory_bytes: self.usage.memory_bytes.load(Ordering::Relaxed),

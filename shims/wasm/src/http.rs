@@ -202,6 +202,10 @@ impl Container for HttpContainer {
         });
     }
 
+    fn exec_refusal(&self) -> Option<String> {
+        Some(crate::EXEC_REFUSAL.into())
+    }
+
     fn stats(&self) -> Stats {
         Stats {
             memory_bytes: self.server.usage.memory_bytes.load(Ordering::Relaxed),
