@@ -21,8 +21,8 @@ mod user;
 pub use caps::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES, capabilities, parse_capability};
 pub use seccomp::{native_arch, runtime_default as runtime_default_seccomp};
 pub use spec::{
-    BindMount, CPU_PERIOD_US, DEFAULT_PATH, Resources, SeccompProfile, SecurityContext, SpecInput,
-    cpu_quota, cpu_shares, host_cgroup_v2, runtime_spec,
+    BindMount, CPU_PERIOD_US, DEFAULT_PATH, NOFILE_LIMIT, Resources, SeccompProfile,
+    SecurityContext, SpecInput, cpu_quota, cpu_shares, host_cgroup_v2, nofile_limit, runtime_spec,
 };
 pub use user::{
     MAX_DB_FILE, ResolvedUser, UserError, UserOverrides, resolve_user, verify_run_as_non_root,

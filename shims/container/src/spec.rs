@@ -21,7 +21,7 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 
 /// The open-files limit containerd's containers start with (its own, inherited from
 /// systemd's `LimitNOFILE=infinity`).
-const NOFILE_LIMIT: u64 = 1_048_576;
+pub const NOFILE_LIMIT: u64 = 1_048_576;
 
 /// containerd's masked paths: unreadable in the container.
 const MASKED_PATHS: &[&str] = &[
@@ -122,7 +122,39 @@ pub struct SpecInput {
     /// into the *calling* process before it forks: a caller that must keep its own score
     /// should clear this and write `/proc/<pid>/oom_score_adj` itself.
     pub oom_score_adj: Option<i32>,
+    /// `RLIMIT_NOFILE` (soft and hard). `None` sets none: the process keeps the runtime's.
+    /// Raising it past the caller's hard limit needs `CAP_SYS_RESOURCE`, which not every
+    /// node's root holds; [`nofile_limit`] gives containerd's value where the node allows it.
+    pub nofile: Option<u64>,
     pub tty: bool,
+}
+
+/// containerd's open-files limit ([`NOFILE_LIMIT`]), or this process's hard limit if lower
+/// and it cannot raise it (no `CAP_SYS_RESOURCE`, as on some sandboxed nodes).
+pub fn nofile_limit() -> u64 {
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(NOFILE_LIMIT);
+    if hard >= NOFILE_LIMIT || has_sys_resource() {
+        NOFILE_LIMIT
+    } else {
+        hard
+    }
+}
+
+/// Whether this process holds `CAP_SYS_RESOURCE` (bit 24 of `CapEff`).
+fn has_sys_resource() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|eff| eff & (1 << 24) != 0)
 }
 
 /// Whether this node runs cgroup v2 alone (not v1 or hybrid).
@@ -382,11 +414,6 @@ pub fn runtime_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         .gid(input.user.gid)
         .additional_gids(input.user.additional_gids.clone())
         .build()?;
-    let nofile = PosixRlimitBuilder::default()
-        .typ(PosixRlimitType::RlimitNofile)
-        .hard(NOFILE_LIMIT)
-        .soft(NOFILE_LIMIT)
-        .build()?;
     let mut process = ProcessBuilder::default()
         .terminal(input.tty)
         .user(user)
@@ -394,11 +421,21 @@ pub fn runtime_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         .env(env(input)?)
         .cwd(cwd)
         .capabilities(capability_sets(&caps)?)
-        .rlimits(vec![nofile])
         // kubelet: no_new_privs only when allowPrivilegeEscalation is explicitly false.
         .no_new_privileges(sc.allow_privilege_escalation == Some(false));
     if let Some(adj) = input.oom_score_adj {
         process = process.oom_score_adj(adj);
+    }
+    // The builder starts from oci-spec's defaults, which include a 1024 open-files limit.
+    let mut process = process.build()?;
+    process.set_rlimits(None);
+    if let Some(limit) = input.nofile {
+        let nofile = PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(limit)
+            .soft(limit)
+            .build()?;
+        process.set_rlimits(Some(vec![nofile]));
     }
 
     let mut linux = LinuxBuilder::default()
@@ -422,7 +459,8 @@ pub fn runtime_spec(input: &SpecInput) -> Result<Spec, SpecError> {
     }
 
     Ok(SpecBuilder::default()
-        .version("1.2.0")
+        // What crun 1.8 (Debian 12) still accepts; every field used here exists in 1.0.2.
+        .version("1.0.2")
         .root(
             RootBuilder::default()
                 .path(input.rootfs.clone())
@@ -431,7 +469,7 @@ pub fn runtime_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         )
         .hostname(input.hostname.clone())
         .mounts(mounts(input)?)
-        .process(process.build()?)
+        .process(process)
         .linux(linux.build()?)
         .build()?)
 }

@@ -1,11 +1,12 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, Spec,
+    Capability, LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator,
+    PosixRlimitType, Spec,
 };
 use skiff_shim_container::{
-    BindMount, DEFAULT_CAPABILITIES, Resources, SeccompProfile, SpecError, cpu_quota, cpu_shares,
-    runtime_default_seccomp, runtime_spec,
+    BindMount, DEFAULT_CAPABILITIES, NOFILE_LIMIT, Resources, SeccompProfile, SpecError, cpu_quota,
+    cpu_shares, runtime_default_seccomp, runtime_spec,
 };
 
 use crate::input;
@@ -299,8 +300,7 @@ fn process_defaults() {
     assert_eq!(p.cwd(), Path::new("/"));
     assert_eq!(p.terminal(), Some(false));
     assert_eq!(p.no_new_privileges(), Some(false), "kubelet's default");
-    let nofile = &p.rlimits().as_ref().unwrap()[0];
-    assert_eq!((nofile.soft(), nofile.hard()), (1_048_576, 1_048_576));
+    assert_eq!(p.rlimits(), &None, "no nofile given: the runtime's stays");
     assert_eq!(p.oom_score_adj(), None);
 
     let mut i = input();
@@ -309,6 +309,7 @@ fn process_defaults() {
     i.working_dir = Some("/srv".into());
     i.security.allow_privilege_escalation = Some(false);
     i.oom_score_adj = Some(-997);
+    i.nofile = Some(NOFILE_LIMIT);
     i.user.uid = 1000;
     i.user.gid = 3000;
     i.user.additional_gids = vec![2000, 3000];
@@ -322,6 +323,9 @@ fn process_defaults() {
     assert_eq!(p.terminal(), Some(true));
     assert_eq!(p.no_new_privileges(), Some(true));
     assert_eq!(p.oom_score_adj(), Some(-997));
+    let nofile = &p.rlimits().as_ref().unwrap()[0];
+    assert_eq!(nofile.typ(), PosixRlimitType::RlimitNofile);
+    assert_eq!((nofile.soft(), nofile.hard()), (1_048_576, 1_048_576));
     assert_eq!((p.user().uid(), p.user().gid()), (1000, 3000));
     assert_eq!(
         p.user().additional_gids().as_deref(),
