@@ -19,7 +19,10 @@ mod spec;
 mod user;
 
 pub use caps::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES, capabilities, parse_capability};
-pub use seccomp::{native_arch, runtime_default as runtime_default_seccomp};
+pub use seccomp::{
+    for_libcontainer as seccomp_for_libcontainer, native_arch,
+    runtime_default as runtime_default_seccomp,
+};
 pub use spec::{
     BindMount, CPU_PERIOD_US, DEFAULT_PATH, NOFILE_LIMIT, Resources, SeccompProfile,
     SecurityContext, SpecInput, cpu_quota, cpu_shares, host_cgroup_v2, nofile_limit, runtime_spec,

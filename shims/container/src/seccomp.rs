@@ -661,3 +661,43 @@ pub fn runtime_default(caps: &Capabilities, arch: &str) -> Result<LinuxSeccomp, 
         .syscalls(syscalls)
         .build()?)
 }
+
+/// The same filter for libcontainer (youki) 0.7, which reads `SCMP_CMP_MASKED_EQ` arguments
+/// the other way round from runc and crun. The OCI spec, as runc applies it, matches
+/// `(arg & value) == valueTwo` (libseccomp's `datum_a` is the mask); libcontainer builds
+/// `MaskedEqual(valueTwo)` with datum `value`, i.e. `(arg & valueTwo) == value`. Fed moby's
+/// `clone` rule unchanged it would never match, and every `fork` in the container would
+/// fail with `EPERM`. This swaps the two values of each masked comparison, so the filter
+/// libcontainer loads is the one runc would load from the original. (Read in youki 0.7's
+/// `seccomp/mod.rs::translate_op` and libseccomp-rs's `ScmpArgCompare::new`; the runc test
+/// shows the original's reading, libcontainer is not run here yet.)
+pub fn for_libcontainer(seccomp: &LinuxSeccomp) -> Result<LinuxSeccomp, SpecError> {
+    let mut out = seccomp.clone();
+    let Some(syscalls) = out.syscalls().clone() else {
+        return Ok(out);
+    };
+    let mut swapped = Vec::with_capacity(syscalls.len());
+    for mut syscall in syscalls {
+        if let Some(args) = syscall.args().clone() {
+            let mut new_args = Vec::with_capacity(args.len());
+            for a in args {
+                if a.op() != LinuxSeccompOperator::ScmpCmpMaskedEq {
+                    new_args.push(a);
+                    continue;
+                }
+                new_args.push(
+                    LinuxSeccompArgBuilder::default()
+                        .index(a.index())
+                        .op(a.op())
+                        .value(a.value_two().unwrap_or(0))
+                        .value_two(a.value())
+                        .build()?,
+                );
+            }
+            syscall.set_args(Some(new_args));
+        }
+        swapped.push(syscall);
+    }
+    out.set_syscalls(Some(swapped));
+    Ok(out)
+}

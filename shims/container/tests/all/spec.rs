@@ -6,7 +6,7 @@ use oci_spec::runtime::{
 };
 use skiff_shim_container::{
     BindMount, DEFAULT_CAPABILITIES, NOFILE_LIMIT, Resources, SeccompProfile, SpecError, cpu_quota,
-    cpu_shares, runtime_default_seccomp, runtime_spec,
+    cpu_shares, runtime_default_seccomp, runtime_spec, seccomp_for_libcontainer,
 };
 
 use crate::input;
@@ -512,4 +512,45 @@ fn root_and_json_round_trip() {
     assert_eq!(back, spec);
     assert!(json.contains("\"SCMP_ACT_ERRNO\""));
     assert!(json.contains("\"CAP_NET_BIND_SERVICE\""));
+}
+
+#[test]
+fn libcontainer_gets_masked_comparisons_swapped() {
+    let caps = DEFAULT_CAPABILITIES.into_iter().collect();
+    let profile = runtime_default_seccomp(&caps, "amd64").unwrap();
+    let youki = seccomp_for_libcontainer(&profile).unwrap();
+    let clone_arg = |p: &LinuxSeccomp| {
+        p.syscalls()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|s| s.names() == &vec!["clone".to_string()])
+            .unwrap()
+            .args()
+            .as_ref()
+            .unwrap()[0]
+    };
+    let (orig, swapped) = (clone_arg(&profile), clone_arg(&youki));
+    assert_eq!((orig.value(), orig.value_two()), (0x7E02_0000, None));
+    assert_eq!(
+        (swapped.value(), swapped.value_two()),
+        (0, Some(0x7E02_0000))
+    );
+    // Everything else is untouched: the socket rule's NE comparison, the allow list.
+    let socket = |p: &LinuxSeccomp| {
+        p.syscalls()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|s| s.names() == &vec!["socket".to_string()])
+            .unwrap()
+            .args()
+            .clone()
+    };
+    assert_eq!(socket(&profile), socket(&youki));
+    assert_eq!(
+        profile.syscalls().as_ref().unwrap().len(),
+        youki.syscalls().as_ref().unwrap().len()
+    );
+    assert!(always_allowed(&youki, "read"));
 }
