@@ -10,8 +10,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use skiff_shim_container::{
-    SeccompProfile, SpecInput, UserOverrides, host_cgroup_v2, nofile_limit, resolve_user,
-    runtime_spec,
+    BindMount, SeccompProfile, SpecInput, UserOverrides, host_cgroup_v2, nofile_limit,
+    resolve_user, runtime_spec,
 };
 
 use crate::input;
@@ -20,7 +20,9 @@ use crate::input;
 const DEFAULT_CAPS_MASK: &str = "00000000a80425fb";
 const NET_ADMIN_BIT: u64 = 1 << 12;
 
-const APPLETS: &[&str] = &["sh", "cat", "grep", "hostname", "id", "true", "unshare"];
+const APPLETS: &[&str] = &[
+    "sh", "cat", "grep", "hostname", "id", "true", "unshare", "wc", "touch",
+];
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -231,4 +233,69 @@ fn runc_runs_the_image_user_without_effective_capabilities() {
     let default = u64::from_str_radix(DEFAULT_CAPS_MASK, 16).unwrap();
     assert_eq!(bounding, default | NET_ADMIN_BIT);
     assert_eq!(status(&out, "NoNewPrivs"), "1");
+}
+
+#[test]
+fn runc_mounts_volumes_and_hides_what_containerd_hides() {
+    let bundle = Bundle::new();
+    let volumes = tempfile::tempdir().unwrap();
+    for d in ["ro", "rw"] {
+        fs::create_dir(volumes.path().join(d)).unwrap();
+    }
+    fs::write(volumes.path().join("ro/config"), "from the volume\n").unwrap();
+    let hosts = volumes.path().join("hosts");
+    fs::write(&hosts, "10.1.0.7\tweb-0\n").unwrap();
+    let mut i = input();
+    i.netns = None;
+    i.security.read_only_root_filesystem = true;
+    i.mounts = vec![
+        BindMount {
+            source: volumes.path().join("ro"),
+            destination: "/data/ro".into(),
+            read_only: true,
+        },
+        BindMount {
+            source: volumes.path().join("rw"),
+            destination: "/data/rw".into(),
+            read_only: false,
+        },
+        BindMount {
+            source: hosts,
+            destination: "/etc/hosts".into(),
+            read_only: false,
+        },
+    ];
+    let out = bundle.run(
+        i,
+        "echo --config; cat /data/ro/config; \
+         echo --ro-volume; if touch /data/ro/new 2>/dev/null; then echo writable; else echo read-only; fi; \
+         echo --rw-volume; echo written > /data/rw/out && cat /data/rw/out; \
+         echo --hosts; cat /etc/hosts; \
+         echo --rootfs; if touch /newfile 2>/dev/null; then echo writable; else echo read-only; fi; \
+         echo --timer-list; wc -c < /proc/timer_list; \
+         echo --sysrq; if echo h > /proc/sysrq-trigger 2>/dev/null; then echo writable; else echo read-only; fi; \
+         echo --shm; grep -c ' /dev/shm .*size=65536k' /proc/mounts",
+    );
+    assert_eq!(line_after(&out, "--config"), "from the volume", "{out}");
+    assert_eq!(line_after(&out, "--ro-volume"), "read-only");
+    assert_eq!(line_after(&out, "--rw-volume"), "written");
+    assert_eq!(
+        fs::read_to_string(volumes.path().join("rw/out")).unwrap(),
+        "written\n",
+        "the write reached the host"
+    );
+    assert_eq!(line_after(&out, "--hosts"), "10.1.0.7\tweb-0");
+    assert_eq!(line_after(&out, "--rootfs"), "read-only");
+    // The host's timer_list is not empty (this kernel has no /proc/kcore to try).
+    assert_ne!(
+        fs::read_to_string("/proc/timer_list").unwrap_or_default(),
+        ""
+    );
+    assert_eq!(
+        line_after(&out, "--timer-list"),
+        "0",
+        "/proc/timer_list is masked"
+    );
+    assert_eq!(line_after(&out, "--sysrq"), "read-only");
+    assert_eq!(line_after(&out, "--shm"), "1");
 }
