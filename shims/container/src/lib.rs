@@ -18,7 +18,10 @@ mod seccomp;
 mod spec;
 mod user;
 
-pub use caps::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES, capabilities, parse_capability};
+pub use caps::{
+    ALL_CAPABILITIES, DEFAULT_CAPABILITIES, capabilities, capabilities_from_mask,
+    node_capabilities, parse_capability,
+};
 pub use seccomp::{
     for_libcontainer as seccomp_for_libcontainer, native_arch,
     runtime_default as runtime_default_seccomp,

@@ -126,6 +126,10 @@ pub struct SpecInput {
     /// Raising it past the caller's hard limit needs `CAP_SYS_RESOURCE`, which not every
     /// node's root holds; [`nofile_limit`] gives containerd's value where the node allows it.
     pub nofile: Option<u64>,
+    /// What `capabilities.add: [ALL]` grants: the node's capabilities
+    /// ([`crate::node_capabilities`]), as containerd grants its own. `None`: every
+    /// capability Linux knows, which fails on a node whose root lacks some of them.
+    pub node_capabilities: Option<Capabilities>,
     pub tty: bool,
 }
 
@@ -398,7 +402,11 @@ pub fn runtime_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         return Err(SpecError::WorkingDir(cwd.to_string()));
     }
 
-    let caps = caps::capabilities(&sc.capabilities_add, &sc.capabilities_drop)?;
+    let caps = caps::capabilities(
+        &sc.capabilities_add,
+        &sc.capabilities_drop,
+        input.node_capabilities.as_ref(),
+    )?;
     let seccomp = match &sc.seccomp {
         // Kubernetes' own default is Unconfined unless kubelet runs with
         // --seccomp-default; Skiff always behaves as if it did.

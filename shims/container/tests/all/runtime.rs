@@ -10,8 +10,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use skiff_shim_container::{
-    BindMount, SeccompProfile, SpecInput, UserOverrides, host_cgroup_v2, nofile_limit,
-    resolve_user, runtime_spec,
+    BindMount, SeccompProfile, SpecInput, UserOverrides, host_cgroup_v2, node_capabilities,
+    nofile_limit, resolve_user, runtime_spec,
 };
 
 use crate::input;
@@ -298,4 +298,22 @@ fn runc_mounts_volumes_and_hides_what_containerd_hides() {
     );
     assert_eq!(line_after(&out, "--sysrq"), "read-only");
     assert_eq!(line_after(&out, "--shm"), "1");
+}
+
+#[test]
+fn runc_grants_all_the_nodes_capabilities_for_add_all() {
+    let bundle = Bundle::new();
+    let mut i = input();
+    i.netns = None;
+    i.node_capabilities = Some(node_capabilities().unwrap());
+    i.security.capabilities_add = vec!["ALL".into()];
+    i.security.capabilities_drop = vec!["CAP_NET_RAW".into()];
+    let out = bundle.run(i, PROBE);
+    let own = fs::read_to_string("/proc/self/status").unwrap();
+    let own = u64::from_str_radix(status(&own, "CapBnd"), 16).unwrap();
+    let net_raw = 1 << 13;
+    let eff = u64::from_str_radix(status(&out, "CapEff"), 16).unwrap();
+    assert_eq!(eff, own & !net_raw, "{out}");
+    // SYS_ADMIN is among them, so seccomp lets unshare through.
+    assert_eq!(line_after(&out, "--unshare"), "allowed");
 }

@@ -5,8 +5,9 @@ use oci_spec::runtime::{
     PosixRlimitType, Spec,
 };
 use skiff_shim_container::{
-    BindMount, DEFAULT_CAPABILITIES, NOFILE_LIMIT, Resources, SeccompProfile, SpecError, cpu_quota,
-    cpu_shares, runtime_default_seccomp, runtime_spec, seccomp_for_libcontainer,
+    BindMount, DEFAULT_CAPABILITIES, NOFILE_LIMIT, Resources, SeccompProfile, SpecError,
+    capabilities_from_mask, cpu_quota, cpu_shares, runtime_default_seccomp, runtime_spec,
+    seccomp_for_libcontainer,
 };
 
 use crate::input;
@@ -553,4 +554,33 @@ fn libcontainer_gets_masked_comparisons_swapped() {
         youki.syscalls().as_ref().unwrap().len()
     );
     assert!(always_allowed(&youki, "read"));
+}
+
+#[test]
+fn capability_masks_match_the_kernels_numbering() {
+    // Docker's well-known CapEff for its default set is the same 14 capabilities.
+    let from_mask = capabilities_from_mask(0xa804_25fb);
+    let default: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    assert_eq!(from_mask, default);
+    assert_eq!(
+        capabilities_from_mask(1 << 21)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![Capability::SysAdmin]
+    );
+}
+
+#[test]
+fn add_all_means_the_nodes_capabilities_when_given() {
+    let mut i = input();
+    i.security.capabilities_add = vec!["ALL".into()];
+    i.security.capabilities_drop = vec!["NET_RAW".into()];
+    // A node whose root lacks SYS_RESOURCE (bit 24).
+    i.node_capabilities = Some(capabilities_from_mask(0x1ff_feff_ffff));
+    let spec = runtime_spec(&i).unwrap();
+    let b = caps(&spec).bounding().clone().unwrap();
+    assert_eq!(b.len(), 39);
+    assert!(!b.contains(&Capability::SysResource));
+    assert!(!b.contains(&Capability::NetRaw));
+    assert!(b.contains(&Capability::SysAdmin));
 }
