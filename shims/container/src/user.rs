@@ -221,14 +221,10 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
         .collect()
 }
 
-/// Reads `path` (relative, like `etc/passwd`) of the rootfs, resolved inside it. `None` if
-/// the image has no such file.
-fn read_in_root(rootfs: &Path, path: &'static str) -> Result<Option<String>, UserError> {
-    let shown = if path == "etc/passwd" {
-        "/etc/passwd"
-    } else {
-        "/etc/group"
-    };
+/// Reads `shown` (`/etc/passwd`) of the rootfs, resolved inside it. `None` if the image
+/// has no such file.
+fn read_in_root(rootfs: &Path, shown: &'static str) -> Result<Option<String>, UserError> {
+    let path = shown.trim_start_matches('/');
     let read_err = |source: std::io::Error| UserError::Read {
         path: shown,
         source,
@@ -267,8 +263,8 @@ fn read_in_root(rootfs: &Path, path: &'static str) -> Result<Option<String>, Use
 /// and `/etc/group`, then `runAsUser`/`runAsGroup` over it, plus the primary gid, the
 /// groups `/etc/group` lists the user in, `fsGroup` and `supplementalGroups` as
 /// supplementary groups. Without a group anywhere, the gid is the user's passwd entry's, or
-/// 0. The files are read only when a name must be looked up or the user has an entry to
-/// find groups by; an image without them runs numeric users fine.
+/// 0. An image without the files runs numeric users fine; one whose files are not regular
+/// files or are too large fails, whatever the user.
 pub fn resolve_user(
     rootfs: &Path,
     image_user: &str,
@@ -289,7 +285,7 @@ pub fn resolve_user(
         None => (image_uid, image_gid),
     };
 
-    let passwd = parse_passwd(&read_in_root(rootfs, "etc/passwd")?.unwrap_or_default());
+    let passwd = parse_passwd(&read_in_root(rootfs, "/etc/passwd")?.unwrap_or_default());
     let (uid, entry) = match user {
         None => (0, passwd.iter().find(|e| e.uid == 0)),
         Some(Id::Numeric(uid)) => (uid, passwd.iter().find(|e| e.uid == uid)),
@@ -301,7 +297,7 @@ pub fn resolve_user(
             (entry.uid, Some(entry))
         }
     };
-    let groups = parse_group(&read_in_root(rootfs, "etc/group")?.unwrap_or_default());
+    let groups = parse_group(&read_in_root(rootfs, "/etc/group")?.unwrap_or_default());
     let gid = match (run_as_group, group) {
         (Some(gid), _) => gid,
         (None, Some(Id::Numeric(gid))) => gid,
