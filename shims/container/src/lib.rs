@@ -11,7 +11,11 @@
 //!
 //! Decisions that differ from a stock kubelet are documented where they are made:
 //! an unset seccomp profile means `RuntimeDefault` (kubelet's `--seccomp-default`), and
-//! privileged containers are refused.
+//! privileged containers are refused. Two node facts are inputs rather than guesses:
+//! what `capabilities.add: [ALL]` grants ([`node_capabilities`]) and the open-files limit
+//! ([`nofile_limit`]), since a node's root may lack some capabilities. The spec is checked
+//! against runc in the tests; for libcontainer (youki) 0.7, pass the seccomp filter through
+//! [`seccomp_for_libcontainer`] first.
 
 mod caps;
 mod seccomp;
