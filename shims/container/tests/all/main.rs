@@ -1,0 +1,31 @@
+//! The container shim's tests: the spec's content (no root needed), user resolution from
+//! crafted rootfs directories, and, as root with `runc` installed, a real run of the spec.
+
+mod runtime;
+mod spec;
+mod user;
+
+use std::path::PathBuf;
+
+use skiff_shim_container::{ResolvedUser, SpecInput};
+
+/// A plain container: what the agent would hand over for `busybox sleep` in a pod.
+pub fn input() -> SpecInput {
+    SpecInput {
+        argv: vec!["/bin/sleep".into(), "10".into()],
+        env: vec![("GREETING".into(), "hello".into())],
+        working_dir: None,
+        user: ResolvedUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![0],
+        },
+        rootfs: PathBuf::from("/run/skiff/bundles/c1/rootfs"),
+        netns: Some(PathBuf::from("/run/netns/pod1")),
+        ipcns: None,
+        hostname: "web-0".into(),
+        cgroups_path: PathBuf::from("/skiff/pod1/c1"),
+        cgroup_v2: false,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,586 @@
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator,
+    PosixRlimitType, Spec,
+};
+use skiff_shim_container::{
+    BindMount, DEFAULT_CAPABILITIES, NOFILE_LIMIT, Resources, SeccompProfile, SpecError,
+    capabilities_from_mask, cpu_quota, cpu_shares, runtime_default_seccomp, runtime_spec,
+    seccomp_for_libcontainer,
+};
+
+use crate::input;
+
+fn caps(spec: &Spec) -> oci_spec::runtime::LinuxCapabilities {
+    spec.process()
+        .as_ref()
+        .unwrap()
+        .capabilities()
+        .clone()
+        .unwrap()
+}
+
+fn seccomp(spec: &Spec) -> Option<LinuxSeccomp> {
+    spec.linux().as_ref().unwrap().seccomp().clone()
+}
+
+/// Whether the profile lets `name` through whatever its arguments.
+fn always_allowed(profile: &LinuxSeccomp, name: &str) -> bool {
+    profile.syscalls().as_ref().unwrap().iter().any(|s| {
+        s.action() == LinuxSeccompAction::ScmpActAllow
+            && s.args().as_ref().is_none_or(|a| a.is_empty())
+            && s.names().iter().any(|n| n == name)
+    })
+}
+
+/// Whether any rule names `name` at all (an argument-conditional allow, or an errno).
+fn mentioned(profile: &LinuxSeccomp, name: &str) -> bool {
+    profile
+        .syscalls()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|s| s.names().iter().any(|n| n == name))
+}
+
+fn with_caps(add: &[&str], drop: &[&str]) -> Result<Spec, SpecError> {
+    let mut i = input();
+    i.security.capabilities_add = add.iter().map(|s| s.to_string()).collect();
+    i.security.capabilities_drop = drop.iter().map(|s| s.to_string()).collect();
+    runtime_spec(&i)
+}
+
+#[test]
+fn default_capabilities_are_containerds_fourteen() {
+    let spec = runtime_spec(&input()).unwrap();
+    let c = caps(&spec);
+    let bounding = c.bounding().clone().unwrap();
+    assert_eq!(bounding.len(), 14);
+    for cap in DEFAULT_CAPABILITIES {
+        assert!(bounding.contains(&cap), "{cap} missing");
+    }
+    assert!(!bounding.contains(&Capability::SysAdmin));
+    assert!(!bounding.contains(&Capability::NetAdmin));
+    assert_eq!(c.effective().as_ref(), Some(&bounding));
+    assert_eq!(c.permitted().as_ref(), Some(&bounding));
+    assert!(c.inheritable().as_ref().unwrap().is_empty());
+    assert!(c.ambient().as_ref().unwrap().is_empty());
+}
+
+#[test]
+fn capabilities_add_and_drop_apply_with_or_without_prefix() {
+    let spec = with_caps(&["NET_ADMIN", "cap_sys_time"], &["CAP_CHOWN", "kill"]).unwrap();
+    let b = caps(&spec).bounding().clone().unwrap();
+    assert!(b.contains(&Capability::NetAdmin));
+    assert!(b.contains(&Capability::SysTime));
+    assert!(!b.contains(&Capability::Chown));
+    assert!(!b.contains(&Capability::Kill));
+    assert!(b.contains(&Capability::Setuid));
+    assert_eq!(b.len(), 14);
+}
+
+#[test]
+fn drop_all_then_add_keeps_only_the_added() {
+    let spec = with_caps(&["NET_BIND_SERVICE"], &["ALL"]).unwrap();
+    let b = caps(&spec).bounding().clone().unwrap();
+    assert_eq!(
+        b.into_iter().collect::<Vec<_>>(),
+        vec![Capability::NetBindService]
+    );
+}
+
+#[test]
+fn add_all_grants_everything_but_drop_all_wins() {
+    let all = with_caps(&["ALL"], &["CHOWN"]).unwrap();
+    let b = caps(&all).bounding().clone().unwrap();
+    assert!(b.contains(&Capability::SysAdmin));
+    assert!(b.contains(&Capability::SysModule));
+    assert!(!b.contains(&Capability::Chown));
+    assert_eq!(b.len(), 40);
+
+    let none = with_caps(&["ALL"], &["ALL"]).unwrap();
+    assert!(caps(&none).bounding().as_ref().unwrap().is_empty());
+}
+
+#[test]
+fn unknown_capability_names_its_field() {
+    let err = with_caps(&["NET_ADMIN", "FLY"], &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "securityContext.capabilities.add[1]: unknown capability \"FLY\""
+    );
+}
+
+#[test]
+fn runtime_default_seccomp_denies_namespace_and_mount_syscalls() {
+    let spec = runtime_spec(&input()).unwrap();
+    let profile = seccomp(&spec).expect("an unset profile means RuntimeDefault");
+    assert_eq!(profile.default_action(), LinuxSeccompAction::ScmpActErrno);
+    assert_eq!(profile.default_errno_ret(), Some(1));
+    for allowed in ["read", "write", "openat", "execve", "exit_group", "futex"] {
+        assert!(
+            always_allowed(&profile, allowed),
+            "{allowed} should be allowed"
+        );
+    }
+    for denied in [
+        "unshare",
+        "mount",
+        "umount2",
+        "setns",
+        "bpf",
+        "reboot",
+        "kexec_load",
+        "init_module",
+        "open_by_handle_at",
+        "keyctl",
+        "add_key",
+    ] {
+        assert!(
+            !always_allowed(&profile, denied),
+            "{denied} should be denied"
+        );
+    }
+    // The default set includes SYS_CHROOT, so chroot is allowed; SYS_PTRACE is not in it,
+    // but moby allows ptrace from kernel 4.8 on anyway.
+    assert!(always_allowed(&profile, "chroot"));
+    assert!(always_allowed(&profile, "ptrace"));
+    assert!(!always_allowed(&profile, "kcmp"));
+}
+
+#[test]
+fn clone_is_allowed_only_without_namespace_flags_and_clone3_reports_enosys() {
+    let spec = runtime_spec(&input()).unwrap();
+    let profile = seccomp(&spec).unwrap();
+    let rules = profile.syscalls().clone().unwrap();
+    let clone = rules
+        .iter()
+        .find(|s| s.names() == &vec!["clone".to_string()])
+        .expect("a clone rule");
+    let arg = clone.args().as_ref().unwrap()[0];
+    assert_eq!(arg.index(), 0);
+    assert_eq!(arg.op(), LinuxSeccompOperator::ScmpCmpMaskedEq);
+    assert_eq!(arg.value(), 0x7E02_0000);
+    let clone3 = rules
+        .iter()
+        .find(|s| s.names() == &vec!["clone3".to_string()])
+        .expect("a clone3 rule");
+    assert_eq!(clone3.action(), LinuxSeccompAction::ScmpActErrno);
+    assert_eq!(clone3.errno_ret(), Some(38));
+    assert!(!always_allowed(&profile, "clone"));
+}
+
+#[test]
+fn sys_admin_opens_the_conditional_syscalls() {
+    let spec = with_caps(&["SYS_ADMIN"], &[]).unwrap();
+    let profile = seccomp(&spec).unwrap();
+    for name in ["unshare", "mount", "setns", "clone", "clone3"] {
+        assert!(always_allowed(&profile, name), "{name} with SYS_ADMIN");
+    }
+    // The ENOSYS rule for clone3 is gone with SYS_ADMIN.
+    assert!(
+        !profile
+            .syscalls()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|s| s.action() == LinuxSeccompAction::ScmpActErrno)
+    );
+}
+
+#[test]
+fn dropping_sys_chroot_removes_chroot_from_the_profile() {
+    let spec = with_caps(&[], &["SYS_CHROOT"]).unwrap();
+    assert!(!mentioned(&seccomp(&spec).unwrap(), "chroot"));
+}
+
+#[test]
+fn arch_conditions_follow_the_architecture() {
+    let caps = DEFAULT_CAPABILITIES.into_iter().collect();
+    let amd64 = runtime_default_seccomp(&caps, "amd64").unwrap();
+    assert!(always_allowed(&amd64, "arch_prctl"));
+    assert!(always_allowed(&amd64, "modify_ldt"));
+    assert!(!mentioned(&amd64, "set_tls"));
+    assert_eq!(amd64.architectures().as_ref().unwrap().len(), 3);
+    let arm64 = runtime_default_seccomp(&caps, "arm64").unwrap();
+    assert!(!mentioned(&arm64, "arch_prctl"));
+    assert!(always_allowed(&arm64, "set_tls"));
+    assert_eq!(arm64.architectures().as_ref().unwrap().len(), 2);
+    assert!(runtime_default_seccomp(&caps, "mips64").is_err());
+}
+
+#[test]
+fn unconfined_has_no_seccomp_and_localhost_is_refused() {
+    let mut i = input();
+    i.security.seccomp = Some(SeccompProfile::Unconfined);
+    assert!(seccomp(&runtime_spec(&i).unwrap()).is_none());
+    i.security.seccomp = Some(SeccompProfile::Localhost("profiles/x.json".into()));
+    let err = runtime_spec(&i).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("securityContext.seccompProfile:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn privileged_is_refused_with_its_field() {
+    let mut i = input();
+    i.security.privileged = true;
+    let err = runtime_spec(&i).unwrap_err();
+    assert!(matches!(err, SpecError::Privileged));
+    assert!(err.to_string().starts_with("securityContext.privileged:"));
+}
+
+#[test]
+fn masked_and_readonly_paths_are_containerds() {
+    let spec = runtime_spec(&input()).unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+    let masked = linux.masked_paths().clone().unwrap();
+    for p in [
+        "/proc/kcore",
+        "/proc/keys",
+        "/sys/firmware",
+        "/proc/timer_list",
+    ] {
+        assert!(masked.iter().any(|m| m == p), "{p} not masked");
+    }
+    let ro = linux.readonly_paths().clone().unwrap();
+    for p in ["/proc/sys", "/proc/sysrq-trigger", "/proc/bus"] {
+        assert!(ro.iter().any(|m| m == p), "{p} not read-only");
+    }
+}
+
+#[test]
+fn namespaces_join_the_pods_network_and_make_the_rest() {
+    let spec = runtime_spec(&input()).unwrap();
+    let ns = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+    let find = |t| ns.iter().find(|n| n.typ() == t);
+    for t in [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ] {
+        assert_eq!(find(t).expect("namespace").path(), &None, "{t:?} new");
+    }
+    assert_eq!(
+        find(LinuxNamespaceType::Network).unwrap().path().as_deref(),
+        Some(Path::new("/run/netns/pod1"))
+    );
+    assert!(find(LinuxNamespaceType::User).is_none());
+    assert!(
+        find(LinuxNamespaceType::Cgroup).is_none(),
+        "no cgroupns on v1"
+    );
+    assert_eq!(spec.hostname().as_deref(), Some("web-0"));
+
+    let mut i = input();
+    i.cgroup_v2 = true;
+    i.ipcns = Some(PathBuf::from("/run/skiff/ipc/pod1"));
+    let spec = runtime_spec(&i).unwrap();
+    let ns = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+    assert!(
+        ns.iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none())
+    );
+    assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Ipc
+        && n.path().as_deref() == Some(Path::new("/run/skiff/ipc/pod1"))));
+}
+
+#[test]
+fn process_defaults() {
+    let spec = runtime_spec(&input()).unwrap();
+    let p = spec.process().as_ref().unwrap();
+    let env = p.env().clone().unwrap();
+    assert!(env.contains(&"GREETING=hello".to_string()));
+    assert!(env.iter().any(|e| e.starts_with("PATH=/usr/local/sbin:")));
+    assert!(env.contains(&"HOSTNAME=web-0".to_string()));
+    assert!(!env.iter().any(|e| e.starts_with("TERM=")));
+    assert_eq!(p.cwd(), Path::new("/"));
+    assert_eq!(p.terminal(), Some(false));
+    assert_eq!(p.no_new_privileges(), Some(false), "kubelet's default");
+    assert_eq!(p.rlimits(), &None, "no nofile given: the runtime's stays");
+    assert_eq!(p.oom_score_adj(), None);
+
+    let mut i = input();
+    i.env.push(("PATH".into(), "/app".into()));
+    i.tty = true;
+    i.working_dir = Some("/srv".into());
+    i.security.allow_privilege_escalation = Some(false);
+    i.oom_score_adj = Some(-997);
+    i.nofile = Some(NOFILE_LIMIT);
+    i.user.uid = 1000;
+    i.user.gid = 3000;
+    i.user.additional_gids = vec![2000, 3000];
+    let spec = runtime_spec(&i).unwrap();
+    let p = spec.process().as_ref().unwrap();
+    let env = p.env().clone().unwrap();
+    assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+    assert!(env.contains(&"PATH=/app".to_string()));
+    assert!(env.contains(&"TERM=xterm".to_string()));
+    assert_eq!(p.cwd(), Path::new("/srv"));
+    assert_eq!(p.terminal(), Some(true));
+    assert_eq!(p.no_new_privileges(), Some(true));
+    assert_eq!(p.oom_score_adj(), Some(-997));
+    let nofile = &p.rlimits().as_ref().unwrap()[0];
+    assert_eq!(nofile.typ(), PosixRlimitType::RlimitNofile);
+    assert_eq!((nofile.soft(), nofile.hard()), (1_048_576, 1_048_576));
+    assert_eq!((p.user().uid(), p.user().gid()), (1000, 3000));
+    assert_eq!(
+        p.user().additional_gids().as_deref(),
+        Some(&[2000, 3000][..])
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_its_field() {
+    let mut i = input();
+    i.working_dir = Some("srv".into());
+    assert_eq!(
+        runtime_spec(&i).unwrap_err().to_string(),
+        "workingDir: \"srv\" is not an absolute path"
+    );
+    let mut i = input();
+    i.argv.clear();
+    assert!(matches!(
+        runtime_spec(&i).unwrap_err(),
+        SpecError::NoCommand
+    ));
+    let mut i = input();
+    i.env.push(("A=B".into(), "x".into()));
+    assert!(matches!(
+        runtime_spec(&i).unwrap_err(),
+        SpecError::EnvName(_)
+    ));
+}
+
+fn bind(dest: &str, read_only: bool) -> BindMount {
+    BindMount {
+        source: PathBuf::from(format!("/var/lib/skiff/pods/p1/volumes{dest}")),
+        destination: dest.into(),
+        read_only,
+    }
+}
+
+#[test]
+fn mounts_are_containerds_then_the_volumes() {
+    let mut i = input();
+    i.mounts = vec![
+        bind("/data/cache", false),
+        bind("/data", true),
+        bind("/etc/hosts", false),
+        bind("/dev/shm", false),
+    ];
+    let spec = runtime_spec(&i).unwrap();
+    let mounts = spec.mounts().clone().unwrap();
+    let dests: Vec<String> = mounts
+        .iter()
+        .map(|m| m.destination().display().to_string())
+        .collect();
+    assert_eq!(
+        dests,
+        [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/mqueue",
+            "/sys",
+            "/sys/fs/cgroup",
+            "/data",
+            "/data/cache",
+            "/etc/hosts",
+            "/dev/shm",
+        ]
+    );
+    let by_dest = |d: &str| {
+        mounts
+            .iter()
+            .find(|m| m.destination() == Path::new(d))
+            .unwrap()
+    };
+    let opts = |d: &str| by_dest(d).options().clone().unwrap();
+    assert!(opts("/data").contains(&"ro".to_string()));
+    assert!(opts("/data").contains(&"rbind".to_string()));
+    assert!(opts("/data/cache").contains(&"rw".to_string()));
+    assert_eq!(by_dest("/data").typ().as_deref(), Some("bind"));
+    assert!(opts("/sys").contains(&"ro".to_string()));
+    assert!(opts("/sys/fs/cgroup").contains(&"ro".to_string()));
+    assert!(
+        opts("/dev/shm").contains(&"rw".to_string()),
+        "the pod's /dev/shm replaces the default"
+    );
+
+    let shm = runtime_spec(&input()).unwrap().mounts().clone().unwrap();
+    let shm = shm
+        .iter()
+        .find(|m| m.destination() == Path::new("/dev/shm"))
+        .unwrap();
+    assert!(
+        shm.options()
+            .as_ref()
+            .unwrap()
+            .contains(&"size=65536k".to_string())
+    );
+}
+
+#[test]
+fn mount_destinations_are_validated() {
+    for (dest, reason) in [
+        ("data", "must be an absolute path"),
+        ("/data/../../etc", "must not contain '..'"),
+        ("/", "must not be /"),
+    ] {
+        let mut i = input();
+        i.mounts = vec![bind("/ok", false), bind(dest, false)];
+        i.mounts[1].destination = dest.into();
+        let err = runtime_spec(&i).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("volumeMounts[1].mountPath: {dest:?} {reason}")
+        );
+    }
+}
+
+#[test]
+fn cpu_and_memory_follow_kubelets_arithmetic() {
+    assert_eq!(cpu_shares(None), 2);
+    assert_eq!(cpu_shares(Some(1)), 2);
+    assert_eq!(cpu_shares(Some(250)), 256);
+    assert_eq!(cpu_shares(Some(1000)), 1024);
+    assert_eq!(cpu_shares(Some(1500)), 1536);
+    assert_eq!(cpu_quota(500), 50_000);
+    assert_eq!(cpu_quota(2000), 200_000);
+    assert_eq!(cpu_quota(5), 1000);
+
+    let mut i = input();
+    i.resources = Resources {
+        memory_limit: Some(128 << 20),
+        cpu_request_millis: Some(250),
+        cpu_limit_millis: Some(500),
+        pids_limit: Some(1024),
+    };
+    let spec = runtime_spec(&i).unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+    let r = linux.resources().as_ref().unwrap();
+    let cpu = r.cpu().as_ref().unwrap();
+    assert_eq!(cpu.shares(), Some(256));
+    assert_eq!(cpu.quota(), Some(50_000));
+    assert_eq!(cpu.period(), Some(100_000));
+    let mem = r.memory().as_ref().unwrap();
+    assert_eq!(mem.limit(), Some(128 << 20));
+    assert_eq!(mem.swap(), Some(128 << 20), "no swap beyond the limit");
+    assert_eq!(r.pids().as_ref().unwrap().limit(), 1024);
+    assert_eq!(
+        linux.cgroups_path().as_deref(),
+        Some(Path::new("/skiff/pod1/c1"))
+    );
+
+    // A limit alone is also the request (the API server defaults it so).
+    let mut i = input();
+    i.resources.cpu_limit_millis = Some(2000);
+    let spec = runtime_spec(&i).unwrap();
+    let cpu = spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .resources()
+        .as_ref()
+        .unwrap()
+        .cpu()
+        .clone()
+        .unwrap();
+    assert_eq!(cpu.shares(), Some(2048));
+    // BestEffort: minimal shares, no quota, no memory limit.
+    let spec = runtime_spec(&input()).unwrap();
+    let r = spec.linux().as_ref().unwrap().resources().clone().unwrap();
+    assert_eq!(r.cpu().as_ref().unwrap().shares(), Some(2));
+    assert_eq!(r.cpu().as_ref().unwrap().quota(), None);
+    assert!(r.memory().is_none());
+}
+
+#[test]
+fn root_and_json_round_trip() {
+    let mut i = input();
+    i.security.read_only_root_filesystem = true;
+    let spec = runtime_spec(&i).unwrap();
+    let root = spec.root().as_ref().unwrap();
+    assert_eq!(root.path(), Path::new("/run/skiff/bundles/c1/rootfs"));
+    assert_eq!(root.readonly(), Some(true));
+    let json = serde_json::to_string(&spec).unwrap();
+    let back: Spec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, spec);
+    assert!(json.contains("\"SCMP_ACT_ERRNO\""));
+    assert!(json.contains("\"CAP_NET_BIND_SERVICE\""));
+}
+
+#[test]
+fn libcontainer_gets_masked_comparisons_swapped() {
+    let caps = DEFAULT_CAPABILITIES.into_iter().collect();
+    let profile = runtime_default_seccomp(&caps, "amd64").unwrap();
+    let youki = seccomp_for_libcontainer(&profile).unwrap();
+    let clone_arg = |p: &LinuxSeccomp| {
+        p.syscalls()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|s| s.names() == &vec!["clone".to_string()])
+            .unwrap()
+            .args()
+            .as_ref()
+            .unwrap()[0]
+    };
+    let (orig, swapped) = (clone_arg(&profile), clone_arg(&youki));
+    assert_eq!((orig.value(), orig.value_two()), (0x7E02_0000, None));
+    assert_eq!(
+        (swapped.value(), swapped.value_two()),
+        (0, Some(0x7E02_0000))
+    );
+    // Everything else is untouched: the socket rule's NE comparison, the allow list.
+    let socket = |p: &LinuxSeccomp| {
+        p.syscalls()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|s| s.names() == &vec!["socket".to_string()])
+            .unwrap()
+            .args()
+            .clone()
+    };
+    assert_eq!(socket(&profile), socket(&youki));
+    assert_eq!(
+        profile.syscalls().as_ref().unwrap().len(),
+        youki.syscalls().as_ref().unwrap().len()
+    );
+    assert!(always_allowed(&youki, "read"));
+}
+
+#[test]
+fn capability_masks_match_the_kernels_numbering() {
+    // Docker's well-known CapEff for its default set is the same 14 capabilities.
+    let from_mask = capabilities_from_mask(0xa804_25fb);
+    let default: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    assert_eq!(from_mask, default);
+    assert_eq!(
+        capabilities_from_mask(1 << 21)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![Capability::SysAdmin]
+    );
+}
+
+#[test]
+fn add_all_means_the_nodes_capabilities_when_given() {
+    let mut i = input();
+    i.security.capabilities_add = vec!["ALL".into()];
+    i.security.capabilities_drop = vec!["NET_RAW".into()];
+    // A node whose root lacks SYS_RESOURCE (bit 24).
+    i.node_capabilities = Some(capabilities_from_mask(0x1ff_feff_ffff));
+    let spec = runtime_spec(&i).unwrap();
+    let b = caps(&spec).bounding().clone().unwrap();
+    assert_eq!(b.len(), 39);
+    assert!(!b.contains(&Capability::SysResource));
+    assert!(!b.contains(&Capability::NetRaw));
+    assert!(b.contains(&Capability::SysAdmin));
+}
