@@ -1,0 +1,78 @@
+//! `kubectl exec` and `kubectl attach` as a user runs them, with kubectl 1.33 (WebSocket v5)
+//! and kubectl 1.27 (SPDY/3.1, remote command v4).
+
+use crate::server::TestServer;
+
+/// The protocol each kubectl version must have ended up speaking.
+fn expected_protocol(version: &str) -> &'static str {
+    match version {
+        "1.27" => "v4.channel.k8s.io",
+        _ => "v5.channel.k8s.io",
+    }
+}
+
+async fn echo(version: &str) {
+    let server = TestServer::start().await;
+    let out = server
+        .run(version, &["exec", "web", "--", "echo", "hello", "world"], None)
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kubectl {version} failed: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello world\n");
+    let upgrades = server.upgrades();
+    assert_eq!(upgrades.len(), 1, "{upgrades:?}");
+    assert_eq!(upgrades[0].1, expected_protocol(version));
+}
+
+async fn exit_code(version: &str) {
+    let server = TestServer::start().await;
+    let out = server.run(version, &["exec", "web", "--", "fail", "3"], None).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
+    assert!(stderr.contains("something went wrong\n"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("command terminated with exit code 3"),
+        "stderr: {stderr}"
+    );
+    assert_eq!(out.stdout, b"");
+}
+
+async fn stdin_eof(version: &str) {
+    let server = TestServer::start().await;
+    let data = "data\nmore data\n".repeat(5000);
+    let out = server
+        .run(version, &["exec", "-i", "web", "--", "cat"], Some(data.as_bytes()))
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kubectl {version} failed: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), data);
+}
+
+async fn handler_error(version: &str) {
+    let server = TestServer::start().await;
+    let out = server.run(version, &["exec", "web", "--", "nosuch"], None).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("Internal error occurred: unknown command [\"nosuch\"]"),
+        "stderr: {stderr}"
+    );
+}
+
+async fn attach(version: &str) {
+    let server = TestServer::start().await;
+    let out = server.run(version, &["attach", "web"], None).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kubectl {version} failed: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "attached output\n");
+    assert!(server.upgrades()[0].0.ends_with("/attach"));
+}
+
+macro_rules! for_versions {
+    ($($name:ident),*) => {
+        mod v1_33 { $( #[tokio::test] async fn $name() { super::$name("1.33").await } )* }
+        mod v1_27 { $( #[tokio::test] async fn $name() { super::$name("1.27").await } )* }
+    };
+}
+
+for_versions!(echo, exit_code, stdin_eof, handler_error, attach);

@@ -1,0 +1,7 @@
+//! skiff-streams against the real kubectl binaries (1.27: SPDY, 1.33: WebSocket) and the
+//! SPDY codec on its own.
+
+mod commands;
+mod exec;
+mod server;
+mod spdy_codec;

@@ -1,0 +1,1 @@
+use skiff_streams::spdy;
