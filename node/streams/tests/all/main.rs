@@ -3,5 +3,6 @@
 
 mod commands;
 mod exec;
+mod portforward;
 mod server;
 mod spdy_codec;
