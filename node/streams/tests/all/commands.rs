@@ -32,8 +32,8 @@ pub async fn run(argv: Vec<String>, mut s: ExecStreams, seen: Arc<Mutex<Seen>>) 
             }
             ExecOutcome::Exited(code.parse().unwrap_or(1))
         }
-        // Reports whether it has a tty and the first terminal size, then echoes stdin until
-        // a line "exit".
+        // Reports whether it has a tty and the terminal size, then every resize, and echoes
+        // stdin lines until the line "exit".
         ["term"] => {
             let size = s.resize.recv().await;
             if let Some(size) = size {
@@ -45,20 +45,31 @@ pub async fn run(argv: Vec<String>, mut s: ExecStreams, seen: Arc<Mutex<Seen>>) 
                 None => format!("tty={} size=none\r\n", s.tty),
             };
             let _ = out.write_all(report.as_bytes()).await;
-            let _ = out.flush().await;
+            let Some(stdin) = &mut s.stdin else {
+                return ExecOutcome::Exited(0);
+            };
             let mut line = Vec::new();
-            if let Some(stdin) = &mut s.stdin {
-                let mut byte = [0u8; 1];
-                while let Ok(1) = stdin.read(&mut byte).await {
-                    if byte[0] == b'\r' || byte[0] == b'\n' {
-                        let text = String::from_utf8_lossy(&line).to_string();
-                        let _ = out.write_all(format!("got {text}\r\n").as_bytes()).await;
-                        if text == "exit" {
+            let mut byte = [0u8; 1];
+            loop {
+                tokio::select! {
+                    Some(sz) = s.resize.recv() => {
+                        let msg = format!("resized {}x{}\r\n", sz.width, sz.height);
+                        let _ = out.write_all(msg.as_bytes()).await;
+                    }
+                    n = stdin.read(&mut byte) => {
+                        if !matches!(n, Ok(1)) {
                             break;
                         }
-                        line.clear();
-                    } else {
-                        line.push(byte[0]);
+                        if byte[0] == b'\r' || byte[0] == b'\n' {
+                            let text = String::from_utf8_lossy(&line).to_string();
+                            let _ = out.write_all(format!("got {text}\r\n").as_bytes()).await;
+                            if text == "exit" {
+                                break;
+                            }
+                            line.clear();
+                        } else {
+                            line.push(byte[0]);
+                        }
                     }
                 }
             }

@@ -6,3 +6,4 @@ mod exec;
 mod portforward;
 mod server;
 mod spdy_codec;
+mod tty;
