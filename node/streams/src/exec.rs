@@ -118,7 +118,9 @@ where
                 Some("resize") => &mut resize,
                 other => {
                     tracing::debug!(streamtype = ?other, "unexpected exec stream");
-                    stream.reset(crate::spdy::frame::status::PROTOCOL_ERROR).await;
+                    stream
+                        .reset(crate::spdy::frame::status::PROTOCOL_ERROR)
+                        .await;
                     continue;
                 }
             };

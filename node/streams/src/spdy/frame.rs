@@ -306,7 +306,13 @@ impl Codec {
                 )?;
                 let entries = p[4..]
                     .chunks_exact(8)
-                    .map(|e| (e[0], u32::from_be_bytes([0, e[1], e[2], e[3]]), be32(&e[4..8])))
+                    .map(|e| {
+                        (
+                            e[0],
+                            u32::from_be_bytes([0, e[1], e[2], e[3]]),
+                            be32(&e[4..8]),
+                        )
+                    })
                     .collect();
                 Frame::Settings {
                     flags: h.flags,

@@ -120,10 +120,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
@@ -204,7 +201,9 @@ impl Session {
         match (&mut self.reader).await {
             Ok(result) => result,
             Err(e) if e.is_cancelled() => Ok(()),
-            Err(e) => Err(SessionError::Protocol(format!("session reader failed: {e}"))),
+            Err(e) => Err(SessionError::Protocol(format!(
+                "session reader failed: {e}"
+            ))),
         }
     }
 
@@ -221,7 +220,9 @@ impl Session {
         let _ = self.ctl.send(Out::Shutdown).await;
         match (&mut self.writer).await {
             Ok(result) => result,
-            Err(e) => Err(SessionError::Protocol(format!("session writer failed: {e}"))),
+            Err(e) => Err(SessionError::Protocol(format!(
+                "session writer failed: {e}"
+            ))),
         }
     }
 }

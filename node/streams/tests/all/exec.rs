@@ -14,7 +14,11 @@ fn expected_protocol(version: &str) -> &'static str {
 async fn echo(version: &str) {
     let server = TestServer::start().await;
     let out = server
-        .run(version, &["exec", "web", "--", "echo", "hello", "world"], None)
+        .run(
+            version,
+            &["exec", "web", "--", "echo", "hello", "world"],
+            None,
+        )
         .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "kubectl {version} failed: {stderr}");
@@ -26,10 +30,15 @@ async fn echo(version: &str) {
 
 async fn exit_code(version: &str) {
     let server = TestServer::start().await;
-    let out = server.run(version, &["exec", "web", "--", "fail", "3"], None).await;
+    let out = server
+        .run(version, &["exec", "web", "--", "fail", "3"], None)
+        .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
-    assert!(stderr.contains("something went wrong\n"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("something went wrong\n"),
+        "stderr: {stderr}"
+    );
     assert!(
         stderr.contains("command terminated with exit code 3"),
         "stderr: {stderr}"
@@ -41,7 +50,11 @@ async fn stdin_eof(version: &str) {
     let server = TestServer::start().await;
     let data = "data\nmore data\n".repeat(5000);
     let out = server
-        .run(version, &["exec", "-i", "web", "--", "cat"], Some(data.as_bytes()))
+        .run(
+            version,
+            &["exec", "-i", "web", "--", "cat"],
+            Some(data.as_bytes()),
+        )
         .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "kubectl {version} failed: {stderr}");
@@ -50,7 +63,9 @@ async fn stdin_eof(version: &str) {
 
 async fn handler_error(version: &str) {
     let server = TestServer::start().await;
-    let out = server.run(version, &["exec", "web", "--", "nosuch"], None).await;
+    let out = server
+        .run(version, &["exec", "web", "--", "nosuch"], None)
+        .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(

@@ -3,6 +3,7 @@
 
 mod commands;
 mod exec;
+mod negotiate;
 mod portforward;
 mod server;
 mod spdy_codec;

@@ -82,8 +82,14 @@ async fn forwards_bytes(version: &str) {
     let mut a = TcpStream::connect(("127.0.0.1", local)).await.unwrap();
     let mut b = TcpStream::connect(("127.0.0.1", local)).await.unwrap();
     // Both connections open at once, interleaved, one of them with more than a window.
-    assert_eq!(round_trip(&mut a, b"first connection").await, b"first connection");
-    assert_eq!(round_trip(&mut b, b"second connection").await, b"second connection");
+    assert_eq!(
+        round_trip(&mut a, b"first connection").await,
+        b"first connection"
+    );
+    assert_eq!(
+        round_trip(&mut b, b"second connection").await,
+        b"second connection"
+    );
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     assert_eq!(round_trip(&mut a, &big).await, big);
     assert_eq!(round_trip(&mut b, b"still here").await, b"still here");

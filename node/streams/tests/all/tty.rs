@@ -59,13 +59,26 @@ async fn exec_tty(version: &str) {
     .await
     .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "kubectl {version}: {text} {}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("tty=true size=120x40"), "terminal showed: {text:?}");
+    assert!(
+        out.status.success(),
+        "kubectl {version}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("tty=true size=120x40"),
+        "terminal showed: {text:?}"
+    );
     assert!(text.contains("resized 100x50"), "terminal showed: {text:?}");
     assert!(text.contains("got hello\r\n"), "terminal showed: {text:?}");
     assert!(text.contains("got exit\r\n"), "terminal showed: {text:?}");
     let sizes = server.seen.lock().unwrap().sizes.clone();
-    assert_eq!(sizes[0], skiff_streams::TerminalSize { width: 120, height: 40 });
+    assert_eq!(
+        sizes[0],
+        skiff_streams::TerminalSize {
+            width: 120,
+            height: 40
+        }
+    );
 }
 
 macro_rules! for_versions {
