@@ -103,7 +103,7 @@ impl NegotiationError {
 }
 
 /// Every value of a comma-separated, possibly repeated header, trimmed.
-fn list<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Vec<&'a str> {
+fn list(headers: &HeaderMap, name: impl header::AsHeaderName) -> Vec<&str> {
     headers
         .get_all(name)
         .iter()

@@ -6,7 +6,7 @@ use crate::server::TestServer;
 /// The protocol each kubectl version must have ended up speaking.
 fn expected_protocol(version: &str) -> &'static str {
     match version {
-        "1.27" => "v4.channel.k8s.io",
+        "1.27" | "1.28" | "1.29" => "v4.channel.k8s.io",
         _ => "v5.channel.k8s.io",
     }
 }
@@ -91,3 +91,14 @@ macro_rules! for_versions {
 }
 
 for_versions!(echo, exit_code, stdin_eof, handler_error, attach);
+
+/// Every installed kubectl between the two, on the common path.
+mod other_versions {
+    #[tokio::test]
+    async fn echo_and_stdin_with_kubectl_1_28_to_1_32() {
+        for version in ["1.28", "1.29", "1.30", "1.31", "1.32"] {
+            super::echo(version).await;
+            super::stdin_eof(version).await;
+        }
+    }
+}

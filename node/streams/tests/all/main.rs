@@ -8,3 +8,4 @@ mod portforward;
 mod server;
 mod spdy_codec;
 mod tty;
+mod websocket;

@@ -12,7 +12,7 @@ use crate::server::{TestServer, wait_with_deadline};
 
 fn expected_protocol(version: &str) -> &'static str {
     match version {
-        "1.27" => "portforward.k8s.io",
+        "1.27" | "1.28" | "1.29" | "1.30" => "portforward.k8s.io",
         _ => "SPDY/3.1+portforward.k8s.io",
     }
 }
@@ -148,3 +148,13 @@ macro_rules! for_versions {
 }
 
 for_versions!(forwards_bytes, refused_port);
+
+/// Every installed kubectl between the two.
+mod other_versions {
+    #[tokio::test]
+    async fn forwards_bytes_with_kubectl_1_28_to_1_32() {
+        for version in ["1.28", "1.29", "1.30", "1.31", "1.32"] {
+            super::forwards_bytes(version).await;
+        }
+    }
+}
