@@ -77,10 +77,23 @@ impl Default for SendWindow {
 
 impl SendWindow {
     pub fn new() -> SendWindow {
+        SendWindow::with_initial(INITIAL_WINDOW)
+    }
+
+    /// A window that starts at `initial` (the client's SETTINGS_INITIAL_WINDOW_SIZE).
+    pub fn with_initial(initial: u32) -> SendWindow {
         SendWindow {
-            window: Mutex::new(i64::from(INITIAL_WINDOW)),
-            initial: Mutex::new(i64::from(INITIAL_WINDOW)),
+            window: Mutex::new(i64::from(initial)),
+            initial: Mutex::new(i64::from(initial)),
             opened: Notify::new(),
+        }
+    }
+
+    /// Returns window taken but not used.
+    pub fn give_back(&self, n: usize) {
+        if n > 0 {
+            *self.window.lock().unwrap_or_else(|e| e.into_inner()) += n as i64;
+            self.opened.notify_waiters();
         }
     }
 

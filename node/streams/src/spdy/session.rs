@@ -53,6 +53,8 @@ struct Flow {
     /// sending a WINDOW_UPDATE: moby/spdystream (every kubectl) neither sends nor honours them,
     /// and would stall forever behind a 64 KiB window it never reopens.
     peer_keeps_windows: AtomicBool,
+    /// The client's SETTINGS_INITIAL_WINDOW_SIZE, for streams opened from now on.
+    initial_window: std::sync::atomic::AtomicU32,
 }
 
 /// One stream the client opened.
@@ -172,6 +174,7 @@ impl Session {
         let flow = Arc::new(Flow {
             send_session: SendWindow::new(),
             peer_keeps_windows: AtomicBool::new(false),
+            initial_window: std::sync::atomic::AtomicU32::new(super::flow::INITIAL_WINDOW),
         });
         let last_accepted = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let writer = tokio::spawn(write_loop(w, ctl_rx));
@@ -432,6 +435,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 for (_, id, value) in entries {
                     // SETTINGS_INITIAL_WINDOW_SIZE
                     if id == 7 {
+                        // A client that sets a window keeps windows.
+                        flow.peer_keeps_windows.store(true, Ordering::Relaxed);
+                        flow.initial_window.store(value, Ordering::Relaxed);
                         for entry in streams.values() {
                             entry.send.set_initial(value);
                         }
@@ -456,7 +462,9 @@ fn open_stream(
     let (mut inner_r, mut inner_w) = tokio::io::split(inner);
     let (in_tx, mut in_rx) = mpsc::channel::<Bytes>(16);
     let (fin_tx, fin_rx) = watch::channel(false);
-    let send_window = Arc::new(SendWindow::new());
+    let send_window = Arc::new(SendWindow::with_initial(
+        flow.initial_window.load(Ordering::Relaxed),
+    ));
 
     let inbound_ctl = ctl.clone();
     let inbound = tokio::spawn(async move {
@@ -492,7 +500,9 @@ fn open_stream(
             while !rest.is_empty() {
                 let allowed = if flow.peer_keeps_windows.load(Ordering::Relaxed) {
                     let stream_ok = outbound_window.take(rest.len()).await;
-                    flow.send_session.take(stream_ok).await
+                    let both_ok = flow.send_session.take(stream_ok).await;
+                    outbound_window.give_back(stream_ok - both_ok);
+                    both_ok
                 } else {
                     rest.len()
                 };

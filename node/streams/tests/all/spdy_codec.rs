@@ -450,3 +450,44 @@ async fn session_refuses_even_or_reused_stream_ids() {
     assert!(session.accept().await.is_some());
     assert!(session.closed().await.is_err());
 }
+
+#[tokio::test]
+async fn session_keeps_the_send_window_of_a_client_that_keeps_windows() {
+    let (mut client, mut session) = Client::start();
+    // SETTINGS_INITIAL_WINDOW_SIZE = 10: the client keeps windows (kubectl's never does).
+    client
+        .send(Frame::Settings {
+            flags: 0,
+            entries: vec![(0, 7, 10)],
+        })
+        .await;
+    client.send(syn(1, &[])).await;
+    client.recv().await; // SYN_REPLY
+    let mut stream = session.accept().await.unwrap();
+    stream
+        .write_all(b"more than ten bytes of output")
+        .await
+        .unwrap();
+    drop(stream);
+    let Frame::Data { data, flags, .. } = client.recv().await else {
+        panic!("data expected");
+    };
+    assert_eq!((&data[..], flags), (&b"more than "[..], 0));
+    client
+        .send(Frame::WindowUpdate {
+            stream_id: 1,
+            delta: 100,
+        })
+        .await;
+    let mut rest = Vec::new();
+    loop {
+        let Frame::Data { data, flags, .. } = client.recv().await else {
+            panic!("data expected");
+        };
+        rest.extend_from_slice(&data);
+        if flags & FLAG_FIN != 0 {
+            break;
+        }
+    }
+    assert_eq!(rest, b"ten bytes of output");
+}
