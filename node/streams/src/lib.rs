@@ -6,6 +6,42 @@
 //! upgraded connection to [`serve_exec`] or [`serve_port_forward`] together with a handler
 //! that runs the command or dials the port.
 //!
+//! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::rt::TokioIo;
+//! use skiff_streams::{ExecOptions, ExecOutcome, Kind, negotiate, serve_exec};
+//! use tokio::io::AsyncWriteExt;
+//!
+//! async fn exec(mut req: http::Request<hyper::body::Incoming>) -> http::Response<Full<Bytes>> {
+//!     let negotiated = match negotiate(Kind::Exec, req.method(), req.headers()) {
+//!         Ok(n) => n,
+//!         Err(e) => {
+//!             let mut resp = http::Response::new(Full::from(e.status_json().to_string()));
+//!             *resp.status_mut() = e.status_code();
+//!             *resp.headers_mut() = e.response_headers();
+//!             return resp;
+//!         }
+//!     };
+//!     let opts = ExecOptions::from_query(req.uri().query().unwrap_or(""));
+//!     let upgrade = hyper::upgrade::on(&mut req);
+//!     let mut resp = http::Response::new(Full::new(Bytes::new()));
+//!     *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+//!     *resp.headers_mut() = negotiated.response_headers.clone();
+//!     tokio::spawn(async move {
+//!         let io = TokioIo::new(upgrade.await.expect("upgraded"));
+//!         let _ = serve_exec(io, &negotiated, opts, |mut streams| async move {
+//!             if let Some(out) = &mut streams.stdout {
+//!                 let _ = out.write_all(b"hello\n").await;
+//!             }
+//!             ExecOutcome::Exited(0)
+//!         })
+//!         .await;
+//!     });
+//!     resp
+//! }
+//! ```
+//!
 //! Protocols served, over any `AsyncRead + AsyncWrite` byte stream:
 //! - remote command over WebSocket, `v5.channel.k8s.io` (kubectl 1.30+) and
 //!   `v4.channel.k8s.io`;
@@ -16,6 +52,16 @@
 //! - port-forward over WebSocket channels (`v4.channel.k8s.io`, kube-rs and other clients).
 //!
 //! SPDY/3.1 is implemented here by hand ([`spdy`]): no Rust crate serves it.
+//!
+//! Known limits:
+//! - Backpressure is per connection, not per stream: a stream whose reader is slow (a
+//!   command not reading stdin, a forwarded port not reading) stops the session's reader once
+//!   its buffers (about 64 KiB) are full, and with it the other streams and PING answers.
+//!   Per-stream windows cannot help against kubectl, whose SPDY code ignores them.
+//! - SPDY send windows are kept only for clients that show they keep windows (a
+//!   WINDOW_UPDATE or SETTINGS_INITIAL_WINDOW_SIZE); kubectl never does and would stall.
+//! - Half a port-forward stream pair is given up after 30 s, checked when the next stream
+//!   arrives.
 
 pub mod exec;
 pub mod negotiate;

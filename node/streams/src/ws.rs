@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
 use crate::Error;
 use crate::exec::{CLOSE_TIMEOUT, ExecOptions, ExecStreams, OutputWriter, StdinReader};
@@ -27,6 +27,14 @@ const RESIZE: u8 = 4;
 const CLOSE_SIGNAL: u8 = 255;
 
 const BUFFER: usize = 64 * 1024;
+
+/// Limits on what the client may send in one message: kubectl's messages are at most a
+/// 32 KiB copy buffer plus a channel byte; tungstenite's defaults (64 MiB) are far too trusting.
+pub(crate) fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20))
+}
 
 fn normal_close() -> Message {
     Message::Close(Some(CloseFrame {
@@ -69,7 +77,7 @@ where
     F: FnOnce(ExecStreams) -> Fut,
     Fut: Future<Output = ExecOutcome>,
 {
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
     let (mut sink, mut source) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(async move {
@@ -181,7 +189,7 @@ pub(crate) async fn byte_stream<T>(io: T) -> DuplexStream
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
     let (user, inner) = tokio::io::duplex(BUFFER);
     tokio::spawn(async move {
         let (mut sink, mut source) = ws.split();

@@ -27,7 +27,7 @@ where
     if ports.is_empty() || ports.len() > 127 {
         return Err(Error::Ports(ports.len()));
     }
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(crate::ws::config())).await;
     let (mut sink, mut source) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
     for (i, port) in ports.iter().enumerate() {

@@ -229,6 +229,9 @@ impl Codec {
             });
         }
         if !h.control {
+            if h.stream_id_or_version == 0 {
+                return Err(FrameError::StreamZero { kind: "data" });
+            }
             return Ok(Frame::Data {
                 stream_id: h.stream_id_or_version,
                 flags: h.flags,

@@ -246,6 +246,10 @@ async fn malformed_frames_are_errors() {
     // Cut short inside the payload or the header.
     assert!(err(decode_bytes(&[0, 0, 0, 1, 0, 0, 0, 10, 1, 2]).await).starts_with("reading frame"));
     assert!(err(decode_bytes(&[0x80, 3, 0]).await).starts_with("reading frame"));
+    assert_eq!(
+        err(decode_bytes(&[0, 0, 0, 0, 0, 0, 0, 1, b'x']).await),
+        "data frame for stream 0"
+    );
     // Unknown control frame types are skipped, as SPDY/3 asks.
     assert_eq!(
         decode_bytes(&control(42, 0, b"xyz")).await.unwrap(),
