@@ -61,7 +61,8 @@ pub struct NegotiationError {
 }
 
 impl NegotiationError {
-    fn new(message: impl Into<String>) -> Self {
+    /// A refusal for a reason of the caller's, e.g. a runtime that cannot exec.
+    pub fn new(message: impl Into<String>) -> Self {
         NegotiationError {
             message: message.into(),
             accepted: Vec::new(),

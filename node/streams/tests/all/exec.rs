@@ -83,6 +83,40 @@ async fn attach(version: &str) {
     assert!(server.upgrades()[0].0.ends_with("/attach"));
 }
 
+async fn refused_before_upgrade(version: &str) {
+    let server = TestServer::start().await;
+    let out = server
+        .run(version, &["exec", "noexec", "--", "echo", "hi"], None)
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(
+        stderr,
+        "Error from server (BadRequest): container main in pod noexec runs under runtime \
+         handler wasmtime, which does not support exec\n"
+    );
+}
+
+/// kubectl 1.33 told not to use WebSocket falls back to SPDY, as kubectl 1.27 does.
+#[tokio::test]
+async fn v1_33_without_websockets_uses_spdy() {
+    let server = TestServer::start().await;
+    let mut cmd = server.kubectl("1.33", &["exec", "-i", "web", "--", "cat"]);
+    cmd.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false");
+    let out = tokio::task::spawn_blocking(move || {
+        crate::server::run_with_input(&mut cmd, Some(b"over spdy\n".to_vec()))
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"over spdy\n");
+    assert_eq!(server.upgrades()[0].1, "v4.channel.k8s.io");
+}
+
 macro_rules! for_versions {
     ($($name:ident),*) => {
         mod v1_33 { $( #[tokio::test] async fn $name() { super::$name("1.33").await } )* }
@@ -90,7 +124,14 @@ macro_rules! for_versions {
     };
 }
 
-for_versions!(echo, exit_code, stdin_eof, handler_error, attach);
+for_versions!(
+    echo,
+    exit_code,
+    stdin_eof,
+    handler_error,
+    attach,
+    refused_before_upgrade
+);
 
 /// Every installed kubectl between the two, on the common path.
 mod other_versions {

@@ -35,7 +35,14 @@ async fn echo_server() -> u16 {
 /// Starts `kubectl port-forward web :REMOTE` and returns it with the local port it chose,
 /// read from its "Forwarding from 127.0.0.1:L -> R" line.
 async fn start_port_forward(server: &TestServer, version: &str, remote: u16) -> (Child, u16) {
-    let mut cmd = server.kubectl(version, &["port-forward", "web", &format!(":{remote}")]);
+    start(
+        server.kubectl(version, &["port-forward", "web", &format!(":{remote}")]),
+        remote,
+    )
+    .await
+}
+
+async fn start(mut cmd: std::process::Command, remote: u16) -> (Child, u16) {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("kubectl runs");
     let stdout = child.stdout.take().unwrap();
@@ -138,6 +145,21 @@ async fn refused_port(version: &str) {
         "an error occurred forwarding {local} -> {remote}: error forwarding port {remote} to pod web: Connection refused"
     );
     assert!(text.contains(&expected), "stderr: {text}");
+}
+
+/// kubectl 1.33 told not to tunnel uses raw SPDY, as kubectl 1.27 does.
+#[tokio::test]
+async fn v1_33_without_websockets_uses_raw_spdy() {
+    let server = TestServer::start().await;
+    let remote = echo_server().await;
+    let mut cmd = server.kubectl("1.33", &["port-forward", "web", &format!(":{remote}")]);
+    cmd.env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false");
+    let (mut child, local) = start(cmd, remote).await;
+    let mut conn = TcpStream::connect(("127.0.0.1", local)).await.unwrap();
+    assert_eq!(round_trip(&mut conn, b"raw spdy").await, b"raw spdy");
+    assert_eq!(server.upgrades()[0].1, "portforward.k8s.io");
+    child.kill().unwrap();
+    let _ = child.wait();
 }
 
 macro_rules! for_versions {

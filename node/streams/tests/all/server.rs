@@ -21,6 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::commands;
 
 pub const POD: &str = "web";
+/// A pod whose runtime cannot exec: the server refuses before upgrading.
+pub const NO_EXEC_POD: &str = "noexec";
 pub const CONTAINER: &str = "main";
 
 /// What the server saw, for assertions about the protocol used.
@@ -147,10 +149,10 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
         .unwrap()
 }
 
-fn pod() -> serde_json::Value {
+fn pod(name: &str) -> serde_json::Value {
     serde_json::json!({
         "kind": "Pod", "apiVersion": "v1",
-        "metadata": {"name": POD, "namespace": "default", "uid": "0b6d5a0e-0000-4000-8000-000000000001"},
+        "metadata": {"name": name, "namespace": "default", "uid": "0b6d5a0e-0000-4000-8000-000000000001"},
         "spec": {"containers": [{"name": CONTAINER, "image": "test"}], "nodeName": "node-1"},
         "status": {"phase": "Running", "containerStatuses": [{"name": CONTAINER, "ready": true,
             "restartCount": 0, "image": "test", "imageID": "", "state": {"running": {}}}]},
@@ -183,13 +185,23 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
-    let pod_path = format!("/api/v1/namespaces/default/pods/{POD}");
     if let Some(body) = discovery(&path) {
         return Ok(json(StatusCode::OK, body));
     }
-    if path == pod_path {
-        return Ok(json(StatusCode::OK, pod()));
+    for name in [POD, NO_EXEC_POD] {
+        if path == format!("/api/v1/namespaces/default/pods/{name}") {
+            return Ok(json(StatusCode::OK, pod(name)));
+        }
     }
+    if path.starts_with(&format!("/api/v1/namespaces/default/pods/{NO_EXEC_POD}/")) {
+        let e = skiff_streams::NegotiationError::new(format!(
+            "container main in pod {NO_EXEC_POD} runs under runtime handler wasmtime, which does not support exec"
+        ));
+        let mut resp = json(e.status_code(), e.status_json());
+        resp.headers_mut().extend(e.response_headers());
+        return Ok(resp);
+    }
+    let pod_path = format!("/api/v1/namespaces/default/pods/{POD}");
     let kind = match path.strip_prefix(&pod_path) {
         Some("/exec") => Kind::Exec,
         Some("/attach") => Kind::Attach,
