@@ -61,6 +61,22 @@ async fn stdin_eof(version: &str) {
     assert_eq!(String::from_utf8_lossy(&out.stdout), data);
 }
 
+async fn stdin_not_read(version: &str) {
+    // The command ignores a large stdin and exits: the session still ends.
+    let server = TestServer::start().await;
+    let data = vec![b'x'; 1 << 20];
+    let out = server
+        .run(
+            version,
+            &["exec", "-i", "web", "--", "echo", "done"],
+            Some(&data),
+        )
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kubectl {version} failed: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+}
+
 async fn handler_error(version: &str) {
     let server = TestServer::start().await;
     let out = server
@@ -128,6 +144,7 @@ for_versions!(
     echo,
     exit_code,
     stdin_eof,
+    stdin_not_read,
     handler_error,
     attach,
     refused_before_upgrade

@@ -121,8 +121,9 @@ pub fn run_with_input(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Output {
     let mut child = cmd.spawn().expect("kubectl runs");
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(&input).unwrap();
-        // Dropping the pipe is the EOF that must reach the command.
+        // As a shell pipe would: kubectl may finish before reading all of it. Dropping the
+        // pipe is the EOF that must reach the command.
+        std::thread::spawn(move || pipe.write_all(&input));
     }
     wait_with_deadline(child, Duration::from_secs(60))
 }
