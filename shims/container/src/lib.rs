@@ -18,6 +18,10 @@
 //! [`seccomp_for_libcontainer`] first.
 
 mod caps;
+pub mod client;
+pub mod helper;
+mod proto;
+mod quirks;
 mod seccomp;
 mod spec;
 mod user;
@@ -26,6 +30,8 @@ pub use caps::{
     ALL_CAPABILITIES, DEFAULT_CAPABILITIES, capabilities, capabilities_from_mask,
     node_capabilities, parse_capability,
 };
+pub use client::{Exit, Helper, HelperError};
+pub use quirks::for_libcontainer as adapt_for_libcontainer;
 pub use seccomp::{
     for_libcontainer as seccomp_for_libcontainer, native_arch,
     runtime_default as runtime_default_seccomp,

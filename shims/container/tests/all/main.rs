@@ -1,6 +1,7 @@
 //! The container shim's tests: the spec's content (no root needed), user resolution from
 //! crafted rootfs directories, and, as root with `runc` installed, a real run of the spec.
 
+mod helper;
 mod runtime;
 mod spec;
 mod user;

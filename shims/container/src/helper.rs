@@ -1,0 +1,351 @@
+//! The container helper: one single-threaded process per node that makes every libcontainer
+//! call, so that libcontainer's process-wide changes (working directory, dumpable flag) and
+//! its raw `clone3` never meet another thread. It is the parent of every container process,
+//! waits for their exits through pidfds, and reports each one with whether the kernel's OOM
+//! killer struck in the container's cgroup (read after the exit, before the cgroup goes).
+//!
+//! It serves one agent over the socket it inherited: requests are handled one at a time, in
+//! order (libcontainer could not do two at once anyway). When the agent goes away (the
+//! socket closes), the helper kills and deletes every container it made and exits: nothing
+//! is left running that no one could reap or stop.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+
+use crate::proto::{self, Event, MAX_PACKET, ProtoError, Request};
+
+/// `skiff container-helper --fd N --root DIR`: serves the agent on socket `N`, keeping
+/// libcontainer's state under `DIR`. Returns the process's exit code.
+pub fn main_from_args(args: impl Iterator<Item = String>) -> i32 {
+    let mut fd: Option<RawFd> = None;
+    let mut root: Option<PathBuf> = None;
+    let mut args = args;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--fd" => fd = args.next().and_then(|v| v.parse().ok()),
+            "--root" => root = args.next().map(PathBuf::from),
+            other => {
+                eprintln!("container-helper: unknown argument {other:?}");
+                return 2;
+            }
+        }
+    }
+    let (Some(fd), Some(root)) = (fd, root) else {
+        eprintln!("container-helper: usage: container-helper --fd N --root DIR");
+        return 2;
+    };
+    // SAFETY: the agent started this process with `fd` open for it and nothing else in
+    // this process knows the number.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    match Helper::new(sock, root).and_then(|mut h| h.run()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("container-helper: {e}");
+            1
+        }
+    }
+}
+
+struct Running {
+    container: Container,
+    pid: i32,
+    /// Until the process is reaped.
+    pidfd: Option<OwnedFd>,
+    /// Where its cgroup counts OOM kills.
+    oom_file: Option<PathBuf>,
+}
+
+struct Helper {
+    sock: OwnedFd,
+    root: PathBuf,
+    containers: HashMap<String, Running>,
+    buf: Vec<u8>,
+    /// The agent is gone: nothing is reported any more.
+    closing: bool,
+}
+
+impl Helper {
+    fn new(sock: OwnedFd, root: PathBuf) -> Result<Helper, String> {
+        std::fs::create_dir_all(&root).map_err(|e| format!("create {}: {e}", root.display()))?;
+        Ok(Helper {
+            sock,
+            root,
+            containers: HashMap::new(),
+            buf: vec![0; MAX_PACKET],
+            closing: false,
+        })
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        loop {
+            let waiting: Vec<(String, RawFd)> = self
+                .containers
+                .iter()
+                .filter_map(|(id, r)| r.pidfd.as_ref().map(|fd| (id.clone(), fd.as_raw_fd())))
+                .collect();
+            let (sock_ready, exited) = {
+                let mut fds = vec![PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
+                let borrowed: Vec<_> = waiting
+                    .iter()
+                    // SAFETY: each descriptor is owned by `self.containers` and stays open
+                    // for the whole poll.
+                    .map(|(_, fd)| unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) })
+                    .collect();
+                fds.extend(
+                    borrowed
+                        .iter()
+                        .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
+                );
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(format!("poll: {e}")),
+                }
+                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                let exited: Vec<String> = fds[1..]
+                    .iter()
+                    .zip(&waiting)
+                    .filter(|(f, _)| ready(f))
+                    .map(|(_, (id, _))| id.clone())
+                    .collect();
+                (ready(&fds[0]), exited)
+            };
+            for id in exited {
+                self.reap(&id);
+            }
+            if sock_ready {
+                match proto::recv::<Request>(self.sock.as_fd(), &mut self.buf) {
+                    Ok((request, fds)) => self.handle(request, fds),
+                    Err(ProtoError::Closed) => {
+                        self.shutdown();
+                        return Ok(());
+                    }
+                    Err(ProtoError::Socket(nix::errno::Errno::EINTR)) => {}
+                    Err(ProtoError::Socket(e)) => {
+                        self.shutdown();
+                        return Err(format!("agent socket: {e}"));
+                    }
+                    // A message this helper cannot read: answer nothing (there is no
+                    // sequence number to answer), keep serving.
+                    Err(e) => eprintln!("container-helper: {e}"),
+                }
+            }
+        }
+    }
+
+    fn send(&self, event: &Event) {
+        if self.closing {
+            return;
+        }
+        if let Err(e) = proto::send(self.sock.as_fd(), event, &[]) {
+            eprintln!("container-helper: sending to the agent: {e}");
+        }
+    }
+
+    fn reply(&self, seq: u64, result: Result<Option<i32>, String>) {
+        let event = match result {
+            Ok(pid) => Event::Reply {
+                seq,
+                error: None,
+                pid,
+            },
+            Err(e) => Event::Reply {
+                seq,
+                error: Some(e),
+                pid: None,
+            },
+        };
+        self.send(&event);
+    }
+
+    fn handle(&mut self, request: Request, fds: Vec<OwnedFd>) {
+        match request {
+            Request::Create { seq, id, bundle } => {
+                let r = self.create(&id, &bundle, fds).map(Some);
+                self.reply(seq, r);
+            }
+            Request::Start { seq, id } => {
+                let r = match self.containers.get_mut(&id) {
+                    None => Err(format!("no container {id}")),
+                    Some(c) => c.container.start().map_err(|e| e.to_string()).map(|_| None),
+                };
+                self.reply(seq, r);
+            }
+            Request::Kill {
+                seq,
+                id,
+                signal,
+                all,
+            } => {
+                let r = self.kill(&id, signal, all).map(|_| None);
+                self.reply(seq, r);
+            }
+            Request::Delete { seq, id } => {
+                let r = self.delete(&id).map(|_| None);
+                self.reply(seq, r);
+            }
+        }
+    }
+
+    fn create(&mut self, id: &str, bundle: &Path, fds: Vec<OwnedFd>) -> Result<i32, String> {
+        if self.containers.contains_key(id) {
+            return Err(format!("container {id} exists already"));
+        }
+        let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
+            .try_into()
+            .map_err(|_| "create needs stdin, stdout and stderr descriptors".to_string())?;
+        let container = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+            .with_root_path(&self.root)
+            .map_err(|e| e.to_string())?
+            .with_stdin(stdin)
+            .with_stdout(stdout)
+            .with_stderr(stderr)
+            .validate_id()
+            .map_err(|e| e.to_string())?
+            .as_init(bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let pid = container
+            .pid()
+            .map(|p| p.as_raw())
+            .ok_or_else(|| "the container has no process".to_string())?;
+        // SAFETY: a plain syscall; the pid is this process's child, which stays a zombie
+        // (so the number cannot be reused) until this process waits for it.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if raw < 0 {
+            return Err(format!(
+                "pidfd_open({pid}): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: the kernel returned a new descriptor this process owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        let oom_file = oom_counter_file(bundle);
+        self.containers.insert(
+            id.to_string(),
+            Running {
+                container,
+                pid,
+                pidfd: Some(pidfd),
+                oom_file,
+            },
+        );
+        Ok(pid)
+    }
+
+    fn kill(&mut self, id: &str, signal: i32, all: bool) -> Result<(), String> {
+        let running = self
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| format!("no container {id}"))?;
+        if running.pidfd.is_none() {
+            // Exited and reaped already: nothing to signal.
+            return Ok(());
+        }
+        let signal = libcontainer::signal::Signal::try_from(signal).map_err(|e| e.to_string())?;
+        running
+            .container
+            .kill(signal, all)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Waits for the container's process, reports how it ended, and stops watching it.
+    fn reap(&mut self, id: &str) {
+        let Some(running) = self.containers.get_mut(id) else {
+            return;
+        };
+        let Some(pidfd) = running.pidfd.take() else {
+            return;
+        };
+        let status = loop {
+            match waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other,
+            }
+        };
+        let (code, signal) = match status {
+            Ok(WaitStatus::Exited(_, code)) => (code, None),
+            Ok(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, Some(sig as i32)),
+            Ok(other) => {
+                eprintln!("container-helper: {id}: unexpected wait status {other:?}");
+                (255, None)
+            }
+            Err(e) => {
+                eprintln!("container-helper: {id}: wait for pid {}: {e}", running.pid);
+                (255, None)
+            }
+        };
+        let oom_killed = running.oom_file.as_deref().is_some_and(oom_killed);
+        self.send(&Event::Exited {
+            id: id.to_string(),
+            code,
+            signal,
+            oom_killed,
+        });
+    }
+
+    fn delete(&mut self, id: &str) -> Result<(), String> {
+        let Some(running) = self.containers.get_mut(id) else {
+            return Ok(());
+        };
+        if running.pidfd.is_some() {
+            // Still running: killed, then reaped, so its exit is reported before it goes.
+            let _ = running.container.kill(
+                libcontainer::signal::Signal::try_from(9).expect("SIGKILL"),
+                true,
+            );
+            self.reap(id);
+        }
+        let mut running = self.containers.remove(id).expect("checked above");
+        running.container.delete(true).map_err(|e| e.to_string())
+    }
+
+    fn shutdown(&mut self) {
+        self.closing = true;
+        let ids: Vec<String> = self.containers.keys().cloned().collect();
+        for id in ids {
+            if let Err(e) = self.delete(&id) {
+                eprintln!("container-helper: removing {id}: {e}");
+            }
+        }
+    }
+}
+
+/// The file that counts OOM kills in the container's memory cgroup: cgroup v1's
+/// `memory.oom_control`, or v2's `memory.events`.
+fn oom_counter_file(bundle: &Path) -> Option<PathBuf> {
+    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).ok()?;
+    let path = spec.linux().as_ref()?.cgroups_path().clone()?;
+    let relative = path.strip_prefix("/").unwrap_or(&path).to_path_buf();
+    let v1 = Path::new("/sys/fs/cgroup/memory");
+    if v1.is_dir() {
+        Some(v1.join(relative).join("memory.oom_control"))
+    } else {
+        Some(
+            Path::new("/sys/fs/cgroup")
+                .join(relative)
+                .join("memory.events"),
+        )
+    }
+}
+
+/// Whether the counter file shows an OOM kill (`oom_kill N`, N > 0).
+fn oom_killed(file: &Path) -> bool {
+    std::fs::read_to_string(file).is_ok_and(|text| {
+        text.lines().any(|l| {
+            l.strip_prefix("oom_kill ")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > 0)
+        })
+    })
+}

@@ -1,0 +1,292 @@
+//! The container helper running real containers with libcontainer (as root): busybox in a
+//! bundle made from the shim's own spec, each container in a network namespace the test
+//! made, exits and OOM kills reported, several containers created at once.
+
+use std::fs;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use skiff_shim_container::{
+    Exit, Helper, SpecInput, adapt_for_libcontainer, host_cgroup_v2, runtime_spec,
+};
+
+use crate::input;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A network namespace made with `ip netns add`, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = unique("skiff-helper");
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .unwrap()
+                .success()
+        );
+        Netns(name)
+    }
+    fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.0)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A bundle with a busybox rootfs and a config.json from the shim's spec.
+struct Bundle {
+    dir: tempfile::TempDir,
+    id: String,
+}
+
+impl Bundle {
+    fn new(netns: &Netns, script: &str, adjust: impl FnOnce(&mut SpecInput)) -> Bundle {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        for d in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
+            fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
+        for applet in ["sh", "echo", "sleep", "dd", "cat", "true", "grep"] {
+            symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        let id = unique("skiff-helper");
+        let mut i = input();
+        i.argv = vec!["/bin/sh".into(), "-c".into(), script.into()];
+        i.rootfs = rootfs;
+        i.netns = Some(netns.path());
+        i.cgroups_path = PathBuf::from(format!("/skiff-test/{id}"));
+        i.cgroup_v2 = host_cgroup_v2();
+        adjust(&mut i);
+        let mut spec = runtime_spec(&i).unwrap();
+        adapt_for_libcontainer(&mut spec).unwrap();
+        fs::write(
+            dir.path().join("config.json"),
+            serde_json::to_vec_pretty(&spec).unwrap(),
+        )
+        .unwrap();
+        Bundle { dir, id }
+    }
+}
+
+struct Output {
+    read: std::fs::File,
+}
+
+impl Output {
+    /// Everything the container wrote, once it closed its end.
+    fn text(mut self) -> String {
+        let mut s = String::new();
+        self.read.read_to_string(&mut s).unwrap();
+        s
+    }
+}
+
+fn pipe() -> (Output, OwnedFd) {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    (Output { read: r.into() }, w)
+}
+
+fn null() -> OwnedFd {
+    std::fs::File::open("/dev/null").unwrap().into()
+}
+
+fn helper(state: &Path) -> Helper {
+    Helper::spawn(
+        Path::new(env!("CARGO_BIN_EXE_skiff-container-helper")),
+        &[],
+        state,
+    )
+    .unwrap()
+}
+
+/// Creates and starts `bundle`; returns its stdout reader.
+async fn run(helper: &Helper, bundle: &Bundle) -> Output {
+    let (out, out_w) = pipe();
+    let err_w = out_w.try_clone().unwrap();
+    helper
+        .create(&bundle.id, bundle.dir.path(), null(), out_w, err_w)
+        .await
+        .unwrap();
+    helper.start(&bundle.id).await.unwrap();
+    out
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn runs_a_container_and_reports_its_exit() {
+    runtime().block_on(async {
+        let state = tempfile::tempdir().unwrap();
+        let ns = Netns::new();
+        let helper = helper(state.path());
+        let bundle = Bundle::new(&ns, "echo hello from $(cat /proc/1/comm); grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; exit 3", |_| {});
+        let out = run(&helper, &bundle).await;
+        let exit = helper.wait(&bundle.id).await.unwrap();
+        assert_eq!(
+            exit,
+            Exit {
+                code: 3,
+                signal: None,
+                oom_killed: false
+            }
+        );
+        // It is pid 1 of its own pid namespace, under the runtime's seccomp filter (loaded
+        // while privileged: no_new_privs stays off, as Kubernetes' default has it).
+        assert_eq!(
+            out.text(),
+            "hello from sh\nNoNewPrivs:\t0\nSeccomp:\t2\n"
+        );
+        helper.delete(&bundle.id).await.unwrap();
+        // Its state and cgroup are gone with it.
+        assert!(!state.path().join(&bundle.id).exists());
+        let cgroup = if host_cgroup_v2() {
+            format!("/sys/fs/cgroup/skiff-test/{}", bundle.id)
+        } else {
+            format!("/sys/fs/cgroup/memory/skiff-test/{}", bundle.id)
+        };
+        assert!(!Path::new(&cgroup).exists(), "{cgroup} left behind");
+    });
+}
+
+#[test]
+fn signals_and_oom_kills_are_reported() {
+    runtime().block_on(async {
+        let state = tempfile::tempdir().unwrap();
+        let ns = Netns::new();
+        let helper = helper(state.path());
+
+        // SIGTERM reaches a process that handles it; one that does not (pid 1 ignores
+        // signals it has no handler for) goes with SIGKILL.
+        let graceful = Bundle::new(
+            &ns,
+            "trap 'echo bye; exit 7' TERM; echo up; while true; do sleep 0.05; done",
+            |_| {},
+        );
+        let stubborn = Bundle::new(&ns, "echo up; exec sleep 1000", |_| {});
+        for (bundle, signal, expected) in
+            [(&graceful, 15, (7, None)), (&stubborn, 9, (137, Some(9)))]
+        {
+            let (mut out, out_w) = pipe();
+            helper
+                .create(
+                    &bundle.id,
+                    bundle.dir.path(),
+                    null(),
+                    out_w.try_clone().unwrap(),
+                    out_w,
+                )
+                .await
+                .unwrap();
+            helper.start(&bundle.id).await.unwrap();
+            let mut up = [0u8; 3];
+            out.read.read_exact(&mut up).unwrap();
+            assert_eq!(&up, b"up\n");
+            helper.kill(&bundle.id, signal, false).await.unwrap();
+            let exit = helper.wait(&bundle.id).await.unwrap();
+            assert_eq!((exit.code, exit.signal), expected);
+            if signal == 15 {
+                assert_eq!(out.text(), "bye\n");
+            }
+            helper.delete(&bundle.id).await.unwrap();
+        }
+
+        // 64 MiB through a 16 MiB limit (swap included): the kernel's OOM killer ends it.
+        let hog = Bundle::new(
+            &ns,
+            "echo start; exec dd if=/dev/zero of=/dev/null bs=64M count=1",
+            |i| i.resources.memory_limit = Some(16 << 20),
+        );
+        let out = run(&helper, &hog).await;
+        let exit = helper.wait(&hog.id).await.unwrap();
+        assert!(exit.oom_killed, "{exit:?}");
+        assert_eq!((exit.code, exit.signal), (137, Some(9)));
+        assert_eq!(out.text(), "start\n");
+        helper.delete(&hog.id).await.unwrap();
+    });
+}
+
+#[test]
+fn containers_created_at_once_all_run() {
+    runtime().block_on(async {
+        let state = tempfile::tempdir().unwrap();
+        let ns = Netns::new();
+        let helper = helper(state.path());
+        let bundles: Vec<Bundle> = (0..12)
+            .map(|n| Bundle::new(&ns, &format!("echo container {n}"), |_| {}))
+            .collect();
+        let runs = bundles.iter().map(|b| {
+            let helper = helper.clone();
+            async move {
+                let out = run(&helper, b).await;
+                let exit = helper.wait(&b.id).await.unwrap();
+                helper.delete(&b.id).await.unwrap();
+                (exit.code, out.text())
+            }
+        });
+        let results = futures::future::join_all(runs).await;
+        for (n, (code, text)) in results.into_iter().enumerate() {
+            assert_eq!((code, text), (0, format!("container {n}\n")));
+        }
+    });
+}
+
+#[test]
+fn containers_go_when_the_agent_side_goes() {
+    runtime().block_on(async {
+        let state = tempfile::tempdir().unwrap();
+        let ns = Netns::new();
+        let helper = helper(state.path());
+        let bundle = Bundle::new(&ns, "exec sleep 1000", |_| {});
+        let (_out, out_w) = pipe();
+        let pid = helper
+            .create(
+                &bundle.id,
+                bundle.dir.path(),
+                null(),
+                out_w.try_clone().unwrap(),
+                out_w,
+            )
+            .await
+            .unwrap();
+        helper.start(&bundle.id).await.unwrap();
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        drop(helper);
+        // The helper kills and deletes what it made, then exits.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{pid}")).exists() || state.path().join(&bundle.id).exists()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "container {pid} still there after its helper's agent went"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
