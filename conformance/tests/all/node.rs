@@ -187,6 +187,45 @@ fn wasm_pods_walkthrough() {
             "kubectl {version}: {err}"
         );
     }
+    // port-forward reaches the Wasm HTTP pod through its own loopback: over SPDY in a
+    // WebSocket (1.33) and raw SPDY (1.27).
+    for version in ["1.33", "1.27"] {
+        let local = skiff_conformance::free_port();
+        let mut forward = cluster
+            .kubectl(version)
+            .command()
+            .args(["port-forward", "pod/http-wasm", &format!("{local}:8080")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let answer = loop {
+            match http_get("127.0.0.1", local, "/env/GREETING") {
+                Ok(a) => break a,
+                Err(e) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "kubectl {version} port-forward never answered: {e}"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        };
+        assert_eq!(
+            answer,
+            (200, "hello from the manifest\n".into()),
+            "kubectl {version}"
+        );
+        // A second connection through the same forward.
+        assert_eq!(
+            http_get("127.0.0.1", local, "/").unwrap().1,
+            "hello from skiff\n"
+        );
+        let _ = forward.kill();
+        let _ = forward.wait();
+    }
+
     let err = k.fails(&["exec", "http-wasm", "-c", "nope", "--", "ls"]);
     assert!(err.contains("nope"), "{err}");
     let err = k.fails(&["exec", "hello-wasm", "--", "ls"]);

@@ -328,6 +328,7 @@ impl Supervisor {
                         &run.namespace,
                         &run.name,
                         &run.uid,
+                        run.sandbox.netns.clone(),
                         &self.spec.name,
                         container.clone(),
                     );

@@ -7,19 +7,26 @@
 //! runtime has no processes (a Wasm instance), instead of leaving kubectl waiting.
 
 use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 use skiff_shim::Container;
+use skiff_streams::{Kind, negotiate, serve_port_forward};
 
 use crate::Ctx;
 
 /// One running pod, as exec and port-forward need it.
 struct RunningPod {
     uid: String,
+    /// The pod's network namespace (`None`: the host's).
+    netns: Option<PathBuf>,
     containers: HashMap<String, Arc<dyn Container>>,
 }
 
@@ -36,6 +43,7 @@ impl Running {
         namespace: &str,
         pod: &str,
         uid: &str,
+        netns: Option<PathBuf>,
         container: &str,
         handle: Arc<dyn Container>,
     ) {
@@ -44,12 +52,14 @@ impl Running {
             .entry((namespace.to_string(), pod.to_string()))
             .or_insert_with(|| RunningPod {
                 uid: uid.to_string(),
+                netns: netns.clone(),
                 containers: HashMap::new(),
             });
         // A pod recreated under the same name is another pod.
         if entry.uid != uid {
             *entry = RunningPod {
                 uid: uid.to_string(),
+                netns,
                 containers: HashMap::new(),
             };
         }
@@ -68,6 +78,14 @@ impl Running {
                 pods.remove(&key);
             }
         }
+    }
+
+    /// The network namespace of a pod with a running container: `Some(None)` for a pod on
+    /// the host's network, `None` when no container of it runs.
+    fn netns(&self, namespace: &str, pod: &str) -> Option<Option<PathBuf>> {
+        let pods = self.pods.lock().expect("running lock");
+        pods.get(&(namespace.to_string(), pod.to_string()))
+            .map(|p| p.netns.clone())
     }
 
     fn container(&self, namespace: &str, pod: &str, container: &str) -> Lookup {
@@ -136,4 +154,94 @@ pub async fn exec(
             ),
         },
     }
+}
+
+/// `/portForward/<ns>/<pod>`: every forwarded connection is a TCP connection to the port on
+/// the pod's own loopback, made from inside its network namespace (as the kubelet does), so
+/// a listener bound to 127.0.0.1 in the pod is reachable too. Wasm and container pods alike.
+pub async fn port_forward(
+    State(ctx): State<Arc<Ctx>>,
+    Path((namespace, pod)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    mut req: Request,
+) -> Response {
+    let Some(netns) = ctx.running.netns(&namespace, &pod) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("pod {namespace}/{pod} has no running container on this node"),
+        );
+    };
+    let negotiated = match negotiate(Kind::PortForward, req.method(), req.headers()) {
+        Ok(n) => n,
+        Err(e) => return status(e.status_code(), "BadRequest", e.message),
+    };
+    let Some(upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "port-forward needs a connection upgrade".into(),
+        );
+    };
+    // `?ports=` names the ports of a WebSocket port-forward; SPDY names one per stream.
+    let ports: Vec<u16> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "ports")
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .filter_map(|p| p.trim().parse().ok())
+                .collect::<Vec<u16>>()
+        })
+        .collect();
+    let headers = negotiated.response_headers.clone();
+    tokio::spawn(async move {
+        let io = match upgrade.await {
+            Ok(io) => TokioIo::new(io),
+            Err(e) => {
+                tracing::debug!("port-forward upgrade: {e}");
+                return;
+            }
+        };
+        let connect = move |port: u16| {
+            let netns = netns.clone();
+            let pod = pod.clone();
+            async move {
+                connect_in(netns, port)
+                    .await
+                    .map_err(|e| format!("error forwarding port {port} to pod {pod}: {e}"))
+            }
+        };
+        if let Err(e) = serve_port_forward(io, &negotiated, ports, connect).await {
+            tracing::debug!("port-forward session: {e}");
+        }
+    });
+    let mut resp = Response::new(axum::body::Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// A TCP connection to `127.0.0.1:port` made inside `netns` (a socket belongs to the
+/// namespace of the thread that creates it), or on the host without one.
+async fn connect_in(netns: Option<PathBuf>, port: u16) -> io::Result<tokio::net::TcpStream> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let Some(netns) = netns else {
+        return tokio::net::TcpStream::connect(addr).await;
+    };
+    let stream = tokio::task::spawn_blocking(move || -> io::Result<std::net::TcpStream> {
+        let ns = std::fs::File::open(&netns)?;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(io::Error::from)?;
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("netns thread panicked")))
+        })
+    })
+    .await
+    .map_err(io::Error::other)??;
+    stream.set_nonblocking(true)?;
+    let _ = stream.set_nodelay(true);
+    tokio::net::TcpStream::from_std(stream)
 }

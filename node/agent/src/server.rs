@@ -26,6 +26,7 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
         )
         .route("/exec/{namespace}/{pod}/{container}", any(remote::exec))
         .route("/attach/{namespace}/{pod}/{container}", any(remote::exec))
+        .route("/portForward/{namespace}/{pod}", any(remote::port_forward))
         .with_state(ctx);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("agent endpoint stopped: {e}");

@@ -128,16 +128,36 @@ where
     Ok(())
 }
 
-async fn forward<C, Fut, Conn>(port: u16, mut error: Stream, mut data: Stream, connect: Arc<C>)
+async fn forward<C, Fut, Conn>(port: u16, mut error: Stream, data: Stream, connect: Arc<C>)
 where
     C: Fn(u16) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Conn, String>> + Send + 'static,
     Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     match connect(port).await {
-        Ok(mut conn) => {
-            let _ = tokio::io::copy_bidirectional(&mut data, &mut conn).await;
-            drop(data);
+        Ok(conn) => {
+            // The forward ends when the pod's side does, as the kubelet's does: kubectl
+            // 1.27-1.30 closes the local connection only once the data stream has ended
+            // *and* the error stream has, and its local client may wait for that end
+            // before it closes its own side (an HTTP/1.0-style read to EOF).
+            let (mut conn_r, mut conn_w) = tokio::io::split(conn);
+            let (mut data_r, mut data_w) = tokio::io::split(data);
+            let up = async {
+                let _ = tokio::io::copy(&mut data_r, &mut conn_w).await;
+                let _ = conn_w.shutdown().await;
+            };
+            let down = async {
+                let _ = tokio::io::copy(&mut conn_r, &mut data_w).await;
+                let _ = data_w.shutdown().await;
+            };
+            tokio::pin!(up, down);
+            let mut up_done = false;
+            loop {
+                tokio::select! {
+                    _ = &mut down => break,
+                    _ = &mut up, if !up_done => up_done = true,
+                }
+            }
         }
         Err(message) => {
             let _ = error.write_all(message.as_bytes()).await;
