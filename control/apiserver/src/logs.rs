@@ -33,31 +33,7 @@ pub async fn pod_log(state: &Arc<AppState>, pod: &Value, query: &Query) -> ApiRe
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let containers: Vec<&str> = ["/spec/containers", "/spec/initContainers"]
-        .iter()
-        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
-        .flatten()
-        .filter_map(|c| c.get("name").and_then(Value::as_str))
-        .collect();
-    let app_containers = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    let container = match query.get("container").filter(|c| !c.is_empty()) {
-        Some(c) if containers.contains(&c) => c.to_string(),
-        Some(c) => {
-            return Err(ApiError::bad_request(format!(
-                "container {c} is not valid for pod {name}"
-            )));
-        }
-        None if app_containers == 1 => containers[0].to_string(),
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers[..app_containers].join(" ")
-            )));
-        }
-    };
+    let container = pod_container(pod, query)?;
     let node = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -111,6 +87,33 @@ pub async fn pod_log(state: &Arc<AppState>, pod: &Value, query: &Query) -> ApiRe
         .header("cache-control", "no-cache, private")
         .body(body)
         .expect("static headers"))
+}
+
+/// The container `?container=` names (any of the pod's, init containers included), or the
+/// pod's only app container; kube-apiserver's messages otherwise.
+pub(crate) fn pod_container(pod: &Value, query: &Query) -> ApiResult<String> {
+    let name = object::name(pod);
+    let containers: Vec<&str> = ["/spec/containers", "/spec/initContainers"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    let app_containers = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    match query.get("container").filter(|c| !c.is_empty()) {
+        Some(c) if containers.contains(&c) => Ok(c.to_string()),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
+        None if app_containers == 1 => Ok(containers[0].to_string()),
+        None => Err(ApiError::bad_request(format!(
+            "a container name must be specified for pod {name}, choose one of: [{}]",
+            containers[..app_containers].join(" ")
+        ))),
+    }
 }
 
 /// `InternalIP:port` of the node's agent endpoint (status.daemonEndpoints).

@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use crate::AppState;
-use crate::logs::node_endpoint;
+use crate::logs::{node_endpoint, pod_container};
 use crate::object;
 use crate::request::Query;
 use crate::status::{ApiError, ApiResult};
@@ -93,7 +93,7 @@ pub async fn proxy(
                 "you must specify at least 1 of stdin, stdout, stderr".to_string(),
             ));
         }
-        let container = container_of(pod, name, &query)?;
+        let container = pod_container(pod, &query)?;
         let verb = if subresource == "exec" {
             "exec"
         } else {
@@ -181,29 +181,4 @@ pub async fn proxy(
         let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
     });
     Ok(resp.body(Body::empty()).expect("valid response"))
-}
-
-/// The container named by `?container=`, or the pod's only one.
-fn container_of(pod: &Value, name: &str, query: &Query) -> ApiResult<String> {
-    let containers: Vec<&str> = ["/spec/containers", "/spec/initContainers"]
-        .iter()
-        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
-        .flatten()
-        .filter_map(|c| c.get("name").and_then(Value::as_str))
-        .collect();
-    let app_containers = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    match query.get("container").filter(|c| !c.is_empty()) {
-        Some(c) if containers.contains(&c) => Ok(c.to_string()),
-        Some(c) => Err(ApiError::bad_request(format!(
-            "container {c} is not valid for pod {name}"
-        ))),
-        None if app_containers == 1 => Ok(containers[0].to_string()),
-        None => Err(ApiError::bad_request(format!(
-            "a container name must be specified for pod {name}, choose one of: [{}]",
-            containers[..app_containers].join(" ")
-        ))),
-    }
 }

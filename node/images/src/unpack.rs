@@ -346,49 +346,37 @@ impl Unpacker<'_> {
     /// The directory that holds an entry, made (as 0755 root:root, like Docker) where the
     /// layer has no entry for it. Every existing component must be a real directory.
     fn parent_dir(&self, entry: &[u8], parents: &[Vec<u8>]) -> Result<PathBuf, Error> {
+        self.walk(entry, parents, true)
+    }
+
+    /// As [`Self::parent_dir`], for a path that must exist already (a hard link's target).
+    fn existing_dir(&self, entry: &[u8], parents: &[Vec<u8>]) -> Result<PathBuf, Error> {
+        self.walk(entry, parents, false)
+    }
+
+    fn walk(&self, entry: &[u8], parents: &[Vec<u8>], create: bool) -> Result<PathBuf, Error> {
         let mut dir = self.root.to_path_buf();
         for part in parents {
             dir.push(OsStr::from_bytes(part));
+            let not_dir = || {
+                self.hostile(
+                    entry,
+                    format!("{} is not a directory of this layer", self.relative(&dir)),
+                )
+            };
             match fs::symlink_metadata(&dir) {
                 Ok(m) if m.is_dir() => {}
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(self.through_link(entry, &dir));
                 }
-                Ok(_) => {
-                    return Err(
-                        self.hostile(entry, format!("{} is not a directory", self.relative(&dir)))
-                    );
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Ok(_) => return Err(not_dir()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                     fs::create_dir(&dir).map_err(|e| io_err(&dir, e))?;
                     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
                         .map_err(|e| io_err(&dir, e))?;
                 }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_dir()),
                 Err(e) => return Err(io_err(&dir, e)),
-            }
-        }
-        Ok(dir)
-    }
-
-    /// As [`Self::parent_dir`], for a path that must exist already.
-    fn existing_dir(&self, entry: &[u8], parents: &[Vec<u8>]) -> Result<PathBuf, Error> {
-        let mut dir = self.root.to_path_buf();
-        for part in parents {
-            dir.push(OsStr::from_bytes(part));
-            match fs::symlink_metadata(&dir) {
-                Ok(m) if m.is_dir() => {}
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(self.through_link(entry, &dir));
-                }
-                _ => {
-                    return Err(self.hostile(
-                        entry,
-                        format!(
-                            "a hard link through {}, which is not a directory of this layer",
-                            self.relative(&dir)
-                        ),
-                    ));
-                }
             }
         }
         Ok(dir)

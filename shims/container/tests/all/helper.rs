@@ -7,7 +7,6 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use skiff_shim_container::{
     Exit, Helper, SpecInput, adapt_for_libcontainer, host_cgroup_v2, runtime_spec,
 };
 
-use crate::input;
+use crate::{Netns, input};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -27,30 +26,8 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-/// A network namespace made with `ip netns add`, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = unique("skiff-helper");
-        assert!(
-            Command::new("ip")
-                .args(["netns", "add", &name])
-                .status()
-                .unwrap()
-                .success()
-        );
-        Netns(name)
-    }
-    fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.0)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+fn netns() -> Netns {
+    Netns::new(unique("skiff-helper"))
 }
 
 /// A bundle with a busybox rootfs and a config.json from the shim's spec.
@@ -120,16 +97,21 @@ fn helper(state: &Path) -> Helper {
     .unwrap()
 }
 
-/// Creates and starts `bundle`; returns its stdout reader.
-async fn run(helper: &Helper, bundle: &Bundle) -> Output {
+/// Creates and starts `bundle` with stdout and stderr into one pipe; returns its reader
+/// and the container's pid.
+async fn start(helper: &Helper, bundle: &Bundle) -> (Output, i32) {
     let (out, out_w) = pipe();
     let err_w = out_w.try_clone().unwrap();
-    helper
+    let pid = helper
         .create(&bundle.id, bundle.dir.path(), null(), out_w, err_w)
         .await
         .unwrap();
     helper.start(&bundle.id).await.unwrap();
-    out
+    (out, pid)
+}
+
+async fn run(helper: &Helper, bundle: &Bundle) -> Output {
+    start(helper, bundle).await.0
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -144,7 +126,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn runs_a_container_and_reports_its_exit() {
     runtime().block_on(async {
         let state = tempfile::tempdir().unwrap();
-        let ns = Netns::new();
+        let ns = netns();
         let helper = helper(state.path());
         let bundle = Bundle::new(&ns, "echo hello from $(cat /proc/1/comm); grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; exit 3", |_| {});
         let out = run(&helper, &bundle).await;
@@ -179,7 +161,7 @@ fn runs_a_container_and_reports_its_exit() {
 fn signals_and_oom_kills_are_reported() {
     runtime().block_on(async {
         let state = tempfile::tempdir().unwrap();
-        let ns = Netns::new();
+        let ns = netns();
         let helper = helper(state.path());
 
         // SIGTERM reaches a process that handles it; one that does not (pid 1 ignores
@@ -193,18 +175,7 @@ fn signals_and_oom_kills_are_reported() {
         for (bundle, signal, expected) in
             [(&graceful, 15, (7, None)), (&stubborn, 9, (137, Some(9)))]
         {
-            let (mut out, out_w) = pipe();
-            helper
-                .create(
-                    &bundle.id,
-                    bundle.dir.path(),
-                    null(),
-                    out_w.try_clone().unwrap(),
-                    out_w,
-                )
-                .await
-                .unwrap();
-            helper.start(&bundle.id).await.unwrap();
+            let mut out = run(&helper, bundle).await;
             let mut up = [0u8; 3];
             out.read.read_exact(&mut up).unwrap();
             assert_eq!(&up, b"up\n");
@@ -236,7 +207,7 @@ fn signals_and_oom_kills_are_reported() {
 fn containers_created_at_once_all_run() {
     runtime().block_on(async {
         let state = tempfile::tempdir().unwrap();
-        let ns = Netns::new();
+        let ns = netns();
         let helper = helper(state.path());
         let bundles: Vec<Bundle> = (0..12)
             .map(|n| Bundle::new(&ns, &format!("echo container {n}"), |_| {}))
@@ -261,21 +232,10 @@ fn containers_created_at_once_all_run() {
 fn containers_go_when_the_agent_side_goes() {
     runtime().block_on(async {
         let state = tempfile::tempdir().unwrap();
-        let ns = Netns::new();
+        let ns = netns();
         let helper = helper(state.path());
         let bundle = Bundle::new(&ns, "exec sleep 1000", |_| {});
-        let (_out, out_w) = pipe();
-        let pid = helper
-            .create(
-                &bundle.id,
-                bundle.dir.path(),
-                null(),
-                out_w.try_clone().unwrap(),
-                out_w,
-            )
-            .await
-            .unwrap();
-        helper.start(&bundle.id).await.unwrap();
+        let (_out, pid) = start(&helper, &bundle).await;
         assert!(Path::new(&format!("/proc/{pid}")).exists());
         drop(helper);
         // The helper kills and deletes what it made, then exits.

@@ -6,7 +6,8 @@ mod runtime;
 mod spec;
 mod user;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use skiff_shim_container::{ResolvedUser, SpecInput};
 
@@ -28,5 +29,29 @@ pub fn input() -> SpecInput {
         cgroups_path: PathBuf::from("/skiff/pod1/c1"),
         cgroup_v2: false,
         ..Default::default()
+    }
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns(String);
+
+impl Netns {
+    pub fn new(name: String) -> Self {
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip netns add {name}");
+        Netns(name)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.0)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -14,7 +14,7 @@ use skiff_shim_container::{
     nofile_limit, resolve_user, runtime_spec,
 };
 
-use crate::input;
+use crate::{Netns, input};
 
 /// containerd's 14 default capabilities as /proc shows them (bits 0,1,3-8,10,13,18,27,29,31).
 const DEFAULT_CAPS_MASK: &str = "00000000a80425fb";
@@ -25,30 +25,6 @@ const APPLETS: &[&str] = &[
 ];
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Self {
-        let status = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "ip netns add {name}");
-        Netns(name)
-    }
-
-    fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.0)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 /// A bundle with a busybox rootfs whose image defines the user `app` (1000:1000, also in
 /// group `staff`, 50).
