@@ -96,7 +96,16 @@ enum Command {
     Image(image::ImageArgs),
 }
 
+/// The hidden subcommand the node agent starts its container helper with (see
+/// `skiff_shim_container::helper`). It runs before anything else starts a thread:
+/// libcontainer must be the only thread of its process.
+pub const CONTAINER_HELPER: &str = "container-helper";
+
 fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() == Some(CONTAINER_HELPER) {
+        std::process::exit(skiff_shim_container::helper::main_from_args(args));
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

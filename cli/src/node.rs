@@ -1,5 +1,5 @@
-//! The node side of `skiff up` and `skiff agent`: a node agent with the Wasm shim, the image
-//! store and pod networking.
+//! The node side of `skiff up` and `skiff agent`: a node agent with the Wasm and container
+//! shims, the image store and pod networking.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -77,6 +77,25 @@ pub async fn start(
         node_dir.join("wasm-cache"),
     ))?;
     let images = skiff_images::ImageStore::open(data_dir.join("images"))?;
+    let mut shims: Vec<Arc<dyn skiff_shim::Shim>> = vec![Arc::new(shim)];
+    let containers = images
+        .snapshots()
+        .map_err(anyhow::Error::from)
+        .and_then(|snapshots| {
+            Ok(skiff_shim_container::ContainerShim::new(
+                skiff_shim_container::ContainerConfig {
+                    state_dir: node_dir.join("containers"),
+                    snapshots,
+                    helper_program: PathBuf::from("/proc/self/exe"),
+                    helper_args: vec![crate::CONTAINER_HELPER.into()],
+                },
+            )?)
+        });
+    match containers {
+        Ok(c) => shims.push(Arc::new(c)),
+        // Wasm pods still run; Linux images are refused with the reason.
+        Err(e) => eprintln!("skiff: no Linux container runtime on this node: {e:#}"),
+    }
     let mut config = skiff_node::AgentConfig::new(name.clone(), node_dir);
     config.node_ip = args.node_ip.unwrap_or(default_ip);
     config.port = args.agent_port;
@@ -84,7 +103,7 @@ pub async fn start(
     let agent = skiff_node::Agent::start(
         client,
         config,
-        vec![Arc::new(shim)],
+        shims,
         Arc::new(images),
         Arc::new(network.clone()),
     )

@@ -46,7 +46,7 @@ pub async fn ensure_system_namespaces(store: &Arc<dyn Store>) -> skiff_store::Re
 
 /// RuntimeClasses for the runtimes Skiff's node agents offer. Each schedules onto nodes
 /// whose agent runs that handler (`runtime.skiff.dev/<handler>=true`, set by the agent).
-pub const RUNTIME_HANDLERS: &[&str] = &["wasmtime"];
+pub const RUNTIME_HANDLERS: &[&str] = &["wasmtime", "youki"];
 
 /// Creates Skiff's RuntimeClasses if missing (a user's edits to them are kept).
 pub async fn ensure_runtime_classes(store: &Arc<dyn Store>) -> skiff_store::Result<()> {

@@ -85,7 +85,16 @@ impl crate::Images for skiff_images::ImageStore {
             skiff_images::Content::Layers(layers) => (
                 skiff_shim::Workload::Rootfs {
                     digest: image.digest.clone(),
-                    layers: layers.into_iter().map(|l| l.path).collect(),
+                    layers: layers
+                        .into_iter()
+                        .map(|l| skiff_shim::Layer {
+                            digest: l.digest,
+                            media_type: l.media_type,
+                            path: l.path,
+                            size: l.size,
+                        })
+                        .collect(),
+                    user: image.config.user.clone().filter(|u| !u.is_empty()),
                 },
                 false,
             ),
@@ -107,6 +116,7 @@ impl crate::Images for skiff_images::ImageStore {
             workload,
             entrypoint,
             cmd: image.config.cmd,
+            working_dir: image.config.working_dir.filter(|d| !d.is_empty()),
             env,
             is_wasm,
         })

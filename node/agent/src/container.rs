@@ -176,7 +176,7 @@ impl Supervisor {
                 if image.is_wasm {
                     "no runtime on this node runs this Wasm artifact".to_string()
                 } else {
-                    "no runtime on this node runs Linux container images yet: use a Wasm image"
+                    "no runtime on this node runs Linux container images (the container runtime did not start: see the agent's log)"
                         .to_string()
                 }
             })
@@ -220,6 +220,14 @@ impl Supervisor {
         let cpu_limit_millis = limits
             .and_then(|l| l.get("cpu"))
             .and_then(|q| status::cpu_millis(&q.0));
+        let cpu_request_millis = self
+            .spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|l| l.get("cpu"))
+            .and_then(|q| status::cpu_millis(&q.0))
+            .or(cpu_limit_millis);
         let ports = self
             .spec
             .ports
@@ -246,11 +254,18 @@ impl Supervisor {
                 workload: image.workload.clone(),
                 argv,
                 env,
-                working_dir: self.spec.working_dir.clone(),
+                working_dir: self
+                    .spec
+                    .working_dir
+                    .clone()
+                    .filter(|d| !d.is_empty())
+                    .or_else(|| image.working_dir.clone()),
                 mounts,
                 ports,
                 memory_limit,
                 cpu_limit_millis,
+                cpu_request_millis,
+                security: security(&run.pod, &self.spec),
                 logs: log.clone(),
             },
             log,
@@ -283,6 +298,9 @@ impl Supervisor {
                             let sandbox: PodSandbox = self.run.sandbox.clone();
                             tracing::trace!(pod = %self.run.name, container = %self.spec.name, "creating");
                             match shim.create(spec, &sandbox).await {
+                                Err(skiff_shim::ShimError::Config(m)) => {
+                                    Err(("CreateContainerConfigError".to_string(), m))
+                                }
                                 Err(e) => Err(("CreateContainerError".to_string(), e.to_string())),
                                 Ok(c) => Ok((c, logs)),
                             }
@@ -480,5 +498,44 @@ impl Supervisor {
                 }
             }
         }
+    }
+}
+
+/// The securityContext that applies to `container`: its own fields, else the pod's.
+fn security(pod: &k8s_openapi::api::core::v1::Pod, container: &Container) -> skiff_shim::Security {
+    use k8s_openapi::api::core::v1::SeccompProfile;
+    let p = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let c = container.security_context.as_ref();
+    let seccomp = |s: &SeccompProfile| match s.type_.as_str() {
+        "Unconfined" => skiff_shim::SeccompProfile::Unconfined,
+        "Localhost" => {
+            skiff_shim::SeccompProfile::Localhost(s.localhost_profile.clone().unwrap_or_default())
+        }
+        _ => skiff_shim::SeccompProfile::RuntimeDefault,
+    };
+    let caps = c.and_then(|c| c.capabilities.as_ref());
+    skiff_shim::Security {
+        run_as_user: c
+            .and_then(|c| c.run_as_user)
+            .or(p.and_then(|p| p.run_as_user)),
+        run_as_group: c
+            .and_then(|c| c.run_as_group)
+            .or(p.and_then(|p| p.run_as_group)),
+        run_as_non_root: c
+            .and_then(|c| c.run_as_non_root)
+            .or(p.and_then(|p| p.run_as_non_root)),
+        supplemental_groups: p
+            .and_then(|p| p.supplemental_groups.clone())
+            .unwrap_or_default(),
+        fs_group: p.and_then(|p| p.fs_group),
+        privileged: c.and_then(|c| c.privileged).unwrap_or(false),
+        allow_privilege_escalation: c.and_then(|c| c.allow_privilege_escalation),
+        capabilities_add: caps.and_then(|k| k.add.clone()).unwrap_or_default(),
+        capabilities_drop: caps.and_then(|k| k.drop.clone()).unwrap_or_default(),
+        seccomp: c
+            .and_then(|c| c.seccomp_profile.as_ref())
+            .or(p.and_then(|p| p.seccomp_profile.as_ref()))
+            .map(seccomp),
+        read_only_root_filesystem: c.and_then(|c| c.read_only_root_filesystem).unwrap_or(false),
     }
 }

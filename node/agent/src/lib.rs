@@ -39,6 +39,8 @@ pub struct PulledImage {
     /// The image config's Entrypoint and Cmd (empty for Wasm artifacts).
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
+    /// The image config's WorkingDir.
+    pub working_dir: Option<String>,
     pub env: Vec<(String, String)>,
     /// `wasi/wasm` images and Wasm media types say Wasm even without a RuntimeClass.
     pub is_wasm: bool,

@@ -526,6 +526,8 @@ async fn run_pod(
             netns: sandbox.netns.clone(),
             ip: Some(sandbox.ip),
             hostname: pod.metadata.name.clone().unwrap_or_default(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            uid: uid.clone(),
         },
         volumes,
         handler,

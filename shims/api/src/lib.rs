@@ -24,9 +24,22 @@ pub enum Workload {
     },
     /// A Linux root filesystem made of OCI layers (the container shim).
     Rootfs {
+        /// The image manifest's digest.
         digest: String,
-        layers: Vec<PathBuf>,
+        /// Lowest first.
+        layers: Vec<Layer>,
+        /// The image config's `User` (`name`, `uid`, `uid:gid`, `name:group`), if any.
+        user: Option<String>,
     },
+}
+
+/// One layer blob of a Linux image, as the image store holds it (verified, compressed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub digest: String,
+    pub media_type: String,
+    pub path: PathBuf,
+    pub size: u64,
 }
 
 impl Workload {
@@ -86,7 +99,40 @@ pub struct ContainerSpec {
     pub memory_limit: Option<u64>,
     /// CPU limit in millicores (`resources.limits.cpu`).
     pub cpu_limit_millis: Option<u64>,
+    /// CPU request in millicores (`resources.requests.cpu`): a Linux container's weight.
+    pub cpu_request_millis: Option<u64>,
+    /// The securityContext fields that apply (the container's, else the pod's).
+    pub security: Security,
     pub logs: Arc<dyn LogSink>,
+}
+
+/// `securityContext`, merged: the container's value where it sets one, else the pod's.
+/// A Wasm guest has no processes or users, so its shim ignores these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Security {
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub run_as_non_root: Option<bool>,
+    /// Pod-level only.
+    pub supplemental_groups: Vec<i64>,
+    /// Pod-level only.
+    pub fs_group: Option<i64>,
+    pub privileged: bool,
+    pub allow_privilege_escalation: Option<bool>,
+    pub capabilities_add: Vec<String>,
+    pub capabilities_drop: Vec<String>,
+    /// `seccompProfile`: `None` when neither the container nor the pod sets one.
+    pub seccomp: Option<SeccompProfile>,
+    pub read_only_root_filesystem: bool,
+}
+
+/// `securityContext.seccompProfile`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeccompProfile {
+    RuntimeDefault,
+    Unconfined,
+    /// `localhostProfile`.
+    Localhost(String),
 }
 
 /// The pod-level environment containers of one pod share.
@@ -95,7 +141,10 @@ pub struct PodSandbox {
     /// The pod's network namespace (a bind-mounted nsfs file), or `None` for the host's.
     pub netns: Option<PathBuf>,
     pub ip: Option<IpAddr>,
+    /// The pod's name: its hostname.
     pub hostname: String,
+    pub namespace: String,
+    pub uid: String,
 }
 
 /// How a container ended.
@@ -139,6 +188,10 @@ pub enum ShimError {
     /// The artifact can't be loaded (bad bytes, wrong kind): `CreateContainerError`.
     #[error("invalid workload: {0}")]
     InvalidWorkload(String),
+    /// The pod asks for something the runtime will not or cannot give (a user, a
+    /// capability, a profile): `CreateContainerConfigError`. Names the field at fault.
+    #[error("{0}")]
+    Config(String),
     /// It loaded but could not start: `RunContainerError`.
     #[error("start failed: {0}")]
     Start(String),

@@ -23,6 +23,7 @@ pub mod helper;
 mod proto;
 mod quirks;
 mod seccomp;
+mod shim;
 mod spec;
 mod user;
 
@@ -36,6 +37,7 @@ pub use seccomp::{
     for_libcontainer as seccomp_for_libcontainer, native_arch,
     runtime_default as runtime_default_seccomp,
 };
+pub use shim::{ContainerConfig, ContainerShim, HANDLER};
 pub use spec::{
     BindMount, CPU_PERIOD_US, DEFAULT_PATH, NOFILE_LIMIT, Resources, SeccompProfile,
     SecurityContext, SpecInput, cpu_quota, cpu_shares, host_cgroup_v2, nofile_limit, runtime_spec,

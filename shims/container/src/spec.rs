@@ -69,28 +69,9 @@ pub struct Resources {
     pub pids_limit: Option<i64>,
 }
 
-/// `securityContext.seccompProfile.type`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SeccompProfile {
-    RuntimeDefault,
-    Unconfined,
-    /// A profile file on the node: not supported yet, refused.
-    Localhost(String),
-}
-
-/// The securityContext fields the spec needs, as the container's (else the pod's) values.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SecurityContext {
-    /// Refused: see [`SpecError::Privileged`].
-    pub privileged: bool,
-    pub allow_privilege_escalation: Option<bool>,
-    /// `capabilities.add`, Kubernetes names (`NET_ADMIN`, `CAP_` prefix accepted, `ALL`).
-    pub capabilities_add: Vec<String>,
-    pub capabilities_drop: Vec<String>,
-    /// `None`: the pod sets no profile, and Skiff applies `RuntimeDefault`.
-    pub seccomp: Option<SeccompProfile>,
-    pub read_only_root_filesystem: bool,
-}
+/// The securityContext fields, as the agent merges them (the container's, else the pod's).
+/// The user fields are read by [`crate::resolve_user`] through [`crate::UserOverrides`].
+pub use skiff_shim::{SeccompProfile, Security as SecurityContext};
 
 /// Everything [`runtime_spec`] needs about one container of a pod.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

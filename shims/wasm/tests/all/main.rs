@@ -74,6 +74,8 @@ impl Fixture {
             working_dir: None,
             mounts: vec![],
             ports: vec![],
+            cpu_request_millis: None,
+            security: Default::default(),
             memory_limit: None,
             cpu_limit_millis: None,
             logs: logs.clone(),

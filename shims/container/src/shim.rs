@@ -1,0 +1,506 @@
+//! [`ContainerShim`]: the [`skiff_shim::Shim`] that runs Linux images, over the helper.
+//!
+//! For each container it prepares an overlayfs root filesystem from the image's layers
+//! ([`skiff_images::Snapshots`]), writes a bundle (`config.json` from [`runtime_spec`], and
+//! the container's `/etc/hosts`, `/etc/resolv.conf` and `/dev/termination-log`), and has
+//! the helper create it with stdout and stderr on pipes that feed the agent's log sink.
+//! Stopping sends SIGTERM to the container's first process and SIGKILL to everything in it
+//! once the grace period is over; dropping it deletes the container, its root filesystem
+//! and its bundle.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use oci_spec::runtime::Capabilities;
+use skiff_images::Snapshots;
+use skiff_shim::{
+    Container, ContainerSpec, Exit, ExitReason, PodSandbox, Shim, ShimError, Stats, Stream,
+    Workload,
+};
+use tokio::io::AsyncReadExt;
+use tokio::sync::OnceCell;
+
+use crate::client::Helper;
+use crate::spec::{BindMount, Resources, SpecInput};
+use crate::user::UserOverrides;
+
+/// The RuntimeClass handler of Linux containers.
+pub const HANDLER: &str = "youki";
+
+/// The most of `/dev/termination-log` kubelet reads into a terminated state's message.
+const MAX_TERMINATION_MESSAGE: u64 = 4096;
+
+/// Where the shim keeps its state, and how it starts its helper.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    /// Bundles (one directory per container) and libcontainer's state live here.
+    pub state_dir: PathBuf,
+    /// The node's layer and root filesystem snapshots.
+    pub snapshots: Snapshots,
+    /// The helper program and the arguments before `--fd N --root DIR`: `skiff
+    /// container-helper` in the agent (`/proc/self/exe`, `["container-helper"]`).
+    pub helper_program: PathBuf,
+    pub helper_args: Vec<String>,
+}
+
+struct Shared {
+    helper: Helper,
+    snapshots: Snapshots,
+    bundles: PathBuf,
+    seq: AtomicU64,
+    node_capabilities: Option<Capabilities>,
+    nofile: u64,
+    cgroup_v2: bool,
+}
+
+/// Runs Linux OCI images with youki's libcontainer. One per node.
+pub struct ContainerShim {
+    shared: Arc<Shared>,
+}
+
+fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> ShimError {
+    move |e| ShimError::Start(format!("{what}: {e}"))
+}
+
+impl ContainerShim {
+    /// Starts the helper. Containers of an earlier run of this node are gone (the helper
+    /// deletes them when its agent goes), so their root filesystems and bundles are
+    /// removed here.
+    pub fn new(config: ContainerConfig) -> Result<Self, ShimError> {
+        let bundles = config.state_dir.join("bundles");
+        let runtime_root = config.state_dir.join("runtime");
+        if bundles.exists() {
+            std::fs::remove_dir_all(&bundles).map_err(io_err(bundles.display()))?;
+        }
+        std::fs::create_dir_all(&bundles).map_err(io_err(bundles.display()))?;
+        std::fs::create_dir_all(&runtime_root).map_err(io_err(runtime_root.display()))?;
+        for id in config.snapshots.list().unwrap_or_default() {
+            if let Err(e) = config.snapshots.remove(&id) {
+                tracing::warn!("removing the root filesystem of old container {id}: {e}");
+            }
+        }
+        let args: Vec<&str> = config.helper_args.iter().map(String::as_str).collect();
+        let helper = Helper::spawn(&config.helper_program, &args, &runtime_root)
+            .map_err(|e| ShimError::Start(e.to_string()))?;
+        Ok(ContainerShim {
+            shared: Arc::new(Shared {
+                helper,
+                snapshots: config.snapshots,
+                bundles,
+                seq: AtomicU64::new(0),
+                node_capabilities: crate::node_capabilities().ok(),
+                nofile: crate::nofile_limit(),
+                cgroup_v2: crate::host_cgroup_v2(),
+            }),
+        })
+    }
+}
+
+/// kubelet's hosts file for a pod with its own network namespace.
+fn hosts_file(sandbox: &PodSandbox) -> String {
+    let mut s = String::from(
+        "# Kubernetes-managed hosts file.\n\
+         127.0.0.1\tlocalhost\n\
+         ::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\n\
+         fe00::0\tip6-mcastprefix\n\
+         fe00::1\tip6-allnodes\n\
+         fe00::2\tip6-allrouters\n",
+    );
+    if let Some(ip) = sandbox.ip {
+        s.push_str(&format!("{ip}\t{}\n", sandbox.hostname));
+    }
+    s
+}
+
+/// The node's resolver configuration (`dnsPolicy: Default`; Skiff has no cluster DNS yet).
+/// systemd-resolved's stub at 127.0.0.53 is unreachable from a pod, so its upstream list is
+/// preferred, as the kubelet does.
+fn resolv_conf() -> Vec<u8> {
+    ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"]
+        .iter()
+        .find_map(|p| std::fs::read(p).ok())
+        .unwrap_or_default()
+}
+
+fn user_overrides(s: &skiff_shim::Security) -> UserOverrides {
+    UserOverrides {
+        run_as_user: s.run_as_user,
+        run_as_group: s.run_as_group,
+        run_as_non_root: s.run_as_non_root,
+        supplemental_groups: s.supplemental_groups.clone(),
+        fs_group: s.fs_group,
+    }
+}
+
+/// The cgroup every container of this node lives under, one level deep, so that nothing
+/// per pod is left behind in any hierarchy when containers go.
+fn cgroups_path(id: &str) -> PathBuf {
+    Path::new("/skiff").join(id)
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), ShimError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| ShimError::Start(format!("creating an output pipe: {e}")))
+}
+
+/// Copies one output pipe into the log sink until every writer has closed it.
+async fn forward(fd: OwnedFd, stream: Stream, logs: Arc<dyn skiff_shim::LogSink>) {
+    let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => logs.write(stream, &buf[..n]),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Shim for ContainerShim {
+    fn name(&self) -> &'static str {
+        HANDLER
+    }
+
+    fn media_types(&self) -> &'static [&'static str] {
+        &[
+            "application/vnd.oci.image.layer.v1.tar",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        ]
+    }
+
+    fn can_run(&self, workload: &Workload) -> bool {
+        matches!(workload, Workload::Rootfs { .. })
+    }
+
+    async fn create(
+        &self,
+        spec: ContainerSpec,
+        sandbox: &PodSandbox,
+    ) -> Result<Box<dyn Container>, ShimError> {
+        let Workload::Rootfs { layers, user, .. } = &spec.workload else {
+            return Err(ShimError::InvalidWorkload(
+                "a WebAssembly artifact, not a Linux image: run it with the wasmtime runtime"
+                    .into(),
+            ));
+        };
+        let shared = self.shared.clone();
+        // One id per attempt: a restarted container's predecessor may still be going.
+        let id = format!(
+            "{}-{}",
+            spec.id.replace('/', "_"),
+            shared.seq.fetch_add(1, Ordering::Relaxed)
+        );
+        let layers: Vec<skiff_images::Layer> = layers
+            .iter()
+            .map(|l| skiff_images::Layer {
+                path: l.path.clone(),
+                digest: l.digest.clone(),
+                media_type: l.media_type.clone(),
+                size: l.size,
+            })
+            .collect();
+        let image_user = user.clone().unwrap_or_default();
+        let overrides = user_overrides(&spec.security);
+        let pod = format!(
+            "{}_{}({})",
+            sandbox.hostname, sandbox.namespace, sandbox.uid
+        );
+        crate::verify_run_as_non_root(&overrides, &image_user, &pod, &spec.name)
+            .map_err(|e| ShimError::Config(e.to_string()))?;
+
+        // Unpacking layers and reading the image's user database block.
+        let prepared = {
+            let shared = shared.clone();
+            let id = id.clone();
+            tokio::task::spawn_blocking(move || {
+                let rootfs = shared
+                    .snapshots
+                    .prepare(&id, &layers)
+                    .map_err(|e| ShimError::InvalidWorkload(e.to_string()))?;
+                match crate::resolve_user(&rootfs.path, &image_user, &overrides) {
+                    Ok(u) => Ok((rootfs, u)),
+                    Err(e) => {
+                        let _ = shared.snapshots.remove(&id);
+                        Err(ShimError::Config(e.to_string()))
+                    }
+                }
+            })
+            .await
+            .map_err(|e| ShimError::Start(format!("preparing the root filesystem: {e}")))??
+        };
+        let (rootfs, resolved) = prepared;
+        let bundle = shared.bundles.join(&id);
+        let cleanup = |shared: &Shared| {
+            let _ = std::fs::remove_dir_all(&bundle);
+            let _ = shared.snapshots.remove(&id);
+        };
+        let built = (|| -> Result<(), ShimError> {
+            std::fs::create_dir_all(&bundle).map_err(io_err(bundle.display()))?;
+            let file = |name: &str, bytes: &[u8]| -> Result<PathBuf, ShimError> {
+                let path = bundle.join(name);
+                std::fs::write(&path, bytes).map_err(io_err(path.display()))?;
+                Ok(path)
+            };
+            let hosts = file("hosts", hosts_file(sandbox).as_bytes())?;
+            let resolv = file("resolv.conf", &resolv_conf())?;
+            let termination = file("termination-log", b"")?;
+            // Whoever the container runs as may write its termination message.
+            std::os::unix::fs::chown(&termination, Some(resolved.uid), Some(resolved.gid))
+                .map_err(io_err(termination.display()))?;
+            let mut mounts: Vec<BindMount> = spec
+                .mounts
+                .iter()
+                .map(|m| BindMount {
+                    source: m.host_path.clone(),
+                    destination: m.container_path.clone(),
+                    read_only: m.read_only,
+                })
+                .collect();
+            let bind = |source: PathBuf, destination: &str| BindMount {
+                source,
+                destination: destination.into(),
+                read_only: false,
+            };
+            mounts.push(bind(hosts, "/etc/hosts"));
+            mounts.push(bind(resolv, "/etc/resolv.conf"));
+            mounts.push(bind(termination, "/dev/termination-log"));
+            let input = SpecInput {
+                argv: spec.argv.clone(),
+                env: spec.env.clone(),
+                working_dir: spec.working_dir.clone(),
+                user: resolved.clone(),
+                rootfs: rootfs.path.clone(),
+                netns: sandbox.netns.clone(),
+                ipcns: None,
+                hostname: sandbox.hostname.clone(),
+                cgroups_path: cgroups_path(&id),
+                cgroup_v2: shared.cgroup_v2,
+                mounts,
+                resources: Resources {
+                    memory_limit: spec.memory_limit,
+                    cpu_request_millis: spec.cpu_request_millis,
+                    cpu_limit_millis: spec.cpu_limit_millis,
+                    pids_limit: None,
+                },
+                security: spec.security.clone(),
+                // libcontainer would write it into the helper itself, before it forks.
+                oom_score_adj: None,
+                nofile: Some(shared.nofile),
+                node_capabilities: shared.node_capabilities.clone(),
+                tty: false,
+            };
+            let mut oci =
+                crate::runtime_spec(&input).map_err(|e| ShimError::Config(e.to_string()))?;
+            crate::adapt_for_libcontainer(&mut oci)
+                .map_err(|e| ShimError::Config(e.to_string()))?;
+            let json = serde_json::to_vec(&oci)
+                .map_err(|e| ShimError::Start(format!("writing config.json: {e}")))?;
+            file("config.json", &json)?;
+            Ok(())
+        })();
+        if let Err(e) = built {
+            cleanup(&shared);
+            return Err(e);
+        }
+        let outputs = (|| -> Result<_, ShimError> {
+            let stdin: OwnedFd = std::fs::File::open("/dev/null")
+                .map_err(io_err("/dev/null"))?
+                .into();
+            Ok((stdin, pipe()?, pipe()?))
+        })();
+        let (stdin, (out_r, out_w), (err_r, err_w)) = match outputs {
+            Ok(o) => o,
+            Err(e) => {
+                cleanup(&shared);
+                return Err(e);
+            }
+        };
+        if let Err(e) = shared
+            .helper
+            .create(&id, &bundle, stdin, out_w, err_w)
+            .await
+        {
+            let _ = shared.helper.delete(&id).await;
+            cleanup(&shared);
+            return Err(ShimError::Start(e.to_string()));
+        }
+        let readers = vec![
+            tokio::spawn(forward(out_r, Stream::Stdout, spec.logs.clone())),
+            tokio::spawn(forward(err_r, Stream::Stderr, spec.logs.clone())),
+        ];
+        Ok(Box::new(LinuxContainer {
+            shared,
+            id,
+            bundle,
+            readers: tokio::sync::Mutex::new(readers),
+            exit: OnceCell::new(),
+            runtime: tokio::runtime::Handle::current(),
+        }))
+    }
+}
+
+struct LinuxContainer {
+    shared: Arc<Shared>,
+    id: String,
+    bundle: PathBuf,
+    /// The output forwarders: an exit is reported once they have drained the pipes.
+    readers: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    exit: OnceCell<Exit>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl LinuxContainer {
+    fn signal(&self, signal: Signal, all: bool) {
+        let shared = self.shared.clone();
+        let id = self.id.clone();
+        self.runtime.spawn(async move {
+            if let Err(e) = shared.helper.kill(&id, signal as i32, all).await {
+                tracing::debug!(container = %id, "{signal}: {e}");
+            }
+        });
+    }
+
+    fn cgroup_file(&self, controller: &str, file: &str) -> PathBuf {
+        let mut p = PathBuf::from("/sys/fs/cgroup");
+        if !self.shared.cgroup_v2 {
+            p.push(controller);
+        }
+        p.join(
+            cgroups_path(&self.id)
+                .strip_prefix("/")
+                .unwrap_or(Path::new("")),
+        )
+        .join(file)
+    }
+
+    fn termination_message(&self) -> Option<String> {
+        use std::io::Read;
+        let mut text = String::new();
+        std::fs::File::open(self.bundle.join("termination-log"))
+            .ok()?
+            .take(MAX_TERMINATION_MESSAGE)
+            .read_to_string(&mut text)
+            .ok()?;
+        Some(text).filter(|t| !t.is_empty())
+    }
+}
+
+#[async_trait::async_trait]
+impl Container for LinuxContainer {
+    async fn start(&self) -> Result<(), ShimError> {
+        self.shared
+            .helper
+            .start(&self.id)
+            .await
+            .map_err(|e| ShimError::Start(e.to_string()))
+    }
+
+    async fn wait(&self) -> Exit {
+        self.exit
+            .get_or_init(|| async {
+                let exit = self.shared.helper.wait(&self.id).await;
+                // The container's pid namespace ended with its first process, so every
+                // writer of the pipes is gone and the forwarders finish.
+                for reader in self.readers.lock().await.drain(..) {
+                    let _ = reader.await;
+                }
+                match exit {
+                    None => Exit {
+                        code: 128 + Signal::SIGKILL as i32,
+                        reason: ExitReason::Error,
+                        message: Some("the container runtime helper went away".into()),
+                    },
+                    Some(e) => Exit {
+                        code: e.code,
+                        reason: if e.oom_killed {
+                            ExitReason::OOMKilled
+                        } else if e.code == 0 {
+                            ExitReason::Completed
+                        } else {
+                            ExitReason::Error
+                        },
+                        message: self.termination_message(),
+                    },
+                }
+            })
+            .await
+            .clone()
+    }
+
+    fn stop(&self, grace: Duration) {
+        let shared = self.shared.clone();
+        let id = self.id.clone();
+        self.runtime.spawn(async move {
+            let _ = shared.helper.kill(&id, Signal::SIGTERM as i32, false).await;
+            if tokio::time::timeout(grace, shared.helper.wait(&id))
+                .await
+                .is_err()
+            {
+                let _ = shared.helper.kill(&id, Signal::SIGKILL as i32, true).await;
+            }
+        });
+    }
+
+    fn kill(&self) {
+        self.signal(Signal::SIGKILL, true);
+    }
+
+    fn stats(&self) -> Stats {
+        let read = |controller: &str, file: &str| {
+            std::fs::read_to_string(self.cgroup_file(controller, file)).unwrap_or_default()
+        };
+        if self.shared.cgroup_v2 {
+            let cpu_usec = read("", "cpu.stat")
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            Stats {
+                memory_bytes: read("", "memory.current").trim().parse().unwrap_or(0),
+                cpu_nanos: cpu_usec * 1000,
+            }
+        } else {
+            Stats {
+                memory_bytes: read("memory", "memory.usage_in_bytes")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0),
+                cpu_nanos: read("cpuacct", "cpuacct.usage").trim().parse().unwrap_or(0),
+            }
+        }
+    }
+
+    fn exec_refusal(&self) -> Option<String> {
+        Some("exec and attach into Linux containers are not supported by this node yet".into())
+    }
+}
+
+impl Drop for LinuxContainer {
+    fn drop(&mut self) {
+        let shared = self.shared.clone();
+        let id = self.id.clone();
+        let bundle = self.bundle.clone();
+        self.runtime.spawn(async move {
+            // Delete kills whatever still runs in it first.
+            if let Err(e) = shared.helper.delete(&id).await {
+                tracing::warn!(container = %id, "deleting: {e}");
+            }
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = shared.snapshots.remove(&id) {
+                    tracing::warn!(container = %id, "removing its root filesystem: {e}");
+                }
+                let _ = std::fs::remove_dir_all(&bundle);
+            })
+            .await;
+        });
+    }
+}
