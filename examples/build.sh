@@ -4,6 +4,7 @@
 #   hello-p1.wasm  the same program as a WASI preview 1 core module (wasm32-wasip1, `_start`)
 #   http.wasm      wasi:http proxy component (wasm32-wasip2)
 #   testbed.wasm   wasi:cli command component for the node agent's tests (wasm32-wasip2)
+#   busybox-oci/   a busybox Linux image (OCI layout) from Debian's busybox-static
 # With --native it also builds http-server, the HTTP example as a static Linux binary
 # (x86_64-unknown-linux-musl). Prints the paths of what it built, one a line.
 #
@@ -81,3 +82,4 @@ copy "$release/testbed.wasm" testbed.wasm
 if $native; then
   copy "$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/http-server" http-server
 fi
+"$here/images/busybox.sh" "$out/busybox-oci"

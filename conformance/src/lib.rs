@@ -411,12 +411,19 @@ impl Registry {
     /// Imports an example guest (`examples/build/<file>`) and pushes it as
     /// `<host>/skiff/<name>:v1`; returns the reference.
     pub fn push_example(&self, file: &str, name: &str) -> String {
-        let wasm = repo_root().join("examples/build").join(file);
+        let path = repo_root().join("examples/build").join(file);
         assert!(
-            wasm.exists(),
+            path.exists(),
             "{} is missing: run examples/build.sh",
-            wasm.display()
+            path.display()
         );
+        self.push(&path, name)
+    }
+
+    /// Imports a `.wasm` file or an OCI layout directory and pushes it as
+    /// `<host>/skiff/<name>:v1`; returns the reference.
+    pub fn push(&self, source: &Path, name: &str) -> String {
+        let wasm = source;
         let reference = format!("{}/skiff/{name}:v1", self.host);
         let root = self.dir.path().join("images");
         for args in [

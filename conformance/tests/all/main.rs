@@ -3,6 +3,7 @@
 
 mod agents;
 mod client;
+mod containers;
 mod errors;
 mod imperative;
 mod node;

@@ -1,0 +1,353 @@
+//! Linux container pods on a real node: busybox images pulled from a real registry, run by
+//! the container shim (youki's libcontainer) beside Wasm pods, driven by kubectl 1.33.
+//! They need root (pod networks, namespaces, cgroups).
+
+use std::process::Command;
+
+use serde_json::Value;
+use skiff_conformance::{Backend, Cluster, Kubectl, Registry, repo_root};
+
+use crate::node::{container, http_get, phase, ready, wait_pod};
+
+/// Pushes a busybox image built by `examples/images/busybox.sh` with `options` (image
+/// config fields) as `<registry>/skiff/<name>:v1`.
+fn push_busybox(registry: &Registry, name: &str, options: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = dir.path().join("layout");
+    let out = Command::new("sh")
+        .arg(repo_root().join("examples/images/busybox.sh"))
+        .arg(&layout)
+        .args(options)
+        .output()
+        .expect("run busybox.sh");
+    assert!(
+        out.status.success(),
+        "busybox.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    registry.push(&layout, name)
+}
+
+fn apply(k: &Kubectl, yaml: &str) {
+    k.ok_stdin(&["apply", "-f", "-"], yaml);
+}
+
+/// A pod of one busybox container running `script` with `sh -c`.
+fn script_pod(name: &str, image: &str, restart: &str, script: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: {restart}
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: {image}
+    command: ["sh", "-c", {script:?}]
+{extra}"#
+    )
+}
+
+fn terminated(p: &Value) -> &Value {
+    &container(p)["state"]["terminated"]
+}
+
+fn done(p: &Value) -> bool {
+    matches!(phase(p), "Succeeded" | "Failed")
+}
+
+fn logs(k: &Kubectl, pod: &str) -> String {
+    k.ok(&["logs", pod])
+}
+
+#[test]
+fn container_pods_walkthrough() {
+    let registry = Registry::start();
+    let busybox = registry.push_example("busybox-oci", "busybox");
+    // An image whose config sets everything Kubernetes merges with the pod's fields.
+    let configured = push_busybox(
+        &registry,
+        "configured",
+        &[
+            // `--opt=value`: argparse takes "-c" for an option otherwise.
+            "--entrypoint=/bin/sh",
+            "--entrypoint=-c",
+            "--cmd=echo cmd=image uid=$(id -u) gid=$(id -g) cwd=$(pwd) IMG=$IMG $0 $1",
+            "--env=IMG=from-image",
+            "--workdir=/tmp",
+            "--user=web",
+        ],
+    );
+    let cluster = Cluster::start_with_node(Backend::Embedded);
+    let k = cluster.kubectl("1.33");
+
+    // The node offers the container runtime, and Skiff made its RuntimeClass.
+    let nodes = k.json(&["get", "nodes"]);
+    assert_eq!(
+        nodes["items"][0]["metadata"]["labels"]["runtime.skiff.dev/youki"], "true",
+        "{nodes}"
+    );
+    assert_eq!(
+        k.json(&["get", "runtimeclass", "youki"])["handler"],
+        "youki"
+    );
+
+    // A web server from a standard image, reached on its pod IP, its logs in kubectl logs.
+    apply(
+        &k,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: web
+    image: {busybox}
+    command: ["sh", "-c"]
+    args:
+    - |
+      mkdir -p /tmp/www && echo "served by $(hostname)" > /tmp/www/index.html
+      trap 'echo got SIGTERM; exit 0' TERM
+      echo starting httpd
+      httpd -f -p 8080 -h /tmp/www & wait
+    ports: [{{containerPort: 8080}}]
+    readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
+"#
+        ),
+    );
+    let p = wait_pod(&k, "web", "Ready", ready);
+    let ip = p["status"]["podIP"].as_str().expect("podIP").to_string();
+    assert_eq!(
+        http_get(&ip, 8080, "/").expect("GET web"),
+        (200, "served by web\n".to_string())
+    );
+    assert_eq!(
+        container(&p)["imageID"]
+            .as_str()
+            .map(|d| d.starts_with("sha256:")),
+        Some(true)
+    );
+    assert!(
+        logs(&k, "web").contains("starting httpd"),
+        "{}",
+        logs(&k, "web")
+    );
+
+    // Kubernetes' merging of the image config with command, args, env, workingDir and the
+    // securityContext, each case in its own pod.
+    let cases = [
+        // Neither command nor args: the image's Entrypoint + Cmd, its User by name (web,
+        // 1000), WorkingDir and Env.
+        (
+            "merge-none",
+            "",
+            "cmd=image uid=1000 gid=1000 cwd=/tmp IMG=from-image /bin/sh",
+        ),
+        // args only: the image's Entrypoint with the pod's args.
+        (
+            "merge-args",
+            r#"    args: ["echo args=pod IMG=$IMG $0", "zero"]"#,
+            "args=pod IMG=from-image zero",
+        ),
+        // command: the image's Entrypoint and Cmd are both dropped.
+        (
+            "merge-command",
+            r#"    command: ["/bin/echo", "command"]"#,
+            "command",
+        ),
+        (
+            "merge-command-args",
+            "    command: [\"/bin/echo\"]\n    args: [\"command\", \"and\", \"args\"]",
+            "command and args",
+        ),
+        // The pod's env wins over the image's; workingDir and runAsUser/runAsGroup over
+        // the image's.
+        (
+            "merge-env",
+            "    workingDir: /bin\n    env: [{name: IMG, value: from-pod}]\n    securityContext: {runAsUser: 0, runAsGroup: 50}",
+            "cmd=image uid=0 gid=50 cwd=/bin IMG=from-pod /bin/sh",
+        ),
+    ];
+    for (name, extra, _) in &cases {
+        apply(
+            &k,
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: {configured}\n{extra}\n"
+            ),
+        );
+    }
+    for (name, _, want) in &cases {
+        let p = wait_pod(&k, name, "Succeeded", |p| phase(p) == "Succeeded");
+        assert_eq!(terminated(&p)["reason"], "Completed", "{name}");
+        assert_eq!(logs(&k, name).trim_end(), *want, "{name}");
+    }
+
+    // Exit codes and the termination message reach the status; what the pod's files are.
+    apply(
+        &k,
+        &script_pod(
+            "exit3",
+            &busybox,
+            "Never",
+            "tail -1 /etc/hosts; cat /etc/resolv.conf >/dev/null && echo resolv ok; echo 'gave up' > /dev/termination-log; exit 3",
+            "",
+        ),
+    );
+    let p = wait_pod(&k, "exit3", "Failed", done);
+    assert_eq!(phase(&p), "Failed");
+    let t = terminated(&p);
+    assert_eq!(
+        (t["exitCode"].as_i64(), t["reason"].as_str()),
+        (Some(3), Some("Error")),
+        "{t}"
+    );
+    assert_eq!(t["message"], "gave up\n");
+    let out = logs(&k, "exit3");
+    let pod_ip = p["status"]["podIP"].as_str().unwrap();
+    assert_eq!(out, format!("{pod_ip}\texit3\nresolv ok\n"));
+
+    // Over its memory limit: OOMKilled, and restarted by the pod's policy.
+    apply(
+        &k,
+        &script_pod(
+            "oom",
+            &busybox,
+            "OnFailure",
+            "echo eating; tail /dev/zero",
+            "    resources: {limits: {memory: 16Mi}}\n",
+        ),
+    );
+    let p = wait_pod(&k, "oom", "restarted after an OOM kill", |p| {
+        container(p)["restartCount"].as_i64().unwrap_or(0) >= 1
+    });
+    let last = &container(&p)["lastState"]["terminated"];
+    assert_eq!(last["reason"], "OOMKilled", "{p}");
+    assert_eq!(last["exitCode"], 137);
+
+    // runAsNonRoot against an image that runs as root: refused with kubelet's reason.
+    apply(
+        &k,
+        &script_pod(
+            "nonroot",
+            &busybox,
+            "Never",
+            "id",
+            "    securityContext: {runAsNonRoot: true}\n",
+        ),
+    );
+    let p = wait_pod(&k, "nonroot", "refused", |p| {
+        container(p)["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    let message = container(&p)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.starts_with("container has runAsNonRoot and image will run as root"),
+        "{message}"
+    );
+
+    // A Wasm container and a Linux container in one pod: the Wasm init container writes
+    // into an emptyDir the Linux container reads, and the Linux container reaches the Wasm
+    // HTTP app over the pod's localhost.
+    let testbed = registry.push_example("testbed.wasm", "testbed");
+    let http = registry.push_example("http.wasm", "http");
+    apply(
+        &k,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: mixed}}
+spec:
+  volumes: [{{name: shared, emptyDir: {{}}}}]
+  initContainers:
+  - name: init
+    image: {testbed}
+    args: ["write", "/shared/note", "written by wasm"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  containers:
+  - name: wasm
+    image: {http}
+    ports: [{{containerPort: 8080}}]
+  - name: linux
+    image: {busybox}
+    command: ["sh", "-c"]
+    args:
+    - |
+      echo "note: $(cat /shared/note)"
+      until wget -qO- http://127.0.0.1:8080/ 2>/dev/null; do sleep 0.2; done
+      sleep 3600
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+"#
+        ),
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let out = k.run(&["logs", "mixed", "-c", "linux"]).stdout;
+        if out.contains("hello from skiff") {
+            assert!(out.starts_with("note: written by wasm\n"), "{out}");
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the Linux container never reached the Wasm one over localhost: {out:?}\nwasm: {}\n{}",
+            k.run(&["logs", "mixed", "-c", "wasm"]).stdout,
+            k.run(&["describe", "pod", "mixed"]).stdout
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // Graceful termination: SIGTERM reaches the container, which exits within its grace;
+    // it says so in a hostPath directory the test made.
+    let host = tempfile::tempdir().expect("tempdir");
+    apply(
+        &k,
+        &script_pod(
+            "graceful",
+            &busybox,
+            "Always",
+            "trap 'echo got SIGTERM > /host/term; exit 0' TERM; echo up > /host/up; while true; do sleep 0.1; done",
+            "    volumeMounts: [{name: host, mountPath: /host}]\n",
+        )
+        .replace(
+            "  containers:",
+            &format!(
+                "  volumes: [{{name: host, hostPath: {{path: {}}}}}]\n  containers:",
+                host.path().display()
+            ),
+        ),
+    );
+    wait_pod(&k, "graceful", "Running", |p| phase(p) == "Running");
+    let start = std::time::Instant::now();
+    while !host.path().join("up").exists() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    k.ok(&["delete", "pod", "graceful", "--timeout=60s"]);
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("term"))
+            .ok()
+            .as_deref(),
+        Some("got SIGTERM\n")
+    );
+    // A container that ignores SIGTERM is killed once its grace period is over.
+    apply(
+        &k,
+        &script_pod(
+            "stubborn",
+            &busybox,
+            "Always",
+            "trap '' TERM; echo up; while true; do sleep 1; done",
+            "",
+        ),
+    );
+    wait_pod(&k, "stubborn", "Running", |p| phase(p) == "Running");
+    k.ok(&["delete", "pod", "stubborn", "--timeout=60s"]);
+    k.ok(&["delete", "pod", "--all", "--timeout=60s"]);
+    assert!(k.ok(&["get", "pods", "-o", "name"]).trim().is_empty());
+}
