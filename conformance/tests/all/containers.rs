@@ -7,7 +7,7 @@ use std::process::Command;
 use serde_json::Value;
 use skiff_conformance::{Backend, Cluster, Kubectl, Registry, repo_root};
 
-use crate::node::{container, http_get, phase, ready, wait_pod};
+use crate::node::{container, get_forwarded, http_get, phase, port_forward, ready, wait_pod};
 
 /// Pushes a busybox image built by `examples/images/busybox.sh` with `options` (image
 /// config fields) as `<registry>/skiff/<name>:v1`.
@@ -134,6 +134,72 @@ spec:
         "{}",
         logs(&k, "web")
     );
+
+    // exec: output, exit codes, stdin, over WebSocket (1.33) and SPDY (1.27).
+    for version in ["1.33", "1.27"] {
+        let kv = cluster.kubectl(version);
+        let out = kv.ok(&["exec", "web", "--", "ls", "/"]);
+        assert!(out.lines().any(|l| l == "bin"), "kubectl {version}: {out}");
+        let run = kv.run(&[
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo to-out; echo to-err >&2; exit 3",
+        ]);
+        assert_eq!(run.code, 3, "kubectl {version}: {run:?}");
+        assert_eq!(run.stdout, "to-out\n", "kubectl {version}");
+        assert!(
+            run.stderr.contains("to-err\n")
+                && run.stderr.contains("command terminated with exit code 3"),
+            "kubectl {version}: {}",
+            run.stderr
+        );
+        assert_eq!(
+            kv.ok_stdin(
+                &["exec", "-i", "web", "--", "sh", "-c", "tr a-z A-Z"],
+                "piped in\n"
+            ),
+            "PIPED IN\n",
+            "kubectl {version}"
+        );
+    }
+    // The container's own /etc/hosts names the pod; exec runs as the container does.
+    let hosts = k.ok(&["exec", "web", "--", "cat", "/etc/hosts"]);
+    assert!(hosts.ends_with(&format!("{ip}\tweb\n")), "{hosts}");
+    // -it: a terminal of the client's size, and the exit code through it.
+    let tty = Command::new("script")
+        .args([
+            "-qec",
+            &format!(
+                "stty cols 123 rows 45; KUBECONFIG={} {} exec -it web -- sh -c 'tty; stty size; exit 5'",
+                k.kubeconfig.display(),
+                k.bin.display()
+            ),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux)");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        shown.contains("/dev/pts/0") && shown.contains("45 123"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("command terminated with exit code 5"),
+        "{shown}"
+    );
+    // port-forward to a container pod.
+    let (local, mut forward) = port_forward(&k, "web", 8080);
+    let answer = get_forwarded(local, "/", "container pod");
+    assert_eq!(answer, (200, "served by web\n".to_string()));
+    let _ = forward.kill();
+    let _ = forward.wait();
+    // attach is refused with the reason, before any stream.
+    let err = k.fails(&["attach", "web"]);
+    assert!(err.contains("attach"), "{err}");
 
     // Kubernetes' merging of the image config with command, args, env, workingDir and the
     // securityContext, each case in its own pod.

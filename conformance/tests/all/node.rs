@@ -41,6 +41,40 @@ pub(crate) fn wait_pod(
     }
 }
 
+/// `kubectl port-forward pod/<pod> <local>:<port>` running; the local port.
+pub(crate) fn port_forward(k: &Kubectl, pod: &str, port: u16) -> (u16, std::process::Child) {
+    let local = skiff_conformance::free_port();
+    let child = k
+        .command()
+        .args([
+            "port-forward",
+            &format!("pod/{pod}"),
+            &format!("{local}:{port}"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward");
+    (local, child)
+}
+
+/// A GET through a port-forward on `local`, retried until kubectl listens (30 s at most).
+pub(crate) fn get_forwarded(local: u16, path: &str, what: &str) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match http_get("127.0.0.1", local, path) {
+            Ok(a) => return a,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: port-forward never answered: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 pub(crate) fn phase(p: &Value) -> &str {
     p.pointer("/status/phase")
         .and_then(Value::as_str)
@@ -190,28 +224,8 @@ fn wasm_pods_walkthrough() {
     // port-forward reaches the Wasm HTTP pod through its own loopback: over SPDY in a
     // WebSocket (1.33) and raw SPDY (1.27).
     for version in ["1.33", "1.27"] {
-        let local = skiff_conformance::free_port();
-        let mut forward = cluster
-            .kubectl(version)
-            .command()
-            .args(["port-forward", "pod/http-wasm", &format!("{local}:8080")])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let answer = loop {
-            match http_get("127.0.0.1", local, "/env/GREETING") {
-                Ok(a) => break a,
-                Err(e) => {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "kubectl {version} port-forward never answered: {e}"
-                    );
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-            }
-        };
+        let (local, mut forward) = port_forward(&cluster.kubectl(version), "http-wasm", 8080);
+        let answer = get_forwarded(local, "/env/GREETING", version);
         assert_eq!(
             answer,
             (200, "hello from the manifest\n".into()),

@@ -18,7 +18,11 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use skiff_shim::Container;
-use skiff_streams::{Kind, negotiate, serve_port_forward};
+use skiff_streams::{
+    ExecOptions, ExecOutcome, ExecStreams, Kind, Negotiated, negotiate, serve_exec,
+    serve_port_forward,
+};
+use tokio::io::AsyncWriteExt;
 
 use crate::Ctx;
 
@@ -125,12 +129,16 @@ pub fn status(code: StatusCode, reason: &str, message: String) -> Response {
         .into_response()
 }
 
-/// `/exec/...` and `/attach/...`, for any method (WebSocket GET or SPDY POST).
-pub async fn exec(
-    State(ctx): State<Arc<Ctx>>,
-    Path((namespace, pod, container)): Path<(String, String, String)>,
-) -> Response {
-    match ctx.running.container(&namespace, &pod, &container) {
+/// The running container a request names, or the `Status` that says why there is none
+/// (or why it cannot be entered).
+fn enterable(
+    ctx: &Ctx,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    verb: &str,
+) -> Result<Arc<dyn Container>, Box<Response>> {
+    let refused = match ctx.running.container(namespace, pod, container) {
         Lookup::NoPod => status(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -145,14 +153,197 @@ pub async fn exec(
             Some(why) => status(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
-                format!("cannot exec into container {container} of pod {namespace}/{pod}: {why}"),
+                format!("cannot {verb} container {container} of pod {namespace}/{pod}: {why}"),
             ),
-            None => status(
-                StatusCode::NOT_IMPLEMENTED,
-                "NotImplemented",
-                format!("exec into container {container} is not available on this node yet"),
-            ),
+            None => return Ok(handle),
         },
+    };
+    Err(Box::new(refused))
+}
+
+/// The stream protocol the client asked for, and its connection to take over once the
+/// `101 Switching Protocols` is sent.
+fn upgrade(
+    kind: Kind,
+    what: &str,
+    req: &mut Request,
+) -> Result<(Negotiated, hyper::upgrade::OnUpgrade), Box<Response>> {
+    let negotiated = negotiate(kind, req.method(), req.headers())
+        .map_err(|e| Box::new(status(e.status_code(), "BadRequest", e.message)))?;
+    let upgrade = req
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| {
+            Box::new(status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("{what} needs a connection upgrade"),
+            ))
+        })?;
+    Ok((negotiated, upgrade))
+}
+
+/// `/attach/...`: the container's own process's streams. Not offered yet: its stdin and
+/// output are not kept open for a second reader.
+pub async fn attach(
+    State(ctx): State<Arc<Ctx>>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+) -> Response {
+    if let Err(refused) = enterable(&ctx, &namespace, &pod, &container, "attach to") {
+        return *refused;
+    }
+    status(
+        StatusCode::NOT_IMPLEMENTED,
+        "NotImplemented",
+        format!(
+            "attach to container {container} is not available on this node yet: use kubectl logs -f, or kubectl exec"
+        ),
+    )
+}
+
+/// `/exec/<ns>/<pod>/<container>?command=...&stdin=..&stdout=..&stderr=..&tty=..`, for any
+/// method (WebSocket GET or SPDY POST): runs the command in the container and joins its
+/// stdio (or its terminal) to the session; the exit code goes back in the status.
+pub async fn exec(
+    State(ctx): State<Arc<Ctx>>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    mut req: Request,
+) -> Response {
+    let handle = match enterable(&ctx, &namespace, &pod, &container, "exec into") {
+        Ok(h) => h,
+        Err(refused) => return *refused,
+    };
+    let query = query.unwrap_or_default();
+    let command: Vec<String> = form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "command")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    if command.is_empty() {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "you must specify at least 1 command".into(),
+        );
+    }
+    let opts = ExecOptions::from_query(&query);
+    let (negotiated, upgrade) = match upgrade(Kind::Exec, "exec", &mut req) {
+        Ok(u) => u,
+        Err(refused) => return *refused,
+    };
+    let headers = negotiated.response_headers.clone();
+    tokio::spawn(async move {
+        let io = match upgrade.await {
+            Ok(io) => TokioIo::new(io),
+            Err(e) => {
+                tracing::debug!("exec upgrade: {e}");
+                return;
+            }
+        };
+        let handler = move |streams: ExecStreams| run_exec(handle, command, streams);
+        if let Err(e) = serve_exec(io, &negotiated, opts, handler).await {
+            tracing::debug!("exec session: {e}");
+        }
+    });
+    let mut resp = Response::new(axum::body::Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// Output still buffered when an exec'd process has exited is forwarded for at most this
+/// long: a background process it left behind may hold its output open.
+const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn run_exec(
+    handle: Arc<dyn Container>,
+    command: Vec<String>,
+    streams: ExecStreams,
+) -> ExecOutcome {
+    let ExecStreams {
+        stdin,
+        stdout,
+        stderr,
+        tty,
+        mut resize,
+    } = streams;
+    let process = match handle.exec(command, tty).await {
+        Ok(p) => p,
+        Err(e) => return ExecOutcome::Error(e.to_string()),
+    };
+    let mut outputs = tokio::task::JoinSet::new();
+    let mut inputs = tokio::task::JoinSet::new();
+    if let Some(pty) = process.pty {
+        let pty = std::fs::File::from(pty);
+        let resize_fd = match pty.try_clone() {
+            Ok(f) => f,
+            Err(e) => return ExecOutcome::Error(format!("terminal: {e}")),
+        };
+        inputs.spawn(async move {
+            while let Some(size) = resize.recv().await {
+                set_window_size(&resize_fd, size.width, size.height);
+            }
+        });
+        if let Some(mut stdin) = stdin
+            && let Ok(writer) = pty.try_clone()
+        {
+            let mut writer = tokio::fs::File::from_std(writer);
+            inputs.spawn(async move {
+                let _ = tokio::io::copy(&mut stdin, &mut writer).await;
+            });
+        }
+        if let Some(mut out) = stdout {
+            let mut reader = tokio::fs::File::from_std(pty);
+            outputs.spawn(async move {
+                // The terminal reads EIO once the last process holding it has exited.
+                let _ = tokio::io::copy(&mut reader, &mut out).await;
+                let _ = out.shutdown().await;
+            });
+        }
+    } else {
+        if let (Some(mut from), Some(fd)) = (stdin, process.stdin) {
+            inputs.spawn(async move {
+                if let Ok(mut to) = tokio::net::unix::pipe::Sender::from_owned_fd(fd) {
+                    let _ = tokio::io::copy(&mut from, &mut to).await;
+                }
+            });
+        }
+        for (to, fd) in [(stdout, process.stdout), (stderr, process.stderr)] {
+            if let (Some(mut to), Some(fd)) = (to, fd) {
+                outputs.spawn(async move {
+                    if let Ok(mut from) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+                        let _ = tokio::io::copy(&mut from, &mut to).await;
+                    }
+                    let _ = to.shutdown().await;
+                });
+            }
+        }
+    }
+    let exit = process.exit.await;
+    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
+        while outputs.join_next().await.is_some() {}
+    })
+    .await;
+    outputs.abort_all();
+    inputs.abort_all();
+    match exit {
+        Ok(code) => ExecOutcome::Exited(code),
+        Err(e) => ExecOutcome::Error(e.to_string()),
+    }
+}
+
+/// `TIOCSWINSZ` on the terminal: the process sees the client's window size.
+fn set_window_size(pty: &std::fs::File, width: u16, height: u16) {
+    use std::os::fd::AsRawFd;
+    let size = nix::libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: an ioctl on a descriptor this process owns, with a valid winsize.
+    unsafe {
+        nix::libc::ioctl(pty.as_raw_fd(), nix::libc::TIOCSWINSZ, &size);
     }
 }
 
@@ -172,16 +363,9 @@ pub async fn port_forward(
             format!("pod {namespace}/{pod} has no running container on this node"),
         );
     };
-    let negotiated = match negotiate(Kind::PortForward, req.method(), req.headers()) {
-        Ok(n) => n,
-        Err(e) => return status(e.status_code(), "BadRequest", e.message),
-    };
-    let Some(upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "port-forward needs a connection upgrade".into(),
-        );
+    let (negotiated, upgrade) = match upgrade(Kind::PortForward, "port-forward", &mut req) {
+        Ok(u) => u,
+        Err(refused) => return *refused,
     };
     // `?ports=` names the ports of a WebSocket port-forward; SPDY names one per stream.
     let ports: Vec<u16> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())

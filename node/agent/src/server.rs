@@ -25,7 +25,7 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
             get(container_logs),
         )
         .route("/exec/{namespace}/{pod}/{container}", any(remote::exec))
-        .route("/attach/{namespace}/{pod}/{container}", any(remote::exec))
+        .route("/attach/{namespace}/{pod}/{container}", any(remote::attach))
         .route("/portForward/{namespace}/{pod}", any(remote::port_forward))
         .with_state(ctx);
     if let Err(e) = axum::serve(listener, app).await {

@@ -6,8 +6,11 @@
 //! a container (images, the pod's network namespace, volumes on disk, log files, restarts);
 //! a shim only turns a [`ContainerSpec`] into something that runs and reports how it ended.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -227,6 +230,19 @@ pub trait Shim: Send + Sync + 'static {
     ) -> Result<Box<dyn Container>, ShimError>;
 }
 
+/// A process `kubectl exec` started in a container: its stdio (pipes, or one terminal)
+/// and its exit code to come.
+pub struct ExecProcess {
+    /// With a terminal: its master side, for input, output and resizing.
+    pub pty: Option<OwnedFd>,
+    /// Without one: the write end of its stdin, the read ends of its stdout and stderr.
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    /// Resolves to its exit code (128 + signal when killed).
+    pub exit: Pin<Box<dyn Future<Output = Result<i32, ShimError>> + Send>>,
+}
+
 /// One created container. Dropping it releases everything it holds (kill first).
 #[async_trait::async_trait]
 pub trait Container: Send + Sync {
@@ -243,5 +259,10 @@ pub trait Container: Send + Sync {
     /// they can. The agent answers with this reason before any stream is set up.
     fn exec_refusal(&self) -> Option<String> {
         Some("its runtime runs no processes that could be exec'd into or attached to".into())
+    }
+    /// Runs `argv` in the running container, as its own process runs (user, environment,
+    /// working directory, confinement), with a terminal when `tty`.
+    async fn exec(&self, _argv: Vec<String>, _tty: bool) -> Result<ExecProcess, ShimError> {
+        Err(ShimError::Start(self.exec_refusal().unwrap_or_default()))
     }
 }

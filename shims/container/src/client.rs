@@ -39,7 +39,8 @@ pub enum HelperError {
     Runtime(String),
 }
 
-type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Option<i32>, String>>>>;
+type Reply = Result<(Option<i32>, Vec<OwnedFd>), String>;
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Reply>>>;
 
 struct Inner {
     sock: AsyncFd<OwnedFd>,
@@ -128,6 +129,15 @@ impl Helper {
         make: impl FnOnce(u64) -> Request,
         fds: &[RawFd],
     ) -> Result<Option<i32>, HelperError> {
+        self.request_fds(make, fds).await.map(|(pid, _)| pid)
+    }
+
+    /// A request whose reply may carry descriptors.
+    async fn request_fds(
+        &self,
+        make: impl FnOnce(u64) -> Request,
+        fds: &[RawFd],
+    ) -> Result<(Option<i32>, Vec<OwnedFd>), HelperError> {
         if self.inner.gone.load(Ordering::Acquire) {
             return Err(HelperError::Gone);
         }
@@ -157,7 +167,7 @@ impl Helper {
             )));
         }
         match rx.await {
-            Ok(Ok(pid)) => Ok(pid),
+            Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(HelperError::Runtime(e)),
             Err(_) => Err(HelperError::Gone),
         }
@@ -247,6 +257,56 @@ impl Helper {
         r
     }
 
+    /// Runs the process `process` (an OCI `process` object in a file) in running container
+    /// `id`; [`Helper::wait`] on `exec_id` reports its exit, after which [`Helper::forget`]
+    /// drops the record. `stdio` (stdin, stdout, stderr) without a terminal; with `tty`,
+    /// the terminal's master side is returned.
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: &Path,
+        tty: bool,
+        stdio: Option<[OwnedFd; 3]>,
+    ) -> Result<(i32, Option<OwnedFd>), HelperError> {
+        let (tx, _) = watch::channel(None);
+        self.inner
+            .exits
+            .lock()
+            .expect("exits lock")
+            .insert(exec_id.to_string(), tx);
+        let raw: Vec<RawFd> = stdio.iter().flatten().map(|f| f.as_raw_fd()).collect();
+        let result = self
+            .request_fds(
+                |seq| Request::Exec {
+                    seq,
+                    id: id.to_string(),
+                    exec_id: exec_id.to_string(),
+                    process: process.to_owned(),
+                    tty,
+                },
+                &raw,
+            )
+            .await;
+        drop(stdio);
+        match result {
+            Ok((Some(pid), mut fds)) => Ok((pid, fds.pop())),
+            Ok((None, _)) => {
+                self.forget(exec_id);
+                Err(HelperError::Runtime("exec returned no process id".into()))
+            }
+            Err(e) => {
+                self.forget(exec_id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops tracking the exit of an exec'd process.
+    pub fn forget(&self, exec_id: &str) {
+        self.inner.exits.lock().expect("exits lock").remove(exec_id);
+    }
+
     /// Resolves when the container's process has ended (at once if it has); `None` if the
     /// container is unknown or the helper went away before reporting it.
     pub async fn wait(&self, id: &str) -> Option<Exit> {
@@ -295,7 +355,7 @@ async fn read_events(inner: Arc<Inner>) {
             Err(e) => Err(e),
         };
         match received {
-            Ok((event, _fds)) => dispatch(&inner, event),
+            Ok((event, fds)) => dispatch(&inner, event, fds),
             Err(_) => {
                 inner.gone.store(true, Ordering::Release);
                 // Pending requests fail (their senders drop); waiters see no exit.
@@ -307,13 +367,13 @@ async fn read_events(inner: Arc<Inner>) {
     }
 }
 
-fn dispatch(inner: &Inner, event: Event) {
+fn dispatch(inner: &Inner, event: Event, fds: Vec<OwnedFd>) {
     match event {
         Event::Reply { seq, error, pid } => {
             if let Some(tx) = inner.pending.lock().expect("pending lock").remove(&seq) {
                 let _ = tx.send(match error {
                     Some(e) => Err(e),
-                    None => Ok(pid),
+                    None => Ok((pid, fds)),
                 });
             }
         }

@@ -63,10 +63,17 @@ struct Running {
     oom_file: Option<PathBuf>,
 }
 
+/// A process started in a running container by `exec`.
+struct Exec {
+    pid: i32,
+    pidfd: OwnedFd,
+}
+
 struct Helper {
     sock: OwnedFd,
     root: PathBuf,
     containers: HashMap<String, Running>,
+    execs: HashMap<String, Exec>,
     buf: Vec<u8>,
     /// The agent is gone: nothing is reported any more.
     closing: bool,
@@ -79,6 +86,7 @@ impl Helper {
             sock,
             root,
             containers: HashMap::new(),
+            execs: HashMap::new(),
             buf: vec![0; MAX_PACKET],
             closing: false,
         })
@@ -90,6 +98,11 @@ impl Helper {
                 .containers
                 .iter()
                 .filter_map(|(id, r)| r.pidfd.as_ref().map(|fd| (id.clone(), fd.as_raw_fd())))
+                .chain(
+                    self.execs
+                        .iter()
+                        .map(|(id, e)| (id.clone(), e.pidfd.as_raw_fd())),
+                )
                 .collect();
             let (sock_ready, exited) = {
                 let mut fds = vec![PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
@@ -142,10 +155,14 @@ impl Helper {
     }
 
     fn send(&self, event: &Event) {
+        self.send_with(event, &[]);
+    }
+
+    fn send_with(&self, event: &Event, fds: &[RawFd]) {
         if self.closing {
             return;
         }
-        if let Err(e) = proto::send(self.sock.as_fd(), event, &[]) {
+        if let Err(e) = proto::send(self.sock.as_fd(), event, fds) {
             eprintln!("container-helper: sending to the agent: {e}");
         }
     }
@@ -192,7 +209,83 @@ impl Helper {
                 let r = self.delete(&id).map(|_| None);
                 self.reply(seq, r);
             }
+            Request::Exec {
+                seq,
+                id,
+                exec_id,
+                process,
+                tty,
+            } => match self.exec(&id, &exec_id, &process, tty, fds) {
+                Err(e) => self.reply(seq, Err(e)),
+                Ok((pid, master)) => {
+                    let fds: Vec<RawFd> = master.iter().map(|m| m.as_raw_fd()).collect();
+                    let event = Event::Reply {
+                        seq,
+                        error: None,
+                        pid: Some(pid),
+                    };
+                    self.send_with(&event, &fds);
+                }
+            },
         }
+    }
+
+    /// Starts `process` in container `id`. With a terminal, libcontainer hands the
+    /// terminal's master side over a console socket, which is returned.
+    fn exec(
+        &mut self,
+        id: &str,
+        exec_id: &str,
+        process: &Path,
+        tty: bool,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(i32, Option<OwnedFd>), String> {
+        match self.containers.get(id) {
+            Some(r) if r.pidfd.is_some() => {}
+            _ => return Err(format!("container {id} is not running")),
+        }
+        if self.execs.contains_key(exec_id) {
+            return Err(format!("exec {exec_id} exists already"));
+        }
+        let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+            .with_root_path(&self.root)
+            .map_err(|e| e.to_string())?;
+        let mut console = None;
+        if tty {
+            let path = self.root.join(format!("{exec_id}.console"));
+            let _ = std::fs::remove_file(&path);
+            let listener = std::os::unix::net::UnixListener::bind(&path)
+                .map_err(|e| format!("console socket {}: {e}", path.display()))?;
+            builder = builder.with_console_socket(Some(&path));
+            console = Some((listener, path));
+        } else {
+            let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
+                .try_into()
+                .map_err(|_| "exec needs stdin, stdout and stderr descriptors".to_string())?;
+            builder = builder
+                .with_stdin(stdin)
+                .with_stdout(stdout)
+                .with_stderr(stderr);
+        }
+        let built = builder
+            .validate_id()
+            .map_err(|e| e.to_string())?
+            .as_tenant()
+            .with_process(Some(process))
+            .with_detach(true)
+            .build()
+            .map_err(|e| e.to_string());
+        let master = match (&console, &built) {
+            (Some((listener, _)), Ok(_)) => Some(receive_master(listener)?),
+            _ => None,
+        };
+        if let Some((_, path)) = console {
+            let _ = std::fs::remove_file(path);
+        }
+        let pid = built?.as_raw();
+        let pidfd = pidfd_open(pid)?;
+        self.execs.insert(exec_id.to_string(), Exec { pid, pidfd });
+        Ok((pid, master))
     }
 
     fn create(&mut self, id: &str, bundle: &Path, fds: Vec<OwnedFd>) -> Result<i32, String> {
@@ -219,17 +312,7 @@ impl Helper {
             .pid()
             .map(|p| p.as_raw())
             .ok_or_else(|| "the container has no process".to_string())?;
-        // SAFETY: a plain syscall; the pid is this process's child, which stays a zombie
-        // (so the number cannot be reused) until this process waits for it.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if raw < 0 {
-            return Err(format!(
-                "pidfd_open({pid}): {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        // SAFETY: the kernel returned a new descriptor this process owns.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        let pidfd = pidfd_open(pid)?;
         let oom_file = oom_counter_file(bundle);
         self.containers.insert(
             id.to_string(),
@@ -261,30 +344,23 @@ impl Helper {
 
     /// Waits for the container's process, reports how it ended, and stops watching it.
     fn reap(&mut self, id: &str) {
+        if let Some(exec) = self.execs.remove(id) {
+            let (code, signal) = wait_status(id, exec.pid, &exec.pidfd);
+            self.send(&Event::Exited {
+                id: id.to_string(),
+                code,
+                signal,
+                oom_killed: false,
+            });
+            return;
+        }
         let Some(running) = self.containers.get_mut(id) else {
             return;
         };
         let Some(pidfd) = running.pidfd.take() else {
             return;
         };
-        let status = loop {
-            match waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                other => break other,
-            }
-        };
-        let (code, signal) = match status {
-            Ok(WaitStatus::Exited(_, code)) => (code, None),
-            Ok(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, Some(sig as i32)),
-            Ok(other) => {
-                eprintln!("container-helper: {id}: unexpected wait status {other:?}");
-                (255, None)
-            }
-            Err(e) => {
-                eprintln!("container-helper: {id}: wait for pid {}: {e}", running.pid);
-                (255, None)
-            }
-        };
+        let (code, signal) = wait_status(id, running.pid, &pidfd);
         let oom_killed = running.oom_file.as_deref().is_some_and(oom_killed);
         self.send(&Event::Exited {
             id: id.to_string(),
@@ -319,6 +395,74 @@ impl Helper {
             }
         }
     }
+}
+
+/// A descriptor for process `pid`, a child of this process: it stays a zombie (so the
+/// number cannot be reused) until this process waits for it.
+fn pidfd_open(pid: i32) -> Result<OwnedFd, String> {
+    // SAFETY: a plain syscall.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if raw < 0 {
+        return Err(format!(
+            "pidfd_open({pid}): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: the kernel returned a new descriptor this process owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw as RawFd) })
+}
+
+/// Reaps the process behind `pidfd`: its exit status (128 + signal when killed), and the
+/// signal.
+fn wait_status(id: &str, pid: i32, pidfd: &OwnedFd) -> (i32, Option<i32>) {
+    let status = loop {
+        match waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    match status {
+        Ok(WaitStatus::Exited(_, code)) => (code, None),
+        Ok(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, Some(sig as i32)),
+        Ok(other) => {
+            eprintln!("container-helper: {id}: unexpected wait status {other:?}");
+            (255, None)
+        }
+        Err(e) => {
+            eprintln!("container-helper: {id}: wait for pid {pid}: {e}");
+            (255, None)
+        }
+    }
+}
+
+/// Takes the terminal master libcontainer's process sent over the console socket.
+fn receive_master(listener: &std::os::unix::net::UnixListener) -> Result<OwnedFd, String> {
+    let (stream, _) = listener
+        .accept()
+        .map_err(|e| format!("console socket: {e}"))?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("console socket: {e}"))?;
+    for c in msg.cmsgs().map_err(|e| format!("console socket: {e}"))? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the kernel installed this descriptor for this message; the others
+            // (none are expected) are closed.
+            for &extra in &fds[1..] {
+                drop(unsafe { OwnedFd::from_raw_fd(extra) });
+            }
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    Err("console socket: no terminal was sent".into())
 }
 
 /// The file that counts OOM kills in the container's memory cgroup: cgroup v1's

@@ -36,6 +36,17 @@ pub enum Request {
     },
     /// Removes the container: its processes are killed, its cgroup and state deleted.
     Delete { seq: u64, id: String },
+    /// Runs another process in container `id` (`kubectl exec`), as `process` (an OCI
+    /// `process` object in a file) describes it; its exit is reported as `exec_id`. Without
+    /// a terminal it carries stdin, stdout and stderr; with one, the reply carries the
+    /// terminal's master side.
+    Exec {
+        seq: u64,
+        id: String,
+        exec_id: String,
+        process: PathBuf,
+        tty: bool,
+    },
 }
 
 /// From the helper to the agent.

@@ -18,8 +18,8 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::Capabilities;
 use skiff_images::Snapshots;
 use skiff_shim::{
-    Container, ContainerSpec, Exit, ExitReason, PodSandbox, Shim, ShimError, Stats, Stream,
-    Workload,
+    Container, ContainerSpec, ExecProcess, Exit, ExitReason, PodSandbox, Shim, ShimError, Stats,
+    Stream, Workload,
 };
 use tokio::io::AsyncReadExt;
 use tokio::sync::OnceCell;
@@ -480,7 +480,61 @@ impl Container for LinuxContainer {
     }
 
     fn exec_refusal(&self) -> Option<String> {
-        Some("exec and attach into Linux containers are not supported by this node yet".into())
+        None
+    }
+
+    async fn exec(&self, argv: Vec<String>, tty: bool) -> Result<ExecProcess, ShimError> {
+        if argv.is_empty() {
+            return Err(ShimError::Config("command: nothing to run".into()));
+        }
+        let n = self.shared.seq.fetch_add(1, Ordering::Relaxed);
+        let exec_id = format!("{}.exec-{n}", self.id);
+        // The container's own process, with another command: same user, environment,
+        // working directory and capabilities, as runc exec does for the kubelet.
+        let config = self.bundle.join("config.json");
+        let spec = oci_spec::runtime::Spec::load(&config)
+            .map_err(|e| ShimError::Start(format!("reading {}: {e}", config.display())))?;
+        let mut process = spec
+            .process()
+            .clone()
+            .ok_or_else(|| ShimError::Start("the container's spec has no process".into()))?;
+        process.set_args(Some(argv));
+        process.set_terminal(Some(tty));
+        let path = self.bundle.join(format!("exec-{n}.json"));
+        let json = serde_json::to_vec(&process)
+            .map_err(|e| ShimError::Start(format!("writing the exec process: {e}")))?;
+        std::fs::write(&path, json).map_err(io_err(path.display()))?;
+        let mut ours = (None, None, None);
+        let stdio = if tty {
+            None
+        } else {
+            let (in_r, in_w) = pipe()?;
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            ours = (Some(in_w), Some(out_r), Some(err_r));
+            Some([in_r, out_w, err_w])
+        };
+        let started = self
+            .shared
+            .helper
+            .exec(&self.id, &exec_id, &path, tty, stdio)
+            .await;
+        let _ = std::fs::remove_file(&path);
+        let (_pid, pty) = started.map_err(|e| ShimError::Start(e.to_string()))?;
+        let helper = self.shared.helper.clone();
+        let exit = Box::pin(async move {
+            let exit = helper.wait(&exec_id).await;
+            helper.forget(&exec_id);
+            exit.map(|e| e.code)
+                .ok_or_else(|| ShimError::Start("the container runtime helper went away".into()))
+        });
+        Ok(ExecProcess {
+            pty,
+            stdin: ours.0,
+            stdout: ours.1,
+            stderr: ours.2,
+            exit,
+        })
     }
 }
 
