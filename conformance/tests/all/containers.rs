@@ -274,6 +274,36 @@ spec:
     let pod_ip = p["status"]["podIP"].as_str().unwrap();
     assert_eq!(out, format!("{pod_ip}\texit3\nresolv ok\n"));
 
+    // exec probes run in the container: ready once the file is there, restarted once the
+    // liveness command fails.
+    apply(
+        &k,
+        &script_pod(
+            "probed",
+            &busybox,
+            "Always",
+            "touch /tmp/alive; sleep 1; touch /tmp/ready; exec sleep 3600",
+            "    readinessProbe: {exec: {command: [test, -f, /tmp/ready]}, periodSeconds: 1}\n    livenessProbe: {exec: {command: [cat, /tmp/alive]}, periodSeconds: 1, failureThreshold: 1}\n",
+        ),
+    );
+    // Its liveness probe passed meanwhile (it runs at once, every second): no restart.
+    let p = wait_pod(&k, "probed", "Ready", ready);
+    assert_eq!(container(&p)["restartCount"], 0, "{p}");
+    k.ok(&["exec", "probed", "--", "rm", "/tmp/alive"]);
+    wait_pod(&k, "probed", "restarted by its liveness probe", |p| {
+        container(p)["restartCount"].as_i64().unwrap_or(0) >= 1
+    });
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=probed",
+    ]);
+    assert!(
+        events.contains("Liveness probe failed: command [\"cat\", \"/tmp/alive\"] exited with 1: cat: can't open '/tmp/alive'"),
+        "{events}"
+    );
+
     // Over its memory limit: OOMKilled, and restarted by the pod's policy.
     apply(
         &k,

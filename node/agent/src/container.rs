@@ -350,7 +350,7 @@ impl Supervisor {
                         &self.spec.name,
                         container.clone(),
                     );
-                    let exit = self.run_until_exit(&*container, started_at).await;
+                    let exit = self.run_until_exit(&container, started_at).await;
                     let run = &self.run;
                     run.ctx
                         .running
@@ -427,7 +427,7 @@ impl Supervisor {
     /// Running: follows probes, stops on the pod's stop or a failed liveness probe.
     async fn run_until_exit(
         &mut self,
-        container: &dyn skiff_shim::Container,
+        container: &Arc<dyn skiff_shim::Container>,
         started_at: chrono::DateTime<Utc>,
     ) -> skiff_shim::Exit {
         let ip = self.run.sandbox.ip.unwrap_or(self.run.ctx.config.node_ip);
@@ -440,7 +440,14 @@ impl Supervisor {
                 (Kind::Readiness, spec.readiness_probe.clone()),
             ] {
                 if let Some(p) = p {
-                    probes.spawn(probe::run(kind, p, spec.clone(), ip, tx.clone()));
+                    probes.spawn(probe::run(
+                        kind,
+                        p,
+                        spec.clone(),
+                        ip,
+                        container.clone(),
+                        tx.clone(),
+                    ));
                 }
             }
         };
@@ -451,6 +458,7 @@ impl Supervisor {
                     p.clone(),
                     self.spec.clone(),
                     ip,
+                    container.clone(),
                     tx.clone(),
                 ));
             }

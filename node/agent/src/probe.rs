@@ -1,8 +1,10 @@
 //! Startup, liveness and readiness probes: httpGet and tcpSocket, with the Kubernetes timing
 //! fields (initialDelaySeconds, periodSeconds, timeoutSeconds, successThreshold,
-//! failureThreshold). exec probes need processes and arrive with the container shim.
+//! failureThreshold). exec probes run their command in the container through its shim, as
+//! `kubectl exec` does; a Wasm container has no processes, so they fail there with the reason.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Empty;
@@ -66,6 +68,7 @@ pub async fn run(
     probe: Probe,
     container: Container,
     ip: IpAddr,
+    target: Arc<dyn skiff_shim::Container>,
     out: mpsc::Sender<Verdict>,
 ) {
     let t = timing(&probe);
@@ -73,7 +76,12 @@ pub async fn run(
     let (mut successes, mut failures) = (0u32, 0u32);
     let mut current: Option<bool> = None;
     loop {
-        let result = match tokio::time::timeout(t.timeout, attempt(&probe, &container, ip)).await {
+        let result = match tokio::time::timeout(
+            t.timeout,
+            attempt(&probe, &container, ip, &*target),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => Err(format!("timeout after {:?}", t.timeout)),
         };
@@ -81,7 +89,11 @@ pub async fn run(
             Ok(()) => {
                 successes += 1;
                 failures = 0;
-                if successes >= t.success_threshold && current != Some(true) {
+                // A passing liveness probe changes nothing: only its failure is news.
+                if successes >= t.success_threshold
+                    && current != Some(true)
+                    && kind != Kind::Liveness
+                {
                     current = Some(true);
                     let v = Verdict {
                         kind,
@@ -123,6 +135,47 @@ pub async fn run(
     }
 }
 
+/// What of an exec probe's output a failure message keeps, like the kubelet's limit.
+const MAX_EXEC_OUTPUT: usize = 10 * 1024;
+
+/// Runs an exec probe's command; success is exit code 0. A failure says the code and what
+/// the command printed.
+async fn exec(target: &dyn skiff_shim::Container, command: Vec<String>) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let process = target
+        .exec(command.clone(), false)
+        .await
+        .map_err(|e| format!("exec {command:?}: {e}"))?;
+    drop(process.stdin);
+    // Both pipes are drained to the end (keeping the first bytes), so the command never
+    // blocks on a full pipe.
+    async fn drain(fd: Option<std::os::fd::OwnedFd>) -> Vec<u8> {
+        let mut kept = Vec::new();
+        let Some(Ok(mut pipe)) = fd.map(tokio::net::unix::pipe::Receiver::from_owned_fd) else {
+            return kept;
+        };
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let room = MAX_EXEC_OUTPUT.saturating_sub(kept.len());
+            kept.extend_from_slice(&buf[..n.min(room)]);
+        }
+        kept
+    }
+    let (out, err, code) = tokio::join!(drain(process.stdout), drain(process.stderr), process.exit);
+    let code = code.map_err(|e| e.to_string())?;
+    if code == 0 {
+        return Ok(());
+    }
+    let mut output = out;
+    output.extend_from_slice(&err);
+    output.truncate(MAX_EXEC_OUTPUT);
+    let printed = String::from_utf8_lossy(&output).trim_end().to_string();
+    Err(format!("command {command:?} exited with {code}: {printed}"))
+}
+
 fn port(p: &IntOrString, container: &Container) -> Result<u16, String> {
     match p {
         IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("invalid port {n}")),
@@ -136,7 +189,12 @@ fn port(p: &IntOrString, container: &Container) -> Result<u16, String> {
     }
 }
 
-async fn attempt(probe: &Probe, container: &Container, ip: IpAddr) -> Result<(), String> {
+async fn attempt(
+    probe: &Probe,
+    container: &Container,
+    ip: IpAddr,
+    target: &dyn skiff_shim::Container,
+) -> Result<(), String> {
     if let Some(h) = &probe.http_get {
         let port = port(&h.port, container)?;
         let host = h.host.clone().unwrap_or_else(|| ip.to_string());
@@ -180,8 +238,12 @@ async fn attempt(probe: &Probe, container: &Container, ip: IpAddr) -> Result<(),
             .map(drop)
             .map_err(|e| format!("dial tcp {host}:{port}: {e}"));
     }
-    if probe.exec.is_some() {
-        return Err("exec probes need a process; Wasm containers have none".into());
+    if let Some(e) = &probe.exec {
+        let command = e.command.clone().unwrap_or_default();
+        if command.is_empty() {
+            return Err("exec probe has no command".into());
+        }
+        return exec(target, command).await;
     }
     if probe.grpc.is_some() {
         return Err("grpc probes are not supported yet".into());
