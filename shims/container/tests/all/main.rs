@@ -3,6 +3,7 @@
 
 mod helper;
 mod runtime;
+mod shim;
 mod spec;
 mod user;
 

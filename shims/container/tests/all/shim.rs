@@ -1,0 +1,232 @@
+//! The container shim as the node agent uses it (`skiff_shim::Shim`), as root: the busybox
+//! image from `examples/build/busybox-oci` on overlayfs snapshots, containers created,
+//! started, waited for and dropped; nothing of them stays behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use skiff_images::Snapshots;
+use skiff_shim::{ContainerSpec, LogSink, PodSandbox, Shim, Stream, Workload};
+use skiff_shim_container::{ContainerConfig, ContainerShim};
+
+use crate::Netns;
+
+#[derive(Default)]
+struct Captured(Mutex<Vec<u8>>);
+
+impl LogSink for Captured {
+    fn write(&self, _stream: Stream, bytes: &[u8]) {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+    }
+}
+
+/// The busybox image's layers, as the image store would resolve them.
+fn busybox_layers() -> Vec<skiff_shim::Layer> {
+    let layout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/build/busybox-oci");
+    let blob = |digest: &str| layout.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    let read = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(&p)
+                .unwrap_or_else(|e| panic!("{}: {e}: run examples/build.sh first", p.display())),
+        )
+        .unwrap()
+    };
+    let index = read(layout.join("index.json"));
+    let manifest = read(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let digest = l["digest"].as_str().unwrap().to_string();
+            skiff_shim::Layer {
+                path: blob(&digest),
+                media_type: l["mediaType"].as_str().unwrap().to_string(),
+                size: l["size"].as_u64().unwrap(),
+                digest,
+            }
+        })
+        .collect()
+}
+
+fn spec(n: usize, argv: &[&str], logs: Arc<Captured>) -> ContainerSpec {
+    ContainerSpec {
+        id: format!("pod-{n}/main"),
+        name: "main".into(),
+        workload: Workload::Rootfs {
+            digest: "sha256:busybox".into(),
+            layers: busybox_layers(),
+            user: None,
+        },
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
+        working_dir: None,
+        mounts: vec![],
+        ports: vec![],
+        memory_limit: Some(32 << 20),
+        cpu_limit_millis: None,
+        cpu_request_millis: Some(100),
+        security: Default::default(),
+        logs,
+    }
+}
+
+/// Every process whose root directory lies under `dir`, with its state (`Z`: a zombie).
+fn processes_rooted_in(dir: &Path) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let root = std::fs::read_link(entry.path().join("root")).unwrap_or_default();
+        if root.starts_with(dir) {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            found.push((pid, stat));
+        }
+    }
+    found
+}
+
+/// Children of the helper serving `root` (reaped ones are gone; zombies are listed).
+fn helper_children(state: &Path) -> Vec<String> {
+    let needle = state.to_string_lossy().to_string();
+    let mut helper = None;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("--root") && cmdline.contains(&needle) {
+            helper = entry.file_name().to_string_lossy().parse::<u32>().ok();
+        }
+    }
+    let helper = helper.expect("the container helper is running");
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+        if ppid == Some(helper) {
+            children.push(stat);
+        }
+    }
+    children
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn a_thousand_containers_leave_nothing_behind() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots_dir = dir.path().join("snapshots");
+        let state = dir.path().join("state");
+        let shim = ContainerShim::new(ContainerConfig {
+            state_dir: state.clone(),
+            snapshots: Snapshots::open(&snapshots_dir).unwrap(),
+            helper_program: PathBuf::from(env!("CARGO_BIN_EXE_skiff-container-helper")),
+            helper_args: vec![],
+        })
+        .unwrap();
+        let ns = Netns::new(format!("skiff-shim-{}", std::process::id()));
+        let sandbox = PodSandbox {
+            netns: Some(ns.path()),
+            ip: None,
+            hostname: "cycles".into(),
+            namespace: "default".into(),
+            uid: "cycles".into(),
+        };
+        let cycles: usize = std::env::var("SKIFF_SHIM_CYCLES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        for n in 0..cycles {
+            let logs = Arc::new(Captured::default());
+            // Every few containers leave a child behind, which their pid namespace's
+            // end must take with them.
+            let argv: &[&str] = if n % 10 == 0 {
+                &["sh", "-c", "sleep 60 & echo $((6 * 7))"]
+            } else {
+                &["echo", "42"]
+            };
+            let c = shim
+                .create(spec(n, argv, logs.clone()), &sandbox)
+                .await
+                .unwrap_or_else(|e| panic!("cycle {n}: create: {e}"));
+            c.start()
+                .await
+                .unwrap_or_else(|e| panic!("cycle {n}: start: {e}"));
+            let exit = c.wait().await;
+            assert_eq!(exit.code, 0, "cycle {n}: {exit:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&logs.0.lock().unwrap()),
+                "42\n",
+                "cycle {n}"
+            );
+            drop(c);
+        }
+        // A container still running when it is dropped is killed and removed too.
+        let logs = Arc::new(Captured::default());
+        let c = shim
+            .create(spec(cycles, &["sleep", "600"], logs), &sandbox)
+            .await
+            .unwrap();
+        c.start().await.unwrap();
+        drop(c);
+
+        // Removal runs in the background: give it a moment to finish.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let snapshots = Snapshots::open(&snapshots_dir).unwrap();
+        loop {
+            let left = snapshots.list().unwrap();
+            let bundles: Vec<_> = std::fs::read_dir(state.join("bundles"))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            if left.is_empty() && bundles.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "left behind: snapshots {left:?}, bundles {bundles:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(mounts_under(dir.path()), Vec::<String>::new());
+        assert_eq!(processes_rooted_in(&snapshots_dir), vec![]);
+        assert_eq!(helper_children(&state), Vec::<String>::new());
+        let runtime_state: Vec<_> = std::fs::read_dir(state.join("runtime"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(runtime_state.is_empty(), "{runtime_state:?}");
+        // Every cgroup went with its container, in every hierarchy.
+        for hierarchy in ["memory", "pids", "cpu,cpuacct", "unified", ""] {
+            let dir = Path::new("/sys/fs/cgroup").join(hierarchy).join("skiff");
+            let left: Vec<_> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|name| name.starts_with("pod-") && name.contains("_main-"))
+                .collect();
+            assert!(left.is_empty(), "{}: {left:?}", dir.display());
+        }
+        drop(shim);
+    });
+}
