@@ -58,6 +58,24 @@ pub enum Bench {
         #[arg(long, default_value_t = 1000)]
         idle: usize,
     },
+    /// The container shim's create+start+wait+delete of a busybox bundle next to crun and
+    /// runc on the same bundle (as root; installs crun and runc with apt-get if missing).
+    Runtimes {
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+    },
+    /// Container pods on a `skiff up` node (as root): startup of the HTTP example as a
+    /// static Linux binary in a container next to the same app as Wasm, and a burst of
+    /// short container pods. Needs examples/build/http-server-oci
+    /// (examples/images/http-server.sh).
+    Containers {
+        #[arg(long, default_value_t = 200)]
+        pods: usize,
+        #[arg(long, default_value_t = 20)]
+        rate: u64,
+        #[arg(long, default_value_t = 1000)]
+        burst: usize,
+    },
     /// Requests/s of the HTTP example in a Wasm pod (through its pod IP) next to
     /// `wasmtime serve` on the same component (as root; installs wasmtime-cli into
     /// target/tools on first use).
@@ -101,6 +119,10 @@ pub async fn run(what: Bench) -> anyhow::Result<()> {
             burst,
             idle,
         } => crate::bench_pods::run(pods, rate, burst, idle).await,
+        Bench::Runtimes { iterations } => crate::bench_containers::runtimes(iterations).await,
+        Bench::Containers { pods, rate, burst } => {
+            crate::bench_containers::containers(pods, rate, burst).await
+        }
     }
 }
 

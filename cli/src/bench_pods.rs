@@ -44,7 +44,7 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 type Seen = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// Times at which each pod was first seen in `phase` through one watch.
-fn watch_phases(api: Api<Pod>, phases: &'static [&'static str]) -> Seen {
+pub(crate) fn watch_phases(api: Api<Pod>, phases: &'static [&'static str]) -> Seen {
     watch_phases_and_binding(api, phases).0
 }
 
@@ -85,7 +85,7 @@ fn watch_phases_and_binding(api: Api<Pod>, phases: &'static [&'static str]) -> (
     (seen, bound)
 }
 
-async fn wait_count(
+pub(crate) async fn wait_count(
     seen: &Mutex<HashMap<String, Instant>>,
     n: usize,
     timeout: Duration,
@@ -102,7 +102,7 @@ async fn wait_count(
     Ok(())
 }
 
-async fn clear(api: &Api<Pod>) -> anyhow::Result<()> {
+pub(crate) async fn clear(api: &Api<Pod>) -> anyhow::Result<()> {
     api.delete_collection(
         &DeleteParams::default(),
         &ListParams::default().labels("bench=pods"),
@@ -145,17 +145,28 @@ pub(crate) struct BenchCluster {
 
 impl BenchCluster {
     pub async fn start() -> anyhow::Result<BenchCluster> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let build = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/build");
+        let guests = [
+            (build.join("hello.wasm"), HELLO, "examples/build.sh"),
+            (build.join("http.wasm"), HTTP, "examples/build.sh"),
+        ];
+        Self::start_with(&guests).await
+    }
+
+    /// A cluster whose node store holds `images`: `.wasm` files or OCI layout directories
+    /// (path, reference, and the script that makes a missing one).
+    pub async fn start_with(
+        images: &[(std::path::PathBuf, &str, &str)],
+    ) -> anyhow::Result<BenchCluster> {
         let dir = tempfile::tempdir()?;
-        let images = skiff_images::ImageStore::open(dir.path().join("images"))?;
-        for (file, reference) in [("hello.wasm", HELLO), ("http.wasm", HTTP)] {
-            let wasm = root.join("examples/build").join(file);
-            anyhow::ensure!(
-                wasm.exists(),
-                "{} is missing: run examples/build.sh",
-                wasm.display()
-            );
-            images.import_wasm(&wasm, reference)?;
+        let store = skiff_images::ImageStore::open(dir.path().join("images"))?;
+        for (path, reference, script) in images {
+            anyhow::ensure!(path.exists(), "{} is missing: run {script}", path.display());
+            if path.is_dir() {
+                store.import_layout(path, reference)?;
+            } else {
+                store.import_wasm(path, reference)?;
+            }
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -219,6 +230,77 @@ impl BenchCluster {
     }
 }
 
+/// Creates pods `0..n` (`make(i)`) at `rate` a second and returns each one's time from
+/// creation to Running, as a watch saw it.
+pub(crate) async fn startup_latencies(
+    api: &Api<Pod>,
+    n: usize,
+    rate: u64,
+    make: impl Fn(usize) -> Pod,
+) -> anyhow::Result<Vec<Duration>> {
+    let seen = watch_phases(api.clone(), &["Running"]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut created = HashMap::new();
+    let gap = Duration::from_micros(1_000_000 / rate.max(1));
+    let mut next = Instant::now();
+    for i in 0..n {
+        let pod = make(i);
+        tokio::time::sleep_until(next.into()).await;
+        next += gap;
+        created.insert(
+            pod.metadata.name.clone().unwrap_or_default(),
+            Instant::now(),
+        );
+        api.create(&PostParams::default(), &pod).await?;
+    }
+    let start = Instant::now();
+    loop {
+        let missing = {
+            let seen = seen.lock().unwrap();
+            created.keys().filter(|n| !seen.contains_key(*n)).count()
+        };
+        if missing == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(180),
+            "{missing} of {n} pods not Running after 3 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = seen.lock().unwrap();
+    Ok(created
+        .iter()
+        .map(|(name, t)| seen[name].duration_since(*t))
+        .collect())
+}
+
+/// Creates pods `0..n` (`make(i)`) from `clients` concurrent clients, each create waiting
+/// for its answer as a controller's would.
+pub(crate) async fn create_all(
+    api: &Api<Pod>,
+    n: usize,
+    clients: usize,
+    make: impl Fn(usize) -> Pod + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let make = Arc::new(make);
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (api, make) = (api.clone(), make.clone());
+            tokio::spawn(async move {
+                for i in (c..n).step_by(clients) {
+                    api.create(&PostParams::default(), &make(i)).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
 /// Creates an HTTP pod of the example app and returns its IP once it is Running.
 pub(crate) async fn http_pod(api: &Api<Pod>, name: &str) -> anyhow::Result<String> {
     let seen = watch_phases(api.clone(), &["Running"]);
@@ -250,28 +332,10 @@ pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::R
     wait_count(&seen, 1, Duration::from_secs(60)).await?;
 
     // 1. Startup of HTTP pods at a steady rate.
-    let seen = watch_phases(api.clone(), &["Running"]);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut created = HashMap::new();
-    let gap = Duration::from_micros(1_000_000 / rate.max(1));
-    let mut next = Instant::now();
-    for i in 0..pods {
-        let name = format!("start-{i}");
-        tokio::time::sleep_until(next.into()).await;
-        next += gap;
-        created.insert(name.clone(), Instant::now());
-        api.create(&PostParams::default(), &pod(&name, HTTP, "Always", true))
-            .await?;
-    }
-    // The warm-up pod is Running too.
-    wait_count(&seen, pods + 1, Duration::from_secs(120)).await?;
-    let mut lat: Vec<Duration> = {
-        let seen = seen.lock().unwrap();
-        created
-            .iter()
-            .map(|(n, t)| seen[n].duration_since(*t))
-            .collect()
-    };
+    let mut lat = startup_latencies(&api, pods, rate, |i| {
+        pod(&format!("start-{i}"), HTTP, "Always", true)
+    })
+    .await?;
     lat.sort();
     println!(
         "wasm pod startup ({pods} pods at {rate}/s, creation to Running via a watch): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -289,24 +353,10 @@ pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::R
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(32);
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let api = api.clone();
-            tokio::spawn(async move {
-                for i in (c..burst).step_by(clients) {
-                    api.create(
-                        &PostParams::default(),
-                        &pod(&format!("burst-{i}"), HELLO, "Never", false),
-                    )
-                    .await?;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
-    }
+    create_all(&api, burst, clients, |i| {
+        pod(&format!("burst-{i}"), HELLO, "Never", false)
+    })
+    .await?;
     let created = t0.elapsed();
     wait_count(&seen, burst, Duration::from_secs(300)).await?;
     let took = t0.elapsed();

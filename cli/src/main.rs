@@ -15,6 +15,7 @@ use skiff_store::Store;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod bench_containers;
 mod bench_http;
 mod bench_pods;
 mod image;

@@ -121,4 +121,14 @@ impl crate::Images for skiff_images::ImageStore {
             is_wasm,
         })
     }
+
+    async fn collect_garbage(&self, in_use: Vec<String>) -> Result<Vec<String>, String> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            store.collect_garbage(skiff_images::GcPolicy::default(), &in_use)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    }
 }

@@ -67,6 +67,32 @@ pub trait Images: Send + Sync + 'static {
         policy: PullPolicy,
         secrets: &PullSecrets,
     ) -> Result<PulledImage, String>;
+    /// The kubelet's image garbage collection: when the disk holding the images is fuller
+    /// than the node allows, removes images no pod of this node names (`in_use`), least
+    /// recently used first. Returns the images removed.
+    async fn collect_garbage(&self, _in_use: Vec<String>) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// How often images are garbage collected (the kubelet's ImageGCPeriod).
+const IMAGE_GC_PERIOD: Duration = Duration::from_secs(300);
+
+/// Garbage-collects images every [`IMAGE_GC_PERIOD`] for as long as the agent runs.
+async fn image_gc(ctx: Arc<Ctx>) {
+    loop {
+        tokio::time::sleep(IMAGE_GC_PERIOD).await;
+        match ctx.images.collect_garbage(ctx.pods.images()).await {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(
+                    ?removed,
+                    "disk above the image GC threshold: removed unused images"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("image garbage collection: {e}"),
+        }
+    }
 }
 
 /// A pod's network sandbox as the network gave it.
@@ -191,6 +217,7 @@ impl Agent {
         tasks.spawn(ctx.runtime_classes.clone().follow(ctx.client.clone()));
         tasks.spawn(pod::send_events(ctx.client.clone(), events_rx));
         tasks.spawn(pod::watch(ctx.clone()));
+        tasks.spawn(image_gc(ctx.clone()));
         Ok(Agent { tasks, endpoint })
     }
 

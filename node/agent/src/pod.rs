@@ -33,6 +33,27 @@ pub struct Workers {
     map: Mutex<HashMap<String, watch::Sender<Option<Pod>>>>,
 }
 
+impl Workers {
+    /// The images the pods of this node name (their containers' and init containers').
+    pub fn images(&self) -> Vec<String> {
+        let map = self.map.lock().expect("workers lock");
+        let mut images: Vec<String> = map
+            .values()
+            .filter_map(|tx| tx.borrow().clone())
+            .filter_map(|pod| pod.spec)
+            .flat_map(|spec| {
+                spec.containers
+                    .into_iter()
+                    .chain(spec.init_containers.into_iter().flatten())
+                    .filter_map(|c| c.image)
+            })
+            .collect();
+        images.sort();
+        images.dedup();
+        images
+    }
+}
+
 /// Watches the pods bound to this node and hands each to its worker.
 pub async fn watch(ctx: Arc<Ctx>) {
     let api: Api<Pod> = Api::all(ctx.client.clone());

@@ -16,7 +16,7 @@ mod store;
 mod unpack;
 mod wasm;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -193,6 +193,27 @@ pub struct ImageSummary {
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    /// When each image was last resolved for a container (this process's memory, like the
+    /// kubelet's): image garbage collection removes the least recently used first.
+    last_used: std::sync::Arc<std::sync::Mutex<HashMap<String, std::time::SystemTime>>>,
+}
+
+/// The kubelet's image garbage collection thresholds: above `high_percent` of the disk in
+/// use, unused images are removed, least recently used first, until `low_percent` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcPolicy {
+    pub high_percent: u8,
+    pub low_percent: u8,
+}
+
+impl Default for GcPolicy {
+    /// The kubelet's defaults.
+    fn default() -> Self {
+        GcPolicy {
+            high_percent: 85,
+            low_percent: 80,
+        }
+    }
 }
 
 impl ImageStore {
@@ -200,7 +221,10 @@ impl ImageStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
         let root = root.into();
         Layout::open(root.clone())?;
-        Ok(ImageStore { root })
+        Ok(ImageStore {
+            root,
+            last_used: Default::default(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -245,6 +269,10 @@ impl ImageStore {
     /// The image stored under `reference`, without asking any registry.
     pub fn get(&self, reference: &str) -> Result<Option<Image>, Error> {
         let normalized = normalize_reference(reference)?;
+        self.last_used
+            .lock()
+            .expect("last used")
+            .insert(normalized.clone(), std::time::SystemTime::now());
         let layout = self.layout();
         let index = layout.read_index()?;
         match index.find(&normalized) {
@@ -440,6 +468,62 @@ impl ImageStore {
         }
         out.sort_by(|a, b| a.reference.cmp(&b.reference));
         Ok(out)
+    }
+
+    /// Removes images no container uses (`in_use`: references as pods name them), least
+    /// recently used first, until their sizes add up to `bytes`. Returns what it removed.
+    pub fn free_space(&self, bytes: u64, in_use: &[String]) -> Result<Vec<String>, Error> {
+        let in_use: BTreeSet<String> = in_use
+            .iter()
+            .filter_map(|r| normalize_reference(r).ok())
+            .collect();
+        let last_used = self.last_used.lock().expect("last used").clone();
+        let mut candidates: Vec<(std::time::SystemTime, ImageSummary)> = self
+            .list()?
+            .into_iter()
+            .filter(|i| !in_use.contains(&i.reference))
+            .map(|i| {
+                let at = last_used
+                    .get(&i.reference)
+                    .copied()
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (at, i)
+            })
+            .collect();
+        candidates.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.reference.cmp(&b.1.reference)));
+        let mut freed = 0;
+        let mut removed = Vec::new();
+        for (_, image) in candidates {
+            if freed >= bytes {
+                break;
+            }
+            self.remove(&image.reference)?;
+            freed += image.size;
+            removed.push(image.reference);
+        }
+        Ok(removed)
+    }
+
+    /// The kubelet's image garbage collection on the filesystem that holds the store: when
+    /// more than `policy.high_percent` of it is in use, unused images go until
+    /// `policy.low_percent` would be. Returns what it removed.
+    pub fn collect_garbage(
+        &self,
+        policy: GcPolicy,
+        in_use: &[String],
+    ) -> Result<Vec<String>, Error> {
+        let stat = nix::sys::statvfs::statvfs(&self.root).map_err(|e| Error::Io {
+            path: self.root.clone(),
+            source: e.into(),
+        })?;
+        let block = stat.fragment_size();
+        let capacity = stat.blocks() * block;
+        let used = capacity.saturating_sub(stat.blocks_free() * block);
+        if capacity == 0 || used * 100 <= capacity * policy.high_percent as u64 {
+            return Ok(Vec::new());
+        }
+        let target = capacity * policy.low_percent as u64 / 100;
+        self.free_space(used.saturating_sub(target), in_use)
     }
 
     /// Drops `reference`, then deletes every blob no remaining image refers to.

@@ -480,3 +480,55 @@ async fn basic_auth_registry() -> anyhow::Result<()> {
     assert_eq!(pulled.digest, imported.digest);
     Ok(())
 }
+
+#[test]
+fn garbage_collection_removes_unused_images_least_recently_used_first() -> anyhow::Result<()> {
+    let (dir, local) = store();
+    for (name, bytes) in [("a", COMPONENT), ("b", CORE_MODULE), ("c", COMPONENT)] {
+        let file = wasm_file(dir.path(), &format!("{name}.wasm"), bytes);
+        local.import_wasm(&file, &format!("localhost:5000/{name}:v1"))?;
+    }
+    let size = |r: &str| {
+        local
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|i| i.reference == r)
+            .unwrap()
+            .size
+    };
+    // A container of c started lately, then one of a; b was never used.
+    local.get("localhost:5000/c:v1")?;
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    local.get("localhost:5000/a:v1")?;
+
+    // Nothing to free: nothing goes.
+    assert!(local.free_space(0, &[])?.is_empty());
+    // Room for one image: the never used one goes, not the one a pod names.
+    let removed = local.free_space(1, &["localhost:5000/c:v1".into()])?;
+    assert_eq!(removed, ["localhost:5000/b:v1"]);
+    // More than all the unused images hold: every unused image goes, in LRU order; the
+    // one in use stays whatever is asked.
+    let removed = local.free_space(
+        size("localhost:5000/a:v1") + size("localhost:5000/c:v1") + 1,
+        &["localhost:5000/a:v1".into()],
+    )?;
+    assert_eq!(removed, ["localhost:5000/c:v1"]);
+    let left: Vec<String> = local.list()?.into_iter().map(|s| s.reference).collect();
+    assert_eq!(left, ["localhost:5000/a:v1"]);
+
+    // Against this test machine's real disk: below a 100% threshold nothing is collected.
+    let policy = skiff_images::GcPolicy {
+        high_percent: 100,
+        low_percent: 99,
+    };
+    assert!(local.collect_garbage(policy, &[])?.is_empty());
+    assert_eq!(local.list()?.len(), 1);
+    // Above a 0% threshold, every unused image is.
+    let policy = skiff_images::GcPolicy {
+        high_percent: 0,
+        low_percent: 0,
+    };
+    assert_eq!(local.collect_garbage(policy, &[])?, ["localhost:5000/a:v1"]);
+    Ok(())
+}
