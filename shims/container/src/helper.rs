@@ -61,6 +61,8 @@ struct Running {
     pidfd: Option<OwnedFd>,
     /// Where its cgroup counts OOM kills.
     oom_file: Option<PathBuf>,
+    /// Its root filesystem, as its bundle names it.
+    rootfs: Option<PathBuf>,
 }
 
 /// A process started in a running container by `exec`.
@@ -162,8 +164,11 @@ impl Helper {
         if self.closing {
             return;
         }
-        if let Err(e) = proto::send(self.sock.as_fd(), event, fds) {
-            eprintln!("container-helper: sending to the agent: {e}");
+        match proto::send(self.sock.as_fd(), event, fds) {
+            Ok(()) => {}
+            // The agent is gone; the socket's end, read next, shuts everything down.
+            Err(ProtoError::Socket(nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET)) => {}
+            Err(e) => eprintln!("container-helper: sending to the agent: {e}"),
         }
     }
 
@@ -313,7 +318,7 @@ impl Helper {
             .map(|p| p.as_raw())
             .ok_or_else(|| "the container has no process".to_string())?;
         let pidfd = pidfd_open(pid)?;
-        let oom_file = oom_counter_file(bundle);
+        let (oom_file, rootfs) = bundle_paths(bundle);
         self.containers.insert(
             id.to_string(),
             Running {
@@ -321,6 +326,7 @@ impl Helper {
                 pid,
                 pidfd: Some(pidfd),
                 oom_file,
+                rootfs,
             },
         );
         Ok(pid)
@@ -386,12 +392,18 @@ impl Helper {
         running.container.delete(true).map_err(|e| e.to_string())
     }
 
+    /// The agent went away (it stopped, or crashed): every container goes, and so do their
+    /// root filesystem mounts, which the agent would have removed and now cannot.
     fn shutdown(&mut self) {
         self.closing = true;
         let ids: Vec<String> = self.containers.keys().cloned().collect();
         for id in ids {
+            let rootfs = self.containers.get(&id).and_then(|r| r.rootfs.clone());
             if let Err(e) = self.delete(&id) {
                 eprintln!("container-helper: removing {id}: {e}");
+            }
+            if let Some(rootfs) = rootfs {
+                let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
             }
         }
     }
@@ -465,10 +477,19 @@ fn receive_master(listener: &std::os::unix::net::UnixListener) -> Result<OwnedFd
     Err("console socket: no terminal was sent".into())
 }
 
+/// From the bundle's spec: the file that counts OOM kills in the container's memory cgroup
+/// (see [`oom_counter_file`]), and the root filesystem.
+fn bundle_paths(bundle: &Path) -> (Option<PathBuf>, Option<PathBuf>) {
+    let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
+        return (None, None);
+    };
+    let rootfs = spec.root().as_ref().map(|r| r.path().clone());
+    (oom_counter_file(&spec), rootfs)
+}
+
 /// The file that counts OOM kills in the container's memory cgroup: cgroup v1's
 /// `memory.oom_control`, or v2's `memory.events`.
-fn oom_counter_file(bundle: &Path) -> Option<PathBuf> {
-    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).ok()?;
+fn oom_counter_file(spec: &oci_spec::runtime::Spec) -> Option<PathBuf> {
     let path = spec.linux().as_ref()?.cgroups_path().clone()?;
     let relative = path.strip_prefix("/").unwrap_or(&path).to_path_buf();
     let v1 = Path::new("/sys/fs/cgroup/memory");

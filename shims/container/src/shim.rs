@@ -57,6 +57,20 @@ struct Shared {
     cgroup_v2: bool,
 }
 
+impl Drop for Shared {
+    /// The shim and every container are gone (the agent stops): whatever root filesystem
+    /// and bundle a container's own removal did not get to (the runtime stopping cancels
+    /// it) goes now. The helper, whose socket closes with this, kills what still runs.
+    fn drop(&mut self) {
+        for id in self.snapshots.list().unwrap_or_default() {
+            if let Err(e) = self.snapshots.remove(&id) {
+                tracing::warn!("removing the root filesystem of container {id}: {e}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.bundles);
+    }
+}
+
 /// Runs Linux OCI images with youki's libcontainer. One per node.
 pub struct ContainerShim {
     shared: Arc<Shared>,
