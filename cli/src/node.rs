@@ -88,6 +88,7 @@ pub async fn start(
                     snapshots,
                     helper_program: PathBuf::from("/proc/self/exe"),
                     helper_args: vec![crate::CONTAINER_HELPER.into()],
+                    helpers: skiff_shim_container::ContainerConfig::default_helpers(),
                 },
             )?)
         });

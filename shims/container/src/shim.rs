@@ -45,10 +45,23 @@ pub struct ContainerConfig {
     /// container-helper` in the agent (`/proc/self/exe`, `["container-helper"]`).
     pub helper_program: PathBuf,
     pub helper_args: Vec<String>,
+    /// Helper processes: each builds one container at a time (libcontainer cannot build
+    /// two in one process), so several build side by side.
+    pub helpers: usize,
+}
+
+impl ContainerConfig {
+    /// Helpers for this machine: two per CPU. A build mostly waits on its child processes
+    /// (about a third of its time on CPU), so more helpers than CPUs keep the CPUs busy.
+    pub fn default_helpers() -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
+    }
 }
 
 struct Shared {
-    helper: Helper,
+    helpers: Vec<Helper>,
+    /// Containers each helper holds now: a new one goes to the least busy.
+    load: Vec<AtomicU64>,
     snapshots: Snapshots,
     bundles: PathBuf,
     seq: AtomicU64,
@@ -98,11 +111,19 @@ impl ContainerShim {
             }
         }
         let args: Vec<&str> = config.helper_args.iter().map(String::as_str).collect();
-        let helper = Helper::spawn(&config.helper_program, &args, &runtime_root)
-            .map_err(|e| ShimError::Start(e.to_string()))?;
+        let count = config.helpers.max(1);
+        let mut helpers = Vec::with_capacity(count);
+        for n in 0..count {
+            let root = runtime_root.join(n.to_string());
+            helpers.push(
+                Helper::spawn(&config.helper_program, &args, &root)
+                    .map_err(|e| ShimError::Start(e.to_string()))?,
+            );
+        }
         Ok(ContainerShim {
             shared: Arc::new(Shared {
-                helper,
+                helpers,
+                load: (0..count).map(|_| AtomicU64::new(0)).collect(),
                 snapshots: config.snapshots,
                 bundles,
                 seq: AtomicU64::new(0),
@@ -338,12 +359,14 @@ impl Shim for ContainerShim {
                 return Err(e);
             }
         };
-        if let Err(e) = shared
-            .helper
-            .create(&id, &bundle, stdin, out_w, err_w)
-            .await
-        {
-            let _ = shared.helper.delete(&id).await;
+        let slot = (0..shared.helpers.len())
+            .min_by_key(|&i| shared.load[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        shared.load[slot].fetch_add(1, Ordering::Relaxed);
+        let helper = shared.helpers[slot].clone();
+        if let Err(e) = helper.create(&id, &bundle, stdin, out_w, err_w).await {
+            let _ = helper.delete(&id).await;
+            shared.load[slot].fetch_sub(1, Ordering::Relaxed);
             cleanup(&shared);
             return Err(ShimError::Start(e.to_string()));
         }
@@ -353,6 +376,8 @@ impl Shim for ContainerShim {
         ];
         Ok(Box::new(LinuxContainer {
             shared,
+            helper,
+            slot,
             id,
             bundle,
             readers: tokio::sync::Mutex::new(readers),
@@ -364,6 +389,9 @@ impl Shim for ContainerShim {
 
 struct LinuxContainer {
     shared: Arc<Shared>,
+    /// The helper that made it, and its index in `Shared::helpers`.
+    helper: Helper,
+    slot: usize,
     id: String,
     bundle: PathBuf,
     /// The output forwarders: an exit is reported once they have drained the pipes.
@@ -374,10 +402,10 @@ struct LinuxContainer {
 
 impl LinuxContainer {
     fn signal(&self, signal: Signal, all: bool) {
-        let shared = self.shared.clone();
+        let helper = self.helper.clone();
         let id = self.id.clone();
         self.runtime.spawn(async move {
-            if let Err(e) = shared.helper.kill(&id, signal as i32, all).await {
+            if let Err(e) = helper.kill(&id, signal as i32, all).await {
                 tracing::debug!(container = %id, "{signal}: {e}");
             }
         });
@@ -411,8 +439,7 @@ impl LinuxContainer {
 #[async_trait::async_trait]
 impl Container for LinuxContainer {
     async fn start(&self) -> Result<(), ShimError> {
-        self.shared
-            .helper
+        self.helper
             .start(&self.id)
             .await
             .map_err(|e| ShimError::Start(e.to_string()))
@@ -421,7 +448,7 @@ impl Container for LinuxContainer {
     async fn wait(&self) -> Exit {
         self.exit
             .get_or_init(|| async {
-                let exit = self.shared.helper.wait(&self.id).await;
+                let exit = self.helper.wait(&self.id).await;
                 // The container's pid namespace ended with its first process, so every
                 // writer of the pipes is gone and the forwarders finish.
                 for reader in self.readers.lock().await.drain(..) {
@@ -451,15 +478,12 @@ impl Container for LinuxContainer {
     }
 
     fn stop(&self, grace: Duration) {
-        let shared = self.shared.clone();
+        let helper = self.helper.clone();
         let id = self.id.clone();
         self.runtime.spawn(async move {
-            let _ = shared.helper.kill(&id, Signal::SIGTERM as i32, false).await;
-            if tokio::time::timeout(grace, shared.helper.wait(&id))
-                .await
-                .is_err()
-            {
-                let _ = shared.helper.kill(&id, Signal::SIGKILL as i32, true).await;
+            let _ = helper.kill(&id, Signal::SIGTERM as i32, false).await;
+            if tokio::time::timeout(grace, helper.wait(&id)).await.is_err() {
+                let _ = helper.kill(&id, Signal::SIGKILL as i32, true).await;
             }
         });
     }
@@ -529,13 +553,12 @@ impl Container for LinuxContainer {
             Some([in_r, out_w, err_w])
         };
         let started = self
-            .shared
             .helper
             .exec(&self.id, &exec_id, &path, tty, stdio)
             .await;
         let _ = std::fs::remove_file(&path);
         let (_pid, pty) = started.map_err(|e| ShimError::Start(e.to_string()))?;
-        let helper = self.shared.helper.clone();
+        let helper = self.helper.clone();
         let exit = Box::pin(async move {
             let exit = helper.wait(&exec_id).await;
             helper.forget(&exec_id);
@@ -555,13 +578,16 @@ impl Container for LinuxContainer {
 impl Drop for LinuxContainer {
     fn drop(&mut self) {
         let shared = self.shared.clone();
+        let helper = self.helper.clone();
+        let slot = self.slot;
         let id = self.id.clone();
         let bundle = self.bundle.clone();
         self.runtime.spawn(async move {
             // Delete kills whatever still runs in it first.
-            if let Err(e) = shared.helper.delete(&id).await {
+            if let Err(e) = helper.delete(&id).await {
                 tracing::warn!(container = %id, "deleting: {e}");
             }
+            shared.load[slot].fetch_sub(1, Ordering::Relaxed);
             let _ = tokio::task::spawn_blocking(move || {
                 if let Err(e) = shared.snapshots.remove(&id) {
                     tracing::warn!(container = %id, "removing its root filesystem: {e}");

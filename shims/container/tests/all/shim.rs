@@ -88,25 +88,26 @@ fn processes_rooted_in(dir: &Path) -> Vec<(u32, String)> {
     found
 }
 
-/// Children of the helper serving `root` (reaped ones are gone; zombies are listed).
+/// Children of the helpers keeping state under `state` (reaped ones are gone; zombies are
+/// listed).
 fn helper_children(state: &Path) -> Vec<String> {
     let needle = state.to_string_lossy().to_string();
-    let mut helper = None;
+    let mut helpers = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if cmdline.contains("--root") && cmdline.contains(&needle) {
-            helper = entry.file_name().to_string_lossy().parse::<u32>().ok();
+            helpers.extend(entry.file_name().to_string_lossy().parse::<u32>().ok());
         }
     }
-    let helper = helper.expect("the container helper is running");
+    assert_eq!(helpers.len(), 3, "the container helpers are running");
     let mut children = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         // pid (comm) state ppid ...
         let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
         let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse().ok());
-        if ppid == Some(helper) {
+        if ppid.is_some_and(|p| helpers.contains(&p)) {
             children.push(stat);
         }
     }
@@ -139,6 +140,7 @@ fn a_thousand_containers_leave_nothing_behind() {
             snapshots: Snapshots::open(&snapshots_dir).unwrap(),
             helper_program: PathBuf::from(env!("CARGO_BIN_EXE_skiff-container-helper")),
             helper_args: vec![],
+            helpers: 3,
         })
         .unwrap();
         let ns = Netns::new(format!("skiff-shim-{}", std::process::id()));
@@ -212,6 +214,7 @@ fn a_thousand_containers_leave_nothing_behind() {
         let runtime_state: Vec<_> = std::fs::read_dir(state.join("runtime"))
             .unwrap()
             .flatten()
+            .flat_map(|helper| std::fs::read_dir(helper.path()).unwrap().flatten())
             .map(|e| e.file_name())
             .collect();
         assert!(runtime_state.is_empty(), "{runtime_state:?}");
