@@ -289,7 +289,7 @@ impl Supervisor {
             let attempt = match self.shim_for(&image) {
                 Err(m) => Err(("CreateContainerError".to_string(), m)),
                 Ok(shim) => {
-                    if !shim.sandbox_reusable() {
+                    if !shim.sandbox_reusable_for(&security(&self.run.pod, &self.spec)) {
                         self.run.sandbox_reusable.store(false, Ordering::Relaxed);
                     }
                     match self.spec_for(&image).await {

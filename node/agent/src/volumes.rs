@@ -58,6 +58,10 @@ async fn prepare_one(
     if v.empty_dir.is_some() {
         let p = dir("empty-dir");
         create(&p)?;
+        // World-writable, as the kubelet makes it: a container running as any user may
+        // write to its scratch space.
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .map_err(|e| setup(&v.name, e))?;
         return Ok(p);
     }
     if let Some(h) = &v.host_path {

@@ -218,6 +218,12 @@ pub trait Shim: Send + Sync + 'static {
     fn sandbox_reusable(&self) -> bool {
         false
     }
+    /// As [`Shim::sandbox_reusable`], for one container with this securityContext (a Linux
+    /// container can change its network namespace only with capabilities it may be
+    /// granted).
+    fn sandbox_reusable_for(&self, _security: &Security) -> bool {
+        self.sandbox_reusable()
+    }
     /// Compile ahead of the first start, so that start only instantiates. Optional.
     async fn precompile(&self, _workload: &Workload) -> Result<(), ShimError> {
         Ok(())

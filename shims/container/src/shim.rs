@@ -51,10 +51,15 @@ pub struct ContainerConfig {
 }
 
 impl ContainerConfig {
-    /// Helpers for this machine: two per CPU. A build mostly waits on its child processes
-    /// (about a third of its time on CPU), so more helpers than CPUs keep the CPUs busy.
+    /// Helpers for this machine: `SKIFF_CONTAINER_HELPERS`, else two per CPU. A build
+    /// mostly waits on its child processes (about a third of its time on CPU), so more
+    /// helpers than CPUs keep the CPUs busy.
     pub fn default_helpers() -> usize {
-        std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
+        std::env::var("SKIFF_CONTAINER_HELPERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() * 2))
     }
 }
 
@@ -62,6 +67,11 @@ struct Shared {
     helpers: Vec<Helper>,
     /// Containers each helper holds now: a new one goes to the least busy.
     load: Vec<AtomicU64>,
+    /// Containers being prepared and built at once: one per helper. More would only wait
+    /// for a helper while their root filesystems sit mounted, and every mount on the node
+    /// makes each build slower (a new mount namespace copies them all; libcgroups reads
+    /// mountinfo once per controller).
+    building: tokio::sync::Semaphore,
     snapshots: Snapshots,
     bundles: PathBuf,
     seq: AtomicU64,
@@ -124,6 +134,7 @@ impl ContainerShim {
             shared: Arc::new(Shared {
                 helpers,
                 load: (0..count).map(|_| AtomicU64::new(0)).collect(),
+                building: tokio::sync::Semaphore::new(count),
                 snapshots: config.snapshots,
                 bundles,
                 seq: AtomicU64::new(0),
@@ -216,6 +227,18 @@ impl Shim for ContainerShim {
         matches!(workload, Workload::Rootfs { .. })
     }
 
+    /// Without NET_ADMIN (or SYS_ADMIN, or ALL), which the default capability set leaves
+    /// out, a container's processes cannot change its network namespace's addresses,
+    /// routes, firewall rules or sysctls (`/proc/sys` is read-only): they can only open
+    /// sockets in it, and those end with the container's pid namespace.
+    fn sandbox_reusable_for(&self, security: &skiff_shim::Security) -> bool {
+        !security.privileged
+            && !security.capabilities_add.iter().any(|c| {
+                let c = c.trim_start_matches("CAP_").to_ascii_uppercase();
+                matches!(c.as_str(), "NET_ADMIN" | "SYS_ADMIN" | "ALL")
+            })
+    }
+
     async fn create(
         &self,
         spec: ContainerSpec,
@@ -228,6 +251,12 @@ impl Shim for ContainerShim {
             ));
         };
         let shared = self.shared.clone();
+        let _building = self
+            .shared
+            .building
+            .acquire()
+            .await
+            .map_err(|_| ShimError::Start("the container runtime is shutting down".into()))?;
         // One id per attempt: a restarted container's predecessor may still be going.
         let id = format!(
             "{}-{}",
@@ -359,6 +388,11 @@ impl Shim for ContainerShim {
                 return Err(e);
             }
         };
+        // The container's user owns its stdout and stderr, as runc arranges: a process
+        // that drops root may still open /dev/stdout and /dev/stderr.
+        for fd in [&out_w, &err_w] {
+            let _ = std::os::unix::fs::fchown(fd, Some(resolved.uid), Some(resolved.gid));
+        }
         let slot = (0..shared.helpers.len())
             .min_by_key(|&i| shared.load[i].load(Ordering::Relaxed))
             .unwrap_or(0);
