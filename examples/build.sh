@@ -6,7 +6,8 @@
 #   testbed.wasm   wasi:cli command component for the node agent's tests (wasm32-wasip2)
 #   busybox-oci/   a busybox Linux image (OCI layout) from Debian's busybox-static
 # With --native it also builds http-server, the HTTP example as a static Linux binary
-# (x86_64-unknown-linux-musl). Prints the paths of what it built, one a line.
+# (x86_64-unknown-linux-musl), and http-server-oci/, a minimal image of it. Prints the paths
+# of what it built, one a line.
 #
 # Cargo rebuilds only what changed and files are copied only when they differ, so a second
 # run is quick. The guests have their own workspace and target dir (examples/apps/target);
@@ -83,3 +84,6 @@ if $native; then
   copy "$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/http-server" http-server
 fi
 "$here/images/busybox.sh" "$out/busybox-oci"
+if $native; then
+  "$here/images/http-server.sh" "$out/http-server-oci"
+fi

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Serves a local OCI registry on 127.0.0.1:5000 (Debian's docker-registry, data under
-# ~/.local/share/skiff/registry) unless one answers there already, builds the example guests
-# and pushes them as localhost:5000/skiff/{hello,http,testbed}:v1 with `skiff image`, so the
-# manifests in examples/manifests run as they are.
+# ~/.local/share/skiff/registry) unless one answers there already, builds the examples and
+# pushes them with `skiff image`, so the manifests in examples/manifests run as they are:
+#   localhost:5000/skiff/{hello,http,testbed}:v1      the Wasm guests
+#   localhost:5000/skiff/busybox:v1                   busybox (images/busybox.sh)
+#   localhost:5000/skiff/http-server:v1               the http example as a container (images/http-server.sh)
+#   localhost:5000/skiff/debian-web:v1                Debian with lighttpd (images/debian-web.sh)
+# The Debian image needs root and about a minute the first time (debootstrap); run as
+# another user, the script asks sudo for it. SKIFF names a skiff binary to use instead of
+# building target/release/skiff.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${XDG_DATA_HOME:-$HOME/.local/share}/skiff/registry"
@@ -23,10 +29,27 @@ YAML
   for _ in $(seq 50); do curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>&1 && break; sleep 0.1; done
   echo "registry.sh: registry on 127.0.0.1:5000 (log: $data/registry.log)"
 fi
-examples/build.sh >/dev/null
-cargo build --release -q -p skiff
+# build.sh --native also packs busybox-oci and http-server-oci.
+examples/build.sh --native >/dev/null
+if [ "$(id -u)" -eq 0 ]; then
+  examples/images/debian-web.sh >/dev/null
+else
+  sudo examples/images/debian-web.sh >/dev/null
+fi
+if [ -n "${SKIFF:-}" ]; then
+  skiff="$SKIFF"
+else
+  cargo build --release -q -p skiff
+  skiff=target/release/skiff
+fi
+push() {
+  local from="$1" ref="localhost:5000/skiff/$2:v1"
+  "$skiff" image --root "$data/images" import "$from" "$ref" >/dev/null
+  "$skiff" image --root "$data/images" push "$ref"
+}
 for app in hello http testbed; do
-  ref="localhost:5000/skiff/$app:v1"
-  target/release/skiff image --root "$data/images" import "examples/build/$app.wasm" "$ref" >/dev/null
-  target/release/skiff image --root "$data/images" push "$ref"
+  push "examples/build/$app.wasm" "$app"
+done
+for image in busybox http-server debian-web; do
+  push "examples/build/$image-oci" "$image"
 done

@@ -4,7 +4,11 @@ config, a manifest and index.json. The result is reproducible (sorted entries, z
 mtimes, root-owned) so the same rootfs gives the same digest.
 
     oci_layout.py ROOTFS OUT [--entrypoint ARG]... [--cmd ARG]... [--env K=V]...
-                  [--workdir DIR] [--user USER] [--port 8080/tcp]
+                  [--workdir DIR] [--user USER] [--port 8080/tcp] [--keep-owners]
+
+--keep-owners keeps each file's numeric owner and group instead of making everything
+root's: for a rootfs built as root by a package manager (debootstrap), where some files
+belong to other users (www-data's cache directory, the shadow group's /etc/shadow).
 
 Load it with `skiff image import OUT REF`, then `skiff image push REF`.
 """
@@ -20,7 +24,7 @@ import sys
 import tarfile
 
 
-def add_tree(tar, root):
+def add_tree(tar, root, keep_owners):
     """Adds everything under root, parents before children, names relative to root."""
     entries = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -29,8 +33,13 @@ def add_tree(tar, root):
             entries.append(os.path.join(dirpath, name))
     for path in sorted(entries, key=lambda p: os.path.relpath(p, root).split(os.sep)):
         info = tar.gettarinfo(path, arcname=os.path.relpath(path, root))
-        info.uid = info.gid = 0
-        info.uname = info.gname = "root"
+        if keep_owners:
+            # Names would come from the host's passwd and group, not the rootfs's: leave
+            # them out, the numeric ids are what counts.
+            info.uname = info.gname = ""
+        else:
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
         info.mtime = 0
         if info.isreg():
             with open(path, "rb") as f:
@@ -57,6 +66,7 @@ def main():
     p.add_argument("--workdir")
     p.add_argument("--user")
     p.add_argument("--port", action="append", default=[])
+    p.add_argument("--keep-owners", action="store_true")
     a = p.parse_args()
     if not os.path.isdir(a.rootfs):
         sys.exit(f"oci_layout.py: {a.rootfs} is not a directory")
@@ -64,7 +74,7 @@ def main():
     os.makedirs(os.path.join(a.out, "blobs", "sha256"), exist_ok=True)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        add_tree(tar, a.rootfs)
+        add_tree(tar, a.rootfs, a.keep_owners)
     tar_bytes = raw.getvalue()
     layer, layer_size = blob(a.out, gzip.compress(tar_bytes, mtime=0))
 
