@@ -7,7 +7,9 @@ use std::process::Command;
 use serde_json::Value;
 use skiff_conformance::{Backend, Cluster, Kubectl, Registry, repo_root};
 
-use crate::node::{container, get_forwarded, http_get, phase, port_forward, ready, wait_pod};
+use crate::node::{
+    container, example, get_forwarded, http_get, phase, port_forward, ready, wait_pod,
+};
 
 /// Pushes a busybox image built by `examples/images/busybox.sh` with `options` (image
 /// config fields) as `<registry>/skiff/<name>:v1`.
@@ -304,6 +306,22 @@ spec:
         "{events}"
     );
 
+    // A container running as another user writes to /dev/stderr and to its emptyDir.
+    apply(
+        &k,
+        &script_pod(
+            "unprivileged",
+            &busybox,
+            "Never",
+            "echo via-dev-stderr > /dev/stderr && echo x > /scratch/f && echo wrote as $(id -u)",
+            "    securityContext: {runAsUser: 65534, runAsGroup: 65534}\n    volumeMounts: [{name: scratch, mountPath: /scratch}]\n",
+        )
+        .replace("  containers:", "  volumes: [{name: scratch, emptyDir: {}}]\n  containers:"),
+    );
+    let p = wait_pod(&k, "unprivileged", "Succeeded", done);
+    assert_eq!(phase(&p), "Succeeded", "{}", logs(&k, "unprivileged"));
+    assert_eq!(logs(&k, "unprivileged"), "via-dev-stderr\nwrote as 65534\n");
+
     // Over its memory limit: OOMKilled, and restarted by the pod's policy.
     apply(
         &k,
@@ -445,5 +463,69 @@ spec:
     wait_pod(&k, "stubborn", "Running", |p| phase(p) == "Running");
     k.ok(&["delete", "pod", "stubborn", "--timeout=60s"]);
     k.ok(&["delete", "pod", "--all", "--timeout=60s"]);
+    assert!(k.ok(&["get", "pods", "-o", "name"]).trim().is_empty());
+}
+
+/// The walk-through with the example manifests as they are: a standard Debian image
+/// serving HTTP (lighttpd as www-data), and the mixed pod of a Wasm and a Linux container,
+/// both pulled from a real registry.
+#[test]
+fn container_examples_walkthrough() {
+    let registry = Registry::start();
+    registry.push_example("debian-web-oci", "debian-web");
+    registry.push_example("busybox-oci", "busybox");
+    registry.push_example("http.wasm", "http");
+    let cluster = Cluster::start_with_node(Backend::Embedded);
+    let k = cluster.kubectl("1.33");
+
+    apply(&k, &example("web-container.yaml", &registry));
+    apply(&k, &example("mixed-pod.yaml", &registry));
+    let web = wait_pod(&k, "web", "Ready", ready);
+    let ip = web["status"]["podIP"].as_str().unwrap().to_string();
+    let (code, body) = http_get(&ip, 8080, "/").expect("GET web");
+    assert_eq!(code, 200);
+    assert!(
+        body.starts_with("lighttpd ") && body.contains(" on Debian "),
+        "{body}"
+    );
+    // lighttpd's access log goes to the container's stderr, so to kubectl logs.
+    let start = std::time::Instant::now();
+    while !logs(&k, "web").contains("GET / HTTP/1.1") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no access log line: {}",
+            logs(&k, "web")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let root = k.ok(&["exec", "web", "--", "ls", "/"]);
+    for dir in ["bin", "etc", "usr", "var"] {
+        assert!(root.lines().any(|l| l == dir), "{root}");
+    }
+    assert_eq!(k.ok(&["exec", "web", "--", "id", "-un"]), "www-data\n");
+
+    // The mixed pod: the Linux container fetches the Wasm app's answer over localhost into
+    // the shared volume and serves it.
+    let mixed = wait_pod(&k, "mixed", "Ready", ready);
+    let ip = mixed["status"]["podIP"].as_str().unwrap().to_string();
+    assert_eq!(
+        http_get(&ip, 8080, "/").expect("GET wasm"),
+        (200, "hello from skiff\n".to_string())
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let got = http_get(&ip, 8081, "/greeting.txt");
+        if let Ok((200, body)) = &got {
+            assert_eq!(body, "hello from the mixed pod\n");
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the Linux container never served the Wasm app's answer: {got:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    k.ok(&["delete", "pod", "web", "mixed", "--timeout=60s"]);
     assert!(k.ok(&["get", "pods", "-o", "name"]).trim().is_empty());
 }

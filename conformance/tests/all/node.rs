@@ -8,7 +8,7 @@ use serde_json::Value;
 use skiff_conformance::{Backend, Cluster, Kubectl, Registry, repo_root};
 
 /// The example manifest with the registry the test started instead of `localhost:5000`.
-fn example(name: &str, registry: &Registry) -> String {
+pub(crate) fn example(name: &str, registry: &Registry) -> String {
     std::fs::read_to_string(repo_root().join("examples/manifests").join(name))
         .expect("example manifest")
         .replace("localhost:5000", &registry.host)
