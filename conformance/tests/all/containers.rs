@@ -2,7 +2,10 @@
 //! the container shim (youki's libcontainer) beside Wasm pods, driven by kubectl 1.33.
 //! They need root (pod networks, namespaces, cgroups).
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use skiff_conformance::{Backend, Cluster, Kubectl, Registry, repo_root};
@@ -63,6 +66,143 @@ fn logs(k: &Kubectl, pod: &str) -> String {
     k.ok(&["logs", pod])
 }
 
+/// Lines a child writes to `out`, as they come.
+fn lines_of(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The first line from `lines` that starts with `prefix`, within a minute.
+fn first_line(lines: &mpsc::Receiver<String>, prefix: &str, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.starts_with(prefix) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("{what}: no line starting with {prefix:?}: {e}"),
+        }
+    }
+}
+
+/// `kubectl attach` and `kubectl run -i` into container pods, over WebSocket (1.33) and
+/// SPDY (1.27).
+fn attach_walkthrough(cluster: &Cluster, busybox: &str) {
+    let k = cluster.kubectl("1.33");
+    // Without -i: the container's stdout and stderr as it writes them.
+    apply(
+        &k,
+        &script_pod(
+            "ticker",
+            busybox,
+            "Never",
+            "i=0; while true; do i=$((i+1)); echo tick $i; echo tock $i >&2; sleep 0.2; done",
+            "",
+        ),
+    );
+    wait_pod(&k, "ticker", "Running", |p| phase(p) == "Running");
+    // Its image was pulled for an earlier pod: the kubelet's events say so.
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=ticker",
+    ]);
+    assert!(
+        events.contains("already present on machine") && !events.contains("Pulling"),
+        "{events}"
+    );
+    for version in ["1.33", "1.27"] {
+        let mut attach = cluster
+            .kubectl(version)
+            .command()
+            .args(["attach", "ticker"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl attach");
+        let out = lines_of(attach.stdout.take().expect("stdout"));
+        let err = lines_of(attach.stderr.take().expect("stderr"));
+        let what = format!("kubectl {version} attach ticker");
+        first_line(&out, "tick ", &what);
+        first_line(&err, "tock ", &what);
+        let _ = attach.kill();
+        let _ = attach.wait();
+    }
+    // It asked for no stdin, so there is none to attach to.
+    let err = k.fails(&["attach", "-i", "ticker"]);
+    assert!(err.contains("no stdin to attach to"), "{err}");
+    k.ok(&["delete", "pod", "ticker", "--wait=false"]);
+
+    // kubectl run -i: stdin: true and stdinOnce: true; the client's input reaches the
+    // container, and its end closes the container's stdin, so `cat` ends.
+    for version in ["1.33", "1.27"] {
+        let name = format!("reader-{}", version.replace('.', "-"));
+        let run = cluster.kubectl(version).run_stdin(
+            &[
+                "run",
+                &name,
+                "--image",
+                busybox,
+                "--restart=Never",
+                "-i",
+                "--rm",
+                "--command",
+                "--",
+                "sh",
+                "-c",
+                "read l; echo \"got $l\"; cat; echo bye",
+            ],
+            "hello\nand more\n",
+        );
+        assert_eq!(run.code, 0, "kubectl {version}: {run:?}");
+        assert!(
+            run.stdout.contains("got hello\nand more\nbye\n"),
+            "kubectl {version}: {run:?}"
+        );
+        // --rm: the pod is gone once it ended.
+        assert!(k.fails(&["get", "pod", &name]).contains("not found"));
+    }
+
+    // tty: true: the container runs on a terminal, which takes the client's window size.
+    apply(
+        &k,
+        &script_pod(
+            "term",
+            busybox,
+            "Never",
+            "for i in $(seq 1 40); do echo \"on $(tty) size $(stty size)\"; sleep 0.25; done",
+            "    stdin: true\n    tty: true\n",
+        ),
+    );
+    wait_pod(&k, "term", "Running", |p| phase(p) == "Running");
+    let tty = Command::new("script")
+        .args([
+            "-qec",
+            &format!(
+                "stty cols 77 rows 33; KUBECONFIG={} {} attach -it term",
+                k.kubeconfig.display(),
+                k.bin.display()
+            ),
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux)");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(shown.contains("on /dev/pts/0 size 33 77"), "{shown}");
+    // What the terminal showed is the container's log too.
+    assert!(logs(&k, "term").contains("on /dev/pts/0 size"));
+    k.ok(&["delete", "pod", "term", "--wait=false"]);
+}
+
 #[test]
 fn container_pods_walkthrough() {
     let registry = Registry::start();
@@ -120,6 +260,13 @@ spec:
         ),
     );
     let p = wait_pod(&k, "web", "Ready", ready);
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web",
+    ]);
+    assert!(events.contains("Pulling image"), "{events}");
     let ip = p["status"]["podIP"].as_str().expect("podIP").to_string();
     assert_eq!(
         http_get(&ip, 8080, "/").expect("GET web"),
@@ -170,12 +317,14 @@ spec:
     // The container's own /etc/hosts names the pod; exec runs as the container does.
     let hosts = k.ok(&["exec", "web", "--", "cat", "/etc/hosts"]);
     assert!(hosts.ends_with(&format!("{ip}\tweb\n")), "{hosts}");
-    // -it: a terminal of the client's size, and the exit code through it.
+    // -it: a terminal of the client's size, and the exit code through it. The size is
+    // set just after the process starts (libcontainer has no `consoleSize`), which a
+    // shell learns from its SIGWINCH; this command waits for it.
     let tty = Command::new("script")
         .args([
             "-qec",
             &format!(
-                "stty cols 123 rows 45; KUBECONFIG={} {} exec -it web -- sh -c 'tty; stty size; exit 5'",
+                "stty cols 123 rows 45; KUBECONFIG={} {} exec -it web -- sh -c 'until stty size >/dev/null 2>&1; do sleep 0.1; done; tty; stty size; exit 5'",
                 k.kubeconfig.display(),
                 k.bin.display()
             ),
@@ -199,9 +348,8 @@ spec:
     assert_eq!(answer, (200, "served by web\n".to_string()));
     let _ = forward.kill();
     let _ = forward.wait();
-    // attach is refused with the reason, before any stream.
-    let err = k.fails(&["attach", "web"]);
-    assert!(err.contains("attach"), "{err}");
+    // attach: output as it is written, stdin (kubectl run -i, stdinOnce), a terminal.
+    attach_walkthrough(&cluster, &busybox);
 
     // Kubernetes' merging of the image config with command, args, env, workingDir and the
     // securityContext, each case in its own pod.
@@ -305,6 +453,82 @@ spec:
         events.contains("Liveness probe failed: command [\"cat\", \"/tmp/alive\"] exited with 1: cat: can't open '/tmp/alive'"),
         "{events}"
     );
+
+    // The containers of a pod share its IPC namespace and /dev/shm, not the node's.
+    apply(
+        &k,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: ipc}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: a
+    image: {busybox}
+    command: ["sh", "-c", "echo from-a > /dev/shm/note; readlink /proc/self/ns/ipc > /dev/shm/ns-a; exec sleep 3600"]
+    readinessProbe: {{exec: {{command: [test, -f, /dev/shm/ns-a]}}, periodSeconds: 1}}
+  - name: b
+    image: {busybox}
+    command: ["sleep", "3600"]
+"#
+        ),
+    );
+    wait_pod(&k, "ipc", "Ready", ready);
+    let seen = k.ok(&[
+        "exec",
+        "ipc",
+        "-c",
+        "b",
+        "--",
+        "sh",
+        "-c",
+        "cat /dev/shm/note; cat /dev/shm/ns-a; readlink /proc/self/ns/ipc",
+    ]);
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines.len(), 3, "{seen}");
+    assert_eq!(lines[0], "from-a");
+    assert_eq!(lines[1], lines[2], "a and b in one IPC namespace: {seen}");
+    let host = std::fs::read_link("/proc/self/ns/ipc").expect("the host's IPC namespace");
+    assert_ne!(lines[1], host.to_string_lossy(), "not the node's");
+    k.ok(&["delete", "pod", "ipc", "--wait=false"]);
+
+    // An exec probe that outlives its timeout fails, and its process is killed rather
+    // than left running in the container, one more each period.
+    apply(
+        &k,
+        &script_pod(
+            "slow-probe",
+            &busybox,
+            "Always",
+            "exec sleep 3600",
+            "    readinessProbe: {exec: {command: [sleep, \"77\"]}, periodSeconds: 1, timeoutSeconds: 1}\n",
+        ),
+    );
+    wait_pod(&k, "slow-probe", "Running", |p| phase(p) == "Running");
+    // A probe every two seconds or so (1 s timeout, 1 s period): over eight seconds, left
+    // running they would pile up; killed, at most the one running now is there.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(8) {
+        let ps = k.ok(&["exec", "slow-probe", "--", "ps"]);
+        let probes = ps
+            .lines()
+            .filter(|l| l.trim_end().ends_with("sleep 77"))
+            .count();
+        assert!(probes <= 1, "timed-out probes left running:\n{ps}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=slow-probe",
+    ]);
+    assert!(
+        events.contains("Readiness probe failed: timeout after 1s"),
+        "{events}"
+    );
+    k.ok(&["delete", "pod", "slow-probe", "--wait=false"]);
 
     // A container running as another user writes to /dev/stderr and to its emptyDir.
     apply(

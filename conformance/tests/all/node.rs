@@ -240,6 +240,9 @@ fn wasm_pods_walkthrough() {
         let _ = forward.wait();
     }
 
+    // attach reaches a Wasm container's output, but it has no stdin to attach to.
+    let err = k.fails(&["attach", "-i", "http-wasm"]);
+    assert!(err.contains("no stdin to attach to"), "{err}");
     let err = k.fails(&["exec", "http-wasm", "-c", "nope", "--", "ls"]);
     assert!(err.contains("nope"), "{err}");
     let err = k.fails(&["exec", "hello-wasm", "--", "ls"]);

@@ -39,6 +39,10 @@ impl Network for skiff_podnet::PodNetwork {
 /// Images from the node's `skiff-images` store.
 #[async_trait::async_trait]
 impl crate::Images for skiff_images::ImageStore {
+    fn has(&self, reference: &str) -> bool {
+        skiff_images::ImageStore::has(self, reference)
+    }
+
     async fn pull(
         &self,
         reference: &str,

@@ -100,7 +100,12 @@ impl Supervisor {
                 return None;
             }
             let started = Instant::now();
-            if policy != PullPolicy::Never {
+            let present = match policy {
+                PullPolicy::Never => true,
+                PullPolicy::IfNotPresent => self.run.ctx.images.has(&reference),
+                PullPolicy::Always => false,
+            };
+            if !present {
                 self.event(
                     "Normal",
                     "Pulling",
@@ -115,7 +120,7 @@ impl Supervisor {
                 .await
             {
                 Ok(image) => {
-                    let message = if policy == PullPolicy::Never {
+                    let message = if present {
                         format!("Container image \"{reference}\" already present on machine")
                     } else {
                         format!(
@@ -266,6 +271,8 @@ impl Supervisor {
                 cpu_limit_millis,
                 cpu_request_millis,
                 security: security(&run.pod, &self.spec),
+                stdin: self.spec.stdin.unwrap_or(false),
+                tty: self.spec.tty.unwrap_or(false),
                 logs: log.clone(),
             },
             log,
@@ -348,7 +355,11 @@ impl Supervisor {
                         &run.uid,
                         run.sandbox.netns.clone(),
                         &self.spec.name,
-                        container.clone(),
+                        crate::remote::RunningContainer {
+                            handle: container.clone(),
+                            log: logs.clone(),
+                            stdin_once: self.spec.stdin_once.unwrap_or(false),
+                        },
                     );
                     let exit = self.run_until_exit(&container, started_at).await;
                     let run = &self.run;

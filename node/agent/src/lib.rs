@@ -67,6 +67,11 @@ pub trait Images: Send + Sync + 'static {
         policy: PullPolicy,
         secrets: &PullSecrets,
     ) -> Result<PulledImage, String>;
+    /// Whether the node holds an image under `reference` already (a cheap look, for the
+    /// events: the kubelet says "already present" instead of "Pulling").
+    fn has(&self, _reference: &str) -> bool {
+        false
+    }
     /// The kubelet's image garbage collection: when the disk holding the images is fuller
     /// than the node allows, removes images no pod of this node names (`in_use`), least
     /// recently used first. Returns the images removed.

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use skiff_shim::{LogSink, Stream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 pub const MAX_FILE_BYTES: u64 = 10 << 20;
 pub const MAX_FILES: usize = 5;
@@ -75,6 +75,7 @@ impl LogManager {
                 partial: [Vec::new(), Vec::new()],
             }),
             notify,
+            live: Mutex::new(Vec::new()),
         }))
     }
 
@@ -170,7 +171,16 @@ pub struct ContainerLog {
     path: PathBuf,
     state: Mutex<WriterState>,
     notify: watch::Sender<u64>,
+    /// `kubectl attach` sessions following the output as it is written.
+    live: Mutex<Vec<mpsc::Sender<Chunk>>>,
 }
+
+/// A piece of output as the container wrote it, for `kubectl attach`.
+pub type Chunk = (Stream, Vec<u8>);
+
+/// Chunks an attach session may fall behind by; one further behind is cut off (its output
+/// ends) rather than holding up the container's output or the agent's memory.
+const LIVE_BACKLOG: usize = 256;
 
 /// Longest line kept whole; longer ones are written as `P` pieces, as CRI runtimes do.
 const MAX_LINE: usize = 16 * 1024;
@@ -255,9 +265,17 @@ impl ContainerLog {
 }
 
 impl ContainerLog {
+    /// Output written from now on, until the attempt is over (`kubectl attach`).
+    pub fn follow_live(&self) -> mpsc::Receiver<Chunk> {
+        let (tx, rx) = mpsc::channel(LIVE_BACKLOG);
+        self.live.lock().expect("live lock").push(tx);
+        rx
+    }
+
     /// The attempt is over: unfinished lines are written and followers are told, once the
     /// last handle to this log is dropped, that nothing more will come.
     pub fn close(&self) {
+        self.live.lock().expect("live lock").clear();
         self.flush();
         self.manager
             .written
@@ -284,6 +302,11 @@ impl LogSink for ContainerLog {
             self.write_line(&mut state, stream, 'P', &piece);
         }
         self.notify.send_replace(state.size);
+        drop(state);
+        let mut live = self.live.lock().expect("live lock");
+        if !live.is_empty() {
+            live.retain(|tx| tx.try_send((stream, bytes.to_vec())).is_ok());
+        }
     }
 }
 

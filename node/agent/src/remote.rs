@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use skiff_shim::Container;
+use skiff_shim::{AttachInput, Container};
 use skiff_streams::{
     ExecOptions, ExecOutcome, ExecStreams, Kind, Negotiated, negotiate, serve_exec,
     serve_port_forward,
@@ -31,7 +31,17 @@ struct RunningPod {
     uid: String,
     /// The pod's network namespace (`None`: the host's).
     netns: Option<PathBuf>,
-    containers: HashMap<String, Arc<dyn Container>>,
+    containers: HashMap<String, RunningContainer>,
+}
+
+/// A running container: its shim's handle, and what `kubectl attach` follows.
+#[derive(Clone)]
+pub struct RunningContainer {
+    pub handle: Arc<dyn Container>,
+    /// This attempt's log, whose live output attach sessions follow.
+    pub log: Arc<crate::logs::ContainerLog>,
+    /// `stdinOnce`: stdin is closed when the first attach session's input ends.
+    pub stdin_once: bool,
 }
 
 /// The containers running on this node, by namespace and pod name.
@@ -49,7 +59,7 @@ impl Running {
         uid: &str,
         netns: Option<PathBuf>,
         container: &str,
-        handle: Arc<dyn Container>,
+        running: RunningContainer,
     ) {
         let mut pods = self.pods.lock().expect("running lock");
         let entry = pods
@@ -67,7 +77,7 @@ impl Running {
                 containers: HashMap::new(),
             };
         }
-        entry.containers.insert(container.to_string(), handle);
+        entry.containers.insert(container.to_string(), running);
     }
 
     /// Forgets a container that exited.
@@ -98,7 +108,7 @@ impl Running {
             None => Lookup::NoPod,
             Some(p) => match p.containers.get(container) {
                 None => Lookup::NotRunning,
-                Some(c) => Lookup::Found(c.clone()),
+                Some(c) => Lookup::Found(Box::new(c.clone())),
             },
         }
     }
@@ -107,7 +117,7 @@ impl Running {
 enum Lookup {
     NoPod,
     NotRunning,
-    Found(Arc<dyn Container>),
+    Found(Box<RunningContainer>),
 }
 
 /// A Kubernetes `Status` failure, which kubectl prints as `Error from server (<reason>)`.
@@ -129,15 +139,13 @@ pub fn status(code: StatusCode, reason: &str, message: String) -> Response {
         .into_response()
 }
 
-/// The running container a request names, or the `Status` that says why there is none
-/// (or why it cannot be entered).
-fn enterable(
+/// The running container a request names, or the `Status` that says why there is none.
+fn running(
     ctx: &Ctx,
     namespace: &str,
     pod: &str,
     container: &str,
-    verb: &str,
-) -> Result<Arc<dyn Container>, Box<Response>> {
+) -> Result<RunningContainer, Box<Response>> {
     let refused = match ctx.running.container(namespace, pod, container) {
         Lookup::NoPod => status(
             StatusCode::NOT_FOUND,
@@ -149,16 +157,28 @@ fn enterable(
             "BadRequest",
             format!("container {container} is not running in pod {namespace}/{pod}"),
         ),
-        Lookup::Found(handle) => match handle.exec_refusal() {
-            Some(why) => status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("cannot {verb} container {container} of pod {namespace}/{pod}: {why}"),
-            ),
-            None => return Ok(handle),
-        },
+        Lookup::Found(found) => return Ok(*found),
     };
     Err(Box::new(refused))
+}
+
+/// The running container a request names, or the `Status` that says why there is none
+/// (or why it cannot be entered).
+fn enterable(
+    ctx: &Ctx,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+) -> Result<Arc<dyn Container>, Box<Response>> {
+    let found = running(ctx, namespace, pod, container)?;
+    match found.handle.exec_refusal() {
+        Some(why) => Err(Box::new(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("cannot exec into container {container} of pod {namespace}/{pod}: {why}"),
+        ))),
+        None => Ok(found.handle),
+    }
 }
 
 /// The stream protocol the client asked for, and its connection to take over once the
@@ -183,22 +203,143 @@ fn upgrade(
     Ok((negotiated, upgrade))
 }
 
-/// `/attach/...`: the container's own process's streams. Not offered yet: its stdin and
-/// output are not kept open for a second reader.
+/// Answers `101 Switching Protocols` with the negotiated headers, and serves the
+/// connection with `serve` once the client has switched.
+fn switch<F, Fut>(
+    negotiated: Negotiated,
+    upgrade: hyper::upgrade::OnUpgrade,
+    what: &'static str,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>, Negotiated) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let headers = negotiated.response_headers.clone();
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => serve(TokioIo::new(io), negotiated).await,
+            Err(e) => tracing::debug!("{what} upgrade: {e}"),
+        }
+    });
+    let mut resp = Response::new(axum::body::Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// `/attach/...?stdin=..&stdout=..&stderr=..&tty=..`: the container's own process's
+/// streams. Its output as it is written from now on (what came before is in `kubectl
+/// logs`), for a container of either runtime; input into its stdin or terminal when its
+/// spec keeps one open (`stdin: true`). The session ends when the container exits; with
+/// `stdinOnce`, the container's stdin is closed when this session's input ends.
 pub async fn attach(
     State(ctx): State<Arc<Ctx>>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    mut req: Request,
 ) -> Response {
-    if let Err(refused) = enterable(&ctx, &namespace, &pod, &container, "attach to") {
-        return *refused;
-    }
-    status(
-        StatusCode::NOT_IMPLEMENTED,
-        "NotImplemented",
-        format!(
-            "attach to container {container} is not available on this node yet: use kubectl logs -f, or kubectl exec"
-        ),
+    let found = match running(&ctx, &namespace, &pod, &container) {
+        Ok(f) => f,
+        Err(refused) => return *refused,
+    };
+    let opts = ExecOptions::from_query(&query.unwrap_or_default());
+    let input = if opts.stdin {
+        match found.handle.attach_input() {
+            Some(input) => Some(input),
+            None => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!(
+                        "container {container} of pod {namespace}/{pod} has no stdin to attach to: its spec has no stdin: true (or stdinOnce closed it); attach without -i/--stdin"
+                    ),
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let (negotiated, upgrade) = match upgrade(Kind::Attach, "attach", &mut req) {
+        Ok(u) => u,
+        Err(refused) => return *refused,
+    };
+    // Subscribed before the 101 is sent: nothing written after the client sees it is lost.
+    let live = found.log.follow_live();
+    switch(
+        negotiated,
+        upgrade,
+        "attach",
+        move |io, negotiated| async move {
+            let handler = move |streams: ExecStreams| run_attach(found, input, live, streams);
+            if let Err(e) = serve_exec(io, &negotiated, opts, handler).await {
+                tracing::debug!("attach session: {e}");
+            }
+        },
     )
+}
+
+async fn run_attach(
+    found: RunningContainer,
+    input: Option<AttachInput>,
+    mut live: tokio::sync::mpsc::Receiver<crate::logs::Chunk>,
+    streams: ExecStreams,
+) -> ExecOutcome {
+    let ExecStreams {
+        stdin,
+        mut stdout,
+        mut stderr,
+        tty,
+        mut resize,
+    } = streams;
+    let mut inputs = tokio::task::JoinSet::new();
+    let had_input = input.is_some() && stdin.is_some();
+    if let Some(input) = input {
+        let file = std::fs::File::from(input.fd);
+        if input.terminal
+            && let Ok(resize_fd) = file.try_clone()
+        {
+            inputs.spawn(async move {
+                while let Some(size) = resize.recv().await {
+                    set_window_size(&resize_fd, size.width, size.height);
+                }
+            });
+        }
+        if let Some(mut from) = stdin {
+            let handle = found.handle.clone();
+            let once = found.stdin_once;
+            inputs.spawn(async move {
+                // Blocking writes (the terminal's master side is shared with the shim's
+                // reader, which must not see O_NONBLOCK), on tokio's blocking pool.
+                let mut to = tokio::fs::File::from_std(file);
+                let _ = tokio::io::copy(&mut from, &mut to).await;
+                drop(to);
+                if once {
+                    handle.close_stdin();
+                }
+            });
+        }
+    }
+    // Until the attempt is over (its log closes) or the client stops reading.
+    while let Some((stream, bytes)) = live.recv().await {
+        let to = match stream {
+            skiff_shim::Stream::Stderr if !tty => stderr.as_mut(),
+            _ => stdout.as_mut(),
+        };
+        if let Some(to) = to
+            && to.write_all(&bytes).await.is_err()
+        {
+            break;
+        }
+    }
+    for out in [stdout.as_mut(), stderr.as_mut()].into_iter().flatten() {
+        let _ = out.shutdown().await;
+    }
+    inputs.abort_all();
+    if found.stdin_once && had_input {
+        found.handle.close_stdin();
+    }
+    ExecOutcome::Exited(0)
 }
 
 /// `/exec/<ns>/<pod>/<container>?command=...&stdin=..&stdout=..&stderr=..&tty=..`, for any
@@ -210,7 +351,7 @@ pub async fn exec(
     RawQuery(query): RawQuery,
     mut req: Request,
 ) -> Response {
-    let handle = match enterable(&ctx, &namespace, &pod, &container, "exec into") {
+    let handle = match enterable(&ctx, &namespace, &pod, &container) {
         Ok(h) => h,
         Err(refused) => return *refused,
     };
@@ -231,24 +372,17 @@ pub async fn exec(
         Ok(u) => u,
         Err(refused) => return *refused,
     };
-    let headers = negotiated.response_headers.clone();
-    tokio::spawn(async move {
-        let io = match upgrade.await {
-            Ok(io) => TokioIo::new(io),
-            Err(e) => {
-                tracing::debug!("exec upgrade: {e}");
-                return;
+    switch(
+        negotiated,
+        upgrade,
+        "exec",
+        move |io, negotiated| async move {
+            let handler = move |streams: ExecStreams| run_exec(handle, command, streams);
+            if let Err(e) = serve_exec(io, &negotiated, opts, handler).await {
+                tracing::debug!("exec session: {e}");
             }
-        };
-        let handler = move |streams: ExecStreams| run_exec(handle, command, streams);
-        if let Err(e) = serve_exec(io, &negotiated, opts, handler).await {
-            tracing::debug!("exec session: {e}");
-        }
-    });
-    let mut resp = Response::new(axum::body::Body::empty());
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    *resp.headers_mut() = headers;
-    resp
+        },
+    )
 }
 
 /// Output still buffered when an exec'd process has exited is forwarded for at most this
@@ -376,32 +510,25 @@ pub async fn port_forward(
                 .collect::<Vec<u16>>()
         })
         .collect();
-    let headers = negotiated.response_headers.clone();
-    tokio::spawn(async move {
-        let io = match upgrade.await {
-            Ok(io) => TokioIo::new(io),
-            Err(e) => {
-                tracing::debug!("port-forward upgrade: {e}");
-                return;
+    switch(
+        negotiated,
+        upgrade,
+        "port-forward",
+        move |io, negotiated| async move {
+            let connect = move |port: u16| {
+                let netns = netns.clone();
+                let pod = pod.clone();
+                async move {
+                    connect_in(netns, port)
+                        .await
+                        .map_err(|e| format!("error forwarding port {port} to pod {pod}: {e}"))
+                }
+            };
+            if let Err(e) = serve_port_forward(io, &negotiated, ports, connect).await {
+                tracing::debug!("port-forward session: {e}");
             }
-        };
-        let connect = move |port: u16| {
-            let netns = netns.clone();
-            let pod = pod.clone();
-            async move {
-                connect_in(netns, port)
-                    .await
-                    .map_err(|e| format!("error forwarding port {port} to pod {pod}: {e}"))
-            }
-        };
-        if let Err(e) = serve_port_forward(io, &negotiated, ports, connect).await {
-            tracing::debug!("port-forward session: {e}");
-        }
-    });
-    let mut resp = Response::new(axum::body::Body::empty());
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    *resp.headers_mut() = headers;
-    resp
+        },
+    )
 }
 
 /// A TCP connection to `127.0.0.1:port` made inside `netns` (a socket belongs to the

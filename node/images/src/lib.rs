@@ -266,6 +266,16 @@ impl ImageStore {
         registry::pull(&self.layout(), &normalized, auth).await
     }
 
+    /// Whether an image is stored under `reference` (reads the index only).
+    pub fn has(&self, reference: &str) -> bool {
+        let Ok(normalized) = normalize_reference(reference) else {
+            return false;
+        };
+        self.layout()
+            .read_index()
+            .is_ok_and(|index| index.find(&normalized).is_some())
+    }
+
     /// The image stored under `reference`, without asking any registry.
     pub fn get(&self, reference: &str) -> Result<Option<Image>, Error> {
         let normalized = normalize_reference(reference)?;

@@ -106,6 +106,11 @@ pub struct ContainerSpec {
     pub cpu_request_millis: Option<u64>,
     /// The securityContext fields that apply (the container's, else the pod's).
     pub security: Security,
+    /// `stdin: true`: the process's stdin stays open for `kubectl attach -i` (otherwise it
+    /// reads `/dev/null`).
+    pub stdin: bool,
+    /// `tty: true`: the process runs on a terminal, whose output is its stdout.
+    pub tty: bool,
     pub logs: Arc<dyn LogSink>,
 }
 
@@ -249,6 +254,14 @@ pub struct ExecProcess {
     pub exit: Pin<Box<dyn Future<Output = Result<i32, ShimError>> + Send>>,
 }
 
+/// The input side of a running container's own process, for `kubectl attach -i`.
+pub struct AttachInput {
+    /// The write end of its stdin, or with a terminal the terminal's master side (which
+    /// also takes window sizes). A duplicate: dropping it closes only this copy.
+    pub fd: OwnedFd,
+    pub terminal: bool,
+}
+
 /// One created container. Dropping it releases everything it holds (kill first).
 #[async_trait::async_trait]
 pub trait Container: Send + Sync {
@@ -261,11 +274,20 @@ pub trait Container: Send + Sync {
     /// Stops it now.
     fn kill(&self);
     fn stats(&self) -> Stats;
-    /// Why `kubectl exec` and `kubectl attach` cannot reach this container, or `None` when
-    /// they can. The agent answers with this reason before any stream is set up.
+    /// Why `kubectl exec` cannot reach this container, or `None` when it can. The agent
+    /// answers with this reason before any stream is set up. (`kubectl attach` reaches every
+    /// running container: its output comes from the log sink.)
     fn exec_refusal(&self) -> Option<String> {
-        Some("its runtime runs no processes that could be exec'd into or attached to".into())
+        Some("its runtime runs no processes that could be exec'd into".into())
     }
+    /// Its own process's stdin or terminal, when its spec keeps one open
+    /// ([`ContainerSpec::stdin`]) and it has not been closed.
+    fn attach_input(&self) -> Option<AttachInput> {
+        None
+    }
+    /// Closes the process's stdin for good (`stdinOnce`, after the first attach): it reads
+    /// end-of-file once every attached copy is gone too.
+    fn close_stdin(&self) {}
     /// Runs `argv` in the running container, as its own process runs (user, environment,
     /// working directory, confinement), with a terminal when `tty`.
     async fn exec(&self, _argv: Vec<String>, _tty: bool) -> Result<ExecProcess, ShimError> {

@@ -183,6 +183,31 @@ impl Helper {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<i32, HelperError> {
+        self.create_with(id, bundle, Some([stdin, stdout, stderr]))
+            .await
+            .map(|(pid, _)| pid)
+    }
+
+    /// As [`Helper::create`], for a spec whose process runs on a terminal
+    /// (`process.terminal`): returns the terminal's master side with the process id.
+    pub async fn create_tty(&self, id: &str, bundle: &Path) -> Result<(i32, OwnedFd), HelperError> {
+        match self.create_with(id, bundle, None).await? {
+            (pid, Some(master)) => Ok((pid, master)),
+            (_, None) => {
+                let _ = self.delete(id).await;
+                Err(HelperError::Runtime(
+                    "create returned no terminal for a process that asked for one".into(),
+                ))
+            }
+        }
+    }
+
+    async fn create_with(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: Option<[OwnedFd; 3]>,
+    ) -> Result<(i32, Option<OwnedFd>), HelperError> {
         // Watching starts before the process can exist, so no exit is missed.
         let (tx, _) = watch::channel(None);
         self.inner
@@ -190,22 +215,24 @@ impl Helper {
             .lock()
             .expect("exits lock")
             .insert(id.to_string(), tx);
-        let fds = [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
+        let raw: Vec<RawFd> = stdio.iter().flatten().map(|f| f.as_raw_fd()).collect();
+        let tty = stdio.is_none();
         let result = self
-            .request(
+            .request_fds(
                 |seq| Request::Create {
                     seq,
                     id: id.to_string(),
                     bundle: bundle.to_owned(),
+                    tty,
                 },
-                &fds,
+                &raw,
             )
             .await;
         // The helper has its own copies now (or failed): ours close here.
-        drop((stdin, stdout, stderr));
+        drop(stdio);
         match result {
-            Ok(Some(pid)) => Ok(pid),
-            Ok(None) => Err(HelperError::Runtime("create returned no process id".into())),
+            Ok((Some(pid), mut fds)) => Ok((pid, fds.pop())),
+            Ok((None, _)) => Err(HelperError::Runtime("create returned no process id".into())),
             Err(e) => {
                 self.inner.exits.lock().expect("exits lock").remove(id);
                 Err(e)
@@ -226,7 +253,8 @@ impl Helper {
         .map(|_| ())
     }
 
-    /// Sends `signal` to the container's process, or with `all` to every process in it.
+    /// Sends `signal` to the container's process, or with `all` to every process in it;
+    /// `id` may also name an exec'd process.
     pub async fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), HelperError> {
         self.request(
             |seq| Request::Kill {

@@ -22,6 +22,9 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 
 use crate::proto::{self, Event, MAX_PACKET, ProtoError, Request};
 
+/// A console socket listening for a terminal's master side, and its path.
+type Console = (std::os::unix::net::UnixListener, PathBuf);
+
 /// `skiff container-helper --fd N --root DIR`: serves the agent on socket `N`, keeping
 /// libcontainer's state under `DIR`. Returns the process's exit code.
 pub fn main_from_args(args: impl Iterator<Item = String>) -> i32 {
@@ -188,11 +191,33 @@ impl Helper {
         self.send(&event);
     }
 
+    /// Answers a request that started a process: its pid, and its terminal's master side
+    /// when it has one.
+    fn reply_process(&self, seq: u64, result: Result<(i32, Option<OwnedFd>), String>) {
+        match result {
+            Err(e) => self.reply(seq, Err(e)),
+            Ok((pid, master)) => {
+                let fds: Vec<RawFd> = master.iter().map(|m| m.as_raw_fd()).collect();
+                let event = Event::Reply {
+                    seq,
+                    error: None,
+                    pid: Some(pid),
+                };
+                self.send_with(&event, &fds);
+            }
+        }
+    }
+
     fn handle(&mut self, request: Request, fds: Vec<OwnedFd>) {
         match request {
-            Request::Create { seq, id, bundle } => {
-                let r = self.create(&id, &bundle, fds).map(Some);
-                self.reply(seq, r);
+            Request::Create {
+                seq,
+                id,
+                bundle,
+                tty,
+            } => {
+                let r = self.create(&id, &bundle, tty, fds);
+                self.reply_process(seq, r);
             }
             Request::Start { seq, id } => {
                 let r = match self.containers.get_mut(&id) {
@@ -220,18 +245,10 @@ impl Helper {
                 exec_id,
                 process,
                 tty,
-            } => match self.exec(&id, &exec_id, &process, tty, fds) {
-                Err(e) => self.reply(seq, Err(e)),
-                Ok((pid, master)) => {
-                    let fds: Vec<RawFd> = master.iter().map(|m| m.as_raw_fd()).collect();
-                    let event = Event::Reply {
-                        seq,
-                        error: None,
-                        pid: Some(pid),
-                    };
-                    self.send_with(&event, &fds);
-                }
-            },
+            } => {
+                let r = self.exec(&id, &exec_id, &process, tty, fds);
+                self.reply_process(seq, r);
+            }
         }
     }
 
@@ -252,26 +269,10 @@ impl Helper {
         if self.execs.contains_key(exec_id) {
             return Err(format!("exec {exec_id} exists already"));
         }
-        let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        let builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
             .with_root_path(&self.root)
             .map_err(|e| e.to_string())?;
-        let mut console = None;
-        if tty {
-            let path = self.root.join(format!("{exec_id}.console"));
-            let _ = std::fs::remove_file(&path);
-            let listener = std::os::unix::net::UnixListener::bind(&path)
-                .map_err(|e| format!("console socket {}: {e}", path.display()))?;
-            builder = builder.with_console_socket(Some(&path));
-            console = Some((listener, path));
-        } else {
-            let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
-                .try_into()
-                .map_err(|_| "exec needs stdin, stdout and stderr descriptors".to_string())?;
-            builder = builder
-                .with_stdin(stdin)
-                .with_stdout(stdout)
-                .with_stderr(stderr);
-        }
+        let (builder, console) = self.stdio(builder, tty, fds, "exec")?;
         let built = builder
             .validate_id()
             .map_err(|e| e.to_string())?
@@ -293,26 +294,68 @@ impl Helper {
         Ok((pid, master))
     }
 
-    fn create(&mut self, id: &str, bundle: &Path, fds: Vec<OwnedFd>) -> Result<i32, String> {
+    /// A process's stdio: the three descriptors sent with the request, or with `tty` a
+    /// console socket libcontainer's process sends its terminal's master side to; take it
+    /// with [`receive_master`], then remove the socket's path. (Named by a counter: a
+    /// socket's path must fit in 108 bytes, and container ids may not.)
+    fn stdio(
+        &self,
+        builder: ContainerBuilder,
+        tty: bool,
+        fds: Vec<OwnedFd>,
+        what: &str,
+    ) -> Result<(ContainerBuilder, Option<Console>), String> {
+        if tty {
+            static CONSOLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = CONSOLES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = self.root.join(format!("console-{n}"));
+            let _ = std::fs::remove_file(&path);
+            let listener = std::os::unix::net::UnixListener::bind(&path)
+                .map_err(|e| format!("console socket {}: {e}", path.display()))?;
+            let builder = builder.with_console_socket(Some(&path));
+            Ok((builder, Some((listener, path))))
+        } else {
+            let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
+                .try_into()
+                .map_err(|_| format!("{what} needs stdin, stdout and stderr descriptors"))?;
+            let builder = builder
+                .with_stdin(stdin)
+                .with_stdout(stdout)
+                .with_stderr(stderr);
+            Ok((builder, None))
+        }
+    }
+
+    fn create(
+        &mut self,
+        id: &str,
+        bundle: &Path,
+        tty: bool,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(i32, Option<OwnedFd>), String> {
         if self.containers.contains_key(id) {
             return Err(format!("container {id} exists already"));
         }
-        let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
-            .try_into()
-            .map_err(|_| "create needs stdin, stdout and stderr descriptors".to_string())?;
-        let container = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        let builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
             .with_root_path(&self.root)
-            .map_err(|e| e.to_string())?
-            .with_stdin(stdin)
-            .with_stdout(stdout)
-            .with_stderr(stderr)
+            .map_err(|e| e.to_string())?;
+        let (builder, console) = self.stdio(builder, tty, fds, "create")?;
+        let built = builder
             .validate_id()
             .map_err(|e| e.to_string())?
             .as_init(bundle)
             .with_systemd(false)
             .with_detach(true)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string());
+        let master = match (&console, &built) {
+            (Some((listener, _)), Ok(_)) => Some(receive_master(listener)),
+            _ => None,
+        };
+        if let Some((_, path)) = console {
+            let _ = std::fs::remove_file(path);
+        }
+        let container = built?;
         let pid = container
             .pid()
             .map(|p| p.as_raw())
@@ -329,10 +372,38 @@ impl Helper {
                 rootfs,
             },
         );
-        Ok(pid)
+        match master.transpose() {
+            Ok(master) => Ok((pid, master)),
+            Err(e) => {
+                let _ = self.delete(id);
+                Err(e)
+            }
+        }
     }
 
     fn kill(&mut self, id: &str, signal: i32, all: bool) -> Result<(), String> {
+        if let Some(exec) = self.execs.get(id) {
+            // An exec'd process (a timed-out probe): signalled through its pidfd, which
+            // cannot reach another process that reused its pid.
+            // SAFETY: pidfd_send_signal with a pidfd this helper owns and no siginfo.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    exec.pidfd.as_raw_fd(),
+                    signal,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            return if r == 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "signalling exec {id}: {}",
+                    std::io::Error::last_os_error()
+                ))
+            };
+        }
         let running = self
             .containers
             .get_mut(id)

@@ -20,6 +20,7 @@
 mod caps;
 pub mod client;
 pub mod helper;
+mod ipc;
 mod proto;
 mod quirks;
 mod seccomp;

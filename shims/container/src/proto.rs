@@ -19,15 +19,19 @@ pub const MAX_FDS: usize = 3;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Builds the container from `<bundle>/config.json`, stopped before its process runs.
-    /// Carries three descriptors: stdin, stdout, stderr.
+    /// Without a terminal it carries three descriptors: stdin, stdout, stderr; with one
+    /// (`process.terminal` in the spec), the reply carries the terminal's master side.
     Create {
         seq: u64,
         id: String,
         bundle: PathBuf,
+        #[serde(default)]
+        tty: bool,
     },
     /// Lets a created container's process run.
     Start { seq: u64, id: String },
-    /// Sends `signal` to the container's process (`all`: to every process in it).
+    /// Sends `signal` to the container's process (`all`: to every process in it), or to
+    /// the exec'd process `id` names.
     Kill {
         seq: u64,
         id: String,

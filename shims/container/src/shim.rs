@@ -18,8 +18,8 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::Capabilities;
 use skiff_images::Snapshots;
 use skiff_shim::{
-    Container, ContainerSpec, ExecProcess, Exit, ExitReason, PodSandbox, Shim, ShimError, Stats,
-    Stream, Workload,
+    AttachInput, Container, ContainerSpec, ExecProcess, Exit, ExitReason, PodSandbox, Shim,
+    ShimError, Stats, Stream, Workload,
 };
 use tokio::io::AsyncReadExt;
 use tokio::sync::OnceCell;
@@ -74,6 +74,8 @@ struct Shared {
     building: tokio::sync::Semaphore,
     snapshots: Snapshots,
     bundles: PathBuf,
+    /// Each pod's IPC namespace and /dev/shm, shared by its containers.
+    ipc: crate::ipc::PodIpc,
     seq: AtomicU64,
     node_capabilities: Option<Capabilities>,
     nofile: u64,
@@ -109,6 +111,8 @@ impl ContainerShim {
     /// removed here.
     pub fn new(config: ContainerConfig) -> Result<Self, ShimError> {
         let bundles = config.state_dir.join("bundles");
+        let ipc = crate::ipc::PodIpc::new(config.state_dir.join("pods"))
+            .map_err(io_err(config.state_dir.join("pods").display()))?;
         let runtime_root = config.state_dir.join("runtime");
         if bundles.exists() {
             std::fs::remove_dir_all(&bundles).map_err(io_err(bundles.display()))?;
@@ -137,6 +141,7 @@ impl ContainerShim {
                 building: tokio::sync::Semaphore::new(count),
                 snapshots: config.snapshots,
                 bundles,
+                ipc,
                 seq: AtomicU64::new(0),
                 node_capabilities: crate::node_capabilities().ok(),
                 nofile: crate::nofile_limit(),
@@ -192,6 +197,24 @@ fn cgroups_path(id: &str) -> PathBuf {
 fn pipe() -> Result<(OwnedFd, OwnedFd), ShimError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| ShimError::Start(format!("creating an output pipe: {e}")))
+}
+
+/// Copies a terminal's output into the log sink, as stdout, until the last process holding
+/// it has exited (reads fail with EIO then). Blocking reads on a thread of its own: a
+/// terminal is not a pipe tokio can poll, and its master side stays in blocking mode for
+/// the agent's writers.
+fn forward_terminal(master: OwnedFd, logs: Arc<dyn skiff_shim::LogSink>) {
+    use std::io::Read;
+    let mut terminal = std::fs::File::from(master);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match terminal.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => logs.write(Stream::Stdout, &buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
 }
 
 /// Copies one output pipe into the log sink until every writer has closed it.
@@ -281,31 +304,42 @@ impl Shim for ContainerShim {
         crate::verify_run_as_non_root(&overrides, &image_user, &pod, &spec.name)
             .map_err(|e| ShimError::Config(e.to_string()))?;
 
-        // Unpacking layers and reading the image's user database block.
+        // Unpacking layers, reading the image's user database, and the pod's shared IPC
+        // block.
+        let pod_uid = sandbox.uid.clone();
         let prepared = {
             let shared = shared.clone();
             let id = id.clone();
+            let pod_uid = pod_uid.clone();
             tokio::task::spawn_blocking(move || {
                 let rootfs = shared
                     .snapshots
                     .prepare(&id, &layers)
                     .map_err(|e| ShimError::InvalidWorkload(e.to_string()))?;
-                match crate::resolve_user(&rootfs.path, &image_user, &overrides) {
-                    Ok(u) => Ok((rootfs, u)),
+                let user = match crate::resolve_user(&rootfs.path, &image_user, &overrides) {
+                    Ok(u) => u,
                     Err(e) => {
                         let _ = shared.snapshots.remove(&id);
-                        Err(ShimError::Config(e.to_string()))
+                        return Err(ShimError::Config(e.to_string()));
+                    }
+                };
+                match shared.ipc.acquire(&pod_uid) {
+                    Ok(ipc) => Ok((rootfs, user, ipc)),
+                    Err(e) => {
+                        let _ = shared.snapshots.remove(&id);
+                        Err(ShimError::Start(format!("the pod's IPC namespace: {e}")))
                     }
                 }
             })
             .await
             .map_err(|e| ShimError::Start(format!("preparing the root filesystem: {e}")))??
         };
-        let (rootfs, resolved) = prepared;
+        let (rootfs, resolved, ipc) = prepared;
         let bundle = shared.bundles.join(&id);
         let cleanup = |shared: &Shared| {
             let _ = std::fs::remove_dir_all(&bundle);
             let _ = shared.snapshots.remove(&id);
+            shared.ipc.release(&pod_uid);
         };
         let built = (|| -> Result<(), ShimError> {
             std::fs::create_dir_all(&bundle).map_err(io_err(bundle.display()))?;
@@ -337,6 +371,8 @@ impl Shim for ContainerShim {
             mounts.push(bind(hosts, "/etc/hosts"));
             mounts.push(bind(resolv, "/etc/resolv.conf"));
             mounts.push(bind(termination, "/dev/termination-log"));
+            // The pod's /dev/shm, in place of the container's own.
+            mounts.push(bind(ipc.shm.clone(), "/dev/shm"));
             let input = SpecInput {
                 argv: spec.argv.clone(),
                 env: spec.env.clone(),
@@ -344,7 +380,7 @@ impl Shim for ContainerShim {
                 user: resolved.clone(),
                 rootfs: rootfs.path.clone(),
                 netns: sandbox.netns.clone(),
-                ipcns: None,
+                ipcns: Some(ipc.ns.clone()),
                 hostname: sandbox.hostname.clone(),
                 cgroups_path: cgroups_path(&id),
                 cgroup_v2: shared.cgroup_v2,
@@ -360,7 +396,7 @@ impl Shim for ContainerShim {
                 oom_score_adj: None,
                 nofile: Some(shared.nofile),
                 node_capabilities: shared.node_capabilities.clone(),
-                tty: false,
+                tty: spec.tty,
             };
             let mut oci =
                 crate::runtime_spec(&input).map_err(|e| ShimError::Config(e.to_string()))?;
@@ -375,46 +411,90 @@ impl Shim for ContainerShim {
             cleanup(&shared);
             return Err(e);
         }
-        let outputs = (|| -> Result<_, ShimError> {
-            let stdin: OwnedFd = std::fs::File::open("/dev/null")
-                .map_err(io_err("/dev/null"))?
-                .into();
-            Ok((stdin, pipe()?, pipe()?))
-        })();
-        let (stdin, (out_r, out_w), (err_r, err_w)) = match outputs {
-            Ok(o) => o,
-            Err(e) => {
-                cleanup(&shared);
-                return Err(e);
+        // Without a terminal: stdout and stderr on pipes, stdin on a pipe the container
+        // keeps for `kubectl attach -i` when its spec asks (`stdin: true`), else /dev/null.
+        let stdio = if spec.tty {
+            None
+        } else {
+            let pipes = (|| -> Result<_, ShimError> {
+                let (stdin, input) = if spec.stdin {
+                    let (r, w) = pipe()?;
+                    (r, Some(w))
+                } else {
+                    let null: OwnedFd = std::fs::File::open("/dev/null")
+                        .map_err(io_err("/dev/null"))?
+                        .into();
+                    (null, None)
+                };
+                Ok((stdin, input, pipe()?, pipe()?))
+            })();
+            match pipes {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    cleanup(&shared);
+                    return Err(e);
+                }
             }
         };
-        // The container's user owns its stdout and stderr, as runc arranges: a process
-        // that drops root may still open /dev/stdout and /dev/stderr.
-        for fd in [&out_w, &err_w] {
-            let _ = std::os::unix::fs::fchown(fd, Some(resolved.uid), Some(resolved.gid));
-        }
         let slot = (0..shared.helpers.len())
             .min_by_key(|&i| shared.load[i].load(Ordering::Relaxed))
             .unwrap_or(0);
         shared.load[slot].fetch_add(1, Ordering::Relaxed);
         let helper = shared.helpers[slot].clone();
-        if let Err(e) = helper.create(&id, &bundle, stdin, out_w, err_w).await {
-            let _ = helper.delete(&id).await;
-            shared.load[slot].fetch_sub(1, Ordering::Relaxed);
-            cleanup(&shared);
-            return Err(ShimError::Start(e.to_string()));
-        }
-        let readers = vec![
-            tokio::spawn(forward(out_r, Stream::Stdout, spec.logs.clone())),
-            tokio::spawn(forward(err_r, Stream::Stderr, spec.logs.clone())),
-        ];
+        let created = match stdio {
+            Some((stdin, input, (out_r, out_w), (err_r, err_w))) => {
+                // The container's user owns its stdout and stderr, as runc arranges: a
+                // process that drops root may still open /dev/stdout and /dev/stderr.
+                for fd in [&out_w, &err_w] {
+                    let _ = std::os::unix::fs::fchown(fd, Some(resolved.uid), Some(resolved.gid));
+                }
+                helper
+                    .create(&id, &bundle, stdin, out_w, err_w)
+                    .await
+                    .map(|_| {
+                        let readers = vec![
+                            tokio::spawn(forward(out_r, Stream::Stdout, spec.logs.clone())),
+                            tokio::spawn(forward(err_r, Stream::Stderr, spec.logs.clone())),
+                        ];
+                        (readers, input.map(|fd| (fd, false)))
+                    })
+            }
+            // With a terminal, its output is the container's stdout, and its master side is
+            // the input.
+            None => match helper.create_tty(&id, &bundle).await {
+                Err(e) => Err(e),
+                Ok((_, master)) => match master.try_clone() {
+                    Err(e) => Err(crate::client::HelperError::Runtime(format!(
+                        "the terminal: {e}"
+                    ))),
+                    Ok(reader) => {
+                        let logs = spec.logs.clone();
+                        let readers = vec![tokio::task::spawn_blocking(move || {
+                            forward_terminal(reader, logs)
+                        })];
+                        Ok((readers, spec.stdin.then_some((master, true))))
+                    }
+                },
+            },
+        };
+        let (readers, input) = match created {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = helper.delete(&id).await;
+                shared.load[slot].fetch_sub(1, Ordering::Relaxed);
+                cleanup(&shared);
+                return Err(ShimError::Start(e.to_string()));
+            }
+        };
         Ok(Box::new(LinuxContainer {
             shared,
             helper,
             slot,
             id,
             bundle,
+            pod_uid,
             readers: tokio::sync::Mutex::new(readers),
+            input: std::sync::Mutex::new(input),
             exit: OnceCell::new(),
             runtime: tokio::runtime::Handle::current(),
         }))
@@ -428,8 +508,11 @@ struct LinuxContainer {
     slot: usize,
     id: String,
     bundle: PathBuf,
+    pod_uid: String,
     /// The output forwarders: an exit is reported once they have drained the pipes.
     readers: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The write end of its stdin, or its terminal's master side (`true`), while open.
+    input: std::sync::Mutex<Option<(OwnedFd, bool)>>,
     exit: OnceCell<Exit>,
     runtime: tokio::runtime::Handle,
 }
@@ -555,6 +638,19 @@ impl Container for LinuxContainer {
         None
     }
 
+    fn attach_input(&self) -> Option<AttachInput> {
+        let input = self.input.lock().expect("input lock");
+        let (fd, terminal) = input.as_ref()?;
+        Some(AttachInput {
+            fd: fd.try_clone().ok()?,
+            terminal: *terminal,
+        })
+    }
+
+    fn close_stdin(&self) {
+        self.input.lock().expect("input lock").take();
+    }
+
     async fn exec(&self, argv: Vec<String>, tty: bool) -> Result<ExecProcess, ShimError> {
         if argv.is_empty() {
             return Err(ShimError::Config("command: nothing to run".into()));
@@ -593,8 +689,15 @@ impl Container for LinuxContainer {
         let _ = std::fs::remove_file(&path);
         let (_pid, pty) = started.map_err(|e| ShimError::Start(e.to_string()))?;
         let helper = self.helper.clone();
+        // Whoever stops waiting for the process (a probe that timed out) ends it.
+        let mut unwaited = KillUnwaited {
+            helper: helper.clone(),
+            exec_id: Some(exec_id.clone()),
+            runtime: self.runtime.clone(),
+        };
         let exit = Box::pin(async move {
             let exit = helper.wait(&exec_id).await;
+            unwaited.disarm();
             helper.forget(&exec_id);
             exit.map(|e| e.code)
                 .ok_or_else(|| ShimError::Start("the container runtime helper went away".into()))
@@ -609,6 +712,37 @@ impl Container for LinuxContainer {
     }
 }
 
+/// Kills an exec'd process whose exit nobody waits for any more (the future was dropped
+/// before it resolved), and stops tracking it.
+struct KillUnwaited {
+    helper: Helper,
+    exec_id: Option<String>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl KillUnwaited {
+    /// The process's exit was seen: nothing to kill.
+    fn disarm(&mut self) {
+        self.exec_id = None;
+    }
+}
+
+impl Drop for KillUnwaited {
+    fn drop(&mut self) {
+        let Some(exec_id) = self.exec_id.take() else {
+            return;
+        };
+        let helper = self.helper.clone();
+        self.runtime.spawn(async move {
+            if let Err(e) = helper.kill(&exec_id, Signal::SIGKILL as i32, false).await {
+                tracing::debug!(exec = %exec_id, "killing an exec nobody waits for: {e}");
+            }
+            let _ = helper.wait(&exec_id).await;
+            helper.forget(&exec_id);
+        });
+    }
+}
+
 impl Drop for LinuxContainer {
     fn drop(&mut self) {
         let shared = self.shared.clone();
@@ -616,6 +750,7 @@ impl Drop for LinuxContainer {
         let slot = self.slot;
         let id = self.id.clone();
         let bundle = self.bundle.clone();
+        let pod_uid = self.pod_uid.clone();
         self.runtime.spawn(async move {
             // Delete kills whatever still runs in it first.
             if let Err(e) = helper.delete(&id).await {
@@ -627,6 +762,7 @@ impl Drop for LinuxContainer {
                     tracing::warn!(container = %id, "removing its root filesystem: {e}");
                 }
                 let _ = std::fs::remove_dir_all(&bundle);
+                shared.ipc.release(&pod_uid);
             })
             .await;
         });

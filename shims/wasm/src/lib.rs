@@ -25,7 +25,7 @@ pub use cache::CacheError;
 pub use http::DEFAULT_PORT;
 
 /// What `kubectl exec` and `attach` into a Wasm container are told.
-pub(crate) const EXEC_REFUSAL: &str = "it is a WebAssembly instance (runtime wasmtime), which has no processes: there is nothing to exec into or attach to; use kubectl logs, or run a Linux container beside it for a shell";
+pub(crate) const EXEC_REFUSAL: &str = "it is a WebAssembly instance (runtime wasmtime), which has no processes: there is nothing to exec into; use kubectl logs or kubectl attach for its output, or run a Linux container beside it for a shell";
 
 /// The RuntimeClass handler name that selects this shim.
 pub const HANDLER: &str = "wasmtime";

@@ -78,6 +78,8 @@ impl Fixture {
             security: Default::default(),
             memory_limit: None,
             cpu_limit_millis: None,
+            stdin: false,
+            tty: false,
             logs: logs.clone(),
         };
         (spec, logs)
