@@ -64,10 +64,11 @@ pub async fn start(
     let pod_cidr: ipnet::Ipv4Net = cidr
         .parse()
         .with_context(|| format!("node {name} has pod CIDR {cidr:?}, not an IPv4 network"))?;
+    let net_state = PathBuf::from("/run/skiff/net").join(&args.bridge);
     let network = skiff_podnet::PodNetwork::new(skiff_podnet::NetConfig {
         bridge: args.bridge.clone(),
         pod_cidr,
-        state_dir: PathBuf::from("/run/skiff/net").join(&args.bridge),
+        state_dir: net_state.clone(),
         warm_pool: args.warm_sandboxes,
         masquerade: true,
     })
@@ -89,6 +90,8 @@ pub async fn start(
                     helper_program: PathBuf::from("/proc/self/exe"),
                     helper_args: vec![crate::CONTAINER_HELPER.into()],
                     helpers: skiff_shim_container::ContainerConfig::default_helpers(),
+                    // Every node network's pins: agents of other bridges run here too.
+                    hidden_mounts: vec![PathBuf::from("/run/skiff/net")],
                 },
             )?)
         });

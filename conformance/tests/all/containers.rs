@@ -324,7 +324,7 @@ spec:
         .args([
             "-qec",
             &format!(
-                "stty cols 123 rows 45; KUBECONFIG={} {} exec -it web -- sh -c 'until stty size >/dev/null 2>&1; do sleep 0.1; done; tty; stty size; exit 5'",
+                "stty cols 123 rows 45; KUBECONFIG={} {} exec -it web -- sh -c 'until [ -n \"$(stty size 2>/dev/null)\" ]; do sleep 0.1; done; tty; stty size; exit 5'",
                 k.kubeconfig.display(),
                 k.bin.display()
             ),

@@ -90,6 +90,11 @@ impl Snapshots {
         self
     }
 
+    /// The directory the containers' roots are mounted under (`rootfs/<id>/merged`).
+    pub fn roots_dir(&self) -> PathBuf {
+        self.root.join("rootfs")
+    }
+
     fn layer_dir(&self, hex: &str) -> PathBuf {
         self.root.join("layers").join(hex)
     }

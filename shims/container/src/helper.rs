@@ -25,16 +25,20 @@ use crate::proto::{self, Event, MAX_PACKET, ProtoError, Request};
 /// A console socket listening for a terminal's master side, and its path.
 type Console = (std::os::unix::net::UnixListener, PathBuf);
 
-/// `skiff container-helper --fd N --root DIR`: serves the agent on socket `N`, keeping
-/// libcontainer's state under `DIR`. Returns the process's exit code.
+/// `skiff container-helper --fd N --root DIR [--hide PREFIX]...`: serves the agent on
+/// socket `N`, keeping libcontainer's state under `DIR`, in a mount namespace of its own
+/// without the mounts under each `PREFIX` (see [`private_mounts`]). Returns the process's
+/// exit code.
 pub fn main_from_args(args: impl Iterator<Item = String>) -> i32 {
     let mut fd: Option<RawFd> = None;
     let mut root: Option<PathBuf> = None;
+    let mut hide: Vec<PathBuf> = Vec::new();
     let mut args = args;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--fd" => fd = args.next().and_then(|v| v.parse().ok()),
             "--root" => root = args.next().map(PathBuf::from),
+            "--hide" => hide.extend(args.next().map(PathBuf::from)),
             other => {
                 eprintln!("container-helper: unknown argument {other:?}");
                 return 2;
@@ -48,7 +52,14 @@ pub fn main_from_args(args: impl Iterator<Item = String>) -> i32 {
     // SAFETY: the agent started this process with `fd` open for it and nothing else in
     // this process knows the number.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    match Helper::new(sock, root).and_then(|mut h| h.run()) {
+    let agent_mounts = match private_mounts(&hide) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("container-helper: {e}");
+            return 1;
+        }
+    };
+    match Helper::new(sock, root, agent_mounts).and_then(|mut h| h.run()) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("container-helper: {e}");
@@ -82,10 +93,12 @@ struct Helper {
     buf: Vec<u8>,
     /// The agent is gone: nothing is reported any more.
     closing: bool,
+    /// The agent's mount namespace, when this process has one of its own.
+    agent_mounts: Option<OwnedFd>,
 }
 
 impl Helper {
-    fn new(sock: OwnedFd, root: PathBuf) -> Result<Helper, String> {
+    fn new(sock: OwnedFd, root: PathBuf, agent_mounts: Option<OwnedFd>) -> Result<Helper, String> {
         std::fs::create_dir_all(&root).map_err(|e| format!("create {}: {e}", root.display()))?;
         Ok(Helper {
             sock,
@@ -94,6 +107,7 @@ impl Helper {
             execs: HashMap::new(),
             buf: vec![0; MAX_PACKET],
             closing: false,
+            agent_mounts,
         })
     }
 
@@ -467,6 +481,12 @@ impl Helper {
     /// root filesystem mounts, which the agent would have removed and now cannot.
     fn shutdown(&mut self) {
         self.closing = true;
+        // The roots are the agent's mounts: unmounted where it mounted them.
+        if let Some(agent) = self.agent_mounts.take()
+            && let Err(e) = nix::sched::setns(&agent, nix::sched::CloneFlags::CLONE_NEWNS)
+        {
+            eprintln!("container-helper: back in the agent's mount namespace: {e}");
+        }
         let ids: Vec<String> = self.containers.keys().cloned().collect();
         for id in ids {
             let rootfs = self.containers.get(&id).and_then(|r| r.rootfs.clone());
@@ -478,6 +498,46 @@ impl Helper {
             }
         }
     }
+}
+
+/// Moves this process into a mount namespace of its own, a copy of the agent's that
+/// receives the agent's later mounts (the containers' roots, under a shared mount) but
+/// sends none back, and unmounts there every mount at or under one of `hide` (the pod
+/// networks' namespace pins: a thousand pods pin a thousand namespaces). Every container
+/// build copies this process's mounts, and libcgroups reads them once per controller, so
+/// a build costs the same however many pods the node runs. Returns the agent's mount
+/// namespace, for the roots to be unmounted there when the agent is gone. Must run before
+/// any thread starts (`unshare(CLONE_NEWNS)` needs an unshared filesystem context).
+fn private_mounts(hide: &[PathBuf]) -> Result<Option<OwnedFd>, String> {
+    if hide.is_empty() {
+        return Ok(None);
+    }
+    let agent: OwnedFd = std::fs::File::open("/proc/self/ns/mnt")
+        .map_err(|e| format!("opening the agent's mount namespace: {e}"))?
+        .into();
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("a mount namespace of its own: {e}"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making its mounts receive-only: {e}"))?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("reading its mounts: {e}"))?;
+    let mut hidden: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|mp| hide.iter().any(|h| Path::new(mp).starts_with(h)))
+        .collect();
+    // Deepest first; a detached parent takes what is under it anyway.
+    hidden.sort_by_key(|mp| std::cmp::Reverse(mp.len()));
+    for mp in hidden {
+        let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
+    }
+    Ok(Some(agent))
 }
 
 /// A descriptor for process `pid`, a child of this process: it stays a zombie (so the

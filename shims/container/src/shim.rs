@@ -48,6 +48,11 @@ pub struct ContainerConfig {
     /// Helper processes: each builds one container at a time (libcontainer cannot build
     /// two in one process), so several build side by side.
     pub helpers: usize,
+    /// Mount points whose mounts no container build needs to see (the pod network's
+    /// namespace pins). The helpers then run in a mount namespace of their own without
+    /// them, which receives the containers' roots through a shared mount: a build copies
+    /// every mount its helper sees, so it would otherwise cost more with every pod.
+    pub hidden_mounts: Vec<PathBuf>,
 }
 
 impl ContainerConfig {
@@ -74,6 +79,8 @@ struct Shared {
     building: tokio::sync::Semaphore,
     snapshots: Snapshots,
     bundles: PathBuf,
+    /// The roots' directory, made a shared mount for helpers in their own namespace.
+    shared_roots: Option<PathBuf>,
     /// Each pod's IPC namespace and /dev/shm, shared by its containers.
     ipc: crate::ipc::PodIpc,
     seq: AtomicU64,
@@ -93,7 +100,43 @@ impl Drop for Shared {
             }
         }
         let _ = std::fs::remove_dir_all(&self.bundles);
+        if let Some(roots) = &self.shared_roots {
+            let _ = nix::mount::umount2(roots, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
+}
+
+/// Makes `dir` a mount point of its own (bound onto itself) with shared propagation, so
+/// that what is mounted under it later appears in mount namespaces copied from this one.
+fn share(dir: &Path) -> Result<(), ShimError> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(io_err("mountinfo"))?;
+    let canonical = dir.canonicalize().map_err(io_err(dir.display()))?;
+    let wanted = canonical.to_string_lossy();
+    let mounted = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| mp == wanted);
+    let failed = |what: &str, e: nix::errno::Errno| {
+        ShimError::Start(format!("{what} {}: {e}", dir.display()))
+    };
+    if !mounted {
+        nix::mount::mount(
+            Some(&canonical),
+            &canonical,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| failed("binding onto itself", e))?;
+    }
+    nix::mount::mount(
+        None::<&str>,
+        &canonical,
+        None::<&str>,
+        nix::mount::MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .map_err(|e| failed("making shared", e))
 }
 
 /// Runs Linux OCI images with youki's libcontainer. One per node.
@@ -124,7 +167,19 @@ impl ContainerShim {
                 tracing::warn!("removing the root filesystem of old container {id}: {e}");
             }
         }
-        let args: Vec<&str> = config.helper_args.iter().map(String::as_str).collect();
+        let mut args: Vec<String> = config.helper_args.clone();
+        let shared_roots = if config.hidden_mounts.is_empty() {
+            None
+        } else {
+            let roots = config.snapshots.roots_dir();
+            share(&roots)?;
+            for hidden in &config.hidden_mounts {
+                args.push("--hide".into());
+                args.push(hidden.to_string_lossy().into_owned());
+            }
+            Some(roots)
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let count = config.helpers.max(1);
         let mut helpers = Vec::with_capacity(count);
         for n in 0..count {
@@ -141,6 +196,7 @@ impl ContainerShim {
                 building: tokio::sync::Semaphore::new(count),
                 snapshots: config.snapshots,
                 bundles,
+                shared_roots,
                 ipc,
                 seq: AtomicU64::new(0),
                 node_capabilities: crate::node_capabilities().ok(),
@@ -379,7 +435,12 @@ impl Shim for ContainerShim {
                 working_dir: spec.working_dir.clone(),
                 user: resolved.clone(),
                 rootfs: rootfs.path.clone(),
-                netns: sandbox.netns.clone(),
+                // Named through the agent's root: a helper may not see the pin itself.
+                netns: sandbox.netns.as_ref().map(|ns| {
+                    let mut path = PathBuf::from(format!("/proc/{}/root", std::process::id()));
+                    path.push(ns.strip_prefix("/").unwrap_or(ns));
+                    path
+                }),
                 ipcns: Some(ipc.ns.clone()),
                 hostname: sandbox.hostname.clone(),
                 cgroups_path: cgroups_path(&id),
