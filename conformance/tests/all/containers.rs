@@ -440,9 +440,19 @@ spec:
     let p = wait_pod(&k, "probed", "Ready", ready);
     assert_eq!(container(&p)["restartCount"], 0, "{p}");
     k.ok(&["exec", "probed", "--", "rm", "/tmp/alive"]);
-    wait_pod(&k, "probed", "restarted by its liveness probe", |p| {
+    let p = wait_pod(&k, "probed", "restarted by its liveness probe", |p| {
         container(p)["restartCount"].as_i64().unwrap_or(0) >= 1
+            && container(p)["state"]["running"].is_object()
     });
+    // Each attempt has an id of its own, named by its runtime.
+    let now = container(&p)["containerID"].as_str().unwrap_or_default();
+    let before = container(&p)["lastState"]["terminated"]["containerID"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        now.starts_with("youki://") && before.starts_with("youki://") && now != before,
+        "{p}"
+    );
     let events = k.ok(&[
         "get",
         "events",

@@ -78,6 +78,9 @@ impl Supervisor {
     }
 
     fn waiting(&mut self, reason: &str, message: Option<String>) {
+        if reason != "ContainerCreating" {
+            self.run.settled();
+        }
         self.status.state = State::Waiting {
             reason: reason.into(),
             message,
@@ -106,6 +109,8 @@ impl Supervisor {
                 PullPolicy::Always => false,
             };
             if !present {
+                // A pull may take long: it does not hold up other pods' set-up.
+                self.run.settled();
                 self.event(
                     "Normal",
                     "Pulling",
@@ -309,7 +314,15 @@ impl Supervisor {
                                     Err(("CreateContainerConfigError".to_string(), m))
                                 }
                                 Err(e) => Err(("CreateContainerError".to_string(), e.to_string())),
-                                Ok(c) => Ok((c, logs)),
+                                Ok(c) => {
+                                    // A new id per attempt, named by its runtime.
+                                    self.status.container_id = Some(format!(
+                                        "{}://{}",
+                                        shim.name(),
+                                        uuid::Uuid::new_v4().simple()
+                                    ));
+                                    Ok((c, logs))
+                                }
                             }
                         }
                     }
@@ -349,6 +362,7 @@ impl Supervisor {
                         format!("Started container {}", self.spec.name),
                     );
                     let run = &self.run;
+                    run.settled();
                     run.ctx.running.started(
                         &run.namespace,
                         &run.name,
@@ -372,6 +386,7 @@ impl Supervisor {
             drop(container);
             logs.close();
             let terminated = Terminated {
+                container_id: self.status.container_id.clone(),
                 exit_code: exit.code,
                 reason: if exit.code == 128
                     && exit.message.is_some()

@@ -165,7 +165,15 @@ pub(crate) struct Ctx {
     pub running: remote::Running,
     /// Events on their way to the API server (see `pod::send_events`).
     pub events: tokio::sync::mpsc::UnboundedSender<k8s_openapi::api::core::v1::Event>,
+    /// Pods between their sandbox and their first container running (see `pod::run_pod`).
+    pub setups: Arc<tokio::sync::Semaphore>,
 }
+
+/// Pods set up at once: a sandbox is built only when fewer pods than this are waiting for
+/// their first container. A burst would otherwise build a network namespace, a veth pair
+/// and their teardown for every pending pod while the runtimes can start only a few
+/// containers at a time; with the gate, finished pods' sandboxes are recycled instead.
+const SETUPS_IN_FLIGHT: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -214,6 +222,7 @@ impl Agent {
             runtime_classes: Arc::default(),
             running: remote::Running::default(),
             events,
+            setups: Arc::new(tokio::sync::Semaphore::new(SETUPS_IN_FLIGHT)),
         });
         node::register(&ctx, endpoint.port()).await?;
         let mut tasks = tokio::task::JoinSet::new();

@@ -197,9 +197,18 @@ pub struct PodRun {
     /// Cleared when a container runs under a shim whose workloads could change the pod's
     /// network namespace: its sandbox is then not recycled.
     pub sandbox_reusable: Arc<AtomicBool>,
+    /// Its place among the pods being set up (`Ctx::setups`), until a container of it
+    /// runs or waits on something other than its creation.
+    pub setup: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl PodRun {
+    /// The pod is set up (a container runs) or stuck (pull back-off, a crash loop, a bad
+    /// config): it gives up its place among the pods being set up.
+    pub fn settled(&self) {
+        self.setup.lock().expect("setup lock").take();
+    }
+
     pub fn event(&self, field_path: Option<String>, type_: &str, reason: &str, message: String) {
         record_event(&self.ctx, &self.pod, field_path, type_, reason, message);
     }
@@ -474,10 +483,14 @@ async fn run_pod(
     tracing::trace!(pod = %name, "starting");
     let mut backoff = BACKOFF_START;
     // The runtime handler, the sandbox and the volumes, retried until they work.
-    let (handler, sandbox, volumes) = loop {
+    let (handler, sandbox, volumes, setup) = loop {
         if stop.borrow().is_some() {
             return;
         }
+        let setup = tokio::select! {
+            permit = ctx.setups.clone().acquire_owned() => permit.ok(),
+            _ = stop.wait_for(Option::is_some) => return,
+        };
         let attempt: Result<_, (String, String)> = async {
             let handler = match &spec.runtime_class_name {
                 None => None,
@@ -510,8 +523,9 @@ async fn run_pod(
         }
         .await;
         match attempt {
-            Ok(v) => break v,
+            Ok((handler, net, volumes)) => break (handler, net, volumes, setup),
             Err((reason, message)) => {
+                drop(setup);
                 event("Warning", &reason, message);
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
@@ -555,6 +569,7 @@ async fn run_pod(
         pull_secrets,
         updates,
         sandbox_reusable,
+        setup: std::sync::Mutex::new(setup),
     });
     let restart_counts = previous_restarts(&pod);
     let supervisor = |role: Role, index: usize, c: &k8s_openapi::api::core::v1::Container| {

@@ -40,6 +40,8 @@ pub enum State {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Terminated {
+    /// The attempt's `<runtime>://<id>`.
+    pub container_id: Option<String>,
     pub exit_code: i32,
     pub reason: String,
     pub message: Option<String>,
@@ -57,6 +59,9 @@ pub struct Container {
     pub restart_count: i32,
     pub ready: bool,
     pub started: bool,
+    /// The current attempt's `<runtime>://<id>`, new with every attempt, as the kubelet
+    /// reports its runtime's container ids.
+    pub container_id: Option<String>,
 }
 
 impl Container {
@@ -73,6 +78,7 @@ impl Container {
             restart_count: 0,
             ready: false,
             started: false,
+            container_id: None,
         }
     }
 
@@ -81,8 +87,7 @@ impl Container {
             name: self.name.clone(),
             image: self.image.clone(),
             image_id: self.image_id.clone(),
-            container_id: (!self.image_id.is_empty() || self.started)
-                .then(|| format!("skiff://{}", self.name)),
+            container_id: self.container_id.clone(),
             state: Some(state(&self.state)),
             last_state: Some(
                 self.last
@@ -115,6 +120,7 @@ fn state(s: &State) -> ContainerState {
         },
         State::Terminated(t) => ContainerState {
             terminated: Some(ContainerStateTerminated {
+                container_id: t.container_id.clone(),
                 exit_code: t.exit_code,
                 reason: Some(t.reason.clone()),
                 message: t.message.clone(),
@@ -310,6 +316,7 @@ mod tests {
 
     fn term(code: i32) -> Terminated {
         Terminated {
+            container_id: None,
             exit_code: code,
             reason: if code == 0 { "Completed" } else { "Error" }.into(),
             message: None,
