@@ -81,6 +81,8 @@ struct Running {
 
 /// A process started in a running container by `exec`.
 struct Exec {
+    /// The container it runs in.
+    container: String,
     pid: i32,
     pidfd: OwnedFd,
 }
@@ -304,7 +306,14 @@ impl Helper {
         }
         let pid = built?.as_raw();
         let pidfd = pidfd_open(pid)?;
-        self.execs.insert(exec_id.to_string(), Exec { pid, pidfd });
+        self.execs.insert(
+            exec_id.to_string(),
+            Exec {
+                container: id.to_string(),
+                pid,
+                pidfd,
+            },
+        );
         Ok((pid, master))
     }
 
@@ -444,6 +453,24 @@ impl Helper {
                 oom_killed: false,
             });
             return;
+        }
+        let Some(running) = self.containers.get_mut(id) else {
+            return;
+        };
+        if running.pidfd.is_none() {
+            return;
+        }
+        // The container's first process ends only once every process of its pid namespace
+        // is reaped, and exec'd ones are this helper's children: they go first, or this
+        // wait would never end.
+        let execs: Vec<String> = self
+            .execs
+            .iter()
+            .filter(|(_, e)| e.container == id)
+            .map(|(exec_id, _)| exec_id.clone())
+            .collect();
+        for exec_id in execs {
+            self.reap(&exec_id);
         }
         let Some(running) = self.containers.get_mut(id) else {
             return;

@@ -204,6 +204,49 @@ fn signals_and_oom_kills_are_reported() {
 }
 
 #[test]
+fn a_container_with_an_exec_still_running_is_deleted() {
+    runtime().block_on(async {
+        let state = tempfile::tempdir().unwrap();
+        let ns = netns();
+        let helper = helper(state.path());
+        let bundle = Bundle::new(&ns, "echo up; exec sleep 1000", |_| {});
+        let mut out = run(&helper, &bundle).await;
+        let mut up = [0u8; 3];
+        out.read.read_exact(&mut up).unwrap();
+        // A process exec'd into it (a probe, a kubectl exec session) still runs.
+        let spec = oci_spec::runtime::Spec::load(bundle.dir.path().join("config.json")).unwrap();
+        let mut process = spec.process().clone().unwrap();
+        process.set_args(Some(vec!["sleep".into(), "1000".into()]));
+        let process_file = bundle.dir.path().join("exec.json");
+        fs::write(&process_file, serde_json::to_vec(&process).unwrap()).unwrap();
+        let exec_id = format!("{}.exec-0", bundle.id);
+        helper
+            .exec(
+                &bundle.id,
+                &exec_id,
+                &process_file,
+                false,
+                Some([null(), null(), null()]),
+            )
+            .await
+            .unwrap();
+        // Deleting the container ends both (the helper used to wait for its first process
+        // forever: that waits for the exec'd one, the helper's child, to be reaped).
+        tokio::time::timeout(Duration::from_secs(60), helper.delete(&bundle.id))
+            .await
+            .expect("delete never returned")
+            .unwrap();
+        let exec_exit = helper.wait(&exec_id).await.unwrap();
+        assert_eq!(exec_exit.signal, Some(9), "{exec_exit:?}");
+        // And the helper goes on serving.
+        let next = Bundle::new(&ns, "echo next", |_| {});
+        assert_eq!(run(&helper, &next).await.text(), "next\n");
+        helper.wait(&next.id).await.unwrap();
+        helper.delete(&next.id).await.unwrap();
+    });
+}
+
+#[test]
 fn containers_created_at_once_all_run() {
     runtime().block_on(async {
         let state = tempfile::tempdir().unwrap();
