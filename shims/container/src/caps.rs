@@ -79,6 +79,14 @@ pub fn capabilities_from_mask(mask: u64) -> Capabilities {
         .collect()
 }
 
+/// The kernel's number for `cap` (its bit in a capability mask).
+pub fn number(cap: Capability) -> Option<u32> {
+    ALL_CAPABILITIES
+        .iter()
+        .position(|c| *c == cap)
+        .map(|n| n as u32)
+}
+
 /// This process's bounding set: what a runtime it starts can grant at most, and so what
 /// `add: [ALL]` means on this node (containerd likewise takes its own capabilities).
 pub fn node_capabilities() -> std::io::Result<Capabilities> {

@@ -77,6 +77,8 @@ struct Running {
     oom_file: Option<PathBuf>,
     /// Its root filesystem, as its bundle names it.
     rootfs: Option<PathBuf>,
+    /// Its seccomp filter and loading capabilities, for processes exec'd into it too.
+    plan: crate::filter::Plan,
 }
 
 /// A process started in a running container by `exec`.
@@ -97,6 +99,8 @@ struct Helper {
     closing: bool,
     /// The agent's mount namespace, when this process has one of its own.
     agent_mounts: Option<OwnedFd>,
+    /// Seccomp filters compiled so far, by profile.
+    filters: crate::filter::Cache,
 }
 
 impl Helper {
@@ -110,6 +114,7 @@ impl Helper {
             buf: vec![0; MAX_PACKET],
             closing: false,
             agent_mounts,
+            filters: crate::filter::Cache::default(),
         })
     }
 
@@ -278,10 +283,10 @@ impl Helper {
         tty: bool,
         fds: Vec<OwnedFd>,
     ) -> Result<(i32, Option<OwnedFd>), String> {
-        match self.containers.get(id) {
-            Some(r) if r.pidfd.is_some() => {}
+        let plan = match self.containers.get(id) {
+            Some(r) if r.pidfd.is_some() => r.plan.clone(),
             _ => return Err(format!("container {id} is not running")),
-        }
+        };
         if self.execs.contains_key(exec_id) {
             return Err(format!("exec {exec_id} exists already"));
         }
@@ -292,6 +297,7 @@ impl Helper {
         let built = builder
             .validate_id()
             .map_err(|e| e.to_string())?
+            .with_executor(crate::filter::FilteredExecutor(plan))
             .as_tenant()
             .with_process(Some(process))
             .with_detach(true)
@@ -359,6 +365,10 @@ impl Helper {
         if self.containers.contains_key(id) {
             return Err(format!("container {id} exists already"));
         }
+        let config = bundle.join("config.json");
+        let spec = oci_spec::runtime::Spec::load(&config)
+            .map_err(|e| format!("reading {}: {e}", config.display()))?;
+        let plan = crate::filter::Plan::from_spec(&spec, &mut self.filters)?;
         let builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
             .with_root_path(&self.root)
             .map_err(|e| e.to_string())?;
@@ -366,6 +376,7 @@ impl Helper {
         let built = builder
             .validate_id()
             .map_err(|e| e.to_string())?
+            .with_executor(crate::filter::FilteredExecutor(plan.clone()))
             .as_init(bundle)
             .with_systemd(false)
             .with_detach(true)
@@ -384,7 +395,8 @@ impl Helper {
             .map(|p| p.as_raw())
             .ok_or_else(|| "the container has no process".to_string())?;
         let pidfd = pidfd_open(pid)?;
-        let (oom_file, rootfs) = bundle_paths(bundle);
+        let rootfs = spec.root().as_ref().map(|r| r.path().clone());
+        let oom_file = oom_counter_file(&spec);
         self.containers.insert(
             id.to_string(),
             Running {
@@ -393,6 +405,7 @@ impl Helper {
                 pidfd: Some(pidfd),
                 oom_file,
                 rootfs,
+                plan,
             },
         );
         match master.transpose() {
@@ -633,16 +646,6 @@ fn receive_master(listener: &std::os::unix::net::UnixListener) -> Result<OwnedFd
         }
     }
     Err("console socket: no terminal was sent".into())
-}
-
-/// From the bundle's spec: the file that counts OOM kills in the container's memory cgroup
-/// (see [`oom_counter_file`]), and the root filesystem.
-fn bundle_paths(bundle: &Path) -> (Option<PathBuf>, Option<PathBuf>) {
-    let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
-        return (None, None);
-    };
-    let rootfs = spec.root().as_ref().map(|r| r.path().clone());
-    (oom_counter_file(&spec), rootfs)
 }
 
 /// The file that counts OOM kills in the container's memory cgroup: cgroup v1's

@@ -14,11 +14,13 @@
 //! privileged containers are refused. Two node facts are inputs rather than guesses:
 //! what `capabilities.add: [ALL]` grants ([`node_capabilities`]) and the open-files limit
 //! ([`nofile_limit`]), since a node's root may lack some capabilities. The spec is checked
-//! against runc in the tests; for libcontainer (youki) 0.7, pass the seccomp filter through
-//! [`seccomp_for_libcontainer`] first.
+//! against runc in the tests; for libcontainer (youki) 0.7 run by the [`helper`], pass it
+//! through [`adapt_for_libcontainer`] first (the seccomp filter is compiled once by the
+//! helper, see [`filter`]).
 
 mod caps;
 pub mod client;
+pub mod filter;
 pub mod helper;
 mod ipc;
 mod proto;
@@ -34,10 +36,7 @@ pub use caps::{
 };
 pub use client::{Exit, Helper, HelperError};
 pub use quirks::for_libcontainer as adapt_for_libcontainer;
-pub use seccomp::{
-    for_libcontainer as seccomp_for_libcontainer, native_arch,
-    runtime_default as runtime_default_seccomp,
-};
+pub use seccomp::{native_arch, runtime_default as runtime_default_seccomp};
 pub use shim::{ContainerConfig, ContainerShim, HANDLER};
 pub use spec::{
     BindMount, CPU_PERIOD_US, DEFAULT_PATH, NOFILE_LIMIT, Resources, SeccompProfile,

@@ -1,27 +1,62 @@
-//! Where libcontainer (youki) 0.7 reads a spec differently from runc and crun, the spec is
-//! adjusted before it is handed over, so that the container gets what the spec means.
+//! Where libcontainer (youki) 0.7 reads a spec differently from runc and crun, or does
+//! slowly what Skiff does once, the spec is adjusted before it is handed over, so that the
+//! container gets what the spec means.
 
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{Capability, Spec};
 
 use crate::SpecError;
+use crate::filter::{LOADING_CAPS_ANNOTATION, PROFILE_ANNOTATION};
 
-/// Adjusts `spec` for libcontainer 0.7:
-/// * masked seccomp comparisons get their two values swapped (see
-///   [`crate::seccomp_for_libcontainer`]);
-/// * `noNewPrivileges: false` is left out: libcontainer decides when to load the seccomp
-///   filter by whether the field is present, not by its value, and with `false` present it
-///   loads the filter after dropping the capabilities it needs without no_new_privs, so the
-///   container fails to start ("failed to load seccomp context"). Absent means false.
+/// Adjusts `spec` for libcontainer 0.7 run by Skiff's helper:
+/// * the seccomp profile moves to an annotation: the helper compiles it once and the
+///   container's process loads the compiled filter itself (see [`crate::filter`]), since
+///   libcontainer would compile it again in every container. Where the process would lack
+///   the privilege to load it (no `no_new_privs`, no `CAP_SYS_ADMIN`), `CAP_SYS_ADMIN` is
+///   added to its effective and permitted sets and named in another annotation: the
+///   process drops it right after loading the filter, before the container's program runs;
+/// * `noNewPrivileges: false` is left out: libcontainer decides things by whether the field
+///   is present, not by its value. Absent means false.
 pub fn for_libcontainer(spec: &mut Spec) -> Result<(), SpecError> {
-    if let Some(linux) = spec.linux_mut()
-        && let Some(seccomp) = linux.seccomp().clone()
-    {
-        linux.set_seccomp(Some(crate::seccomp_for_libcontainer(&seccomp)?));
-    }
+    let no_new_privs = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.no_new_privileges())
+        .unwrap_or(false);
     if let Some(process) = spec.process_mut()
         && process.no_new_privileges() == Some(false)
     {
         process.set_no_new_privileges(None);
     }
+    let Some(profile) = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.seccomp_mut().take())
+    else {
+        return Ok(());
+    };
+    let json = serde_json::to_string(&profile).map_err(oci_spec::OciSpecError::from)?;
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(PROFILE_ANNOTATION.to_string(), json);
+    if !no_new_privs && let Some(process) = spec.process_mut() {
+        let mut caps = process.capabilities().clone().unwrap_or_default();
+        let holds = caps
+            .effective()
+            .as_ref()
+            .is_some_and(|e| e.contains(&Capability::SysAdmin));
+        if !holds {
+            let mut effective = caps.effective().clone().unwrap_or_default();
+            effective.insert(Capability::SysAdmin);
+            let mut permitted = caps.permitted().clone().unwrap_or_default();
+            permitted.insert(Capability::SysAdmin);
+            caps.set_effective(Some(effective))
+                .set_permitted(Some(permitted));
+            process.set_capabilities(Some(caps));
+            annotations.insert(
+                LOADING_CAPS_ANNOTATION.to_string(),
+                "CAP_SYS_ADMIN".to_string(),
+            );
+        }
+    }
+    spec.set_annotations(Some(annotations));
     Ok(())
 }

@@ -44,7 +44,9 @@ impl Bundle {
             fs::create_dir_all(rootfs.join(d)).unwrap();
         }
         fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
-        for applet in ["sh", "echo", "sleep", "dd", "cat", "true", "grep"] {
+        for applet in [
+            "sh", "echo", "sleep", "dd", "cat", "true", "grep", "unshare",
+        ] {
             symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         let id = unique("skiff-helper");
@@ -154,6 +156,88 @@ fn runs_a_container_and_reports_its_exit() {
             format!("/sys/fs/cgroup/memory/skiff-test/{}", bundle.id)
         };
         assert!(!Path::new(&cgroup).exists(), "{cgroup} left behind");
+    });
+}
+
+/// The lines of /proc/self/status a container's process shows about its privileges.
+const PRIVILEGES: &str = "grep -E '^(CapPrm|CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status";
+
+/// containerd's 14 default capabilities as /proc shows them.
+const DEFAULT_CAPS: &str = "00000000a80425fb";
+
+fn privileges(prm: &str, eff: &str, nnp: u8) -> String {
+    format!(
+        "CapPrm:\t{prm}\nCapEff:\t{eff}\nCapBnd:\t{DEFAULT_CAPS}\nNoNewPrivs:\t{nnp}\nSeccomp:\t2\n"
+    )
+}
+
+#[test]
+fn processes_run_under_the_filter_with_exactly_the_specs_capabilities() {
+    // The helper compiles the seccomp filter once and the process loads it itself, holding
+    // CAP_SYS_ADMIN for that alone: nothing of the container's sees it.
+    runtime().block_on(async {
+        let state = tempfile::tempdir().unwrap();
+        let ns = netns();
+        let helper = helper(state.path());
+        let script = format!("{PRIVILEGES}; echo ready; exec sleep 1000");
+        let root = Bundle::new(&ns, &script, |_| {});
+        let mut out = run(&helper, &root).await;
+        let expected = privileges(DEFAULT_CAPS, DEFAULT_CAPS, 0);
+        let mut first = vec![0u8; expected.len() + "ready\n".len()];
+        out.read.read_exact(&mut first).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&first),
+            format!("{expected}ready\n")
+        );
+
+        // A process exec'd into it (kubectl exec, an exec probe) alike, and the filter
+        // refuses what the profile refuses (unshare without CAP_SYS_ADMIN).
+        let spec = oci_spec::runtime::Spec::load(root.dir.path().join("config.json")).unwrap();
+        let mut process = spec.process().clone().unwrap();
+        process.set_args(Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("{PRIVILEGES}; unshare -u true 2>/dev/null || echo refused"),
+        ]));
+        let process_file = root.dir.path().join("exec.json");
+        fs::write(&process_file, serde_json::to_vec(&process).unwrap()).unwrap();
+        let exec_id = format!("{}.exec-0", root.id);
+        let (exec_out, exec_w) = pipe();
+        helper
+            .exec(
+                &root.id,
+                &exec_id,
+                &process_file,
+                false,
+                Some([null(), exec_w, null()]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(helper.wait(&exec_id).await.unwrap().code, 0);
+        assert_eq!(exec_out.text(), format!("{expected}refused\n"));
+        helper.delete(&root.id).await.unwrap();
+
+        // Another user: no effective or permitted capabilities, as containerd gives one.
+        let user = Bundle::new(&ns, PRIVILEGES, |i| {
+            i.user.uid = 1000;
+            i.user.gid = 1000;
+            i.user.additional_gids = vec![1000];
+        });
+        let zero = "0000000000000000";
+        assert_eq!(run(&helper, &user).await.text(), privileges(zero, zero, 0));
+        helper.wait(&user.id).await.unwrap();
+        helper.delete(&user.id).await.unwrap();
+
+        // allowPrivilegeEscalation: false: no_new_privs set, the filter loaded all the same.
+        let nnp = Bundle::new(&ns, PRIVILEGES, |i| {
+            i.security.allow_privilege_escalation = Some(false);
+        });
+        assert_eq!(
+            run(&helper, &nnp).await.text(),
+            privileges(DEFAULT_CAPS, DEFAULT_CAPS, 1)
+        );
+        helper.wait(&nnp.id).await.unwrap();
+        helper.delete(&nnp.id).await.unwrap();
     });
 }
 

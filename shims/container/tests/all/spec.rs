@@ -6,8 +6,8 @@ use oci_spec::runtime::{
 };
 use skiff_shim_container::{
     BindMount, DEFAULT_CAPABILITIES, NOFILE_LIMIT, Resources, SeccompProfile, SpecError,
-    capabilities_from_mask, cpu_quota, cpu_shares, runtime_default_seccomp, runtime_spec,
-    seccomp_for_libcontainer,
+    adapt_for_libcontainer, capabilities_from_mask, cpu_quota, cpu_shares, filter,
+    runtime_default_seccomp, runtime_spec,
 };
 
 use crate::input;
@@ -515,45 +515,137 @@ fn root_and_json_round_trip() {
     assert!(json.contains("\"CAP_NET_BIND_SERVICE\""));
 }
 
+/// Runs `probe` in a child process under `program` (with no_new_privs, so no privilege is
+/// needed to load it) and returns what the child returned.
+fn under_filter(program: &[u8], probe: fn() -> i32) -> i32 {
+    use nix::libc;
+    // SAFETY: the child only makes raw syscalls and _exits.
+    match unsafe { libc::fork() } {
+        0 => {
+            let code = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == 0
+                && filter::load(program).is_ok();
+            let code = if code { probe() } else { 250 };
+            unsafe { libc::_exit(code) }
+        }
+        pid => {
+            let mut status = 0;
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            assert!(libc::WIFEXITED(status), "probe died: {status:#x}");
+            libc::WEXITSTATUS(status)
+        }
+    }
+}
+
+/// 0 if a syscall succeeded, else its errno.
+fn errno_of(r: i64) -> i32 {
+    if r < 0 {
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(255)
+    } else {
+        0
+    }
+}
+
 #[test]
-fn libcontainer_gets_masked_comparisons_swapped() {
+fn the_compiled_runtime_default_filter_refuses_what_the_profile_refuses() {
+    use nix::libc;
     let caps = DEFAULT_CAPABILITIES.into_iter().collect();
     let profile = runtime_default_seccomp(&caps, "amd64").unwrap();
-    let youki = seccomp_for_libcontainer(&profile).unwrap();
-    let clone_arg = |p: &LinuxSeccomp| {
-        p.syscalls()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|s| s.names() == &vec!["clone".to_string()])
-            .unwrap()
-            .args()
-            .as_ref()
-            .unwrap()[0]
-    };
-    let (orig, swapped) = (clone_arg(&profile), clone_arg(&youki));
-    assert_eq!((orig.value(), orig.value_two()), (0x7E02_0000, None));
+    let program = filter::compile(&profile).unwrap();
+    // Allowed: the process's own plain work, and fork (clone without namespace flags:
+    // the masked comparison `(flags & 0x7E020000) == 0` read the OCI way).
     assert_eq!(
-        (swapped.value(), swapped.value_two()),
-        (0, Some(0x7E02_0000))
+        under_filter(&program, || errno_of(unsafe { libc::getpid() } as i64)),
+        0
     );
-    // Everything else is untouched: the socket rule's NE comparison, the allow list.
-    let socket = |p: &LinuxSeccomp| {
-        p.syscalls()
+    assert_eq!(
+        under_filter(&program, || {
+            match unsafe { libc::fork() } {
+                0 => unsafe { libc::_exit(0) },
+                -1 => errno_of(-1),
+                pid => {
+                    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                    0
+                }
+            }
+        }),
+        0
+    );
+    // Refused with EPERM: clone into a new namespace, unshare, a syscall off the list.
+    assert_eq!(
+        under_filter(&program, || errno_of(unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                libc::CLONE_NEWUTS | libc::SIGCHLD,
+                0,
+                0,
+                0,
+                0,
+            )
+        })),
+        libc::EPERM
+    );
+    assert_eq!(
+        under_filter(&program, || errno_of(
+            unsafe { libc::unshare(libc::CLONE_NEWUTS) } as i64
+        )),
+        libc::EPERM
+    );
+    assert_eq!(
+        under_filter(&program, || errno_of(unsafe {
+            libc::syscall(libc::SYS_acct, std::ptr::null::<libc::c_char>())
+        })),
+        libc::EPERM
+    );
+    // clone3 answers ENOSYS, so that libcs fall back to clone.
+    assert_eq!(
+        under_filter(&program, || errno_of(unsafe {
+            libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0)
+        })),
+        libc::ENOSYS
+    );
+}
+
+#[test]
+fn libcontainer_gets_the_profile_in_an_annotation_and_a_capability_to_load_it() {
+    let mut spec = runtime_spec(&input()).unwrap();
+    let original = caps(&spec);
+    adapt_for_libcontainer(&mut spec).unwrap();
+    assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
+    let annotations = spec.annotations().clone().unwrap();
+    let profile: LinuxSeccomp =
+        serde_json::from_str(&annotations[filter::PROFILE_ANNOTATION]).unwrap();
+    assert!(always_allowed(&profile, "read"));
+    // Without no_new_privs the process needs CAP_SYS_ADMIN to load its filter: effective
+    // and permitted only, never bounding, and named so that it is dropped after loading.
+    assert_eq!(
+        annotations[filter::LOADING_CAPS_ANNOTATION],
+        "CAP_SYS_ADMIN"
+    );
+    let adapted = caps(&spec);
+    for set in [adapted.effective(), adapted.permitted()] {
+        assert!(set.as_ref().unwrap().contains(&Capability::SysAdmin));
+    }
+    assert_eq!(adapted.bounding(), original.bounding());
+    assert!(
+        !adapted
+            .bounding()
             .as_ref()
             .unwrap()
-            .iter()
-            .find(|s| s.names() == &vec!["socket".to_string()])
-            .unwrap()
-            .args()
-            .clone()
-    };
-    assert_eq!(socket(&profile), socket(&youki));
-    assert_eq!(
-        profile.syscalls().as_ref().unwrap().len(),
-        youki.syscalls().as_ref().unwrap().len()
+            .contains(&Capability::SysAdmin)
     );
-    assert!(always_allowed(&youki, "read"));
+
+    // With no_new_privs it needs nothing.
+    let mut i = input();
+    i.security.allow_privilege_escalation = Some(false);
+    let mut spec = runtime_spec(&i).unwrap();
+    let original = caps(&spec);
+    adapt_for_libcontainer(&mut spec).unwrap();
+    let annotations = spec.annotations().clone().unwrap();
+    assert!(annotations.contains_key(filter::PROFILE_ANNOTATION));
+    assert!(!annotations.contains_key(filter::LOADING_CAPS_ANNOTATION));
+    assert_eq!(caps(&spec), original);
 }
 
 #[test]
