@@ -317,6 +317,11 @@ spec:
     // The container's own /etc/hosts names the pod; exec runs as the container does.
     let hosts = k.ok(&["exec", "web", "--", "cat", "/etc/hosts"]);
     assert!(hosts.ends_with(&format!("{ip}\tweb\n")), "{hosts}");
+    // And /etc/hostname, as containerd mounts it.
+    assert_eq!(
+        k.ok(&["exec", "web", "--", "cat", "/etc/hostname"]),
+        "web\n"
+    );
     // -it: a terminal of the client's size, and the exit code through it. The size is
     // set just after the process starts (libcontainer has no `consoleSize`), which a
     // shell learns from its SIGWINCH; this command waits for it.

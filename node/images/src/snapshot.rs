@@ -10,7 +10,12 @@
 //! * `layers/<hex>/`: an unpacked layer, complete once it has its name (see `unpack.rs`);
 //!   `layers/<hex>.lock` serializes unpacking and pruning of one layer;
 //! * `rootfs/<id>/{upper,work,merged}` and `rootfs/<id>/layers`, the digests it stacks
-//!   (lowest first), which keep those layers from being pruned.
+//!   (lowest first), which keep those layers from being pruned;
+//! * `base/`: the lowest layer of every root, holding only the mount points a container
+//!   runtime mounts over (`/dev`, `/proc`, `/sys`, `/etc/hosts`, `/etc/hostname`,
+//!   `/etc/resolv.conf`), empty. An image that has them shows its own; one that lacks them
+//!   would otherwise have them made in its writable layer by every container (with a
+//!   copy-up of `/etc`), files made and removed on disk for nothing.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -63,6 +68,36 @@ fn hex_of(digest: &str) -> Result<&str, Error> {
     }
 }
 
+/// The mount points every root starts with (see the module's documentation), made if
+/// missing: idempotent, so agents opening one store at once agree.
+fn make_base(base: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    for (dir, mode) in [
+        ("", 0o755),
+        ("dev", 0o755),
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("etc", 0o755),
+    ] {
+        let path = base.join(dir);
+        match fs::DirBuilder::new().mode(mode).create(&path) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(io_err(&path)(e)),
+            _ => {}
+        }
+    }
+    for file in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+        let path = base.join(file);
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .map_err(io_err(&path))?;
+    }
+    Ok(())
+}
+
 impl Snapshots {
     /// Opens (creating if needed) the snapshot directory at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
@@ -78,6 +113,7 @@ impl Snapshots {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_err(&path))?;
         }
+        make_base(&root.join("base"))?;
         Ok(Snapshots {
             root,
             limits: UnpackLimits::default(),
@@ -154,12 +190,7 @@ impl Snapshots {
         let digests: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
         let list = dir.join("layers");
         fs::write(&list, digests.join("\n")).map_err(io_err(&list))?;
-        if lower.is_empty() {
-            // overlayfs needs a lower directory: an image without layers starts empty.
-            let empty = dir.join("empty");
-            fs::create_dir_all(&empty).map_err(io_err(&empty))?;
-            lower.push(empty);
-        }
+        lower.insert(0, self.root.join("base"));
         // overlayfs lists the uppermost lower layer first.
         let lowerdir = lower
             .iter()

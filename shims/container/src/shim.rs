@@ -406,6 +406,7 @@ impl Shim for ContainerShim {
             };
             let hosts = file("hosts", hosts_file(sandbox).as_bytes())?;
             let resolv = file("resolv.conf", &resolv_conf())?;
+            let hostname = file("hostname", format!("{}\n", sandbox.hostname).as_bytes())?;
             let termination = file("termination-log", b"")?;
             // Whoever the container runs as may write its termination message.
             std::os::unix::fs::chown(&termination, Some(resolved.uid), Some(resolved.gid))
@@ -425,6 +426,7 @@ impl Shim for ContainerShim {
                 read_only: false,
             };
             mounts.push(bind(hosts, "/etc/hosts"));
+            mounts.push(bind(hostname, "/etc/hostname"));
             mounts.push(bind(resolv, "/etc/resolv.conf"));
             mounts.push(bind(termination, "/dev/termination-log"));
             // The pod's /dev/shm, in place of the container's own.

@@ -389,6 +389,8 @@ fn overlay_snapshots_apply_whiteouts_and_share_layers() {
             E::File("b/.wh..wh..opq", b""),
             E::File("b/new", b"new"),
             E::File("c/added", b"added"),
+            E::Dir("etc"),
+            E::File("etc/hosts", b"the image's own"),
         ])),
         TAR_ZSTD,
     );
@@ -407,6 +409,23 @@ fn overlay_snapshots_apply_whiteouts_and_share_layers() {
     );
     assert_eq!(names(&one.path.join("c")), ["added", "keep"]);
     assert_eq!(std::fs::read(one.path.join("b/new")).unwrap(), b"new");
+    // Under every image, the mount points a runtime mounts over; the image's own win.
+    assert_eq!(
+        names(&one.path),
+        ["a", "b", "c", "dev", "etc", "proc", "sys"]
+    );
+    assert_eq!(
+        names(&one.path.join("etc")),
+        ["hostname", "hosts", "resolv.conf"]
+    );
+    assert_eq!(
+        std::fs::read(one.path.join("etc/hosts")).unwrap(),
+        b"the image's own"
+    );
+    assert_eq!(
+        std::fs::read(one.path.join("etc/resolv.conf")).unwrap(),
+        b""
+    );
 
     // Writes stay in the container's own upper directory.
     std::fs::write(one.path.join("a/y"), b"changed").unwrap();
@@ -449,7 +468,8 @@ fn snapshot_ids_are_checked() {
         let err = snaps.prepare(bad, &[]).unwrap_err();
         assert!(err.to_string().contains("invalid snapshot id"), "{err}");
     }
+    // An image without layers has only the mount points a runtime mounts over.
     let empty = snaps.prepare("scratch", &[]).unwrap();
-    assert!(names(&empty.path).is_empty());
+    assert_eq!(names(&empty.path), ["dev", "etc", "proc", "sys"]);
     snaps.remove("scratch").unwrap();
 }
