@@ -64,7 +64,8 @@ pub async fn start(
     let pod_cidr: ipnet::Ipv4Net = cidr
         .parse()
         .with_context(|| format!("node {name} has pod CIDR {cidr:?}, not an IPv4 network"))?;
-    let net_state = PathBuf::from("/run/skiff/net").join(&args.bridge);
+    let run = runtime_dir()?;
+    let net_state = run.join("net").join(&args.bridge);
     let network = skiff_podnet::PodNetwork::new(skiff_podnet::NetConfig {
         bridge: args.bridge.clone(),
         pod_cidr,
@@ -85,13 +86,13 @@ pub async fn start(
         .and_then(|snapshots| {
             Ok(skiff_shim_container::ContainerShim::new(
                 skiff_shim_container::ContainerConfig {
-                    state_dir: node_dir.join("containers"),
+                    state_dir: run.join("containers").join(&args.bridge),
                     snapshots,
                     helper_program: PathBuf::from("/proc/self/exe"),
                     helper_args: vec![crate::CONTAINER_HELPER.into()],
                     helpers: skiff_shim_container::ContainerConfig::default_helpers(),
                     // Every node network's pins: agents of other bridges run here too.
-                    hidden_mounts: vec![PathBuf::from("/run/skiff/net")],
+                    hidden_mounts: vec![run.join("net")],
                 },
             )?)
         });
@@ -117,6 +118,42 @@ pub async fn start(
         args.bridge, pod_cidr, agent.endpoint
     );
     Ok(Node { agent, network })
+}
+
+/// `/run/skiff`: the node's runtime state, which lives as long as the machine's boot (pod
+/// network pins and IP allocations, container bundles and libcontainer's state) and sees a
+/// few dozen files made and removed per pod. It belongs on a tmpfs, as `/run` is on most
+/// systems; where `/run` is on disk (this repository's CI machines: ext4 without a journal,
+/// whose inode allocator scans past every recently removed inode), a tmpfs is mounted here
+/// once, under a lock so that agents starting at once agree, and left for later agents.
+fn runtime_dir() -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from("/run/skiff");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let on_tmpfs = |dir: &Path| -> anyhow::Result<bool> {
+        let fs =
+            nix::sys::statfs::statfs(dir).with_context(|| format!("statfs {}", dir.display()))?;
+        Ok(fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+    };
+    if on_tmpfs(&dir)? {
+        return Ok(dir);
+    }
+    let lock_path = Path::new("/run/skiff.lock");
+    let file = std::fs::File::create(lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    if !on_tmpfs(&dir)? {
+        nix::mount::mount(
+            Some("skiff-run"),
+            &dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some("mode=0755,size=10%"),
+        )
+        .with_context(|| format!("mounting a tmpfs at {}", dir.display()))?;
+    }
+    Ok(dir)
 }
 
 fn hostname() -> String {
