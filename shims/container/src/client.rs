@@ -183,15 +183,39 @@ impl Helper {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<i32, HelperError> {
-        self.create_with(id, bundle, Some([stdin, stdout, stderr]))
+        self.create_with(id, bundle, Some([stdin, stdout, stderr]), None)
             .await
             .map(|(pid, _)| pid)
+    }
+
+    /// As [`Helper::create`] (with `stdio`) or [`Helper::create_tty`] (without), for a
+    /// helper in a mount namespace of its own: `root` is a detached mount of the root
+    /// filesystem (`open_tree(OPEN_TREE_CLONE)`), which the helper attaches at the spec's
+    /// `root.path` for the build and detaches right after, so that its namespace holds no
+    /// running container's root.
+    pub async fn create_rooted(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: Option<[OwnedFd; 3]>,
+        root: OwnedFd,
+    ) -> Result<(i32, Option<OwnedFd>), HelperError> {
+        let tty = stdio.is_none();
+        match self.create_with(id, bundle, stdio, Some(root)).await? {
+            (_, None) if tty => {
+                let _ = self.delete(id).await;
+                Err(HelperError::Runtime(
+                    "create returned no terminal for a process that asked for one".into(),
+                ))
+            }
+            created => Ok(created),
+        }
     }
 
     /// As [`Helper::create`], for a spec whose process runs on a terminal
     /// (`process.terminal`): returns the terminal's master side with the process id.
     pub async fn create_tty(&self, id: &str, bundle: &Path) -> Result<(i32, OwnedFd), HelperError> {
-        match self.create_with(id, bundle, None).await? {
+        match self.create_with(id, bundle, None, None).await? {
             (pid, Some(master)) => Ok((pid, master)),
             (_, None) => {
                 let _ = self.delete(id).await;
@@ -207,6 +231,7 @@ impl Helper {
         id: &str,
         bundle: &Path,
         stdio: Option<[OwnedFd; 3]>,
+        root: Option<OwnedFd>,
     ) -> Result<(i32, Option<OwnedFd>), HelperError> {
         // Watching starts before the process can exist, so no exit is missed.
         let (tx, _) = watch::channel(None);
@@ -215,8 +240,14 @@ impl Helper {
             .lock()
             .expect("exits lock")
             .insert(id.to_string(), tx);
-        let raw: Vec<RawFd> = stdio.iter().flatten().map(|f| f.as_raw_fd()).collect();
+        let raw: Vec<RawFd> = stdio
+            .iter()
+            .flatten()
+            .chain(root.iter())
+            .map(|f| f.as_raw_fd())
+            .collect();
         let tty = stdio.is_none();
+        let root_mount = root.is_some();
         let result = self
             .request_fds(
                 |seq| Request::Create {
@@ -224,12 +255,14 @@ impl Helper {
                     id: id.to_string(),
                     bundle: bundle.to_owned(),
                     tty,
+                    root_mount,
                 },
                 &raw,
             )
             .await;
         // The helper has its own copies now (or failed): ours close here.
         drop(stdio);
+        drop(root);
         match result {
             Ok((Some(pid), mut fds)) => Ok((pid, fds.pop())),
             Ok((None, _)) => Err(HelperError::Runtime("create returned no process id".into())),

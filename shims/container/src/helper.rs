@@ -101,6 +101,8 @@ struct Helper {
     agent_mounts: Option<OwnedFd>,
     /// Seccomp filters compiled so far, by profile.
     filters: crate::filter::Cache,
+    /// Roots attached for a build, to detach after answering.
+    detach: Vec<PathBuf>,
 }
 
 impl Helper {
@@ -115,6 +117,7 @@ impl Helper {
             closing: false,
             agent_mounts,
             filters: crate::filter::Cache::default(),
+            detach: Vec::new(),
         })
     }
 
@@ -236,9 +239,15 @@ impl Helper {
                 id,
                 bundle,
                 tty,
+                root_mount,
             } => {
-                let r = self.create(&id, &bundle, tty, fds);
+                let mut fds = fds;
+                let root = if root_mount { fds.pop() } else { None };
+                let r = self.create(&id, &bundle, tty, fds, root);
                 self.reply_process(seq, r);
+                for path in self.detach.drain(..) {
+                    let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+                }
             }
             Request::Start { seq, id } => {
                 let r = match self.containers.get_mut(&id) {
@@ -361,6 +370,7 @@ impl Helper {
         bundle: &Path,
         tty: bool,
         fds: Vec<OwnedFd>,
+        root: Option<OwnedFd>,
     ) -> Result<(i32, Option<OwnedFd>), String> {
         if self.containers.contains_key(id) {
             return Err(format!("container {id} exists already"));
@@ -368,7 +378,33 @@ impl Helper {
         let config = bundle.join("config.json");
         let spec = oci_spec::runtime::Spec::load(&config)
             .map_err(|e| format!("reading {}: {e}", config.display()))?;
-        let plan = crate::filter::Plan::from_spec(&spec, &mut self.filters)?;
+        let rootfs = spec.root().as_ref().map(|r| r.path().clone());
+        // The root, attached here for the build only: the container's mount namespace
+        // keeps its own copy, and this one holds no running container's root (a build
+        // copies every mount of this namespace, and libcgroups parses them all).
+        let attached = match (root, &rootfs) {
+            (Some(mount), Some(path)) => {
+                attach(&mount, path)?;
+                Some(path.clone())
+            }
+            _ => None,
+        };
+        let r = self.build(id, bundle, tty, fds, &spec);
+        // Detached once the agent has its answer: an unmount waits for an RCU grace period.
+        self.detach.extend(attached);
+        r
+    }
+
+    fn build(
+        &mut self,
+        id: &str,
+        bundle: &Path,
+        tty: bool,
+        fds: Vec<OwnedFd>,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(i32, Option<OwnedFd>), String> {
+        let plan = crate::filter::Plan::from_spec(spec, &mut self.filters)?;
+        let rootfs = spec.root().as_ref().map(|r| r.path().clone());
         let builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
             .with_root_path(&self.root)
             .map_err(|e| e.to_string())?;
@@ -395,8 +431,7 @@ impl Helper {
             .map(|p| p.as_raw())
             .ok_or_else(|| "the container has no process".to_string())?;
         let pidfd = pidfd_open(pid)?;
-        let rootfs = spec.root().as_ref().map(|r| r.path().clone());
-        let oom_file = oom_counter_file(&spec);
+        let oom_file = oom_counter_file(spec);
         self.containers.insert(
             id.to_string(),
             Running {
@@ -578,6 +613,34 @@ fn private_mounts(hide: &[PathBuf]) -> Result<Option<OwnedFd>, String> {
         let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
     }
     Ok(Some(agent))
+}
+
+/// Attaches the detached mount `mount` (from `open_tree(OPEN_TREE_CLONE)`) at `path`.
+fn attach(mount: &OwnedFd, path: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let target = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("root path {} has a NUL byte", path.display()))?;
+    // SAFETY: move_mount with a descriptor this process owns, an empty source path and a
+    // NUL-terminated target path.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "attaching the root filesystem at {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 /// A descriptor for process `pid`, a child of this process: it stays a zombie (so the

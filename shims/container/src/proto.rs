@@ -27,6 +27,11 @@ pub enum Request {
         bundle: PathBuf,
         #[serde(default)]
         tty: bool,
+        /// The last descriptor sent is a detached mount of the root filesystem, to be
+        /// attached at the spec's `root.path` in the helper's mount namespace for the build
+        /// only.
+        #[serde(default)]
+        root_mount: bool,
     },
     /// Lets a created container's process run.
     Start { seq: u64, id: String },

@@ -79,8 +79,9 @@ struct Shared {
     building: tokio::sync::Semaphore,
     snapshots: Snapshots,
     bundles: PathBuf,
-    /// The roots' directory, made a shared mount for helpers in their own namespace.
-    shared_roots: Option<PathBuf>,
+    /// The roots' directory, made a private mount when the helpers have a mount namespace
+    /// of their own: they get each root only for its build (see [`Helper::create_rooted`]).
+    private_roots: Option<PathBuf>,
     /// Each pod's IPC namespace and /dev/shm, shared by its containers.
     ipc: crate::ipc::PodIpc,
     seq: AtomicU64,
@@ -100,15 +101,43 @@ impl Drop for Shared {
             }
         }
         let _ = std::fs::remove_dir_all(&self.bundles);
-        if let Some(roots) = &self.shared_roots {
+        if let Some(roots) = &self.private_roots {
             let _ = nix::mount::umount2(roots, nix::mount::MntFlags::MNT_DETACH);
         }
     }
 }
 
-/// Makes `dir` a mount point of its own (bound onto itself) with shared propagation, so
-/// that what is mounted under it later appears in mount namespaces copied from this one.
-fn share(dir: &Path) -> Result<(), ShimError> {
+/// A detached copy of the mount at `path` (`open_tree(OPEN_TREE_CLONE)`): the same
+/// filesystem, attachable in another mount namespace.
+fn clone_mount(path: &Path) -> Result<OwnedFd, ShimError> {
+    use std::os::unix::ffi::OsStrExt;
+    const OPEN_TREE_CLONE: nix::libc::c_uint = 1;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| ShimError::Start(format!("{} has a NUL byte", path.display())))?;
+    // SAFETY: open_tree with a NUL-terminated path; the descriptor returned is ours.
+    let fd = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_open_tree,
+            nix::libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | nix::libc::O_CLOEXEC as nix::libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(ShimError::Start(format!(
+            "cloning the root filesystem mount {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: a new descriptor owned by no one else.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
+}
+
+/// Makes `dir` a mount point of its own (bound onto itself) with private propagation, so
+/// that what is mounted under it later stays in this mount namespace (on hosts whose `/` is
+/// a shared mount, as systemd makes it, it would otherwise reach the helpers' namespaces).
+fn privatize(dir: &Path) -> Result<(), ShimError> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(io_err("mountinfo"))?;
     let canonical = dir.canonicalize().map_err(io_err(dir.display()))?;
     let wanted = canonical.to_string_lossy();
@@ -133,10 +162,10 @@ fn share(dir: &Path) -> Result<(), ShimError> {
         None::<&str>,
         &canonical,
         None::<&str>,
-        nix::mount::MsFlags::MS_SHARED,
+        nix::mount::MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| failed("making shared", e))
+    .map_err(|e| failed("making private", e))
 }
 
 /// Runs Linux OCI images with youki's libcontainer. One per node.
@@ -168,11 +197,11 @@ impl ContainerShim {
             }
         }
         let mut args: Vec<String> = config.helper_args.clone();
-        let shared_roots = if config.hidden_mounts.is_empty() {
+        let private_roots = if config.hidden_mounts.is_empty() {
             None
         } else {
             let roots = config.snapshots.roots_dir();
-            share(&roots)?;
+            privatize(&roots)?;
             for hidden in &config.hidden_mounts {
                 args.push("--hide".into());
                 args.push(hidden.to_string_lossy().into_owned());
@@ -196,7 +225,7 @@ impl ContainerShim {
                 building: tokio::sync::Semaphore::new(count),
                 snapshots: config.snapshots,
                 bundles,
-                shared_roots,
+                private_roots,
                 ipc,
                 seq: AtomicU64::new(0),
                 node_capabilities: crate::node_capabilities().ok(),
@@ -504,41 +533,73 @@ impl Shim for ContainerShim {
             .unwrap_or(0);
         shared.load[slot].fetch_add(1, Ordering::Relaxed);
         let helper = shared.helpers[slot].clone();
-        let created = match stdio {
-            Some((stdin, input, (out_r, out_w), (err_r, err_w))) => {
+        // Helpers in a namespace of their own get the root as a detached copy of its mount.
+        let root = match &shared.private_roots {
+            None => None,
+            Some(_) => match clone_mount(&rootfs.path) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    shared.load[slot].fetch_sub(1, Ordering::Relaxed);
+                    cleanup(&shared);
+                    return Err(e);
+                }
+            },
+        };
+        let created = match (stdio, root) {
+            (Some((stdin, input, (out_r, out_w), (err_r, err_w))), root) => {
                 // The container's user owns its stdout and stderr, as runc arranges: a
                 // process that drops root may still open /dev/stdout and /dev/stderr.
                 for fd in [&out_w, &err_w] {
                     let _ = std::os::unix::fs::fchown(fd, Some(resolved.uid), Some(resolved.gid));
                 }
-                helper
-                    .create(&id, &bundle, stdin, out_w, err_w)
-                    .await
-                    .map(|_| {
-                        let readers = vec![
-                            tokio::spawn(forward(out_r, Stream::Stdout, spec.logs.clone())),
-                            tokio::spawn(forward(err_r, Stream::Stderr, spec.logs.clone())),
-                        ];
-                        (readers, input.map(|fd| (fd, false)))
-                    })
+                let made = match root {
+                    Some(root) => helper
+                        .create_rooted(&id, &bundle, Some([stdin, out_w, err_w]), root)
+                        .await
+                        .map(|_| ()),
+                    None => helper
+                        .create(&id, &bundle, stdin, out_w, err_w)
+                        .await
+                        .map(|_| ()),
+                };
+                made.map(|_| {
+                    let readers = vec![
+                        tokio::spawn(forward(out_r, Stream::Stdout, spec.logs.clone())),
+                        tokio::spawn(forward(err_r, Stream::Stderr, spec.logs.clone())),
+                    ];
+                    (readers, input.map(|fd| (fd, false)))
+                })
             }
             // With a terminal, its output is the container's stdout, and its master side is
             // the input.
-            None => match helper.create_tty(&id, &bundle).await {
-                Err(e) => Err(e),
-                Ok((_, master)) => match master.try_clone() {
-                    Err(e) => Err(crate::client::HelperError::Runtime(format!(
-                        "the terminal: {e}"
-                    ))),
-                    Ok(reader) => {
-                        let logs = spec.logs.clone();
-                        let readers = vec![tokio::task::spawn_blocking(move || {
-                            forward_terminal(reader, logs)
-                        })];
-                        Ok((readers, spec.stdin.then_some((master, true))))
-                    }
-                },
-            },
+            (None, root) => {
+                let made = match root {
+                    Some(root) => helper
+                        .create_rooted(&id, &bundle, None, root)
+                        .await
+                        .and_then(|(pid, master)| {
+                            master.map(|m| (pid, m)).ok_or_else(|| {
+                                crate::client::HelperError::Runtime("no terminal".into())
+                            })
+                        }),
+                    None => helper.create_tty(&id, &bundle).await,
+                };
+                match made {
+                    Err(e) => Err(e),
+                    Ok((_, master)) => match master.try_clone() {
+                        Err(e) => Err(crate::client::HelperError::Runtime(format!(
+                            "the terminal: {e}"
+                        ))),
+                        Ok(reader) => {
+                            let logs = spec.logs.clone();
+                            let readers = vec![tokio::task::spawn_blocking(move || {
+                                forward_terminal(reader, logs)
+                            })];
+                            Ok((readers, spec.stdin.then_some((master, true))))
+                        }
+                    },
+                }
+            }
         };
         let (readers, input) = match created {
             Ok(c) => c,
