@@ -28,6 +28,11 @@ pub struct NodeArgs {
     /// Pod sandboxes kept ready ahead of pods, so a pod starts without building one.
     #[arg(long, default_value_t = 16)]
     pub warm_sandboxes: usize,
+    /// Leave the kernel's cgroup settings as they are. By default the node's cgroup v2
+    /// hierarchy is remounted with `favordynmods`, as the kubelet sets the sysctls it needs
+    /// unless told `--protect-kernel-defaults`: see [`favor_dynamic_cgroups`].
+    #[arg(long)]
+    pub keep_kernel_defaults: bool,
 }
 
 /// What a running node holds; dropping it stops the agent.
@@ -65,6 +70,16 @@ pub async fn start(
         .parse()
         .with_context(|| format!("node {name} has pod CIDR {cidr:?}, not an IPv4 network"))?;
     let run = runtime_dir()?;
+    if !args.keep_kernel_defaults {
+        match favor_dynamic_cgroups() {
+            Ok(Some(path)) => eprintln!(
+                "skiff: cgroup2 at {} remounted with favordynmods (faster container starts; --keep-kernel-defaults leaves it)",
+                path.display()
+            ),
+            Ok(None) => {}
+            Err(e) => eprintln!("skiff: leaving cgroup2 as it is: {e:#}"),
+        }
+    }
     let net_state = run.join("net").join(&args.bridge);
     let network = skiff_podnet::PodNetwork::new(skiff_podnet::NetConfig {
         bridge: args.bridge.clone(),
@@ -154,6 +169,68 @@ fn runtime_dir() -> anyhow::Result<PathBuf> {
         .with_context(|| format!("mounting a tmpfs at {}", dir.display()))?;
     }
     Ok(dir)
+}
+
+/// Remounts the node's cgroup v2 hierarchy with `favordynmods` if it lacks it; returns
+/// where, or `None` when there is nothing to do (already set, or no cgroup2 mount).
+///
+/// Moving a process into a cgroup (every container's runtime writes `cgroup.procs`, once per
+/// controller on cgroup v1) takes the kernel's global threadgroup semaphore for writing,
+/// which by default waits for an RCU grace period: 10 to 20 ms on this kind of VM, most of a
+/// container's start when containers start one at a time. `favordynmods` (Linux 6.0) keeps
+/// that semaphore ready for writers instead, at a small cost to every fork and exit; the
+/// semaphore is global, so the flag on any hierarchy serves v1 controllers too. A remount
+/// replaces the hierarchy's options, so the ones it has are kept.
+fn favor_dynamic_cgroups() -> anyhow::Result<Option<PathBuf>> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+    for line in mountinfo.lines() {
+        // <id> <parent> <dev> <root> <mount point> <mount options> [optional...] - <type> <source> <super options>
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut r = right.split(' ');
+        if r.next() != Some("cgroup2") {
+            continue;
+        }
+        let super_opts = r.nth(1).unwrap_or("");
+        let fields: Vec<&str> = left.split(' ').collect();
+        let (Some(point), Some(mount_opts)) = (fields.get(4), fields.get(5)) else {
+            continue;
+        };
+        if super_opts.split(',').any(|o| o == "favordynmods") {
+            return Ok(None);
+        }
+        use nix::mount::MsFlags;
+        let mut flags = MsFlags::MS_REMOUNT;
+        for o in mount_opts.split(',') {
+            flags |= match o {
+                "ro" => MsFlags::MS_RDONLY,
+                "nosuid" => MsFlags::MS_NOSUID,
+                "nodev" => MsFlags::MS_NODEV,
+                "noexec" => MsFlags::MS_NOEXEC,
+                "noatime" => MsFlags::MS_NOATIME,
+                "nodiratime" => MsFlags::MS_NODIRATIME,
+                "relatime" => MsFlags::MS_RELATIME,
+                _ => MsFlags::empty(),
+            };
+        }
+        let mut data: Vec<&str> = super_opts
+            .split(',')
+            .filter(|o| !o.is_empty() && *o != "rw" && *o != "ro")
+            .collect();
+        data.push("favordynmods");
+        let path = PathBuf::from(point.replace("\\040", " "));
+        nix::mount::mount(
+            Some("cgroup2"),
+            &path,
+            Some("cgroup2"),
+            flags,
+            Some(data.join(",").as_str()),
+        )
+        .with_context(|| format!("remounting {} with favordynmods", path.display()))?;
+        return Ok(Some(path));
+    }
+    Ok(None)
 }
 
 fn hostname() -> String {
