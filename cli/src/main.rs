@@ -108,10 +108,16 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(skiff_shim_container::helper::main_from_args(args));
     }
     let cli = Cli::parse();
+    // A benchmark's own clients meet a server that is starting or stopping on purpose:
+    // their connection errors and ended watches are not news.
+    let default_filter = match cli.command {
+        Command::Bench { .. } => "info,kube_client=off",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -652,6 +652,66 @@ spec:
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 
+    // hostNetwork: the node's network, address and hostname for both runtimes. The Wasm
+    // app serves on the node's address (loopback for `skiff up`), where the Linux container
+    // and this test reach it; the Linux container sees the node's pod bridge.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let bridge = cluster.node.as_ref().expect("a node").bridge.clone();
+    apply(
+        &k,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: hostnet}}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: wasm
+    image: {http}
+    ports: [{{containerPort: {port}}}]
+  - name: linux
+    image: {busybox}
+    command: ["sh", "-c"]
+    args:
+    - |
+      echo "hostname $(hostname)"
+      grep -q '{bridge}:' /proc/net/dev && echo "sees the node's bridge"
+      until wget -qO- http://127.0.0.1:{port}/ 2>/dev/null; do sleep 0.2; done
+      sleep 3600
+"#
+        ),
+    );
+    let start = std::time::Instant::now();
+    let out = loop {
+        let out = k.run(&["logs", "hostnet", "-c", "linux"]).stdout;
+        if out.contains("hello from skiff") {
+            break out;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the hostNetwork pod never served: {out:?}\n{}",
+            k.run(&["describe", "pod", "hostnet"]).stdout
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert!(
+        out.starts_with(&format!(
+            "hostname {}\nsees the node's bridge\n",
+            node_hostname.trim()
+        )),
+        "{out}"
+    );
+    let p = k.json(&["get", "pod", "hostnet"]);
+    assert_eq!(p["status"]["podIP"], p["status"]["hostIP"], "{p}");
+    let (code, body) = crate::node::http_get("127.0.0.1", port, "/").expect("GET the node's port");
+    assert_eq!((code, body.as_str()), (200, "hello from skiff\n"));
+    k.ok(&["delete", "pod", "hostnet", "--timeout=60s"]);
+
     // Graceful termination: SIGTERM reaches the container, which exits within its grace;
     // it says so in a hostPath directory the test made.
     let host = tempfile::tempdir().expect("tempdir");

@@ -366,7 +366,9 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
             released = true;
             // A pod this agent did not run (finished before a restart) is not known to be
             // reusable.
-            if sandbox_reusable.load(Ordering::Relaxed) && ran_here {
+            if host_network(&pod) {
+                // It had no sandbox of its own.
+            } else if sandbox_reusable.load(Ordering::Relaxed) && ran_here {
                 let _ = ctx.network.recycle(&uid).await;
             } else {
                 let _ = ctx.network.remove(&uid).await;
@@ -463,6 +465,18 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
     ctx.logs.remove_pod(&namespace, &name, &uid);
 }
 
+/// Whether the pod runs in the node's network namespace (`spec.hostNetwork`).
+fn host_network(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.host_network) == Some(true)
+}
+
+/// The machine's hostname, which hostNetwork pods have.
+fn node_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Runs the pod: sandbox, volumes, init containers, containers. Returns when nothing of it
 /// runs any more.
 async fn run_pod(
@@ -509,12 +523,20 @@ async fn run_pod(
                     Some(handler)
                 }
             };
-            let net = ctx.network.create(&uid).await.map_err(|e| {
-                (
-                    "FailedCreatePodSandBox".to_string(),
-                    format!("Failed to create pod sandbox: {e}"),
-                )
-            })?;
+            // hostNetwork: the node's network namespace and address, as the kubelet gives.
+            let net = if host_network(&pod) {
+                crate::NetSandbox {
+                    ip: ctx.config.node_ip,
+                    netns: None,
+                }
+            } else {
+                ctx.network.create(&uid).await.map_err(|e| {
+                    (
+                        "FailedCreatePodSandBox".to_string(),
+                        format!("Failed to create pod sandbox: {e}"),
+                    )
+                })?
+            };
             let pod_dir = ctx.config.data_dir.join("pods").join(&uid);
             let volumes = volumes::prepare(&ctx.client, &pod, &pod_dir)
                 .await
@@ -560,7 +582,12 @@ async fn run_pod(
         sandbox: PodSandbox {
             netns: sandbox.netns.clone(),
             ip: Some(sandbox.ip),
-            hostname: pod.metadata.name.clone().unwrap_or_default(),
+            // A hostNetwork pod has the node's hostname, as it has the node's network.
+            hostname: if host_network(&pod) {
+                node_hostname()
+            } else {
+                pod.metadata.name.clone().unwrap_or_default()
+            },
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             uid: uid.clone(),
         },
