@@ -654,7 +654,8 @@ spec:
 
     // hostNetwork: the node's network, address and hostname for both runtimes. The Wasm
     // app serves on the node's address (loopback for `skiff up`), where the Linux container
-    // and this test reach it; the Linux container sees the node's pod bridge.
+    // and this test reach it; the Linux container sees the node's pod bridge, and with
+    // hostPID and hostIPC the node's processes and IPC namespace.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -668,6 +669,8 @@ kind: Pod
 metadata: {{name: hostnet}}
 spec:
   hostNetwork: true
+  hostPID: true
+  hostIPC: true
   terminationGracePeriodSeconds: 2
   containers:
   - name: wasm
@@ -680,6 +683,7 @@ spec:
     - |
       echo "hostname $(hostname)"
       grep -q '{bridge}:' /proc/net/dev && echo "sees the node's bridge"
+      echo "pid 1 $(cat /proc/1/comm), ipc $(readlink /proc/self/ns/ipc)"
       until wget -qO- http://127.0.0.1:{port}/ 2>/dev/null; do sleep 0.2; done
       sleep 3600
 "#
@@ -699,10 +703,14 @@ spec:
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
     let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let init = std::fs::read_to_string("/proc/1/comm").expect("/proc/1/comm");
+    let ipc = std::fs::read_link("/proc/self/ns/ipc").expect("ipc namespace");
     assert!(
         out.starts_with(&format!(
-            "hostname {}\nsees the node's bridge\n",
-            node_hostname.trim()
+            "hostname {}\nsees the node's bridge\npid 1 {}, ipc {}\n",
+            node_hostname.trim(),
+            init.trim(),
+            ipc.display()
         )),
         "{out}"
     );

@@ -590,6 +590,8 @@ async fn run_pod(
             },
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             uid: uid.clone(),
+            host_ipc: spec.host_ipc == Some(true),
+            host_pid: spec.host_pid == Some(true),
         },
         volumes,
         handler,

@@ -153,6 +153,11 @@ pub struct PodSandbox {
     pub hostname: String,
     pub namespace: String,
     pub uid: String,
+    /// `hostIPC`: Linux containers use the node's IPC namespace and `/dev/shm`, not the
+    /// pod's.
+    pub host_ipc: bool,
+    /// `hostPID`: Linux containers use the node's pid namespace.
+    pub host_pid: bool,
 }
 
 /// How a container ended.

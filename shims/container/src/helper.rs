@@ -79,6 +79,9 @@ struct Running {
     rootfs: Option<PathBuf>,
     /// Its seccomp filter and loading capabilities, for processes exec'd into it too.
     plan: crate::filter::Plan,
+    /// Whether it has a pid namespace of its own (not `hostPID`): the kernel then ends
+    /// every process of it with the first.
+    own_pids: bool,
 }
 
 /// A process started in a running container by `exec`.
@@ -432,6 +435,11 @@ impl Helper {
             .ok_or_else(|| "the container has no process".to_string())?;
         let pidfd = pidfd_open(pid)?;
         let oom_file = oom_counter_file(spec);
+        let own_pids = spec.linux().as_ref().is_some_and(|l| {
+            l.namespaces().iter().flatten().any(|n| {
+                n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none()
+            })
+        });
         self.containers.insert(
             id.to_string(),
             Running {
@@ -441,6 +449,7 @@ impl Helper {
                 oom_file,
                 rootfs,
                 plan,
+                own_pids,
             },
         );
         match master.transpose() {
@@ -507,6 +516,15 @@ impl Helper {
         };
         if running.pidfd.is_none() {
             return;
+        }
+        // Without a pid namespace of its own (hostPID) the container's other processes
+        // outlive its first: they go with it, as containerd's shim ends them, or they would
+        // keep its output open (and exec'd ones would never be reaped below).
+        if !running.own_pids {
+            let _ = running.container.kill(
+                libcontainer::signal::Signal::try_from(9).expect("SIGKILL"),
+                true,
+            );
         }
         // The container's first process ends only once every process of its pid namespace
         // is reaped, and exec'd ones are this helper's children: they go first, or this

@@ -392,6 +392,7 @@ impl Shim for ContainerShim {
         // Unpacking layers, reading the image's user database, and the pod's shared IPC
         // block.
         let pod_uid = sandbox.uid.clone();
+        let host_ipc = sandbox.host_ipc;
         let prepared = {
             let shared = shared.clone();
             let id = id.clone();
@@ -408,8 +409,12 @@ impl Shim for ContainerShim {
                         return Err(ShimError::Config(e.to_string()));
                     }
                 };
+                // hostIPC: the node's IPC namespace and /dev/shm, nothing of the pod's.
+                if host_ipc {
+                    return Ok((rootfs, user, None));
+                }
                 match shared.ipc.acquire(&pod_uid) {
-                    Ok(ipc) => Ok((rootfs, user, ipc)),
+                    Ok(ipc) => Ok((rootfs, user, Some(ipc))),
                     Err(e) => {
                         let _ = shared.snapshots.remove(&id);
                         Err(ShimError::Start(format!("the pod's IPC namespace: {e}")))
@@ -421,10 +426,13 @@ impl Shim for ContainerShim {
         };
         let (rootfs, resolved, ipc) = prepared;
         let bundle = shared.bundles.join(&id);
+        let pod_ipc = ipc.is_some();
         let cleanup = |shared: &Shared| {
             let _ = std::fs::remove_dir_all(&bundle);
             let _ = shared.snapshots.remove(&id);
-            shared.ipc.release(&pod_uid);
+            if pod_ipc {
+                shared.ipc.release(&pod_uid);
+            }
         };
         let built = (|| -> Result<(), ShimError> {
             std::fs::create_dir_all(&bundle).map_err(io_err(bundle.display()))?;
@@ -459,7 +467,11 @@ impl Shim for ContainerShim {
             mounts.push(bind(resolv, "/etc/resolv.conf"));
             mounts.push(bind(termination, "/dev/termination-log"));
             // The pod's /dev/shm, in place of the container's own.
-            mounts.push(bind(ipc.shm.clone(), "/dev/shm"));
+            mounts.push(bind(
+                ipc.as_ref()
+                    .map_or_else(|| PathBuf::from("/dev/shm"), |i| i.shm.clone()),
+                "/dev/shm",
+            ));
             let input = SpecInput {
                 argv: spec.argv.clone(),
                 env: spec.env.clone(),
@@ -472,7 +484,9 @@ impl Shim for ContainerShim {
                     path.push(ns.strip_prefix("/").unwrap_or(ns));
                     path
                 }),
-                ipcns: Some(ipc.ns.clone()),
+                ipcns: ipc.as_ref().map(|i| i.ns.clone()),
+                host_ipc: sandbox.host_ipc,
+                host_pid: sandbox.host_pid,
                 hostname: sandbox.hostname.clone(),
                 cgroups_path: cgroups_path(&id),
                 cgroup_v2: shared.cgroup_v2,
@@ -616,7 +630,7 @@ impl Shim for ContainerShim {
             slot,
             id,
             bundle,
-            pod_uid,
+            pod_uid: pod_ipc.then_some(pod_uid),
             readers: tokio::sync::Mutex::new(readers),
             input: std::sync::Mutex::new(input),
             exit: OnceCell::new(),
@@ -632,7 +646,8 @@ struct LinuxContainer {
     slot: usize,
     id: String,
     bundle: PathBuf,
-    pod_uid: String,
+    /// The pod whose shared IPC it holds (none with hostIPC).
+    pod_uid: Option<String>,
     /// The output forwarders: an exit is reported once they have drained the pipes.
     readers: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The write end of its stdin, or its terminal's master side (`true`), while open.
@@ -886,7 +901,9 @@ impl Drop for LinuxContainer {
                     tracing::warn!(container = %id, "removing its root filesystem: {e}");
                 }
                 let _ = std::fs::remove_dir_all(&bundle);
-                shared.ipc.release(&pod_uid);
+                if let Some(pod_uid) = pod_uid {
+                    shared.ipc.release(&pod_uid);
+                }
             })
             .await;
         });

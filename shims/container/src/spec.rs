@@ -88,6 +88,10 @@ pub struct SpecInput {
     pub netns: Option<PathBuf>,
     /// An IPC namespace to join (the pod's shared one); `None` for a new one.
     pub ipcns: Option<PathBuf>,
+    /// `hostIPC`: no IPC namespace entry, so the node's (`ipcns` is then unused).
+    pub host_ipc: bool,
+    /// `hostPID`: no pid namespace entry, so the node's.
+    pub host_pid: bool,
     /// The pod's hostname, in a new UTS namespace.
     pub hostname: String,
     /// `linux.cgroupsPath`, e.g. `/skiff/<pod uid>/<container>`.
@@ -303,12 +307,15 @@ fn namespace(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamesp
 }
 
 fn namespaces(input: &SpecInput) -> Result<Vec<LinuxNamespace>, SpecError> {
-    let mut out = vec![
-        namespace(LinuxNamespaceType::Pid, None)?,
-        namespace(LinuxNamespaceType::Ipc, input.ipcns.as_deref())?,
-        namespace(LinuxNamespaceType::Uts, None)?,
-        namespace(LinuxNamespaceType::Mount, None)?,
-    ];
+    let mut out = Vec::new();
+    if !input.host_pid {
+        out.push(namespace(LinuxNamespaceType::Pid, None)?);
+    }
+    if !input.host_ipc {
+        out.push(namespace(LinuxNamespaceType::Ipc, input.ipcns.as_deref())?);
+    }
+    out.push(namespace(LinuxNamespaceType::Uts, None)?);
+    out.push(namespace(LinuxNamespaceType::Mount, None)?);
     // No entry means the host's network: hostNetwork pods.
     if let Some(netns) = &input.netns {
         out.push(namespace(LinuxNamespaceType::Network, Some(netns))?);

@@ -154,6 +154,7 @@ fn a_thousand_containers_leave_nothing_behind() {
             hostname: "cycles".into(),
             namespace: "default".into(),
             uid: "cycles".into(),
+            ..Default::default()
         };
         let cycles: usize = std::env::var("SKIFF_SHIM_CYCLES")
             .ok()
