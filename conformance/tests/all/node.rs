@@ -457,6 +457,44 @@ fn probes_logs_and_termination() {
         "{events}"
     );
 
+    // A readiness probe failing every second: one Unhealthy event per failure, as the
+    // kubelet records them, counted on one Event object rather than one object each.
+    let failing = "    ports: [{containerPort: 8080}]\n    readinessProbe:\n      httpGet: {path: /missing, port: 8080}\n      periodSeconds: 1\n";
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: notready\nspec:\n  runtimeClassName: wasmtime\n  containers:\n  - name: web\n    image: {http}\n{failing}"
+    );
+    k.ok_stdin(&["apply", "-f", "-"], &manifest);
+    let start = std::time::Instant::now();
+    loop {
+        let events = k.json(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=notready,reason=Unhealthy",
+        ]);
+        let items = events["items"].as_array().cloned().unwrap_or_default();
+        assert!(items.len() <= 1, "repeats made new events: {events}");
+        if let Some(e) = items.first()
+            && e["count"].as_i64().unwrap_or(0) >= 3
+        {
+            assert!(
+                e["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("Readiness probe failed:"),
+                "{e}"
+            );
+            assert_ne!(e["firstTimestamp"], e["lastTimestamp"], "{e}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no Unhealthy event counting up: {events}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    k.ok(&["delete", "pod", "notready", "--timeout=60s"]);
+
     // A tcpSocket readiness probe makes the pod Ready.
     let ready_probe = "    ports: [{containerPort: 8080}]\n    readinessProbe:\n      tcpSocket: {port: 8080}\n      periodSeconds: 1\n";
     let manifest = format!(

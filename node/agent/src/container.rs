@@ -501,6 +501,10 @@ impl Supervisor {
             tokio::select! {
                 exit = container.wait() => return exit,
                 Some(v) = verdicts.recv() => match (v.kind, v.ok) {
+                    // A failed attempt below the threshold: its event, nothing else.
+                    (kind, false) if !v.changed => {
+                        self.event("Warning", "Unhealthy", format!("{} probe failed: {}", kind.name(), v.message));
+                    }
                     (Kind::Startup, true) => {
                         self.status.started = true;
                         self.status.ready = !has_readiness;

@@ -31,13 +31,17 @@ impl Kind {
     }
 }
 
-/// A probe's verdict changed (after its thresholds).
+/// A probe attempt's result: every failure, and every change of verdict (after its
+/// thresholds).
 #[derive(Debug, Clone)]
 pub struct Verdict {
     pub kind: Kind,
     pub ok: bool,
     /// Why the last attempt failed.
     pub message: String,
+    /// Whether the verdict changed (its threshold was reached); a failed attempt that
+    /// changes nothing is still reported, for its event.
+    pub changed: bool,
 }
 
 pub struct Timing {
@@ -99,6 +103,7 @@ pub async fn run(
                         kind,
                         ok: true,
                         message: String::new(),
+                        changed: true,
                     };
                     if out.send(v).await.is_err() {
                         return;
@@ -111,23 +116,24 @@ pub async fn run(
             Err(message) => {
                 failures += 1;
                 successes = 0;
-                if failures >= t.failure_threshold && current != Some(false) {
+                // Every failed attempt is reported (the kubelet records an Unhealthy event
+                // for each); the verdict changes once the threshold is reached.
+                let changed = failures >= t.failure_threshold && current != Some(false);
+                if changed {
                     current = Some(false);
-                    if out
-                        .send(Verdict {
-                            kind,
-                            ok: false,
-                            message,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    if kind == Kind::Liveness || kind == Kind::Startup {
-                        // The container is restarted; a new probe task starts with it.
-                        return;
-                    }
+                }
+                let v = Verdict {
+                    kind,
+                    ok: false,
+                    message,
+                    changed,
+                };
+                if out.send(v).await.is_err() {
+                    return;
+                }
+                if changed && (kind == Kind::Liveness || kind == Kind::Startup) {
+                    // The container is restarted; a new probe task starts with it.
+                    return;
                 }
             }
         }
