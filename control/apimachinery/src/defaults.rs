@@ -215,9 +215,20 @@ pub(crate) fn pod_spec(spec: &mut Obj) {
     set(spec, "securityContext", json!({}));
     set(spec, "terminationGracePeriodSeconds", json!(30));
     set(spec, "schedulerName", json!("default-scheduler"));
+    let host_network = spec.get("hostNetwork").and_then(Value::as_bool) == Some(true);
     for key in ["containers", "initContainers", "ephemeralContainers"] {
         for c in each(spec, key) {
             container(c);
+            // A hostNetwork pod's ports are the node's: hostPort is containerPort.
+            if host_network && key != "ephemeralContainers" {
+                for p in each(c, "ports") {
+                    if p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0
+                        && let Some(port) = p.get("containerPort").cloned()
+                    {
+                        p.insert("hostPort".into(), port);
+                    }
+                }
+            }
         }
     }
     for v in each(spec, "volumes") {
@@ -715,6 +726,26 @@ mod tests {
     fn defaulted(group: &str, kind: &str, mut v: Value) -> Value {
         apply(Kind { group, kind }, &mut v);
         v
+    }
+
+    #[test]
+    fn host_network_ports_are_the_nodes() {
+        let pod = |host_network: bool| {
+            defaulted(
+                "",
+                "Pod",
+                json!({"metadata": {"name": "p"}, "spec": {"hostNetwork": host_network,
+                "containers": [{"name": "web", "image": "nginx",
+                 "ports": [{"containerPort": 80}, {"containerPort": 81, "hostPort": 9081}]}]}}),
+            )
+        };
+        let ports = &pod(true)["spec"]["containers"][0]["ports"];
+        assert_eq!(
+            (ports[0]["hostPort"].clone(), ports[1]["hostPort"].clone()),
+            (json!(80), json!(9081))
+        );
+        let ports = &pod(false)["spec"]["containers"][0]["ports"];
+        assert!(ports[0].get("hostPort").is_none(), "{ports}");
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum Unfit {
     /// nodeSelector (the pod's or its RuntimeClass's) or required node affinity.
     #[error("node(s) didn't match Pod's node affinity/selector")]
     NodeAffinity,
+    /// A host port the pod asks for is taken on the node (NodePorts).
+    #[error("node(s) didn't have free ports for the requested pod ports")]
+    NodePorts,
     /// The node lacks room: one reason per resource (`Too many pods`, `Insufficient cpu`).
     #[error("{}", .0.join(", "))]
     Insufficient(Vec<String>),
@@ -48,7 +51,7 @@ impl Unfit {
     /// Whether evicting lower-priority pods could make room, which decides the wording of
     /// the preemption half of the message.
     pub fn resolvable_by_preemption(&self) -> bool {
-        matches!(self, Unfit::Insufficient(_))
+        matches!(self, Unfit::Insufficient(_) | Unfit::NodePorts)
     }
 }
 
@@ -66,6 +69,31 @@ pub(crate) struct PodInfo {
     pub nonzero: (i64, i64),
     /// Pods with the same key are spread across nodes.
     pub spread_key: Option<String>,
+    /// The host ports its containers take: (protocol, host IP, port), `0.0.0.0` for all.
+    pub host_ports: Vec<HostPort>,
+}
+
+/// A host port a container takes on its node.
+pub(crate) type HostPort = (String, String, i32);
+
+/// The host ports of `spec`'s containers and init containers (`hostPort` set), as
+/// kube-scheduler's NodePorts plugin reads them.
+fn host_ports(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<HostPort> {
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let port = p.host_port.filter(|&h| h > 0)?;
+            let ip = p
+                .host_ip
+                .clone()
+                .filter(|ip| !ip.is_empty())
+                .unwrap_or_else(|| "0.0.0.0".into());
+            Some((p.protocol.clone().unwrap_or_else(|| "TCP".into()), ip, port))
+        })
+        .collect()
 }
 
 impl PodInfo {
@@ -114,6 +142,7 @@ impl PodInfo {
             requests,
             nonzero,
             spread_key: spread_key(pod),
+            host_ports: host_ports(spec),
         }
     }
 }
@@ -167,6 +196,8 @@ pub(crate) struct NodeInfo {
     pub nonzero: (i64, i64),
     pub pods: usize,
     pub spread: HashMap<String, usize>,
+    /// Host ports taken by the pods on it, with how many pods take each.
+    pub host_ports: HashMap<HostPort, usize>,
 }
 
 impl NodeInfo {
@@ -178,6 +209,18 @@ impl NodeInfo {
         if let Some(k) = &p.spread_key {
             *self.spread.entry(k.clone()).or_insert(0) += 1;
         }
+        for hp in &p.host_ports {
+            *self.host_ports.entry(hp.clone()).or_insert(0) += 1;
+        }
+    }
+
+    /// Whether `wanted` clashes with a host port taken here: the same protocol and port
+    /// on the same address, or on all addresses on either side.
+    fn port_taken(&self, wanted: &HostPort) -> bool {
+        let (proto, ip, port) = wanted;
+        self.host_ports.keys().any(|(p, i, n)| {
+            p == proto && n == port && (i == ip || i == "0.0.0.0" || ip == "0.0.0.0")
+        })
     }
 
     pub fn remove(&mut self, p: &PodInfo) {
@@ -191,6 +234,14 @@ impl NodeInfo {
             *n -= 1;
             if *n == 0 {
                 self.spread.remove(k);
+            }
+        }
+        for hp in &p.host_ports {
+            if let Some(n) = self.host_ports.get_mut(hp) {
+                *n -= 1;
+                if *n == 0 {
+                    self.host_ports.remove(hp);
+                }
             }
         }
     }
@@ -332,6 +383,10 @@ pub(crate) fn feasible_on(
     });
     if !selectors_match || !affinity_matches {
         return Err(Unfit::NodeAffinity);
+    }
+    // NodePorts: a host port taken on the node by another pod.
+    if info.host_ports.iter().any(|hp| on_node.port_taken(hp)) {
+        return Err(Unfit::NodePorts);
     }
     // NodeResourcesFit against allocatable.
     let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());

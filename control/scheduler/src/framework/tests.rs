@@ -517,3 +517,35 @@ fn the_failure_message_counts_reasons_like_kube_scheduler() {
         "no nodes available to schedule pods"
     );
 }
+
+#[test]
+fn host_ports_taken_on_a_node_keep_a_pod_off_it() {
+    let n = node("n1", json!({}));
+    let with_ports = |ports: Value| {
+        pod(
+            "",
+            "",
+            json!({"spec": {"containers": [{"name": "c", "image": "i", "ports": ports}]}}),
+        )
+    };
+    let web = with_ports(json!([{"containerPort": 80, "hostPort": 80}]));
+    // The same port and protocol on all addresses: taken.
+    assert_eq!(feasible(&web, &n, &[&web], None), Err(Unfit::NodePorts));
+    assert_eq!(
+        Unfit::NodePorts.to_string(),
+        "node(s) didn't have free ports for the requested pod ports"
+    );
+    // Another port, or another protocol: free.
+    let other = with_ports(json!([{"containerPort": 81, "hostPort": 81}]));
+    assert_eq!(feasible(&other, &n, &[&web], None), Ok(()));
+    let udp = with_ports(json!([{"containerPort": 80, "hostPort": 80, "protocol": "UDP"}]));
+    assert_eq!(feasible(&udp, &n, &[&web], None), Ok(()));
+    // Two different addresses do not clash; an address and all addresses do.
+    let on_a = with_ports(json!([{"containerPort": 80, "hostPort": 80, "hostIP": "10.0.0.1"}]));
+    let on_b = with_ports(json!([{"containerPort": 80, "hostPort": 80, "hostIP": "10.0.0.2"}]));
+    assert_eq!(feasible(&on_b, &n, &[&on_a], None), Ok(()));
+    assert_eq!(feasible(&web, &n, &[&on_a], None), Err(Unfit::NodePorts));
+    // A containerPort alone takes no host port.
+    let plain = with_ports(json!([{"containerPort": 80}]));
+    assert_eq!(feasible(&plain, &n, &[&web], None), Ok(()));
+}
