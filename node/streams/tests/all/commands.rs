@@ -7,7 +7,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::server::Seen;
 
+/// How long a command takes to start, as a process does. client-go's WebSocket executor
+/// (kubectl 1.30 and later) starts reading the connection before it has made its streams
+/// (stderr last), and drops output for a stream it has not made yet ("Unknown stream id 2,
+/// discarding message"); a real process is never that quick, an in-process fake can be.
+const STARTUP: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub async fn run(argv: Vec<String>, mut s: ExecStreams, seen: Arc<Mutex<Seen>>) -> ExecOutcome {
+    tokio::time::sleep(STARTUP).await;
     let args: Vec<&str> = argv.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["echo", words @ ..] => {
