@@ -41,6 +41,21 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("VmRSS")
 }
 
+/// CPU time a process has used (user and system, all its threads), from `/proc/<pid>/stat`.
+pub(crate) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks =
+        |i: usize| -> anyhow::Result<u64> { Ok(fields.get(i).context("stat field")?.parse()?) };
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
+    let total = ticks(11)? + ticks(12)?;
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_micros(total * 1_000_000 / hz))
+}
+
 type Seen = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// Times at which each pod was first seen in `phase` through one watch.
@@ -83,6 +98,14 @@ fn watch_phases_and_binding(api: Api<Pod>, phases: &'static [&'static str]) -> (
         }
     });
     (seen, bound)
+}
+
+/// The store's current revision, as a list's resourceVersion tells it.
+async fn store_revision(api: &Api<Pod>) -> anyhow::Result<u64> {
+    let list = api.list_metadata(&ListParams::default().limit(1)).await?;
+    let rv = list.metadata.resource_version.unwrap_or_default();
+    rv.parse()
+        .with_context(|| format!("resourceVersion {rv:?} is not a number"))
 }
 
 pub(crate) async fn wait_count(
@@ -348,6 +371,8 @@ pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::R
     // for its store commit, so fewer clients leave the pipeline underfed).
     let (seen, bound) = watch_phases_and_binding(api.clone(), &["Succeeded"]);
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let rev_before = store_revision(&api).await?;
+    let cpu_before = (cpu_time(pid)?, cpu_time(std::process::id())?);
     let t0 = Instant::now();
     let clients: usize = std::env::var("SKIFF_BENCH_CLIENTS")
         .ok()
@@ -384,12 +409,18 @@ pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::R
             println!("  t={:.1}s bound {nb} succeeded {ns}", t.as_secs_f64());
         }
     }
+    // Every write the cluster made meanwhile (pods, bindings, statuses, events, leases).
+    let writes = store_revision(&api).await?.saturating_sub(rev_before);
+    let per_pod = |d: Duration| d.as_secs_f64() * 1e3 / burst.max(1) as f64;
+    let cluster_cpu = per_pod(cpu_time(pid)?.saturating_sub(cpu_before.0));
+    let client_cpu = per_pod(cpu_time(std::process::id())?.saturating_sub(cpu_before.1));
     println!(
-        "burst of {burst} short wasm pods: all Succeeded in {:.2} s = {:.0} pods/s (all created after {:.2} s, all bound after {:.2} s)",
+        "burst of {burst} short wasm pods: all Succeeded in {:.2} s = {:.0} pods/s (all created after {:.2} s, all bound after {:.2} s; per pod {:.1} store writes, CPU {cluster_cpu:.2} ms in skiff up and {client_cpu:.2} ms in the bench's clients)",
         took.as_secs_f64(),
         burst as f64 / took.as_secs_f64(),
         created.as_secs_f64(),
-        last_bound.as_secs_f64()
+        last_bound.as_secs_f64(),
+        writes as f64 / burst.max(1) as f64
     );
 
     // 3. Memory per idle HTTP pod.

@@ -532,7 +532,7 @@ impl Ctx<'_> {
                 skiff_store::Error::AlreadyExists => ApiError::already_exists(resource, &name),
                 other => other.into(),
             })?;
-        object::decode(resource, &kv)
+        object::written(resource, obj, &kv)
     }
 
     fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {
@@ -628,7 +628,8 @@ impl Ctx<'_> {
             ));
         }
         let pod_name = self.name().to_string();
-        self.guaranteed_update(None, |_, mut pod| {
+        self.guaranteed_update(None, |pod| {
+            let mut pod = pod.clone();
             let current = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
             if !current.is_empty() {
                 return Err(ApiError::new(
@@ -662,7 +663,8 @@ impl Ctx<'_> {
             let updated = self
                 .guaranteed_update(
                     precondition,
-                    |_, mut obj| {
+                    |obj| {
+                        let mut obj = obj.clone();
                         obj["spec"]["replicas"] = json!(replicas.unwrap_or(0));
                         Ok(obj)
                     },
@@ -685,7 +687,7 @@ impl Ctx<'_> {
             .map(object::parse_resource_version)
             .transpose()?;
         let updated = self
-            .guaranteed_update(precondition, |_, _| Ok(obj.clone()), false)
+            .guaranteed_update(precondition, |_| Ok(obj.clone()), false)
             .await?;
         Ok(self.object_reply(StatusCode::OK, updated, warnings))
     }
@@ -696,7 +698,7 @@ impl Ctx<'_> {
     async fn guaranteed_update(
         &self,
         precondition: Option<i64>,
-        change: impl Fn(&Value, Value) -> ApiResult<Value>,
+        change: impl Fn(&Value) -> ApiResult<Value>,
         internal: bool,
     ) -> ApiResult<Value> {
         let resource = self.resource();
@@ -712,7 +714,7 @@ impl Ctx<'_> {
             {
                 return Err(ApiError::conflict(resource, self.name()));
             }
-            let proposed = change(&old, old.clone())?;
+            let proposed = change(&old)?;
             let mut new = prepare_update(resource, &old, proposed, sub)?;
             if !internal {
                 let errors = skiff_apimachinery::validate(
@@ -758,7 +760,7 @@ impl Ctx<'_> {
                 .update(&self.key(), kv.mod_revision, object::encode(resource, &new))
                 .await
             {
-                Ok(kv) => return object::decode(resource, &kv),
+                Ok(kv) => return object::written(resource, new, &kv),
                 Err(skiff_store::Error::Conflict { .. }) if precondition.is_none() => continue,
                 Err(skiff_store::Error::Conflict { .. }) => {
                     return Err(ApiError::conflict(resource, self.name()));
@@ -819,15 +821,10 @@ impl Ctx<'_> {
         let updated = self
             .guaranteed_update(
                 precondition,
-                |_, current| {
-                    let target = if sub == Some("scale") {
-                        to_scale(&current)
-                    } else {
-                        current.clone()
-                    };
-                    let patched = apply_patch(resource, kind, &target, &patch)?;
+                |current| {
                     if sub == Some("scale") {
-                        let mut obj = current;
+                        let patched = apply_patch(resource, kind, &to_scale(current), &patch)?;
+                        let mut obj = current.clone();
                         let replicas = patched
                             .pointer("/spec/replicas")
                             .cloned()
@@ -835,6 +832,7 @@ impl Ctx<'_> {
                         obj["spec"]["replicas"] = replicas;
                         return Ok(obj);
                     }
+                    let patched = apply_patch(resource, kind, current, &patch)?;
                     decode::check_type(resource, &patched)?;
                     let (obj, w) = decode::canonical(resource, &patched, validation)?;
                     *warnings.lock().expect("warnings lock") = w;
@@ -1440,7 +1438,7 @@ impl WatchFilter {
             meta_mut(&mut o).insert("resourceVersion".into(), json!(ev.revision.to_string()));
             o
         };
-        let prev = ev.prev.as_ref().map(served);
+        let prev = ev.prev.as_deref().map(served);
         match &ev.object {
             None => {
                 let prev = prev?;

@@ -65,6 +65,9 @@ pub fn now_rfc3339() -> String {
 /// The value Skiff stores: the object without `resourceVersion` (the store's revision is
 /// the resource version) and without `selfLink`.
 pub fn encode(resource: &Resource, obj: &Value) -> Bytes {
+    if crate::convert::stored_as_served(resource) {
+        return Bytes::from(serde_json::to_vec(&Stored(obj)).expect("JSON value serializes"));
+    }
     let mut obj = obj.clone();
     let meta = meta_mut(&mut obj);
     meta.remove("resourceVersion");
@@ -73,10 +76,67 @@ pub fn encode(resource: &Resource, obj: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(&obj).expect("JSON value serializes"))
 }
 
+/// Fields the server sets on what it serves and never stores.
+const UNSTORED: [&str; 2] = ["resourceVersion", "selfLink"];
+
+/// An object serialized as stored, without copying it.
+struct Stored<'a>(&'a Value);
+
+impl serde::Serialize for Stored<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(map) = self.0 else {
+            return self.0.serialize(s);
+        };
+        let mut out = s.serialize_map(Some(map.len()))?;
+        for (k, v) in map {
+            match v {
+                Value::Object(meta) if k == "metadata" => {
+                    out.serialize_entry(k, &StoredMeta(meta))?;
+                }
+                _ => out.serialize_entry(k, v)?,
+            }
+        }
+        out.end()
+    }
+}
+
+struct StoredMeta<'a>(&'a Map<String, Value>);
+
+impl serde::Serialize for StoredMeta<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let kept = self
+            .0
+            .iter()
+            .filter(|(k, _)| !UNSTORED.contains(&k.as_str()));
+        let mut out = s.serialize_map(None)?;
+        for (k, v) in kept {
+            out.serialize_entry(k, v)?;
+        }
+        out.end()
+    }
+}
+
 /// An API object from a store value, with `resourceVersion` set from the revision, in the
 /// version `resource` serves.
 pub fn decode(resource: &Resource, kv: &KeyValue) -> ApiResult<Value> {
     decode_at(resource, &kv.value, kv.mod_revision)
+}
+
+/// What [`decode`] makes of `kv`, the store's answer to writing `obj`: for a resource
+/// served as it is stored, `obj` itself at the new revision, without parsing it again.
+pub fn written(resource: &Resource, mut obj: Value, kv: &KeyValue) -> ApiResult<Value> {
+    if !crate::convert::stored_as_served(resource) {
+        return decode(resource, kv);
+    }
+    let meta = meta_mut(&mut obj);
+    meta.remove("selfLink");
+    meta.insert(
+        "resourceVersion".into(),
+        Value::String(kv.mod_revision.to_string()),
+    );
+    Ok(obj)
 }
 
 pub fn decode_at(resource: &Resource, value: &[u8], revision: i64) -> ApiResult<Value> {

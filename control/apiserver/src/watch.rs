@@ -3,7 +3,7 @@
 //! ring when `R` is still in it, and gets the in-stream 410 `Expired` otherwise, so clients
 //! relist as they do against kube-apiserver. No client ever opens its own store watch.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -19,9 +19,10 @@ pub struct CachedEvent {
     pub revision: Revision,
     pub key: String,
     /// `None` for a delete.
-    pub object: Option<Value>,
-    /// The object before the change (`None` for a create).
-    pub prev: Option<Value>,
+    pub object: Option<Arc<Value>>,
+    /// The object before the change (`None` for a create): the same value as the object
+    /// of the key's event before, when the cache still holds it.
+    pub prev: Option<Arc<Value>>,
     /// `object` and `prev` as JSON with `metadata.resourceVersion` set to this event's
     /// revision, made by the first client that sends them: every watcher of a resource
     /// stored as it is served sends the same bytes.
@@ -35,6 +36,15 @@ impl CachedEvent {
         key: String,
         object: Option<Value>,
         prev: Option<Value>,
+    ) -> Self {
+        Self::shared(revision, key, object.map(Arc::new), prev.map(Arc::new))
+    }
+
+    fn shared(
+        revision: Revision,
+        key: String,
+        object: Option<Arc<Value>>,
+        prev: Option<Arc<Value>>,
     ) -> Self {
         CachedEvent {
             revision,
@@ -151,6 +161,8 @@ pub struct Expired {
 }
 
 const BROADCAST_CAPACITY: usize = 4096;
+/// Keys whose newest object the feed keeps for the next event's `prev`.
+const LATEST_KEYS: usize = 4096;
 
 impl WatchCache {
     /// Starts the cache at the store's current revision and the task that feeds it.
@@ -271,6 +283,10 @@ fn parse(bytes: &[u8]) -> Option<Value> {
 async fn feed(cache: std::sync::Weak<WatchCache>, store: Arc<dyn Store>, mut rev: Revision) {
     let mut backoff = Duration::from_millis(100);
     loop {
+        // The newest object of each key the feed has seen (a bounded number of keys): an
+        // update's previous object is the one parsed for the key's event before, so it
+        // is not parsed again.
+        let mut latest: HashMap<String, (Revision, Arc<Value>)> = HashMap::new();
         let mut stream = match store.watch("/registry/", rev).await {
             Ok(s) => s,
             Err(skiff_store::Error::Compacted { .. }) => {
@@ -300,19 +316,25 @@ async fn feed(cache: std::sync::Weak<WatchCache>, store: Arc<dyn Store>, mut rev
                 Ok(ev) => {
                     rev = ev.revision();
                     let object = match ev.kind {
-                        EventKind::Put => parse(&ev.kv.value),
+                        EventKind::Put => parse(&ev.kv.value).map(Arc::new),
                         EventKind::Delete => None,
                     };
                     if ev.kind == EventKind::Put && object.is_none() {
                         tracing::error!(key = %ev.kv.key, "watch cache: stored value is not JSON");
                         continue;
                     }
-                    c.push(CachedEvent::new(
-                        rev,
-                        ev.kv.key.clone(),
-                        object,
-                        ev.prev.as_ref().and_then(|p| parse(&p.value)),
-                    ));
+                    let known = latest.remove(&ev.kv.key);
+                    let prev = ev.prev.as_ref().and_then(|p| match known {
+                        Some((at, value)) if at == p.mod_revision => Some(value),
+                        _ => parse(&p.value).map(Arc::new),
+                    });
+                    if let Some(object) = &object {
+                        if latest.len() >= LATEST_KEYS {
+                            latest.clear();
+                        }
+                        latest.insert(ev.kv.key.clone(), (rev, object.clone()));
+                    }
+                    c.push(CachedEvent::shared(rev, ev.kv.key.clone(), object, prev));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "watch cache: store watch ended");
@@ -331,6 +353,42 @@ async fn feed(cache: std::sync::Weak<WatchCache>, store: Arc<dyn Store>, mut rev
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn an_updates_previous_object_is_the_object_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(skiff_store::embedded::EmbeddedStore::open(dir.path()).unwrap());
+        let cache = WatchCache::start(store.clone(), 16).await.unwrap();
+        let mut sub = cache.subscribe(cache.head()).unwrap();
+        let version = |n: i32| Bytes::from(json!({"kind": "Pod", "n": n}).to_string());
+        let key = "/registry/pods/ns/p";
+        let mut rev = store.create(key, version(0)).await.unwrap().mod_revision;
+        for n in 1..4 {
+            rev = store
+                .update(key, rev, version(n))
+                .await
+                .unwrap()
+                .mod_revision;
+        }
+        store.delete(key, None).await.unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let ev = sub.next().await.unwrap();
+            let n = |v: &Option<Arc<Value>>| v.as_ref().map(|v| v["n"].as_i64().unwrap());
+            seen.push((n(&ev.object), n(&ev.prev)));
+        }
+        assert_eq!(
+            seen,
+            [
+                (Some(0), None),
+                (Some(1), Some(0)),
+                (Some(2), Some(1)),
+                (Some(3), Some(2)),
+                (None, Some(3)),
+            ]
+        );
+    }
 
     #[test]
     fn events_are_served_at_their_revision() {

@@ -204,7 +204,9 @@ impl Agent {
         network: Arc<dyn Network>,
     ) -> Result<Agent, Error> {
         std::fs::create_dir_all(config.data_dir.join("pods"))?;
-        let logs = LogManager::new(config.data_dir.join("logs"))?;
+        // A spare log file per pod the node may hold: starting a pod makes no inode.
+        let logs = LogManager::with_spares(config.data_dir.join("logs"), config.max_pods as usize)?;
+        logs.fill_spares();
         let addr = SocketAddr::new(config.node_ip, config.port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -8,7 +8,11 @@
 //! The kubelet makes a directory per pod and one per container; here they are files in one
 //! directory. Under pod churn a new inode was the costliest part of starting a container
 //! (ext4 without a journal checks each candidate inode for a recent deletion, and new
-//! directories are spread over block groups): one inode per attempt is the least there is.
+//! directories are spread over block groups): one inode per attempt is the least there is,
+//! and even that one is not made while a pod starts. Removed logs are emptied and kept as
+//! spares in `<logs>/.spare`, and the agent makes spares up to its pod capacity in the
+//! background when it starts; a new attempt's file is a spare renamed into place (a rename
+//! allocates no inode), or a new file when none is left.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -23,20 +27,155 @@ use tokio::sync::{mpsc, watch};
 pub const MAX_FILE_BYTES: u64 = 10 << 20;
 pub const MAX_FILES: usize = 5;
 
+/// The spares' directory inside the logs directory.
+const SPARE_DIR: &str = ".spare";
+
 #[derive(Clone)]
 pub struct LogManager {
     root: PathBuf,
     /// Bytes written per log file, for followers to wait on.
     written: Arc<Mutex<HashMap<PathBuf, watch::Sender<u64>>>>,
+    spares: Arc<Spares>,
+}
+
+/// Empty files kept for new attempts, named by number in [`SPARE_DIR`].
+struct Spares {
+    dir: PathBuf,
+    /// Most spares kept.
+    cap: usize,
+    state: Mutex<SpareState>,
+}
+
+#[derive(Default)]
+struct SpareState {
+    free: Vec<u64>,
+    next: u64,
+}
+
+impl Spares {
+    fn path(&self, n: u64) -> PathBuf {
+        self.dir.join(n.to_string())
+    }
+
+    /// Moves a spare to `path`, emptied, with the time of now; false when none is left.
+    fn take(&self, path: &Path) -> bool {
+        loop {
+            let Some(n) = self.state.lock().expect("spares lock").free.pop() else {
+                return false;
+            };
+            // A spare someone removed by hand is skipped.
+            if std::fs::rename(self.path(n), path).is_ok() {
+                return true;
+            }
+        }
+    }
+
+    /// Keeps `path` as a spare when there is room (emptied), else removes it.
+    fn give(&self, path: &Path) {
+        let n = {
+            let mut state = self.state.lock().expect("spares lock");
+            if state.free.len() >= self.cap {
+                None
+            } else {
+                state.next += 1;
+                Some(state.next)
+            }
+        };
+        let kept = n.is_some_and(|n| {
+            let emptied = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(0));
+            emptied.is_ok() && std::fs::rename(path, self.path(n)).is_ok()
+        });
+        match n {
+            Some(n) if kept => self.state.lock().expect("spares lock").free.push(n),
+            _ => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    /// Makes spares until there are `cap`.
+    fn fill(&self) {
+        loop {
+            let n = {
+                let mut state = self.state.lock().expect("spares lock");
+                if state.free.len() >= self.cap {
+                    return;
+                }
+                state.next += 1;
+                state.next
+            };
+            if File::create(self.path(n)).is_err() {
+                return;
+            }
+            self.state.lock().expect("spares lock").free.push(n);
+        }
+    }
 }
 
 impl LogManager {
+    /// Logs in `root`, without spares.
     pub fn new(root: PathBuf) -> io::Result<Self> {
-        std::fs::create_dir_all(&root)?;
+        Self::with_spares(root, 0)
+    }
+
+    /// Logs in `root`, keeping up to `spares` empty files for new attempts. The spares
+    /// left from before are found again; [`LogManager::fill_spares`] makes the rest.
+    pub fn with_spares(root: PathBuf, spares: usize) -> io::Result<Self> {
+        let dir = root.join(SPARE_DIR);
+        std::fs::create_dir_all(if spares > 0 { &dir } else { &root })?;
+        let mut state = SpareState::default();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            match entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                Some(n) if state.free.len() < spares => {
+                    state.next = state.next.max(n);
+                    state.free.push(n);
+                }
+                _ => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         Ok(Self {
             root,
             written: Arc::default(),
+            spares: Arc::new(Spares {
+                dir,
+                cap: spares,
+                state: Mutex::new(state),
+            }),
         })
+    }
+
+    /// Makes spares up to the number kept, in a background thread at the lowest CPU
+    /// priority, so that a node starting pods right away is not slowed by it.
+    pub fn fill_spares(&self) {
+        let spares = self.spares.clone();
+        let _ = std::thread::Builder::new()
+            .name("skiff-log-spares".into())
+            .spawn(move || {
+                // SAFETY: setpriority on the calling thread (who 0), no memory involved.
+                unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 19) };
+                spares.fill();
+            });
+    }
+
+    /// Opens `path` for appending: an existing file, a spare, or a new file.
+    fn create(&self, path: &Path) -> io::Result<File> {
+        let append = || OpenOptions::new().append(true).open(path);
+        match append() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            other => return other,
+        }
+        if self.spares.take(path) {
+            let file = append()?;
+            // Its time is what tells a recreated pod's logs from the old pod's.
+            file.set_modified(std::time::SystemTime::now())?;
+            return Ok(file);
+        }
+        OpenOptions::new().create(true).append(true).open(path)
     }
 
     /// Where the logs of a pod's containers start: `<root>/<namespace>_<pod>_<uid>_`.
@@ -57,7 +196,7 @@ impl LogManager {
             "{}{container}_{restart}.log",
             Self::pod_prefix(namespace, pod, uid)
         ));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = self.create(&path)?;
         let size = file.metadata()?.len();
         let notify = self
             .written
@@ -93,7 +232,7 @@ impl LogManager {
             .flatten()
         {
             if ours(&entry.file_name()) {
-                let _ = std::fs::remove_file(entry.path());
+                self.spares.give(&entry.path());
             }
         }
     }
@@ -219,11 +358,7 @@ impl ContainerLog {
         if std::fs::rename(&self.path, &rotated).is_err() {
             return;
         }
-        if let Ok(f) = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
+        if let Ok(f) = self.manager.create(&self.path) {
             state.file = f;
             state.size = 0;
         }
@@ -246,7 +381,7 @@ impl ContainerLog {
             .collect();
         old.sort();
         while old.len() >= MAX_FILES {
-            let _ = std::fs::remove_file(old.remove(0));
+            self.manager.spares.give(&old.remove(0));
         }
     }
 
@@ -480,6 +615,52 @@ mod tests {
             1,
             "p2's log is left"
         );
+    }
+
+    #[test]
+    fn removed_logs_are_emptied_spares_for_new_attempts() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let spares = |d: &Path| std::fs::read_dir(d.join(SPARE_DIR)).unwrap().count();
+        let logs = LogManager::with_spares(dir.path().to_path_buf(), 2).unwrap();
+        logs.spares.fill();
+        assert_eq!(spares(dir.path()), 2);
+        let first = logs.open("ns", "p", "u1", "c", 0).unwrap();
+        first.write(Stream::Stdout, b"old pod\n");
+        first.close();
+        let inode = std::fs::metadata(first.path()).unwrap().ino();
+        assert_eq!(spares(dir.path()), 1, "the first attempt took a spare");
+        // Gone with its pod, the file is kept (emptied) for the next pod of that name.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        logs.remove_pod("ns", "p", "u1");
+        assert!(logs.find("ns", "p", "c", false).is_none());
+        let again = logs.open("ns", "p", "u2", "c", 0).unwrap();
+        again.write(Stream::Stdout, b"new pod\n");
+        let path = logs.find("ns", "p", "c", false).unwrap();
+        assert_eq!(path, again.path());
+        let (text, _) = read_from(&path, 0, &LogOptions::default(), true).unwrap();
+        assert_eq!(String::from_utf8(text).unwrap(), "new pod\n");
+        let reused: Vec<u64> = [0u32, 1, 2]
+            .iter()
+            .map(|&a| logs.open("ns", "q", "u3", "c", a).unwrap())
+            .map(|l| std::fs::metadata(l.path()).unwrap().ino())
+            .collect();
+        assert!(
+            std::fs::metadata(&path).unwrap().ino() == inode || reused.contains(&inode),
+            "the removed file's inode came back"
+        );
+        assert_eq!(spares(dir.path()), 0, "none left: new files are made");
+        // No more spares are kept than asked for; the rest are removed.
+        logs.remove_pod("ns", "q", "u3");
+        logs.remove_pod("ns", "p", "u2");
+        assert_eq!(spares(dir.path()), 2);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A restarted agent finds its spares again.
+        let restarted = LogManager::with_spares(dir.path().to_path_buf(), 1).unwrap();
+        assert_eq!(spares(dir.path()), 1, "spares beyond the new limit removed");
+        let log = restarted.open("ns", "r", "u4", "c", 0).unwrap();
+        assert_eq!(std::fs::metadata(log.path()).unwrap().len(), 0);
+        assert_eq!(spares(dir.path()), 0);
     }
 
     #[test]
