@@ -814,16 +814,24 @@ impl StatusWriter {
         if self.written.as_ref() == Some(&status) {
             return;
         }
-        let api: Api<Pod> = Api::namespaced(
-            self.ctx.client.clone(),
-            self.pod.metadata.namespace.as_deref().unwrap_or_default(),
-        );
+        let namespace = self.pod.metadata.namespace.as_deref().unwrap_or_default();
         let name = self.pod.metadata.name.clone().unwrap_or_default();
         let patch = serde_json::json!({ "status": status });
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        // The answer (the whole pod) is not read: the watch brings the pod back anyway.
+        let url = <Pod as kube::Resource>::url_path(&(), Some(namespace));
+        let written = kube::core::Request::new(url)
+            .patch_subresource(
+                "status",
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .map_err(kube::Error::BuildRequest);
+        let written = match written {
+            Ok(request) => self.ctx.client.request_text(request).await,
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(_) => {
                 tracing::trace!(pod = %name, "status written");
                 self.written = Some(status);

@@ -196,6 +196,18 @@ pub struct ImageStore {
     /// When each image was last resolved for a container (this process's memory, like the
     /// kubelet's): image garbage collection removes the least recently used first.
     last_used: std::sync::Arc<std::sync::Mutex<HashMap<String, std::time::SystemTime>>>,
+    /// Images described since `index.json` last changed: every container start resolves
+    /// its image, and the index, manifest, config and content are not read again while
+    /// the index stays the same file (it is only ever replaced by a rename, and blobs are
+    /// immutable and removed only after their index entry).
+    described: std::sync::Arc<std::sync::Mutex<Described>>,
+}
+
+#[derive(Debug, Default)]
+struct Described {
+    /// `index.json`'s device, inode, modification time and size when `images` was made.
+    index: Option<(u64, u64, i64, i64, u64)>,
+    images: HashMap<String, Image>,
 }
 
 /// The kubelet's image garbage collection thresholds: above `high_percent` of the disk in
@@ -224,6 +236,7 @@ impl ImageStore {
         Ok(ImageStore {
             root,
             last_used: Default::default(),
+            described: Default::default(),
         })
     }
 
@@ -283,12 +296,31 @@ impl ImageStore {
             .lock()
             .expect("last used")
             .insert(normalized.clone(), std::time::SystemTime::now());
+        use std::os::unix::fs::MetadataExt;
+        let index_path = self.root.join("index.json");
+        let stamp = std::fs::metadata(&index_path)
+            .map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+            .ok();
+        {
+            let mut described = self.described.lock().expect("described");
+            if described.index != stamp || stamp.is_none() {
+                described.index = stamp;
+                described.images.clear();
+            } else if let Some(image) = described.images.get(&normalized) {
+                return Ok(Some(image.clone()));
+            }
+        }
         let layout = self.layout();
         let index = layout.read_index()?;
-        match index.find(&normalized) {
-            Some(entry) => describe(&layout, &normalized, entry).map(Some),
-            None => Ok(None),
+        let Some(entry) = index.find(&normalized) else {
+            return Ok(None);
+        };
+        let image = describe(&layout, &normalized, entry)?;
+        let mut described = self.described.lock().expect("described");
+        if described.index == stamp {
+            described.images.insert(normalized, image.clone());
         }
+        Ok(Some(image))
     }
 
     /// Stores a `.wasm` file as the CNCF Wasm OCI artifact (config
