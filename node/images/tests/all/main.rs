@@ -421,6 +421,27 @@ fn remove_deletes_only_unreferenced_blobs() -> anyhow::Result<()> {
 }
 
 #[test]
+fn a_resolved_image_follows_the_index() -> anyhow::Result<()> {
+    let (dir, local) = store();
+    let component = wasm_file(dir.path(), "c.wasm", COMPONENT);
+    let module = wasm_file(dir.path(), "m.wasm", CORE_MODULE);
+    let reference = "localhost:5000/app:v1";
+    let first = local.import_wasm(&component, reference)?;
+    assert_eq!(
+        local.get(reference)?.map(|i| i.digest),
+        Some(first.digest.clone())
+    );
+    // Another handle on the same directory (another process) changes the tag.
+    let other = ImageStore::open(local.root())?;
+    let second = other.import_wasm(&module, reference)?;
+    assert_ne!(first.digest, second.digest);
+    assert_eq!(local.get(reference)?.map(|i| i.digest), Some(second.digest));
+    other.remove(reference)?;
+    assert_eq!(local.get(reference)?, None, "removed elsewhere, gone here");
+    Ok(())
+}
+
+#[test]
 fn import_from_an_oci_layout_and_refuse_non_wasm() -> anyhow::Result<()> {
     let (dir, first) = store();
     let file = wasm_file(dir.path(), "m.wasm", COMPONENT);
