@@ -344,15 +344,20 @@ pub async fn run(pods: usize, rate: u64, burst: usize, idle: usize) -> anyhow::R
     println!("machine: {}", machine());
     let idle_rss = rss_kib(pid)?;
 
-    // Warm-up: compile once (the cache is what a second pod of an image gets).
-    let seen = watch_phases(api.clone(), &["Running"]);
+    // Warm-up: compile each image once (the cache is what a second pod of an image gets).
+    let seen = watch_phases(api.clone(), &["Running", "Succeeded"]);
     tokio::time::sleep(Duration::from_millis(100)).await;
     api.create(
         &PostParams::default(),
         &pod("warm-http", HTTP, "Always", true),
     )
     .await?;
-    wait_count(&seen, 1, Duration::from_secs(60)).await?;
+    api.create(
+        &PostParams::default(),
+        &pod("warm-hello", HELLO, "Never", false),
+    )
+    .await?;
+    wait_count(&seen, 2, Duration::from_secs(60)).await?;
 
     // 1. Startup of HTTP pods at a steady rate.
     let mut lat = startup_latencies(&api, pods, rate, |i| {

@@ -33,6 +33,7 @@ on_both_backends!(
     walkthrough::apply_twice_server_side_and_diff,
     walkthrough::namespace_deletion_removes_contents,
     walkthrough::finalizers_hold_deletion,
+    walkthrough::status_patches_change_only_the_status,
     watch::get_watch_streams_changes,
     watch::watch_protocol,
     errors::errors_read_as_kubernetes_prints_them,

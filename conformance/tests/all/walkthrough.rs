@@ -470,3 +470,50 @@ pub fn finalizers_hold_deletion(backend: Backend) {
     let err = k.fails(&["get", "configmap", "held"]);
     assert!(err.contains(r#"configmaps "held" not found"#), "{err}");
 }
+
+/// `kubectl patch --subresource=status`: the status changes, the spec a status patch names
+/// is ignored, and an unknown status field gets the warning of the default validation.
+pub fn status_patches_change_only_the_status(backend: Backend) {
+    let cluster = Cluster::start(backend);
+    let k = cluster.kubectl("1.33");
+    // Bound to a node no agent runs: nothing else writes its status.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: st\nspec:\n  nodeName: nowhere\n  containers:\n  - name: c\n    image: example.com/app:v1\n";
+    k.ok_stdin(&["create", "-f", "-"], pod);
+    let status = |patch_type: &str, patch: &str| {
+        k.run(&[
+            "patch",
+            "pod",
+            "st",
+            "--subresource=status",
+            &format!("--type={patch_type}"),
+            "-p",
+            patch,
+        ])
+    };
+    let out = status(
+        "merge",
+        r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let obj = k.json(&["get", "pod", "st"]);
+    assert_eq!(obj["status"]["phase"], "Running", "{obj}");
+    assert_eq!(obj["status"]["conditions"][0]["type"], "Ready", "{obj}");
+    let out = status(
+        "strategic",
+        r#"{"spec":{"activeDeadlineSeconds":5},"status":{"phase":"Failed"}}"#,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let obj = k.json(&["get", "pod", "st"]);
+    assert_eq!(obj["status"]["phase"], "Failed", "{obj}");
+    assert_eq!(obj["status"]["conditions"][0]["type"], "Ready", "{obj}");
+    assert!(obj["spec"].get("activeDeadlineSeconds").is_none(), "{obj}");
+    assert_eq!(obj["spec"]["containers"][0]["image"], "example.com/app:v1");
+    // kubectl patch sends no fieldValidation: the server's default, Warn.
+    let out = status("merge", r#"{"status":{"bogus":1}}"#);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(r#"unknown field "status.bogus""#),
+        "{}",
+        out.stderr
+    );
+}

@@ -823,7 +823,7 @@ impl Ctx<'_> {
                 precondition,
                 |current| {
                     if sub == Some("scale") {
-                        let patched = apply_patch(resource, kind, &to_scale(current), &patch)?;
+                        let patched = apply_patch(resource, kind, to_scale(current), &patch)?;
                         let mut obj = current.clone();
                         let replicas = patched
                             .pointer("/spec/replicas")
@@ -832,7 +832,24 @@ impl Ctx<'_> {
                         obj["spec"]["replicas"] = replicas;
                         return Ok(obj);
                     }
-                    let patched = apply_patch(resource, kind, current, &patch)?;
+                    // A status write keeps only the status of what it makes: the spec is
+                    // neither patched nor decoded when the patch does not name it.
+                    let status_only = sub == Some("status")
+                        && matches!(kind, PatchKind::Merge | PatchKind::Strategic)
+                        && patch.get("spec").is_none();
+                    let patched = if status_only {
+                        let Value::Object(fields) = current else {
+                            return Err(ApiError::internal("stored object is not an object"));
+                        };
+                        let without_spec: serde_json::Map<String, Value> = fields
+                            .iter()
+                            .filter(|(k, _)| k.as_str() != "spec")
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
+                        apply_patch(resource, kind, Value::Object(without_spec), &patch)?
+                    } else {
+                        apply_patch(resource, kind, current.clone(), &patch)?
+                    };
                     decode::check_type(resource, &patched)?;
                     let (obj, w) = decode::canonical(resource, &patched, validation)?;
                     *warnings.lock().expect("warnings lock") = w;
@@ -1029,14 +1046,14 @@ impl PatchKind {
 fn apply_patch(
     resource: &Resource,
     kind: PatchKind,
-    target: &Value,
+    target: Value,
     patch: &Value,
 ) -> ApiResult<Value> {
     match kind {
         PatchKind::Json => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("error decoding JSON patch: {e}")))?;
-            let mut out = target.clone();
+            let mut out = target;
             json_patch::patch(&mut out, &ops).map_err(|e| {
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -1047,7 +1064,7 @@ fn apply_patch(
             Ok(out)
         }
         PatchKind::Merge => {
-            let mut out = target.clone();
+            let mut out = target;
             json_patch::merge(&mut out, patch);
             Ok(out)
         }
@@ -1058,12 +1075,12 @@ fn apply_patch(
             } else {
                 root
             };
-            skiff_strategicpatch::apply(target, patch, root)
+            skiff_strategicpatch::apply(&target, patch, root)
                 .map_err(|e| ApiError::bad_request(e.to_string()))
         }
         PatchKind::Apply => {
             let root = skiff_strategicpatch::root_type(resource.group, resource.kind);
-            Ok(skiff_strategicpatch::merge_for_apply(target, patch, root))
+            Ok(skiff_strategicpatch::merge_for_apply(&target, patch, root))
         }
     }
 }

@@ -145,9 +145,10 @@ impl Records {
 
     /// Writes the owner of `ip`, so that a crash leaves the old or the new record, never
     /// half of one. An existing record is overwritten in place (one `pwrite` of its first
-    /// line, then the file cut to it): a sandbox changing hands (pool to pod, pod back to
-    /// pool) then costs no new inode, which on ext4 under churn is the expensive part. A new
-    /// one is written to a temporary and renamed. No fsync: the state dir lives on /run,
+    /// line; a longer record's tail after it is ignored, see [`Owner::decode`]): a sandbox
+    /// changing hands (pool to pod, pod back to pool) then costs no new inode, which on
+    /// ext4 under churn is the expensive part, nor a truncation. A new one is written to a
+    /// temporary and renamed. No fsync: the state dir lives on /run,
     /// which a reboot empties along with the namespaces it describes.
     pub(crate) fn write(&self, ip: Ipv4Addr, owner: &Owner) -> Result<(), Error> {
         use std::os::unix::fs::FileExt;
@@ -157,7 +158,6 @@ impl Records {
                 let data = owner.encode();
                 return file
                     .write_all_at(data.as_bytes(), 0)
-                    .and_then(|()| file.set_len(data.len() as u64))
                     .map_err(|e| Error::io(format!("write {}", path.display()), e));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -289,8 +289,12 @@ mod tests {
         records
             .write(ip, &Owner::Pod("a-long-pod-uid".into()))
             .unwrap();
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = inode(&records.path(ip));
         records.write(ip, &Owner::Pool).unwrap();
-        assert_eq!(std::fs::read_to_string(records.path(ip)).unwrap(), "pool\n");
+        let text = std::fs::read_to_string(records.path(ip)).unwrap();
+        assert!(text.starts_with("pool\n"), "{text:?}");
+        assert_eq!(inode(&records.path(ip)), before, "the same file");
         records.write(ip, &Owner::Pod("b".into())).unwrap();
         let loaded = records.load().unwrap();
         assert_eq!(loaded.records, vec![(ip, Some(Owner::Pod("b".into())))]);
