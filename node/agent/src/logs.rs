@@ -44,13 +44,22 @@ struct Spares {
     /// Most spares kept.
     cap: usize,
     state: Mutex<SpareState>,
+    /// Signalled when a spare is taken.
+    taken: std::sync::Condvar,
 }
 
 #[derive(Default)]
 struct SpareState {
     free: Vec<u64>,
     next: u64,
+    /// When a spare was last taken.
+    taken: Option<std::time::Instant>,
 }
+
+/// Spares are made again only once none has been taken for this long: making one holds
+/// the spares' directory, which a pod starting meanwhile must wait for, and the maker runs
+/// at the lowest priority.
+const SPARES_QUIET: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Spares {
     fn path(&self, n: u64) -> PathBuf {
@@ -60,9 +69,15 @@ impl Spares {
     /// Moves a spare to `path`, emptied, with the time of now; false when none is left.
     fn take(&self, path: &Path) -> bool {
         loop {
-            let Some(n) = self.state.lock().expect("spares lock").free.pop() else {
-                return false;
+            let n = {
+                let mut state = self.state.lock().expect("spares lock");
+                let Some(n) = state.free.pop() else {
+                    return false;
+                };
+                state.taken = Some(std::time::Instant::now());
+                n
             };
+            self.taken.notify_one();
             // A spare someone removed by hand is skipped.
             if std::fs::rename(self.path(n), path).is_ok() {
                 return true;
@@ -96,12 +111,14 @@ impl Spares {
         }
     }
 
-    /// Makes spares until there are `cap`.
+    /// Makes spares until there are `cap`, or until one is taken (then the caller waits
+    /// for pods to stop starting and calls again).
     fn fill(&self) {
         loop {
             let n = {
                 let mut state = self.state.lock().expect("spares lock");
-                if state.free.len() >= self.cap {
+                let busy = state.taken.is_some_and(|t| t.elapsed() < SPARES_QUIET);
+                if state.free.len() >= self.cap || busy {
                     return;
                 }
                 state.next += 1;
@@ -145,20 +162,37 @@ impl LogManager {
                 dir,
                 cap: spares,
                 state: Mutex::new(state),
+                taken: std::sync::Condvar::new(),
             }),
         })
     }
 
     /// Makes spares up to the number kept, in a background thread at the lowest CPU
     /// priority, so that a node starting pods right away is not slowed by it.
+    ///
+    /// The thread then tops the spares up again whenever pods have taken some, so that a
+    /// burst after a steady stream finds them; it ends with the last handle on the logs.
     pub fn fill_spares(&self) {
-        let spares = self.spares.clone();
+        let spares = Arc::downgrade(&self.spares);
         let _ = std::thread::Builder::new()
             .name("skiff-log-spares".into())
             .spawn(move || {
                 // SAFETY: setpriority on the calling thread (who 0), no memory involved.
                 unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 19) };
-                spares.fill();
+                while let Some(spares) = spares.upgrade() {
+                    spares.fill();
+                    let state = spares.state.lock().expect("spares lock");
+                    let quiet = match state.taken {
+                        Some(t) if state.free.len() < spares.cap => {
+                            SPARES_QUIET.saturating_sub(t.elapsed())
+                        }
+                        _ => std::time::Duration::from_secs(5),
+                    };
+                    // Woken when a spare is taken; the timeout notices the logs are gone.
+                    let _ = spares
+                        .taken
+                        .wait_timeout(state, quiet.max(std::time::Duration::from_millis(10)));
+                }
             });
     }
 
@@ -661,6 +695,40 @@ mod tests {
         let log = restarted.open("ns", "r", "u4", "c", 0).unwrap();
         assert_eq!(std::fs::metadata(log.path()).unwrap().len(), 0);
         assert_eq!(spares(dir.path()), 0);
+    }
+
+    #[test]
+    fn spares_taken_are_made_again_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let spares = || {
+            std::fs::read_dir(dir.path().join(SPARE_DIR))
+                .unwrap()
+                .count()
+        };
+        let eventually = |n: usize| {
+            let start = std::time::Instant::now();
+            while spares() != n {
+                assert!(
+                    start.elapsed().as_secs() < 20,
+                    "{} spares, not {n}",
+                    spares()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        let logs = LogManager::with_spares(dir.path().to_path_buf(), 3).unwrap();
+        logs.fill_spares();
+        eventually(3);
+        let taken: Vec<_> = (0..2)
+            .map(|i| logs.open("ns", "p", "u", "c", i).unwrap())
+            .collect();
+        eventually(3);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            3,
+            "2 logs and .spare"
+        );
+        drop(taken);
     }
 
     #[test]
