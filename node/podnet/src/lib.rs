@@ -515,11 +515,30 @@ const RECYCLED_POOL_FACTOR: usize = 2;
 /// before deleting it itself.
 const EXPLICIT_DELETE_AFTER: Duration = Duration::from_secs(2);
 
+#[derive(Debug, PartialEq)]
 enum Reserve {
     Build,
     Busy,
     Full,
     Closed,
+}
+
+/// Ports a Linux bridge takes (`BR_MAX_PORTS` is 1,024 and port 0 is not used): every
+/// sandbox, a pod's or the pool's, is one.
+const BRIDGE_PORTS: usize = 1023;
+
+/// Whether the warm pool may build another sandbox: not past its size, nor past what the
+/// bridge holds with the pods' sandboxes (the kernel refuses the veth with EXFULL).
+fn pool_reserve(closed: bool, pods: usize, pool: usize, filling: usize, warm: usize) -> Reserve {
+    if closed {
+        Reserve::Closed
+    } else if pool + filling < warm && pods + pool + filling < BRIDGE_PORTS {
+        Reserve::Build
+    } else if filling > 0 {
+        Reserve::Busy
+    } else {
+        Reserve::Full
+    }
 }
 
 impl Inner {
@@ -548,16 +567,17 @@ impl Inner {
 
     fn reserve_pool_slot(&self) -> Reserve {
         let mut st = self.lock();
-        if st.closed {
-            Reserve::Closed
-        } else if st.pool.len() + st.filling < self.config.warm_pool {
+        let reserve = pool_reserve(
+            st.closed,
+            st.pods.len(),
+            st.pool.len(),
+            st.filling,
+            self.config.warm_pool,
+        );
+        if reserve == Reserve::Build {
             st.filling += 1;
-            Reserve::Build
-        } else if st.filling > 0 {
-            Reserve::Busy
-        } else {
-            Reserve::Full
         }
+        reserve
     }
 
     /// Builds one pool sandbox for a slot reserved by `reserve_pool_slot`.
@@ -847,6 +867,18 @@ mod tests {
             warm_pool: 4,
             masquerade: false,
         }
+    }
+
+    #[test]
+    fn the_pool_stops_short_of_a_full_bridge() {
+        assert_eq!(pool_reserve(false, 0, 0, 0, 64), Reserve::Build);
+        assert_eq!(pool_reserve(false, 0, 63, 1, 64), Reserve::Busy);
+        assert_eq!(pool_reserve(false, 0, 64, 0, 64), Reserve::Full);
+        // 1,000 pods on the node: the pool may hold only what the bridge has left.
+        assert_eq!(pool_reserve(false, 1000, 22, 0, 64), Reserve::Build);
+        assert_eq!(pool_reserve(false, 1000, 23, 0, 64), Reserve::Full);
+        assert_eq!(pool_reserve(false, 1000, 22, 1, 64), Reserve::Busy);
+        assert_eq!(pool_reserve(true, 0, 0, 0, 64), Reserve::Closed);
     }
 
     #[test]
