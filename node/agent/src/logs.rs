@@ -112,20 +112,20 @@ impl Spares {
     }
 
     /// Makes spares until there are `cap`, or until one is taken (then the caller waits
-    /// for pods to stop starting and calls again).
-    fn fill(&self) {
+    /// for pods to stop starting and calls again); false when one could not be made.
+    fn fill(&self) -> bool {
         loop {
             let n = {
                 let mut state = self.state.lock().expect("spares lock");
                 let busy = state.taken.is_some_and(|t| t.elapsed() < SPARES_QUIET);
                 if state.free.len() >= self.cap || busy {
-                    return;
+                    return true;
                 }
                 state.next += 1;
                 state.next
             };
             if File::create(self.path(n)).is_err() {
-                return;
+                return false;
             }
             self.state.lock().expect("spares lock").free.push(n);
         }
@@ -180,10 +180,11 @@ impl LogManager {
                 // SAFETY: setpriority on the calling thread (who 0), no memory involved.
                 unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 19) };
                 while let Some(spares) = spares.upgrade() {
-                    spares.fill();
+                    // A disk that refuses files is tried again later, not in a loop.
+                    let made = spares.fill();
                     let state = spares.state.lock().expect("spares lock");
                     let quiet = match state.taken {
-                        Some(t) if state.free.len() < spares.cap => {
+                        Some(t) if made && state.free.len() < spares.cap => {
                             SPARES_QUIET.saturating_sub(t.elapsed())
                         }
                         _ => std::time::Duration::from_secs(5),
@@ -657,7 +658,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spares = |d: &Path| std::fs::read_dir(d.join(SPARE_DIR)).unwrap().count();
         let logs = LogManager::with_spares(dir.path().to_path_buf(), 2).unwrap();
-        logs.spares.fill();
+        assert!(logs.spares.fill());
         assert_eq!(spares(dir.path()), 2);
         let first = logs.open("ns", "p", "u1", "c", 0).unwrap();
         first.write(Stream::Stdout, b"old pod\n");
