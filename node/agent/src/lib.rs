@@ -204,8 +204,11 @@ impl Agent {
         network: Arc<dyn Network>,
     ) -> Result<Agent, Error> {
         std::fs::create_dir_all(config.data_dir.join("pods"))?;
-        // A spare log file per pod the node may hold: starting a pod makes no inode.
-        let logs = LogManager::with_spares(config.data_dir.join("logs"), config.max_pods as usize)?;
+        // Two spare log files per pod the node may hold (finished pods keep their logs
+        // until they are deleted, and count against no capacity): starting a pod makes
+        // no inode, even in a burst that follows a stream of pods.
+        let spares = 2 * config.max_pods as usize;
+        let logs = LogManager::with_spares(config.data_dir.join("logs"), spares)?;
         logs.fill_spares();
         let addr = SocketAddr::new(config.node_ip, config.port);
         let listener = tokio::net::TcpListener::bind(addr)
