@@ -10,9 +10,9 @@
 //! (ext4 without a journal checks each candidate inode for a recent deletion, and new
 //! directories are spread over block groups): one inode per attempt is the least there is,
 //! and even that one is not made while a pod starts. Removed logs are emptied and kept as
-//! spares in `<logs>/.spare`, and the agent makes spares up to its pod capacity in the
-//! background when it starts; a new attempt's file is a spare renamed into place (a rename
-//! allocates no inode), or a new file when none is left.
+//! spares in `<logs>/.spare`, and the agent makes spares (two per pod it may hold) in the
+//! background when it starts and once pods stop starting; a new attempt's file is a spare
+//! renamed into place (a rename allocates no inode), or a new file when none is left.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
