@@ -51,6 +51,9 @@ struct Spares {
 #[derive(Default)]
 struct SpareState {
     free: Vec<u64>,
+    /// Spares being made or given back, not yet in `free`: counted against the cap so
+    /// that concurrent givers and the maker cannot overshoot it.
+    pending: usize,
     next: u64,
     /// When a spare was last taken.
     taken: Option<std::time::Instant>,
@@ -89,9 +92,10 @@ impl Spares {
     fn give(&self, path: &Path) {
         let n = {
             let mut state = self.state.lock().expect("spares lock");
-            if state.free.len() >= self.cap {
+            if state.free.len() + state.pending >= self.cap {
                 None
             } else {
+                state.pending += 1;
                 state.next += 1;
                 Some(state.next)
             }
@@ -103,12 +107,15 @@ impl Spares {
                 .and_then(|f| f.set_len(0));
             emptied.is_ok() && std::fs::rename(path, self.path(n)).is_ok()
         });
-        match n {
-            Some(n) if kept => self.state.lock().expect("spares lock").free.push(n),
-            _ => {
-                let _ = std::fs::remove_file(path);
+        if let Some(n) = n {
+            let mut state = self.state.lock().expect("spares lock");
+            state.pending -= 1;
+            if kept {
+                state.free.push(n);
+                return;
             }
         }
+        let _ = std::fs::remove_file(path);
     }
 
     /// Makes spares until there are `cap`, or until one is taken (then the caller waits
@@ -118,16 +125,20 @@ impl Spares {
             let n = {
                 let mut state = self.state.lock().expect("spares lock");
                 let busy = state.taken.is_some_and(|t| t.elapsed() < SPARES_QUIET);
-                if state.free.len() >= self.cap || busy {
+                if state.free.len() + state.pending >= self.cap || busy {
                     return true;
                 }
+                state.pending += 1;
                 state.next += 1;
                 state.next
             };
-            if File::create(self.path(n)).is_err() {
+            let made = File::create(self.path(n)).is_ok();
+            let mut state = self.state.lock().expect("spares lock");
+            state.pending -= 1;
+            if !made {
                 return false;
             }
-            self.state.lock().expect("spares lock").free.push(n);
+            state.free.push(n);
         }
     }
 }
@@ -730,6 +741,40 @@ mod tests {
             "2 logs and .spare"
         );
         drop(taken);
+    }
+
+    #[test]
+    fn pods_removed_at_once_keep_no_more_spares_than_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::with_spares(dir.path().to_path_buf(), 4).unwrap();
+        let pods: Vec<Vec<_>> = (0..8)
+            .map(|t| {
+                (0..40)
+                    .map(|i| logs.open("ns", &format!("p{t}-{i}"), "u", "c", 0).unwrap())
+                    .collect()
+            })
+            .collect();
+        // Eight threads remove their pods' logs at the same time.
+        std::thread::scope(|s| {
+            for (t, pod_logs) in pods.into_iter().enumerate() {
+                let logs = &logs;
+                s.spawn(move || {
+                    for (i, log) in pod_logs.into_iter().enumerate() {
+                        log.close();
+                        logs.remove_pod("ns", &format!("p{t}-{i}"), "u");
+                    }
+                });
+            }
+        });
+        let spares = std::fs::read_dir(dir.path().join(SPARE_DIR))
+            .unwrap()
+            .count();
+        assert_eq!(spares, 4, "spares kept of at most 4");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only .spare"
+        );
     }
 
     #[test]
