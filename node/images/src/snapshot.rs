@@ -183,6 +183,14 @@ impl Snapshots {
         }
         let upper = dir.join("upper");
         let work = dir.join("work");
+        // What a root left unmounted (its agent or node went down) wrote is not a new
+        // container's to see.
+        for d in [&upper, &work] {
+            match fs::remove_dir_all(d) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(d)(e)),
+                _ => {}
+            }
+        }
         for d in [&upper, &work, &merged] {
             fs::create_dir_all(d).map_err(io_err(d))?;
         }

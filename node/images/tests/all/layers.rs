@@ -444,6 +444,14 @@ fn overlay_snapshots_apply_whiteouts_and_share_layers() {
         .prepare("pod1_app", &[base.clone(), top.clone()])
         .unwrap();
     assert_eq!(std::fs::read(again.path.join("a/y")).unwrap(), b"changed");
+    // A root left unmounted (its agent was killed and its helper unmounted it) is
+    // prepared afresh: a new container does not see what the old one wrote.
+    nix::mount::umount2(&again.path, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    let fresh = snaps
+        .prepare("pod1_app", &[base.clone(), top.clone()])
+        .unwrap();
+    assert_eq!(std::fs::read(fresh.path.join("a/y")).unwrap(), b"y");
+    assert!(fresh.path.join("c/keep").exists());
 
     snaps.remove("pod1_app").unwrap();
     snaps.remove("pod2_app").unwrap();

@@ -244,8 +244,13 @@ fn a_thousand_containers_leave_nothing_behind() {
             .collect();
         assert!(runtime_state.is_empty(), "{runtime_state:?}");
         // Every cgroup went with its container, in every hierarchy.
-        for hierarchy in ["memory", "pids", "cpu,cpuacct", "unified", ""] {
-            let dir = Path::new("/sys/fs/cgroup").join(hierarchy).join("skiff");
+        let hierarchies = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .chain([PathBuf::from("/sys/fs/cgroup")]);
+        for hierarchy in hierarchies {
+            let dir = hierarchy.join("skiff");
             let left: Vec<_> = std::fs::read_dir(&dir)
                 .into_iter()
                 .flatten()
