@@ -22,8 +22,9 @@ pub struct NodeArgs {
     /// Name of the node's pod bridge (at most 15 characters).
     #[arg(long, default_value = "skiff0")]
     pub bridge: String,
-    /// Pods this node accepts.
-    #[arg(long, default_value_t = 1000)]
+    /// Pods this node accepts: at most 1,023, the pod sandboxes a Linux bridge holds.
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=skiff_podnet::BRIDGE_PORTS as i64))]
     pub max_pods: u32,
     /// Pod sandboxes kept ready ahead of pods, so a pod starts without building one.
     #[arg(long, default_value_t = 16)]

@@ -299,3 +299,25 @@ fn a_thousand_pods_through_an_agent_leave_nothing_behind() {
         "threads: {threads} after 100 pods, {threads_now} after 1,000"
     );
 }
+
+#[test]
+fn an_agent_refuses_more_pods_than_its_bridge_holds() {
+    // A Linux bridge takes 1,023 ports, one per pod sandbox: a node told to hold more
+    // would fail pods with the kernel's "Exchange full". It says so before it starts.
+    let out = Command::new(skiff_conformance::skiff_bin())
+        .args([
+            "agent",
+            "--server",
+            "http://127.0.0.1:1",
+            "--max-pods",
+            "2000",
+        ])
+        .output()
+        .expect("run skiff agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted --max-pods 2000: {stderr}");
+    assert!(
+        stderr.contains("--max-pods") && stderr.contains("1..=1023"),
+        "{stderr}"
+    );
+}

@@ -68,6 +68,11 @@ pub enum Error {
     Locked(PathBuf),
     #[error("pod network is shut down")]
     ShutDown,
+    #[error(
+        "the pod bridge has no free port: a Linux bridge holds {BRIDGE_PORTS} pod sandboxes, \
+         warm ones included (give the node a lower --max-pods)"
+    )]
+    BridgeFull,
 }
 
 impl Error {
@@ -525,7 +530,7 @@ enum Reserve {
 
 /// Ports a Linux bridge takes (`BR_MAX_PORTS` is 1,024 and port 0 is not used): every
 /// sandbox, a pod's or the pool's, is one.
-const BRIDGE_PORTS: usize = 1023;
+pub const BRIDGE_PORTS: usize = 1023;
 
 /// Whether the warm pool may build another sandbox: not past its size, nor past what the
 /// bridge holds with the pods' sandboxes (the kernel refuses the veth with EXFULL).

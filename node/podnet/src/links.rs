@@ -176,12 +176,15 @@ pub(crate) async fn add_veth(
         .controller(bridge_index)
         .up()
         .build();
-    handle
-        .link()
-        .add(msg)
-        .execute()
-        .await
-        .map_err(nl(format!("create veth {host}")))
+    handle.link().add(msg).execute().await.map_err(|e| {
+        let full = matches!(&e, rtnetlink::Error::NetlinkError(m)
+            if m.raw_code() == -(nix::libc::EXFULL));
+        if full {
+            Error::BridgeFull
+        } else {
+            nl(format!("create veth {host}"))(e)
+        }
+    })
 }
 
 /// Configures the pod's side through a netlink socket that lives in the pod's namespace:
