@@ -101,7 +101,7 @@ fn watch_phases_and_binding(api: Api<Pod>, phases: &'static [&'static str]) -> (
 }
 
 /// The store's current revision, as a list's resourceVersion tells it.
-async fn store_revision(api: &Api<Pod>) -> anyhow::Result<u64> {
+pub(crate) async fn store_revision(api: &Api<Pod>) -> anyhow::Result<u64> {
     let list = api.list_metadata(&ListParams::default().limit(1)).await?;
     let rv = list.metadata.resource_version.unwrap_or_default();
     rv.parse()
