@@ -109,6 +109,7 @@ pub async fn start(
                     helpers: skiff_shim_container::ContainerConfig::default_helpers(),
                     // Every node network's pins: agents of other bridges run here too.
                     hidden_mounts: vec![run.join("net")],
+                    warm_roots: skiff_shim_container::ContainerConfig::default_warm_roots(),
                 },
             )?)
         });

@@ -16,12 +16,27 @@
 //!   `/etc/resolv.conf`), empty. An image that has them shows its own; one that lacks them
 //!   would otherwise have them made in its writable layer by every container (with a
 //!   copy-up of `/etc`), files made and removed on disk for nothing.
+//! * `rootfs/.warm-<n>/`: a root kept mounted after its container (see below).
+//!
+//! Warm roots. Most short containers write nothing to their root. When a container is
+//! gone and its upper directory is exactly as its overlay mount left it (no entry, the
+//! same mode, owner and extended attributes; an empty work directory), the mount is kept,
+//! up to a cap, and the next container of the same layers gets it by a rename instead of
+//! a new overlay mount. A mount and its directories cost about a tenth of a short
+//! container pod's CPU, and each one leaves inodes the filesystem must step over until
+//! they are old (ext4 without a journal does not reuse an inode freed in the last minute).
+//! The view is the same as a fresh mount's: overlayfs keeps every change in the upper
+//! directory. Kept roots go after a minute unused, when a layer they stack is pruned,
+//! and with the agent.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
@@ -32,11 +47,90 @@ use crate::{Error, Layer};
 /// overlayfs takes its options in one page.
 const MAX_MOUNT_OPTIONS: usize = 4000;
 
-/// The unpacked layers and container root filesystems of one node.
+/// The name prefix of a kept root's directory under `rootfs/` (ids never start with '.').
+const WARM_PREFIX: &str = ".warm-";
+
+/// The unpacked layers and container root filesystems of one node. Clones share the warm
+/// roots.
 #[derive(Debug, Clone)]
 pub struct Snapshots {
     root: PathBuf,
     limits: UnpackLimits,
+    warm: Arc<Mutex<Warm>>,
+}
+
+/// Roots mounted by this process, and those kept for reuse.
+#[derive(Debug, Default)]
+struct Warm {
+    /// Most roots kept; 0 keeps none.
+    cap: usize,
+    /// Each root this process mounted or handed out, by id: its lower directories and its
+    /// upper directory as the mount left it.
+    live: HashMap<String, Mounted>,
+    kept: Vec<Kept>,
+    seq: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Mounted {
+    lowerdir: String,
+    upper: UpperState,
+}
+
+#[derive(Debug)]
+struct Kept {
+    /// Its directory's name under `rootfs/`.
+    name: String,
+    mounted: Mounted,
+    since: Instant,
+}
+
+/// What a container could change in the upper directory itself (the root of its `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UpperState {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    xattrs: Vec<(OsString, Option<Vec<u8>>)>,
+}
+
+impl UpperState {
+    fn of(upper: &Path) -> io::Result<Self> {
+        let meta = fs::symlink_metadata(upper)?;
+        let mut xattrs = Vec::new();
+        for name in xattr::list(upper)? {
+            let value = xattr::get(upper, &name)?;
+            xattrs.push((name, value));
+        }
+        xattrs.sort();
+        Ok(UpperState {
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            xattrs,
+        })
+    }
+}
+
+/// Whether the root in `dir` holds nothing its container did: an empty upper directory in
+/// the state its mount left it, and an empty work directory.
+fn untouched(dir: &Path, mounted: &Mounted) -> bool {
+    let empty = |d: &Path| fs::read_dir(d).is_ok_and(|mut entries| entries.next().is_none());
+    let upper = dir.join("upper");
+    let work = dir.join("work");
+    let work_entries: Option<Vec<OsString>> = fs::read_dir(&work)
+        .ok()
+        .and_then(|entries| entries.map(|e| e.ok().map(|e| e.file_name())).collect());
+    empty(&upper)
+        && UpperState::of(&upper).is_ok_and(|now| now == mounted.upper)
+        && work_entries.is_some_and(|names| names == ["work"])
+        && empty(&work.join("work"))
+}
+
+/// Unmounts and deletes a kept root's directory.
+fn discard(dir: &Path) {
+    let _ = umount2(&dir.join("merged"), MntFlags::MNT_DETACH);
+    let _ = fs::remove_dir_all(dir);
 }
 
 /// A prepared container root filesystem.
@@ -117,7 +211,122 @@ impl Snapshots {
         Ok(Snapshots {
             root,
             limits: UnpackLimits::default(),
+            warm: Arc::default(),
         })
+    }
+
+    /// Keeps up to `cap` roots mounted after their containers, for the next container of
+    /// the same layers (see the module's documentation). None by default.
+    pub fn with_warm_roots(self, cap: usize) -> Self {
+        self.warm.lock().expect("warm roots lock").cap = cap;
+        self
+    }
+
+    /// How many roots are kept for reuse now.
+    pub fn warm_roots(&self) -> usize {
+        self.warm.lock().expect("warm roots lock").kept.len()
+    }
+
+    /// Unmounts and deletes the kept roots unused for `idle` or more.
+    pub fn expire_warm_roots(&self, idle: Duration) {
+        let old: Vec<Kept> = {
+            let mut warm = self.warm.lock().expect("warm roots lock");
+            let (old, young) = std::mem::take(&mut warm.kept)
+                .into_iter()
+                .partition(|k| k.since.elapsed() >= idle);
+            warm.kept = young;
+            old
+        };
+        for kept in old {
+            discard(&self.roots_dir().join(&kept.name));
+        }
+    }
+
+    /// Unmounts and deletes every root: the containers' and the kept ones.
+    pub fn remove_all(&self) {
+        {
+            let mut warm = self.warm.lock().expect("warm roots lock");
+            warm.kept.clear();
+            warm.live.clear();
+        }
+        for id in self.list().unwrap_or_default() {
+            if let Err(e) = self.remove(&id) {
+                tracing::warn!("removing the root filesystem of container {id}: {e}");
+            }
+        }
+        for dir in self.kept_dirs() {
+            discard(&dir);
+        }
+    }
+
+    /// The directories of kept roots, whoever kept them (and any left half removed).
+    fn kept_dirs(&self) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(self.roots_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Takes a kept root of `lowerdir` for container `id`, renamed to `dir`.
+    fn take_warm(&self, id: &str, lowerdir: &str, dir: &Path) -> bool {
+        loop {
+            let kept = {
+                let mut warm = self.warm.lock().expect("warm roots lock");
+                match warm
+                    .kept
+                    .iter()
+                    .rposition(|k| k.mounted.lowerdir == lowerdir)
+                {
+                    Some(i) => warm.kept.swap_remove(i),
+                    None => return false,
+                }
+            };
+            // Gone when a pruner in another process dropped it meanwhile.
+            if fs::rename(self.roots_dir().join(&kept.name), dir).is_ok() {
+                self.warm
+                    .lock()
+                    .expect("warm roots lock")
+                    .live
+                    .insert(id.to_string(), kept.mounted);
+                return true;
+            }
+        }
+    }
+
+    /// Done with the root filesystem `id`, whose container is gone: kept for the next
+    /// container of the same layers when nothing was written to it and there is room,
+    /// else removed as [`Snapshots::remove`] does.
+    pub fn release(&self, id: &str) -> Result<(), Error> {
+        let dir = self.rootfs_dir(id)?;
+        let (mounted, room) = {
+            let mut warm = self.warm.lock().expect("warm roots lock");
+            let room = warm.kept.len() < warm.cap;
+            (warm.live.remove(id), room)
+        };
+        if let Some(mounted) = mounted
+            && room
+            && is_mount_point(&dir.join("merged"))
+            && untouched(&dir, &mounted)
+        {
+            let mut warm = self.warm.lock().expect("warm roots lock");
+            if warm.kept.len() < warm.cap {
+                warm.seq += 1;
+                let name = format!("{WARM_PREFIX}{}-{}", std::process::id(), warm.seq);
+                if fs::rename(&dir, self.roots_dir().join(&name)).is_ok() {
+                    warm.kept.push(Kept {
+                        name,
+                        mounted,
+                        since: Instant::now(),
+                    });
+                    return Ok(());
+                }
+            }
+        }
+        self.remove(id)
     }
 
     /// Caps what one layer may unpack to.
@@ -177,9 +386,24 @@ impl Snapshots {
                 path: merged,
             });
         }
-        let mut lower = Vec::with_capacity(layers.len());
+        let mut lower = Vec::with_capacity(layers.len() + 1);
+        lower.push(self.root.join("base"));
         for layer in layers {
             lower.push(self.layer(layer)?);
+        }
+        // overlayfs lists the uppermost lower layer first.
+        let lowerdir = lower
+            .iter()
+            .rev()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(":");
+        let rootfs = Rootfs {
+            id: id.to_string(),
+            path: merged.clone(),
+        };
+        if !dir.exists() && self.take_warm(id, &lowerdir, &dir) {
+            return Ok(rootfs);
         }
         let upper = dir.join("upper");
         let work = dir.join("work");
@@ -198,14 +422,6 @@ impl Snapshots {
         let digests: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
         let list = dir.join("layers");
         fs::write(&list, digests.join("\n")).map_err(io_err(&list))?;
-        lower.insert(0, self.root.join("base"));
-        // overlayfs lists the uppermost lower layer first.
-        let lowerdir = lower
-            .iter()
-            .rev()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(":");
         let options = format!(
             "lowerdir={lowerdir},upperdir={},workdir={}",
             upper.display(),
@@ -229,16 +445,24 @@ impl Snapshots {
             path: merged.clone(),
             source: io::Error::other(format!("mount overlay: {e}")),
         })?;
-        Ok(Rootfs {
-            id: id.to_string(),
-            path: merged,
-        })
+        // As the mount left it, to tell later whether its container changed it.
+        if let Ok(state) = UpperState::of(&upper) {
+            self.warm.lock().expect("warm roots lock").live.insert(
+                id.to_string(),
+                Mounted {
+                    lowerdir,
+                    upper: state,
+                },
+            );
+        }
+        Ok(rootfs)
     }
 
     /// Unmounts and deletes the root filesystem `id` and everything written to it. Removing
     /// one that does not exist is not an error.
     pub fn remove(&self, id: &str) -> Result<(), Error> {
         let dir = self.rootfs_dir(id)?;
+        self.warm.lock().expect("warm roots lock").live.remove(id);
         let merged = dir.join("merged");
         if is_mount_point(&merged) {
             // Detached: a process that still has a file open in it must not block removal.
@@ -263,17 +487,22 @@ impl Snapshots {
         let mut ids = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;
-            ids.push(entry.file_name().to_string_lossy().into_owned());
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Kept roots, which are no container's.
+            if !name.starts_with('.') {
+                ids.push(name);
+            }
         }
         ids.sort();
         Ok(ids)
     }
 
-    /// The digests of the layers some prepared root filesystem stacks.
+    /// The digests of the layers some prepared or kept root filesystem stacks.
     pub fn layers_in_use(&self) -> Result<BTreeSet<String>, Error> {
         let mut used = BTreeSet::new();
-        for id in self.list()? {
-            let list = self.root.join("rootfs").join(&id).join("layers");
+        let dir = self.root.join("rootfs");
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let list = entry.map_err(io_err(&dir))?.path().join("layers");
             match fs::read_to_string(&list) {
                 Ok(text) => used.extend(text.lines().map(str::to_string)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -301,6 +530,19 @@ impl Snapshots {
     /// Deletes the unpacked layers that are neither in `keep` nor stacked by a prepared root
     /// filesystem, and leftovers of interrupted unpacks. Returns how many layers went.
     pub fn prune_layers(&self, keep: &BTreeSet<String>) -> Result<usize, Error> {
+        // Kept roots of layers that go, whichever process kept them: claimed by a rename,
+        // which fails if their keeper took one for a container meanwhile.
+        for dir in self.kept_dirs() {
+            let stacks = fs::read_to_string(dir.join("layers")).unwrap_or_default();
+            if stacks.lines().all(|d| keep.contains(d)) {
+                continue;
+            }
+            let mut claimed = dir.clone().into_os_string();
+            claimed.push(format!(".dropped-{}", std::process::id()));
+            if fs::rename(&dir, &claimed).is_ok() {
+                discard(Path::new(&claimed));
+            }
+        }
         let in_use = self.layers_in_use()?;
         let mut removed = 0;
         for digest in self.unpacked_layers()? {

@@ -53,9 +53,21 @@ pub struct ContainerConfig {
     /// them, which receives the containers' roots through a shared mount: a build copies
     /// every mount its helper sees, so it would otherwise cost more with every pod.
     pub hidden_mounts: Vec<PathBuf>,
+    /// Root filesystems kept mounted after containers that wrote nothing to them, for the
+    /// next container of the same image (see `skiff_images::Snapshots::release`).
+    pub warm_roots: usize,
 }
 
 impl ContainerConfig {
+    /// Kept roots for this node: `SKIFF_WARM_ROOTS`, else 32, enough for the containers a
+    /// burst of short pods ends at once.
+    pub fn default_warm_roots() -> usize {
+        std::env::var("SKIFF_WARM_ROOTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32)
+    }
+
     /// Helpers for this machine: `SKIFF_CONTAINER_HELPERS`, else two per CPU. A build
     /// mostly waits on its child processes (about a third of its time on CPU), so more
     /// helpers than CPUs keep the CPUs busy.
@@ -95,11 +107,7 @@ impl Drop for Shared {
     /// and bundle a container's own removal did not get to (the runtime stopping cancels
     /// it) goes now. The helper, whose socket closes with this, kills what still runs.
     fn drop(&mut self) {
-        for id in self.snapshots.list().unwrap_or_default() {
-            if let Err(e) = self.snapshots.remove(&id) {
-                tracing::warn!("removing the root filesystem of container {id}: {e}");
-            }
-        }
+        self.snapshots.remove_all();
         let _ = std::fs::remove_dir_all(&self.bundles);
         if let Some(roots) = &self.private_roots {
             let _ = nix::mount::umount2(roots, nix::mount::MntFlags::MNT_DETACH);
@@ -191,11 +199,7 @@ impl ContainerShim {
         }
         std::fs::create_dir_all(&bundles).map_err(io_err(bundles.display()))?;
         std::fs::create_dir_all(&runtime_root).map_err(io_err(runtime_root.display()))?;
-        for id in config.snapshots.list().unwrap_or_default() {
-            if let Err(e) = config.snapshots.remove(&id) {
-                tracing::warn!("removing the root filesystem of old container {id}: {e}");
-            }
-        }
+        config.snapshots.remove_all();
         let mut args: Vec<String> = config.helper_args.clone();
         let private_roots = if config.hidden_mounts.is_empty() {
             None
@@ -218,12 +222,12 @@ impl ContainerShim {
                     .map_err(|e| ShimError::Start(e.to_string()))?,
             );
         }
-        Ok(ContainerShim {
+        let shim = ContainerShim {
             shared: Arc::new(Shared {
                 helpers,
                 load: (0..count).map(|_| AtomicU64::new(0)).collect(),
                 building: tokio::sync::Semaphore::new(count),
-                snapshots: config.snapshots,
+                snapshots: config.snapshots.with_warm_roots(config.warm_roots),
                 bundles,
                 private_roots,
                 ipc,
@@ -232,9 +236,29 @@ impl ContainerShim {
                 nofile: crate::nofile_limit(),
                 cgroup_v2: crate::host_cgroup_v2(),
             }),
-        })
+        };
+        if config.warm_roots > 0 {
+            let shared = Arc::downgrade(&shim.shared);
+            std::thread::Builder::new()
+                .name("skiff-warm-roots".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(WARM_ROOT_CHECK);
+                        match shared.upgrade() {
+                            Some(shared) => shared.snapshots.expire_warm_roots(WARM_ROOT_IDLE),
+                            None => break,
+                        }
+                    }
+                })
+                .map_err(io_err("starting the warm roots' expiry"))?;
+        }
+        Ok(shim)
     }
 }
+
+/// A kept root filesystem unused this long is unmounted and removed.
+const WARM_ROOT_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+const WARM_ROOT_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// kubelet's hosts file for a pod with its own network namespace.
 fn hosts_file(sandbox: &PodSandbox) -> String {
@@ -892,12 +916,20 @@ impl Drop for LinuxContainer {
         let pod_uid = self.pod_uid.clone();
         self.runtime.spawn(async move {
             // Delete kills whatever still runs in it first.
-            if let Err(e) = helper.delete(&id).await {
+            let deleted = helper.delete(&id).await;
+            if let Err(e) = &deleted {
                 tracing::warn!(container = %id, "deleting: {e}");
             }
             shared.load[slot].fetch_sub(1, Ordering::Relaxed);
             let _ = tokio::task::spawn_blocking(move || {
-                if let Err(e) = shared.snapshots.remove(&id) {
+                // Kept for another container only when none of this one's processes is
+                // left to write to it.
+                let removed = if deleted.is_ok() {
+                    shared.snapshots.release(&id)
+                } else {
+                    shared.snapshots.remove(&id)
+                };
+                if let Err(e) = removed {
                     tracing::warn!(container = %id, "removing its root filesystem: {e}");
                 }
                 let _ = std::fs::remove_dir_all(&bundle);

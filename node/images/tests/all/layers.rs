@@ -481,3 +481,128 @@ fn snapshot_ids_are_checked() {
     assert_eq!(names(&empty.path), ["dev", "etc", "proc", "sys"]);
     snaps.remove("scratch").unwrap();
 }
+
+#[test]
+fn untouched_roots_are_kept_for_the_next_container_of_the_same_layers() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Scratch::new();
+    let blobs = s.dir.path().join("blobs");
+    let base = layer(
+        &blobs,
+        gzip(&tar_of(&[E::Dir("a"), E::File("a/x", b"x")])),
+        TAR_GZIP,
+    );
+    let other = layer(&blobs, gzip(&tar_of(&[E::File("o", b"o")])), TAR_GZIP);
+    let snaps = Snapshots::open(s.dir.path().join("snapshots"))
+        .unwrap()
+        .with_warm_roots(2);
+    // An overlay mount is a filesystem of its own: the same device number means the same
+    // mount.
+    let dev = |p: &Path| std::fs::metadata(p).unwrap().dev();
+
+    // A container that wrote nothing leaves its root for the next one of its layers.
+    let one = snaps.prepare("one", std::slice::from_ref(&base)).unwrap();
+    let mount = dev(&one.path);
+    assert_eq!(std::fs::read(one.path.join("a/x")).unwrap(), b"x");
+    snaps.release("one").unwrap();
+    assert_eq!(snaps.warm_roots(), 1);
+    assert_eq!(snaps.list().unwrap(), Vec::<String>::new());
+    assert!(!one.path.exists());
+    // Not for other layers.
+    let foreign = snaps
+        .prepare("foreign", std::slice::from_ref(&other))
+        .unwrap();
+    assert_ne!(dev(&foreign.path), mount);
+    assert_eq!(names(&foreign.path), ["dev", "etc", "o", "proc", "sys"]);
+    let two = snaps.prepare("two", std::slice::from_ref(&base)).unwrap();
+    assert_eq!(dev(&two.path), mount, "the kept root was reused");
+    assert_eq!(snaps.warm_roots(), 0);
+    assert_eq!(names(&two.path), ["a", "dev", "etc", "proc", "sys"]);
+
+    // Whatever a container changes, its root goes with it: a file written, a file
+    // removed, the root's own mode or extended attributes.
+    type Change = fn(&Path);
+    let changes: [(&str, Change); 4] = [
+        ("written", |root| {
+            std::fs::write(root.join("new"), b"n").unwrap()
+        }),
+        ("removed", |root| {
+            std::fs::remove_file(root.join("a/x")).unwrap()
+        }),
+        ("chmod", |root| {
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).unwrap()
+        }),
+        ("xattr", |root| xattr::set(root, "user.mark", b"1").unwrap()),
+    ];
+    for (what, change) in changes {
+        change(&two.path);
+        snaps.release("two").unwrap();
+        assert_eq!(snaps.warm_roots(), 0, "{what}: not kept");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(
+                &s.dir
+                    .path()
+                    .join("snapshots/rootfs/.")
+                    .display()
+                    .to_string()
+            ),
+            "{what}: left mounted"
+        );
+        let fresh = snaps.prepare("two", std::slice::from_ref(&base)).unwrap();
+        assert_eq!(
+            std::fs::read(fresh.path.join("a/x")).unwrap(),
+            b"x",
+            "{what}"
+        );
+        assert!(!fresh.path.join("new").exists(), "{what}");
+        assert_eq!(
+            std::fs::metadata(&fresh.path).unwrap().permissions().mode() & 0o777,
+            0o755,
+            "{what}"
+        );
+        assert_eq!(
+            xattr::get(&fresh.path, "user.mark").unwrap(),
+            None,
+            "{what}"
+        );
+    }
+
+    // No more are kept than asked for.
+    for id in ["three", "four"] {
+        snaps.prepare(id, std::slice::from_ref(&base)).unwrap();
+    }
+    for id in ["two", "three", "four", "foreign"] {
+        snaps.release(id).unwrap();
+    }
+    assert_eq!(snaps.warm_roots(), 2);
+    // Kept roots hold their layers; pruning a layer first drops the roots over it.
+    let both: BTreeSet<String> = [base.digest.clone(), other.digest.clone()].into();
+    assert_eq!(snaps.layers_in_use().unwrap(), [base.digest.clone()].into());
+    let from_elsewhere = Snapshots::open(s.dir.path().join("snapshots")).unwrap();
+    assert_eq!(from_elsewhere.prune_layers(&both).unwrap(), 0);
+    assert_eq!(from_elsewhere.prune_layers(&BTreeSet::new()).unwrap(), 2);
+    assert!(from_elsewhere.unpacked_layers().unwrap().is_empty());
+    // Their keeper notices when it next needs one.
+    let five = snaps.prepare("five", std::slice::from_ref(&base)).unwrap();
+    assert_eq!(std::fs::read(five.path.join("a/x")).unwrap(), b"x");
+    snaps.release("five").unwrap();
+    assert_eq!(snaps.warm_roots(), 1);
+
+    // Kept roots go when unused for long enough, and all go with their keeper.
+    snaps.expire_warm_roots(std::time::Duration::from_secs(3600));
+    assert_eq!(snaps.warm_roots(), 1);
+    snaps.expire_warm_roots(std::time::Duration::ZERO);
+    assert_eq!(snaps.warm_roots(), 0);
+    snaps.prepare("six", std::slice::from_ref(&base)).unwrap();
+    snaps.release("six").unwrap();
+    assert_eq!(snaps.warm_roots(), 1);
+    snaps.remove_all();
+    let rootfs: Vec<_> = std::fs::read_dir(s.dir.path().join("snapshots/rootfs"))
+        .unwrap()
+        .collect();
+    assert!(rootfs.is_empty(), "{rootfs:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = s.dir.path().join("snapshots").display().to_string();
+    assert!(!mounts.contains(&root), "left mounted: {mounts}");
+}

@@ -145,6 +145,7 @@ fn a_thousand_containers_leave_nothing_behind() {
             helpers: 3,
             // The helpers run without the node's namespace pins, and still join the pod's.
             hidden_mounts: vec![PathBuf::from("/run/netns")],
+            warm_roots: 4,
         })
         .unwrap();
         let ns = Netns::new(format!("skiff-shim-{}", std::process::id()));
@@ -163,11 +164,16 @@ fn a_thousand_containers_leave_nothing_behind() {
         for n in 0..cycles {
             let logs = Arc::new(Captured::default());
             // Every few containers leave a child behind, which their pid namespace's
-            // end must take with them.
+            // end must take with them, and write to their root: no later container, on
+            // a fresh root or one an earlier container left untouched, sees it.
             let argv: &[&str] = if n % 10 == 0 {
-                &["sh", "-c", "sleep 60 & echo $((6 * 7))"]
+                &[
+                    "sh",
+                    "-c",
+                    "test -e /written && exit 3; touch /written; sleep 60 & echo $((6 * 7))",
+                ]
             } else {
-                &["echo", "42"]
+                &["sh", "-c", "test -e /written && exit 3; echo 42"]
             };
             let c = shim
                 .create(spec(n, argv, logs.clone()), &sandbox)
@@ -229,11 +235,14 @@ fn a_thousand_containers_leave_nothing_behind() {
             assert!(Instant::now() < deadline, "pod IPC left behind: {left:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let mounts: Vec<String> = mounts_under(dir.path())
+        // Roots kept for the next container: no more than asked for.
+        let kept = format!("{}/.warm-", snapshots_dir.join("rootfs").display());
+        let (kept, mounts): (Vec<String>, Vec<String>) = mounts_under(dir.path())
             .into_iter()
             .filter(|m| !own.iter().any(|o| m.contains(o)))
-            .collect();
+            .partition(|m| m.contains(&kept));
         assert_eq!(mounts, Vec::<String>::new());
+        assert!(kept.len() <= 4, "{kept:?}");
         assert_eq!(processes_rooted_in(&snapshots_dir), vec![]);
         assert_eq!(helper_children(&state), Vec::<String>::new());
         let runtime_state: Vec<_> = std::fs::read_dir(state.join("runtime"))
