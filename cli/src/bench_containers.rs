@@ -156,7 +156,7 @@ pub async fn runtimes(iterations: usize) -> anyhow::Result<()> {
 
     // The shim: one helper, as the node agent runs it.
     let mut adapted = spec.clone();
-    skiff_shim_container::adapt_for_libcontainer(&mut adapted)?;
+    skiff_shim_container::adapt_for_libcontainer(&mut adapted, &bundle)?;
     write_spec(&bundle, &adapted)?;
     let state = tempfile::tempdir()?;
     let helper = skiff_shim_container::Helper::spawn(

@@ -108,10 +108,10 @@ struct Helper {
     filters: crate::filter::Cache,
     /// Roots attached for a build, to detach after answering.
     detach: Vec<PathBuf>,
-    /// On cgroup v1, where the controllers libcontainer puts containers in are mounted:
-    /// found once here, where libcontainer's `delete` looks them up again for every
-    /// container (see [`Helper::remove_reaped`]).
-    cgroup_v1: Option<Vec<PathBuf>>,
+    /// On cgroup v1, the host's hierarchies: found once here, where libcontainer's
+    /// `delete` looks them up again for every container (see [`Helper::remove_reaped`]),
+    /// and the pieces of each container's `/sys/fs/cgroup` (see [`crate::cgroupview`]).
+    cgroup_v1: Option<crate::cgroupview::Hierarchies>,
 }
 
 impl Helper {
@@ -127,7 +127,7 @@ impl Helper {
             agent_mounts,
             filters: crate::filter::Cache::default(),
             detach: Vec::new(),
-            cgroup_v1: cgroup_v1_mounts(),
+            cgroup_v1: crate::cgroupview::Hierarchies::of_host(),
         })
     }
 
@@ -399,10 +399,65 @@ impl Helper {
             }
             _ => None,
         };
+        let view = match self.cgroup_view(&spec) {
+            Ok(view) => view,
+            Err(e) => {
+                self.detach.extend(attached);
+                return Err(e);
+            }
+        };
         let r = self.build(id, bundle, tty, fds, &spec);
+        // The cgroups made for the view, when no container came of them.
+        if r.is_err()
+            && view.is_some()
+            && let (Some(hierarchies), Some(path)) = (
+                &self.cgroup_v1,
+                spec.linux()
+                    .as_ref()
+                    .and_then(|l| l.cgroups_path().as_ref()),
+            )
+        {
+            let relative = path.strip_prefix("/").unwrap_or(path);
+            for mount in hierarchies.managed_mounts() {
+                let _ = std::fs::remove_dir(mount.join(relative));
+            }
+        }
         // Detached once the agent has its answer: an unmount waits for an RCU grace period.
         self.detach.extend(attached);
+        self.detach.extend(view);
         r
+    }
+
+    /// Assembles the container's `/sys/fs/cgroup` where its spec asks (see
+    /// [`crate::cgroupview`]); returns where, to detach after the build.
+    fn cgroup_view(&self, spec: &oci_spec::runtime::Spec) -> Result<Option<PathBuf>, String> {
+        let Some(view) = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(crate::cgroupview::ANNOTATION))
+        else {
+            return Ok(None);
+        };
+        let view = PathBuf::from(view);
+        let Some(hierarchies) = &self.cgroup_v1 else {
+            return Err(format!(
+                "{}: the spec asks for a cgroup v1 view and this host has no cgroup v1 hierarchy",
+                crate::cgroupview::ANNOTATION
+            ));
+        };
+        let mount = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.source().as_deref() == Some(view.as_path()));
+        let read_only = mount.is_some_and(|m| m.options().iter().flatten().any(|o| o == "ro"));
+        let cgroups_path = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .ok_or("the spec has a cgroup view and no linux.cgroupsPath")?;
+        hierarchies.assemble(&view, &cgroups_path, read_only)?;
+        Ok(Some(view))
     }
 
     fn build(
@@ -605,7 +660,7 @@ impl Helper {
         if !plain || running.pidfd.is_some() {
             return Ok(false);
         }
-        for mount in mounts {
+        for mount in mounts.managed_mounts() {
             remove_cgroup(&mount.join(relative))?;
         }
         match std::fs::remove_dir_all(&running.container.root) {
@@ -772,19 +827,6 @@ fn receive_master(listener: &std::os::unix::net::UnixListener) -> Result<OwnedFd
         }
     }
     Err("console socket: no terminal was sent".into())
-}
-
-/// The mount points of the cgroup v1 controllers libcontainer's v1 manager uses, when
-/// this host's controllers are on cgroup v1 (legacy or hybrid).
-fn cgroup_v1_mounts() -> Option<Vec<PathBuf>> {
-    use libcgroups::common::CgroupSetup;
-    match libcgroups::common::get_cgroup_setup() {
-        Ok(CgroupSetup::Legacy | CgroupSetup::Hybrid) => {
-            let mounts = libcgroups::v1::util::list_supported_mount_points().ok()?;
-            Some(mounts.into_values().collect())
-        }
-        _ => None,
-    }
 }
 
 /// Removes one v1 cgroup directory of a container whose processes have ended, killing

@@ -16,9 +16,10 @@
 //! ([`nofile_limit`]), since a node's root may lack some capabilities. The spec is checked
 //! against runc in the tests; for libcontainer (youki) 0.7 run by the [`helper`], pass it
 //! through [`adapt_for_libcontainer`] first (the seccomp filter is compiled once by the
-//! helper, see [`filter`]).
+//! helper, see [`filter`]; on cgroup v1 the helper assembles `/sys/fs/cgroup`).
 
 mod caps;
+mod cgroupview;
 pub mod client;
 pub mod filter;
 pub mod helper;

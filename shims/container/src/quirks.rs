@@ -2,6 +2,8 @@
 //! slowly what Skiff does once, the spec is adjusted before it is handed over, so that the
 //! container gets what the spec means.
 
+use std::path::Path;
+
 use oci_spec::runtime::{Capability, Spec};
 
 use crate::SpecError;
@@ -15,8 +17,13 @@ use crate::filter::{LOADING_CAPS_ANNOTATION, PROFILE_ANNOTATION};
 ///   added to its effective and permitted sets and named in another annotation: the
 ///   process drops it right after loading the filter, before the container's program runs;
 /// * `noNewPrivileges: false` is left out: libcontainer decides things by whether the field
-///   is present, not by its value. Absent means false.
-pub fn for_libcontainer(spec: &mut Spec) -> Result<(), SpecError> {
+///   is present, not by its value. Absent means false;
+/// * on a cgroup v1 host, the `cgroup` mount becomes a bind of `<bundle>/cgroup`, where the
+///   helper assembles the container's `/sys/fs/cgroup` (see [`crate::cgroupview`]).
+pub fn for_libcontainer(spec: &mut Spec, bundle: &Path) -> Result<(), SpecError> {
+    if !crate::host_cgroup_v2() {
+        crate::cgroupview::for_libcontainer(spec, &bundle.join("cgroup"))?;
+    }
     let no_new_privs = spec
         .process()
         .as_ref()

@@ -530,7 +530,7 @@ impl Shim for ContainerShim {
             };
             let mut oci =
                 crate::runtime_spec(&input).map_err(|e| ShimError::Config(e.to_string()))?;
-            crate::adapt_for_libcontainer(&mut oci)
+            crate::adapt_for_libcontainer(&mut oci, &bundle)
                 .map_err(|e| ShimError::Config(e.to_string()))?;
             let json = serde_json::to_vec(&oci)
                 .map_err(|e| ShimError::Start(format!("writing config.json: {e}")))?;

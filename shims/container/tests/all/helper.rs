@@ -14,7 +14,7 @@ use skiff_shim_container::{
     Exit, Helper, SpecInput, adapt_for_libcontainer, host_cgroup_v2, runtime_spec,
 };
 
-use crate::{Netns, input};
+use crate::{Netns, input, line_after};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -58,7 +58,7 @@ impl Bundle {
         i.cgroup_v2 = host_cgroup_v2();
         adjust(&mut i);
         let mut spec = runtime_spec(&i).unwrap();
-        adapt_for_libcontainer(&mut spec).unwrap();
+        adapt_for_libcontainer(&mut spec, dir.path()).unwrap();
         fs::write(
             dir.path().join("config.json"),
             serde_json::to_vec_pretty(&spec).unwrap(),
@@ -156,6 +156,40 @@ fn runs_a_container_and_reports_its_exit() {
             format!("/sys/fs/cgroup/memory/skiff-test/{}", bundle.id)
         };
         assert!(!Path::new(&cgroup).exists(), "{cgroup} left behind");
+    });
+}
+
+#[test]
+fn a_container_sees_its_own_cgroups_read_only() {
+    runtime().block_on(async {
+        let state = tempfile::tempdir().unwrap();
+        let ns = netns();
+        let helper = helper(state.path());
+        let script = "cat /proc/self/cgroup | grep -E ':(memory|pids|cpu|0)?:' ; \
+            echo '--limit'; cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; \
+            echo '--raise'; (echo 1073741824 > /sys/fs/cgroup/memory/memory.limit_in_bytes) 2>/dev/null || echo refused; \
+            echo '--mkdir'; mkdir /sys/fs/cgroup/memory/sub /sys/fs/cgroup/sub 2>/dev/null || echo refused; \
+            echo '--tmpfs'; touch /sys/fs/cgroup/x 2>/dev/null || echo refused";
+        let bundle = Bundle::new(&ns, script, |i| i.resources.memory_limit = Some(64 << 20));
+        let out = run(&helper, &bundle).await.text();
+        assert_eq!(helper.wait(&bundle.id).await.unwrap().code, 0, "{out}");
+        // Its limit, from its own cgroup, which it cannot raise nor make cgroups under.
+        assert_eq!(line_after(&out, "--limit"), (64u64 << 20).to_string(), "{out}");
+        assert_eq!(line_after(&out, "--raise"), "refused", "{out}");
+        assert_eq!(line_after(&out, "--mkdir"), "refused", "{out}");
+        assert_eq!(line_after(&out, "--tmpfs"), "refused", "{out}");
+        if !host_cgroup_v2() {
+            // Each controller's directory is its own cgroup, as /proc/self/cgroup names it.
+            let own = format!("/skiff-test/{}", bundle.id);
+            assert!(out.contains(&format!(":memory:{own}\n")), "{out}");
+            let memory = std::fs::read_to_string(format!(
+                "/sys/fs/cgroup/memory/skiff-test/{}/memory.limit_in_bytes",
+                bundle.id
+            ))
+            .unwrap();
+            assert_eq!(memory.trim(), (64u64 << 20).to_string());
+        }
+        helper.delete(&bundle.id).await.unwrap();
     });
 }
 

@@ -33,6 +33,15 @@ pub fn input() -> SpecInput {
     }
 }
 
+/// The line after the line `marker` in a container's output.
+pub fn line_after<'a>(out: &'a str, marker: &str) -> &'a str {
+    out.lines()
+        .skip_while(|l| *l != marker)
+        .nth(1)
+        .unwrap_or_else(|| panic!("nothing after {marker} in {out}"))
+        .trim()
+}
+
 /// A network namespace, deleted on drop.
 pub struct Netns(String);
 

@@ -14,7 +14,7 @@ use skiff_shim_container::{
     nofile_limit, resolve_user, runtime_spec,
 };
 
-use crate::{Netns, input};
+use crate::{Netns, input, line_after};
 
 /// containerd's 14 default capabilities as /proc shows them (bits 0,1,3-8,10,13,18,27,29,31).
 const DEFAULT_CAPS_MASK: &str = "00000000a80425fb";
@@ -116,14 +116,6 @@ fn status<'a>(out: &'a str, name: &str) -> &'a str {
     out.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
         .unwrap_or_else(|| panic!("no {name} in {out}"))
-        .trim()
-}
-
-fn line_after<'a>(out: &'a str, marker: &str) -> &'a str {
-    out.lines()
-        .skip_while(|l| *l != marker)
-        .nth(1)
-        .unwrap_or_else(|| panic!("nothing after {marker} in {out}"))
         .trim()
 }
 

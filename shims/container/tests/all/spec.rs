@@ -611,7 +611,7 @@ fn the_compiled_runtime_default_filter_refuses_what_the_profile_refuses() {
 fn libcontainer_gets_the_profile_in_an_annotation_and_a_capability_to_load_it() {
     let mut spec = runtime_spec(&input()).unwrap();
     let original = caps(&spec);
-    adapt_for_libcontainer(&mut spec).unwrap();
+    adapt_for_libcontainer(&mut spec, Path::new("/bundle")).unwrap();
     assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
     let annotations = spec.annotations().clone().unwrap();
     let profile: LinuxSeccomp =
@@ -641,7 +641,7 @@ fn libcontainer_gets_the_profile_in_an_annotation_and_a_capability_to_load_it() 
     i.security.allow_privilege_escalation = Some(false);
     let mut spec = runtime_spec(&i).unwrap();
     let original = caps(&spec);
-    adapt_for_libcontainer(&mut spec).unwrap();
+    adapt_for_libcontainer(&mut spec, Path::new("/bundle")).unwrap();
     let annotations = spec.annotations().clone().unwrap();
     assert!(annotations.contains_key(filter::PROFILE_ANNOTATION));
     assert!(!annotations.contains_key(filter::LOADING_CAPS_ANNOTATION));
@@ -675,4 +675,33 @@ fn add_all_means_the_nodes_capabilities_when_given() {
     assert!(!b.contains(&Capability::SysResource));
     assert!(!b.contains(&Capability::NetRaw));
     assert!(b.contains(&Capability::SysAdmin));
+}
+
+#[test]
+fn on_cgroup_v1_libcontainer_binds_the_cgroup_tree_the_helper_assembles() {
+    let mut spec = runtime_spec(&input()).unwrap();
+    adapt_for_libcontainer(&mut spec, Path::new("/bundle")).unwrap();
+    let cgroup = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .find(|m| m.destination() == Path::new("/sys/fs/cgroup"))
+        .unwrap()
+        .clone();
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    if skiff_shim_container::host_cgroup_v2() {
+        assert_eq!(cgroup.typ().as_deref(), Some("cgroup"));
+        assert!(!annotations.contains_key("dev.skiff.cgroup-view"));
+        return;
+    }
+    assert_eq!(cgroup.typ().as_deref(), Some("bind"));
+    assert_eq!(
+        cgroup.source().as_deref(),
+        Some(Path::new("/bundle/cgroup"))
+    );
+    let options = cgroup.options().clone().unwrap();
+    for o in ["rbind", "ro", "nosuid", "noexec", "nodev"] {
+        assert!(options.iter().any(|x| x == o), "{o} in {options:?}");
+    }
+    assert_eq!(annotations["dev.skiff.cgroup-view"], "/bundle/cgroup");
 }
