@@ -66,6 +66,13 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, String> {
     let fail = |what: &str, e: libseccomp::error::SeccompError| format!("seccomp: {what}: {e}");
     let default = action(profile.default_action(), profile.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(|e| fail("new filter", e))?;
+    // A binary tree of syscall numbers instead of libseccomp's default chain of
+    // comparisons: the same decisions, reached in a few steps instead of hundreds. The
+    // kernel walks the program once for every syscall number of every architecture when a
+    // filter is attached (to cache the always-allowed ones), with interrupts off: for
+    // moby's profile as a chain that was most of the filter's cost in each container.
+    ctx.set_ctl_optimize(2)
+        .map_err(|e| fail("binary tree optimization", e))?;
     if profile.flags().as_ref().is_some_and(|f| !f.is_empty()) {
         return Err("seccomp: filter flags are not supported".into());
     }
