@@ -55,6 +55,7 @@ fn busybox_bundle(dir: &Path) -> anyhow::Result<(PathBuf, oci_spec::runtime::Spe
             uid: 0,
             gid: 0,
             additional_gids: vec![0],
+            home: "/".into(),
         },
         rootfs,
         hostname: "bench".into(),

@@ -292,6 +292,9 @@ fn env(input: &SpecInput) -> Result<Vec<String>, SpecError> {
     if !has("HOSTNAME") {
         out.push(format!("HOSTNAME={}", input.hostname));
     }
+    if !has("HOME") && !input.user.home.is_empty() {
+        out.push(format!("HOME={}", input.user.home));
+    }
     if input.tty && !has("TERM") {
         out.push("TERM=xterm".to_string());
     }

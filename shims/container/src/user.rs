@@ -76,6 +76,10 @@ pub struct ResolvedUser {
     pub gid: u32,
     /// Supplementary groups, sorted, the primary gid included (as `id` shows them in a pod).
     pub additional_gids: Vec<u32>,
+    /// `HOME` unless the container sets it: the user's directory in the image's
+    /// `/etc/passwd`, else `/`, as runc sets it. (libcontainer would look it up again
+    /// inside every container, through the C library's user database.)
+    pub home: String,
 }
 
 /// One half of an image's `User`.
@@ -173,6 +177,7 @@ struct PasswdEntry {
     name: String,
     uid: u32,
     gid: u32,
+    home: String,
 }
 
 struct GroupEntry {
@@ -189,10 +194,13 @@ fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
             let _password = f.next()?;
             let uid = f.next()?.parse().ok()?;
             let gid = f.next()?.parse().ok()?;
+            let _gecos = f.next();
+            let home = f.next().unwrap_or_default();
             (!name.is_empty()).then(|| PasswdEntry {
                 name: name.to_string(),
                 uid,
                 gid,
+                home: home.to_string(),
             })
         })
         .collect()
@@ -331,9 +339,15 @@ pub fn resolve_user(
     }
     additional.sort_unstable();
     additional.dedup();
+    let home = entry
+        .map(|e| e.home.as_str())
+        .filter(|h| h.starts_with('/') && !h.contains('\0'))
+        .unwrap_or("/")
+        .to_string();
     Ok(ResolvedUser {
         uid,
         gid,
         additional_gids: additional,
+        home,
     })
 }

@@ -22,6 +22,7 @@ pub fn input() -> SpecInput {
             uid: 0,
             gid: 0,
             additional_gids: vec![0],
+            home: "/root".into(),
         },
         rootfs: PathBuf::from("/run/skiff/bundles/c1/rootfs"),
         netns: Some(PathBuf::from("/run/netns/pod1")),

@@ -297,6 +297,8 @@ fn process_defaults() {
     assert!(env.contains(&"GREETING=hello".to_string()));
     assert!(env.iter().any(|e| e.starts_with("PATH=/usr/local/sbin:")));
     assert!(env.contains(&"HOSTNAME=web-0".to_string()));
+    // The user's home from the image, as runc sets it.
+    assert!(env.contains(&"HOME=/root".to_string()));
     assert!(!env.iter().any(|e| e.starts_with("TERM=")));
     assert_eq!(p.cwd(), Path::new("/"));
     assert_eq!(p.terminal(), Some(false));
@@ -306,6 +308,7 @@ fn process_defaults() {
 
     let mut i = input();
     i.env.push(("PATH".into(), "/app".into()));
+    i.env.push(("HOME".into(), "/data".into()));
     i.tty = true;
     i.working_dir = Some("/srv".into());
     i.security.allow_privilege_escalation = Some(false);
@@ -319,6 +322,13 @@ fn process_defaults() {
     let env = p.env().clone().unwrap();
     assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
     assert!(env.contains(&"PATH=/app".to_string()));
+    // The container's own HOME wins.
+    assert_eq!(
+        env.iter()
+            .filter(|e| e.starts_with("HOME="))
+            .collect::<Vec<_>>(),
+        ["HOME=/data"]
+    );
     assert!(env.contains(&"TERM=xterm".to_string()));
     assert_eq!(p.cwd(), Path::new("/srv"));
     assert_eq!(p.terminal(), Some(true));

@@ -34,11 +34,18 @@ fn resolve(root: &Path, image_user: &str) -> Result<ResolvedUser, UserError> {
     resolve_user(root, image_user, &UserOverrides::default())
 }
 
+/// The user `uid`, with the home directory PASSWD gives it (`/` when it has none).
 fn user(uid: u32, gid: u32, groups: &[u32]) -> ResolvedUser {
+    let home = PASSWD
+        .lines()
+        .map(|l| l.trim().split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 5 && f[2] == uid.to_string())
+        .map_or("/", |f| f[5]);
     ResolvedUser {
         uid,
         gid,
         additional_gids: groups.to_vec(),
+        home: home.to_string(),
     }
 }
 
@@ -90,10 +97,15 @@ fn unknown_names_fail_with_runcs_messages() {
 #[test]
 fn an_image_without_passwd_runs_numeric_users_only() {
     let root = tempfile::tempdir().unwrap();
-    assert_eq!(resolve(root.path(), "").unwrap(), user(0, 0, &[0]));
+    // With no home to read, HOME is / (as runc has it).
+    let homeless = |uid, gid, groups: &[u32]| ResolvedUser {
+        home: "/".into(),
+        ..user(uid, gid, groups)
+    };
+    assert_eq!(resolve(root.path(), "").unwrap(), homeless(0, 0, &[0]));
     assert_eq!(
         resolve(root.path(), "123:456").unwrap(),
-        user(123, 456, &[456])
+        homeless(123, 456, &[456])
     );
     assert!(matches!(
         resolve(root.path(), "app"),
