@@ -324,9 +324,10 @@ pub async fn containers(pods: usize, rate: u64, burst: usize) -> anyhow::Result<
         summary("static Linux binary in a container (libcontainer)", linux)
     );
 
-    // 2. A burst of short container pods, created from 32 clients at once.
+    // 2. A burst of short container pods, created from 32 clients at once, on a node done
+    // with the pods before (their containers and sandboxes go after their API objects).
     let seen = watch_phases(api.clone(), &["Succeeded"]);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    settle().await?;
     let rev_before = store_revision(&api).await?;
     let cpu_before = machine_cpu()?;
     let t0 = Instant::now();
@@ -355,6 +356,21 @@ pub async fn containers(pods: usize, rate: u64, burst: usize) -> anyhow::Result<
 
 /// CPU time every CPU of the machine has spent busy (all but idle and iowait) since boot,
 /// from `/proc/stat`.
+/// Waits (up to 20 s) until the machine is idle: under a tenth of a CPU busy over a
+/// quarter of a second.
+async fn settle() -> anyhow::Result<()> {
+    let window = Duration::from_millis(250);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let before = machine_cpu()?;
+        tokio::time::sleep(window).await;
+        if machine_cpu()?.saturating_sub(before) < window / 10 {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn machine_cpu() -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let line = stat.lines().next().context("/proc/stat is empty")?;
