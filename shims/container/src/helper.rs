@@ -108,6 +108,9 @@ struct Helper {
     filters: crate::filter::Cache,
     /// Roots attached for a build, to detach after answering.
     detach: Vec<PathBuf>,
+    /// This process's own mount namespace, to come back to after preparing one for a
+    /// container.
+    own_mount_ns: Option<OwnedFd>,
     /// On cgroup v1, the host's hierarchies: found once here, where libcontainer's
     /// `delete` looks them up again for every container (see [`Helper::remove_reaped`]),
     /// and the pieces of each container's `/sys/fs/cgroup` (see [`crate::cgroupview`]).
@@ -127,6 +130,9 @@ impl Helper {
             agent_mounts,
             filters: crate::filter::Cache::default(),
             detach: Vec::new(),
+            own_mount_ns: std::fs::File::open("/proc/self/ns/mnt")
+                .ok()
+                .map(OwnedFd::from),
             cgroup_v1: crate::cgroupview::Hierarchies::of_host(),
         })
     }
@@ -393,24 +399,49 @@ impl Helper {
             .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
             .map_err(|e| format!("reading {}: {e}", config.display()))?;
         let rootfs = spec.root().as_ref().map(|r| r.path().clone());
-        // The root, attached here for the build only: the container's mount namespace
-        // keeps its own copy, and this one holds no running container's root (a build
-        // copies every mount of this namespace, and libcgroups parses them all).
-        let attached = match (root, &rootfs) {
-            (Some(mount), Some(path)) => {
-                attach(&mount, path)?;
-                Some(path.clone())
-            }
-            _ => None,
-        };
-        let view = match self.cgroup_view(&spec) {
-            Ok(view) => view,
-            Err(e) => {
+        let prepared = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|n| {
+                n.iter().any(|n| {
+                    n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount
+                        && n.path().as_deref() == Some(Path::new(crate::quirks::PREPARED_MOUNT_NS))
+                })
+            });
+        // In the namespace prepared for the container, or else attached here for the
+        // build only (a build copies every mount of this namespace, and libcgroups parses
+        // them all).
+        if prepared {
+            self.prepare_mount_ns()?;
+        }
+        let mounted = (|| {
+            let attached = match (root, &rootfs) {
+                (Some(mount), Some(path)) => {
+                    attach(&mount, path)?;
+                    Some(path.clone())
+                }
+                _ => None,
+            };
+            let view = self.cgroup_view(&spec);
+            if !prepared {
                 self.detach.extend(attached);
-                return Err(e);
             }
+            view
+        })();
+        let ns = if prepared {
+            Some(self.leave_mount_ns())
+        } else {
+            None
         };
+        let ns = ns.transpose()?;
+        let view = mounted?;
+        if !prepared {
+            self.detach.extend(view.clone());
+        }
         let r = self.build(id, bundle, tty, fds, &spec);
+        // The container's process holds its namespace now, or nothing does.
+        drop(ns);
         // The cgroups made for the view, when no container came of them.
         if r.is_err()
             && view.is_some()
@@ -426,10 +457,47 @@ impl Helper {
                 let _ = std::fs::remove_dir(mount.join(relative));
             }
         }
-        // Detached once the agent has its answer: an unmount waits for an RCU grace period.
-        self.detach.extend(attached);
-        self.detach.extend(view);
         r
+    }
+
+    /// Moves this process into a new mount namespace, a copy of its own, for a container
+    /// to join ([`crate::quirks::PREPARED_MOUNT_NS`]); [`Helper::leave_mount_ns`] comes back.
+    fn prepare_mount_ns(&self) -> Result<(), String> {
+        if self.own_mount_ns.is_none() {
+            return Err("no mount namespace to come back to".into());
+        }
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("a mount namespace for the container: {e}"))
+    }
+
+    /// Returns to this process's own mount namespace, keeping the one it was in open at
+    /// [`crate::quirks::PREPARED_MOUNT_NS_FD`] for the container's process to join.
+    fn leave_mount_ns(&self) -> Result<OwnedFd, String> {
+        let own = self.own_mount_ns.as_ref().expect("checked when prepared");
+        let prepared = std::fs::File::open("/proc/self/ns/mnt").map(OwnedFd::from);
+        if let Err(e) = nix::sched::setns(own, nix::sched::CloneFlags::CLONE_NEWNS) {
+            // Still in the container's namespace: nothing more can be built here.
+            eprintln!("container-helper: back to its own mount namespace: {e}");
+            std::process::exit(1);
+        }
+        let prepared = prepared.map_err(|e| format!("the container's mount namespace: {e}"))?;
+        // SAFETY: dup3 onto a descriptor number this process keeps for this purpose.
+        let fd = unsafe {
+            libc::dup3(
+                prepared.as_raw_fd(),
+                crate::quirks::PREPARED_MOUNT_NS_FD,
+                libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(format!(
+                "the container's mount namespace at descriptor {}: {}",
+                crate::quirks::PREPARED_MOUNT_NS_FD,
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: the descriptor dup3 made is this process's own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// Assembles the container's `/sys/fs/cgroup` where its spec asks (see

@@ -4,10 +4,19 @@
 
 use std::path::Path;
 
-use oci_spec::runtime::{Capability, Spec};
+use oci_spec::runtime::{Capability, LinuxNamespaceType, Spec};
 
 use crate::SpecError;
 use crate::filter::{LOADING_CAPS_ANNOTATION, PROFILE_ANNOTATION};
+
+/// Where a container finds the mount namespace its helper prepared for it: a descriptor
+/// the container's process inherits from the helper. The helper makes the namespace (a
+/// copy of its own) just before the build, attaches the container's root and cgroup view
+/// in it, and returns to its own, so that libcontainer's intermediate process, which
+/// parses `/proc/self/mountinfo` a dozen times in the helper's namespace, reads none of
+/// the container's mounts, and nothing is left to unmount after the build.
+pub const PREPARED_MOUNT_NS_FD: i32 = 1001;
+pub const PREPARED_MOUNT_NS: &str = "/proc/self/fd/1001";
 
 /// Adjusts `spec` for libcontainer 0.7 run by Skiff's helper:
 /// * the seccomp profile moves to an annotation: the helper compiles it once and the
@@ -19,10 +28,22 @@ use crate::filter::{LOADING_CAPS_ANNOTATION, PROFILE_ANNOTATION};
 /// * `noNewPrivileges: false` is left out: libcontainer decides things by whether the field
 ///   is present, not by its value. Absent means false;
 /// * on a cgroup v1 host, the `cgroup` mount becomes a bind of `<bundle>/cgroup`, where the
-///   helper assembles the container's `/sys/fs/cgroup` (see [`crate::cgroupview`]).
+///   helper assembles the container's `/sys/fs/cgroup` (see [`crate::cgroupview`]);
+/// * the container joins a mount namespace the helper prepares for it
+///   ([`PREPARED_MOUNT_NS`]) instead of making its own.
 pub fn for_libcontainer(spec: &mut Spec, bundle: &Path) -> Result<(), SpecError> {
     if !crate::host_cgroup_v2() {
         crate::cgroupview::for_libcontainer(spec, &bundle.join("cgroup"))?;
+    }
+    if let Some(namespaces) = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.namespaces_mut().as_mut())
+        && let Some(mount) = namespaces
+            .iter_mut()
+            .find(|n| n.typ() == LinuxNamespaceType::Mount && n.path().is_none())
+    {
+        mount.set_path(Some(PREPARED_MOUNT_NS.into()));
     }
     let no_new_privs = spec
         .process()

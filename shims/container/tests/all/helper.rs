@@ -193,6 +193,75 @@ fn a_container_sees_its_own_cgroups_read_only() {
     });
 }
 
+/// The pid of the helper keeping its state in `state`.
+fn helper_pid(state: &Path) -> u32 {
+    let needle = state.to_string_lossy().to_string();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains("--root") && cmdline.contains(&needle)
+        })
+        .and_then(|e| e.file_name().to_string_lossy().parse().ok())
+        .expect("the helper runs")
+}
+
+#[test]
+fn builds_leave_the_helpers_own_mounts_alone() {
+    runtime().block_on(async {
+        let state = tempfile::tempdir().unwrap();
+        let ns = netns();
+        let helper = helper(state.path());
+        let bundles: Vec<Bundle> = (0..20)
+            .map(|_| Bundle::new(&ns, "exit 0", |_| {}))
+            .collect();
+        // What a build mounts (its cgroup view, under its bundle) goes into the mount
+        // namespace the helper prepares for the container, never into the helper's own,
+        // where libcontainer parses every mount a dozen times per container. A watcher
+        // in the helper's own namespace (entered while the helper is idle) reads its
+        // mounts throughout the builds.
+        let watch = tempfile::tempdir().unwrap();
+        let needles = watch.path().join("needles");
+        let stop = watch.path().join("stop");
+        let seen = watch.path().join("seen");
+        let reads = watch.path().join("reads");
+        let lines: Vec<String> = bundles
+            .iter()
+            .map(|b| b.dir.path().display().to_string())
+            .collect();
+        fs::write(&needles, lines.join("\n")).unwrap();
+        let script = format!(
+            "while [ ! -e {stop} ]; do grep -F -f {needles} /proc/self/mountinfo >> {seen}; echo >> {reads}; done",
+            stop = stop.display(),
+            needles = needles.display(),
+            seen = seen.display(),
+            reads = reads.display(),
+        );
+        let mut watcher = std::process::Command::new("nsenter")
+            .arg(format!("--mount=/proc/{}/ns/mnt", helper_pid(state.path())))
+            .args(["sh", "-c", &script])
+            .spawn()
+            .expect("nsenter (util-linux)");
+        // The watcher reads a few times before the first build.
+        while fs::read_to_string(&reads).unwrap_or_default().len() < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for bundle in &bundles {
+            let out = run(&helper, bundle).await;
+            assert_eq!(helper.wait(&bundle.id).await.unwrap().code, 0);
+            drop(out);
+            helper.delete(&bundle.id).await.unwrap();
+        }
+        fs::write(&stop, "").unwrap();
+        watcher.wait().unwrap();
+        let reads = fs::read_to_string(&reads).unwrap().len();
+        assert!(reads > 20, "the helper's mounts were read {reads} times");
+        assert_eq!(fs::read_to_string(&seen).unwrap_or_default(), "");
+    });
+}
+
 /// The lines of /proc/self/status a container's process shows about its privileges.
 const PRIVILEGES: &str = "grep -E '^(CapPrm|CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status";
 

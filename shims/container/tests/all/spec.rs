@@ -715,3 +715,39 @@ fn on_cgroup_v1_libcontainer_binds_the_cgroup_tree_the_helper_assembles() {
     }
     assert_eq!(annotations["dev.skiff.cgroup-view"], "/bundle/cgroup");
 }
+
+#[test]
+fn libcontainer_joins_the_mount_namespace_its_helper_prepares() {
+    let mut spec = runtime_spec(&input()).unwrap();
+    adapt_for_libcontainer(&mut spec, Path::new("/bundle")).unwrap();
+    let namespaces = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+    let mount: Vec<_> = namespaces
+        .iter()
+        .filter(|n| n.typ() == LinuxNamespaceType::Mount)
+        .collect();
+    assert_eq!(mount.len(), 1);
+    assert_eq!(
+        mount[0].path().as_deref(),
+        Some(Path::new("/proc/self/fd/1001"))
+    );
+    // The others are as runtime_spec made them.
+    let original = runtime_spec(&input()).unwrap();
+    let others = |ns: &[oci_spec::runtime::LinuxNamespace]| -> Vec<_> {
+        ns.iter()
+            .filter(|n| n.typ() != LinuxNamespaceType::Mount)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        others(&namespaces),
+        others(
+            original
+                .linux()
+                .as_ref()
+                .unwrap()
+                .namespaces()
+                .as_ref()
+                .unwrap()
+        )
+    );
+}
