@@ -427,7 +427,20 @@ impl Helper {
             if !prepared {
                 self.detach.extend(attached);
             }
-            view
+            let view = view?;
+            // Only where the container's namespace is this one, to be dropped with it.
+            match (&rootfs, prepared) {
+                (Some(path), true) => crate::premount::make(&spec, path)?,
+                _ if has_helper_mounts(&spec) => {
+                    return Err(format!(
+                        "{} needs the mount namespace at {}",
+                        crate::premount::ANNOTATION,
+                        crate::quirks::PREPARED_MOUNT_NS
+                    ));
+                }
+                _ => {}
+            }
+            Ok(view)
         })();
         let ns = if prepared {
             Some(self.leave_mount_ns())
@@ -803,6 +816,12 @@ fn private_mounts(hide: &[PathBuf]) -> Result<Option<OwnedFd>, String> {
         let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
     }
     Ok(Some(agent))
+}
+
+fn has_helper_mounts(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(crate::premount::ANNOTATION))
 }
 
 /// Attaches the detached mount `mount` (from `open_tree(OPEN_TREE_CLONE)`) at `path`.

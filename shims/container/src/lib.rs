@@ -24,6 +24,7 @@ pub mod client;
 pub mod filter;
 pub mod helper;
 mod ipc;
+mod premount;
 mod proto;
 mod quirks;
 mod seccomp;

@@ -30,7 +30,8 @@ pub const PREPARED_MOUNT_NS: &str = "/proc/self/fd/1001";
 /// * on a cgroup v1 host, the `cgroup` mount becomes a bind of `<bundle>/cgroup`, where the
 ///   helper assembles the container's `/sys/fs/cgroup` (see [`crate::cgroupview`]);
 /// * the container joins a mount namespace the helper prepares for it
-///   ([`PREPARED_MOUNT_NS`]) instead of making its own.
+///   ([`PREPARED_MOUNT_NS`]) instead of making its own, and the helper makes there the
+///   mounts that depend on none of the container's namespaces (see [`crate::premount`]).
 pub fn for_libcontainer(spec: &mut Spec, bundle: &Path) -> Result<(), SpecError> {
     if !crate::host_cgroup_v2() {
         crate::cgroupview::for_libcontainer(spec, &bundle.join("cgroup"))?;
@@ -44,6 +45,7 @@ pub fn for_libcontainer(spec: &mut Spec, bundle: &Path) -> Result<(), SpecError>
             .find(|n| n.typ() == LinuxNamespaceType::Mount && n.path().is_none())
     {
         mount.set_path(Some(PREPARED_MOUNT_NS.into()));
+        crate::premount::for_libcontainer(spec)?;
     }
     let no_new_privs = spec
         .process()

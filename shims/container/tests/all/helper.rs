@@ -14,7 +14,7 @@ use skiff_shim_container::{
     Exit, Helper, SpecInput, adapt_for_libcontainer, host_cgroup_v2, runtime_spec,
 };
 
-use crate::{Netns, input, line_after};
+use crate::{Netns, input, line_after, volume, volume_sources};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -45,7 +45,7 @@ impl Bundle {
         }
         fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
         for applet in [
-            "sh", "echo", "sleep", "dd", "cat", "true", "grep", "unshare",
+            "sh", "echo", "sleep", "dd", "cat", "true", "grep", "unshare", "touch", "cut", "tr",
         ] {
             symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
@@ -190,6 +190,75 @@ fn a_container_sees_its_own_cgroups_read_only() {
             assert_eq!(memory.trim(), (64u64 << 20).to_string());
         }
         helper.delete(&bundle.id).await.unwrap();
+    });
+}
+
+#[test]
+fn mounts_land_inside_the_root_whatever_its_symlinks_say() {
+    runtime().block_on(async {
+        let state = tempfile::tempdir().unwrap();
+        let ns = netns();
+        let helper = helper(state.path());
+        let (volumes, hosts) = volume_sources();
+        // Host paths the image's symlinks name; the mounts must not land there.
+        let outside = tempfile::tempdir().unwrap();
+        let outside_hosts = outside.path().join("hosts");
+        fs::write(&outside_hosts, "the host's own\n").unwrap();
+        let script = "echo --config; cat /srv/data/config; \
+            echo --ro; touch /srv/data/new 2>/dev/null && echo writable || echo read-only; \
+            echo --rw; echo written > /data/rw/deep/out && cat /data/rw/deep/out; \
+            echo --hosts; cat /etc/hosts; \
+            echo --dev; grep -E ' /dev(/pts|/shm)? ' /proc/mounts | cut -d' ' -f2,3 | tr '\\n' ' '";
+        let bundle = Bundle::new(&ns, script, |i| {
+            let rootfs = &i.rootfs;
+            // /srv points at a host directory by absolute path; /etc/hosts at a host
+            // file. Inside the root both name paths of the root.
+            symlink(outside.path(), rootfs.join("srv")).unwrap();
+            let inside = rootfs.join(outside.path().strip_prefix("/").unwrap());
+            fs::create_dir_all(&inside).unwrap();
+            fs::write(inside.join("hosts"), "the image's\n").unwrap();
+            symlink(&outside_hosts, rootfs.join("etc/hosts")).unwrap();
+            i.mounts = vec![
+                volume(volumes.path().join("ro"), "/srv/data", true),
+                volume(volumes.path().join("rw"), "/data/rw/deep", false),
+                volume(hosts.clone(), "/etc/hosts", false),
+            ];
+        });
+        let out = run(&helper, &bundle).await.text();
+        assert_eq!(helper.wait(&bundle.id).await.unwrap().code, 0, "{out}");
+        helper.delete(&bundle.id).await.unwrap();
+        assert_eq!(line_after(&out, "--config"), "from the volume", "{out}");
+        assert_eq!(line_after(&out, "--ro"), "read-only", "{out}");
+        assert_eq!(line_after(&out, "--rw"), "written", "{out}");
+        assert_eq!(
+            fs::read_to_string(volumes.path().join("rw/out")).unwrap(),
+            "written\n"
+        );
+        assert_eq!(line_after(&out, "--hosts"), "10.1.0.7\tweb-0", "{out}");
+        assert_eq!(
+            line_after(&out, "--dev"),
+            "/dev tmpfs /dev/pts devpts /dev/shm tmpfs",
+            "{out}"
+        );
+        // Nothing was made or mounted outside the root: the host's files are as they were
+        // and the destinations were made inside it.
+        assert_eq!(
+            fs::read_dir(outside.path()).unwrap().count(),
+            1,
+            "only the host's own file is outside"
+        );
+        assert_eq!(
+            fs::read_to_string(&outside_hosts).unwrap(),
+            "the host's own\n"
+        );
+        let rootfs = bundle.dir.path().join("rootfs");
+        let inside = rootfs.join(outside.path().strip_prefix("/").unwrap());
+        assert!(inside.join("data").is_dir());
+        assert!(rootfs.join("data/rw/deep").is_dir());
+        assert_eq!(
+            fs::read_to_string(inside.join("hosts")).unwrap(),
+            "the image's\n"
+        );
     });
 }
 

@@ -10,7 +10,7 @@ mod user;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use skiff_shim_container::{ResolvedUser, SpecInput};
+use skiff_shim_container::{BindMount, ResolvedUser, SpecInput};
 
 /// A plain container: what the agent would hand over for `busybox sleep` in a pod.
 pub fn input() -> SpecInput {
@@ -31,6 +31,28 @@ pub fn input() -> SpecInput {
         cgroups_path: PathBuf::from("/skiff/pod1/c1"),
         cgroup_v2: false,
         ..Default::default()
+    }
+}
+
+/// Volume sources in a new directory: `ro/config` ("from the volume"), an empty `rw/`,
+/// and a hosts file (returned) naming web-0.
+pub fn volume_sources() -> (tempfile::TempDir, PathBuf) {
+    let volumes = tempfile::tempdir().unwrap();
+    for d in ["ro", "rw"] {
+        std::fs::create_dir(volumes.path().join(d)).unwrap();
+    }
+    std::fs::write(volumes.path().join("ro/config"), "from the volume\n").unwrap();
+    let hosts = volumes.path().join("hosts");
+    std::fs::write(&hosts, "10.1.0.7\tweb-0\n").unwrap();
+    (volumes, hosts)
+}
+
+/// A volume's bind mount of `source` at `destination`.
+pub fn volume(source: PathBuf, destination: &str, read_only: bool) -> BindMount {
+    BindMount {
+        source,
+        destination: destination.into(),
+        read_only,
     }
 }
 

@@ -10,11 +10,11 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use skiff_shim_container::{
-    BindMount, SeccompProfile, SpecInput, UserOverrides, host_cgroup_v2, node_capabilities,
-    nofile_limit, resolve_user, runtime_spec,
+    SeccompProfile, SpecInput, UserOverrides, host_cgroup_v2, node_capabilities, nofile_limit,
+    resolve_user, runtime_spec,
 };
 
-use crate::{Netns, input, line_after};
+use crate::{Netns, input, line_after, volume, volume_sources};
 
 /// containerd's 14 default capabilities as /proc shows them (bits 0,1,3-8,10,13,18,27,29,31).
 const DEFAULT_CAPS_MASK: &str = "00000000a80425fb";
@@ -206,32 +206,14 @@ fn runc_runs_the_image_user_without_effective_capabilities() {
 #[test]
 fn runc_mounts_volumes_and_hides_what_containerd_hides() {
     let bundle = Bundle::new();
-    let volumes = tempfile::tempdir().unwrap();
-    for d in ["ro", "rw"] {
-        fs::create_dir(volumes.path().join(d)).unwrap();
-    }
-    fs::write(volumes.path().join("ro/config"), "from the volume\n").unwrap();
-    let hosts = volumes.path().join("hosts");
-    fs::write(&hosts, "10.1.0.7\tweb-0\n").unwrap();
+    let (volumes, hosts) = volume_sources();
     let mut i = input();
     i.netns = None;
     i.security.read_only_root_filesystem = true;
     i.mounts = vec![
-        BindMount {
-            source: volumes.path().join("ro"),
-            destination: "/data/ro".into(),
-            read_only: true,
-        },
-        BindMount {
-            source: volumes.path().join("rw"),
-            destination: "/data/rw".into(),
-            read_only: false,
-        },
-        BindMount {
-            source: hosts,
-            destination: "/etc/hosts".into(),
-            read_only: false,
-        },
+        volume(volumes.path().join("ro"), "/data/ro", true),
+        volume(volumes.path().join("rw"), "/data/rw", false),
+        volume(hosts, "/etc/hosts", false),
     ];
     let out = bundle.run(
         i,

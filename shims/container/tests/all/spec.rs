@@ -751,3 +751,58 @@ fn libcontainer_joins_the_mount_namespace_its_helper_prepares() {
         )
     );
 }
+
+#[test]
+fn the_helper_makes_the_mounts_that_belong_to_no_namespace_of_the_container() {
+    let mut i = input();
+    i.mounts = vec![
+        bind("/data", false),
+        bind("/etc/hosts", false),
+        // Under /sys, which the container's init mounts after: left to libcontainer.
+        bind("/sys/firmware/x", true),
+        bind("/dev/termination-log", false),
+    ];
+    let original = runtime_spec(&i).unwrap();
+    let mut spec = original.clone();
+    adapt_for_libcontainer(&mut spec, Path::new("/bundle")).unwrap();
+    let dests = |mounts: &[oci_spec::runtime::Mount]| -> Vec<String> {
+        mounts
+            .iter()
+            .map(|m| m.destination().to_string_lossy().into_owned())
+            .collect()
+    };
+    let helper: Vec<oci_spec::runtime::Mount> =
+        serde_json::from_str(&spec.annotations().as_ref().unwrap()["dev.skiff.helper-mounts"])
+            .unwrap();
+    // In the spec's order, as the spec has them.
+    assert_eq!(
+        dests(&helper),
+        [
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/data",
+            "/etc/hosts",
+            "/dev/termination-log"
+        ]
+    );
+    for m in &helper {
+        let before = original
+            .mounts()
+            .iter()
+            .flatten()
+            .find(|o| o.destination() == m.destination())
+            .unwrap();
+        assert_eq!(m, before);
+    }
+    assert_eq!(
+        dests(spec.mounts().as_ref().unwrap()),
+        [
+            "/proc",
+            "/dev/mqueue",
+            "/sys",
+            "/sys/fs/cgroup",
+            "/sys/firmware/x"
+        ]
+    );
+}
