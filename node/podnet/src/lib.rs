@@ -365,6 +365,8 @@ impl PodNetwork {
             self.inner.lock().pods.insert(s.pod_uid.clone(), s);
             return Err(e);
         }
+        // A bridge that was full has a port free again for the pool.
+        self.inner.refill.notify_one();
         Ok(())
     }
 
@@ -765,8 +767,9 @@ fn is_held(st: &State, ip: Ipv4Addr) -> bool {
     st.pods.values().any(|s| s.ip == ip) || st.pool.iter().any(|s| s.ip == ip)
 }
 
-/// Keeps the pool full: wakes when a create took a sandbox, builds one at a time. Holds
-/// the network only weakly, so dropping the last `PodNetwork` ends it.
+/// Keeps the pool full: wakes when a create took a sandbox or a remove freed a bridge
+/// port, builds one at a time. Holds the network only weakly, so dropping the last
+/// `PodNetwork` ends it.
 async fn refill_loop(network: Weak<Inner>, wake: Arc<Notify>) {
     loop {
         let Some(inner) = network.upgrade() else {
