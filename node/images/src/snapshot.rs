@@ -21,7 +21,8 @@
 //! Warm roots. Most short containers write nothing to their root. When a container is
 //! gone and its upper directory is exactly as its overlay mount left it (no entry, the
 //! same mode, owner and extended attributes; an empty work directory), the mount is kept,
-//! up to a cap, and the next container of the same layers gets it by a rename instead of
+//! up to a cap (past it the root unused longest goes), and the next container of the same
+//! layers gets it by a rename instead of
 //! a new overlay mount. A mount and its directories cost about a tenth of a short
 //! container pod's CPU, and each one leaves inodes the filesystem must step over until
 //! they are old (ext4 without a journal does not reuse an inode freed in the last minute).
@@ -298,21 +299,29 @@ impl Snapshots {
     }
 
     /// Done with the root filesystem `id`, whose container is gone: kept for the next
-    /// container of the same layers when nothing was written to it and there is room,
-    /// else removed as [`Snapshots::remove`] does.
+    /// container of the same layers when nothing was written to it (in place of the root
+    /// kept longest when as many are kept as allowed), else removed as
+    /// [`Snapshots::remove`] does.
     pub fn release(&self, id: &str) -> Result<(), Error> {
         let dir = self.rootfs_dir(id)?;
-        let (mounted, room) = {
+        let (mounted, keeps) = {
             let mut warm = self.warm.lock().expect("warm roots lock");
-            let room = warm.kept.len() < warm.cap;
-            (warm.live.remove(id), room)
+            (warm.live.remove(id), warm.cap > 0)
         };
         if let Some(mounted) = mounted
-            && room
+            && keeps
             && is_mount_point(&dir.join("merged"))
             && untouched(&dir, &mounted)
         {
             let mut warm = self.warm.lock().expect("warm roots lock");
+            // When full, the root unused longest makes room: the kept roots follow what
+            // the node runs now (a burst of one image after many pods of another).
+            let evicted = if warm.cap > 0 && warm.kept.len() >= warm.cap {
+                let oldest = (0..warm.kept.len()).min_by_key(|&i| warm.kept[i].since);
+                oldest.map(|i| warm.kept.swap_remove(i))
+            } else {
+                None
+            };
             if warm.kept.len() < warm.cap {
                 warm.seq += 1;
                 let name = format!("{WARM_PREFIX}{}-{}", std::process::id(), warm.seq);
@@ -322,9 +331,14 @@ impl Snapshots {
                         mounted,
                         since: Instant::now(),
                     });
+                    drop(warm);
+                    if let Some(old) = evicted {
+                        discard(&self.roots_dir().join(&old.name));
+                    }
                     return Ok(());
                 }
             }
+            warm.kept.extend(evicted);
         }
         self.remove(id)
     }
