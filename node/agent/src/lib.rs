@@ -11,6 +11,7 @@
 mod adapters;
 mod container;
 mod env;
+mod events;
 pub mod logs;
 mod node;
 mod pod;
@@ -163,7 +164,7 @@ pub(crate) struct Ctx {
     pub runtime_classes: Arc<runtime_classes::RuntimeClasses>,
     /// Containers running now, for exec, attach and port-forward.
     pub running: remote::Running,
-    /// Events on their way to the API server (see `pod::send_events`).
+    /// Events on their way to the API server (see `events::send_events`).
     pub events: tokio::sync::mpsc::UnboundedSender<k8s_openapi::api::core::v1::Event>,
     /// Pods between their sandbox and their first container running (see `pod::run_pod`).
     pub setups: Arc<tokio::sync::Semaphore>,
@@ -234,7 +235,7 @@ impl Agent {
         tasks.spawn(server::serve(ctx.clone(), listener));
         tasks.spawn(node::heartbeat(ctx.clone(), endpoint.port()));
         tasks.spawn(ctx.runtime_classes.clone().follow(ctx.client.clone()));
-        tasks.spawn(pod::send_events(ctx.client.clone(), events_rx));
+        tasks.spawn(events::send_events(ctx.client.clone(), events_rx));
         tasks.spawn(pod::watch(ctx.clone()));
         tasks.spawn(image_gc(ctx.clone()));
         Ok(Agent { tasks, endpoint })

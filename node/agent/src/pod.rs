@@ -17,8 +17,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod, PodStatus, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{
-    DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent,
-    WatchParams,
+    DeleteParams, ListParams, Patch, PatchParams, Preconditions, WatchEvent, WatchParams,
 };
 use kube::{Api, ResourceExt};
 use skiff_shim::PodSandbox;
@@ -288,97 +287,6 @@ pub fn record_event(
         ..Default::default()
     };
     let _ = ctx.events.send(event);
-}
-
-/// How long events wait before they are sent: they trail the status writes of the pod
-/// starts they describe instead of holding them up in the store.
-const EVENT_TRAIL: Duration = Duration::from_millis(25);
-
-/// How long a repeated event is counted on the first one, as client-go's event correlator
-/// does for the kubelet.
-const EVENT_DEDUP_WINDOW: Duration = Duration::from_secs(600);
-/// Events remembered for counting repeats, at most.
-const EVENT_DEDUP_MAX: usize = 4096;
-
-/// An event already sent: its name, and how many times it happened.
-struct Sent {
-    name: String,
-    count: i32,
-    first: std::time::Instant,
-}
-
-/// What makes two events the same (client-go's `EventLogger` key): the object, the source,
-/// the type, the reason and the message.
-fn event_key(e: &Event) -> String {
-    let o = &e.involved_object;
-    format!(
-        "{}\0{}\0{}\0{}\0{}\0{}",
-        e.metadata.namespace.as_deref().unwrap_or_default(),
-        o.uid.as_deref().unwrap_or_default(),
-        o.field_path.as_deref().unwrap_or_default(),
-        e.type_.as_deref().unwrap_or_default(),
-        e.reason.as_deref().unwrap_or_default(),
-        e.message.as_deref().unwrap_or_default(),
-    )
-}
-
-/// Sends the agent's events, a batch at a time, [`EVENT_TRAIL`] after the first of each. An
-/// event that repeats one sent in the last ten minutes raises that one's `count` and
-/// `lastTimestamp` instead of making another object, as the kubelet's recorder does: a
-/// probe failing every second is one event counting up (`kubectl describe` shows "x12 over
-/// 12s"), not a store filling with copies.
-pub async fn send_events(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Event>) {
-    let mut batch = Vec::new();
-    let mut sent: HashMap<String, Sent> = HashMap::new();
-    while let Some(first) = rx.recv().await {
-        tokio::time::sleep(EVENT_TRAIL).await;
-        batch.push(first);
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
-        if sent.len() > EVENT_DEDUP_MAX {
-            sent.retain(|_, s| s.first.elapsed() < EVENT_DEDUP_WINDOW);
-        }
-        for event in batch.drain(..) {
-            let namespace = event.metadata.namespace.clone().unwrap_or_default();
-            let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
-            let key = event_key(&event);
-            match sent.get_mut(&key) {
-                Some(s) if s.first.elapsed() < EVENT_DEDUP_WINDOW => {
-                    s.count += 1;
-                    let patch = serde_json::json!({
-                        "count": s.count,
-                        "lastTimestamp": event.last_timestamp,
-                    });
-                    let name = s.name.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = api
-                            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                            .await
-                        {
-                            tracing::debug!("event count not recorded: {e}");
-                        }
-                    });
-                }
-                _ => {
-                    let name = event.metadata.name.clone().unwrap_or_default();
-                    sent.insert(
-                        key,
-                        Sent {
-                            name,
-                            count: 1,
-                            first: std::time::Instant::now(),
-                        },
-                    );
-                    tokio::spawn(async move {
-                        if let Err(e) = api.create(&PostParams::default(), &event).await {
-                            tracing::debug!("event not recorded: {e}");
-                        }
-                    });
-                }
-            }
-        }
-    }
 }
 
 /// One pod, from the first time the agent sees it until its object is gone.
