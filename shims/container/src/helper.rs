@@ -398,7 +398,8 @@ impl Helper {
             .map_err(|e| e.to_string())
             .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
             .map_err(|e| format!("reading {}: {e}", config.display()))?;
-        let rootfs = spec.root().as_ref().map(|r| r.path().clone());
+        // Relative to the bundle, as libcontainer reads it.
+        let rootfs = spec.root().as_ref().map(|r| bundle.join(r.path()));
         let prepared = spec
             .linux()
             .as_ref()
