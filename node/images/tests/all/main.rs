@@ -267,6 +267,95 @@ async fn container_images_keep_their_layers_and_config() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This machine's architecture and another, in OCI's words.
+fn architectures() -> (&'static str, &'static str) {
+    match std::env::consts::ARCH {
+        "x86_64" => ("amd64", "arm64"),
+        "aarch64" => ("arm64", "amd64"),
+        other => panic!("no OCI name known here for {other}"),
+    }
+}
+
+#[tokio::test]
+async fn docker_schema_2_images_and_manifest_lists_give_this_machines_platform()
+-> anyhow::Result<()> {
+    let registry = Registry::start()?;
+    let (here, elsewhere) = architectures();
+    const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    let layer = tar_gz(&[("bin/app", b"\x7fELF here")], &[]);
+    let config = format!(
+        r#"{{"os":"linux","architecture":"{here}","config":{{"Entrypoint":["/bin/app"],"Cmd":["--serve"],"Env":["PATH=/bin"],"WorkingDir":"/data"}}}}"#
+    );
+    let docker = format!("{}/docker/app:{here}", registry.addr);
+    let digest = registry::push_manifest(
+        &docker,
+        registry::DOCKER_MANIFEST,
+        (DOCKER_CONFIG, config.as_bytes()),
+        &[(DOCKER_LAYER, &layer)],
+    )
+    .await?;
+    let (_d, local) = store();
+    let image = local.pull(&docker, &ANON, PullPolicy::Always).await?;
+    assert_eq!(image.digest, digest);
+    assert_eq!(image.config.entrypoint, ["/bin/app"]);
+    assert_eq!(image.config.cmd, ["--serve"]);
+    assert_eq!(image.config.working_dir.as_deref(), Some("/data"));
+    let Content::Layers(layers) = &image.content else {
+        panic!("expected layers, got {:?}", image.content);
+    };
+    assert_eq!(layers.len(), 1);
+    assert_eq!(std::fs::read(&layers[0].path)?, layer);
+
+    // A manifest list naming another architecture first: this machine's entry is taken.
+    let other_layer = tar_gz(&[("bin/app", b"\x7fELF elsewhere")], &[]);
+    let other_config = format!(r#"{{"os":"linux","architecture":"{elsewhere}"}}"#);
+    let other = format!("{}/docker/app:{elsewhere}", registry.addr);
+    let other_digest = registry::push_manifest(
+        &other,
+        registry::DOCKER_MANIFEST,
+        (DOCKER_CONFIG, other_config.as_bytes()),
+        &[(DOCKER_LAYER, &other_layer)],
+    )
+    .await?;
+    let size = |digest: &str| std::fs::metadata(registry.blob_data(digest)).unwrap().len() as usize;
+    let list = format!("{}/docker/app:multi", registry.addr);
+    registry::push_list(
+        &list,
+        registry::DOCKER_LIST,
+        registry::DOCKER_MANIFEST,
+        &[
+            (&other_digest, "linux", elsewhere, size(&other_digest)),
+            (&digest, "linux", here, size(&digest)),
+        ],
+    )
+    .await?;
+    let image = local.pull(&list, &ANON, PullPolicy::Always).await?;
+    assert_eq!(image.digest, digest);
+    assert_eq!(image.config.entrypoint, ["/bin/app"]);
+
+    // Without an entry for this machine the pull fails, naming what there is.
+    let foreign = format!("{}/docker/app:foreign", registry.addr);
+    registry::push_list(
+        &foreign,
+        registry::DOCKER_LIST,
+        registry::DOCKER_MANIFEST,
+        &[(&other_digest, "linux", elsewhere, size(&other_digest))],
+    )
+    .await?;
+    let err = local
+        .pull(&foreign, &ANON, PullPolicy::Always)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoMatchingPlatform { .. }), "{err}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains(&format!("linux/{elsewhere}")) && shown.contains(here),
+        "{shown}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn pull_policies() -> anyhow::Result<()> {
     let mut registry = Registry::start()?;

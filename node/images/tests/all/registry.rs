@@ -126,15 +126,30 @@ fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
     serde_json::json!({"mediaType": media_type, "digest": sha256(bytes), "size": bytes.len()})
 }
 
-/// Pushes a manifest with these config and layers, as raw JSON, and returns its digest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Pushes an OCI manifest with these config and layers, as raw JSON; returns its digest.
 pub async fn push_image(
     reference: &str,
     config: (&str, &[u8]),
     layers: &[(&str, &[u8])],
 ) -> anyhow::Result<String> {
+    push_manifest(reference, OCI_MANIFEST, config, layers).await
+}
+
+/// Pushes a manifest of media type `media_type` (OCI or Docker schema 2).
+pub async fn push_manifest(
+    reference: &str,
+    media_type: &str,
+    config: (&str, &[u8]),
+    layers: &[(&str, &[u8])],
+) -> anyhow::Result<String> {
     let manifest = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": media_type,
         "config": descriptor(config.0, config.1),
         "layers": layers.iter().map(|(t, b)| descriptor(t, b)).collect::<Vec<_>>(),
     });
@@ -143,33 +158,38 @@ pub async fn push_image(
         reference,
         std::iter::once(config.1).chain(layers.iter().map(|(_, b)| *b)),
         &bytes,
-        "application/vnd.oci.image.manifest.v1+json",
+        media_type,
     )
     .await
 }
 
-/// Pushes an image index over manifests already in the repository.
+/// Pushes an OCI image index over OCI manifests already in the repository.
 pub async fn push_index(
     reference: &str,
     entries: &[(&str, &str, &str, usize)], // (digest, os, architecture, size)
 ) -> anyhow::Result<String> {
+    push_list(reference, OCI_INDEX, OCI_MANIFEST, entries).await
+}
+
+/// Pushes an index of media type `media_type` (an OCI index or a Docker manifest list)
+/// over manifests of type `entry_type` already in the repository.
+pub async fn push_list(
+    reference: &str,
+    media_type: &str,
+    entry_type: &str,
+    entries: &[(&str, &str, &str, usize)], // (digest, os, architecture, size)
+) -> anyhow::Result<String> {
     let index = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "mediaType": media_type,
         "manifests": entries.iter().map(|(digest, os, arch, size)| serde_json::json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "mediaType": entry_type,
             "digest": digest, "size": size,
             "platform": {"os": os, "architecture": arch},
         })).collect::<Vec<_>>(),
     });
     let bytes = serde_json::to_vec(&index)?;
-    push_raw(
-        reference,
-        std::iter::empty(),
-        &bytes,
-        "application/vnd.oci.image.index.v1+json",
-    )
-    .await
+    push_raw(reference, std::iter::empty(), &bytes, media_type).await
 }
 
 async fn push_raw<'a>(
