@@ -423,8 +423,13 @@ impl Registry {
     /// Imports a `.wasm` file or an OCI layout directory and pushes it as
     /// `<host>/skiff/<name>:v1`; returns the reference.
     pub fn push(&self, source: &Path, name: &str) -> String {
+        self.push_tagged(source, name, "v1")
+    }
+
+    /// As [`Registry::push`], as `<host>/skiff/<name>:<tag>`.
+    pub fn push_tagged(&self, source: &Path, name: &str, tag: &str) -> String {
         let wasm = source;
-        let reference = format!("{}/skiff/{name}:v1", self.host);
+        let reference = format!("{}/skiff/{name}:{tag}", self.host);
         let root = self.dir.path().join("images");
         for args in [
             vec![
@@ -448,6 +453,74 @@ impl Registry {
             );
         }
         reference
+    }
+}
+
+impl Registry {
+    /// Pushes an OCI image index as `<host>/skiff/<name>:<tag>` over manifests already
+    /// pushed to that repository, each `(tag, os, architecture)`, through the registry's
+    /// HTTP API (with curl); returns the entries' digests in order.
+    pub fn push_index(&self, name: &str, tag: &str, entries: &[(&str, &str, &str)]) -> Vec<String> {
+        let url = |r: &str| format!("http://{}/v2/skiff/{name}/manifests/{r}", self.host);
+        let mut manifests = Vec::new();
+        let mut digests = Vec::new();
+        for (entry, os, arch) in entries {
+            let out = Command::new("curl")
+                .args(["-sSf", "-D", "-", "-o", "/dev/null", "-H"])
+                .arg("Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+                .arg(url(entry))
+                .output()
+                .expect("run curl");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let headers = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+            let header = |h: &str| {
+                headers
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{h}: ")))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_else(|| panic!("no {h} in {headers}"))
+            };
+            let digest = header("docker-content-digest");
+            manifests.push(serde_json::json!({
+                "mediaType": header("content-type"),
+                "digest": digest,
+                "size": header("content-length").parse::<u64>().expect("a length"),
+                "platform": {"os": os, "architecture": arch},
+            }));
+            digests.push(digest);
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        let mut put = Command::new("curl")
+            .args(["-sSf", "-X", "PUT", "-H"])
+            .arg("Content-Type: application/vnd.oci.image.index.v1+json")
+            .args(["--data-binary", "@-"])
+            .arg(url(tag))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run curl");
+        use std::io::Write;
+        put.stdin
+            .take()
+            .expect("stdin")
+            .write_all(index.to_string().as_bytes())
+            .expect("write the index");
+        let out = put.wait_with_output().expect("curl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        digests
     }
 }
 

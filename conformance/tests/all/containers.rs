@@ -841,3 +841,49 @@ fn container_examples_walkthrough() {
     k.ok(&["delete", "pod", "web", "mixed", "--timeout=60s"]);
     assert!(k.ok(&["get", "pods", "-o", "name"]).trim().is_empty());
 }
+
+/// One reference naming an image index of the HTTP example as a Wasm component and as a
+/// static Linux binary: each pod gets the image its runtime class runs, on one node.
+#[test]
+fn an_index_of_wasm_and_linux_serves_each_pods_runtime() {
+    let registry = Registry::start();
+    let build = repo_root().join("examples/build");
+    registry.push_tagged(&build.join("http.wasm"), "app", "wasm");
+    registry.push_tagged(&build.join("http-server-oci"), "app", "linux");
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => panic!("no OCI name known here for {other}"),
+    };
+    let digests = registry.push_index(
+        "app",
+        "multi",
+        &[("wasm", "wasip2", "wasm"), ("linux", "linux", arch)],
+    );
+    let image = format!("{}/skiff/app:multi", registry.host);
+    let cluster = Cluster::start_with_node(Backend::Embedded);
+    let k = cluster.kubectl("1.33");
+    for (name, class) in [("as-wasm", "wasmtime"), ("as-linux", "youki")] {
+        apply(
+            &k,
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  runtimeClassName: {class}\n  containers:\n  - name: http\n    image: {image}\n    ports: [{{containerPort: 8080}}]\n    readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}\n"
+            ),
+        );
+    }
+    for (name, digest) in [("as-wasm", &digests[0]), ("as-linux", &digests[1])] {
+        let p = wait_pod(&k, name, "Ready", ready);
+        let image_id = container(&p)["imageID"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(image_id.ends_with(digest.as_str()), "{name}: {image_id}");
+        let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+        assert_eq!(
+            http_get(&ip, 8080, "/").expect("GET /"),
+            (200, "hello from skiff\n".to_string()),
+            "{name}"
+        );
+    }
+    k.ok(&["delete", "pod", "--all", "--timeout=60s"]);
+}

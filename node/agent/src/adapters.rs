@@ -37,10 +37,17 @@ impl Network for skiff_podnet::PodNetwork {
 }
 
 /// Images from the node's `skiff-images` store.
+fn run_as(runs: Option<skiff_shim::WorkloadKind>) -> Option<skiff_images::RunAs> {
+    runs.map(|k| match k {
+        skiff_shim::WorkloadKind::Wasm => skiff_images::RunAs::Wasm,
+        skiff_shim::WorkloadKind::Linux => skiff_images::RunAs::Linux,
+    })
+}
+
 #[async_trait::async_trait]
 impl crate::Images for skiff_images::ImageStore {
-    fn has(&self, reference: &str) -> bool {
-        skiff_images::ImageStore::has(self, reference)
+    fn has(&self, reference: &str, runs: Option<skiff_shim::WorkloadKind>) -> bool {
+        skiff_images::ImageStore::has_as(self, reference, run_as(runs))
     }
 
     async fn pull(
@@ -48,6 +55,7 @@ impl crate::Images for skiff_images::ImageStore {
         reference: &str,
         policy: crate::PullPolicy,
         secrets: &crate::PullSecrets,
+        runs: Option<skiff_shim::WorkloadKind>,
     ) -> Result<crate::PulledImage, String> {
         let normalized = skiff_images::normalize_reference(reference).map_err(|e| e.to_string())?;
         let registry = normalized.split('/').next().unwrap_or_default();
@@ -62,7 +70,7 @@ impl crate::Images for skiff_images::ImageStore {
             crate::PullPolicy::IfNotPresent => skiff_images::PullPolicy::IfNotPresent,
             crate::PullPolicy::Never => skiff_images::PullPolicy::Never,
         };
-        let image = skiff_images::ImageStore::pull(self, reference, &auth, policy)
+        let image = skiff_images::ImageStore::pull_as(self, reference, &auth, policy, run_as(runs))
             .await
             .map_err(|e| e.to_string())?;
         let env = image

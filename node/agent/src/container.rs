@@ -97,6 +97,15 @@ impl Supervisor {
             Some("Never") => PullPolicy::Never,
             _ => PullPolicy::IfNotPresent,
         };
+        // The runtime the pod asks for picks among an index's Wasm and Linux images.
+        let runs = self.run.handler.as_ref().and_then(|handler| {
+            self.run
+                .ctx
+                .shims
+                .iter()
+                .find(|s| s.name() == handler)
+                .map(|s| s.runs())
+        });
         let mut backoff = BACKOFF_START;
         loop {
             if self.stopping().is_some() {
@@ -105,7 +114,7 @@ impl Supervisor {
             let started = Instant::now();
             let present = match policy {
                 PullPolicy::Never => true,
-                PullPolicy::IfNotPresent => self.run.ctx.images.has(&reference),
+                PullPolicy::IfNotPresent => self.run.ctx.images.has(&reference, runs),
                 PullPolicy::Always => false,
             };
             if !present {
@@ -121,7 +130,7 @@ impl Supervisor {
                 .run
                 .ctx
                 .images
-                .pull(&reference, policy, &self.run.pull_secrets)
+                .pull(&reference, policy, &self.run.pull_secrets, runs)
                 .await
             {
                 Ok(image) => {

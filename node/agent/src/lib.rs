@@ -62,15 +62,20 @@ pub struct PullSecrets(pub Vec<Vec<u8>>);
 /// Where images come from: the node's image store.
 #[async_trait::async_trait]
 pub trait Images: Send + Sync + 'static {
+    /// Makes the image present as `policy` asks. `runs` is what the runtime the pod asks
+    /// for runs, if it asks for one: from an image index offering both a Wasm and a Linux
+    /// image, that one.
     async fn pull(
         &self,
         reference: &str,
         policy: PullPolicy,
         secrets: &PullSecrets,
+        runs: Option<skiff_shim::WorkloadKind>,
     ) -> Result<PulledImage, String>;
-    /// Whether the node holds an image under `reference` already (a cheap look, for the
-    /// events: the kubelet says "already present" instead of "Pulling").
-    fn has(&self, _reference: &str) -> bool {
+    /// Whether the node holds an image under `reference` already, to run as `runs` (a
+    /// cheap look, for the events: the kubelet says "already present" instead of
+    /// "Pulling").
+    fn has(&self, _reference: &str, _runs: Option<skiff_shim::WorkloadKind>) -> bool {
         false
     }
     /// The kubelet's image garbage collection: when the disk holding the images is fuller

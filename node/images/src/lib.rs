@@ -31,8 +31,8 @@ pub use wasm::{
 };
 
 use store::{
-    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ANNOTATION_WASM_ENTRYPOINT, Descriptor, Layout,
-    MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, Manifest, OCI_MANIFEST,
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ANNOTATION_RUN_AS, ANNOTATION_WASM_ENTRYPOINT,
+    Descriptor, Layout, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, Manifest, OCI_MANIFEST,
 };
 
 /// Errors of the image store and the registry client.
@@ -78,12 +78,11 @@ pub enum Error {
     },
     #[error("layer {digest} is not a readable tar archive: {reason}")]
     BadLayer { digest: String, reason: String },
-    #[error(
-        "image index of {reference} has no manifest for linux/{arch} or wasi/wasm (it has: {available})"
-    )]
+    #[error("image index of {reference} has no manifest for {wanted} (it has: {available})")]
     NoMatchingPlatform {
         reference: String,
-        arch: String,
+        /// The platforms that would do, as `os/architecture`.
+        wanted: String,
         available: String,
     },
     #[error("invalid OCI layout {path}: {reason}")]
@@ -117,6 +116,24 @@ pub enum PullPolicy {
     IfNotPresent,
     /// Only ever use the local image.
     Never,
+}
+
+/// What a node runs an image as: a Wasm component or module, or a Linux container. An
+/// image index may offer both (a wasi/wasm and a linux entry); the runtime a pod asks for
+/// picks one, and the store keeps one image per reference and kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunAs {
+    Wasm,
+    Linux,
+}
+
+impl RunAs {
+    fn name(self) -> &'static str {
+        match self {
+            RunAs::Wasm => "wasm",
+            RunAs::Linux => "linux",
+        }
+    }
 }
 
 impl PullPolicy {
@@ -207,7 +224,7 @@ pub struct ImageStore {
 struct Described {
     /// `index.json`'s device, inode, modification time and size when `images` was made.
     index: Option<(u64, u64, i64, i64, u64)>,
-    images: HashMap<String, Image>,
+    images: HashMap<(String, Option<RunAs>), Image>,
 }
 
 /// The kubelet's image garbage collection thresholds: above `high_percent` of the disk in
@@ -255,47 +272,75 @@ impl ImageStore {
         }
     }
 
-    /// Makes `reference` present locally as `policy` asks, and returns it.
+    /// Makes `reference` present locally as `policy` asks, and returns it; from an image
+    /// index, the wasi/wasm entry when there is one, else linux on this machine.
     pub async fn pull(
         &self,
         reference: &str,
         auth: &RegistryAuth,
         policy: PullPolicy,
     ) -> Result<Image, Error> {
+        self.pull_as(reference, auth, policy, None).await
+    }
+
+    /// As [`ImageStore::pull`], for a runtime that runs images as `run_as`: from an image
+    /// index, that kind's entry only, and a stored image of the other kind is not taken
+    /// for it (except with `Never`, when it is all there is: the runtime then says why it
+    /// cannot run it).
+    pub async fn pull_as(
+        &self,
+        reference: &str,
+        auth: &RegistryAuth,
+        policy: PullPolicy,
+        run_as: Option<RunAs>,
+    ) -> Result<Image, Error> {
         let normalized = normalize_reference(reference)?;
         match policy {
             PullPolicy::Never => {
-                return self
-                    .get(&normalized)?
-                    .ok_or(Error::NotPresentNeverPull(reference.to_string()));
+                let found = match self.get_as(&normalized, run_as)? {
+                    Some(image) => Some(image),
+                    None => self.get(&normalized)?,
+                };
+                return found.ok_or(Error::NotPresentNeverPull(reference.to_string()));
             }
             PullPolicy::IfNotPresent => {
-                if let Some(image) = self.get(&normalized)? {
+                if let Some(image) = self.get_as(&normalized, run_as)? {
                     return Ok(image);
                 }
             }
             PullPolicy::Always => {}
         }
-        registry::pull(&self.layout(), &normalized, auth).await
+        registry::pull(&self.layout(), &normalized, auth, run_as).await
     }
 
     /// Whether an image is stored under `reference` (reads the index only).
     pub fn has(&self, reference: &str) -> bool {
+        self.has_as(reference, None)
+    }
+
+    /// Whether an image to run as `run_as` is stored under `reference`.
+    pub fn has_as(&self, reference: &str, run_as: Option<RunAs>) -> bool {
         let Ok(normalized) = normalize_reference(reference) else {
             return false;
         };
         self.layout()
             .read_index()
-            .is_ok_and(|index| index.find(&normalized).is_some())
+            .is_ok_and(|index| index.find(&normalized, run_as).is_some())
     }
 
     /// The image stored under `reference`, without asking any registry.
     pub fn get(&self, reference: &str) -> Result<Option<Image>, Error> {
+        self.get_as(reference, None)
+    }
+
+    /// The image to run as `run_as` stored under `reference` (any kind for `None`).
+    pub fn get_as(&self, reference: &str, run_as: Option<RunAs>) -> Result<Option<Image>, Error> {
         let normalized = normalize_reference(reference)?;
         self.last_used
             .lock()
             .expect("last used")
             .insert(normalized.clone(), std::time::SystemTime::now());
+        let key = (normalized.clone(), run_as);
         use std::os::unix::fs::MetadataExt;
         let index_path = self.root.join("index.json");
         let stamp = std::fs::metadata(&index_path)
@@ -306,19 +351,19 @@ impl ImageStore {
             if described.index != stamp || stamp.is_none() {
                 described.index = stamp;
                 described.images.clear();
-            } else if let Some(image) = described.images.get(&normalized) {
+            } else if let Some(image) = described.images.get(&key) {
                 return Ok(Some(image.clone()));
             }
         }
         let layout = self.layout();
         let index = layout.read_index()?;
-        let Some(entry) = index.find(&normalized) else {
+        let Some(entry) = index.find(&normalized, run_as) else {
             return Ok(None);
         };
         let image = describe(&layout, &normalized, entry)?;
         let mut described = self.described.lock().expect("described");
         if described.index == stamp {
-            described.images.insert(normalized, image.clone());
+            described.images.insert(key, image.clone());
         }
         Ok(Some(image))
     }
@@ -422,7 +467,7 @@ impl ImageStore {
                 .find(|d| d.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) == Some(tag))
                 .cloned()
                 .map_or_else(
-                    || registry::choose_platform(&entries, &normalized).cloned(),
+                    || registry::choose_platform(&entries, &normalized, None).cloned(),
                     Ok,
                 )?,
         };
@@ -435,7 +480,7 @@ impl ImageStore {
             let manifest = Manifest::parse(&bytes, &chosen.digest)?;
             if manifest.is_index() {
                 let entries = manifest.manifests.unwrap_or_default();
-                chosen = registry::choose_platform(&entries, &normalized)?.clone();
+                chosen = registry::choose_platform(&entries, &normalized, None)?.clone();
                 continue;
             }
             let config = manifest.config.as_ref().expect("checked by parse");
@@ -757,9 +802,20 @@ fn record(
         artifact_type: None,
     };
     let image = describe(layout, reference, &entry)?;
+    let run_as = match image.content {
+        Content::Wasm { .. } => RunAs::Wasm,
+        Content::Layers(_) => RunAs::Linux,
+    };
+    let mut entry = entry;
+    entry
+        .annotations
+        .insert(ANNOTATION_RUN_AS.to_string(), run_as.name().to_string());
+    // The image this one replaces: the same reference's of the same kind (or of no known
+    // kind, recorded before kinds were).
     layout.update_index(|index| {
         index.manifests.retain(|d| {
             d.annotations.get(ANNOTATION_IMAGE_NAME).map(String::as_str) != Some(reference)
+                || store::run_as_of(d).is_some_and(|k| k != run_as)
         });
         index.manifests.push(entry);
     })?;

@@ -11,7 +11,7 @@ use crate::store::{
     Manifest, OCI_INDEX, OCI_MANIFEST, check_digest, sha256_digest,
 };
 use crate::wasm::is_wasi_platform;
-use crate::{Error, Image, RegistryAuth, record};
+use crate::{Error, Image, RegistryAuth, RunAs, record};
 
 const ACCEPTED_MANIFESTS: &[&str] = &[
     OCI_MANIFEST,
@@ -97,18 +97,22 @@ fn registry_error(reference: &str, e: OciDistributionError) -> Error {
     }
 }
 
-/// Picks the manifest a node runs from an image index: wasi/wasm when the index has one,
-/// else linux on this machine's architecture; an index of one unlabelled entry gives it.
+/// Picks the manifest a node runs from an image index: for `run_as` `None`, wasi/wasm when
+/// the index has one, else linux on this machine's architecture; otherwise that kind's
+/// entry only. An index of one unlabelled entry gives it.
 pub(crate) fn choose_platform<'a>(
     entries: &'a [Descriptor],
     reference: &str,
+    run_as: Option<RunAs>,
 ) -> Result<&'a Descriptor, Error> {
     let arch = host_arch();
-    let wasi = entries.iter().find(|d| {
-        d.platform
-            .as_ref()
-            .is_some_and(|p| is_wasi_platform(&p.os, &p.architecture))
-    });
+    let wasi = || {
+        entries.iter().find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| is_wasi_platform(&p.os, &p.architecture))
+        })
+    };
     let linux = || {
         entries.iter().find(|d| {
             d.platform
@@ -116,7 +120,12 @@ pub(crate) fn choose_platform<'a>(
                 .is_some_and(|p| p.os == "linux" && p.architecture == arch)
         })
     };
-    if let Some(found) = wasi.or_else(linux) {
+    let found = match run_as {
+        None => wasi().or_else(linux),
+        Some(RunAs::Wasm) => wasi(),
+        Some(RunAs::Linux) => linux(),
+    };
+    if let Some(found) = found {
         return Ok(found);
     }
     if let [only] = entries
@@ -132,9 +141,14 @@ pub(crate) fn choose_platform<'a>(
         })
         .collect::<Vec<_>>()
         .join(", ");
+    let wanted = match run_as {
+        None => format!("linux/{arch} or wasi/wasm"),
+        Some(RunAs::Linux) => format!("linux/{arch}"),
+        Some(RunAs::Wasm) => "wasi/wasm".to_string(),
+    };
     Err(Error::NoMatchingPlatform {
         reference: reference.to_string(),
-        arch: arch.to_string(),
+        wanted,
         available,
     })
 }
@@ -179,6 +193,7 @@ pub(crate) async fn pull(
     layout: &Layout,
     normalized: &str,
     auth: &RegistryAuth,
+    run_as: Option<RunAs>,
 ) -> Result<Image, Error> {
     let registry = registry_of(normalized);
     let client = client_for(registry)?;
@@ -189,7 +204,7 @@ pub(crate) async fn pull(
     let mut media_type = manifest.media_type.clone();
     if manifest.is_index() {
         let entries = manifest.manifests.clone().unwrap_or_default();
-        let chosen = choose_platform(&entries, normalized)?;
+        let chosen = choose_platform(&entries, normalized, run_as)?;
         if chosen.size > MAX_MANIFEST_SIZE {
             return Err(Error::TooLarge {
                 what: format!("manifest {} of {normalized}", chosen.digest),
@@ -312,7 +327,7 @@ pub(crate) async fn push(
 ) -> Result<(), Error> {
     let index = layout.read_index()?;
     let entry = index
-        .find(normalized)
+        .find(normalized, None)
         .ok_or_else(|| Error::NotFound(normalized.to_string()))?
         .clone();
     let bytes = layout.read_blob(&entry.digest, MAX_MANIFEST_SIZE)?;

@@ -29,6 +29,8 @@ pub(crate) const DOCKER_MANIFEST_LIST: &str =
 /// `ref.name` annotation holds only the tag).
 pub(crate) const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// What an index entry runs as: `wasm` or `linux` (Skiff's).
+pub(crate) const ANNOTATION_RUN_AS: &str = "dev.skiff.run-as";
 /// The blob holding a Wasm entrypoint read out of an image's rootfs layers.
 pub(crate) const ANNOTATION_WASM_ENTRYPOINT: &str = "dev.skiff.wasm.entrypoint.digest";
 
@@ -154,10 +156,22 @@ pub(crate) struct Index {
     pub manifests: Vec<Descriptor>,
 }
 
+/// What an index entry runs as (see [`crate::RunAs`]); `None` for an entry recorded
+/// before the store named kinds.
+pub(crate) fn run_as_of(d: &Descriptor) -> Option<crate::RunAs> {
+    match d.annotations.get(ANNOTATION_RUN_AS).map(String::as_str) {
+        Some("wasm") => Some(crate::RunAs::Wasm),
+        Some("linux") => Some(crate::RunAs::Linux),
+        _ => None,
+    }
+}
+
 impl Index {
-    pub fn find(&self, reference: &str) -> Option<&Descriptor> {
+    /// The entry of `reference` to run as `run_as` (any of its entries for `None`).
+    pub fn find(&self, reference: &str, run_as: Option<crate::RunAs>) -> Option<&Descriptor> {
         self.manifests.iter().find(|d| {
             d.annotations.get(ANNOTATION_IMAGE_NAME).map(String::as_str) == Some(reference)
+                && run_as.is_none_or(|want| run_as_of(d).is_none_or(|k| k == want))
         })
     }
 }

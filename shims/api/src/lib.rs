@@ -212,6 +212,13 @@ pub enum ShimError {
     Io(#[from] std::io::Error),
 }
 
+/// The two kinds of [`Workload`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadKind {
+    Wasm,
+    Linux,
+}
+
 /// A runtime. One instance per node, shared by every pod it runs.
 #[async_trait::async_trait]
 pub trait Shim: Send + Sync + 'static {
@@ -221,6 +228,9 @@ pub trait Shim: Send + Sync + 'static {
     fn media_types(&self) -> &'static [&'static str];
     /// Whether this shim can run the workload (its kind and, for Wasm, its bytes).
     fn can_run(&self, workload: &Workload) -> bool;
+    /// What this shim runs, for taking the right entry of an image index that offers both
+    /// a Wasm and a Linux image.
+    fn runs(&self) -> WorkloadKind;
     /// Whether a pod sandbox this shim's containers ran in can serve another pod once they
     /// are gone: true when its workloads cannot change their network namespace (addresses,
     /// routes, firewall rules, sysctls) but only open sockets in it. The node then recycles

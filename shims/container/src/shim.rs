@@ -355,6 +355,10 @@ impl Shim for ContainerShim {
         ]
     }
 
+    fn runs(&self) -> skiff_shim::WorkloadKind {
+        skiff_shim::WorkloadKind::Linux
+    }
+
     fn can_run(&self, workload: &Workload) -> bool {
         matches!(workload, Workload::Rootfs { .. })
     }

@@ -142,6 +142,10 @@ impl Shim for WasmShim {
         true
     }
 
+    fn runs(&self) -> skiff_shim::WorkloadKind {
+        skiff_shim::WorkloadKind::Wasm
+    }
+
     fn can_run(&self, workload: &Workload) -> bool {
         match workload {
             Workload::Wasm { path, .. } => {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use registry::{Registry, blobs_in, push_image, sha256, tar_gz};
 use skiff_images::{
-    Content, Error, ImageStore, PullPolicy, RUNWASI_LAYER_MEDIA_TYPE, RegistryAuth,
+    Content, Error, ImageStore, PullPolicy, RUNWASI_LAYER_MEDIA_TYPE, RegistryAuth, RunAs,
     SPIN_LAYER_MEDIA_TYPE, WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE,
 };
 
@@ -353,6 +353,94 @@ async fn docker_schema_2_images_and_manifest_lists_give_this_machines_platform()
         shown.contains(&format!("linux/{elsewhere}")) && shown.contains(here),
         "{shown}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_index_of_wasm_and_linux_gives_each_runtime_its_own() -> anyhow::Result<()> {
+    let mut registry = Registry::start()?;
+    let (here, _) = architectures();
+    let layer = tar_gz(&[("bin/app", b"\x7fELF")], &[]);
+    let config = format!(r#"{{"os":"linux","architecture":"{here}"}}"#);
+    let linux = format!("{}/mixed/app:linux", registry.addr);
+    let linux_digest = push_image(
+        &linux,
+        (IMAGE_CONFIG, config.as_bytes()),
+        &[(TAR_GZIP, &layer)],
+    )
+    .await?;
+    let wasm = format!("{}/mixed/app:wasm", registry.addr);
+    let wasm_digest = push_image(
+        &wasm,
+        (WASM_CONFIG_MEDIA_TYPE, b"{}"),
+        &[(WASM_LAYER_MEDIA_TYPE, CORE_MODULE)],
+    )
+    .await?;
+    let size = |digest: &str| std::fs::metadata(registry.blob_data(digest)).unwrap().len() as usize;
+    let multi = format!("{}/mixed/app:multi", registry.addr);
+    registry::push_index(
+        &multi,
+        &[
+            (&wasm_digest, "wasip1", "wasm", size(&wasm_digest)),
+            (&linux_digest, "linux", here, size(&linux_digest)),
+        ],
+    )
+    .await?;
+    let (_d, local) = store();
+    // A container runtime gets the linux entry, a Wasm runtime the wasi one, and the node
+    // keeps both under the one reference.
+    let image = local
+        .pull_as(&multi, &ANON, PullPolicy::IfNotPresent, Some(RunAs::Linux))
+        .await?;
+    assert_eq!(image.digest, linux_digest);
+    assert!(matches!(image.content, Content::Layers(_)));
+    assert!(!local.has_as(&multi, Some(RunAs::Wasm)));
+    let image = local
+        .pull_as(&multi, &ANON, PullPolicy::IfNotPresent, Some(RunAs::Wasm))
+        .await?;
+    assert_eq!(image.digest, wasm_digest);
+    assert!(matches!(image.content, Content::Wasm { .. }));
+    // Without a runtime's choice, the Wasm entry, as before.
+    let image = local.pull(&multi, &ANON, PullPolicy::Always).await?;
+    assert_eq!(image.digest, wasm_digest);
+    // An index with no entry for the runtime's kind says what it has.
+    let wasm_only = format!("{}/mixed/app:wasm-only", registry.addr);
+    registry::push_index(
+        &wasm_only,
+        &[(&wasm_digest, "wasip1", "wasm", size(&wasm_digest))],
+    )
+    .await?;
+    let err = local
+        .pull_as(&wasm_only, &ANON, PullPolicy::Always, Some(RunAs::Linux))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "no manifest for linux/{here} (it has: wasip1/wasm)"
+        )),
+        "{err}"
+    );
+    local
+        .pull_as(&wasm_only, &ANON, PullPolicy::Always, Some(RunAs::Wasm))
+        .await?;
+
+    // With the registry gone both stay, each for its runtime.
+    registry.stop();
+    for (run_as, digest) in [(RunAs::Linux, &linux_digest), (RunAs::Wasm, &wasm_digest)] {
+        let image = local
+            .pull_as(&multi, &ANON, PullPolicy::IfNotPresent, Some(run_as))
+            .await?;
+        assert_eq!(&image.digest, digest, "{run_as:?}");
+    }
+    // With `Never`, an image of the other kind is all there is: it is given (its runtime
+    // then says why it cannot run it) rather than "not present".
+    let image = local
+        .pull_as(&wasm_only, &ANON, PullPolicy::Never, Some(RunAs::Linux))
+        .await?;
+    assert_eq!(image.digest, wasm_digest);
+    // Removing the reference removes both.
+    local.remove(&multi)?;
+    assert!(!local.has(&multi));
     Ok(())
 }
 
