@@ -335,6 +335,9 @@ impl Helper {
         if let Some((_, path)) = console {
             let _ = std::fs::remove_file(path);
         }
+        if built.is_err() {
+            reap_strays(&self.tracked());
+        }
         let pid = built?.as_raw();
         let pidfd = pidfd_open(pid)?;
         self.execs.insert(
@@ -650,9 +653,21 @@ impl Helper {
     }
 
     /// Waits for the container's process, reports how it ended, and stops watching it.
+    /// The pids of the processes this helper watches (containers' and execs' first ones).
+    fn tracked(&self) -> std::collections::HashSet<i32> {
+        self.containers
+            .values()
+            .filter(|r| r.pidfd.is_some())
+            .map(|r| r.pid)
+            .chain(self.execs.values().map(|e| e.pid))
+            .collect()
+    }
+
     fn reap(&mut self, id: &str) {
         if let Some(exec) = self.execs.remove(id) {
-            let (code, signal) = wait_status(id, exec.pid, &exec.pidfd);
+            let mut tracked = self.tracked();
+            tracked.insert(exec.pid);
+            let (code, signal) = wait_status(id, exec.pid, &exec.pidfd, &tracked);
             self.send(&Event::Exited {
                 id: id.to_string(),
                 code,
@@ -694,7 +709,13 @@ impl Helper {
         let Some(pidfd) = running.pidfd.take() else {
             return;
         };
-        let (code, signal) = wait_status(id, running.pid, &pidfd);
+        let pid = running.pid;
+        let mut tracked = self.tracked();
+        tracked.insert(pid);
+        let (code, signal) = wait_status(id, pid, &pidfd, &tracked);
+        let Some(running) = self.containers.get_mut(id) else {
+            return;
+        };
         let oom_killed = running.oom_file.as_deref().is_some_and(oom_killed);
         self.send(&Event::Exited {
             id: id.to_string(),
@@ -708,12 +729,24 @@ impl Helper {
         let Some(running) = self.containers.get_mut(id) else {
             return Ok(());
         };
-        if running.pidfd.is_some() {
+        if let Some(pidfd) = &running.pidfd {
             // Still running: killed, then reaped, so its exit is reported before it goes.
             let _ = running.container.kill(
                 libcontainer::signal::Signal::try_from(9).expect("SIGKILL"),
                 true,
             );
+            // Its first process directly too: the kill above finds the processes through
+            // the container's cgroups, which something else may have moved it out of.
+            // SAFETY: pidfd_send_signal with a pidfd this helper owns and no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
             self.reap(id);
         }
         let mut running = self.containers.remove(id).expect("checked above");
@@ -870,7 +903,22 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd, String> {
 
 /// Reaps the process behind `pidfd`: its exit status (128 + signal when killed), and the
 /// signal.
-fn wait_status(id: &str, pid: i32, pidfd: &OwnedFd) -> (i32, Option<i32>) {
+fn wait_status(
+    id: &str,
+    pid: i32,
+    pidfd: &OwnedFd,
+    tracked: &std::collections::HashSet<i32>,
+) -> (i32, Option<i32>) {
+    // A pid namespace's first process ends only once every process of the namespace is
+    // reaped: strays of this helper in it are reaped while waiting.
+    loop {
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(50u8)) {
+            Ok(n) if n > 0 => break,
+            Err(e) if e != nix::errno::Errno::EINTR => break,
+            _ => reap_strays(tracked),
+        }
+    }
     let status = loop {
         match waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED) {
             Err(nix::errno::Errno::EINTR) => continue,
@@ -887,6 +935,28 @@ fn wait_status(id: &str, pid: i32, pidfd: &OwnedFd) -> (i32, Option<i32>) {
         Err(e) => {
             eprintln!("container-helper: {id}: wait for pid {pid}: {e}");
             (255, None)
+        }
+    }
+}
+
+/// Reaps the children of this helper that no container or exec of it tracks (`tracked`):
+/// the processes libcontainer leaves behind when a build fails late (an exec of a program
+/// the image lacks fails in its init, after that joined the container's pid namespace).
+/// A zombie of them would keep the container's first process from ever ending.
+fn reap_strays(tracked: &std::collections::HashSet<i32>) {
+    let me = std::process::id();
+    let Ok(children) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else {
+        return;
+    };
+    for pid in children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        if !tracked.contains(&pid) {
+            let _ = nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(pid),
+                Some(WaitPidFlag::WNOHANG),
+            );
         }
     }
 }

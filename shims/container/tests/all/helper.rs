@@ -459,22 +459,34 @@ fn signals_and_oom_kills_are_reported() {
     });
 }
 
+/// A container that prints "up" and sleeps, once it is up; its output stays open.
+async fn sleeper(helper: &Helper, ns: &Netns) -> (Bundle, Output) {
+    let bundle = Bundle::new(ns, "echo up; exec sleep 1000", |_| {});
+    let mut out = run(helper, &bundle).await;
+    let mut up = [0u8; 3];
+    out.read.read_exact(&mut up).unwrap();
+    (bundle, out)
+}
+
+/// The container's process with `args` instead, in a file, for an exec.
+fn exec_process(bundle: &Bundle, args: &[&str]) -> PathBuf {
+    let spec = oci_spec::runtime::Spec::load(bundle.dir.path().join("config.json")).unwrap();
+    let mut process = spec.process().clone().unwrap();
+    process.set_args(Some(args.iter().map(|a| a.to_string()).collect()));
+    let process_file = bundle.dir.path().join("exec.json");
+    fs::write(&process_file, serde_json::to_vec(&process).unwrap()).unwrap();
+    process_file
+}
+
 #[test]
 fn a_container_with_an_exec_still_running_is_deleted() {
     runtime().block_on(async {
         let state = tempfile::tempdir().unwrap();
         let ns = netns();
         let helper = helper(state.path());
-        let bundle = Bundle::new(&ns, "echo up; exec sleep 1000", |_| {});
-        let mut out = run(&helper, &bundle).await;
-        let mut up = [0u8; 3];
-        out.read.read_exact(&mut up).unwrap();
+        let (bundle, _out) = sleeper(&helper, &ns).await;
         // A process exec'd into it (a probe, a kubectl exec session) still runs.
-        let spec = oci_spec::runtime::Spec::load(bundle.dir.path().join("config.json")).unwrap();
-        let mut process = spec.process().clone().unwrap();
-        process.set_args(Some(vec!["sleep".into(), "1000".into()]));
-        let process_file = bundle.dir.path().join("exec.json");
-        fs::write(&process_file, serde_json::to_vec(&process).unwrap()).unwrap();
+        let process_file = exec_process(&bundle, &["sleep", "1000"]);
         let exec_id = format!("{}.exec-0", bundle.id);
         helper
             .exec(
@@ -499,6 +511,43 @@ fn a_container_with_an_exec_still_running_is_deleted() {
         assert_eq!(run(&helper, &next).await.text(), "next\n");
         helper.wait(&next.id).await.unwrap();
         helper.delete(&next.id).await.unwrap();
+    });
+}
+
+#[test]
+fn a_failed_exec_leaves_nothing_to_wait_for() {
+    runtime().block_on(async {
+        let state = tempfile::tempdir().unwrap();
+        let ns = netns();
+        let helper = helper(state.path());
+        let (bundle, _out) = sleeper(&helper, &ns).await;
+        // `kubectl exec` of a program the image lacks: the exec's processes fail after
+        // joining the container's pid namespace.
+        let process_file = exec_process(&bundle, &["/no/such/program"]);
+        for n in 0..3 {
+            let err = helper
+                .exec(
+                    &bundle.id,
+                    &format!("{}.exec-{n}", bundle.id),
+                    &process_file,
+                    false,
+                    Some([null(), null(), null()]),
+                )
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("/no/such/program"), "{err}");
+        }
+        // Deleting the container still ends it: its first process waits for every process
+        // of its pid namespace to be reaped, the failed exec's included (the helper used
+        // to leave those as zombies and wait for the first one forever).
+        tokio::time::timeout(Duration::from_secs(60), helper.delete(&bundle.id))
+            .await
+            .expect("delete never returned")
+            .unwrap();
+        let helper_pid = helper_pid(state.path());
+        let children =
+            fs::read_to_string(format!("/proc/{helper_pid}/task/{helper_pid}/children")).unwrap();
+        assert_eq!(children.trim(), "", "processes left under the helper");
     });
 }
 
