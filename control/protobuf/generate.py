@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Generate src/schema.rs: the protobuf field table skiff-protobuf transcodes with.
+"""Generate src/schema.rs: the field table skiff-protobuf transcodes protobuf with and fills
+Go's zero values from.
 
 Rerun (from control/protobuf/) after changing ROOTS or upgrading the source crates:
 
@@ -9,10 +10,24 @@ Inputs (both must be unpacked in the local cargo registry, e.g. by `cargo fetch`
 depending on them):
   * k8s-pb 0.9.0       prost-generated structs: field numbers and wire kinds.
   * k8s-openapi 0.29.0 (v1_33) serde impls: the JSON name of each Rust field.
-  * kubernetes/api      Go types (types.go): which scalar fields are non-pointer `omitempty`,
-                       whose zero Go writes on the wire but drops from JSON. Read from a git
-                       clone named by $KUBE_API_GIT (default: the workplace mirror).
+  * kubernetes/api      Go types (types.go) at the tag $KUBE_API_REF (default v0.33.0, the
+                       Kubernetes of k8s-openapi's v1_33): what Go's encoding/json writes for
+                       each field left at its zero value (`Unset` in types.rs). Read from a git
+                       clone named by $KUBE_API_GIT (default: the workplace mirror, made by
+                       the `fetch` tool from github:kubernetes/api); nothing of it is copied.
 They are joined on (package, type name, Rust field name / field number).
+
+From the Go types, per field:
+  * Nothing   a pointer, slice, map or []byte (a nil one is `null` without omitempty, which
+              clients read as absent), a zero metav1.Time/MicroTime (`null`), a RawExtension,
+              or a field the Go types here do not declare (apimachinery's meta types, whose
+              non-omitempty fields k8s-openapi already requires, and fields newer than
+              v1_33, which canonicalization drops).
+  * OmitEmpty a non-pointer scalar tagged omitempty: on the protobuf wire even when zero,
+              dropped from JSON. The transcoder drops its zero.
+  * Zero      a non-pointer scalar without omitempty, a Quantity, IntOrString or Duration,
+              or a struct (omitempty never omits a struct): Go writes its zero, `{}` with
+              the struct's own zeros inside. `fill_go_zero_values` writes them.
 """
 
 import glob
@@ -33,6 +48,7 @@ def one_dir(pattern):
 
 PB = os.path.join(one_dir("k8s-pb-0.9.0"), "src")
 KUBE_API_GIT = os.environ.get("KUBE_API_GIT", "/work/.mirror/kubernetes+api/repo")
+KUBE_API_REF = os.environ.get("KUBE_API_REF", "v0.33.0")
 OA = os.path.join(one_dir("k8s-openapi-0.29.0"), "src", "v1_33")
 
 # (apiVersion, kind, package, message). An empty apiVersion matches any group version.
@@ -48,6 +64,7 @@ ROOTS = [
     ("v1", "ServiceAccount", "api.core.v1", "ServiceAccount"),
     ("v1", "PersistentVolume", "api.core.v1", "PersistentVolume"),
     ("v1", "PersistentVolumeClaim", "api.core.v1", "PersistentVolumeClaim"),
+    ("v1", "ReplicationController", "api.core.v1", "ReplicationController"),
     ("apps/v1", "Deployment", "api.apps.v1", "Deployment"),
     ("apps/v1", "ReplicaSet", "api.apps.v1", "ReplicaSet"),
     ("apps/v1", "StatefulSet", "api.apps.v1", "StatefulSet"),
@@ -74,6 +91,9 @@ SPECIAL = {
     ("apimachinery.pkg.util.intstr", "IntOrString"): "IntOrString",
     ("apimachinery.pkg.runtime", "RawExtension"): "RawExtension",
 }
+
+# Special messages whose Go zero is a JSON value rather than `null`.
+SPECIAL_ZERO = {"Quantity", "IntOrString", "Duration"}
 
 SCALARS = {"string": "String", "bytes": "Bytes", "bool": "Bool", "int32": "Int32",
            "int64": "Int64", "double": "Double"}
@@ -164,38 +184,59 @@ def parse_openapi():
 
 
 GO_STRUCT = re.compile(r'^type (\w+) struct \{$')
-GO_FIELD = re.compile(r'^\s*\w+\s+(\S+)\s+`json:"([^"]*)" protobuf:"[a-z0-9]+,(\d+),')
+# `Name Type `tags`` or an embedded `Type `tags``.
+GO_FIELD = re.compile(r'^\s*(?:\w+\s+)?([^\s`]\S*)\s+`([^`]*)`')
+GO_JSON = re.compile(r'\bjson:"([^"]*)"')
+GO_PROTOBUF = re.compile(r'\bprotobuf:"[a-z0-9]+,(\d+),')
 
 
 def parse_go():
-    """{(package, message): {field number}} of non-pointer `omitempty` fields: Go always
-    encodes them in protobuf, and drops their zero from JSON."""
+    """{(package, lower-case message): {field number: (Go type, json tag options)}} of every
+    field the Go types give a protobuf number."""
     import subprocess
 
     def git(*args):
         return subprocess.run(["git", "--git-dir", KUBE_API_GIT, *args], check=True,
                               capture_output=True, text=True).stdout
 
-    omit = {}
-    for path in git("ls-tree", "-r", "--name-only", "HEAD").split():
+    fields = {}
+    for path in git("ls-tree", "-r", "--name-only", KUBE_API_REF).split():
         if not path.endswith("/types.go") or path.count("/") != 2:
             continue
         package = "api." + ".".join(path.split("/")[:2])
         current = None
-        for line in git("show", f"HEAD:{path}").split("\n"):
+        for line in git("show", f"{KUBE_API_REF}:{path}").split("\n"):
             m = GO_STRUCT.match(line)
             if m:
-                current = omit.setdefault((package, m.group(1)), set())
+                # prost renames acronyms (HTTPGetAction is HttpGetAction): join in lower case.
+                current = fields.setdefault((package, m.group(1).lower()), {})
             elif line.startswith("}"):
                 current = None
             elif current is not None:
                 f = GO_FIELD.match(line)
-                if f and not f.group(1).startswith(("*", "[", "map[")) \
-                        and "omitempty" in f.group(2):
-                    current.add(int(f.group(3)))
-    if not omit:
-        sys.exit(f"generate.py: no Go types found in {KUBE_API_GIT}")
-    return omit
+                if not f:
+                    continue
+                json, number = GO_JSON.search(f.group(2)), GO_PROTOBUF.search(f.group(2))
+                if json and number:
+                    current[int(number.group(1))] = (f.group(1), json.group(1).split(",")[1:])
+    if not fields:
+        sys.exit(f"generate.py: no Go types found in {KUBE_API_GIT} at {KUBE_API_REF}")
+    return fields
+
+
+def unset(go_field, kind, repeated, target):
+    """What Go writes for the field at its zero value: Nothing, OmitEmpty or Zero."""
+    if go_field is None:
+        return "Nothing"
+    go_type, options = go_field
+    if go_type.startswith("*") or repeated or isinstance(kind, tuple) or kind == "bytes" \
+            or "omitzero" in options:
+        return "Nothing"
+    if kind == "message":
+        if target in SPECIAL:
+            return "Zero" if SPECIAL[target] in SPECIAL_ZERO else "Nothing"
+        return "Zero"
+    return "OmitEmpty" if "omitempty" in options else "Zero"
 
 
 def camel(name):
@@ -270,11 +311,44 @@ def main():
             return f"Kind::{SPECIAL[target]}"
         return f"Kind::Message(&{const_name(target)})"
 
+    # Each message's rows: (tag, json, kind expression, repeated, unset, message to walk).
+    rows = {}
+    for key in order:
+        json_names = dict(extra_names.get(key, {}))
+        json_names.update(openapi_names(key) or {})
+        rows[key] = []
+        for tag, rust_name, kind, repeated, target in sorted(pb[key]):
+            walk = target if target in seen else None
+            if (key, tag) in inline:
+                rows[key].append((tag, "", f"Kind::Inline(&{const_name(target)})", False,
+                                  "Nothing", walk))
+                continue
+            how = unset(go.get((key[0], key[1].lower()), {}).get(tag), kind, repeated, target)
+            json = json_names.get(norm(rust_name))
+            if json is None:
+                json = camel(rust_name)
+                guessed.append(f"{key[0]}.{key[1]}.{rust_name} -> {json}")
+                # Unknown to k8s-openapi's v1_33: canonicalization drops it, so never add it.
+                how = "Nothing" if how == "Zero" else how
+            rows[key].append((tag, json, kind_expr(kind, target), repeated, how, walk))
+
+    # A message fills when one of its fields has a zero to write, or holds one that fills.
+    fills = set()
+    changed = True
+    while changed:
+        changed = False
+        for key in order:
+            if key not in fills and any(how == "Zero" or walk in fills
+                                        for _, _, _, _, how, walk in rows[key]):
+                fills.add(key)
+                changed = True
+
     out = [
-        "// @generated by control/protobuf/generate.py from k8s-pb 0.9.0 (field numbers, wire kinds)",
-        "// and k8s-openapi 0.29.0 v1_33 (JSON names). Do not edit: rerun the generator.",
+        "// @generated by control/protobuf/generate.py from k8s-pb 0.9.0 (field numbers, wire kinds),",
+        f"// k8s-openapi 0.29.0 v1_33 (JSON names) and kubernetes/api {KUBE_API_REF} (what Go writes",
+        "// for a zero field). Do not edit: rerun the generator.",
         "",
-        "use crate::types::{Field, Kind, Message, Root};",
+        "use crate::types::{Field, Kind, Message, Root, Unset};",
         "",
         "/// Top-level kinds `to_json` accepts: (apiVersion or \"\" for any, kind, message).",
         "pub static ROOTS: &[Root] = &[",
@@ -283,24 +357,14 @@ def main():
         out.append(f"    Root {{ api_version: {api_version!r}, kind: {kind!r}, message: &{const_name((package, message))} }},".replace("'", '"'))
     out.append("];")
     for key in order:
-        json_names = dict(extra_names.get(key, {}))
-        json_names.update(openapi_names(key) or {})
         out.append("")
         out.append(f"pub static {const_name(key)}: Message = Message {{")
         out.append(f'    name: "k8s.io.{key[0]}.{key[1]}",')
         out.append("    fields: &[")
-        for tag, rust_name, kind, repeated, target in sorted(pb[key]):
-            json = json_names.get(norm(rust_name))
-            if (key, tag) in inline:
-                out.append(f'        Field {{ number: {tag}, json: "", kind: Kind::Inline(&{const_name(target)}), repeated: false, omit_zero: false }},')
-                continue
-            if json is None:
-                json = camel(rust_name)
-                guessed.append(f"{key[0]}.{key[1]}.{rust_name} -> {json}")
-            omit_zero = kind in ("bool", "int32", "int64", "double") and not repeated \
-                and tag in go.get(key, ())
-            out.append(f'        Field {{ number: {tag}, json: "{json}", kind: {kind_expr(kind, target)}, repeated: {str(repeated).lower()}, omit_zero: {str(omit_zero).lower()} }},')
+        for tag, json, kind, repeated, how, _ in rows[key]:
+            out.append(f'        Field {{ number: {tag}, json: "{json}", kind: {kind}, repeated: {str(repeated).lower()}, unset: Unset::{how} }},')
         out.append("    ],")
+        out.append(f"    fills: {str(key in fills).lower()},")
         out.append("};")
     with open(os.path.join(HERE, "src", "schema.rs"), "w") as f:
         f.write("\n".join(out) + "\n")

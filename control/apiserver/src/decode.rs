@@ -131,8 +131,11 @@ pub fn canonical(
         "{} in version \"{}\" cannot be handled as a {}",
         resource.kind, resource.version, resource.kind
     );
-    let out = (resource.canonicalize)(obj)
+    let mut out = (resource.canonicalize)(obj)
         .map_err(|e| ApiError::bad_request(format!("{prefix}: {e}")))?;
+    // kube-apiserver's JSON carries the zeros of Go's non-`omitempty` fields (a DaemonSet's
+    // status counts, `resources: {}`): added once per write, stored and served from there.
+    skiff_protobuf::fill_go_zero_values(&resource.api_version(), resource.kind, &mut out);
     let mut unknown = Vec::new();
     if validation != FieldValidation::Ignore {
         unknown_fields(obj, &out, &mut String::new(), &mut unknown);

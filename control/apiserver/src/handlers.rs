@@ -1251,6 +1251,8 @@ fn reset_status_on_create(resource: &Resource, obj: &mut Value) {
             map.insert("status".into(), json!({}));
         }
     }
+    // Go still writes the zero status's non-`omitempty` fields (a DaemonSet's four counts).
+    skiff_protobuf::fill_go_zero_values(&resource.api_version(), resource.kind, obj);
 }
 
 /// A pod's QoS class, as the API server records it on create.

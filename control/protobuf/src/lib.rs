@@ -1,4 +1,5 @@
-//! Transcode Kubernetes protobuf request bodies into the JSON kube-apiserver would serialize.
+//! Transcode Kubernetes protobuf request bodies into the JSON kube-apiserver would serialize,
+//! and fill in the zero values kube-apiserver's JSON always carries.
 //!
 //! kubectl 1.32+ posts imperative creates (`kubectl create configmap`, `run`, `expose`, ...) as
 //! `application/vnd.kubernetes.protobuf`: the magic `k8s\0`, then a `runtime.Unknown` whose
@@ -10,17 +11,21 @@
 //! in the JSON. Go writes non-pointer fields even when zero, and kube-apiserver's JSON drops
 //! the zero of those marked `omitempty`; so an empty singular string is treated as unset, and
 //! a zero number or `false` is dropped where the Go field is a non-pointer `omitempty` scalar
-//! (`hostPort`, `stdin`, `paused`; the table marks them `omit_zero`, taken from the Go types).
+//! (`hostPort`, `stdin`, `paused`; the table marks them [`Unset::OmitEmpty`], from the Go types).
 //! A zero in a pointer field (`replicas: 0`, `automountServiceAccountToken: false`) is a
 //! choice and is kept. In ObjectMeta, whose numbers are all `omitempty` non-pointers except
 //! `deletionGracePeriodSeconds`, zero numbers are dropped too.
+//!
+//! The same table knows the reverse: the fields Go writes even at their zero value
+//! ([`Unset::Zero`]), which [`fill_go_zero_values`] adds to an object that lacks them.
 
 mod schema;
 mod transcode;
 mod types;
 mod wire;
+mod zero;
 
-pub use types::{Field, Kind, Message, Root};
+pub use types::{Field, Kind, Message, Root, Unset};
 
 /// The media type kubectl uses for protobuf bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
@@ -50,4 +55,21 @@ pub fn to_json(body: &[u8]) -> Result<serde_json::Value, Error> {
 /// The top-level kinds [`to_json`] understands.
 pub fn supported_kinds() -> impl Iterator<Item = (&'static str, &'static str)> {
     schema::ROOTS.iter().map(|r| (r.api_version, r.kind))
+}
+
+/// Adds to `object`, a `kind` of `api_version` as JSON, every field kube-apiserver's Go
+/// encoder would write that it lacks: non-`omitempty` scalars as their zero (`0`, `""`,
+/// `false`), non-pointer structs as `{}` with their own such fields, at any depth (in lists
+/// and maps too). Fields already present are kept as they are. Nil slices and maps and zero
+/// times, which Go writes as `null`, are left out: clients read `null` and absence alike.
+///
+/// Returns false, leaving `object` as it is, for a kind the table does not know.
+pub fn fill_go_zero_values(api_version: &str, kind: &str, object: &mut serde_json::Value) -> bool {
+    let Some(message) = zero::root(api_version, kind) else {
+        return false;
+    };
+    if let serde_json::Value::Object(map) = object {
+        zero::fill(message, map);
+    }
+    true
 }

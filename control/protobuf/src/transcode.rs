@@ -5,7 +5,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::Error;
 use crate::schema::ROOTS;
-use crate::types::{Field, Kind, Message};
+use crate::types::{Field, Kind, Message, Unset};
 use crate::wire::{Reader, Value as Wire};
 
 /// Bounds recursion on hostile input (nested RawExtensions, self-similar messages).
@@ -170,7 +170,7 @@ fn message(
                 let meta_zero = object_meta
                     && value.as_i64() == Some(0)
                     && field.json != "deletionGracePeriodSeconds";
-                if empty || (zero && field.omit_zero) || meta_zero {
+                if empty || (zero && field.unset == Unset::OmitEmpty) || meta_zero {
                     continue;
                 }
                 out.insert(field.json.into(), value);

@@ -6,6 +6,9 @@
 pub struct Message {
     pub name: &'static str,
     pub fields: &'static [Field],
+    /// Whether a field of this message, or of one it holds, has a zero Go always writes:
+    /// the zero-value fill walks only into messages that do.
+    pub fills: bool,
 }
 
 #[derive(Debug)]
@@ -15,8 +18,26 @@ pub struct Field {
     pub json: &'static str,
     pub kind: Kind,
     pub repeated: bool,
-    /// A non-pointer `omitempty` scalar in Go: always on the wire, its zero is not in JSON.
-    pub omit_zero: bool,
+    /// What Go writes for the field at its zero value, from the Go types' tags.
+    pub unset: Unset,
+}
+
+/// What Go's `encoding/json` (kube-apiserver's encoder) writes for a field left at its zero
+/// value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unset {
+    /// Nothing: a pointer, slice, map or `[]byte`, a `Time` (whose zero is `null`), a
+    /// `RawExtension`, or a field the Go types read do not declare. Go writes `null` for a nil
+    /// slice or map without `omitempty`; every client reads `null` as absent, so Skiff writes
+    /// neither.
+    Nothing,
+    /// Nothing: a non-pointer scalar tagged `omitempty`. Go still puts its zero on the
+    /// protobuf wire, so the transcoder drops it.
+    OmitEmpty,
+    /// Its zero: a non-pointer scalar without `omitempty` (`""`, `0`, `false`), a `Quantity`
+    /// (`"0"`), an `IntOrString` (`0`), a `Duration` (`"0s"`), or a struct (`omitempty` never
+    /// omits one): `{}` with the struct's own zeros.
+    Zero,
 }
 
 #[derive(Debug)]
