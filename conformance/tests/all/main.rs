@@ -7,6 +7,8 @@ mod containers;
 mod errors;
 mod imperative;
 mod node;
+mod python;
+mod replication_controllers;
 mod walkthrough;
 mod watch;
 
@@ -40,6 +42,8 @@ on_both_backends!(
     imperative::imperative_creates_in_protobuf,
     client::kube_client_create_list_watch,
     client::durable_across_kill_9,
+    python::python_client_everyday_calls,
+    replication_controllers::kubectl_replication_controllers,
 );
 
 #[test]

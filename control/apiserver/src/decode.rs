@@ -5,7 +5,7 @@
 use http::HeaderMap;
 use serde_json::Value;
 
-use crate::registry::Resource;
+use crate::registry::{self, Resource};
 use crate::status::{ApiError, ApiResult};
 
 /// `fieldValidation`: what to do with unknown fields.
@@ -82,35 +82,182 @@ pub fn yaml(body: &[u8]) -> ApiResult<Value> {
         .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
 }
 
-/// Checks `apiVersion` and `kind` against the resource the request is for.
-pub fn check_type(resource: &Resource, obj: &Value) -> ApiResult<()> {
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    if kind.is_empty() {
+/// Reads a body's `apiVersion` and `kind` as kube-apiserver's decoder does on create and
+/// update (and on what a patch made): what the body leaves out comes from the URL (the
+/// kind, and the group and version unless the body names another group), and both are
+/// written into the object. A body that names another kind or version is refused with
+/// kube-apiserver's message.
+pub fn check_type(resource: &Resource, obj: &mut Value) -> ApiResult<()> {
+    let (group, version, kind) = type_of(resource, obj)?;
+    // `gvkWithDefaults`: the kind, and the version when the group is the URL's or absent.
+    let kind = if kind.is_empty() {
+        resource.kind.to_string()
+    } else {
+        kind
+    };
+    let (group, version) = if version.is_empty() && (group.is_empty() || group == resource.group) {
+        (resource.group.to_string(), resource.version.to_string())
+    } else {
+        (group, version)
+    };
+    if (group.as_str(), version.as_str(), kind.as_str())
+        == (resource.group, resource.version, resource.kind)
+    {
+        if let Some(map) = obj.as_object_mut() {
+            map.insert("apiVersion".into(), Value::String(resource.api_version()));
+            map.insert("kind".into(), Value::String(kind));
+        }
+        return Ok(());
+    }
+    let api_version = group_version(&group, &version);
+    if version.is_empty() {
         return Err(ApiError::bad_request(format!(
-            "Object 'Kind' is missing in '{}'",
+            "{kind} in version \"\" cannot be handled as a {}: Object 'apiVersion' is missing in '{}'",
+            resource.kind,
             truncate(&obj.to_string(), 512)
         )));
     }
-    if api_version.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "Object 'apiVersion' is missing in '{}'",
-            truncate(&obj.to_string(), 512)
-        )));
-    }
-    if api_version != resource.api_version() {
+    // kube-apiserver decodes the body as the type it names, then converts that to the
+    // URL's type: another version of the same type converts (and is then refused for its
+    // version), any other type does not.
+    let named = registry::RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.kind == kind);
+    let same_type = kind == resource.kind
+        && (group == resource.group || named.is_some_and(|r| r.storage == resource.storage));
+    if same_type {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({api_version}) does not match the expected API version ({})",
             resource.api_version()
         )));
     }
-    if kind != resource.kind {
-        return Err(ApiError::bad_request(format!(
-            "the kind in the data ({kind}) does not match the expected kind ({})",
+    let cause = match named {
+        Some(_) => format!(
+            "converting ({version}.{kind}) to ({}.{}): unknown conversion",
+            internal_package(resource),
             resource.kind
+        ),
+        None => format!(
+            "no kind \"{kind}\" is registered for version \"{api_version}\" in scheme \"pkg/api/legacyscheme/scheme.go:30\""
+        ),
+    };
+    Err(ApiError::bad_request(format!(
+        "{kind} in version \"{version}\" cannot be handled as a {}: {cause}",
+        resource.kind
+    )))
+}
+
+/// Checks the `apiVersion` and `kind` of a server-side apply patch, which unlike a create
+/// or an update must name both: kube-apiserver's field manager refuses a patch of another
+/// version (or none) before anything else.
+pub fn check_apply(resource: &Resource, patch: &Value) -> ApiResult<()> {
+    if !patch.is_object() {
+        return Err(ApiError::bad_request(
+            "error decoding patch: the apply patch is not a YAML or JSON object",
+        ));
+    }
+    let (group, version, kind) = type_of(resource, patch)?;
+    if (group.as_str(), version.as_str()) != (resource.group, resource.version) {
+        return Err(ApiError::bad_request(format!(
+            "Incorrect version specified in apply patch. Specified patch version: {}, expected: {}",
+            group_version(&group, &version),
+            resource.api_version()
         )));
     }
-    Ok(())
+    if kind.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Object 'Kind' is missing in '{}'",
+            truncate(&patch.to_string(), 512)
+        )));
+    }
+    let mut typed = patch.clone();
+    check_type(resource, &mut typed)
+}
+
+/// The group, version and kind a body names (empty when it names none), read as
+/// `SimpleMetaFactory.Interpret` and `schema.ParseGroupVersion` read them.
+fn type_of(resource: &Resource, obj: &Value) -> ApiResult<(String, String, String)> {
+    let unrecognized = |cause: String| {
+        ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): {cause} ({})",
+            resource.kind,
+            summary(obj)
+        ))
+    };
+    if !obj.is_object() {
+        return Err(unrecognized(format!(
+            "couldn't get version/kind; json parse error: json: cannot unmarshal {} into Go value of type struct {{ APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }}",
+            go_json_type(obj)
+        )));
+    }
+    let field = |name: &str| -> ApiResult<String> {
+        match obj.get(name) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(unrecognized(format!(
+                "couldn't get version/kind; json parse error: json: cannot unmarshal {} into Go struct field .{name} of type string",
+                go_json_type(other)
+            ))),
+        }
+    };
+    let api_version = field("apiVersion")?;
+    let kind = field("kind")?;
+    let (group, version) = match api_version.split('/').collect::<Vec<_>>()[..] {
+        [""] | ["", ""] => (String::new(), String::new()),
+        [version] => (String::new(), version.to_string()),
+        [group, version] => (group.to_string(), version.to_string()),
+        _ => {
+            return Err(unrecognized(format!(
+                "unexpected GroupVersion string: {api_version}"
+            )));
+        }
+    };
+    Ok((group, version, kind))
+}
+
+fn group_version(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    }
+}
+
+/// The Go package of kube-apiserver's internal type for a resource (`core`, `apps`,
+/// `batch`, ...), which its conversion errors name. Resources stored together share it
+/// (events.k8s.io Events are `core.Event` inside).
+fn internal_package(resource: &Resource) -> &'static str {
+    let group = resource.storage.split('/').next().unwrap_or("");
+    group.split('.').next().unwrap_or(group)
+}
+
+/// How Go's encoding/json names a JSON value's type in its errors.
+fn go_json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+        Value::Null => "null",
+    }
+}
+
+/// The start of a body, as kube-apiserver quotes it in decode errors (`summarizeData`): 30
+/// bytes, as text when it is a JSON object and in hex otherwise.
+fn summary(obj: &Value) -> String {
+    let text = obj.to_string();
+    let bytes = text.as_bytes();
+    let head = &bytes[..bytes.len().min(30)];
+    let mut out = if text.starts_with('{') {
+        String::from_utf8_lossy(head).into_owned()
+    } else {
+        head.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    if bytes.len() > 30 {
+        out.push_str(" ...");
+    }
+    out
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -120,8 +267,9 @@ fn truncate(s: &str, n: usize) -> &str {
     }
 }
 
-/// The object in canonical form and the warnings to send. Unknown fields are an error
-/// under `Strict`, a warning under `Warn`; either way they are not stored.
+/// The object in canonical form, with the zero values Go writes, and the warnings to send.
+/// Unknown fields are an error under `Strict`, a warning under `Warn`; either way they are
+/// not stored.
 pub fn canonical(
     resource: &Resource,
     obj: &Value,
@@ -218,13 +366,154 @@ mod tests {
         );
     }
 
+    fn checked(group: &str, plural: &str, body: Value) -> Result<Value, String> {
+        let r = find(group, "v1", plural).unwrap();
+        let mut body = body;
+        match check_type(r, &mut body) {
+            Ok(()) => Ok(body),
+            Err(e) => {
+                assert_eq!(e.code, 400, "{}", e.message);
+                Err(e.message)
+            }
+        }
+    }
+
     #[test]
-    fn api_version_must_match() {
-        let r = find("apps", "v1", "deployments").unwrap();
-        let err = check_type(r, &json!({"apiVersion": "v1", "kind": "Deployment"})).unwrap_err();
+    fn the_url_fills_in_what_the_body_leaves_out() {
+        // The Python client's documented call sends neither apiVersion nor kind.
+        let ns = checked("", "namespaces", json!({"metadata": {"name": "x"}})).unwrap();
+        assert_eq!(
+            (&ns["apiVersion"], &ns["kind"]),
+            (&json!("v1"), &json!("Namespace"))
+        );
+        for body in [
+            json!({"metadata": {"name": "w"}}),
+            json!({"apiVersion": "apps/v1", "metadata": {"name": "w"}}),
+            json!({"kind": "Deployment", "metadata": {"name": "w"}}),
+            json!({"apiVersion": "apps/", "kind": "Deployment"}),
+            json!({"apiVersion": null, "kind": null}),
+        ] {
+            let d = checked("apps", "deployments", body.clone()).unwrap();
+            assert_eq!(d["apiVersion"], "apps/v1", "{body}");
+            assert_eq!(d["kind"], "Deployment", "{body}");
+        }
+    }
+
+    #[test]
+    fn a_body_of_another_type_is_refused_as_kube_apiserver_refuses_it() {
+        assert_eq!(
+            checked("", "pods", json!({"apiVersion": "v1", "kind": "ConfigMap"})).unwrap_err(),
+            "ConfigMap in version \"v1\" cannot be handled as a Pod: converting (v1.ConfigMap) to (core.Pod): unknown conversion"
+        );
+        assert_eq!(
+            checked(
+                "apps",
+                "statefulsets",
+                json!({"apiVersion": "apps/v1", "kind": "Deployment"})
+            )
+            .unwrap_err(),
+            "Deployment in version \"v1\" cannot be handled as a StatefulSet: converting (v1.Deployment) to (apps.StatefulSet): unknown conversion"
+        );
+        // A kind the body spells wrong; a kind alone takes the URL's version.
+        assert_eq!(
+            checked("", "pods", json!({"apiVersion": "v1", "kind": "pod"})).unwrap_err(),
+            "pod in version \"v1\" cannot be handled as a Pod: no kind \"pod\" is registered for version \"v1\" in scheme \"pkg/api/legacyscheme/scheme.go:30\""
+        );
+        assert_eq!(
+            checked("apps", "deployments", json!({"kind": "Foo"})).unwrap_err(),
+            "Foo in version \"v1\" cannot be handled as a Deployment: no kind \"Foo\" is registered for version \"apps/v1\" in scheme \"pkg/api/legacyscheme/scheme.go:30\""
+        );
+        // The right kind in a group that does not have it.
+        assert_eq!(
+            checked(
+                "apps",
+                "deployments",
+                json!({"apiVersion": "v1", "kind": "Deployment"})
+            )
+            .unwrap_err(),
+            "Deployment in version \"v1\" cannot be handled as a Deployment: no kind \"Deployment\" is registered for version \"v1\" in scheme \"pkg/api/legacyscheme/scheme.go:30\""
+        );
+        // A group without its version.
+        assert!(
+            checked("", "pods", json!({"apiVersion": "apps/", "kind": "Pod"}))
+                .unwrap_err()
+                .starts_with("Pod in version \"\" cannot be handled as a Pod: Object 'apiVersion' is missing in '")
+        );
+    }
+
+    #[test]
+    fn another_version_of_the_same_type_is_refused_for_its_version() {
+        assert_eq!(
+            checked(
+                "apps",
+                "deployments",
+                json!({"apiVersion": "apps/v1beta2", "kind": "Deployment"})
+            )
+            .unwrap_err(),
+            "the API version in the data (apps/v1beta2) does not match the expected API version (apps/v1)"
+        );
+        // events.k8s.io/v1 and core/v1 Events are one type inside kube-apiserver.
+        assert_eq!(
+            checked(
+                "",
+                "events",
+                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event"})
+            )
+            .unwrap_err(),
+            "the API version in the data (events.k8s.io/v1) does not match the expected API version (v1)"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_type_is_unrecognized() {
+        assert_eq!(
+            checked("", "configmaps", json!({"kind": 5})).unwrap_err(),
+            "the object provided is unrecognized (must be of type ConfigMap): couldn't get version/kind; json parse error: json: cannot unmarshal number into Go struct field .kind of type string ({\"kind\":5})"
+        );
+        // What a JSON patch that replaced the whole object with a number left.
+        assert_eq!(
+            checked("", "configmaps", json!(5)).unwrap_err(),
+            "the object provided is unrecognized (must be of type ConfigMap): couldn't get version/kind; json parse error: json: cannot unmarshal number into Go value of type struct { APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" } (35)"
+        );
+        let err = checked(
+            "",
+            "configmaps",
+            json!({"apiVersion": "a/b/c", "metadata": {"name": "a-rather-long-name"}}),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("the object provided is unrecognized (must be of type ConfigMap): unexpected GroupVersion string: a/b/c ({\"apiVersion\":\"a/b/c\",\"metadat ...)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_apply_patch_names_its_version_and_kind() {
+        let r = find("", "v1", "configmaps").unwrap();
+        let err = check_apply(r, &json!(["a"])).unwrap_err();
         assert!(
             err.message
-                .contains("does not match the expected API version (apps/v1)")
+                .contains("the apply patch is not a YAML or JSON object")
         );
+        let err = check_apply(r, &json!({"metadata": {"name": "a"}})).unwrap_err();
+        assert_eq!(err.code, 400);
+        assert_eq!(
+            err.message,
+            "Incorrect version specified in apply patch. Specified patch version: , expected: v1"
+        );
+        let err =
+            check_apply(r, &json!({"apiVersion": "apps/v1", "kind": "ConfigMap"})).unwrap_err();
+        assert!(
+            err.message
+                .contains("Specified patch version: apps/v1, expected: v1")
+        );
+        let err = check_apply(r, &json!({"apiVersion": "v1"})).unwrap_err();
+        assert!(err.message.starts_with("Object 'Kind' is missing in '"));
+        let err = check_apply(r, &json!({"apiVersion": "v1", "kind": "Secret"})).unwrap_err();
+        assert!(
+            err.message
+                .contains("converting (v1.Secret) to (core.ConfigMap)")
+        );
+        check_apply(r, &json!({"apiVersion": "v1", "kind": "ConfigMap"})).unwrap();
     }
 }

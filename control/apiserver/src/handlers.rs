@@ -483,8 +483,8 @@ impl Ctx<'_> {
         if self.info.subresource.is_some() {
             return Err(ApiError::method_not_allowed());
         }
-        let input = decode::body_object(self.headers, body)?;
-        decode::check_type(self.resource(), &input)?;
+        let mut input = decode::body_object(self.headers, body)?;
+        decode::check_type(self.resource(), &mut input)?;
         let (obj, warnings) = decode::canonical(self.resource(), &input, self.field_validation()?)?;
         let created = self.create_object(obj).await?;
         Ok(self.object_reply(StatusCode::CREATED, created, warnings))
@@ -654,7 +654,7 @@ impl Ctx<'_> {
     async fn update(&self, body: &[u8]) -> ApiResult<Response> {
         let resource = self.resource();
         let sub = self.info.subresource.clone();
-        let input = decode::body_object(self.headers, body)?;
+        let mut input = decode::body_object(self.headers, body)?;
         if sub.as_deref() == Some("scale") {
             let replicas = input.pointer("/spec/replicas").and_then(Value::as_i64);
             let precondition = object::meta_str(&input, "resourceVersion")
@@ -673,7 +673,7 @@ impl Ctx<'_> {
                 .await?;
             return Ok(json_response(StatusCode::OK, &to_scale(&updated)));
         }
-        decode::check_type(resource, &input)?;
+        decode::check_type(resource, &mut input)?;
         let (obj, warnings) = decode::canonical(resource, &input, self.field_validation()?)?;
         let body_name = object::name(&obj);
         if body_name != self.name() {
@@ -794,10 +794,12 @@ impl Ctx<'_> {
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
         };
         let sub = self.info.subresource.as_deref();
+        if kind == PatchKind::Apply && sub != Some("scale") {
+            decode::check_apply(resource, &patch)?;
+        }
         if kind == PatchKind::Apply && sub.is_none() {
             // Server-side apply creates what does not exist yet.
             if self.state.store.get(&self.key()).await?.is_none() {
-                decode::check_type(resource, &patch)?;
                 let (obj, warnings) = decode::canonical(resource, &patch, validation)?;
                 if object::name(&obj) != self.name() {
                     return Err(ApiError::bad_request(format!(
@@ -837,7 +839,7 @@ impl Ctx<'_> {
                     let status_only = sub == Some("status")
                         && matches!(kind, PatchKind::Merge | PatchKind::Strategic)
                         && patch.get("spec").is_none();
-                    let patched = if status_only {
+                    let mut patched = if status_only {
                         let Value::Object(fields) = current else {
                             return Err(ApiError::internal("stored object is not an object"));
                         };
@@ -850,7 +852,7 @@ impl Ctx<'_> {
                     } else {
                         apply_patch(resource, kind, current.clone(), &patch)?
                     };
-                    decode::check_type(resource, &patched)?;
+                    decode::check_type(resource, &mut patched)?;
                     let (obj, w) = decode::canonical(resource, &patched, validation)?;
                     *warnings.lock().expect("warnings lock") = w;
                     Ok(obj)
@@ -1310,8 +1312,14 @@ fn set_condition(obj: &mut Value, kind: &str, status: &str) {
 /// An `autoscaling/v1` Scale for an object with `spec.replicas`.
 fn to_scale(obj: &Value) -> Value {
     let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    let selector =
-        skiff_printers::label_selector_string(obj.pointer("/spec/selector")).unwrap_or_default();
+    // A ReplicationController's selector is a plain label map (`SelectorFromSet`).
+    let selector = match obj.get("kind").and_then(Value::as_str) {
+        Some("ReplicationController") => obj
+            .pointer("/spec/selector")
+            .map(|labels| json!({"matchLabels": labels})),
+        _ => obj.pointer("/spec/selector").cloned(),
+    };
+    let selector = skiff_printers::label_selector_string(selector.as_ref()).unwrap_or_default();
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -1371,7 +1379,7 @@ fn field_supported(resource: &Resource, field: &str) -> bool {
         ("", "Node") => &["spec.unschedulable"],
         ("", "Namespace") => &["status.phase"],
         ("", "Secret") => &["type"],
-        ("apps", "ReplicaSet") => &["status.replicas"],
+        ("", "ReplicationController") | ("apps", "ReplicaSet") => &["status.replicas"],
         ("batch", "Job") => &["status.successful"],
         _ => &[],
     };

@@ -345,9 +345,10 @@ pub(crate) fn validate_daemon_set(obj: &Value, old: Option<&Value>, errs: &mut E
     selector_immutable(obj, old, errs);
 }
 
+/// `ValidateReplicationControllerSpec`, in its order: minReadySeconds, selector, replicas,
+/// then the template.
 pub(crate) fn validate_replication_controller(obj: &Value, _old: Option<&Value>, errs: &mut Errs) {
     let spec = spec_of(obj);
-    nonnegative(spec, "replicas", "spec.replicas", errs);
     nonnegative(spec, "minReadySeconds", "spec.minReadySeconds", errs);
     let selector = spec
         .get("selector")
@@ -356,6 +357,7 @@ pub(crate) fn validate_replication_controller(obj: &Value, _old: Option<&Value>,
         None => errs.push(FieldError::required("spec.selector", "")),
         Some(sel) => errs.extend(names::validate_labels(Some(sel), "spec.selector")),
     }
+    nonnegative(spec, "replicas", "spec.replicas", errs);
     match spec.get("template").filter(|t| !t.is_null()) {
         None => errs.push(FieldError::required("spec.template", "")),
         Some(t) => {
@@ -547,6 +549,46 @@ mod tests {
                 None
             )
             .is_empty()
+        );
+    }
+
+    #[test]
+    fn replication_controller_errors_name_each_field_in_kubes_order() {
+        let kind = Kind {
+            group: "",
+            kind: "ReplicationController",
+        };
+        let mut rc = json!({"metadata": {"name": "rc", "namespace": "d"}, "spec": {
+            "replicas": -1, "minReadySeconds": -2, "selector": {"app": "other"},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                "restartPolicy": "Never", "activeDeadlineSeconds": 5,
+                "containers": [{"name": "web", "image": "nginx"}]}}}});
+        apply_defaults(kind, &mut rc);
+        let errs: Vec<String> = validate(kind, true, &rc, None)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errs,
+            [
+                "spec.minReadySeconds: Invalid value: -2: must be greater than or equal to 0",
+                "spec.replicas: Invalid value: -1: must be greater than or equal to 0",
+                "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"web\"}: `selector` does not match template `labels`",
+                "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\"",
+                "spec.template.spec.activeDeadlineSeconds: Forbidden: activeDeadlineSeconds in ReplicationController is not Supported",
+            ]
+        );
+        let empty = json!({"metadata": {"name": "rc", "namespace": "d"}, "spec": {}});
+        let errs: Vec<String> = validate(kind, true, &empty, None)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errs,
+            [
+                "spec.selector: Required value",
+                "spec.template: Required value"
+            ]
         );
     }
 }
