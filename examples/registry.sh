@@ -44,8 +44,9 @@ else
 fi
 push() {
   local from="$1" ref="localhost:5000/skiff/$2:v1"
-  "$skiff" image --root "$data/images" import "$from" "$ref" >/dev/null
-  "$skiff" image --root "$data/images" push "$ref"
+  # A staging store of the registry's own, not the node's: the images reach nodes by pulls.
+  "$skiff" image --data-dir "$data" import "$from" "$ref" >/dev/null
+  "$skiff" image --data-dir "$data" push "$ref"
 }
 for app in hello http testbed; do
   push "examples/build/$app.wasm" "$app"

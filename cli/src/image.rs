@@ -1,21 +1,30 @@
 //! `skiff image`: load a `.wasm` file or an OCI layout into the node's image store, push it
 //! to a registry, list and remove images, without other tools.
+//!
+//! The store is `<data dir>/images`, the one the node of a `skiff up` or `skiff agent`
+//! with the same data dir runs pods from, so an import needs no registry. A node that is
+//! running sees an image once the import returns: the store's index is replaced by a
+//! rename under an `flock`, and the node reads it again whenever it is a new file.
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use skiff_images::{Content, ImageStore, PullPolicy, RegistryAuth};
 
 #[derive(clap::Args)]
+#[command(after_help = "\
+The store is DIR/images of --data-dir: the images the node of `skiff up` or `skiff agent` \
+with the same data dir runs pods from.
+
+Example: run a local .wasm file as a pod, without a registry:
+  skiff image import app.wasm app:v1
+  kubectl run app --image=app:v1 --image-pull-policy=Never --restart=Never")]
 pub struct ImageArgs {
-    /// The image store (an OCI image layout).
-    #[arg(
-        long,
-        global = true,
-        default_value = "/var/lib/skiff/images",
-        env = "SKIFF_IMAGE_ROOT"
-    )]
-    root: PathBuf,
+    #[command(flatten)]
+    pub(crate) data_dir: crate::DataDir,
+    /// No longer read (the store used to be given directly): refused with what to give.
+    #[arg(long, global = true, hide = true, env = "SKIFF_IMAGE_ROOT")]
+    root: Option<PathBuf>,
     #[command(subcommand)]
     command: ImageCommand,
 }
@@ -23,7 +32,8 @@ pub struct ImageArgs {
 #[derive(clap::Subcommand)]
 enum ImageCommand {
     /// Stores a `.wasm` file (as the CNCF Wasm OCI artifact) or an OCI layout directory
-    /// under REF.
+    /// under REF; a pod whose image is REF runs it with imagePullPolicy Never, or
+    /// IfNotPresent (the default for a tag other than `latest`).
     Import {
         /// A `.wasm` module or component, or an OCI image layout directory.
         source: PathBuf,
@@ -67,10 +77,31 @@ impl Credentials {
 }
 
 pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
-    let store = ImageStore::open(&args.root).with_context(|| {
+    if let Some(root) = &args.root {
+        // A store given apart from the data dir is how images once missed the node.
+        let data_dir = match root.file_name() {
+            Some(name) if name == "images" => root.parent().map(PathBuf::from),
+            _ => None,
+        };
+        bail!(
+            "--root (or SKIFF_IMAGE_ROOT) {} is no longer read: `skiff image` works on \
+             DIR/images of --data-dir DIR (or SKIFF_DATA_DIR), the data dir of the `skiff up` \
+             or `skiff agent` that runs the pods; {}",
+            root.display(),
+            match data_dir {
+                Some(dir) => format!("give --data-dir {} instead", dir.display()),
+                None => format!(
+                    "without it, the data dir is {}",
+                    args.data_dir.path.display()
+                ),
+            }
+        );
+    }
+    let root = crate::node::image_store_dir(&args.data_dir.path);
+    let store = ImageStore::open(&root).with_context(|| {
         format!(
-            "opening the image store at {} (see --root)",
-            args.root.display()
+            "opening the image store at {} (see --data-dir)",
+            root.display()
         )
     })?;
     match args.command {
@@ -86,7 +117,15 @@ pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
             reference,
             credentials,
         } => {
-            store.push(&reference, &credentials.auth()).await?;
+            store
+                .push(&reference, &credentials.auth())
+                .await
+                .with_context(|| {
+                    format!(
+                        "pushing {reference} from the image store at {}",
+                        root.display()
+                    )
+                })?;
             let image = store
                 .get(&reference)?
                 .context("image vanished during the push")?;
@@ -122,7 +161,12 @@ pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
             }
         }
         ImageCommand::Rm { reference } => {
-            store.remove(&reference)?;
+            store.remove(&reference).with_context(|| {
+                format!(
+                    "removing {reference} from the image store at {}",
+                    root.display()
+                )
+            })?;
             println!("removed {reference}");
         }
     }

@@ -32,11 +32,28 @@ struct Cli {
     command: Command,
 }
 
+/// `--data-dir`, one flag with one default for every subcommand: `skiff image` must work
+/// on the image store the node of `skiff up` or `skiff agent` runs pods from, as
+/// `k3s ctr images import` reaches its own node.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DataDir {
+    /// Where Skiff keeps its state: the embedded store, the kubeconfig, the node's images
+    /// (DIR/images, the store `skiff image` works on), compiled Wasm, pod volumes and logs.
+    /// The same for every subcommand: $XDG_DATA_HOME/skiff, else ~/.local/share/skiff.
+    #[arg(
+        long = "data-dir",
+        value_name = "DIR",
+        env = "SKIFF_DATA_DIR",
+        global = true,
+        default_value_os_t = default_data_dir()
+    )]
+    pub path: PathBuf,
+}
+
 #[derive(clap::Args, Clone, Debug)]
 struct ServerArgs {
-    /// Where the embedded store and the kubeconfig live.
-    #[arg(long, env = "SKIFF_DATA_DIR")]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    data_dir: DataDir,
     /// Address the API server listens on. Loopback by default; give 0.0.0.0:6443 to serve
     /// other machines.
     #[arg(long, default_value = "127.0.0.1:6443")]
@@ -72,9 +89,8 @@ struct AgentArgs {
     /// A kubeconfig to reach the API server with.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// Where images, compiled Wasm, pod volumes and logs live.
-    #[arg(long, env = "SKIFF_DATA_DIR")]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    data_dir: DataDir,
     #[command(flatten)]
     node: node::NodeArgs,
 }
@@ -93,7 +109,8 @@ enum Command {
         #[command(subcommand)]
         what: bench::Bench,
     },
-    /// Manages the node's image store: import, push, pull, ls, rm.
+    /// Manages the image store that the node of `skiff up` or `skiff agent` with the same
+    /// --data-dir runs pods from: import, push, pull, ls, rm.
     Image(image::ImageArgs),
 }
 
@@ -139,12 +156,20 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// The data dir without `--data-dir` or `SKIFF_DATA_DIR`, the same for every subcommand:
+/// `$XDG_DATA_HOME/skiff`, else `~/.local/share/skiff`, else (a service without a HOME)
+/// `/var/lib/skiff`. An empty or relative variable is ignored, as the XDG spec asks: the
+/// data dir must not depend on the directory a command is run from.
 fn default_data_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("/var/lib"));
-    base.join("skiff")
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("XDG_DATA_HOME")
+        .or_else(|| absolute("HOME").map(|h| h.join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"))
+        .join("skiff")
 }
 
 /// Opens the store a `--store` flag names.
@@ -173,7 +198,7 @@ pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn S
 }
 
 async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> {
-    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let data_dir = args.data_dir.path.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
     let store = open_store(&args.store, &data_dir).await?;
@@ -273,7 +298,7 @@ pub fn local_client(url: &str) -> anyhow::Result<kube::Client> {
 }
 
 async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
-    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let data_dir = args.data_dir.path.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
     let (client, server) = match (&args.server, &args.kubeconfig) {
@@ -322,4 +347,60 @@ fn write_kubeconfig(path: &Path, server: &str) -> anyhow::Result<()> {
          current-context: skiff\nusers:\n- name: skiff\n  user: {{}}\npreferences: {{}}\n"
     );
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data_dir(args: &[&str]) -> PathBuf {
+        match Cli::try_parse_from(args).expect("arguments parse").command {
+            Command::Up(a) => a.server.data_dir.path,
+            Command::Server(a) => a.data_dir.path,
+            Command::Agent(a) => a.data_dir.path,
+            Command::Image(a) => a.data_dir.path,
+            Command::Bench { .. } => unreachable!("no data dir"),
+        }
+    }
+
+    /// `skiff image` works on the store of the node that `skiff up` or `skiff agent` runs
+    /// only if both resolve one data dir the same way.
+    #[test]
+    fn every_subcommand_takes_one_data_dir() {
+        let up = data_dir(&["skiff", "up"]);
+        assert_eq!(data_dir(&["skiff", "server"]), up);
+        assert_eq!(
+            data_dir(&["skiff", "agent", "--server", "http://x:6443"]),
+            up
+        );
+        assert_eq!(data_dir(&["skiff", "image", "ls"]), up);
+        assert_eq!(
+            data_dir(&["skiff", "image", "import", "a.wasm", "a:v1"]),
+            up
+        );
+        // The flag is accepted before and after an image subcommand.
+        for args in [
+            &["skiff", "image", "--data-dir", "/d", "ls"][..],
+            &[
+                "skiff",
+                "image",
+                "import",
+                "--data-dir",
+                "/d",
+                "a.wasm",
+                "a:v1",
+            ],
+            &["skiff", "up", "--data-dir", "/d"],
+            &[
+                "skiff",
+                "agent",
+                "--data-dir",
+                "/d",
+                "--server",
+                "http://x:6443",
+            ],
+        ] {
+            assert_eq!(data_dir(args), Path::new("/d"), "{args:?}");
+        }
+    }
 }

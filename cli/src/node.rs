@@ -94,7 +94,9 @@ pub async fn start(
     let shim = skiff_shim_wasm::WasmShim::new(skiff_shim_wasm::WasmConfig::new(
         node_dir.join("wasm-cache"),
     ))?;
-    let images = skiff_images::ImageStore::open(data_dir.join("images"))?;
+    let store_dir = image_store_dir(data_dir);
+    let images = skiff_images::ImageStore::open(&store_dir)
+        .with_context(|| format!("opening the image store at {}", store_dir.display()))?;
     let mut shims: Vec<Arc<dyn skiff_shim::Shim>> = vec![Arc::new(shim)];
     let containers = images
         .snapshots()
@@ -135,6 +137,12 @@ pub async fn start(
         args.bridge, pod_cidr, agent.endpoint
     );
     Ok(Node { agent, network })
+}
+
+/// The node's image store in a data dir: the one place both the node and `skiff image`
+/// take it from.
+pub fn image_store_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("images")
 }
 
 /// `/run/skiff`: the node's runtime state, which lives as long as the machine's boot (pod

@@ -67,6 +67,10 @@ pub struct Cluster {
     pub node: Option<NodeNet>,
     /// Whether `skiff up` runs a node itself (else its pod network is for `skiff agent`s).
     local_node: bool,
+    /// Where `skiff up` keeps its state: `<dir>/data`, given with `--data-dir`, or the
+    /// default under the HOME it runs with (see [`Cluster::start_with_node_in_home`]).
+    pub data_dir: PathBuf,
+    data_dir_given: bool,
     pub dir: tempfile::TempDir,
     _etcd: Option<LocalEtcd>,
 }
@@ -94,8 +98,20 @@ impl NodeNet {
     }
 }
 
+/// The `skiff` binary in the environment of a cluster's user: HOME is the cluster's
+/// temporary dir, and nothing else names a data dir.
+fn skiff_in_home(home: &Path) -> Command {
+    let mut command = Command::new(skiff_bin());
+    command
+        .env("HOME", home)
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("SKIFF_DATA_DIR");
+    command
+}
+
 fn spawn_skiff(
     dir: &Path,
+    data_dir: Option<&Path>,
     port: u16,
     store: &str,
     node: Option<&NodeNet>,
@@ -106,10 +122,12 @@ fn spawn_skiff(
         .append(true)
         .open(dir.join("skiff.log"))
         .expect("log file");
-    Command::new(skiff_bin())
-        .arg("up")
-        .arg("--data-dir")
-        .arg(dir.join("data"))
+    let mut command = skiff_in_home(dir);
+    command.arg("up");
+    if let Some(data_dir) = data_dir {
+        command.arg("--data-dir").arg(data_dir);
+    }
+    command
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--store", store])
         .args(match node {
@@ -130,7 +148,6 @@ fn spawn_skiff(
                 "4".into(),
             ],
         })
-        .env("HOME", dir)
         .env("SKIFF_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -141,20 +158,35 @@ fn spawn_skiff(
 impl Cluster {
     /// The control plane alone (`skiff up --no-node`).
     pub fn start(backend: Backend) -> Cluster {
-        Self::start_inner(backend, None, false)
+        Self::start_inner(backend, None, false, true)
     }
 
     /// A whole cluster: control plane and a node running pods (needs root).
     pub fn start_with_node(backend: Backend) -> Cluster {
-        let cluster = Self::start_inner(backend, Some(NodeNet::unique()), true);
+        let cluster = Self::start_inner(backend, Some(NodeNet::unique()), true, true);
         cluster.wait_for_node();
         cluster
+    }
+
+    /// As [`Cluster::start_with_node`], with `skiff up` given no `--data-dir`: its data dir
+    /// is the default under the HOME it runs with, as on a user's machine, so commands run
+    /// with [`Cluster::skiff`] meet it only if their defaults agree.
+    pub fn start_with_node_in_home(backend: Backend) -> Cluster {
+        let cluster = Self::start_inner(backend, Some(NodeNet::unique()), true, false);
+        cluster.wait_for_node();
+        cluster
+    }
+
+    /// A `skiff` command run as the cluster's user runs one beside `skiff up`: the same
+    /// HOME, no `--data-dir` unless the caller gives one.
+    pub fn skiff(&self) -> Command {
+        skiff_in_home(self.dir.path())
     }
 
     /// The control plane alone, with a pod network of its own for nodes started with
     /// [`Cluster::start_agent`].
     pub fn start_for_agents(backend: Backend) -> Cluster {
-        Self::start_inner(backend, Some(NodeNet::unique()), false)
+        Self::start_inner(backend, Some(NodeNet::unique()), false, true)
     }
 
     /// A `skiff agent` process joining this cluster as node `name` (needs root): its own
@@ -189,7 +221,12 @@ impl Cluster {
         }
     }
 
-    fn start_inner(backend: Backend, node: Option<NodeNet>, local_node: bool) -> Cluster {
+    fn start_inner(
+        backend: Backend,
+        node: Option<NodeNet>,
+        local_node: bool,
+        data_dir_given: bool,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let etcd = (backend == Backend::Etcd)
@@ -198,8 +235,20 @@ impl Cluster {
             Some(e) => format!("etcd://{}", e.host_port()),
             None => "embedded".into(),
         };
-        let data_dir = dir.path().join("data");
-        let child = spawn_skiff(dir.path(), port, &store, node.as_ref(), local_node);
+        // Where `skiff up` keeps its data without `--data-dir`, by the HOME it runs with.
+        let data_dir = if data_dir_given {
+            dir.path().join("data")
+        } else {
+            dir.path().join(".local/share/skiff")
+        };
+        let child = spawn_skiff(
+            dir.path(),
+            data_dir_given.then_some(data_dir.as_path()),
+            port,
+            &store,
+            node.as_ref(),
+            local_node,
+        );
         let cluster = Cluster {
             child,
             backend,
@@ -209,6 +258,8 @@ impl Cluster {
             store,
             node,
             local_node,
+            data_dir,
+            data_dir_given,
             dir,
             _etcd: etcd,
         };
@@ -222,6 +273,7 @@ impl Cluster {
         let _ = std::fs::remove_file(&self.kubeconfig);
         self.child = spawn_skiff(
             self.dir.path(),
+            self.data_dir_given.then_some(self.data_dir.as_path()),
             self.port,
             &self.store,
             self.node.as_ref(),
@@ -430,7 +482,8 @@ impl Registry {
     pub fn push_tagged(&self, source: &Path, name: &str, tag: &str) -> String {
         let wasm = source;
         let reference = format!("{}/skiff/{name}:{tag}", self.host);
-        let root = self.dir.path().join("images");
+        // A staging store of the registry's own (its images in `<dir>/images`).
+        let data_dir = self.dir.path();
         for args in [
             vec![
                 "import".to_string(),
@@ -441,8 +494,8 @@ impl Registry {
         ] {
             let out = Command::new(skiff_bin())
                 .arg("image")
-                .arg("--root")
-                .arg(&root)
+                .arg("--data-dir")
+                .arg(data_dir)
                 .args(&args)
                 .output()
                 .expect("run skiff image");

@@ -5,6 +5,7 @@ mod agents;
 mod client;
 mod containers;
 mod errors;
+mod images;
 mod imperative;
 mod node;
 mod python;

@@ -65,14 +65,40 @@ impl crate::Images for skiff_images::ImageStore {
             .iter()
             .find_map(|s| skiff_images::auth_from_docker_config(s, registry).ok())
             .unwrap_or(skiff_images::RegistryAuth::Anonymous);
-        let policy = match policy {
-            crate::PullPolicy::Always => skiff_images::PullPolicy::Always,
-            crate::PullPolicy::IfNotPresent => skiff_images::PullPolicy::IfNotPresent,
-            crate::PullPolicy::Never => skiff_images::PullPolicy::Never,
+        // The errors say where the node looked, the store's directory and the registry
+        // (a pod's image that is in another store, say another data dir's, is then found
+        // at a glance), so IfNotPresent looks in the store apart from the pull.
+        let store = self.root().display();
+        let from_registry = |policy| {
+            skiff_images::ImageStore::pull_as(self, reference, &auth, policy, run_as(runs))
         };
-        let image = skiff_images::ImageStore::pull_as(self, reference, &auth, policy, run_as(runs))
-            .await
-            .map_err(|e| e.to_string())?;
+        let image = match policy {
+            crate::PullPolicy::Never => from_registry(skiff_images::PullPolicy::Never)
+                .await
+                .map_err(|e| match e {
+                    skiff_images::Error::NotPresentNeverPull(_) => {
+                        format!("{normalized} is not in the image store {store}")
+                    }
+                    e => format!("image store {store}: {e}"),
+                })?,
+            crate::PullPolicy::IfNotPresent => {
+                match skiff_images::ImageStore::get_as(self, &normalized, run_as(runs))
+                    .map_err(|e| format!("image store {store}: {e}"))?
+                {
+                    Some(image) => image,
+                    None => from_registry(skiff_images::PullPolicy::Always)
+                        .await
+                        .map_err(|e| {
+                            format!(
+                                "{normalized} is not in the image store {store}, and its pull from registry {registry} failed: {e}"
+                            )
+                        })?,
+                }
+            }
+            crate::PullPolicy::Always => from_registry(skiff_images::PullPolicy::Always)
+                .await
+                .map_err(|e| format!("pull from registry {registry} failed: {e}"))?,
+        };
         let env = image
             .config
             .env

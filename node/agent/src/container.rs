@@ -145,18 +145,27 @@ impl Supervisor {
                     self.event("Normal", "Pulled", message);
                     return Some(image);
                 }
+                Err(e) if policy == PullPolicy::Never => {
+                    // The kubelet's words, then where Skiff looked (`e` names the store). As
+                    // the kubelet, no back-off: nothing is pulled, and the image may be
+                    // imported any time (`skiff image import`); its pod worker tries again
+                    // after its 10 s.
+                    let message = format!(
+                        "Container image \"{reference}\" is not present with pull policy of Never: {e}"
+                    );
+                    self.event("Warning", "ErrImageNeverPull", message.clone());
+                    self.waiting("ErrImageNeverPull", Some(message));
+                    if !self.pause(BACKOFF_START).await {
+                        return None;
+                    }
+                }
                 Err(e) => {
-                    let (reason, shown) = if policy == PullPolicy::Never {
-                        ("ErrImageNeverPull", e.clone())
-                    } else {
-                        ("ErrImagePull", e.clone())
-                    };
                     self.event(
                         "Warning",
                         "Failed",
                         format!("Failed to pull image \"{reference}\": {e}"),
                     );
-                    self.waiting(reason, Some(shown));
+                    self.waiting("ErrImagePull", Some(e.clone()));
                     if !self.pause(Duration::from_secs(1)).await {
                         return None;
                     }

@@ -64,7 +64,8 @@ pub struct PullSecrets(pub Vec<Vec<u8>>);
 pub trait Images: Send + Sync + 'static {
     /// Makes the image present as `policy` asks. `runs` is what the runtime the pod asks
     /// for runs, if it asks for one: from an image index offering both a Wasm and a Linux
-    /// image, that one.
+    /// image, that one. An error says where the node looked (the store's directory, the
+    /// registry): it becomes the pod's event.
     async fn pull(
         &self,
         reference: &str,
