@@ -257,6 +257,14 @@ pub fn apply_defaults(kind: Kind<'_>, object: &mut Value) {
     defaults::apply(kind, object)
 }
 
+/// Validates a pod written through `pods/<name>/ephemeralcontainers` (`new`, already made
+/// from `old` with only `spec.ephemeralContainers` taken from the request), as
+/// `ValidatePodEphemeralContainersUpdate`: the pod's spec, and its existing ephemeral
+/// containers neither removed nor changed.
+pub fn validate_pod_ephemeral_containers_update(new: &Value, old: &Value) -> Vec<FieldError> {
+    validation::pod::validate_ephemeral_containers_update(new, old)
+}
+
 /// Validates `object` of `kind` as Kubernetes does; `old` is the stored object on update
 /// (for immutable fields). Metadata (name syntax, labels, annotations) is validated too;
 /// `namespaced` says whether the kind is namespaced.

@@ -717,12 +717,16 @@ impl Ctx<'_> {
             let proposed = change(&old)?;
             let mut new = prepare_update(resource, &old, proposed, sub)?;
             if !internal {
-                let errors = skiff_apimachinery::validate(
-                    kind_of(resource),
-                    resource.namespaced,
-                    &new,
-                    Some(&old),
-                );
+                let errors = if sub == Some(crate::ephemeral::SUBRESOURCE) {
+                    crate::ephemeral::validate(&new, &old)
+                } else {
+                    skiff_apimachinery::validate(
+                        kind_of(resource),
+                        resource.namespaced,
+                        &new,
+                        Some(&old),
+                    )
+                };
                 if !errors.is_empty() {
                     return Err(ApiError::invalid(resource, self.name(), &errors));
                 }
@@ -1102,6 +1106,9 @@ fn prepare_update(
             out.as_object_mut().expect("object").remove("status");
         }
         return Ok(out);
+    }
+    if sub == Some(crate::ephemeral::SUBRESOURCE) {
+        return Ok(crate::ephemeral::prepare_update(old, &new));
     }
     if sub == Some("finalize") {
         let mut out = old.clone();

@@ -24,6 +24,7 @@ mod controllers;
 mod convert;
 mod decode;
 mod discovery;
+mod ephemeral;
 mod handlers;
 mod ipam;
 mod logs;

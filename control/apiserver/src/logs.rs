@@ -93,12 +93,17 @@ pub async fn pod_log(state: &Arc<AppState>, pod: &Value, query: &Query) -> ApiRe
 /// pod's only app container; kube-apiserver's messages otherwise.
 pub(crate) fn pod_container(pod: &Value, query: &Query) -> ApiResult<String> {
     let name = object::name(pod);
-    let containers: Vec<&str> = ["/spec/containers", "/spec/initContainers"]
-        .iter()
-        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
-        .flatten()
-        .filter_map(|c| c.get("name").and_then(Value::as_str))
-        .collect();
+    // App containers first: the default is the only one of them.
+    let containers: Vec<&str> = [
+        "/spec/containers",
+        "/spec/initContainers",
+        "/spec/ephemeralContainers",
+    ]
+    .iter()
+    .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+    .flatten()
+    .filter_map(|c| c.get("name").and_then(Value::as_str))
+    .collect();
     let app_containers = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)

@@ -28,10 +28,13 @@ pub enum Outcome {
 }
 
 /// Init containers run one at a time to completion; the others run side by side.
+/// Ephemeral containers (`kubectl debug`) are added to a running pod, always run as Linux
+/// containers (they bring tools into a pod of either runtime), and are never restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Init,
     App,
+    Ephemeral,
 }
 
 pub struct Supervisor {
@@ -39,6 +42,9 @@ pub struct Supervisor {
     pub role: Role,
     pub index: usize,
     pub spec: Container,
+    /// An ephemeral container's `targetContainerName`: it joins that container's pid
+    /// namespace.
+    pub target: Option<String>,
     /// `Some(grace)` once the pod is being stopped.
     pub stop: watch::Receiver<Option<Duration>>,
     pub status: status::Container,
@@ -47,7 +53,7 @@ pub struct Supervisor {
 impl Supervisor {
     fn publish(&self) {
         let _ = self.run.updates.send(Update::Container {
-            init: self.role == Role::Init,
+            role: self.role,
             index: self.index,
             status: Box::new(self.status.clone()),
         });
@@ -57,6 +63,7 @@ impl Supervisor {
         match self.role {
             Role::Init => format!("spec.initContainers{{{}}}", self.spec.name),
             Role::App => format!("spec.containers{{{}}}", self.spec.name),
+            Role::Ephemeral => format!("spec.ephemeralContainers{{{}}}", self.spec.name),
         }
     }
 
@@ -97,15 +104,19 @@ impl Supervisor {
             Some("Never") => PullPolicy::Never,
             _ => PullPolicy::IfNotPresent,
         };
-        // The runtime the pod asks for picks among an index's Wasm and Linux images.
-        let runs = self.run.handler.as_ref().and_then(|handler| {
-            self.run
-                .ctx
-                .shims
-                .iter()
-                .find(|s| s.name() == handler)
-                .map(|s| s.runs())
-        });
+        // The runtime the pod asks for picks among an index's Wasm and Linux images; an
+        // ephemeral container takes the Linux one.
+        let runs = match self.role {
+            Role::Ephemeral => Some(skiff_shim::WorkloadKind::Linux),
+            _ => self.run.handler.as_ref().and_then(|handler| {
+                self.run
+                    .ctx
+                    .shims
+                    .iter()
+                    .find(|s| s.name() == handler)
+                    .map(|s| s.runs())
+            }),
+        };
         let mut backoff = BACKOFF_START;
         loop {
             if self.stopping().is_some() {
@@ -189,7 +200,13 @@ impl Supervisor {
 
     fn shim_for(&self, image: &PulledImage) -> Result<Arc<dyn Shim>, String> {
         let shims = &self.run.ctx.shims;
-        if let Some(handler) = &self.run.handler {
+        // An ephemeral container runs whatever its image is, beside the pod's own runtime.
+        if let Some(handler) = self
+            .run
+            .handler
+            .as_ref()
+            .filter(|_| self.role != Role::Ephemeral)
+        {
             return shims
                 .iter()
                 .find(|s| s.name() == handler)
@@ -264,6 +281,7 @@ impl Supervisor {
             .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
             .filter_map(|p| u16::try_from(p.container_port).ok())
             .collect();
+        let pid_namespace = self.target_pid_namespace()?;
         let log = run
             .ctx
             .logs
@@ -296,10 +314,33 @@ impl Supervisor {
                 security: security(&run.pod, &self.spec),
                 stdin: self.spec.stdin.unwrap_or(false),
                 tty: self.spec.tty.unwrap_or(false),
+                pid_namespace,
                 logs: log.clone(),
             },
             log,
         ))
+    }
+
+    /// The pid namespace an ephemeral container joins: its `targetContainerName`'s, which
+    /// must run now (the agent retries until it does, as the container is not created).
+    /// `None` for a target without processes (a Wasm instance): the container then has a
+    /// pid namespace of its own.
+    fn target_pid_namespace(&self) -> Result<Option<std::path::PathBuf>, (String, String)> {
+        let Some(target) = self.target.as_deref().filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        let run = &self.run;
+        match run
+            .ctx
+            .running
+            .handle(&run.namespace, &run.name, &run.uid, target)
+        {
+            Some(handle) => Ok(handle.pid_namespace()),
+            None => Err((
+                "CreateContainerError".to_string(),
+                format!("target container {target:?} is not running"),
+            )),
+        }
     }
 
     /// Runs the container until it is done for good or the pod stops.
@@ -429,6 +470,7 @@ impl Supervisor {
             let restart = match self.role {
                 Role::Init => exit.code != 0 && policy != "Never",
                 Role::App => policy == "Always" || (policy == "OnFailure" && exit.code != 0),
+                Role::Ephemeral => false,
             };
             if !restart {
                 return if exit.code == 0 {

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{
+    EphemeralContainer, Event, EventSource, ObjectReference, Pod, PodStatus, Secret,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{
     DeleteParams, ListParams, Patch, PatchParams, Preconditions, WatchEvent, WatchParams,
@@ -41,10 +43,16 @@ impl Workers {
             .filter_map(|tx| tx.borrow().clone())
             .filter_map(|pod| pod.spec)
             .flat_map(|spec| {
+                let ephemeral = spec
+                    .ephemeral_containers
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.image);
                 spec.containers
                     .into_iter()
                     .chain(spec.init_containers.into_iter().flatten())
                     .filter_map(|c| c.image)
+                    .chain(ephemeral)
             })
             .collect();
         images.sort();
@@ -167,7 +175,8 @@ fn gone(ctx: &Arc<Ctx>, uid: &str) {
 pub enum Update {
     Sandbox(Option<IpAddr>),
     Container {
-        init: bool,
+        role: Role,
+        /// Its place in the pod's list of its role (ephemeral ones go by name).
         index: usize,
         status: Box<status::Container>,
     },
@@ -305,6 +314,9 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
     let grace =
         Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
     let (stop_tx, stop_rx) = watch::channel(None::<Duration>);
+    // The ephemeral containers the pod names now: `kubectl debug` adds them to a pod that
+    // runs, and its run starts each once.
+    let (ephemeral_tx, ephemeral_rx) = watch::channel(ephemeral_containers(&pod));
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let sandbox_reusable = Arc::new(AtomicBool::new(true));
     let ran_here = !(finished || pod.metadata.deletion_timestamp.is_some());
@@ -316,6 +328,7 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
             pod.clone(),
             grace,
             stop_rx,
+            ephemeral_rx,
             updates_tx,
             sandbox_reusable.clone(),
         )))
@@ -402,6 +415,14 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
                             deleting = Some(g);
                             stop_tx.send_replace(Some(g));
                         }
+                        let ephemeral = ephemeral_containers(&p);
+                        ephemeral_tx.send_if_modified(|now| {
+                            let changed = *now != ephemeral;
+                            if changed {
+                                *now = ephemeral;
+                            }
+                            changed
+                        });
                         writer.pod = p;
                     }
                 }
@@ -439,6 +460,21 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
     ctx.logs.remove_pod(&namespace, &name, &uid);
 }
 
+/// The pod's ephemeral containers, in its spec's order.
+fn ephemeral_containers(pod: &Pod) -> Vec<EphemeralContainer> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.ephemeral_containers.clone())
+        .unwrap_or_default()
+}
+
+/// An ephemeral container as the container it runs as: the same fields, less its target.
+fn as_container(ephemeral: &EphemeralContainer) -> Option<k8s_openapi::api::core::v1::Container> {
+    let mut value = serde_json::to_value(ephemeral).ok()?;
+    value.as_object_mut()?.remove("targetContainerName");
+    serde_json::from_value(value).ok()
+}
+
 /// Whether the pod runs in the node's network namespace (`spec.hostNetwork`).
 fn host_network(pod: &Pod) -> bool {
     pod.spec.as_ref().and_then(|s| s.host_network) == Some(true)
@@ -458,6 +494,7 @@ async fn run_pod(
     pod: Pod,
     grace: Duration,
     mut stop: watch::Receiver<Option<Duration>>,
+    ephemeral: watch::Receiver<Vec<EphemeralContainer>>,
     updates: mpsc::UnboundedSender<Update>,
     sandbox_reusable: Arc<AtomicBool>,
 ) {
@@ -583,32 +620,105 @@ async fn run_pod(
             role,
             index,
             spec: c.clone(),
+            target: None,
             stop: stop.clone(),
             status,
         }
     };
-    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-        match supervisor(Role::Init, i, c).supervise().await {
-            Outcome::Succeeded => {}
-            Outcome::Stopped => return,
-            Outcome::Failed => {
-                let _ = run.updates.send(Update::Failed {
-                    reason: "Failed".into(),
-                    message: format!("init container {} failed", c.name),
-                });
-                return;
+    // Ephemeral containers may start as soon as the sandbox is there, during the init
+    // containers too, as the kubelet starts them; they end with the pod's last container.
+    let (containers_done, ephemeral_end) = tokio::sync::oneshot::channel::<()>();
+    let debugging = tokio::spawn(run_ephemeral(
+        run.clone(),
+        ephemeral,
+        already_run(&pod),
+        stop.clone(),
+        ephemeral_end,
+    ));
+    'containers: {
+        for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+            match supervisor(Role::Init, i, c).supervise().await {
+                Outcome::Succeeded => {}
+                Outcome::Stopped => break 'containers,
+                Outcome::Failed => {
+                    let _ = run.updates.send(Update::Failed {
+                        reason: "Failed".into(),
+                        message: format!("init container {} failed", c.name),
+                    });
+                    break 'containers;
+                }
             }
         }
+        let all: Vec<_> = spec
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| tokio::spawn(supervisor(Role::App, i, c).supervise()))
+            .collect();
+        for t in all {
+            let _ = t.await;
+        }
     }
-    let all: Vec<_> = spec
-        .containers
+    drop(containers_done);
+    let _ = debugging.await;
+}
+
+/// Ephemeral containers an earlier agent started for this pod (its status says they ran):
+/// never started again.
+fn already_run(pod: &Pod) -> HashSet<String> {
+    pod.status
         .iter()
-        .enumerate()
-        .map(|(i, c)| tokio::spawn(supervisor(Role::App, i, c).supervise()))
-        .collect();
-    for t in all {
-        let _ = t.await;
-    }
+        .flat_map(|s| s.ephemeral_container_statuses.iter().flatten())
+        .filter(|s| status::Container::from_api(s).has_run())
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// Starts each ephemeral container the pod names, once, as they are added. They stop with
+/// the pod, or (within its grace period) once its other containers have all ended
+/// (`containers_done`).
+async fn run_ephemeral(
+    run: Arc<PodRun>,
+    mut specs: watch::Receiver<Vec<EphemeralContainer>>,
+    mut started: HashSet<String>,
+    mut pod_stop: watch::Receiver<Option<Duration>>,
+    mut containers_done: tokio::sync::oneshot::Receiver<()>,
+) {
+    let (stop_tx, stop) = watch::channel(None::<Duration>);
+    let mut supervisors = tokio::task::JoinSet::new();
+    let mut following = true;
+    let grace = loop {
+        for (index, ephemeral) in specs.borrow_and_update().iter().enumerate() {
+            if started.contains(&ephemeral.name) {
+                continue;
+            }
+            started.insert(ephemeral.name.clone());
+            let Some(spec) = as_container(ephemeral) else {
+                tracing::warn!(pod = %run.name, container = %ephemeral.name, "ephemeral container not readable as a container");
+                continue;
+            };
+            let status = status::Container::new(&spec.name, spec.image.as_deref().unwrap_or(""));
+            let supervisor = Supervisor {
+                run: run.clone(),
+                role: Role::Ephemeral,
+                index,
+                spec,
+                target: ephemeral.target_container_name.clone(),
+                stop: stop.clone(),
+                status,
+            };
+            supervisors.spawn(supervisor.supervise());
+        }
+        tokio::select! {
+            changed = specs.changed(), if following => following = changed.is_ok(),
+            grace = pod_stop.wait_for(Option::is_some) => {
+                break grace.ok().and_then(|g| *g).unwrap_or_default();
+            }
+            _ = &mut containers_done => break run.grace,
+        }
+    };
+    stop_tx.send_replace(Some(grace));
+    while supervisors.join_next().await.is_some() {}
 }
 
 /// restartCount carries over from the status an earlier agent wrote.
@@ -636,6 +746,8 @@ struct StatusWriter {
     pod: Pod,
     init: Vec<status::Container>,
     containers: Vec<status::Container>,
+    /// In the order they were first reported (an earlier agent's first).
+    ephemeral: Vec<status::Container>,
     pod_ip: Option<String>,
     sandbox_ready: bool,
     failed: Option<(String, String)>,
@@ -655,6 +767,11 @@ impl StatusWriter {
             pod: pod.clone(),
             init: spec.init_containers.iter().flatten().map(mk).collect(),
             containers: spec.containers.iter().map(mk).collect(),
+            ephemeral: existing
+                .iter()
+                .flat_map(|s| s.ephemeral_container_statuses.iter().flatten())
+                .map(status::Container::from_api)
+                .collect(),
             pod_ip: existing.as_ref().and_then(|s| s.pod_ip.clone()),
             sandbox_ready: false,
             failed: None,
@@ -673,11 +790,19 @@ impl StatusWriter {
                 self.sandbox_ready = true;
             }
             Update::Container {
-                init,
+                role: Role::Ephemeral,
+                status,
+                ..
+            } => match self.ephemeral.iter_mut().find(|c| c.name == status.name) {
+                Some(slot) => *slot = *status,
+                None => self.ephemeral.push(*status),
+            },
+            Update::Container {
+                role,
                 index,
                 status,
             } => {
-                let list = if init {
+                let list = if role == Role::Init {
                     &mut self.init
                 } else {
                     &mut self.containers
@@ -716,6 +841,7 @@ impl StatusWriter {
             sandbox_ready: self.sandbox_ready,
             init: &self.init,
             containers: &self.containers,
+            ephemeral: &self.ephemeral,
             failed: self.failed.clone(),
         };
         let status = status::render(&snapshot, self.written.as_ref());

@@ -102,6 +102,22 @@ impl Running {
             .map(|p| p.netns.clone())
     }
 
+    /// The shim's handle of a running container of the pod with this uid (an ephemeral
+    /// container's target).
+    pub fn handle(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        container: &str,
+    ) -> Option<Arc<dyn Container>> {
+        let pods = self.pods.lock().expect("running lock");
+        pods.get(&(namespace.to_string(), pod.to_string()))
+            .filter(|p| p.uid == uid)
+            .and_then(|p| p.containers.get(container))
+            .map(|c| c.handle.clone())
+    }
+
     fn container(&self, namespace: &str, pod: &str, container: &str) -> Lookup {
         let pods = self.pods.lock().expect("running lock");
         match pods.get(&(namespace.to_string(), pod.to_string())) {

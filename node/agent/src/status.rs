@@ -82,6 +82,50 @@ impl Container {
         }
     }
 
+    /// An ephemeral container's status as an earlier agent wrote it. One it reported
+    /// running ended with that agent (it is never run again): it is reported terminated,
+    /// with the kubelet's reason for a container it can no longer find.
+    pub fn from_api(status: &ContainerStatus) -> Self {
+        let mut c = Container::new(&status.name, &status.image);
+        c.image_id = status.image_id.clone();
+        c.container_id = status.container_id.clone();
+        c.restart_count = status.restart_count;
+        let s = status.state.as_ref();
+        if let Some(t) = s.and_then(|s| s.terminated.as_ref()) {
+            c.state = State::Terminated(Terminated {
+                container_id: t.container_id.clone(),
+                exit_code: t.exit_code,
+                reason: t.reason.clone().unwrap_or_default(),
+                message: t.message.clone(),
+                started_at: t.started_at.as_ref().map(from_time),
+                finished_at: t.finished_at.as_ref().map_or_else(Utc::now, from_time),
+            });
+        } else if let Some(r) = s.and_then(|s| s.running.as_ref()) {
+            c.state = State::Terminated(Terminated {
+                container_id: status.container_id.clone(),
+                exit_code: 137,
+                reason: "ContainerStatusUnknown".into(),
+                message: Some(
+                    "The container could not be located when the node agent restarted".into(),
+                ),
+                started_at: r.started_at.as_ref().map(from_time),
+                finished_at: Utc::now(),
+            });
+        } else if let Some(w) = s.and_then(|s| s.waiting.as_ref()) {
+            c.state = State::Waiting {
+                reason: w.reason.clone().unwrap_or_default(),
+                message: w.message.clone(),
+            };
+        }
+        c
+    }
+
+    /// Whether it has run (it is running or has ended): an ephemeral container that has is
+    /// never started again.
+    pub fn has_run(&self) -> bool {
+        !matches!(self.state, State::Waiting { .. })
+    }
+
     fn to_api(&self) -> ContainerStatus {
         ContainerStatus {
             name: self.name.clone(),
@@ -142,6 +186,9 @@ pub struct Snapshot<'a> {
     pub sandbox_ready: bool,
     pub init: &'a [Container],
     pub containers: &'a [Container],
+    /// Ephemeral containers (`kubectl debug`): shown, never counted in the phase or
+    /// readiness, as the kubelet reports them.
+    pub ephemeral: &'a [Container],
     /// Set when the pod failed as a whole (e.g. an init container failed for good).
     pub failed: Option<(String, String)>,
 }
@@ -256,6 +303,8 @@ pub fn render(s: &Snapshot, previous: Option<&PodStatus>) -> PodStatus {
         init_container_statuses: (!s.init.is_empty())
             .then(|| s.init.iter().map(Container::to_api).collect()),
         container_statuses: Some(s.containers.iter().map(Container::to_api).collect()),
+        ephemeral_container_statuses: (!s.ephemeral.is_empty())
+            .then(|| s.ephemeral.iter().map(Container::to_api).collect()),
         reason,
         message,
         ..Default::default()
@@ -334,6 +383,7 @@ mod tests {
             sandbox_ready: true,
             init,
             containers: cs,
+            ephemeral: &[],
             failed: None,
         }
     }
@@ -371,6 +421,52 @@ mod tests {
         assert_eq!(phase(&snap("Never", &init, &done)), "Pending");
         let init_failed = [c(State::Terminated(term(1)), false)];
         assert_eq!(phase(&snap("Never", &init_failed, &done)), "Failed");
+    }
+
+    #[test]
+    fn ephemeral_containers_are_shown_and_never_counted() {
+        let running = State::Running {
+            started_at: Utc::now(),
+        };
+        let app = [c(running.clone(), false)];
+        let mut debug = Container::new("debugger", "busybox");
+        debug.state = State::Terminated(term(1));
+        let ephemeral = [debug];
+        let s = Snapshot {
+            ephemeral: &ephemeral,
+            ..snap("Never", &[], &app)
+        };
+        let mut app_ready = app.clone();
+        app_ready[0].ready = true;
+        assert_eq!(phase(&s), "Running");
+        let status = render(&s, None);
+        let shown = status.ephemeral_container_statuses.expect("shown");
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].name, "debugger");
+        assert!(!shown[0].ready);
+        let ready = render(
+            &Snapshot {
+                ephemeral: &ephemeral,
+                ..snap("Never", &[], &app_ready)
+            },
+            None,
+        );
+        let ready_condition = ready
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready_condition.status, "True");
+        // Reported running by an agent that is gone: it ended with it, and stays ended.
+        let mut was = Container::new("debugger", "busybox");
+        was.state = running;
+        let back = Container::from_api(&was.to_api());
+        assert!(back.has_run());
+        assert!(
+            matches!(&back.state, State::Terminated(t) if t.reason == "ContainerStatusUnknown")
+        );
+        assert!(!Container::from_api(&Container::new("d", "i").to_api()).has_run());
     }
 
     #[test]

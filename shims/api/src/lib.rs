@@ -111,6 +111,10 @@ pub struct ContainerSpec {
     pub stdin: bool,
     /// `tty: true`: the process runs on a terminal, whose output is its stdout.
     pub tty: bool,
+    /// A pid namespace to join instead of one of its own: an ephemeral container's
+    /// `targetContainerName`'s ([`Container::pid_namespace`]), so that it sees and may
+    /// trace that container's processes. Runtimes without processes ignore it.
+    pub pid_namespace: Option<PathBuf>,
     pub logs: Arc<dyn LogSink>,
 }
 
@@ -303,6 +307,11 @@ pub trait Container: Send + Sync {
     /// Closes the process's stdin for good (`stdinOnce`, after the first attach): it reads
     /// end-of-file once every attached copy is gone too.
     fn close_stdin(&self) {}
+    /// Its processes' pid namespace (an nsfs path another container can join), when it
+    /// has processes.
+    fn pid_namespace(&self) -> Option<PathBuf> {
+        None
+    }
     /// Runs `argv` in the running container, as its own process runs (user, environment,
     /// working directory, confinement), with a terminal when `tty`.
     async fn exec(&self, _argv: Vec<String>, _tty: bool) -> Result<ExecProcess, ShimError> {

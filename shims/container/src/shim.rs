@@ -515,6 +515,7 @@ impl Shim for ContainerShim {
                 ipcns: ipc.as_ref().map(|i| i.ns.clone()),
                 host_ipc: sandbox.host_ipc,
                 host_pid: sandbox.host_pid,
+                pidns: spec.pid_namespace.clone(),
                 hostname: sandbox.hostname.clone(),
                 cgroups_path: cgroups_path(&id),
                 cgroup_v2: shared.cgroup_v2,
@@ -598,18 +599,15 @@ impl Shim for ContainerShim {
                     Some(root) => helper
                         .create_rooted(&id, &bundle, Some([stdin, out_w, err_w]), root)
                         .await
-                        .map(|_| ()),
-                    None => helper
-                        .create(&id, &bundle, stdin, out_w, err_w)
-                        .await
-                        .map(|_| ()),
+                        .map(|(pid, _)| pid),
+                    None => helper.create(&id, &bundle, stdin, out_w, err_w).await,
                 };
-                made.map(|_| {
+                made.map(|pid| {
                     let readers = vec![
                         tokio::spawn(forward(out_r, Stream::Stdout, spec.logs.clone())),
                         tokio::spawn(forward(err_r, Stream::Stderr, spec.logs.clone())),
                     ];
-                    (readers, input.map(|fd| (fd, false)))
+                    (pid, readers, input.map(|fd| (fd, false)))
                 })
             }
             // With a terminal, its output is the container's stdout, and its master side is
@@ -628,7 +626,7 @@ impl Shim for ContainerShim {
                 };
                 match made {
                     Err(e) => Err(e),
-                    Ok((_, master)) => match master.try_clone() {
+                    Ok((pid, master)) => match master.try_clone() {
                         Err(e) => Err(crate::client::HelperError::Runtime(format!(
                             "the terminal: {e}"
                         ))),
@@ -637,13 +635,13 @@ impl Shim for ContainerShim {
                             let readers = vec![tokio::task::spawn_blocking(move || {
                                 forward_terminal(reader, logs)
                             })];
-                            Ok((readers, spec.stdin.then_some((master, true))))
+                            Ok((pid, readers, spec.stdin.then_some((master, true))))
                         }
                     },
                 }
             }
         };
-        let (readers, input) = match created {
+        let (pid, readers, input) = match created {
             Ok(c) => c,
             Err(e) => {
                 let _ = helper.delete(&id).await;
@@ -658,6 +656,7 @@ impl Shim for ContainerShim {
             slot,
             id,
             bundle,
+            pid,
             pod_uid: pod_ipc.then_some(pod_uid),
             readers: tokio::sync::Mutex::new(readers),
             input: std::sync::Mutex::new(input),
@@ -674,6 +673,8 @@ struct LinuxContainer {
     slot: usize,
     id: String,
     bundle: PathBuf,
+    /// Its first process, as the helper (and this process: one pid namespace) sees it.
+    pid: i32,
     /// The pod whose shared IPC it holds (none with hostIPC).
     pod_uid: Option<String>,
     /// The output forwarders: an exit is reported once they have drained the pipes.
@@ -803,6 +804,14 @@ impl Container for LinuxContainer {
 
     fn exec_refusal(&self) -> Option<String> {
         None
+    }
+
+    /// The first process's: the container's own, or the node's with hostPID. While the
+    /// container runs its first process holds that namespace; once it has exited a
+    /// container joining it fails (or, the pid reused, would join another's: the agent
+    /// asks only while the container runs).
+    fn pid_namespace(&self) -> Option<PathBuf> {
+        Some(PathBuf::from(format!("/proc/{}/ns/pid", self.pid)))
     }
 
     fn attach_input(&self) -> Option<AttachInput> {

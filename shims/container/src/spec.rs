@@ -90,8 +90,11 @@ pub struct SpecInput {
     pub ipcns: Option<PathBuf>,
     /// `hostIPC`: no IPC namespace entry, so the node's (`ipcns` is then unused).
     pub host_ipc: bool,
-    /// `hostPID`: no pid namespace entry, so the node's.
+    /// `hostPID`: no pid namespace entry, so the node's (unless `pidns` names one).
     pub host_pid: bool,
+    /// A pid namespace to join (an ephemeral container's target's); `None` for a new one,
+    /// or the node's with `host_pid`.
+    pub pidns: Option<PathBuf>,
     /// The pod's hostname, in a new UTS namespace.
     pub hostname: String,
     /// `linux.cgroupsPath`, e.g. `/skiff/<pod uid>/<container>`.
@@ -311,8 +314,10 @@ fn namespace(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamesp
 
 fn namespaces(input: &SpecInput) -> Result<Vec<LinuxNamespace>, SpecError> {
     let mut out = Vec::new();
-    if !input.host_pid {
-        out.push(namespace(LinuxNamespaceType::Pid, None)?);
+    match (&input.pidns, input.host_pid) {
+        (Some(pidns), _) => out.push(namespace(LinuxNamespaceType::Pid, Some(pidns))?),
+        (None, false) => out.push(namespace(LinuxNamespaceType::Pid, None)?),
+        (None, true) => {}
     }
     if !input.host_ipc {
         out.push(namespace(LinuxNamespaceType::Ipc, input.ipcns.as_deref())?);

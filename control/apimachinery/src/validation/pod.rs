@@ -14,15 +14,62 @@ pub(crate) fn validate_pod(pod: &Value, old: Option<&Value>, errs: &mut Errs) {
     let empty = json!({});
     let spec = pod.get("spec").unwrap_or(&empty);
     validate_pod_spec(spec, "spec", errs);
-    if let Some(old) = old {
-        validate_pod_update(spec, old.get("spec").unwrap_or(&empty), errs);
+    match old {
+        Some(old) => validate_pod_update(spec, old.get("spec").unwrap_or(&empty), errs),
+        // Ephemeral containers come only through `pods/<name>/ephemeralcontainers`.
+        None if !arr(spec, "ephemeralContainers").is_empty() => errs.push(FieldError::forbidden(
+            "spec.ephemeralContainers",
+            "cannot be set on create",
+        )),
+        None => {}
     }
+}
+
+/// An update through `pods/<name>/ephemeralcontainers`, as `ValidatePodEphemeralContainersUpdate`:
+/// the pod's spec as a whole, and its existing ephemeral containers neither removed nor
+/// changed (matched by name: a patch need not keep their order).
+pub(crate) fn validate_ephemeral_containers_update(new: &Value, old: &Value) -> Errs {
+    let empty = json!({});
+    let mut errs = crate::validation::meta::validate_object_meta_update(
+        new.get("metadata").unwrap_or(&empty),
+        old.get("metadata").unwrap_or(&empty),
+    );
+    let spec = new.get("spec").unwrap_or(&empty);
+    validate_pod_spec(spec, "spec", &mut errs);
+    let path = "spec.ephemeralContainers";
+    let current = arr(spec, "ephemeralContainers");
+    for before in arr(old.get("spec").unwrap_or(&empty), "ephemeralContainers") {
+        let name = s(before, "name");
+        match current.iter().find(|c| s(c, "name") == name) {
+            None => errs.push(FieldError::forbidden(
+                path,
+                format!("existing ephemeral containers {name:?} may not be removed"),
+            )),
+            Some(now) if now != before => errs.push(FieldError::forbidden(
+                key(path, name),
+                format!("existing ephemeral containers {name:?} may not be changed"),
+            )),
+            Some(_) => {}
+        }
+    }
+    errs
 }
 
 /// A pod template (`metadata` + `spec`) at `path`: its labels are reported at `path.labels`.
 pub(crate) fn validate_pod_template_spec(template: &Value, path: &str, errs: &mut Errs) {
     let empty = json!({});
     let meta = template.get("metadata").unwrap_or(&empty);
+    if !arr(
+        template.get("spec").unwrap_or(&empty),
+        "ephemeralContainers",
+    )
+    .is_empty()
+    {
+        errs.push(FieldError::forbidden(
+            child(&child(path, "spec"), "ephemeralContainers"),
+            "ephemeral containers not allowed in pod template",
+        ));
+    }
     errs.extend(names::validate_labels(
         meta.get("labels"),
         &child(path, "labels"),
@@ -63,6 +110,7 @@ pub(crate) fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Errs) {
             errs,
         );
     }
+    validate_ephemeral_containers(spec, path, &volumes, &mut names_seen, errs);
     one_of(
         spec,
         "restartPolicy",
@@ -291,6 +339,79 @@ fn validate_container(
                 ));
             }
         }
+    }
+}
+
+/// Container fields an ephemeral container may not set, in the Go type's field order:
+/// ephemeral containers do not serve, get no resources of their own, and are never probed
+/// or restarted.
+const EPHEMERAL_FORBIDDEN: &[&str] = &[
+    "ports",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+];
+
+/// As `validateEphemeralContainers`: each is a valid container whose name no other container
+/// of the pod has, whose `targetContainerName` names a container or init container of the
+/// pod, and which sets none of [`EPHEMERAL_FORBIDDEN`] nor a volume subPath.
+fn validate_ephemeral_containers(
+    spec: &Value,
+    path: &str,
+    volumes: &HashSet<String>,
+    names_seen: &mut HashSet<String>,
+    errs: &mut Errs,
+) {
+    let others: HashSet<&str> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|list| arr(spec, list))
+        .map(|c| s(c, "name"))
+        .collect();
+    let list = child(path, "ephemeralContainers");
+    for (i, c) in arr(spec, "ephemeralContainers").iter().enumerate() {
+        let p = index(&list, i);
+        validate_container(c, &p, volumes, names_seen, errs);
+        let target = s(c, "targetContainerName");
+        if !target.is_empty() && !others.contains(target) {
+            errs.push(FieldError::not_found(
+                child(&p, "targetContainerName"),
+                json!(target),
+            ));
+        }
+        for field in EPHEMERAL_FORBIDDEN {
+            if c.get(*field).is_some_and(|v| !is_zero(v)) {
+                errs.push(FieldError::forbidden(
+                    child(&p, field),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+        for (j, m) in arr(c, "volumeMounts").iter().enumerate() {
+            for field in ["subPath", "subPathExpr"] {
+                if !s(m, field).is_empty() {
+                    errs.push(FieldError::forbidden(
+                        child(&index(&child(&p, "volumeMounts"), j), field),
+                        "cannot be set for an Ephemeral Container",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Whether a value is its Go type's zero value as JSON carries it: absent in effect.
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.values().all(is_zero),
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => s.is_empty(),
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
     }
 }
 
@@ -846,5 +967,106 @@ mod tests {
         assert!(check(&new, Some(&old)).is_empty());
         new["spec"]["tolerations"] = json!([]);
         assert_eq!(check(&new, Some(&old)).len(), 1);
+    }
+
+    #[test]
+    fn ephemeral_containers_only_through_their_subresource() {
+        let mut p = pod(json!({"containers": [{"name": "a", "image": "x"}],
+            "ephemeralContainers": [{"name": "dbg", "image": "busybox"}]}));
+        assert_eq!(
+            check(&p, None),
+            ["spec.ephemeralContainers: Forbidden: cannot be set on create"]
+        );
+        // Through the pod itself, an update may not add one either.
+        let old = pod(json!({"containers": [{"name": "a", "image": "x"}]}));
+        assert_eq!(
+            check(&p, Some(&old)),
+            [format!("spec: Forbidden: {POD_UPDATE_FORBIDDEN}")]
+        );
+        // Through the subresource it may.
+        assert!(validate_ephemeral_containers_update(&p, &old).is_empty());
+        // But not with a name another container has, fields it may not set, or a target
+        // that is not a container of the pod.
+        p["spec"]["ephemeralContainers"] = json!([{"name": "a", "image": "busybox",
+            "imagePullPolicy": "IfNotPresent", "terminationMessagePolicy": "File",
+            "ports": [{"containerPort": 80, "protocol": "TCP"}], "resources": {},
+            "readinessProbe": {"exec": {"command": ["true"]}}, "targetContainerName": "nope",
+            "volumeMounts": []}]);
+        let errs: Vec<String> = validate_ephemeral_containers_update(&p, &old)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errs,
+            [
+                "spec.ephemeralContainers[0].name: Duplicate value: \"a\"",
+                "spec.ephemeralContainers[0].targetContainerName: Not found: \"nope\"",
+                "spec.ephemeralContainers[0].ports: Forbidden: cannot be set for an Ephemeral Container",
+                "spec.ephemeralContainers[0].readinessProbe: Forbidden: cannot be set for an Ephemeral Container",
+            ]
+        );
+    }
+
+    #[test]
+    fn existing_ephemeral_containers_neither_change_nor_go() {
+        let old = pod(json!({"containers": [{"name": "a", "image": "x"}],
+            "ephemeralContainers": [{"name": "dbg", "image": "busybox", "targetContainerName": "a"}]}));
+        let mut new = old.clone();
+        new["spec"]["ephemeralContainers"]
+            .as_array_mut()
+            .unwrap()
+            .push(
+                json!({"name": "dbg2", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+                "terminationMessagePolicy": "File"}),
+            );
+        assert!(validate_ephemeral_containers_update(&new, &old).is_empty());
+        // Order is free: matched by name.
+        new["spec"]["ephemeralContainers"]
+            .as_array_mut()
+            .unwrap()
+            .reverse();
+        assert!(validate_ephemeral_containers_update(&new, &old).is_empty());
+        new["spec"]["ephemeralContainers"][1]["image"] = json!("alpine");
+        let changed: Vec<String> = validate_ephemeral_containers_update(&new, &old)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                "spec.ephemeralContainers[dbg]: Forbidden: existing ephemeral containers \"dbg\" may not be changed"
+            ]
+        );
+        new["spec"]["ephemeralContainers"] = json!([]);
+        let removed: Vec<String> = validate_ephemeral_containers_update(&new, &old)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            removed,
+            [
+                "spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be removed"
+            ]
+        );
+    }
+
+    #[test]
+    fn templates_have_no_ephemeral_containers() {
+        let mut errs = Errs::new();
+        validate_pod_template_spec(
+            &json!({"spec": {"restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
+                "containers": [{"name": "a", "image": "x", "imagePullPolicy": "Always",
+                    "terminationMessagePolicy": "File"}],
+                "ephemeralContainers": [{"name": "b", "image": "x", "imagePullPolicy": "Always",
+                    "terminationMessagePolicy": "File"}]}}),
+            "spec.template",
+            &mut errs,
+        );
+        assert_eq!(
+            errs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "spec.template.spec.ephemeralContainers: Forbidden: ephemeral containers not allowed in pod template"
+            ]
+        );
     }
 }

@@ -70,6 +70,7 @@ fn spec(n: usize, argv: &[&str], logs: Arc<Captured>) -> ContainerSpec {
         security: Default::default(),
         stdin: false,
         tty: false,
+        pid_namespace: None,
         logs,
     }
 }
@@ -276,5 +277,106 @@ fn a_thousand_containers_leave_nothing_behind() {
             assert!(Instant::now() < deadline, "{:?}", mounts_under(dir.path()));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    });
+}
+
+/// Processes (not zombies) whose command line is exactly `args`.
+fn running_with_args(args: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        if std::fs::read(entry.path().join("cmdline")).ok() == Some(wanted.clone())
+            && !state.is_some_and(|s| s.starts_with('Z'))
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// An ephemeral container with a target (`kubectl debug --target`) joins the target's pid
+/// namespace: it sees the target's process as pid 1, and what it leaves running there goes
+/// with it (that namespace outlives it).
+#[test]
+fn a_container_joins_another_ones_pid_namespace() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots_dir = dir.path().join("snapshots");
+        let shim = ContainerShim::new(ContainerConfig {
+            state_dir: dir.path().join("state"),
+            snapshots: Snapshots::open(&snapshots_dir).unwrap(),
+            helper_program: PathBuf::from(env!("CARGO_BIN_EXE_skiff-container-helper")),
+            helper_args: vec![],
+            helpers: 2,
+            hidden_mounts: vec![],
+            warm_roots: 0,
+        })
+        .unwrap();
+        let ns = Netns::new(format!("skiff-pidns-{}", std::process::id()));
+        let sandbox = PodSandbox {
+            netns: Some(ns.path()),
+            hostname: "debugged".into(),
+            namespace: "default".into(),
+            uid: "debugged".into(),
+            ..Default::default()
+        };
+        let target = shim
+            .create(
+                spec(0, &["sleep", "671"], Arc::new(Captured::default())),
+                &sandbox,
+            )
+            .await
+            .unwrap();
+        target.start().await.unwrap();
+        let pidns = target
+            .pid_namespace()
+            .expect("a Linux container has processes");
+
+        let logs = Arc::new(Captured::default());
+        let mut debug = spec(
+            1,
+            &[
+                "sh",
+                "-c",
+                "sleep 317 & echo \"pid1=$(tr '\\0' ' ' < /proc/1/cmdline)\"",
+            ],
+            logs.clone(),
+        );
+        debug.pid_namespace = Some(pidns.clone());
+        let debugger = shim.create(debug, &sandbox).await.unwrap();
+        debugger.start().await.unwrap();
+        let exit = debugger.wait().await;
+        assert_eq!(exit.code, 0, "{exit:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&logs.0.lock().unwrap()),
+            "pid1=sleep 671 \n"
+        );
+        // Its `sleep 317` was killed with it; the target runs on.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !running_with_args(&["sleep", "317"]).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the ephemeral container's leftover still runs"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(running_with_args(&["sleep", "671"]).len(), 1);
+        drop(debugger);
+        target.kill();
+        target.wait().await;
+        drop(target);
     });
 }

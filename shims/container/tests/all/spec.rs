@@ -287,6 +287,25 @@ fn namespaces_join_the_pods_network_and_make_the_rest() {
     );
     assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Ipc
         && n.path().as_deref() == Some(Path::new("/run/skiff/ipc/pod1"))));
+
+    // An ephemeral container with a target joins the target's pid namespace, even in a
+    // hostPID pod (whose target's namespace is the node's anyway).
+    for host_pid in [false, true] {
+        let mut i = input();
+        i.host_pid = host_pid;
+        i.pidns = Some(PathBuf::from("/proc/4242/ns/pid"));
+        let spec = runtime_spec(&i).unwrap();
+        let ns = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+        let pids: Vec<_> = ns
+            .iter()
+            .filter(|n| n.typ() == LinuxNamespaceType::Pid)
+            .collect();
+        assert_eq!(pids.len(), 1, "{ns:?}");
+        assert_eq!(
+            pids[0].path().as_deref(),
+            Some(Path::new("/proc/4242/ns/pid"))
+        );
+    }
 }
 
 #[test]

@@ -80,6 +80,7 @@ impl Fixture {
             cpu_limit_millis: None,
             stdin: false,
             tty: false,
+            pid_namespace: None,
             logs: logs.clone(),
         };
         (spec, logs)
