@@ -2,8 +2,11 @@
 //! embedded store and on a real etcd. Every scenario runs against both.
 
 mod agents;
+mod amplification;
 mod client;
 mod containers;
+mod debug;
+mod dry_run;
 mod errors;
 mod images;
 mod imperative;
@@ -40,6 +43,8 @@ on_both_backends!(
     watch::get_watch_streams_changes,
     watch::watch_protocol,
     errors::errors_read_as_kubernetes_prints_them,
+    dry_run::dry_runs_write_nothing,
+    amplification::amplifying_requests_are_refused,
     imperative::imperative_creates_in_protobuf,
     client::kube_client_create_list_watch,
     client::durable_across_kill_9,

@@ -77,9 +77,9 @@ pub fn body_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     Ok(value)
 }
 
+/// A YAML body as JSON, with what its aliases may expand to bounded (`crate::yaml`).
 pub fn yaml(body: &[u8]) -> ApiResult<Value> {
-    serde_yaml::from_slice::<Value>(body)
-        .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
+    crate::yaml::parse(body)
 }
 
 /// Reads a body's `apiVersion` and `kind` as kube-apiserver's decoder does on create and

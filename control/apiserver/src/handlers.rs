@@ -15,6 +15,7 @@ use skiff_store::{KeyValue, ListOptions};
 
 use crate::decode::{self, FieldValidation};
 use crate::object::{self, meta_mut};
+use crate::patch::PatchKind;
 use crate::registry::Resource;
 use crate::request::{self, Query, RequestInfo, Target, Verb};
 use crate::status::{ApiError, ApiResult};
@@ -97,22 +98,41 @@ async fn serve(state: &Arc<AppState>, req: Request) -> ApiResult<Response> {
         Method::GET | Method::HEAD => Bytes::new(),
         _ => read_body(body).await?,
     };
+    // Every write says whether it is a dry run before anything else is looked at: the
+    // options of a delete come from its body (kubectl's `DeleteOptions`, where its
+    // `dryRun` travels) or, without a body, from the query; the other writes' from the
+    // query.
+    let delete = match info.verb {
+        Verb::Delete | Verb::DeleteCollection => {
+            Some(delete_options(&parts.headers, &body, &query)?)
+        }
+        _ => None,
+    };
+    let dry_run = match (&delete, info.verb) {
+        (Some(opts), _) => opts.dry_run,
+        (None, Verb::Create) => query.dry_run("CreateOptions")?,
+        (None, Verb::Update) => query.dry_run("UpdateOptions")?,
+        (None, Verb::Patch) => query.dry_run("PatchOptions")?,
+        (None, _) => false,
+    };
     let ctx = Ctx {
         state,
         info: &info,
         query: &query,
         headers: &parts.headers,
         format: table::format(&accept, query.get("includeObject")),
+        dry_run,
     };
-    match info.verb {
-        Verb::Get => ctx.get().await,
-        Verb::List => ctx.list().await,
-        Verb::Watch => ctx.watch().await,
-        Verb::Create => ctx.create(&body).await,
-        Verb::Update => ctx.update(&body).await,
-        Verb::Patch => ctx.patch(&body).await,
-        Verb::Delete => ctx.delete(&body).await,
-        Verb::DeleteCollection => ctx.delete_collection(&body).await,
+    match (info.verb, delete) {
+        (Verb::Get, _) => ctx.get().await,
+        (Verb::List, _) => ctx.list().await,
+        (Verb::Watch, _) => ctx.watch().await,
+        (Verb::Create, _) => ctx.create(&body).await,
+        (Verb::Update, _) => ctx.update(&body).await,
+        (Verb::Patch, _) => ctx.patch(&body).await,
+        (Verb::Delete, Some(opts)) => ctx.delete(&opts).await,
+        (Verb::DeleteCollection, Some(opts)) => ctx.delete_collection(&opts).await,
+        (Verb::Delete | Verb::DeleteCollection, None) => unreachable!("options read above"),
     }
 }
 
@@ -122,6 +142,8 @@ struct Ctx<'a> {
     query: &'a Query,
     headers: &'a HeaderMap,
     format: Format,
+    /// `dryRun=All`: everything a write does but the store write.
+    dry_run: bool,
 }
 
 /// A response body with optional `Warning` headers.
@@ -375,19 +397,34 @@ impl Ctx<'_> {
             .get("sendInitialEvents")
             .map(|_| self.query.flag("sendInitialEvents"));
         let rv = self.query.get("resourceVersion").unwrap_or("");
-        // Where the stream starts, and the objects to send first as ADDED.
-        let (start, initial) = if (rv.is_empty() || rv == "0") || send_initial == Some(true) {
-            let mut items = Vec::new();
-            let mut none = None;
-            let rev = self
-                .scan(
-                    &prefix, None, 0, None, &labels, &fields, &mut items, &mut none,
-                )
-                .await?;
-            (rev, items)
-        } else {
-            (object::parse_resource_version(rv)?, Vec::new())
-        };
+        // Where the stream starts, and the objects to send first as ADDED: read a page at
+        // a time at the revision of the first, as the client takes them, so that a watch
+        // holds at most a page of the store however large the resource is and however
+        // slowly its client reads.
+        let (start, mut initial, mut initial_after) =
+            if (rv.is_empty() || rv == "0") || send_initial == Some(true) {
+                let page = self
+                    .state
+                    .store
+                    .list(
+                        &prefix,
+                        ListOptions {
+                            revision: None,
+                            limit: INITIAL_EVENTS_PAGE,
+                            start_after: None,
+                        },
+                    )
+                    .await?;
+                let after = if page.more {
+                    page.items.last().map(|kv| kv.key.clone())
+                } else {
+                    None
+                };
+                (page.revision, page.items, after)
+            } else {
+                (object::parse_resource_version(rv)?, Vec::new(), None)
+            };
+        let store = self.state.store.clone();
         let subscription = self.state.cache.subscribe(start);
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
         let format = self.format;
@@ -411,9 +448,40 @@ impl Ctx<'_> {
                     return;
                 }
             };
-            for obj in initial {
-                if !out.send("ADDED", obj).await {
-                    return;
+            loop {
+                for kv in std::mem::take(&mut initial) {
+                    let Ok(obj) = object::decode(resource, &kv) else {
+                        continue;
+                    };
+                    if filter.matches(&obj) && !out.send("ADDED", obj).await {
+                        return;
+                    }
+                }
+                let Some(after) = initial_after.take() else {
+                    break;
+                };
+                let page = store
+                    .list(
+                        &filter.prefix,
+                        ListOptions {
+                            revision: Some(start),
+                            limit: INITIAL_EVENTS_PAGE,
+                            start_after: Some(after),
+                        },
+                    )
+                    .await;
+                match page {
+                    Ok(page) => {
+                        if page.more {
+                            initial_after = page.items.last().map(|kv| kv.key.clone());
+                        }
+                        initial = page.items;
+                    }
+                    // Compacted past while the client was reading: it relists.
+                    Err(_) => {
+                        let _ = out.expired(start).await;
+                        return;
+                    }
                 }
             }
             if send_initial == Some(true) {
@@ -498,7 +566,12 @@ impl Ctx<'_> {
         if let Some(ns) = &ns {
             self.check_namespace_open(ns).await?;
         }
-        if self.query.dry_run() {
+        if self.dry_run {
+            // What the write would answer: a name that is taken is a conflict.
+            let key = resource.key(ns.as_deref(), &name);
+            if self.state.store.get(&key).await?.is_some() {
+                return Err(ApiError::already_exists(resource, &name));
+            }
             return Ok(obj);
         }
         let needs_cidr = resource.kind == "Node"
@@ -600,13 +673,11 @@ impl Ctx<'_> {
         };
         let obj = object::decode(ns_res, &kv)?;
         if object::is_deleting(&obj) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                format!(
-                    "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                    self.resource().qualified(),
-                    self.name()
+            return Err(ApiError::forbidden(
+                self.resource(),
+                self.name(),
+                format_args!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
                 ),
             ));
         }
@@ -632,13 +703,15 @@ impl Ctx<'_> {
             let mut pod = pod.clone();
             let current = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
             if !current.is_empty() {
-                return Err(ApiError::new(
+                let mut e = ApiError::new(
                     StatusCode::CONFLICT,
                     "Conflict",
                     format!(
                         "Operation cannot be fulfilled on pods/binding \"{pod_name}\": pod {pod_name} is already assigned to node \"{current}\""
                     ),
-                ));
+                );
+                e.details = Some(json!({"name": pod_name, "kind": "pods/binding"}));
+                return Err(e);
             }
             pod["spec"]["nodeName"] = json!(node);
             set_condition(&mut pod, "PodScheduled", "True");
@@ -736,7 +809,7 @@ impl Ctx<'_> {
                 // Nothing changed: no write, the resourceVersion stays (as Kubernetes).
                 return Ok(old);
             }
-            if self.query.dry_run() {
+            if self.dry_run {
                 return Ok(new);
             }
             // The last finalizer gone from an object being deleted: it goes now.
@@ -797,6 +870,7 @@ impl Ctx<'_> {
             _ => serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
         };
+        crate::patch::check(kind, &patch)?;
         let sub = self.info.subresource.as_deref();
         if kind == PatchKind::Apply && sub != Some("scale") {
             decode::check_apply(resource, &patch)?;
@@ -829,7 +903,8 @@ impl Ctx<'_> {
                 precondition,
                 |current| {
                     if sub == Some("scale") {
-                        let patched = apply_patch(resource, kind, to_scale(current), &patch)?;
+                        let patched =
+                            crate::patch::apply(resource, kind, to_scale(current), &patch)?;
                         let mut obj = current.clone();
                         let replicas = patched
                             .pointer("/spec/replicas")
@@ -852,9 +927,9 @@ impl Ctx<'_> {
                             .filter(|(k, _)| k.as_str() != "spec")
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect();
-                        apply_patch(resource, kind, Value::Object(without_spec), &patch)?
+                        crate::patch::apply(resource, kind, Value::Object(without_spec), &patch)?
                     } else {
-                        apply_patch(resource, kind, current.clone(), &patch)?
+                        crate::patch::apply(resource, kind, current.clone(), &patch)?
                     };
                     decode::check_type(resource, &mut patched)?;
                     let (obj, w) = decode::canonical(resource, &patched, validation)?;
@@ -871,33 +946,60 @@ impl Ctx<'_> {
         Ok(self.object_reply(StatusCode::OK, updated, warnings))
     }
 
-    async fn delete(&self, body: &[u8]) -> ApiResult<Response> {
+    async fn delete(&self, opts: &DeleteOptions) -> ApiResult<Response> {
         if self.info.subresource.is_some() {
             return Err(ApiError::method_not_allowed());
         }
-        let opts = delete_options(body, self.query)?;
         let (kv, obj) = self.read().await?;
-        let deleted = self.delete_object(kv, obj, &opts).await?;
-        Ok(self.object_reply(StatusCode::OK, deleted, Vec::new()))
+        if self.resource().is_namespaces() && crate::SYSTEM_NAMESPACES[..3].contains(&self.name()) {
+            // kube-apiserver's NamespaceLifecycle admission, dry runs included.
+            return Err(ApiError::forbidden(
+                self.resource(),
+                self.name(),
+                "this namespace may not be deleted",
+            ));
+        }
+        let reply = match self.delete_object(kv, obj, opts).await? {
+            Deleted::Pending(obj) => obj,
+            Deleted::Gone(obj) if returns_deleted_object(self.resource()) => obj,
+            // What kube-apiserver answers for the kinds whose storage does not return the
+            // deleted object: a Status naming it (`kind` is the resource, as Go sets it).
+            Deleted::Gone(obj) => {
+                let resource = self.resource();
+                let mut details = json!({
+                    "name": object::name(&obj),
+                    "kind": resource.plural,
+                    "uid": object::meta_str(&obj, "uid").unwrap_or(""),
+                });
+                if !resource.group.is_empty() {
+                    details["group"] = json!(resource.group);
+                }
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                       "status": "Success", "details": details})
+            }
+        };
+        Ok(self.object_reply(StatusCode::OK, reply, Vec::new()))
     }
 
+    /// Deletes one object, or under `dryRun` says what a delete would do without writing:
+    /// an object with finalizers, a namespace, or a pod on a node with a grace period is
+    /// marked (deletionTimestamp) and kept; anything else is removed.
     async fn delete_object(
         &self,
         kv: KeyValue,
         obj: Value,
         opts: &DeleteOptions,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Deleted> {
         let resource = self.resource();
         let name = object::name(&obj).to_string();
         if let Some(uid) = &opts.uid
             && object::meta_str(&obj, "uid") != Some(uid.as_str())
         {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    resource.qualified(),
+            return Err(ApiError::conflict_because(
+                resource,
+                &name,
+                format_args!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                     object::meta_str(&obj, "uid").unwrap_or("")
                 ),
             ));
@@ -905,93 +1007,178 @@ impl Ctx<'_> {
         if let Some(rv) = opts.resource_version
             && rv != kv.mod_revision
         {
-            return Err(ApiError::conflict(resource, &name));
+            return Err(ApiError::conflict_because(
+                resource,
+                &name,
+                format_args!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    kv.mod_revision
+                ),
+            ));
         }
         let grace = deletion_grace(resource, &obj, opts.grace_period_seconds);
         let keep = !object::finalizers(&obj).is_empty()
             || (resource.kind == "Namespace" && resource.group.is_empty())
             || grace > 0;
-        if self.query.dry_run() {
-            return Ok(obj);
-        }
-        if keep {
-            if object::is_deleting(&obj) && opts.grace_period_seconds.is_none() {
-                return Ok(obj);
-            }
-            let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
-            let key = resource.key(object::meta_str(&obj, "namespace"), &name);
-            let mut new = obj.clone();
-            {
-                let meta = meta_mut(&mut new);
-                if !meta.contains_key("deletionTimestamp") {
-                    meta.insert(
-                        "deletionTimestamp".into(),
-                        json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
-                    );
-                    let generation = meta.get("generation").and_then(Value::as_i64).unwrap_or(0);
-                    meta.insert("generation".into(), json!(generation + 1));
-                }
-                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            }
-            if resource.kind == "Namespace" && resource.group.is_empty() {
-                new["status"]["phase"] = json!("Terminating");
+        let key = resource.key(object::meta_str(&obj, "namespace"), &name);
+        if !keep {
+            if self.dry_run {
+                return Ok(Deleted::Gone(obj));
             }
             let kv = self
                 .state
                 .store
-                .update(&key, kv.mod_revision, object::encode(resource, &new))
+                .delete(&key, Some(kv.mod_revision))
                 .await
                 .map_err(|e| match e {
                     skiff_store::Error::Conflict { .. } => ApiError::conflict(resource, &name),
+                    skiff_store::Error::NotFound => ApiError::not_found(resource, &name),
                     other => other.into(),
                 })?;
-            return object::decode(resource, &kv);
+            return Ok(Deleted::Gone(object::decode(resource, &kv)?));
         }
-        let key = resource.key(object::meta_str(&obj, "namespace"), &name);
+        if resource.is_namespaces() && object::is_deleting(&obj) {
+            return Err(ApiError::conflict_because(
+                resource,
+                &name,
+                "The system is ensuring all content is removed from this namespace.  Upon completion, this namespace will automatically be purged by the system.",
+            ));
+        }
+        if object::is_deleting(&obj) && opts.grace_period_seconds.is_none() {
+            return Ok(Deleted::Pending(obj));
+        }
+        let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
+        let mut new = obj.clone();
+        {
+            let meta = meta_mut(&mut new);
+            if !meta.contains_key("deletionTimestamp") {
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                );
+                // As kube-apiserver: a generation is bumped, never made up.
+                if let Some(generation) = meta.get("generation").and_then(Value::as_i64)
+                    && generation > 0
+                {
+                    meta.insert("generation".into(), json!(generation + 1));
+                }
+            }
+            // A namespace's delete writes only its timestamp and phase.
+            if !resource.is_namespaces() {
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            }
+        }
+        if resource.is_namespaces() {
+            new["status"]["phase"] = json!("Terminating");
+        }
+        if self.dry_run {
+            return Ok(Deleted::Pending(new));
+        }
         let kv = self
             .state
             .store
-            .delete(&key, Some(kv.mod_revision))
+            .update(&key, kv.mod_revision, object::encode(resource, &new))
             .await
             .map_err(|e| match e {
                 skiff_store::Error::Conflict { .. } => ApiError::conflict(resource, &name),
-                skiff_store::Error::NotFound => ApiError::not_found(resource, &name),
                 other => other.into(),
             })?;
-        object::decode(resource, &kv)
+        Ok(Deleted::Pending(object::decode(resource, &kv)?))
     }
 
-    async fn delete_collection(&self, body: &[u8]) -> ApiResult<Response> {
-        let opts = delete_options(body, self.query)?;
+    /// Deletes (or under `dryRun`, pretends to delete) every object the selectors match,
+    /// and answers with them as listed, as kube-apiserver's `DeleteCollection` does.
+    async fn delete_collection(&self, opts: &DeleteOptions) -> ApiResult<Response> {
+        if self.resource().is_namespaces() {
+            return Err(ApiError::method_not_allowed());
+        }
         let (labels, fields) = self.selectors()?;
         let prefix = self.resource().prefix(self.ns());
+        // `limit` and `continue` page the deletion as they page a list: one page is
+        // deleted, and the reply's `continue` names the next.
+        let limit = self.query.int("limit")?.unwrap_or(0).max(0) as usize;
+        let (revision, start_after) = match self.query.get("continue") {
+            Some(token) if !token.is_empty() => {
+                let (rev, after) = decode_continue(token, &prefix)?;
+                (Some(rev), Some(after))
+            }
+            _ => (None, None),
+        };
         let mut items = Vec::new();
-        let mut none = None;
-        self.scan(
-            &prefix, None, 0, None, &labels, &fields, &mut items, &mut none,
-        )
-        .await?;
-        for obj in items {
+        let mut next = None;
+        let rev = self
+            .scan(
+                &prefix,
+                revision,
+                limit,
+                start_after,
+                &labels,
+                &fields,
+                &mut items,
+                &mut next,
+            )
+            .await?;
+        for obj in &items {
             let key = self
                 .resource()
-                .key(object::meta_str(&obj, "namespace"), object::name(&obj));
+                .key(object::meta_str(obj, "namespace"), object::name(obj));
             let Some(kv) = self.state.store.get(&key).await? else {
                 continue;
             };
-            match self.delete_object(kv, obj, &opts).await {
+            let current = object::decode(self.resource(), &kv)?;
+            match self.delete_object(kv, current, opts).await {
                 Ok(_) => {}
-                Err(e) if e.code == StatusCode::NOT_FOUND || e.code == StatusCode::CONFLICT => {}
+                // Gone meanwhile: what the client asked for. Anything else (a failed
+                // precondition among them) stops the deletion, as in kube-apiserver.
+                Err(e) if e.code == StatusCode::NOT_FOUND => {}
                 Err(e) => return Err(e),
             }
         }
+        let resource = self.resource();
+        let mut metadata = json!({"resourceVersion": rev.to_string()});
+        if let Some(token) = next {
+            metadata["continue"] = json!(token);
+        }
         Ok(json_response(
             StatusCode::OK,
-            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+            &json!({
+                "kind": format!("{}List", resource.kind),
+                "apiVersion": resource.api_version(),
+                "metadata": metadata,
+                "items": items,
+            }),
         ))
     }
 }
 
+/// What a delete did (or, under `dryRun`, would do).
+enum Deleted {
+    /// Removed from the store: the object as it was.
+    Gone(Value),
+    /// Kept, marked for deletion (finalizers, a namespace, a pod's grace period).
+    Pending(Value),
+}
+
+/// Kinds whose delete answers with the deleted object rather than a `Status`, as their
+/// kube-apiserver storage sets `ReturnDeletedObject` (pods, services, service accounts,
+/// persistent volumes and claims; namespaces, whose storage returns the object itself).
+fn returns_deleted_object(resource: &Resource) -> bool {
+    resource.group.is_empty()
+        && matches!(
+            resource.plural,
+            "pods"
+                | "services"
+                | "serviceaccounts"
+                | "namespaces"
+                | "persistentvolumes"
+                | "persistentvolumeclaims"
+        )
+}
+
 // ---- helpers ---------------------------------------------------------------------------
+
+/// How many stored objects a watch's initial events read at a time.
+const INITIAL_EVENTS_PAGE: usize = 500;
 
 /// Past the limit, how much more of an oversize body is read and dropped so that the
 /// client, still sending, gets the 413 instead of a reset connection.
@@ -1021,74 +1208,6 @@ async fn read_body(body: Body) -> ApiResult<Bytes> {
         return Err(ApiError::too_large());
     }
     Ok(buf.freeze())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PatchKind {
-    Json,
-    Merge,
-    Strategic,
-    Apply,
-}
-
-impl PatchKind {
-    fn from_content_type(ct: &str) -> ApiResult<PatchKind> {
-        match ct {
-            "application/json-patch+json" => Ok(PatchKind::Json),
-            "application/merge-patch+json" => Ok(PatchKind::Merge),
-            "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),
-            "application/apply-patch+yaml" => Ok(PatchKind::Apply),
-            other => Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UnsupportedMediaType",
-                format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"
-                ),
-            )),
-        }
-    }
-}
-
-fn apply_patch(
-    resource: &Resource,
-    kind: PatchKind,
-    target: Value,
-    patch: &Value,
-) -> ApiResult<Value> {
-    match kind {
-        PatchKind::Json => {
-            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
-                .map_err(|e| ApiError::bad_request(format!("error decoding JSON patch: {e}")))?;
-            let mut out = target;
-            json_patch::patch(&mut out, &ops).map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Invalid",
-                    format!("the server rejected our request due to an error in our request: {e}"),
-                )
-            })?;
-            Ok(out)
-        }
-        PatchKind::Merge => {
-            let mut out = target;
-            json_patch::merge(&mut out, patch);
-            Ok(out)
-        }
-        PatchKind::Strategic => {
-            let root = skiff_strategicpatch::root_type(resource.group, resource.kind);
-            let root = if target.get("kind") == Some(&json!("Scale")) {
-                None
-            } else {
-                root
-            };
-            skiff_strategicpatch::apply(&target, patch, root)
-                .map_err(|e| ApiError::bad_request(e.to_string()))
-        }
-        PatchKind::Apply => {
-            let root = skiff_strategicpatch::root_type(resource.group, resource.kind);
-            Ok(skiff_strategicpatch::merge_for_apply(&target, patch, root))
-        }
-    }
 }
 
 /// The new stored form of an object on update: server-owned metadata from `old`, status
@@ -1197,35 +1316,110 @@ fn deletion_grace(resource: &Resource, obj: &Value, requested: Option<i64>) -> i
         .max(0)
 }
 
+#[derive(Debug)]
 struct DeleteOptions {
     grace_period_seconds: Option<i64>,
     uid: Option<String>,
     resource_version: Option<i64>,
+    dry_run: bool,
 }
 
-fn delete_options(body: &[u8], query: &Query) -> ApiResult<DeleteOptions> {
-    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
+/// A delete's options as kube-apiserver reads them: from the body when there is one (a
+/// `DeleteOptions`, which is where kubectl puts `dryRun`, `gracePeriodSeconds` and
+/// `propagationPolicy`), otherwise from the query; checked before anything is deleted.
+fn delete_options(headers: &HeaderMap, body: &[u8], query: &Query) -> ApiResult<DeleteOptions> {
+    use skiff_apimachinery::FieldError;
+    let from_body = !body.iter().all(u8::is_ascii_whitespace);
+    // JSON, YAML or protobuf, by Content-Type: client-go's typed clients send their
+    // DeleteOptions as protobuf (kubectl drain's pod deletes among them).
+    let body: Value = if from_body {
+        decode::body_object(headers, body)?
     } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+        json!({})
     };
-    let grace = match body.get("gracePeriodSeconds").and_then(Value::as_i64) {
-        Some(g) => Some(g),
-        None => query.int("gracePeriodSeconds")?,
-    };
-    if let Some(p) = body
-        .get("propagationPolicy")
-        .and_then(Value::as_str)
-        .or(query.get("propagationPolicy"))
-        && !matches!(p, "Orphan" | "Background" | "Foreground")
+    if let Some(kind) = body.get("kind").and_then(Value::as_str)
+        && kind != "DeleteOptions"
     {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid",
-            format!(
-                "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
-            ),
+        return Err(ApiError::bad_request(format!(
+            "the kind in the body ({kind}) of a delete must be DeleteOptions"
+        )));
+    }
+    let mut errors = Vec::new();
+    let (grace, propagation, orphan, dry_run_values): (
+        Option<i64>,
+        Option<String>,
+        Option<bool>,
+        Vec<String>,
+    ) = if from_body {
+        let grace = match body.get("gracePeriodSeconds") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_i64().ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "error decoding DeleteOptions: gracePeriodSeconds must be an integer, got {v}"
+                ))
+            })?),
+        };
+        let dry = match body.get("dryRun") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect(),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "error decoding DeleteOptions: dryRun must be a list of strings, got {other}"
+                )));
+            }
+        };
+        (
+            grace,
+            body.get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            body.get("orphanDependents").and_then(Value::as_bool),
+            dry,
+        )
+    } else {
+        (
+            query.int("gracePeriodSeconds")?,
+            query.get("propagationPolicy").map(str::to_string),
+            query
+                .get("orphanDependents")
+                .map(|_| query.flag("orphanDependents")),
+            query.all("dryRun").map(str::to_string).collect(),
+        )
+    };
+    if let Some(p) = &propagation {
+        if orphan.is_some() {
+            errors.push(FieldError::invalid(
+                "propagationPolicy",
+                json!(p),
+                "orphanDependents and deletionPropagation cannot be both set",
+            ));
+        } else if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            errors.push(FieldError::not_supported(
+                "propagationPolicy",
+                json!(p),
+                &["Foreground", "Background", "Orphan", "nil"],
+            ));
+        }
+    }
+    let mut dry_run = false;
+    for v in &dry_run_values {
+        if v == "All" {
+            dry_run = true;
+        } else {
+            errors.push(FieldError::not_supported("dryRun", json!(v), &["All"]));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid_options(
+            "DeleteOptions.meta.k8s.io",
+            &errors,
         ));
     }
     let resource_version = body
@@ -1240,6 +1434,7 @@ fn delete_options(body: &[u8], query: &Query) -> ApiResult<DeleteOptions> {
             .and_then(Value::as_str)
             .map(str::to_string),
         resource_version,
+        dry_run,
     })
 }
 
@@ -1556,6 +1751,51 @@ impl EventWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A length-delimited protobuf field.
+    fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(number << 3) | 2, bytes.len() as u8];
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    /// client-go's typed clients send DeleteOptions as protobuf: `dryRun` read from there
+    /// is a dry run like any other.
+    #[test]
+    fn delete_options_are_read_from_protobuf_json_or_the_query() {
+        // DeleteOptions{gracePeriodSeconds: 7, propagationPolicy: "Background", dryRun: ["All"]}
+        let mut options = vec![1 << 3, 7];
+        options.extend(field(4, b"Background"));
+        options.extend(field(5, b"All"));
+        let type_meta = [field(1, b"v1"), field(2, b"DeleteOptions")].concat();
+        let mut body = b"k8s\0".to_vec();
+        body.extend(field(1, &type_meta));
+        body.extend(field(2, &options));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.kubernetes.protobuf"),
+        );
+        let opts = delete_options(&headers, &body, &Query::default()).unwrap();
+        assert!(opts.dry_run);
+        assert_eq!(opts.grace_period_seconds, Some(7));
+
+        let json = HeaderMap::new();
+        let opts = delete_options(&json, br#"{"dryRun":["All"]}"#, &Query::default()).unwrap();
+        assert!(opts.dry_run);
+        // A body's options are the options: the query is not read beside them.
+        let query = Query::parse(Some("dryRun=All"));
+        let opts = delete_options(&json, br#"{"gracePeriodSeconds":0}"#, &query).unwrap();
+        assert!(!opts.dry_run);
+        let opts = delete_options(&json, b"", &query).unwrap();
+        assert!(opts.dry_run);
+
+        let err = delete_options(&json, br#"{"dryRun":["true"]}"#, &Query::default()).unwrap_err();
+        assert_eq!(err.code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(err.details.unwrap()["causes"][0]["field"], "dryRun");
+        let err = delete_options(&json, b"", &Query::parse(Some("dryRun=yes"))).unwrap_err();
+        assert_eq!(err.code, StatusCode::UNPROCESSABLE_ENTITY);
+    }
 
     #[test]
     fn continue_tokens_round_trip_and_reject_tampering() {

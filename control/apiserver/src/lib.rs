@@ -29,12 +29,14 @@ mod handlers;
 mod ipam;
 mod logs;
 mod object;
+mod patch;
 pub mod registry;
 mod remote;
 mod request;
 mod status;
 mod table;
 pub mod watch;
+mod yaml;
 
 pub use status::ApiError;
 

@@ -80,6 +80,12 @@ impl Resource {
     }
 
     pub fn verbs(&self) -> &'static [&'static str] {
+        if self.is_namespaces() {
+            // kube-apiserver serves no delete-collection of namespaces.
+            return &[
+                "create", "delete", "get", "list", "patch", "update", "watch",
+            ];
+        }
         &[
             "create",
             "delete",
@@ -90,6 +96,10 @@ impl Resource {
             "update",
             "watch",
         ]
+    }
+
+    pub fn is_namespaces(&self) -> bool {
+        self.group.is_empty() && self.plural == "namespaces"
     }
 }
 

@@ -120,23 +120,36 @@ pub fn parse(method: &Method, path: &str, query: &Query) -> ApiResult<Target> {
     }))
 }
 
-/// Query parameters; repeated keys keep their last value.
+/// Query parameters; [`Query::get`] gives a repeated key's last value, [`Query::all`]
+/// every value (`dryRun` is a list in Kubernetes' options).
 #[derive(Debug, Default)]
-pub struct Query(pub HashMap<String, String>);
+pub struct Query {
+    last: HashMap<String, String>,
+    pairs: Vec<(String, String)>,
+}
 
 impl Query {
     pub fn parse(raw: Option<&str>) -> Query {
-        let mut map = HashMap::new();
+        let mut q = Query::default();
         if let Some(raw) = raw {
             for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
-                map.insert(k.into_owned(), v.into_owned());
+                q.last.insert(k.to_string(), v.to_string());
+                q.pairs.push((k.into_owned(), v.into_owned()));
             }
         }
-        Query(map)
+        q
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
+        self.last.get(key).map(String::as_str)
+    }
+
+    /// Every value given for `key`, in order.
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A boolean as Go's `strconv.ParseBool` and the apiserver read it: present and empty
@@ -157,9 +170,35 @@ impl Query {
         }
     }
 
-    pub fn dry_run(&self) -> bool {
-        self.get("dryRun") == Some("All")
+    /// Whether a write is a dry run (`dryRun=All`), checked as kube-apiserver checks the
+    /// `dryRun` of the verb's options (`CreateOptions`, `UpdateOptions`, `PatchOptions`):
+    /// any other value is refused rather than taken for a real write.
+    pub fn dry_run(&self, options_kind: &str) -> ApiResult<bool> {
+        dry_run_values(self.all("dryRun"), options_kind)
     }
+}
+
+/// Reads the values of a `dryRun` list: empty is a real write, `All` a dry run, anything
+/// else a 422 naming the field (kube-apiserver's `ValidateDryRun`).
+pub fn dry_run_values<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+    options_kind: &str,
+) -> ApiResult<bool> {
+    let mut dry = false;
+    for v in values {
+        if v != "All" {
+            return Err(ApiError::invalid_options(
+                &format!("{options_kind}.meta.k8s.io"),
+                &[skiff_apimachinery::FieldError::not_supported(
+                    "dryRun",
+                    serde_json::json!(v),
+                    &["All"],
+                )],
+            ));
+        }
+        dry = true;
+    }
+    Ok(dry)
 }
 
 #[cfg(test)]

@@ -30,25 +30,75 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
     }
 
+    /// kube-apiserver's `NewInternalError`: the message is also the one cause.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+        let message = message.into();
+        let mut e = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("Internal error occurred: {message}"),
+        );
+        e.details = Some(json!({"causes": [{"message": message}]}));
+        e
     }
 
+    /// What kube-apiserver's router answers for a method a path does not take (a generic
+    /// server response: `details` present and empty).
     pub fn method_not_allowed() -> Self {
-        Self::new(
+        let mut e = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource",
-        )
+        );
+        e.details = Some(json!({}));
+        e
     }
 
-    /// A 404 for a path that names no resource.
+    /// A 404 for a path that names no resource, as kube-apiserver's router gives it: with
+    /// `details` present and empty. kubectl relies on both halves: `kubectl debug` reads
+    /// `details.name` of a 404 to tell a missing subresource (empty name) from a missing
+    /// pod, and dereferences `details` to do so.
     pub fn no_route() -> Self {
-        Self::new(
+        let mut e = Self::new(
             StatusCode::NOT_FOUND,
             "NotFound",
             "the server could not find the requested resource",
+        );
+        e.details = Some(json!({}));
+        e
+    }
+
+    /// kube-apiserver's `NewForbidden` for one object.
+    pub fn forbidden(resource: &Resource, name: &str, why: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("{} \"{name}\" is forbidden: {why}", resource.qualified()),
         )
+        .with_details(resource, name)
+    }
+
+    /// kube-apiserver's `NewConflict`: `Operation cannot be fulfilled on <resource> "<name>":
+    /// <why>`.
+    pub fn conflict_because(resource: &Resource, name: &str, why: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                resource.qualified()
+            ),
+        )
+        .with_details(resource, name)
+    }
+
+    /// kube-apiserver's `NewInvalid` for a kind that is not a served resource (the options
+    /// of a request, such as `DeleteOptions.meta.k8s.io`).
+    pub fn invalid_options(qualified_kind: &str, errors: &[FieldError]) -> Self {
+        let (kind, group) = qualified_kind
+            .split_once('.')
+            .unwrap_or((qualified_kind, ""));
+        Self::invalid_kind(qualified_kind, group, kind, "", errors)
     }
 
     pub fn not_found(resource: &Resource, name: &str) -> Self {
@@ -110,6 +160,22 @@ impl ApiError {
     /// 422 with one cause per field, and the message kube-apiserver writes:
     /// `Deployment.apps "web" is invalid: [a: Required value, b: Invalid value: ...]`.
     pub fn invalid(resource: &Resource, name: &str, errors: &[FieldError]) -> Self {
+        Self::invalid_kind(
+            &resource.qualified_kind(),
+            resource.group,
+            resource.kind,
+            name,
+            errors,
+        )
+    }
+
+    fn invalid_kind(
+        qualified_kind: &str,
+        group: &str,
+        kind: &str,
+        name: &str,
+        errors: &[FieldError],
+    ) -> Self {
         let list = if errors.len() == 1 {
             errors[0].to_string()
         } else {
@@ -135,19 +201,17 @@ impl ApiError {
         let mut err = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
-            format!(
-                "{} \"{}\" is invalid: {}",
-                resource.qualified_kind(),
-                name,
-                list
-            ),
+            format!("{qualified_kind} \"{name}\" is invalid: {list}"),
         );
-        err.details = Some(json!({
-            "name": name,
-            "group": resource.group,
-            "kind": resource.kind,
-            "causes": causes,
-        }));
+        // Go leaves empty strings out of StatusDetails.
+        let mut details = serde_json::Map::new();
+        for (k, v) in [("name", name), ("group", group), ("kind", kind)] {
+            if !v.is_empty() {
+                details.insert(k.into(), json!(v));
+            }
+        }
+        details.insert("causes".into(), Value::Array(causes));
+        err.details = Some(Value::Object(details));
         err
     }
 

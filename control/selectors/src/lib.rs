@@ -80,6 +80,11 @@ impl Requirement {
             }
         }
         aggregate(errs)?;
+        // A set, as Kubernetes keeps it: sorted, so that matching is a binary search
+        // (a selector may carry tens of thousands of values, matched against every object).
+        let mut values = values;
+        values.sort();
+        values.dedup();
         Ok(Requirement {
             key: key.to_string(),
             op,
@@ -87,11 +92,17 @@ impl Requirement {
         })
     }
 
+    fn has(&self, value: &str) -> bool {
+        self.values
+            .binary_search_by(|v| v.as_str().cmp(value))
+            .is_ok()
+    }
+
     fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         let v = labels.get(&self.key);
         match self.op {
-            Op::Equals | Op::DoubleEquals | Op::In => v.is_some_and(|v| self.values.contains(v)),
-            Op::NotEquals | Op::NotIn => v.is_none_or(|v| !self.values.contains(v)),
+            Op::Equals | Op::DoubleEquals | Op::In => v.is_some_and(|v| self.has(v)),
+            Op::NotEquals | Op::NotIn => v.is_none_or(|v| !self.has(v)),
             Op::Exists => v.is_some(),
             Op::DoesNotExist => v.is_none(),
             Op::GreaterThan | Op::LessThan => {
@@ -281,12 +292,22 @@ fn key_error(path: &str, key: &str) -> Option<String> {
 }
 
 /// `field.ErrorList.ToAggregate().Error()`: one message alone, several in brackets.
+/// Past this many distinct problems the message says how many more there are instead of
+/// quoting each: a 400 KB selector of bad values would otherwise answer with megabytes.
+const MAX_REPORTED_ERRORS: usize = 64;
+
 fn aggregate(errs: Vec<String>) -> Result<(), ParseError> {
+    let mut unique = std::collections::HashSet::with_capacity(errs.len());
     let mut seen: Vec<String> = Vec::new();
     for e in errs {
-        if !seen.contains(&e) {
+        if unique.insert(e.clone()) {
             seen.push(e);
         }
+    }
+    let more = seen.len().saturating_sub(MAX_REPORTED_ERRORS);
+    seen.truncate(MAX_REPORTED_ERRORS);
+    if more > 0 {
+        seen.push(format!("and {more} more errors"));
     }
     match seen.len() {
         0 => Ok(()),

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::FieldPatchMeta;
-use crate::merge::{json_eq, list_or_map_strategy, lookup};
+use crate::merge::{Id, IdIndex, list_or_map_strategy, lookup};
 
 pub(crate) fn merge_for_apply(live: &Value, applied: &Value, root_type: Option<&str>) -> Value {
     match (live, applied) {
@@ -60,8 +60,9 @@ fn merge_lists(live: &[Value], applied: &[Value], meta: FieldPatchMeta) -> Optio
             if applied.iter().any(|v| v.is_object() || v.is_array()) {
                 return None;
             }
+            let mut seen: std::collections::HashSet<Id> = live.iter().map(Id::of).collect();
             for value in applied {
-                if !out.iter().any(|v| json_eq(v, value)) {
+                if seen.insert(Id::of(value)) {
                     out.push(value.clone());
                 }
             }
@@ -73,13 +74,14 @@ fn merge_lists(live: &[Value], applied: &[Value], meta: FieldPatchMeta) -> Optio
             {
                 return None;
             }
+            // Linear in both lists: where each key first appears.
+            let mut at_key = IdIndex::new(live, Some(key));
             for element in applied {
                 let id = &element[key];
-                let at = out.iter().position(|v| {
-                    v.as_object()
-                        .and_then(|m| m.get(key))
-                        .is_some_and(|v| json_eq(v, id))
-                });
+                let at = at_key.first(id);
+                if at.is_none() {
+                    at_key.add(id, out.len());
+                }
                 match (at, element) {
                     (Some(at), Value::Object(applied)) => {
                         out[at] = match &out[at] {

@@ -160,7 +160,8 @@ fn apply_retain_keys(original: &mut Object, patch: &mut Object, path: &str) -> R
             "invalid patch format of $retainKeys: not a list",
         ));
     };
-    let listed = |key: &str| retain.iter().any(|k| k.as_str() == Some(key));
+    let retain: std::collections::HashSet<&str> = retain.iter().filter_map(Value::as_str).collect();
+    let listed = |key: &str| retain.contains(key);
     for (key, value) in patch.iter() {
         if value.is_null()
             || key.starts_with(DELETE_FROM_PRIMITIVE_LIST)
@@ -348,8 +349,9 @@ fn merge_list_keeping_order(
     }
     if element_kind(&[&original, &patch], path)? != Some(ElementKind::Object) {
         let mut merged: Vec<Value> = Vec::with_capacity(original.len() + patch.len());
+        let mut seen = std::collections::HashSet::with_capacity(merged.capacity());
         for value in original.iter().chain(patch.iter()) {
-            if !merged.iter().any(|m| json_eq(m, value)) {
+            if seen.insert(Id::of(value)) {
                 merged.push(value.clone());
             }
         }
@@ -372,6 +374,7 @@ fn merge_list_keeping_order(
     let mut original = original;
     let mut plain = Vec::with_capacity(patch.len());
     let mut replace = false;
+    let mut deleted = std::collections::HashSet::new();
     for element in patch {
         let Some(directive) = element.get(DIRECTIVE) else {
             plain.push(element);
@@ -382,7 +385,7 @@ fn merge_list_keeping_order(
                 let Some(value) = element.get(key) else {
                     return Err(missing_merge_key(path, &element, key));
                 };
-                original.retain(|e| !key_matches(e, key, value));
+                deleted.insert(Id::of(value).into_owned());
             }
             Some("replace") => replace = true,
             Some("merge") => {
@@ -393,6 +396,9 @@ fn merge_list_keeping_order(
             }
             _ => return Err(invalid(path, format!("unknown patch type {directive}"))),
         }
+    }
+    if !deleted.is_empty() {
+        original.retain(|e| identity(e, Some(key)).is_none_or(|v| !deleted.contains(&Id::of(v))));
     }
     if replace {
         if let Some(element) = plain.iter().find(|e| identity(e, Some(key)).is_none()) {
@@ -406,6 +412,8 @@ fn merge_list_keeping_order(
 
     let after_deletions = original.clone();
     let mut merged = original;
+    // Where each key first appears: merging stays linear in the two lists' lengths.
+    let mut at_key = IdIndex::new(&after_deletions, Some(key));
     for element in &plain {
         let Some(value) = identity(element, Some(key)) else {
             return Err(missing_merge_key(path, element, key));
@@ -414,7 +422,7 @@ fn merge_list_keeping_order(
         let Value::Object(patch_element) = element.clone() else {
             unreachable!("element kinds were checked to be objects");
         };
-        match merged.iter().position(|e| key_matches(e, key, value)) {
+        match at_key.first(value) {
             Some(at) => {
                 let Value::Object(current) = std::mem::take(&mut merged[at]) else {
                     unreachable!("element kinds were checked to be objects");
@@ -426,7 +434,12 @@ fn merge_list_keeping_order(
                     &element_path,
                 )?);
             }
-            None => merged.extend(materialize_object_value(patch_element)),
+            None => {
+                if let Some(new) = materialize_object_value(patch_element) {
+                    at_key.add(value, merged.len());
+                    merged.push(new);
+                }
+            }
         }
     }
     let mut live_order = after_deletions.clone();
@@ -434,10 +447,6 @@ fn merge_list_keeping_order(
     live_order.extend(new_items.take(live_len - after_deletions.len()).cloned());
     let items = normalize_order(merged, &plain, &after_deletions, Some(key), path)?;
     Ok(MergedList { items, live_order })
-}
-
-fn key_matches(element: &Value, key: &str, value: &Value) -> bool {
-    identity(element, Some(key)).is_some_and(|v| json_eq(v, value))
 }
 
 /// What identifies a list item: its merge key's value, or the item itself for primitives.
@@ -448,9 +457,109 @@ fn identity<'v>(item: &'v Value, merge_key: Option<&str>) -> Option<&'v Value> {
     }
 }
 
-fn position(list: &[Value], id: &Value, merge_key: Option<&str>) -> Option<usize> {
-    list.iter()
-        .position(|item| identity(item, merge_key).is_some_and(|v| json_eq(v, id)))
+/// A JSON value as a hash key with [`json_eq`]'s equality: numbers by their `f64` value,
+/// objects whatever their key order. Lists are merged through these so that the work is
+/// linear in their lengths: a patch can carry hundreds of thousands of items in 3 MiB, and
+/// comparing each with each would hold a CPU for hours.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Id<'v> {
+    Null,
+    Bool(bool),
+    Number(u64),
+    String(std::borrow::Cow<'v, str>),
+    /// Lists and objects, written out canonically (sorted keys, numbers as above).
+    Composite(String),
+}
+
+impl<'v> Id<'v> {
+    pub(crate) fn of(value: &'v Value) -> Id<'v> {
+        match value {
+            Value::Null => Id::Null,
+            Value::Bool(b) => Id::Bool(*b),
+            Value::Number(n) => Id::Number(number_bits(n)),
+            Value::String(s) => Id::String(std::borrow::Cow::Borrowed(s)),
+            other => {
+                let mut out = String::new();
+                write_canonical(other, &mut out);
+                Id::Composite(out)
+            }
+        }
+    }
+
+    /// The same identity, borrowing nothing.
+    pub(crate) fn into_owned(self) -> Id<'static> {
+        match self {
+            Id::Null => Id::Null,
+            Id::Bool(b) => Id::Bool(b),
+            Id::Number(n) => Id::Number(n),
+            Id::String(s) => Id::String(std::borrow::Cow::Owned(s.into_owned())),
+            Id::Composite(c) => Id::Composite(c),
+        }
+    }
+}
+
+/// `80` and `80.0` alike, `-0.0` as `0.0`, as Go's decoded `float64`s compare.
+fn number_bits(n: &serde_json::Number) -> u64 {
+    let f = n.as_f64().unwrap_or(0.0);
+    if f == 0.0 { 0 } else { f.to_bits() }
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    use std::fmt::Write;
+    match value {
+        Value::Null => out.push('n'),
+        Value::Bool(b) => out.push(if *b { 't' } else { 'f' }),
+        Value::Number(n) => {
+            let _ = write!(out, "#{:x}", number_bits(n));
+        }
+        Value::String(s) => {
+            let _ = write!(out, "{s:?}");
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for item in items {
+                write_canonical(item, out);
+                out.push(',');
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for k in keys {
+                let _ = write!(out, "{k:?}:");
+                write_canonical(&map[k], out);
+                out.push(',');
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// The first position of each identity in a list (items without one are skipped).
+pub(crate) struct IdIndex<'v> {
+    first: std::collections::HashMap<Id<'v>, usize>,
+}
+
+impl<'v> IdIndex<'v> {
+    pub(crate) fn new(list: &'v [Value], merge_key: Option<&str>) -> Self {
+        let mut first = std::collections::HashMap::with_capacity(list.len());
+        for (at, item) in list.iter().enumerate() {
+            if let Some(id) = identity(item, merge_key) {
+                first.entry(Id::of(id)).or_insert(at);
+            }
+        }
+        IdIndex { first }
+    }
+
+    pub(crate) fn first(&self, id: &Value) -> Option<usize> {
+        self.first.get(&Id::of(id)).copied()
+    }
+
+    pub(crate) fn add(&mut self, id: &'v Value, at: usize) {
+        self.first.entry(Id::of(id)).or_insert(at);
+    }
 }
 
 /// apimachinery's `normalizeElementOrder`: items named by `patch_order` are sorted by it,
@@ -469,6 +578,8 @@ fn normalize_order(
         live_at: Option<usize>,
         value: Value,
     }
+    let patch_index = IdIndex::new(patch_order, merge_key);
+    let live_index = IdIndex::new(live_order, merge_key);
     let mut from_patch = Vec::new();
     let mut server_only = Vec::new();
     for value in merged {
@@ -479,10 +590,7 @@ fn normalize_order(
                 merge_key.unwrap_or_default(),
             ));
         };
-        let (patch_at, live_at) = (
-            position(patch_order, id, merge_key),
-            position(live_order, id, merge_key),
-        );
+        let (patch_at, live_at) = (patch_index.first(id), live_index.first(id));
         let item = Item {
             patch_at,
             live_at,
@@ -538,7 +646,8 @@ fn delete_from_primitive_list(
             "$deleteFromPrimitiveList applies only to lists of primitives",
         ));
     }
-    current.retain(|v| !to_delete.iter().any(|d| json_eq(v, d)));
+    let to_delete: std::collections::HashSet<Id> = to_delete.iter().map(Id::of).collect();
+    current.retain(|v| !to_delete.contains(&Id::of(v)));
     Ok(())
 }
 

@@ -826,3 +826,103 @@ fn merge_for_apply_replaces_a_merged_list_whose_elements_lack_the_key() {
     let result = merge_for_apply(&live, &applied, Some(POD));
     assert_eq!(result["spec"]["containers"], json!([{"image": "x"}]));
 }
+
+/// A 3 MiB patch holds a couple of hundred thousand list items. Merging them item by item
+/// against each other (as the first implementation did) would keep a CPU busy for hours;
+/// through the identity indexes it is linear, and the results are the same as for small
+/// lists.
+#[test]
+fn lists_of_hundreds_of_thousands_merge_as_small_ones_do() {
+    const N: usize = 200_000;
+    // A primitive list with the merge strategy: finalizers are a set.
+    let live: Vec<Value> = (0..N).map(|i| json!(format!("f{i}"))).collect();
+    let patch: Vec<Value> = (N / 2..N + N / 2).map(|i| json!(format!("f{i}"))).collect();
+    let out = patched(
+        json!({"metadata": {"finalizers": live}}),
+        json!({"metadata": {"finalizers": patch}}),
+        POD,
+    );
+    let finalizers = out["metadata"]["finalizers"].as_array().unwrap();
+    assert_eq!(finalizers.len(), N + N / 2);
+    let distinct: std::collections::HashSet<&str> =
+        finalizers.iter().map(|f| f.as_str().unwrap()).collect();
+    assert_eq!(distinct.len(), N + N / 2);
+
+    // A list of objects merged by key, ordered by `$setElementOrder`, with deletions.
+    let containers: Vec<Value> = (0..N)
+        .map(|i| json!({"name": format!("c{i}"), "image": "old"}))
+        .collect();
+    let mut patch_list: Vec<Value> = (0..N)
+        .rev()
+        .filter(|i| i % 2 == 0)
+        .map(|i| json!({"name": format!("c{i}"), "image": "new"}))
+        .collect();
+    patch_list.push(json!({"name": "c1", "$patch": "delete"}));
+    let order: Vec<Value> = (0..N)
+        .rev()
+        .filter(|i| *i != 1)
+        .map(|i| json!({"name": format!("c{i}")}))
+        .collect();
+    let out = patched(
+        pod(Value::Array(containers)),
+        json!({"spec": {"containers": patch_list, "$setElementOrder/containers": order}}),
+        POD,
+    );
+    let merged = out["spec"]["containers"].as_array().unwrap();
+    assert_eq!(merged.len(), N - 1);
+    assert_eq!(
+        merged[0],
+        json!({"name": format!("c{}", N - 1), "image": "old"})
+    );
+    assert_eq!(
+        merged[1],
+        json!({"name": format!("c{}", N - 2), "image": "new"})
+    );
+    assert!(merged.iter().all(|c| c["name"] != "c1"));
+
+    // Deleting most of a primitive list.
+    let to_delete: Vec<Value> = (0..N - 1).map(|i| json!(format!("f{i}"))).collect();
+    let live: Vec<Value> = (0..N).map(|i| json!(format!("f{i}"))).collect();
+    let out = patched(
+        json!({"metadata": {"finalizers": live}}),
+        json!({"metadata": {"$deleteFromPrimitiveList/finalizers": to_delete}}),
+        POD,
+    );
+    assert_eq!(
+        out["metadata"]["finalizers"],
+        json!([format!("f{}", N - 1)])
+    );
+
+    // Server-side apply's merge of the same lists.
+    let live: Vec<Value> = (0..N)
+        .map(|i| json!({"name": format!("c{i}"), "image": "old"}))
+        .collect();
+    let applied: Vec<Value> = (N / 2..N + N / 2)
+        .map(|i| json!({"name": format!("c{i}"), "image": "applied"}))
+        .collect();
+    let out = merge_for_apply(
+        &pod(Value::Array(live)),
+        &pod(Value::Array(applied)),
+        Some(POD),
+    );
+    let merged = out["spec"]["containers"].as_array().unwrap();
+    assert_eq!(merged.len(), N + N / 2);
+    assert_eq!(merged[N / 2]["image"], "applied");
+    assert_eq!(merged[N / 2 - 1]["image"], "old");
+}
+
+/// Identities compare as `json_eq` does: numbers by value, objects whatever their order.
+#[test]
+fn identities_follow_json_equality() {
+    use crate::merge::Id;
+    assert_eq!(Id::of(&json!(80)), Id::of(&json!(80.0)));
+    assert_eq!(Id::of(&json!(0)), Id::of(&json!(-0.0)));
+    assert_ne!(Id::of(&json!(80)), Id::of(&json!("80")));
+    assert_eq!(
+        Id::of(&json!({"a": 1, "b": [1, "x"]})),
+        Id::of(&json!({"b": [1.0, "x"], "a": 1}))
+    );
+    assert_ne!(Id::of(&json!([1, 2])), Id::of(&json!([2, 1])));
+    // A string that looks like a written-out composite is still a string.
+    assert_ne!(Id::of(&json!("[#0,]")), Id::of(&json!([0])));
+}
