@@ -333,13 +333,12 @@ fn a_container_joins_another_ones_pid_namespace() {
             uid: "debugged".into(),
             ..Default::default()
         };
-        let target = shim
-            .create(
-                spec(0, &["sleep", "671"], Arc::new(Captured::default())),
-                &sandbox,
-            )
-            .await
-            .unwrap();
+        // Ids of their own: a container's cgroup is named after its id (`/skiff/<id>-<n>`,
+        // n counted per shim), and the other tests of this binary run `pod-<n>/main`s at
+        // the same time, whose removal would take this test's cgroup and processes along.
+        let mut target_spec = spec(0, &["sleep", "671"], Arc::new(Captured::default()));
+        target_spec.id = "pidns-target/main".into();
+        let target = shim.create(target_spec, &sandbox).await.unwrap();
         target.start().await.unwrap();
         let pidns = target
             .pid_namespace()
@@ -355,6 +354,7 @@ fn a_container_joins_another_ones_pid_namespace() {
             ],
             logs.clone(),
         );
+        debug.id = "pidns-target/debugger".into();
         debug.pid_namespace = Some(pidns.clone());
         let debugger = shim.create(debug, &sandbox).await.unwrap();
         debugger.start().await.unwrap();
