@@ -5,8 +5,6 @@
 use serde_json::{Value, json};
 use skiff_conformance::{Backend, Cluster};
 
-use crate::dry_run::raw;
-
 /// Forty `copy` operations, each copying the annotations into a new key of themselves:
 /// 4.5 KB that would double the object forty times.
 fn doubling_patch() -> Value {
@@ -30,7 +28,7 @@ pub fn amplifying_requests_are_refused(backend: Backend) {
             "x".repeat(100)
         ),
     );
-    let before = k.json(&["get", "cm", "target", "-o", "json"]);
+    let before = k.json(&["get", "cm", "target"]);
     let cm = "/api/v1/namespaces/default/configmaps/target";
 
     // The patch of the report, through kubectl and through plain HTTP.
@@ -44,13 +42,8 @@ pub fn amplifying_requests_are_refused(backend: Backend) {
         "{err}"
     );
     assert!(err.contains("would add more than 3145728 bytes"), "{err}");
-    let (code, reply) = raw(
-        &cluster,
-        "PATCH",
-        cm,
-        "application/json-patch+json",
-        patch.as_bytes(),
-    );
+    let (code, reply) =
+        cluster.request("PATCH", cm, "application/json-patch+json", patch.as_bytes());
     assert_eq!(code, 422, "{reply}");
     assert_eq!(reply["kind"], "Status");
     assert!(
@@ -66,8 +59,7 @@ pub fn amplifying_requests_are_refused(backend: Backend) {
         json!({"op": "test", "path": "/kind", "value": "ConfigMap"});
         10_001
     ]);
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "PATCH",
         cm,
         "application/json-patch+json",
@@ -87,8 +79,7 @@ pub fn amplifying_requests_are_refused(backend: Backend) {
         let refs = vec![format!("*x{}", i - 1); 9].join(",");
         laughs.push_str(&format!("  x{i}: &x{i} [{refs}]\n"));
     }
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "POST",
         "/api/v1/namespaces/default/configmaps",
         "application/yaml",
@@ -107,8 +98,7 @@ pub fn amplifying_requests_are_refused(backend: Backend) {
     // linear work, answered at once.
     let finalizers: Vec<String> = (0..100_000).map(|i| format!("example.com/f{i}")).collect();
     let patch = json!({"metadata": {"finalizers": finalizers}}).to_string();
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "PATCH",
         "/api/v1/namespaces/default/configmaps/big",
         "application/strategic-merge-patch+json",
@@ -117,8 +107,7 @@ pub fn amplifying_requests_are_refused(backend: Backend) {
     // The ConfigMap does not exist: the point is an answer, not a hang.
     assert_eq!(code, 404, "{reply}");
     k.create_configmap(None, "big", &[("a", "1")]);
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "PATCH",
         "/api/v1/namespaces/default/configmaps/big",
         "application/strategic-merge-patch+json",
@@ -128,8 +117,7 @@ pub fn amplifying_requests_are_refused(backend: Backend) {
     if code == 200 {
         let delete =
             json!({"metadata": {"$deleteFromPrimitiveList/finalizers": finalizers}}).to_string();
-        let (code, reply) = raw(
-            &cluster,
+        let (code, reply) = cluster.request(
             "PATCH",
             "/api/v1/namespaces/default/configmaps/big",
             "application/strategic-merge-patch+json",
@@ -152,7 +140,7 @@ pub fn amplifying_requests_are_refused(backend: Backend) {
     assert_eq!(listed.trim(), "");
 
     // Still serving, and the target is as it was.
-    assert_eq!(k.json(&["get", "cm", "target", "-o", "json"]), before);
-    let (code, _) = raw(&cluster, "GET", "/healthz", "application/json", b"");
+    assert_eq!(k.json(&["get", "cm", "target"]), before);
+    let (code, _) = cluster.request("GET", "/healthz", "application/json", b"");
     assert_eq!(code, 200);
 }

@@ -75,56 +75,6 @@ fn on_terminal(k: &Kubectl, home: &std::path::Path, args: &[&str], input: &str) 
     (shown.replace('\r', ""), status.code().unwrap_or(-1))
 }
 
-/// One request straight to the API server: its status code and JSON body.
-fn request(
-    cluster: &Cluster,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    body: &str,
-) -> (u16, Value) {
-    let address = cluster.url.trim_start_matches("http://").to_string();
-    let mut s = std::net::TcpStream::connect(&address).expect("API server");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAccept: application/json\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("response");
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = raw.split_once("\r\n\r\n").expect("a response");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut body = String::new();
-        let mut rest = rest;
-        while let Some((size, tail)) = rest.split_once("\r\n") {
-            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if size == 0 {
-                break;
-            }
-            body.push_str(&tail[..size]);
-            rest = &tail[size + 2..];
-        }
-        body
-    } else {
-        rest.to_string()
-    };
-    let value = serde_json::from_str(&body).unwrap_or_else(|e| {
-        panic!("{method} {path}: {code} with a body that is not JSON ({e}): {body}")
-    });
-    (code, value)
-}
-
 /// The causes' fields of a 422 `Status`.
 fn invalid_fields(status: &Value) -> Vec<String> {
     assert_eq!(status["reason"], "Invalid", "{status}");
@@ -207,8 +157,7 @@ fn kubectl_debug_pods() {
 
     // A 404 for a subresource that does not exist carries details, as kube-apiserver's
     // do (kubectl reads them: without, `kubectl debug` panicked).
-    let (code, status) = request(
-        &cluster,
+    let (code, status) = cluster.request(
         "GET",
         "/api/v1/namespaces/default/pods/nope/bogus",
         "application/json",
@@ -221,8 +170,7 @@ fn kubectl_debug_pods() {
     );
     assert!(status["details"].is_object(), "{status}");
     // And one for a pod that does not exist names it.
-    let (code, status) = request(
-        &cluster,
+    let (code, status) = cluster.request(
         "GET",
         "/api/v1/namespaces/default/pods/nope/ephemeralcontainers",
         "application/json",
@@ -273,18 +221,12 @@ fn kubectl_debug_pods() {
 
     // The subresource's rules, for every way of writing it.
     let path = "/api/v1/namespaces/default/pods/target/ephemeralcontainers";
-    let (code, current) = request(&cluster, "GET", path, "application/json", "");
+    let (code, current) = cluster.request("GET", path, "application/json", "");
     assert_eq!((code, &current["kind"]), (200, &json!("Pod")), "{current}");
     // An existing ephemeral container may not change (PUT)...
     let mut changed = current.clone();
     changed["spec"]["ephemeralContainers"][0]["image"] = json!("busybox:other");
-    let (code, status) = request(
-        &cluster,
-        "PUT",
-        path,
-        "application/json",
-        &changed.to_string(),
-    );
+    let (code, status) = cluster.request("PUT", path, "application/json", changed.to_string());
     assert_eq!(code, 422, "{status}");
     assert_eq!(
         invalid_fields(&status),
@@ -298,8 +240,7 @@ fn kubectl_debug_pods() {
         "{status}"
     );
     // ...nor go (merge patch).
-    let (code, status) = request(
-        &cluster,
+    let (code, status) = cluster.request(
         "PATCH",
         path,
         "application/merge-patch+json",
@@ -316,12 +257,11 @@ fn kubectl_debug_pods() {
     );
     // A new one may not serve, nor take a name the pod has (JSON patch), nor target a
     // container the pod lacks (strategic merge patch, as kubectl debug sends).
-    let (code, status) = request(
-        &cluster,
+    let (code, status) = cluster.request(
         "PATCH",
         path,
         "application/json-patch+json",
-        &json!([{"op": "add", "path": "/spec/ephemeralContainers/-", "value":
+        json!([{"op": "add", "path": "/spec/ephemeralContainers/-", "value":
             {"name": "app", "image": busybox, "ports": [{"containerPort": 80}]}}])
         .to_string(),
     );
@@ -333,12 +273,11 @@ fn kubectl_debug_pods() {
             "spec.ephemeralContainers[1].ports"
         ]
     );
-    let (code, status) = request(
-        &cluster,
+    let (code, status) = cluster.request(
         "PATCH",
         path,
         "application/strategic-merge-patch+json",
-        &json!({"spec": {"ephemeralContainers": [
+        json!({"spec": {"ephemeralContainers": [
             {"name": "dbg", "image": busybox, "targetContainerName": "nope"}]}})
         .to_string(),
     );
@@ -364,7 +303,7 @@ fn kubectl_debug_pods() {
         .stderr;
     assert!(err.contains("pod updates may not change fields"), "{err}");
     // Nothing was written.
-    let (_, after) = request(&cluster, "GET", path, "application/json", "");
+    let (_, after) = cluster.request("GET", path, "application/json", "");
     assert_eq!(
         after["spec"]["ephemeralContainers"],
         current["spec"]["ephemeralContainers"]

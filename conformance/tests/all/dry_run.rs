@@ -2,49 +2,8 @@
 //! reply says what would happen, and nothing is written (the store's revision does not
 //! move).
 
-use serde_json::{Value, json};
+use serde_json::json;
 use skiff_conformance::{Backend, Cluster, Kubectl};
-
-/// A request as plain curl sends it: the status code and the body as JSON.
-pub(crate) fn raw(
-    cluster: &Cluster,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    body: &[u8],
-) -> (u16, Value) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("curl")
-        .args(["-sS", "-X", method, "-H"])
-        .arg(format!("Content-Type: {content_type}"))
-        .args(["--data-binary", "@-", "-w", "\n%{http_code}"])
-        .arg(format!("{}{path}", cluster.url))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run curl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body)
-        .expect("write the body");
-    let out = child.wait_with_output().expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (body, code) = text
-        .rsplit_once('\n')
-        .expect("curl printed the status code");
-    let code: u16 = code.trim().parse().unwrap_or_else(|_| {
-        panic!(
-            "{method} {path}: no status code: {text} {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let body = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
-    (code, body)
-}
 
 /// The store's revision, as a list reports it.
 fn revision(k: &Kubectl) -> String {
@@ -55,13 +14,6 @@ fn revision(k: &Kubectl) -> String {
         "-o",
         "jsonpath={.metadata.resourceVersion}",
     ])
-}
-
-fn exists(k: &Kubectl, args: &[&str]) -> Value {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    k.json(&all)
 }
 
 pub fn dry_runs_write_nothing(backend: Backend) {
@@ -77,7 +29,7 @@ pub fn dry_runs_write_nothing(backend: Backend) {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\ndata:\n  a: \"1\"\n",
     );
     let before = revision(&k);
-    let x_before = exists(&k, &["cm", "x"]);
+    let x_before = k.json(&["get", "cm", "x"]);
 
     // kubectl's deletes, one by one and --all: the reply kubectl prints, nothing removed.
     let out = k.ok(&["delete", "cm", "x", "--dry-run=server"]);
@@ -131,13 +83,13 @@ pub fn dry_runs_write_nothing(backend: Backend) {
     );
 
     assert_eq!(revision(&k), before, "a kubectl dry run wrote to the store");
-    assert_eq!(exists(&k, &["cm", "x"]), x_before);
+    assert_eq!(k.json(&["get", "cm", "x"]), x_before);
     assert!(k.fails(&["get", "cm", "new"]).contains("not found"));
-    let ns = exists(&k, &["ns", "team"]);
+    let ns = k.json(&["get", "ns", "team"]);
     assert_eq!(ns["status"]["phase"], "Active", "{ns}");
     assert!(ns["metadata"].get("deletionTimestamp").is_none(), "{ns}");
-    exists(&k, &["cm", "inside", "-n", "team"]);
-    let held = exists(&k, &["cm", "held"]);
+    k.json(&["get", "cm", "inside", "-n", "team"]);
+    let held = k.json(&["get", "cm", "held"]);
     assert!(
         held["metadata"].get("deletionTimestamp").is_none(),
         "{held}"
@@ -145,8 +97,7 @@ pub fn dry_runs_write_nothing(backend: Backend) {
 
     // Plain HTTP: dryRun in the query and in the DeleteOptions body.
     let cms = "/api/v1/namespaces/default/configmaps";
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "DELETE",
         &format!("{cms}/x?dryRun=All"),
         "application/json",
@@ -163,20 +114,13 @@ pub fn dry_runs_write_nothing(backend: Backend) {
         "{reply}"
     );
     let options = br#"{"kind":"DeleteOptions","apiVersion":"v1","dryRun":["All"],"propagationPolicy":"Background"}"#;
-    let (code, reply) = raw(
-        &cluster,
-        "DELETE",
-        &format!("{cms}/x"),
-        "application/json",
-        options,
-    );
+    let (code, reply) = cluster.request("DELETE", &format!("{cms}/x"), "application/json", options);
     assert_eq!(
         (code, &reply["status"]),
         (200, &json!("Success")),
         "{reply}"
     );
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "DELETE",
         &format!("{cms}?labelSelector=t%3D1"),
         "application/json",
@@ -185,8 +129,7 @@ pub fn dry_runs_write_nothing(backend: Backend) {
     assert_eq!(code, 200, "{reply}");
     assert_eq!(reply["kind"], "ConfigMapList", "{reply}");
     assert_eq!(reply["items"].as_array().map(Vec::len), Some(2), "{reply}");
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "DELETE",
         "/api/v1/namespaces/team",
         "application/json",
@@ -199,8 +142,7 @@ pub fn dry_runs_write_nothing(backend: Backend) {
         reply["metadata"]["deletionTimestamp"].is_string(),
         "{reply}"
     );
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "DELETE",
         &format!("{cms}/held?dryRun=All"),
         "application/json",
@@ -211,8 +153,7 @@ pub fn dry_runs_write_nothing(backend: Backend) {
         reply["metadata"]["deletionTimestamp"].is_string(),
         "{reply}"
     );
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "POST",
         &format!("{cms}?dryRun=All"),
         "application/json",
@@ -222,8 +163,7 @@ pub fn dry_runs_write_nothing(backend: Backend) {
     assert_eq!(reply["metadata"]["name"], "raw");
     let mut put = x_before.clone();
     put["data"]["a"] = json!("put");
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "PUT",
         &format!("{cms}/x?dryRun=All"),
         "application/json",
@@ -241,13 +181,8 @@ pub fn dry_runs_write_nothing(backend: Backend) {
             r#"[{"op":"replace","path":"/data/a","value":"j"}]"#,
         ),
     ] {
-        let (code, reply) = raw(
-            &cluster,
-            "PATCH",
-            &format!("{cms}/x?dryRun=All"),
-            ct,
-            body.as_bytes(),
-        );
+        let (code, reply) =
+            cluster.request("PATCH", &format!("{cms}/x?dryRun=All"), ct, body.as_bytes());
         assert_eq!(code, 200, "{ct}: {reply}");
         assert_ne!(reply["data"]["a"], "1", "{ct}: {reply}");
     }
@@ -276,7 +211,7 @@ pub fn dry_runs_write_nothing(backend: Backend) {
         } else {
             "application/json"
         };
-        let (code, reply) = raw(&cluster, method, &path, ct, body.as_bytes());
+        let (code, reply) = cluster.request(method, &path, ct, body.as_bytes());
         assert_eq!(code, 422, "{method} {path}: {reply}");
         assert_eq!(reply["reason"], "Invalid", "{reply}");
         assert_eq!(reply["details"]["causes"][0]["field"], "dryRun", "{reply}");
@@ -290,8 +225,7 @@ pub fn dry_runs_write_nothing(backend: Backend) {
     }
 
     // A dry-run create answers as the create would: a taken name is a conflict.
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "POST",
         &format!("{cms}?dryRun=All"),
         "application/json",
@@ -304,8 +238,7 @@ pub fn dry_runs_write_nothing(backend: Backend) {
     );
     // The namespaces every cluster has cannot be deleted, dry run or not, and namespaces
     // have no delete-collection.
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "DELETE",
         "/api/v1/namespaces/default?dryRun=All",
         "application/json",
@@ -320,8 +253,7 @@ pub fn dry_runs_write_nothing(backend: Backend) {
         k.fails(&["delete", "ns", "kube-system"])
             .contains("this namespace may not be deleted")
     );
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "DELETE",
         "/api/v1/namespaces?dryRun=All",
         "application/json",
@@ -329,8 +261,7 @@ pub fn dry_runs_write_nothing(backend: Backend) {
     );
     assert_eq!(code, 405, "{reply}");
     // Delete-collection pages as a list does.
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "DELETE",
         &format!("{cms}?limit=1&dryRun=All"),
         "application/json",
@@ -342,8 +273,7 @@ pub fn dry_runs_write_nothing(backend: Backend) {
         .as_str()
         .expect("a continue token")
         .to_string();
-    let (code, reply) = raw(
-        &cluster,
+    let (code, reply) = cluster.request(
         "DELETE",
         &format!("{cms}?limit=10&dryRun=All&continue={token}"),
         "application/json",
@@ -358,17 +288,11 @@ pub fn dry_runs_write_nothing(backend: Backend) {
         before,
         "a dry run over HTTP wrote to the store"
     );
-    assert_eq!(exists(&k, &["cm", "x"]), x_before);
+    assert_eq!(k.json(&["get", "cm", "x"]), x_before);
     assert!(k.fails(&["get", "cm", "raw"]).contains("not found"));
 
     // Real deletes still delete, and answer as kube-apiserver does.
-    let (code, reply) = raw(
-        &cluster,
-        "DELETE",
-        &format!("{cms}/why"),
-        "application/json",
-        b"",
-    );
+    let (code, reply) = cluster.request("DELETE", &format!("{cms}/why"), "application/json", b"");
     assert_eq!((code, &reply["kind"]), (200, &json!("Status")), "{reply}");
     assert!(k.fails(&["get", "cm", "why"]).contains("not found"));
     let out = k.ok(&["delete", "cm", "x"]);

@@ -103,9 +103,16 @@ pub fn check_type(resource: &Resource, obj: &mut Value) -> ApiResult<()> {
     if (group.as_str(), version.as_str(), kind.as_str())
         == (resource.group, resource.version, resource.kind)
     {
+        // Written only where the body left them out (most bodies name both).
         if let Some(map) = obj.as_object_mut() {
-            map.insert("apiVersion".into(), Value::String(resource.api_version()));
-            map.insert("kind".into(), Value::String(kind));
+            for (field, value) in [
+                ("apiVersion", resource.api_version()),
+                ("kind", resource.kind),
+            ] {
+                if map.get(field).and_then(Value::as_str) != Some(value) {
+                    map.insert(field.into(), Value::String(value.into()));
+                }
+            }
         }
         return Ok(());
     }
@@ -283,7 +290,7 @@ pub fn canonical(
         .map_err(|e| ApiError::bad_request(format!("{prefix}: {e}")))?;
     // kube-apiserver's JSON carries the zeros of Go's non-`omitempty` fields (a DaemonSet's
     // status counts, `resources: {}`): added once per write, stored and served from there.
-    skiff_protobuf::fill_go_zero_values(&resource.api_version(), resource.kind, &mut out);
+    skiff_protobuf::fill_go_zero_values(resource.api_version(), resource.kind, &mut out);
     let mut unknown = Vec::new();
     if validation != FieldValidation::Ignore {
         unknown_fields(obj, &out, &mut String::new(), &mut unknown);

@@ -11,15 +11,9 @@
 //! and an ephemeral container has no ports, probes, resources or lifecycle.
 
 use serde_json::Value;
-use skiff_apimachinery::{FieldError, Kind};
 
 /// The subresource's name in the path and in the registry.
 pub const SUBRESOURCE: &str = "ephemeralcontainers";
-
-const POD: Kind<'static> = Kind {
-    group: "",
-    kind: "Pod",
-};
 
 /// The pod a write through the subresource makes: `old` with `new`'s ephemeral containers
 /// (defaulted), its generation bumped when they changed.
@@ -39,19 +33,9 @@ pub fn prepare_update(old: &Value, new: &Value) -> Value {
             }
         }
     }
-    skiff_apimachinery::apply_defaults(POD, &mut out);
-    if out.get("spec") != old.get("spec")
-        && let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut)
-    {
-        let generation = meta.get("generation").and_then(Value::as_i64).unwrap_or(0);
-        meta.insert("generation".into(), Value::from(generation + 1));
-    }
+    let pods = crate::registry::find("", "v1", "pods").expect("pods are served");
+    crate::handlers::default_and_bump_generation(pods, old, &mut out);
     out
-}
-
-/// The field errors of a write through the subresource (`new` from [`prepare_update`]).
-pub fn validate(new: &Value, old: &Value) -> Vec<FieldError> {
-    skiff_apimachinery::validate_pod_ephemeral_containers_update(new, old)
 }
 
 #[cfg(test)]
@@ -67,7 +51,13 @@ mod tests {
             "spec": {"containers": [{"name": "web", "image": "busybox"}]},
             "status": {"phase": "Running"},
         });
-        skiff_apimachinery::apply_defaults(POD, &mut pod);
+        skiff_apimachinery::apply_defaults(
+            skiff_apimachinery::Kind {
+                group: "",
+                kind: "Pod",
+            },
+            &mut pod,
+        );
         pod
     }
 
@@ -94,13 +84,16 @@ mod tests {
             ),
             (Some("Always"), Some("File"))
         );
-        assert!(validate(&new, &old).is_empty());
+        assert!(
+            skiff_apimachinery::validate_pod_ephemeral_containers_update(&new, &old).is_empty()
+        );
         // Nothing asked of the ephemeral containers: nothing changes.
         let same = prepare_update(&new, &old);
-        let errors: Vec<String> = validate(&same, &new)
-            .iter()
-            .map(|e| e.to_string())
-            .collect();
+        let errors: Vec<String> =
+            skiff_apimachinery::validate_pod_ephemeral_containers_update(&same, &new)
+                .iter()
+                .map(|e| e.to_string())
+                .collect();
         assert_eq!(
             errors,
             [

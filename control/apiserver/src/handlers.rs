@@ -791,7 +791,7 @@ impl Ctx<'_> {
             let mut new = prepare_update(resource, &old, proposed, sub)?;
             if !internal {
                 let errors = if sub == Some(crate::ephemeral::SUBRESOURCE) {
-                    crate::ephemeral::validate(&new, &old)
+                    skiff_apimachinery::validate_pod_ephemeral_containers_update(&new, &old)
                 } else {
                     skiff_apimachinery::validate(
                         kind_of(resource),
@@ -865,20 +865,15 @@ impl Ctx<'_> {
             .to_string();
         let kind = PatchKind::from_content_type(&ct)?;
         let validation = self.field_validation()?;
-        let patch: Value = match kind {
-            PatchKind::Apply => decode::yaml(body)?,
-            _ => serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
-        };
-        crate::patch::check(kind, &patch)?;
+        let patch = crate::patch::Patch::parse(kind, body)?;
         let sub = self.info.subresource.as_deref();
         if kind == PatchKind::Apply && sub != Some("scale") {
-            decode::check_apply(resource, &patch)?;
+            decode::check_apply(resource, &patch.body)?;
         }
         if kind == PatchKind::Apply && sub.is_none() {
             // Server-side apply creates what does not exist yet.
             if self.state.store.get(&self.key()).await?.is_none() {
-                let (obj, warnings) = decode::canonical(resource, &patch, validation)?;
+                let (obj, warnings) = decode::canonical(resource, &patch.body, validation)?;
                 if object::name(&obj) != self.name() {
                     return Err(ApiError::bad_request(format!(
                         "the name of the object ({}) does not match the name on the URL ({})",
@@ -891,6 +886,7 @@ impl Ctx<'_> {
             }
         }
         let precondition = match patch
+            .body
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
         {
@@ -903,8 +899,7 @@ impl Ctx<'_> {
                 precondition,
                 |current| {
                     if sub == Some("scale") {
-                        let patched =
-                            crate::patch::apply(resource, kind, to_scale(current), &patch)?;
+                        let patched = patch.apply(resource, to_scale(current))?;
                         let mut obj = current.clone();
                         let replicas = patched
                             .pointer("/spec/replicas")
@@ -917,7 +912,7 @@ impl Ctx<'_> {
                     // neither patched nor decoded when the patch does not name it.
                     let status_only = sub == Some("status")
                         && matches!(kind, PatchKind::Merge | PatchKind::Strategic)
-                        && patch.get("spec").is_none();
+                        && patch.body.get("spec").is_none();
                     let mut patched = if status_only {
                         let Value::Object(fields) = current else {
                             return Err(ApiError::internal("stored object is not an object"));
@@ -927,9 +922,9 @@ impl Ctx<'_> {
                             .filter(|(k, _)| k.as_str() != "spec")
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect();
-                        crate::patch::apply(resource, kind, Value::Object(without_spec), &patch)?
+                        patch.apply(resource, Value::Object(without_spec))?
                     } else {
-                        crate::patch::apply(resource, kind, current.clone(), &patch)?
+                        patch.apply(resource, current.clone())?
                     };
                     decode::check_type(resource, &mut patched)?;
                     let (obj, w) = decode::canonical(resource, &patched, validation)?;
@@ -951,7 +946,7 @@ impl Ctx<'_> {
             return Err(ApiError::method_not_allowed());
         }
         let (kv, obj) = self.read().await?;
-        if self.resource().is_namespaces() && crate::SYSTEM_NAMESPACES[..3].contains(&self.name()) {
+        if self.resource().is_namespaces() && UNDELETABLE_NAMESPACES.contains(&self.name()) {
             // kube-apiserver's NamespaceLifecycle admission, dry runs included.
             return Err(ApiError::forbidden(
                 self.resource(),
@@ -1017,9 +1012,7 @@ impl Ctx<'_> {
             ));
         }
         let grace = deletion_grace(resource, &obj, opts.grace_period_seconds);
-        let keep = !object::finalizers(&obj).is_empty()
-            || (resource.kind == "Namespace" && resource.group.is_empty())
-            || grace > 0;
+        let keep = !object::finalizers(&obj).is_empty() || resource.is_namespaces() || grace > 0;
         let key = resource.key(object::meta_str(&obj, "namespace"), &name);
         if !keep {
             if self.dry_run {
@@ -1177,6 +1170,9 @@ fn returns_deleted_object(resource: &Resource) -> bool {
 
 // ---- helpers ---------------------------------------------------------------------------
 
+/// Namespaces kube-apiserver's NamespaceLifecycle admission never lets go.
+const UNDELETABLE_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
 /// How many stored objects a watch's initial events read at a time.
 const INITIAL_EVENTS_PAGE: usize = 500;
 
@@ -1267,15 +1263,21 @@ fn prepare_update(
             }
         }
     }
-    skiff_apimachinery::apply_defaults(kind_of(resource), &mut new);
+    default_and_bump_generation(resource, old, &mut new);
+    Ok(new)
+}
+
+/// The last step of every update: defaults applied, then the generation bumped when the
+/// spec changed (for kinds with a spec).
+pub(crate) fn default_and_bump_generation(resource: &Resource, old: &Value, new: &mut Value) {
+    skiff_apimachinery::apply_defaults(kind_of(resource), new);
     if resource.has_spec && new.get("spec") != old.get("spec") {
-        let g = old_meta
-            .get("generation")
+        let g = old
+            .pointer("/metadata/generation")
             .and_then(Value::as_i64)
             .unwrap_or(0);
-        meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+        meta_mut(new).insert("generation".into(), json!(g + 1));
     }
-    Ok(new)
 }
 
 /// Whether an object with a deletionTimestamp still waits for its grace period to be
@@ -1324,6 +1326,63 @@ struct DeleteOptions {
     dry_run: bool,
 }
 
+/// What a delete asks for, as written in its body or its query, before it is checked.
+struct AskedDeletion {
+    grace: Option<i64>,
+    propagation: Option<String>,
+    orphan: Option<bool>,
+    dry_run: Vec<String>,
+}
+
+impl AskedDeletion {
+    fn from_body(body: &Value) -> ApiResult<AskedDeletion> {
+        let grace = match body.get("gracePeriodSeconds") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_i64().ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "error decoding DeleteOptions: gracePeriodSeconds must be an integer, got {v}"
+                ))
+            })?),
+        };
+        let dry_run = match body.get("dryRun") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect(),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "error decoding DeleteOptions: dryRun must be a list of strings, got {other}"
+                )));
+            }
+        };
+        Ok(AskedDeletion {
+            grace,
+            propagation: body
+                .get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            orphan: body.get("orphanDependents").and_then(Value::as_bool),
+            dry_run,
+        })
+    }
+
+    fn from_query(query: &Query) -> ApiResult<AskedDeletion> {
+        Ok(AskedDeletion {
+            grace: query.int("gracePeriodSeconds")?,
+            propagation: query.get("propagationPolicy").map(str::to_string),
+            orphan: query
+                .get("orphanDependents")
+                .map(|_| query.flag("orphanDependents")),
+            dry_run: query.all("dryRun").map(str::to_string).collect(),
+        })
+    }
+}
+
 /// A delete's options as kube-apiserver reads them: from the body when there is one (a
 /// `DeleteOptions`, which is where kubectl puts `dryRun`, `gracePeriodSeconds` and
 /// `propagationPolicy`), otherwise from the query; checked before anything is deleted.
@@ -1344,57 +1403,14 @@ fn delete_options(headers: &HeaderMap, body: &[u8], query: &Query) -> ApiResult<
             "the kind in the body ({kind}) of a delete must be DeleteOptions"
         )));
     }
-    let mut errors = Vec::new();
-    let (grace, propagation, orphan, dry_run_values): (
-        Option<i64>,
-        Option<String>,
-        Option<bool>,
-        Vec<String>,
-    ) = if from_body {
-        let grace = match body.get("gracePeriodSeconds") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_i64().ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "error decoding DeleteOptions: gracePeriodSeconds must be an integer, got {v}"
-                ))
-            })?),
-        };
-        let dry = match body.get("dryRun") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string())
-                })
-                .collect(),
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "error decoding DeleteOptions: dryRun must be a list of strings, got {other}"
-                )));
-            }
-        };
-        (
-            grace,
-            body.get("propagationPolicy")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            body.get("orphanDependents").and_then(Value::as_bool),
-            dry,
-        )
+    let asked = if from_body {
+        AskedDeletion::from_body(&body)?
     } else {
-        (
-            query.int("gracePeriodSeconds")?,
-            query.get("propagationPolicy").map(str::to_string),
-            query
-                .get("orphanDependents")
-                .map(|_| query.flag("orphanDependents")),
-            query.all("dryRun").map(str::to_string).collect(),
-        )
+        AskedDeletion::from_query(query)?
     };
-    if let Some(p) = &propagation {
-        if orphan.is_some() {
+    let mut errors = Vec::new();
+    if let Some(p) = &asked.propagation {
+        if asked.orphan.is_some() {
             errors.push(FieldError::invalid(
                 "propagationPolicy",
                 json!(p),
@@ -1409,7 +1425,7 @@ fn delete_options(headers: &HeaderMap, body: &[u8], query: &Query) -> ApiResult<
         }
     }
     let mut dry_run = false;
-    for v in &dry_run_values {
+    for v in &asked.dry_run {
         if v == "All" {
             dry_run = true;
         } else {
@@ -1428,7 +1444,7 @@ fn delete_options(headers: &HeaderMap, body: &[u8], query: &Query) -> ApiResult<
         .map(object::parse_resource_version)
         .transpose()?;
     Ok(DeleteOptions {
-        grace_period_seconds: grace,
+        grace_period_seconds: asked.grace,
         uid: body
             .pointer("/preconditions/uid")
             .and_then(Value::as_str)
@@ -1442,21 +1458,24 @@ fn reset_status_on_create(resource: &Resource, obj: &mut Value) {
     if !resource.has_subresource("status") {
         return;
     }
+    // The zero status as Go writes it (a DaemonSet's four counts, a Service's
+    // `loadBalancer: {}`); the rest of the object was filled when it was canonicalized.
+    let zero = || {
+        skiff_protobuf::go_zero_field(resource.api_version(), resource.kind, "status")
+            .unwrap_or_else(|| json!({}))
+    };
     let map = obj.as_object_mut().expect("object");
     match (resource.group, resource.kind) {
         ("", "Node") | ("", "Namespace") => {}
         ("", "Pod") | ("", "PersistentVolume") | ("", "PersistentVolumeClaim") => {
-            map.insert("status".into(), json!({"phase": "Pending"}));
-        }
-        ("", "Service") => {
-            map.insert("status".into(), json!({"loadBalancer": {}}));
+            let mut status = zero();
+            status["phase"] = json!("Pending");
+            map.insert("status".into(), status);
         }
         _ => {
-            map.insert("status".into(), json!({}));
+            map.insert("status".into(), zero());
         }
     }
-    // Go still writes the zero status's non-`omitempty` fields (a DaemonSet's four counts).
-    skiff_protobuf::fill_go_zero_values(&resource.api_version(), resource.kind, obj);
 }
 
 /// A pod's QoS class, as the API server records it on create.

@@ -10,6 +10,7 @@
 //! hundred thousand items costs as much as reading it.
 
 use http::StatusCode;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::registry::Resource;
@@ -78,14 +79,69 @@ pub fn check(kind: PatchKind, patch: &Value) -> ApiResult<()> {
     Ok(())
 }
 
-pub fn apply(
+/// A patch as a request sent it: read and checked once, then applied to the object as
+/// often as a conflicting write makes the handler read it again.
+pub struct Patch {
+    pub kind: PatchKind,
+    /// The patch document (a JSON patch's list of operations, a merge or apply object).
+    pub body: Value,
+    /// A JSON patch's operations, decoded at the first application (so that a missing
+    /// object is reported before a malformed patch, as kube-apiserver does) and kept for
+    /// the next.
+    operations: std::sync::OnceLock<Result<json_patch::Patch, String>>,
+}
+
+impl Patch {
+    /// Reads a request body of `kind` (YAML for apply, JSON otherwise).
+    pub fn parse(kind: PatchKind, bytes: &[u8]) -> ApiResult<Patch> {
+        let body = match kind {
+            PatchKind::Apply => crate::yaml::parse(bytes)?,
+            _ => serde_json::from_slice(bytes)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
+        };
+        Patch::from_value(kind, body)
+    }
+
+    /// A patch of `kind` whose document is `body`, with what can be checked before the
+    /// object is read checked ([`check`]).
+    pub fn from_value(kind: PatchKind, body: Value) -> ApiResult<Patch> {
+        check(kind, &body)?;
+        Ok(Patch {
+            kind,
+            body,
+            operations: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The object `target` (of `resource`) with the patch applied.
+    pub fn apply(&self, resource: &Resource, target: Value) -> ApiResult<Value> {
+        match self.kind {
+            PatchKind::Json => {
+                let operations = self
+                    .operations
+                    .get_or_init(|| {
+                        json_patch::Patch::deserialize(&self.body).map_err(|e| e.to_string())
+                    })
+                    .as_ref()
+                    .map_err(|e| {
+                        ApiError::bad_request(format!("error decoding JSON patch: {e}"))
+                    })?;
+                apply_json_patch(target, operations)
+            }
+            kind => apply_document(resource, kind, target, &self.body),
+        }
+    }
+}
+
+/// A merge, strategic merge or apply patch's document laid over `target`.
+fn apply_document(
     resource: &Resource,
     kind: PatchKind,
     target: Value,
     patch: &Value,
 ) -> ApiResult<Value> {
     match kind {
-        PatchKind::Json => apply_json_patch(target, patch),
+        PatchKind::Json => unreachable!("JSON patches are applied from their operations"),
         PatchKind::Merge => {
             let mut out = target;
             json_patch::merge(&mut out, patch);
@@ -121,10 +177,7 @@ fn patch_error(message: impl std::fmt::Display) -> ApiError {
 /// Applies an RFC 6902 patch one operation at a time, measuring each `copy` before it is
 /// made. The target is the caller's copy, dropped on error, so a failed patch changes
 /// nothing.
-fn apply_json_patch(mut target: Value, patch: &Value) -> ApiResult<Value> {
-    check(PatchKind::Json, patch)?;
-    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
-        .map_err(|e| ApiError::bad_request(format!("error decoding JSON patch: {e}")))?;
+fn apply_json_patch(mut target: Value, ops: &json_patch::Patch) -> ApiResult<Value> {
     let mut copied = 0usize;
     let mut shifted = 0usize;
     for (i, op) in ops.0.iter().enumerate() {
@@ -206,6 +259,10 @@ pub fn json_size_within(value: &Value, limit: usize) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::registry::find;
+
+    fn apply(r: &Resource, kind: PatchKind, target: Value, patch: &Value) -> ApiResult<Value> {
+        Patch::from_value(kind, patch.clone())?.apply(r, target)
+    }
 
     fn configmap() -> Value {
         json!({"apiVersion": "v1", "kind": "ConfigMap",

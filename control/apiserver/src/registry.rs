@@ -20,6 +20,8 @@ pub struct Resource {
     pub group: &'static str,
     pub version: &'static str,
     pub kind: &'static str,
+    /// `v1`, `apps/v1`: fixed when the table is built, so no write formats it.
+    pub api_version: &'static str,
     pub plural: &'static str,
     pub singular: &'static str,
     pub short_names: &'static [&'static str],
@@ -36,12 +38,8 @@ pub struct Resource {
 }
 
 impl Resource {
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_string()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+    pub fn api_version(&self) -> &'static str {
+        self.api_version
     }
 
     /// `pods`, `deployments.apps`: how Kubernetes names a resource in messages.
@@ -103,14 +101,26 @@ impl Resource {
     }
 }
 
+/// The `apiVersion` of a group and version: the version alone for the core group.
+macro_rules! api_version {
+    ("", $version:tt) => {
+        $version
+    };
+    ($group:tt, $version:tt) => {
+        concat!($group, "/", $version)
+    };
+}
+
 macro_rules! resource {
-    ($group:expr, $version:expr, $ty:ty, $kind:expr, $plural:expr, $singular:expr,
+    // `tt`, not `literal`: a literal passed on to `api_version!` could no longer match `""`.
+    ($group:tt, $version:tt, $ty:ty, $kind:expr, $plural:expr, $singular:expr,
      short: [$($short:expr),*], cat: [$($cat:expr),*], namespaced: $ns:expr,
      sub: [$($sub:expr),*], storage: $storage:expr, spec: $spec:expr) => {
         Resource {
             group: $group,
             version: $version,
             kind: $kind,
+            api_version: api_version!($group, $version),
             plural: $plural,
             singular: $singular,
             short_names: &[$($short),*],
@@ -252,6 +262,18 @@ pub fn openapi_resources() -> Vec<skiff_openapi::Resource> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_versions_are_the_group_and_version() {
+        for r in RESOURCES {
+            let expected = if r.group.is_empty() {
+                r.version.to_string()
+            } else {
+                format!("{}/{}", r.group, r.version)
+            };
+            assert_eq!(r.api_version(), expected, "{}", r.plural);
+        }
+    }
 
     #[test]
     fn keys_map_back_to_their_resource() {

@@ -73,3 +73,11 @@ pub fn fill_go_zero_values(api_version: &str, kind: &str, object: &mut serde_jso
     }
     true
 }
+
+/// What Go's encoder writes for a top-level `field` of a `kind` left at its zero (a
+/// DaemonSet's `status`: its four counts), for a caller that resets that one field and
+/// need not walk the rest of the object again. `None` for a kind or field the table does
+/// not know, or one Go writes nothing for.
+pub fn go_zero_field(api_version: &str, kind: &str, field: &str) -> Option<serde_json::Value> {
+    zero::root(api_version, kind).and_then(|message| zero::field_zero(message, field))
+}

@@ -27,11 +27,12 @@ pub fn root(api_version: &str, kind: &str) -> Option<&'static Message> {
 /// A field that holds a value, even a wrong one, is never replaced; a `null` is, as Go
 /// would read it as the zero.
 pub fn fill(msg: &'static Message, object: &mut Map<String, Value>) {
+    if !msg.fills {
+        return;
+    }
     for field in msg.fields {
         if let Kind::Inline(inner) = field.kind {
-            if inner.fills {
-                fill(inner, object);
-            }
+            fill(inner, object);
             continue;
         }
         let walk = walks_into(field);
@@ -90,6 +91,14 @@ fn descend(field: &Field, msg: &'static Message, value: &mut Value) {
     }
 }
 
+/// What Go writes for the field of `msg` named `json` at its zero, if anything.
+pub fn field_zero(msg: &'static Message, json: &str) -> Option<Value> {
+    msg.fields
+        .iter()
+        .find(|f| f.json == json && f.unset == Unset::Zero)
+        .map(zero)
+}
+
 /// What Go writes for `field` at its zero value (only asked of `Unset::Zero` fields).
 fn zero(field: &Field) -> Value {
     match field.kind {
@@ -100,9 +109,7 @@ fn zero(field: &Field) -> Value {
         Kind::Duration => Value::String("0s".into()),
         Kind::Message(msg) => {
             let mut object = Map::new();
-            if msg.fills {
-                fill(msg, &mut object);
-            }
+            fill(msg, &mut object);
             Value::Object(object)
         }
         // The generator marks no other kind `Zero`: a nil `[]byte`, map or Time is `null`.

@@ -108,7 +108,7 @@ impl Supervisor {
         // ephemeral container takes the Linux one.
         let runs = match self.role {
             Role::Ephemeral => Some(skiff_shim::WorkloadKind::Linux),
-            _ => self.run.handler.as_ref().and_then(|handler| {
+            _ => self.handler().and_then(|handler| {
                 self.run
                     .ctx
                     .shims
@@ -198,15 +198,18 @@ impl Supervisor {
         }
     }
 
-    fn shim_for(&self, image: &PulledImage) -> Result<Arc<dyn Shim>, String> {
-        let shims = &self.run.ctx.shims;
-        // An ephemeral container runs whatever its image is, beside the pod's own runtime.
-        if let Some(handler) = self
-            .run
+    /// The RuntimeClass handler that runs this container: the pod's, but for an ephemeral
+    /// container, which runs whatever its image is beside the pod's own runtime.
+    fn handler(&self) -> Option<&String> {
+        self.run
             .handler
             .as_ref()
             .filter(|_| self.role != Role::Ephemeral)
-        {
+    }
+
+    fn shim_for(&self, image: &PulledImage) -> Result<Arc<dyn Shim>, String> {
+        let shims = &self.run.ctx.shims;
+        if let Some(handler) = self.handler() {
             return shims
                 .iter()
                 .find(|s| s.name() == handler)

@@ -314,9 +314,6 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
     let grace =
         Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
     let (stop_tx, stop_rx) = watch::channel(None::<Duration>);
-    // The ephemeral containers the pod names now: `kubectl debug` adds them to a pod that
-    // runs, and its run starts each once.
-    let (ephemeral_tx, ephemeral_rx) = watch::channel(ephemeral_containers(&pod));
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let sandbox_reusable = Arc::new(AtomicBool::new(true));
     let ran_here = !(finished || pod.metadata.deletion_timestamp.is_some());
@@ -328,7 +325,9 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
             pod.clone(),
             grace,
             stop_rx,
-            ephemeral_rx,
+            // The run follows the pod's own updates for the ephemeral containers
+            // `kubectl debug` adds.
+            rx.clone(),
             updates_tx,
             sandbox_reusable.clone(),
         )))
@@ -415,14 +414,6 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
                             deleting = Some(g);
                             stop_tx.send_replace(Some(g));
                         }
-                        let ephemeral = ephemeral_containers(&p);
-                        ephemeral_tx.send_if_modified(|now| {
-                            let changed = *now != ephemeral;
-                            if changed {
-                                *now = ephemeral;
-                            }
-                            changed
-                        });
                         writer.pod = p;
                     }
                 }
@@ -460,19 +451,62 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
     ctx.logs.remove_pod(&namespace, &name, &uid);
 }
 
-/// The pod's ephemeral containers, in its spec's order.
-fn ephemeral_containers(pod: &Pod) -> Vec<EphemeralContainer> {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.ephemeral_containers.clone())
-        .unwrap_or_default()
-}
-
-/// An ephemeral container as the container it runs as: the same fields, less its target.
-fn as_container(ephemeral: &EphemeralContainer) -> Option<k8s_openapi::api::core::v1::Container> {
-    let mut value = serde_json::to_value(ephemeral).ok()?;
-    value.as_object_mut()?.remove("targetContainerName");
-    serde_json::from_value(value).ok()
+/// An ephemeral container as the container it runs as: the same fields, less its target
+/// (a field added to either type fails to compile here rather than being lost).
+fn as_container(ephemeral: &EphemeralContainer) -> k8s_openapi::api::core::v1::Container {
+    let EphemeralContainer {
+        args,
+        command,
+        env,
+        env_from,
+        image,
+        image_pull_policy,
+        lifecycle,
+        liveness_probe,
+        name,
+        ports,
+        readiness_probe,
+        resize_policy,
+        resources,
+        restart_policy,
+        security_context,
+        startup_probe,
+        stdin,
+        stdin_once,
+        target_container_name: _,
+        termination_message_path,
+        termination_message_policy,
+        tty,
+        volume_devices,
+        volume_mounts,
+        working_dir,
+    } = ephemeral.clone();
+    k8s_openapi::api::core::v1::Container {
+        args,
+        command,
+        env,
+        env_from,
+        image,
+        image_pull_policy,
+        lifecycle,
+        liveness_probe,
+        name,
+        ports,
+        readiness_probe,
+        resize_policy,
+        resources,
+        restart_policy,
+        security_context,
+        startup_probe,
+        stdin,
+        stdin_once,
+        termination_message_path,
+        termination_message_policy,
+        tty,
+        volume_devices,
+        volume_mounts,
+        working_dir,
+    }
 }
 
 /// Whether the pod runs in the node's network namespace (`spec.hostNetwork`).
@@ -494,7 +528,7 @@ async fn run_pod(
     pod: Pod,
     grace: Duration,
     mut stop: watch::Receiver<Option<Duration>>,
-    ephemeral: watch::Receiver<Vec<EphemeralContainer>>,
+    pod_updates: watch::Receiver<Option<Pod>>,
     updates: mpsc::UnboundedSender<Update>,
     sandbox_reusable: Arc<AtomicBool>,
 ) {
@@ -630,7 +664,7 @@ async fn run_pod(
     let (containers_done, ephemeral_end) = tokio::sync::oneshot::channel::<()>();
     let debugging = tokio::spawn(run_ephemeral(
         run.clone(),
-        ephemeral,
+        pod_updates,
         already_run(&pod),
         stop.clone(),
         ephemeral_end,
@@ -679,7 +713,7 @@ fn already_run(pod: &Pod) -> HashSet<String> {
 /// (`containers_done`).
 async fn run_ephemeral(
     run: Arc<PodRun>,
-    mut specs: watch::Receiver<Vec<EphemeralContainer>>,
+    mut pod: watch::Receiver<Option<Pod>>,
     mut started: HashSet<String>,
     mut pod_stop: watch::Receiver<Option<Duration>>,
     mut containers_done: tokio::sync::oneshot::Receiver<()>,
@@ -688,29 +722,35 @@ async fn run_ephemeral(
     let mut supervisors = tokio::task::JoinSet::new();
     let mut following = true;
     let grace = loop {
-        for (index, ephemeral) in specs.borrow_and_update().iter().enumerate() {
-            if started.contains(&ephemeral.name) {
-                continue;
-            }
-            started.insert(ephemeral.name.clone());
-            let Some(spec) = as_container(ephemeral) else {
-                tracing::warn!(pod = %run.name, container = %ephemeral.name, "ephemeral container not readable as a container");
-                continue;
-            };
+        // Only the ones not started yet are copied out of the pod (most updates of a pod
+        // are its status writes, which add none).
+        let new: Vec<(usize, EphemeralContainer)> = pod
+            .borrow_and_update()
+            .as_ref()
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.ephemeral_containers.as_ref())
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .filter(|(_, e)| started.insert(e.name.clone()))
+            .map(|(index, e)| (index, e.clone()))
+            .collect();
+        for (index, ephemeral) in new {
+            let spec = as_container(&ephemeral);
             let status = status::Container::new(&spec.name, spec.image.as_deref().unwrap_or(""));
             let supervisor = Supervisor {
                 run: run.clone(),
                 role: Role::Ephemeral,
                 index,
                 spec,
-                target: ephemeral.target_container_name.clone(),
+                target: ephemeral.target_container_name,
                 stop: stop.clone(),
                 status,
             };
             supervisors.spawn(supervisor.supervise());
         }
         tokio::select! {
-            changed = specs.changed(), if following => following = changed.is_ok(),
+            changed = pod.changed(), if following => following = changed.is_ok(),
             grace = pod_stop.wait_for(Option::is_some) => {
                 break grace.ok().and_then(|g| *g).unwrap_or_default();
             }

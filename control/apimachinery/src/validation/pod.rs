@@ -366,13 +366,18 @@ fn validate_ephemeral_containers(
     names_seen: &mut HashSet<String>,
     errs: &mut Errs,
 ) {
+    let ephemeral = arr(spec, "ephemeralContainers");
+    // Most pod writes (the agent's status writes among them) have none: nothing to build.
+    if ephemeral.is_empty() {
+        return;
+    }
     let others: HashSet<&str> = ["containers", "initContainers"]
         .iter()
         .flat_map(|list| arr(spec, list))
         .map(|c| s(c, "name"))
         .collect();
     let list = child(path, "ephemeralContainers");
-    for (i, c) in arr(spec, "ephemeralContainers").iter().enumerate() {
+    for (i, c) in ephemeral.iter().enumerate() {
         let p = index(&list, i);
         validate_container(c, &p, volumes, names_seen, errs);
         let target = s(c, "targetContainerName");

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// An API server on a fresh embedded store, called in process.
 pub struct Server {
-    state: Arc<skiff_apiserver::AppState>,
+    router: axum::Router,
     _dir: tempfile::TempDir,
 }
 
@@ -34,7 +34,7 @@ impl Server {
         .await
         .expect("start API server");
         Server {
-            state: server.state,
+            router: skiff_apiserver::router(server.state),
             _dir: dir,
         }
     }
@@ -49,7 +49,7 @@ impl Server {
             }
             None => Body::empty(),
         };
-        let mut router = skiff_apiserver::router(self.state.clone());
+        let mut router = self.router.clone();
         std::future::poll_fn(|cx| Service::<Request<Body>>::poll_ready(&mut router, cx))
             .await
             .expect("router ready");

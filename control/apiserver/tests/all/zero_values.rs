@@ -204,7 +204,7 @@ async fn every_kind_is_stored_with_its_zero_values_and_round_trips_strictly() {
     for resource in skiff_apiserver::registry::RESOURCES {
         let served = samples
             .iter()
-            .find(|(_, o)| api_version_kind(o) == (resource.api_version().as_str(), resource.kind));
+            .find(|(_, o)| api_version_kind(o) == (resource.api_version(), resource.kind));
         let Some((path, object)) = served else {
             panic!(
                 "no sample {} {}: add one",
