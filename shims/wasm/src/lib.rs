@@ -42,6 +42,11 @@ pub const MEDIA_TYPES: &[&str] = &[
 /// deadlines.
 pub const TICK: Duration = Duration::from_millis(5);
 
+/// Bytes of a freed instance's memory and of each of its tables kept resident in its slot
+/// for the next instance: at most [`PoolingAllocationConfig::max_unused_warm_slots`] (64)
+/// slots hold them.
+const KEEP_RESIDENT: usize = 256 << 10;
+
 #[derive(Debug, Clone)]
 pub struct WasmConfig {
     /// Where compiled artifacts are kept.
@@ -93,8 +98,15 @@ impl WasmShim {
             .total_memories(config.max_instances)
             .total_tables(config.max_instances * 2)
             .total_stacks(config.max_instances)
-            // Keep few pages resident per freed slot: the pool is sized for many pods.
-            .linear_memory_keep_resident(0)
+            // A freed slot's dirty pages (found with the PAGEMAP_SCAN ioctl, Linux 6.7+) are
+            // set back to the image's contents with memset, up to these sizes, instead of
+            // being unmapped with madvise: every madvise and every copy-on-write fault of
+            // the next instance flushes the TLB of each CPU running the agent's threads
+            // (an interrupt to each, costly in a VM). A small command dirties far less than
+            // this; on older kernels and beyond the sizes, madvise as before.
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT)
             .max_unused_warm_slots(64);
         let mut wasm = Config::new();
         wasm.epoch_interruption(true)

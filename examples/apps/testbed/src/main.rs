@@ -15,6 +15,9 @@
 //! serve PORT          listen on 0.0.0.0:PORT, print "listening on 0.0.0.0:P" (P the bound
 //!                     port, for PORT 0), answer every HTTP request 200 "testbed\n"
 //! log N [MILLIS]      print "line 1" .. "line N", MILLIS (default 100) apart
+//! taint               print "pristine" if its static data (an initialised word and 64 KiB
+//!                     of zeros) is as the program image has it, else "tainted"; then
+//!                     overwrite both, so that an instance reusing this memory would see it
 //! ```
 //!
 //! A failure prints `testbed: <why>` on stderr and exits 1; a usage error exits 2.
@@ -22,12 +25,28 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 const USAGE: &str = "usage: testbed exit N | echo ARGS... | print-env | cat PATH... | \
-write PATH TEXT | ls DIR | alloc MIB | spin | sleep SECS | serve PORT | log N [MILLIS]";
+write PATH TEXT | ls DIR | alloc MIB | spin | sleep SECS | serve PORT | log N [MILLIS] | taint";
 
 const MIB: usize = 1024 * 1024;
+
+/// Static data `taint` checks and overwrites: initialised (in the data section) and zeroed
+/// (in bss).
+static WORD: AtomicU64 = AtomicU64::new(0x5eed_5eed_5eed_5eed);
+static ZEROS: [AtomicU8; 64 * 1024] = [const { AtomicU8::new(0) }; 64 * 1024];
+
+fn taint() {
+    let pristine = WORD.load(Ordering::Relaxed) == 0x5eed_5eed_5eed_5eed
+        && ZEROS.iter().all(|b| b.load(Ordering::Relaxed) == 0);
+    println!("{}", if pristine { "pristine" } else { "tainted" });
+    WORD.store(0xdead_beef, Ordering::Relaxed);
+    for b in &ZEROS {
+        b.store(0xff, Ordering::Relaxed);
+    }
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -96,6 +115,10 @@ fn main() -> ExitCode {
                 }
                 _ => return usage(),
             }
+        }
+        ("taint", []) => {
+            taint();
+            Ok(())
         }
         _ => return usage(),
     };

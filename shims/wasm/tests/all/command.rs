@@ -56,6 +56,19 @@ async fn exit_codes_and_only_granted_env() {
 }
 
 #[tokio::test]
+async fn an_instance_never_sees_the_memory_of_the_one_before() {
+    // The pool hands a freed slot to the next instance of the same module with the dirty
+    // pages set back to the image's contents: each run finds its static data as the
+    // program has it, though the run before overwrote it.
+    let f = Fixture::new();
+    for _ in 0..4 {
+        let (spec, logs) = f.spec("testbed.wasm", &["testbed", "taint"]);
+        assert_eq!(run(&f, spec).await.code, 0);
+        assert_eq!(logs.text(Stream::Stdout), "pristine\n");
+    }
+}
+
+#[tokio::test]
 async fn volumes_are_preopened_read_only_where_asked() {
     let f = Fixture::new();
     let (rw_host, rw) = f.volume("data", false, "/data");
