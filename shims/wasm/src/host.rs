@@ -165,7 +165,11 @@ pub fn wasi_builder(spec: &ContainerSpec) -> Result<WasiCtxBuilder, std::io::Err
     b.stdout(LogOutput::new(spec.logs.clone(), Stream::Stdout));
     b.stderr(LogOutput::new(spec.logs.clone(), Stream::Stderr));
     // The guest runs in its pod's network namespace (see netns.rs), so the network it may
-    // use is the pod's own.
-    b.inherit_network().allow_ip_name_lookup(true);
+    // use is the pod's own: all of it, as a container's. (wasmtime-wasi allows neither TCP
+    // nor UDP unless asked.)
+    b.inherit_network()
+        .allow_tcp(true)
+        .allow_udp(true)
+        .allow_ip_name_lookup(true);
     Ok(b)
 }

@@ -68,6 +68,119 @@ async fn an_instance_never_sees_the_memory_of_the_one_before() {
     }
 }
 
+/// A network namespace this test made, removed when dropped.
+struct TestNetns(String);
+
+impl TestNetns {
+    fn new(tag: &str) -> Self {
+        let name = format!("skiff-wasm-{tag}-{}", std::process::id());
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip netns add {name}");
+        TestNetns(name)
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        format!("/run/netns/{}", self.0).into()
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// Starts `testbed serve 0` in `netns` (the host's for `None`) and returns the container
+/// and the port it got.
+async fn serve_in(
+    f: &Fixture,
+    netns: Option<std::path::PathBuf>,
+) -> (Box<dyn skiff_shim::Container>, u16) {
+    let (spec, logs) = f.spec("testbed.wasm", &["testbed", "serve", "0"]);
+    let sandbox = PodSandbox {
+        netns,
+        ..Default::default()
+    };
+    let c = f.shim.create(spec, &sandbox).await.unwrap();
+    c.start().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = logs.text(Stream::Stdout);
+        if let Some(port) = out
+            .lines()
+            .find_map(|l| l.strip_prefix("listening on 0.0.0.0:"))
+        {
+            return (c, port.parse().unwrap());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never listened: {out:?} {:?}",
+            logs.text(Stream::Stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn commands_one_after_another_each_run_in_their_own_network_namespace() {
+    // Command threads are reused: one that ran a pod's command in the pod's namespace
+    // serves the next command in that one's, the host's here.
+    let f = Fixture::new();
+    let pod = TestNetns::new("a");
+    for _ in 0..3 {
+        let (spec, _) = f.spec("testbed.wasm", &["testbed", "exit", "0"]);
+        let sandbox = PodSandbox {
+            netns: Some(pod.path()),
+            ..Default::default()
+        };
+        let c = f.shim.create(spec, &sandbox).await.unwrap();
+        c.start().await.unwrap();
+        assert_eq!(c.wait().await.reason, ExitReason::Completed);
+        // Time for the thread to offer itself again.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        // In the host's namespace: reachable on the host's loopback.
+        let (c, port) = serve_in(&f, None).await;
+        let reply = get_text(port).await;
+        assert!(reply.ends_with("testbed\n"), "{reply:?}");
+        c.kill();
+        c.wait().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        // In the pod's: not on the host's loopback.
+        let (c, port) = serve_in(&f, Some(pod.path())).await;
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err(),
+            "a pod's listener on port {port} answered on the host's loopback"
+        );
+        c.kill();
+        c.wait().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The whole reply to a GET of `/` on the host's loopback.
+async fn get_text(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 #[tokio::test]
 async fn volumes_are_preopened_read_only_where_asked() {
     let f = Fixture::new();
