@@ -1,9 +1,11 @@
 //! Command containers: a component exporting `wasi:cli/run` or a core module with `_start`,
 //! run once to its exit.
 //!
-//! Each runs on its own OS thread, joined to the pod's network namespace, with a
-//! single-threaded tokio runtime: its wasi:sockets are the pod's, its CPU time is that
-//! thread's (which is how a CPU limit is enforced), and a busy guest cannot stall the agent.
+//! Each runs on an OS thread of its own while it runs (one the shim keeps for the next
+//! command once it ends, see [`crate::threads`]), joined to the pod's network namespace,
+//! with a single-threaded tokio runtime of its own: its wasi:sockets are the pod's, its CPU
+//! time is that thread's since it started (which is how a CPU limit is enforced), and a
+//! busy guest cannot stall the agent.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -83,25 +85,23 @@ impl Container for CommandContainer {
         };
         let netns = self.netns.clone();
         let exit_tx = self.exit_tx.clone();
-        std::thread::Builder::new()
-            .name(format!("wasm {}", self.spec.id))
-            .spawn(move || {
-                let exit = (|| {
-                    if let Some(path) = &netns {
-                        netns::enter(path).map_err(|e| ShimError::Start(e.to_string()))?;
-                    }
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    Ok(rt.block_on(run.run(started_tx)))
-                })();
-                let exit = exit.unwrap_or_else(|e: ShimError| Exit {
-                    code: 128,
-                    reason: ExitReason::Error,
-                    message: Some(e.to_string()),
-                });
-                exit_tx.send_replace(Some(exit));
-            })?;
+        self.shim.threads.run(Box::new(move || {
+            let exit = (|| {
+                if let Some(path) = &netns {
+                    netns::enter(path).map_err(|e| ShimError::Start(e.to_string()))?;
+                }
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                Ok(rt.block_on(run.run(started_tx)))
+            })();
+            let exit = exit.unwrap_or_else(|e: ShimError| Exit {
+                code: 128,
+                reason: ExitReason::Error,
+                message: Some(e.to_string()),
+            });
+            exit_tx.send_replace(Some(exit));
+        }))?;
         match started_rx.await {
             Ok(result) => result,
             // The thread ended before instantiating: its exit says why.
@@ -190,7 +190,9 @@ impl Run {
                 return failed(e.to_string());
             }
         };
-        let cpu = CpuQuota::new(self.spec.cpu_limit_millis);
+        // The thread may have run other commands before: CPU time counts from here.
+        let cpu_start = thread_cpu();
+        let cpu = CpuQuota::new(self.spec.cpu_limit_millis, cpu_start);
         let ended = match &*self.loaded {
             Loaded::Command(pre) => {
                 let mut store = Store::new(
@@ -261,9 +263,10 @@ impl Run {
             }
             Loaded::Http(_) => unreachable!("http components are served, not run"),
         };
-        self.usage
-            .cpu_nanos
-            .store(thread_cpu().as_nanos() as u64, Ordering::Relaxed);
+        self.usage.cpu_nanos.store(
+            thread_cpu().saturating_sub(cpu_start).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
         self.exit(ended)
     }
 
@@ -365,6 +368,8 @@ fn thread_cpu() -> Duration {
 /// The CFS way: at most `quota` of CPU in every 100 ms period.
 struct CpuQuota {
     quota: Option<Duration>,
+    /// The thread's CPU time when the command started.
+    start_cpu: Duration,
     period_start: Instant,
     period_cpu: Duration,
 }
@@ -372,17 +377,18 @@ struct CpuQuota {
 const PERIOD: Duration = Duration::from_millis(100);
 
 impl CpuQuota {
-    fn new(limit_millis: Option<u64>) -> Self {
+    fn new(limit_millis: Option<u64>, start_cpu: Duration) -> Self {
         Self {
             quota: limit_millis.map(|m| PERIOD * m as u32 / 1000),
+            start_cpu,
             period_start: Instant::now(),
-            period_cpu: thread_cpu(),
+            period_cpu: Duration::ZERO,
         }
     }
 
-    /// CPU used so far, and how long to pause if the period's quota is spent.
+    /// CPU the command used so far, and how long to pause if the period's quota is spent.
     fn check(&mut self) -> (Duration, Option<Duration>) {
-        let cpu = thread_cpu();
+        let cpu = thread_cpu().saturating_sub(self.start_cpu);
         let Some(quota) = self.quota else {
             return (cpu, None);
         };

@@ -13,6 +13,7 @@ mod host;
 mod http;
 mod logs;
 pub mod netns;
+mod threads;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -88,6 +89,8 @@ pub(crate) struct Inner {
     pub(crate) engine: Engine,
     pub(crate) config: WasmConfig,
     pub(crate) cache: Arc<cache::Cache>,
+    /// The threads command containers run on.
+    pub(crate) threads: Arc<threads::Threads>,
 }
 
 impl WasmShim {
@@ -129,6 +132,7 @@ impl WasmShim {
                 engine,
                 config,
                 cache,
+                threads: Arc::default(),
             }),
         })
     }

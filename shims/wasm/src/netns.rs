@@ -10,7 +10,7 @@ use std::path::Path;
 use nix::sched::{CloneFlags, setns};
 
 /// Moves the calling thread into the network namespace at `path`. Only for threads Skiff
-/// made for that purpose: the thread never goes back.
+/// made for that purpose, which stay there until [`back_to_host`] or their end.
 pub fn enter(path: &Path) -> io::Result<()> {
     let file = File::open(path)
         .map_err(|e| io::Error::new(e.kind(), format!("open netns {}: {e}", path.display())))?;
@@ -44,6 +44,13 @@ fn host() -> io::Result<&'static File> {
     HOST.get_or_init(|| File::open("/proc/self/ns/net").map_err(|e| e.to_string()))
         .as_ref()
         .map_err(|e| io::Error::other(format!("open /proc/self/ns/net: {e}")))
+}
+
+/// Puts the calling thread back into the process's network namespace, saying whether it
+/// could: a thread that cannot go back must not serve another pod.
+pub(crate) fn back_to_host() -> io::Result<()> {
+    setns(host()?, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| io::Error::other(format!("back to the host network namespace: {e}")))
 }
 
 /// Puts the calling thread back into the process's network namespace. Runtimes that poll
