@@ -32,6 +32,25 @@ mod shim;
 mod spec;
 mod user;
 
+/// Calls `open` (an `openat2` with `RESOLVE_IN_ROOT`) again while it fails with `EAGAIN`.
+/// The kernel gives up on a walk through `..` whenever anything on the system was renamed
+/// or mounted meanwhile (it can then no longer prove the walk stayed inside the root) and
+/// leaves the retry to the caller; on a node making containers' mounts all the time that
+/// happens. Bounded: a walk that keeps losing fails with `EAGAIN`.
+pub(crate) fn retry_in_root<T, E>(
+    mut open: impl FnMut() -> Result<T, E>,
+    is_eagain: impl Fn(&E) -> bool,
+) -> Result<T, E> {
+    const TRIES: usize = 128;
+    let mut tries = 1;
+    loop {
+        match open() {
+            Err(e) if is_eagain(&e) && tries < TRIES => tries += 1,
+            r => return r,
+        }
+    }
+}
+
 pub use caps::{
     ALL_CAPABILITIES, DEFAULT_CAPABILITIES, capabilities, capabilities_from_mask,
     node_capabilities, parse_capability,

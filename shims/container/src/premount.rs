@@ -256,18 +256,23 @@ fn resolve(root: &OwnedFd, path: &Path) -> std::io::Result<OwnedFd> {
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: openat2 with a descriptor this process owns, a C string and an open_how of
-    // the size given.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    owned(fd)
+    crate::retry_in_root(
+        || {
+            // SAFETY: openat2 with a descriptor this process owns, a C string and an
+            // open_how of the size given.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    root.as_raw_fd(),
+                    path.as_ptr(),
+                    &how as *const libc::open_how,
+                    std::mem::size_of::<libc::open_how>(),
+                )
+            };
+            owned(fd)
+        },
+        |e| e.raw_os_error() == Some(libc::EAGAIN),
+    )
 }
 
 fn open_path(dirfd: i32, path: &Path, flags: i32) -> std::io::Result<OwnedFd> {

@@ -247,11 +247,12 @@ fn read_in_root(rootfs: &Path, shown: &'static str) -> Result<Option<String>, Us
     let how = OpenHow::new()
         .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = match openat2(root.as_fd(), path, how) {
-        Ok(fd) => fd,
-        Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(None),
-        Err(e) => return Err(read_err(e.into())),
-    };
+    let fd =
+        match crate::retry_in_root(|| openat2(root.as_fd(), path, how), |e| *e == Errno::EAGAIN) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(None),
+            Err(e) => return Err(read_err(e.into())),
+        };
     let file = File::from(fd);
     let meta = file.metadata().map_err(read_err)?;
     if !meta.is_file() {
