@@ -116,10 +116,11 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Runs `f` on a short-lived OS thread that has entered the pod's network namespace.
-    /// Blocks the caller while `f` runs (a thread spawn, some tens of microseconds, plus
-    /// `f`); a panic in `f` is resumed in the caller.
-    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, Error> {
+    /// Runs `f` inside the pod's network namespace: the calling thread enters it for the
+    /// call and goes back to its own afterwards (two `setns` calls), also when `f` panics.
+    /// `f` must not block for long or start threads, which would stay in the pod's
+    /// namespace.
+    pub fn run_in<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
         netns::run_in(&self.netns, f)
     }
 

@@ -82,26 +82,35 @@ pub(crate) fn is_pinned(path: &Path) -> bool {
     }
 }
 
-/// Runs `f` on a new thread inside the namespace pinned at `path`.
-pub(crate) fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, Error> {
+/// Runs `f` on the calling thread moved into the namespace pinned at `path` for the
+/// call, and back to its own afterwards, also when `f` panics. (A thread made per call
+/// cost tens of microseconds and, in a process whose threads run on every CPU, a TLB
+/// flush interrupt to each for its stacks: a twentieth of a Wasm burst.) `f` must not
+/// block for long or start threads (they would stay in the pod's namespace).
+pub(crate) fn run_in<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, Error> {
     let ns = File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-    std::thread::scope(|s| {
-        let joined = std::thread::Builder::new()
-            .name("podnet-run-in".into())
-            .spawn_scoped(s, move || -> Result<T, Error> {
-                setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| Error::io("setns into pod netns", e.into()))?;
-                drop(ns);
-                Ok(f())
-            })
-            .map_err(|e| Error::io("spawn netns thread", e))?
-            .join();
-        match joined {
-            Ok(r) => r,
-            // A panic in `f` stays the caller's panic.
-            Err(panic) => std::panic::resume_unwind(panic),
+    let own = File::open("/proc/thread-self/ns/net")
+        .map_err(|e| Error::io("open /proc/thread-self/ns/net", e))?;
+    setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
+        .map_err(|e| Error::io("setns into pod netns", e.into()))?;
+    drop(ns);
+    let _back = Back(own);
+    Ok(f())
+}
+
+/// Returns the calling thread to the namespace it came from when dropped, also while
+/// unwinding.
+struct Back(File);
+
+impl Drop for Back {
+    fn drop(&mut self) {
+        if let Err(e) = setns(self.0.as_fd(), CloneFlags::CLONE_NEWNET) {
+            // A thread of the agent left in a pod's namespace would make the agent's own
+            // connections there: nothing safe is left to do.
+            eprintln!("skiff: cannot return to the thread's own network namespace: {e}");
+            std::process::abort();
         }
-    })
+    }
 }
 
 /// Whether the calling thread's network namespace holds no socket that has an address in

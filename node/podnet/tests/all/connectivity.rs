@@ -26,6 +26,19 @@ async fn host_and_pods_reach_each_other_and_loopback_stays_private() {
         .run_in(|| std::fs::read_link("/proc/thread-self/ns/net").unwrap())
         .unwrap();
     assert_ne!(host_ns, a_ns);
+    // The calling thread is back in its own namespace afterwards, even when `f` panicked.
+    assert_eq!(
+        std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+        host_ns
+    );
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        a.run_in(|| panic!("inside the pod")).unwrap();
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(
+        std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+        host_ns
+    );
 
     // Host -> pod A, at A's IP; the pod sees the host come from the gateway.
     // A pod port that nothing on the host listens on, so that the host check below
