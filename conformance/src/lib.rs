@@ -310,24 +310,14 @@ impl Cluster {
         content_type: &str,
         body: impl AsRef<[u8]>,
     ) -> (u16, serde_json::Value) {
-        use std::io::Write;
-        let mut child = Command::new("curl")
-            .args(["-sS", "-X", method, "-H"])
-            .arg(format!("Content-Type: {content_type}"))
-            .args(["--data-binary", "@-", "-w", "\n%{http_code}"])
-            .arg(format!("{}{path}", self.url))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run curl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(body.as_ref())
-            .expect("write the body");
-        let out = child.wait_with_output().expect("curl");
+        let out = output_with_stdin(
+            Command::new("curl")
+                .args(["-sS", "-X", method, "-H"])
+                .arg(format!("Content-Type: {content_type}"))
+                .args(["--data-binary", "@-", "-w", "\n%{http_code}"])
+                .arg(format!("{}{path}", self.url)),
+            body.as_ref(),
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let (body, code) = text
             .rsplit_once('\n')
@@ -669,22 +659,10 @@ impl Kubectl {
 
     /// Runs kubectl with `stdin` piped in.
     pub fn run_stdin(&self, args: &[&str], stdin: &str) -> Run {
-        use std::io::Write;
-        let mut child = self
-            .command()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("write stdin");
-        Run::from(child.wait_with_output().expect("kubectl output"))
+        Run::from(output_with_stdin(
+            self.command().args(args),
+            stdin.as_bytes(),
+        ))
     }
 
     /// Runs kubectl and insists that it succeeds; returns its stdout.
@@ -749,4 +727,22 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("repo root")
         .to_path_buf()
+}
+
+/// Runs `command` with `input` on its stdin, and waits for its output.
+fn output_with_stdin(command: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {:?}: {e}", command.get_program()));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for the output")
 }

@@ -451,9 +451,11 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
     ctx.logs.remove_pod(&namespace, &name, &uid);
 }
 
-/// An ephemeral container as the container it runs as: the same fields, less its target
+/// An ephemeral container as the container it runs as, and its target: the same fields
 /// (a field added to either type fails to compile here rather than being lost).
-fn as_container(ephemeral: &EphemeralContainer) -> k8s_openapi::api::core::v1::Container {
+fn as_container(
+    ephemeral: EphemeralContainer,
+) -> (k8s_openapi::api::core::v1::Container, Option<String>) {
     let EphemeralContainer {
         args,
         command,
@@ -473,15 +475,15 @@ fn as_container(ephemeral: &EphemeralContainer) -> k8s_openapi::api::core::v1::C
         startup_probe,
         stdin,
         stdin_once,
-        target_container_name: _,
+        target_container_name,
         termination_message_path,
         termination_message_policy,
         tty,
         volume_devices,
         volume_mounts,
         working_dir,
-    } = ephemeral.clone();
-    k8s_openapi::api::core::v1::Container {
+    } = ephemeral;
+    let container = k8s_openapi::api::core::v1::Container {
         args,
         command,
         env,
@@ -506,7 +508,8 @@ fn as_container(ephemeral: &EphemeralContainer) -> k8s_openapi::api::core::v1::C
         volume_devices,
         volume_mounts,
         working_dir,
-    }
+    };
+    (container, target_container_name)
 }
 
 /// Whether the pod runs in the node's network namespace (`spec.hostNetwork`).
@@ -732,18 +735,19 @@ async fn run_ephemeral(
             .into_iter()
             .flatten()
             .enumerate()
-            .filter(|(_, e)| started.insert(e.name.clone()))
+            .filter(|(_, e)| !started.contains(&e.name))
             .map(|(index, e)| (index, e.clone()))
             .collect();
         for (index, ephemeral) in new {
-            let spec = as_container(&ephemeral);
+            started.insert(ephemeral.name.clone());
+            let (spec, target) = as_container(ephemeral);
             let status = status::Container::new(&spec.name, spec.image.as_deref().unwrap_or(""));
             let supervisor = Supervisor {
                 run: run.clone(),
                 role: Role::Ephemeral,
                 index,
                 spec,
-                target: ephemeral.target_container_name,
+                target,
                 stop: stop.clone(),
                 status,
             };

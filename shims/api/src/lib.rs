@@ -318,3 +318,35 @@ pub trait Container: Send + Sync {
         Err(ShimError::Start(self.exec_refusal().unwrap_or_default()))
     }
 }
+
+/// Helpers the shims' tests share.
+#[cfg(feature = "testing")]
+pub mod testing {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// A network namespace made with `ip netns add`, deleted on drop.
+    pub struct Netns(String);
+
+    impl Netns {
+        pub fn new(name: String) -> Self {
+            let status = Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .unwrap();
+            assert!(status.success(), "ip netns add {name}");
+            Netns(name)
+        }
+
+        /// Where `ip netns` pins it: what a pod sandbox's `netns` names.
+        pub fn path(&self) -> PathBuf {
+            Path::new("/run/netns").join(&self.0)
+        }
+    }
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+}

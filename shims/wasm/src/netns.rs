@@ -57,9 +57,7 @@ pub(crate) fn back_to_host() -> io::Result<()> {
 /// [`InNetns`] futures call it when they start a thread: a thread spawned while a worker
 /// was inside a pod's namespace would otherwise stay there.
 pub fn to_host() {
-    if let Ok(host) = host() {
-        let _ = setns(host, CloneFlags::CLONE_NEWNET);
-    }
+    let _ = back_to_host();
 }
 
 /// A future polled inside a network namespace: every socket its polls create belongs to

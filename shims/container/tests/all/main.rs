@@ -7,8 +7,7 @@ mod shim;
 mod spec;
 mod user;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use skiff_shim_container::{BindMount, ResolvedUser, SpecInput};
 
@@ -65,26 +64,4 @@ pub fn line_after<'a>(out: &'a str, marker: &str) -> &'a str {
         .trim()
 }
 
-/// A network namespace, deleted on drop.
-pub struct Netns(String);
-
-impl Netns {
-    pub fn new(name: String) -> Self {
-        let status = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "ip netns add {name}");
-        Netns(name)
-    }
-
-    pub fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.0)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
+pub use skiff_shim::testing::Netns;

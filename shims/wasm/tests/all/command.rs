@@ -1,5 +1,6 @@
 use std::time::{Duration, Instant};
 
+use skiff_shim::testing::Netns;
 use skiff_shim::{ExitReason, PodSandbox, Shim, Stream, Workload};
 use skiff_shim_wasm::{WasmConfig, WasmShim};
 
@@ -68,34 +69,6 @@ async fn an_instance_never_sees_the_memory_of_the_one_before() {
     }
 }
 
-/// A network namespace this test made, removed when dropped.
-struct TestNetns(String);
-
-impl TestNetns {
-    fn new(tag: &str) -> Self {
-        let name = format!("skiff-wasm-{tag}-{}", std::process::id());
-        let ok = std::process::Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ip netns add {name}");
-        TestNetns(name)
-    }
-
-    fn path(&self) -> std::path::PathBuf {
-        format!("/run/netns/{}", self.0).into()
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .status();
-    }
-}
-
 /// Starts `testbed serve 0` in `netns` (the host's for `None`) and returns the container
 /// and the port it got.
 async fn serve_in(
@@ -132,7 +105,7 @@ async fn commands_one_after_another_each_run_in_their_own_network_namespace() {
     // Command threads are reused: one that ran a pod's command in the pod's namespace
     // serves the next command in that one's, the host's here.
     let f = Fixture::new();
-    let pod = TestNetns::new("a");
+    let pod = Netns::new(format!("skiff-wasm-a-{}", std::process::id()));
     for _ in 0..3 {
         let (spec, _) = f.spec("testbed.wasm", &["testbed", "exit", "0"]);
         let sandbox = PodSandbox {
