@@ -438,10 +438,12 @@ spec:
             &busybox,
             "Always",
             "touch /tmp/alive; sleep 1; touch /tmp/ready; exec sleep 3600",
-            "    readinessProbe: {exec: {command: [test, -f, /tmp/ready]}, periodSeconds: 1}\n    livenessProbe: {exec: {command: [cat, /tmp/alive]}, periodSeconds: 1, failureThreshold: 1}\n",
+            "    readinessProbe: {exec: {command: [test, -f, /tmp/ready]}, periodSeconds: 1}\n    livenessProbe: {exec: {command: [cat, /tmp/alive]}, initialDelaySeconds: 1, periodSeconds: 1, failureThreshold: 1}\n",
         ),
     );
-    // Its liveness probe passed meanwhile (it runs at once, every second): no restart.
+    // Its liveness probe passed meanwhile (every second from a second after the start,
+    // once the script has made its file: a probe at once could run before the script
+    // and, with one failure allowed, restart it): no restart.
     let p = wait_pod(&k, "probed", "Ready", ready);
     assert_eq!(container(&p)["restartCount"], 0, "{p}");
     k.ok(&["exec", "probed", "--", "rm", "/tmp/alive"]);
