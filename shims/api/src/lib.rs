@@ -319,8 +319,10 @@ pub trait Container: Send + Sync {
     }
 }
 
-/// Helpers the shims' tests share.
-#[cfg(feature = "testing")]
+/// Helpers the shims' tests share. Always compiled (it is small and needs no dependency):
+/// behind a feature that only the shims' dev-dependencies turned on, a workspace test build
+/// compiled this crate and everything above it a second time.
+#[doc(hidden)]
 pub mod testing {
     use std::path::{Path, PathBuf};
     use std::process::Command;
