@@ -90,6 +90,16 @@ pub enum Bench {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// Deployments on a `skiff up` node (as root): creation to every replica available,
+    /// Wasm and container side by side, a rolling update, and deletion to nothing left.
+    Deployments {
+        /// Runs of each case (interleaved); the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Replicas of the large Wasm Deployment (0 skips it).
+        #[arg(long, default_value_t = 1000)]
+        large: i32,
+    },
     /// Resident memory of an idle `skiff server`.
     Idle {
         #[arg(long, default_value_t = 5)]
@@ -108,6 +118,7 @@ pub async fn run(what: Bench) -> anyhow::Result<()> {
             etcd,
         } => api_bench(clients, seconds, rate, &store, &etcd).await,
         Bench::Idle { seconds } => idle_bench(seconds).await,
+        Bench::Deployments { runs, large } => crate::bench_deployments::run(runs, large).await,
         Bench::Http {
             requests,
             concurrency,

@@ -16,6 +16,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod bench_containers;
+mod bench_deployments;
 mod bench_http;
 mod bench_pods;
 mod image;
@@ -68,6 +69,14 @@ struct ServerArgs {
     /// Prefix length of each node's pod block: 22 gives a node 1,022 pod addresses.
     #[arg(long, default_value_t = 22, value_parser = clap::value_parser!(u8).range(8..=30))]
     node_cidr_mask_size: u8,
+    /// The controllers to run, as kube-controller-manager's flag: `*` for all, `name` to
+    /// turn one on, `-name` to turn one off (e.g. `*,-garbage-collector-controller`).
+    #[arg(long, default_value = "*", value_parser = parse_controllers)]
+    controllers: skiff_controllers::Enabled,
+}
+
+fn parse_controllers(s: &str) -> Result<skiff_controllers::Enabled, String> {
+    skiff_controllers::Enabled::parse(s)
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -240,6 +249,14 @@ async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> 
             tracing::error!("scheduler stopped: {e}");
         }
     });
+    // The controllers too, each on the informers they share.
+    skiff_controllers::start(
+        in_process_client(&server),
+        skiff_controllers::Options {
+            enabled: args.controllers.clone(),
+            ..Default::default()
+        },
+    );
     let mut node = None;
     if let Some(up) = &up
         && !up.no_node

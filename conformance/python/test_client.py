@@ -286,12 +286,30 @@ def replication_controllers():
     assert (scale.kind, scale.spec.replicas, scale.status.selector) == ("Scale", 2, "app=frontend"), scale
     scale = core.patch_namespaced_replication_controller_scale("frontend", NS, {"spec": {"replicas": 5}})
     assert scale.spec.replicas == 5, scale
-    scale.spec.replicas = 1
-    scale = core.replace_namespaced_replication_controller_scale("frontend", NS, scale)
+    # A read-modify-write of the scale, retried on a conflict as clients do: the RC's
+    # controller writes its status meanwhile, which moves the resourceVersion.
+    for attempt in range(20):
+        scale = core.read_namespaced_replication_controller_scale("frontend", NS)
+        scale.spec.replicas = 1
+        try:
+            scale = core.replace_namespaced_replication_controller_scale("frontend", NS, scale)
+            break
+        except ApiException as e:
+            assert e.status == 409 and attempt < 19, e
     assert scale.spec.replicas == 1, scale
     assert core.read_namespaced_replication_controller("frontend", NS).spec.replicas == 1
-    status = core.read_namespaced_replication_controller_status("frontend", NS)
-    assert status.status.replicas == 0, status.status
+    # The controller keeps one pod (no node here: it stays Pending) and says so.
+    deadline = time.time() + 30
+    while True:
+        status = core.read_namespaced_replication_controller_status("frontend", NS)
+        if status.status.replicas == 1 and status.status.observed_generation == status.metadata.generation:
+            break
+        assert time.time() < deadline, status.status
+        time.sleep(0.1)
+    pods = core.list_namespaced_pod(NS, label_selector="app=frontend").items
+    live = [p for p in pods if p.metadata.deletion_timestamp is None]
+    assert len(live) == 1, [p.metadata.name for p in pods]
+    assert live[0].metadata.owner_references[0].kind == "ReplicationController"
     # The template's labels must match the selector.
     e, body = api_error(
         core.create_namespaced_replication_controller,

@@ -15,6 +15,7 @@ mod python;
 mod replication_controllers;
 mod walkthrough;
 mod watch;
+mod workloads;
 
 use skiff_conformance::Backend;
 
@@ -50,6 +51,8 @@ on_both_backends!(
     client::durable_across_kill_9,
     python::python_client_everyday_calls,
     replication_controllers::kubectl_replication_controllers,
+    workloads::deployments_and_garbage_collection,
+    workloads::default_service_accounts,
 );
 
 #[test]

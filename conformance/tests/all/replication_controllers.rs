@@ -1,6 +1,6 @@
 //! ReplicationControllers (core/v1, with `/status` and `/scale`) through kubectl: discovery,
-//! defaults, tables, scale, describe and validation. Their controller comes with the
-//! workload controllers; until then `status` stays at zero.
+//! defaults, tables, scale, describe and validation, and their controller keeping the
+//! replicas (here with no node: the pods stay Pending).
 
 use skiff_conformance::{Backend, Cluster};
 
@@ -56,6 +56,15 @@ pub fn kubectl_replication_controllers(backend: Backend) {
     assert_eq!(rc["spec"]["template"]["spec"]["restartPolicy"], "Always");
     assert_eq!(rc["metadata"]["generation"], 1);
 
+    // The controller makes the pods and counts them in status.
+    let start = std::time::Instant::now();
+    while k.ok(&["get", "rc", "frontend", "-o", "jsonpath={.status.replicas}"]) != "2" {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the RC's pods never counted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let table = k.ok(&["get", "rc"]);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(
@@ -63,7 +72,7 @@ pub fn kubectl_replication_controllers(backend: Backend) {
         ["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
         "{table}"
     );
-    assert_eq!(words(lines[1])[..4], ["frontend", "2", "0", "0"], "{table}");
+    assert_eq!(words(lines[1])[..4], ["frontend", "2", "2", "0"], "{table}");
     let wide = k.ok(&["get", "replicationcontrollers", "-o", "wide"]);
     let lines: Vec<&str> = wide.lines().collect();
     assert_eq!(
@@ -110,14 +119,19 @@ pub fn kubectl_replication_controllers(backend: Backend) {
         "{refused}"
     );
 
+    let start = std::time::Instant::now();
+    while k.ok(&["get", "rc", "frontend", "-o", "jsonpath={.status.replicas}"]) != "4" {
+        assert!(start.elapsed().as_secs() < 60, "the RC never scaled to 4");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let described = k.ok(&["describe", "rc", "frontend"]);
     for line in [
         "Name:         frontend",
         "Namespace:    default",
         "Selector:     app=frontend",
         "Labels:       app=frontend",
-        "Replicas:     0 current / 4 desired",
-        "Pods Status:  0 Running / 0 Waiting / 0 Succeeded / 0 Failed",
+        "Replicas:     4 current / 4 desired",
+        "Pods Status:  0 Running / 4 Waiting / 0 Succeeded / 0 Failed",
         "    Image:         registry.local/web:1",
     ] {
         assert!(
@@ -152,4 +166,14 @@ pub fn kubectl_replication_controllers(backend: Backend) {
         gone.contains("replicationcontrollers \"frontend\" not found"),
         "{gone}"
     );
+    // Its pods go with it (the garbage collector).
+    let start = std::time::Instant::now();
+    while !k
+        .ok(&["get", "pods", "-l", "app=frontend", "-o", "name"])
+        .trim()
+        .is_empty()
+    {
+        assert!(start.elapsed().as_secs() < 60, "the RC's pods stayed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

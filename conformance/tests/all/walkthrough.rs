@@ -425,8 +425,37 @@ pub fn namespace_deletion_removes_contents(backend: Backend) {
     k.create_configmap(Some("team"), "c", &[("a", "b")]);
     let secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: team\nstringData:\n  a: b\n";
     k.ok_stdin(&["create", "-f", "-"], secret);
-    let out = k.ok(&["delete", "namespace", "team", "--timeout=60s"]);
-    assert!(out.contains("namespace \"team\" deleted"), "{out}");
+    // An object with a finalizer holds the namespace in Terminating until it goes.
+    let held = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  namespace: team\n  finalizers: [example.com/hold]\n";
+    k.ok_stdin(&["create", "-f", "-"], held);
+    k.ok(&["delete", "namespace", "team", "--wait=false"]);
+    let start = std::time::Instant::now();
+    while k.run(&["get", "cm", "c", "-n", "team"]).code == 0 {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the namespace's contents stayed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let ns_obj = k.json(&["get", "namespace", "team"]);
+    assert_eq!(ns_obj["status"]["phase"], "Terminating", "{ns_obj}");
+    let held_obj = k.json(&["get", "cm", "held", "-n", "team"]);
+    assert!(
+        held_obj["metadata"]["deletionTimestamp"].is_string(),
+        "{held_obj}"
+    );
+    k.ok(&[
+        "patch",
+        "cm",
+        "held",
+        "-n",
+        "team",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    k.ok(&["wait", "--for=delete", "namespace/team", "--timeout=60s"]);
     let err = k.fails(&["get", "namespace", "team"]);
     assert!(err.contains(r#"namespaces "team" not found"#), "{err}");
     // Recreated, it is empty: nothing of the old one survived.

@@ -1,15 +1,16 @@
-//! Housekeeping the API server does for itself: the system namespaces, namespace deletion
-//! (removing what a terminating namespace held) and store compaction.
+//! Housekeeping the API server does for itself: the system namespaces, Skiff's
+//! RuntimeClasses and store compaction. (Emptying a terminating namespace is the namespace
+//! controller's, an API client in `skiff-controllers`.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use skiff_store::{ListOptions, Store};
+use serde_json::json;
+use skiff_store::Store;
 
 use crate::object;
-use crate::registry::{self, RESOURCES, Resource};
+use crate::registry::{self, Resource};
 
 fn namespaces() -> &'static Resource {
     registry::find("", "v1", "namespaces").expect("namespaces are served")
@@ -78,90 +79,7 @@ pub async fn ensure_runtime_classes(store: &Arc<dyn Store>) -> skiff_store::Resu
 }
 
 pub fn spawn(store: Arc<dyn Store>, compaction_interval: Duration) {
-    tokio::spawn(namespace_controller(store.clone()));
     tokio::spawn(compactor(store, compaction_interval));
-}
-
-/// Finishes the deletion of terminating namespaces: deletes everything in them, then
-/// drops the `kubernetes` finalizer and the namespace itself.
-async fn namespace_controller(store: Arc<dyn Store>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tick.tick().await;
-        if let Err(e) = finalize_namespaces(&store).await {
-            tracing::warn!(error = %e, "namespace controller");
-        }
-    }
-}
-
-async fn finalize_namespaces(store: &Arc<dyn Store>) -> skiff_store::Result<()> {
-    let res = namespaces();
-    let list = store
-        .list(&res.prefix(None), ListOptions::default())
-        .await?;
-    for kv in list.items {
-        let Ok(ns) = serde_json::from_slice::<Value>(&kv.value) else {
-            continue;
-        };
-        if !object::is_deleting(&ns) {
-            continue;
-        }
-        let name = object::name(&ns).to_string();
-        if !empty_namespace(store, &name).await? {
-            continue;
-        }
-        let mut done = ns.clone();
-        done["spec"]["finalizers"] = json!([]);
-        if object::finalizers(&done).is_empty() {
-            match store.delete(&kv.key, Some(kv.mod_revision)).await {
-                Ok(_) => tracing::info!(namespace = %name, "namespace deleted"),
-                Err(skiff_store::Error::Conflict { .. } | skiff_store::Error::NotFound) => {}
-                Err(e) => return Err(e),
-            }
-        } else if ns["spec"]["finalizers"] != json!([]) {
-            let _ = store
-                .update(&kv.key, kv.mod_revision, object::encode(res, &done))
-                .await;
-        }
-    }
-    Ok(())
-}
-
-/// Deletes what is left in a terminating namespace; true once nothing is.
-async fn empty_namespace(store: &Arc<dyn Store>, ns: &str) -> skiff_store::Result<bool> {
-    let mut empty = true;
-    let mut seen = Vec::new();
-    for res in RESOURCES.iter().filter(|r| r.namespaced) {
-        if seen.contains(&res.storage) {
-            continue;
-        }
-        seen.push(res.storage);
-        let list = store
-            .list(&res.prefix(Some(ns)), ListOptions::default())
-            .await?;
-        for kv in list.items {
-            empty = false;
-            let Ok(mut obj) = serde_json::from_slice::<Value>(&kv.value) else {
-                let _ = store.delete(&kv.key, Some(kv.mod_revision)).await;
-                continue;
-            };
-            if object::finalizers(&obj).is_empty() {
-                match store.delete(&kv.key, Some(kv.mod_revision)).await {
-                    Ok(_)
-                    | Err(skiff_store::Error::Conflict { .. } | skiff_store::Error::NotFound) => {}
-                    Err(e) => return Err(e),
-                }
-            } else if !object::is_deleting(&obj) {
-                object::meta_mut(&mut obj)
-                    .insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
-                object::meta_mut(&mut obj).insert("deletionGracePeriodSeconds".into(), json!(0));
-                let _ = store
-                    .update(&kv.key, kv.mod_revision, object::encode(res, &obj))
-                    .await;
-            }
-        }
-    }
-    Ok(empty)
 }
 
 /// Compacts the store to the revision it had one interval ago, as kube-apiserver compacts

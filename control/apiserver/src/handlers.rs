@@ -812,9 +812,17 @@ impl Ctx<'_> {
             if self.dry_run {
                 return Ok(new);
             }
-            // The last finalizer gone from an object being deleted: it goes now.
+            // The last finalizer gone from an object being deleted: it goes now (a
+            // namespace once its `spec.finalizers`, which the namespace controller
+            // empties through `finalize`, are gone too).
+            let namespace_finalizers = resource.is_namespaces()
+                && new
+                    .pointer("/spec/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|f| !f.is_empty());
             if object::is_deleting(&new)
                 && object::finalizers(&new).is_empty()
+                && !namespace_finalizers
                 && !graceful_pending(resource, &new)
             {
                 return match self
@@ -954,8 +962,9 @@ impl Ctx<'_> {
                 "this namespace may not be deleted",
             ));
         }
-        let reply = match self.delete_object(kv, obj, opts).await? {
+        let reply = match self.delete_retrying(kv, obj, opts).await? {
             Deleted::Pending(obj) => obj,
+            Deleted::Raced => return Err(ApiError::conflict(self.resource(), self.name())),
             Deleted::Gone(obj) if returns_deleted_object(self.resource()) => obj,
             // What kube-apiserver answers for the kinds whose storage does not return the
             // deleted object: a Status naming it (`kind` is the resource, as Go sets it).
@@ -1012,22 +1021,22 @@ impl Ctx<'_> {
             ));
         }
         let grace = deletion_grace(resource, &obj, opts.grace_period_seconds);
-        let keep = !object::finalizers(&obj).is_empty() || resource.is_namespaces() || grace > 0;
+        let finalizers = finalizers_for_deletion(resource, &obj, opts.propagation);
+        let finalizers_changed = finalizers != object::finalizers(&obj);
+        let keep = !finalizers.is_empty() || resource.is_namespaces() || grace > 0;
         let key = resource.key(object::meta_str(&obj, "namespace"), &name);
         if !keep {
             if self.dry_run {
                 return Ok(Deleted::Gone(obj));
             }
-            let kv = self
-                .state
-                .store
-                .delete(&key, Some(kv.mod_revision))
-                .await
-                .map_err(|e| match e {
-                    skiff_store::Error::Conflict { .. } => ApiError::conflict(resource, &name),
-                    skiff_store::Error::NotFound => ApiError::not_found(resource, &name),
-                    other => other.into(),
-                })?;
+            let kv = match self.state.store.delete(&key, Some(kv.mod_revision)).await {
+                Ok(kv) => kv,
+                Err(skiff_store::Error::Conflict { .. }) => return Ok(Deleted::Raced),
+                Err(skiff_store::Error::NotFound) => {
+                    return Err(ApiError::not_found(resource, &name));
+                }
+                Err(other) => return Err(other.into()),
+            };
             return Ok(Deleted::Gone(object::decode(resource, &kv)?));
         }
         if resource.is_namespaces() && object::is_deleting(&obj) {
@@ -1037,13 +1046,20 @@ impl Ctx<'_> {
                 "The system is ensuring all content is removed from this namespace.  Upon completion, this namespace will automatically be purged by the system.",
             ));
         }
-        if object::is_deleting(&obj) && opts.grace_period_seconds.is_none() {
+        if object::is_deleting(&obj) && opts.grace_period_seconds.is_none() && !finalizers_changed {
             return Ok(Deleted::Pending(obj));
         }
         let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
         let mut new = obj.clone();
         {
             let meta = meta_mut(&mut new);
+            if finalizers_changed {
+                if finalizers.is_empty() {
+                    meta.remove("finalizers");
+                } else {
+                    meta.insert("finalizers".into(), json!(finalizers));
+                }
+            }
             if !meta.contains_key("deletionTimestamp") {
                 meta.insert(
                     "deletionTimestamp".into(),
@@ -1056,8 +1072,11 @@ impl Ctx<'_> {
                     meta.insert("generation".into(), json!(generation + 1));
                 }
             }
-            // A namespace's delete writes only its timestamp and phase.
-            if !resource.is_namespaces() {
+            // A namespace's delete writes only its timestamp and phase; a second delete
+            // that only changes the propagation keeps the grace period it had.
+            if !resource.is_namespaces()
+                && (!object::is_deleting(&obj) || opts.grace_period_seconds.is_some())
+            {
                 meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
             }
         }
@@ -1067,16 +1086,46 @@ impl Ctx<'_> {
         if self.dry_run {
             return Ok(Deleted::Pending(new));
         }
-        let kv = self
+        let kv = match self
             .state
             .store
             .update(&key, kv.mod_revision, object::encode(resource, &new))
             .await
-            .map_err(|e| match e {
-                skiff_store::Error::Conflict { .. } => ApiError::conflict(resource, &name),
-                other => other.into(),
-            })?;
+        {
+            Ok(kv) => kv,
+            Err(skiff_store::Error::Conflict { .. }) => return Ok(Deleted::Raced),
+            Err(other) => return Err(other.into()),
+        };
         Ok(Deleted::Pending(object::decode(resource, &kv)?))
+    }
+
+    /// `delete_object`, read again and retried when another write lands between the read
+    /// and the guarded write (a controller writing status, say), as kube-apiserver's
+    /// `GuaranteedUpdate` retries; with the client's own resourceVersion precondition a
+    /// race is the client's 409.
+    async fn delete_retrying(
+        &self,
+        mut kv: KeyValue,
+        mut obj: Value,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Deleted> {
+        let resource = self.resource();
+        let name = object::name(&obj).to_string();
+        let key = resource.key(object::meta_str(&obj, "namespace"), &name);
+        for _ in 0..32 {
+            match self.delete_object(kv, obj, opts).await? {
+                Deleted::Raced if opts.resource_version.is_none() => {
+                    let Some(fresh) = self.state.store.get(&key).await? else {
+                        return Err(ApiError::not_found(resource, &name));
+                    };
+                    obj = object::decode(resource, &fresh)?;
+                    kv = fresh;
+                }
+                Deleted::Raced => return Err(ApiError::conflict(resource, &name)),
+                done => return Ok(done),
+            }
+        }
+        Err(ApiError::conflict(resource, &name))
     }
 
     /// Deletes (or under `dryRun`, pretends to delete) every object the selectors match,
@@ -1119,7 +1168,7 @@ impl Ctx<'_> {
                 continue;
             };
             let current = object::decode(self.resource(), &kv)?;
-            match self.delete_object(kv, current, opts).await {
+            match self.delete_retrying(kv, current, opts).await {
                 Ok(_) => {}
                 // Gone meanwhile: what the client asked for. Anything else (a failed
                 // precondition among them) stops the deletion, as in kube-apiserver.
@@ -1150,6 +1199,8 @@ enum Deleted {
     Gone(Value),
     /// Kept, marked for deletion (finalizers, a namespace, a pod's grace period).
     Pending(Value),
+    /// Another write came between the read and this one: nothing was written.
+    Raced,
 }
 
 /// Kinds whose delete answers with the deleted object rather than a `Status`, as their
@@ -1324,6 +1375,59 @@ struct DeleteOptions {
     uid: Option<String>,
     resource_version: Option<i64>,
     dry_run: bool,
+    /// `propagationPolicy` (or the older `orphanDependents`), when the request gave one.
+    propagation: Option<Propagation>,
+}
+
+/// How a delete treats the objects that name the deleted one as their owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Propagation {
+    Orphan,
+    Background,
+    Foreground,
+}
+
+const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+const ORPHAN_FINALIZER: &str = "orphan";
+
+/// The finalizers an object has once deleted with `asked`, as kube-apiserver's
+/// `deletionFinalizersForGarbageCollection`: Orphan adds `orphan`, Foreground adds
+/// `foregroundDeletion` (each dropping the other), Background drops both; without a
+/// policy, one the object already carries stands, else the resource's default (Orphan for
+/// batch/v1 Jobs, for compatibility, as Kubernetes; Background for the rest).
+fn finalizers_for_deletion(
+    resource: &Resource,
+    obj: &Value,
+    asked: Option<Propagation>,
+) -> Vec<String> {
+    let mut finalizers = object::finalizers(obj);
+    if resource.is_namespaces() {
+        return finalizers;
+    }
+    let has = |f: &str, list: &[String]| list.iter().any(|x| x == f);
+    let policy = asked.unwrap_or_else(|| {
+        if has(ORPHAN_FINALIZER, &finalizers) {
+            Propagation::Orphan
+        } else if has(FOREGROUND_FINALIZER, &finalizers) {
+            Propagation::Foreground
+        } else if resource.group == "batch" && resource.plural == "jobs" {
+            Propagation::Orphan
+        } else {
+            Propagation::Background
+        }
+    });
+    let (add, drop): (Option<&str>, &[&str]) = match policy {
+        Propagation::Orphan => (Some(ORPHAN_FINALIZER), &[FOREGROUND_FINALIZER]),
+        Propagation::Foreground => (Some(FOREGROUND_FINALIZER), &[ORPHAN_FINALIZER]),
+        Propagation::Background => (None, &[ORPHAN_FINALIZER, FOREGROUND_FINALIZER]),
+    };
+    finalizers.retain(|f| !drop.contains(&f.as_str()));
+    if let Some(add) = add
+        && !has(add, &finalizers)
+    {
+        finalizers.push(add.to_string());
+    }
+    finalizers
 }
 
 /// What a delete asks for, as written in its body or its query, before it is checked.
@@ -1443,7 +1547,14 @@ fn delete_options(headers: &HeaderMap, body: &[u8], query: &Query) -> ApiResult<
         .and_then(Value::as_str)
         .map(object::parse_resource_version)
         .transpose()?;
+    let propagation = match (asked.propagation.as_deref(), asked.orphan) {
+        (Some("Orphan"), _) | (None, Some(true)) => Some(Propagation::Orphan),
+        (Some("Foreground"), _) => Some(Propagation::Foreground),
+        (Some(_), _) | (None, Some(false)) => Some(Propagation::Background),
+        (None, None) => None,
+    };
     Ok(DeleteOptions {
+        propagation,
         grace_period_seconds: asked.grace,
         uid: body
             .pointer("/preconditions/uid")

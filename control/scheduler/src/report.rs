@@ -168,11 +168,16 @@ async fn condition(client: &kube::Client, pod: &Pod, message: &str) {
         "lastTransitionTime": Time(Timestamp::now()),
     }]}});
     let name = meta.name.as_deref().unwrap_or_default();
-    if let Err(e) = api
+    match api
         .patch_status(name, &PatchParams::default(), &Patch::Strategic(patch))
         .await
     {
-        tracing::warn!(pod = name, error = %e, "could not set the PodScheduled condition");
+        Ok(_) => {}
+        // Deleted meanwhile (a controller scaling down): nothing to report.
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => {
+            tracing::warn!(pod = name, error = %e, "could not set the PodScheduled condition")
+        }
     }
 }
 

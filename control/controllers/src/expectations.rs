@@ -1,0 +1,98 @@
+//! What a controller has asked for and not yet seen in its caches (client-go's
+//! `UIDTrackingControllerExpectations`): after creating 10 pods, a ReplicaSet's next sync
+//! must not count the pods its cache has not seen yet and create 10 more. A key's
+//! expectations are met when every creation and deletion asked for was observed, or after
+//! five minutes (a watch event lost for good).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const TTL: Duration = Duration::from_secs(300);
+
+struct Pending {
+    adds: i64,
+    deletes: HashSet<String>,
+    since: Instant,
+}
+
+#[derive(Default)]
+pub struct Expectations {
+    map: Mutex<HashMap<String, Pending>>,
+}
+
+impl Expectations {
+    /// Whether the controller may act on `key`: nothing it asked for is still unseen.
+    pub fn satisfied(&self, key: &str) -> bool {
+        let map = self.map.lock().expect("expectations");
+        match map.get(key) {
+            None => true,
+            Some(p) => (p.adds <= 0 && p.deletes.is_empty()) || p.since.elapsed() > TTL,
+        }
+    }
+
+    pub fn expect_creations(&self, key: &str, n: usize) {
+        let mut map = self.map.lock().expect("expectations");
+        map.insert(
+            key.to_string(),
+            Pending {
+                adds: n as i64,
+                deletes: HashSet::new(),
+                since: Instant::now(),
+            },
+        );
+    }
+
+    pub fn expect_deletions(&self, key: &str, pods: impl IntoIterator<Item = String>) {
+        let mut map = self.map.lock().expect("expectations");
+        map.insert(
+            key.to_string(),
+            Pending {
+                adds: 0,
+                deletes: pods.into_iter().collect(),
+                since: Instant::now(),
+            },
+        );
+    }
+
+    /// A creation seen (or one that failed, and so will never be seen).
+    pub fn creation_observed(&self, key: &str) {
+        if let Some(p) = self.map.lock().expect("expectations").get_mut(key) {
+            p.adds -= 1;
+        }
+    }
+
+    /// A deletion seen (the object gone or being deleted), or one that failed.
+    pub fn deletion_observed(&self, key: &str, pod: &str) {
+        if let Some(p) = self.map.lock().expect("expectations").get_mut(key) {
+            p.deletes.remove(pod);
+        }
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.map.lock().expect("expectations").remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn met_once_every_creation_and_deletion_is_seen() {
+        let e = Expectations::default();
+        assert!(e.satisfied("ns/rs"));
+        e.expect_creations("ns/rs", 2);
+        assert!(!e.satisfied("ns/rs"));
+        e.creation_observed("ns/rs");
+        assert!(!e.satisfied("ns/rs"));
+        e.creation_observed("ns/rs");
+        assert!(e.satisfied("ns/rs"));
+        e.expect_deletions("ns/rs", ["ns/a".to_string(), "ns/b".to_string()]);
+        e.deletion_observed("ns/rs", "ns/a");
+        e.deletion_observed("ns/rs", "ns/a");
+        assert!(!e.satisfied("ns/rs"));
+        e.deletion_observed("ns/rs", "ns/b");
+        assert!(e.satisfied("ns/rs"));
+    }
+}

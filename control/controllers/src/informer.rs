@@ -1,0 +1,318 @@
+//! The shared informer layer: one list-and-watch per resource kind, a local cache of what it
+//! saw, indexed by namespace, by uid and by owner, and the handlers every controller
+//! registers on it (client-go's `SharedIndexInformer`).
+//!
+//! The list, the watch, resuming from the last resourceVersion, bookmarks, relisting on 410
+//! Gone and backing off from a failing server are kube-runtime's `watcher`. Its
+//! `reflector::Store` has no secondary index and one stream per consumer, while every
+//! controller here asks "the pods this ReplicaSet owns" and several controllers follow
+//! the same kind; so the cache, its indexes and the fan-out to handlers are this module's.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+/// An object's cache key: `namespace/name`, or `name` for a cluster-scoped object.
+pub fn key_of<K: Resource>(obj: &K) -> String {
+    let meta = obj.meta();
+    let name = meta.name.as_deref().unwrap_or_default();
+    match meta.namespace.as_deref() {
+        Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+        _ => name.to_string(),
+    }
+}
+
+/// The namespace and name in a key.
+pub fn split_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('/') {
+        Some((ns, name)) => (Some(ns), name),
+        None => (None, key),
+    }
+}
+
+/// What changed in the cache, as handlers see it.
+pub enum Change<'a, K> {
+    Added(&'a Arc<K>),
+    Updated { old: &'a Arc<K>, new: &'a Arc<K> },
+    Deleted(&'a Arc<K>),
+}
+
+type Handler<K> = Box<dyn Fn(&Change<'_, K>) + Send + Sync>;
+
+struct Cache<K> {
+    objects: HashMap<String, Arc<K>>,
+    by_namespace: HashMap<String, HashSet<String>>,
+    by_uid: HashMap<String, String>,
+    /// Owner uid to the keys of the objects that name it in their ownerReferences.
+    by_owner: HashMap<String, HashSet<String>>,
+}
+
+impl<K: Resource> Cache<K> {
+    fn insert(&mut self, key: String, obj: Arc<K>) -> Option<Arc<K>> {
+        let old = self.objects.insert(key.clone(), obj.clone());
+        if let Some(old) = &old {
+            self.unindex(&key, old);
+        }
+        let meta = obj.meta();
+        if let Some(ns) = &meta.namespace {
+            self.by_namespace
+                .entry(ns.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        if let Some(uid) = &meta.uid {
+            self.by_uid.insert(uid.clone(), key.clone());
+        }
+        for owner in meta.owner_references.iter().flatten() {
+            self.by_owner
+                .entry(owner.uid.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        old
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Arc<K>> {
+        let old = self.objects.remove(key)?;
+        self.unindex(key, &old);
+        Some(old)
+    }
+
+    fn unindex(&mut self, key: &str, obj: &K) {
+        let meta = obj.meta();
+        if let Some(ns) = &meta.namespace
+            && let Some(keys) = self.by_namespace.get_mut(ns)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_namespace.remove(ns);
+            }
+        }
+        if let Some(uid) = &meta.uid
+            && self.by_uid.get(uid).is_some_and(|k| k == key)
+        {
+            self.by_uid.remove(uid);
+        }
+        for owner in meta.owner_references.iter().flatten() {
+            if let Some(keys) = self.by_owner.get_mut(&owner.uid) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_owner.remove(&owner.uid);
+                }
+            }
+        }
+    }
+}
+
+/// One kind's cache and the handlers that follow it. Cheap to share (`Arc`).
+pub struct Informer<K> {
+    cache: RwLock<Cache<K>>,
+    handlers: RwLock<Vec<Handler<K>>>,
+    synced: tokio::sync::watch::Sender<bool>,
+}
+
+impl<K> Informer<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    pub fn new() -> Arc<Self> {
+        Arc::new(Informer {
+            cache: RwLock::new(Cache {
+                objects: HashMap::new(),
+                by_namespace: HashMap::new(),
+                by_uid: HashMap::new(),
+                by_owner: HashMap::new(),
+            }),
+            handlers: RwLock::new(Vec::new()),
+            synced: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    /// Follows `api` (with `config`'s selectors) until the process ends.
+    pub fn start(self: &Arc<Self>, api: Api<K>, config: watcher::Config) {
+        let me = self.clone();
+        tokio::spawn(async move { me.run(api, config).await });
+    }
+
+    async fn run(&self, api: Api<K>, config: watcher::Config) {
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let mut relist: Option<HashMap<String, Arc<K>>> = None;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::Apply(obj)) => self.apply(Arc::new(obj)),
+                Ok(Event::Delete(obj)) => self.delete(&key_of(&obj)),
+                Ok(Event::Init) => relist = Some(HashMap::new()),
+                Ok(Event::InitApply(obj)) => {
+                    relist
+                        .get_or_insert_with(HashMap::new)
+                        .insert(key_of(&obj), Arc::new(obj));
+                }
+                Ok(Event::InitDone) => {
+                    self.replace(relist.take().unwrap_or_default());
+                    self.synced.send_replace(true);
+                }
+                Err(e) => tracing::debug!("watch failed, retrying: {e}"),
+            }
+        }
+    }
+
+    fn apply(&self, obj: Arc<K>) {
+        let key = key_of(&*obj);
+        let old = self
+            .cache
+            .write()
+            .expect("cache lock")
+            .insert(key, obj.clone());
+        let change = match &old {
+            Some(old) => Change::Updated { old, new: &obj },
+            None => Change::Added(&obj),
+        };
+        self.notify(&change);
+    }
+
+    fn delete(&self, key: &str) {
+        let old = self.cache.write().expect("cache lock").remove(key);
+        if let Some(old) = old {
+            self.notify(&Change::Deleted(&old));
+        }
+    }
+
+    /// A relist: objects not in it are gone, the others added or updated.
+    fn replace(&self, listed: HashMap<String, Arc<K>>) {
+        let gone: Vec<String> = {
+            let cache = self.cache.read().expect("cache lock");
+            cache
+                .objects
+                .keys()
+                .filter(|k| !listed.contains_key(*k))
+                .cloned()
+                .collect()
+        };
+        for key in gone {
+            self.delete(&key);
+        }
+        for (_, obj) in listed {
+            let unchanged = {
+                let cache = self.cache.read().expect("cache lock");
+                cache
+                    .objects
+                    .get(&key_of(&*obj))
+                    .is_some_and(|old| old.meta().resource_version == obj.meta().resource_version)
+            };
+            if !unchanged {
+                self.apply(obj);
+            }
+        }
+    }
+
+    fn notify(&self, change: &Change<'_, K>) {
+        for handler in self.handlers.read().expect("handlers lock").iter() {
+            handler(change);
+        }
+    }
+
+    /// Registers a handler. Objects already cached are handed to it as added first, as
+    /// client-go does for a handler added to a running informer.
+    pub fn subscribe(&self, handler: impl Fn(&Change<'_, K>) + Send + Sync + 'static) {
+        let mut handlers = self.handlers.write().expect("handlers lock");
+        let existing: Vec<Arc<K>> = self
+            .cache
+            .read()
+            .expect("cache lock")
+            .objects
+            .values()
+            .cloned()
+            .collect();
+        for obj in &existing {
+            handler(&Change::Added(obj));
+        }
+        handlers.push(Box::new(handler));
+    }
+
+    /// Waits until the first list has been cached.
+    pub async fn synced(&self) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<K>> {
+        self.cache
+            .read()
+            .expect("cache lock")
+            .objects
+            .get(key)
+            .cloned()
+    }
+
+    pub fn get_by_uid(&self, uid: &str) -> Option<Arc<K>> {
+        let cache = self.cache.read().expect("cache lock");
+        cache
+            .by_uid
+            .get(uid)
+            .and_then(|k| cache.objects.get(k))
+            .cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<K>> {
+        self.cache
+            .read()
+            .expect("cache lock")
+            .objects
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
+        let cache = self.cache.read().expect("cache lock");
+        cache
+            .by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| cache.objects.get(k).cloned())
+            .collect()
+    }
+
+    /// The objects that name `owner_uid` among their ownerReferences.
+    pub fn owned_by(&self, owner_uid: &str) -> Vec<Arc<K>> {
+        let cache = self.cache.read().expect("cache lock");
+        cache
+            .by_owner
+            .get(owner_uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| cache.objects.get(k).cloned())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.cache.read().expect("cache lock").objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The controller reference of an object: its owner reference with `controller: true`.
+pub fn controller_of<K: Resource>(
+    obj: &K,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+}
+
+/// Whether the object is being deleted.
+pub fn is_deleting<K: ResourceExt>(obj: &K) -> bool {
+    obj.meta().deletion_timestamp.is_some()
+}

@@ -1,0 +1,267 @@
+//! Skiff's controllers (kube-controller-manager's job): each an API client that reads
+//! through the shared informer layer (`informer`), works through a queue of keys
+//! (`queue`), and writes through the API, never to the store.
+//!
+//! A controller is a reconcile function of one key, level-triggered and idempotent: it
+//! looks at what the caches say now and makes one step towards the spec, whatever events
+//! led there. Handlers on the informers only turn changes into keys.
+
+pub mod deployment;
+pub mod events;
+pub mod expectations;
+pub mod gc;
+pub mod informer;
+pub mod namespace;
+pub mod queue;
+mod refs;
+pub mod replicaset;
+pub mod serviceaccount;
+mod util;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ReplicationController, ServiceAccount};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+
+pub use informer::Informer;
+pub use queue::WorkQueue;
+
+/// The controllers, by the names kube-controller-manager's `--controllers` takes, with the
+/// older short names it also accepts.
+pub const CONTROLLERS: &[(&str, &str)] = &[
+    ("replicaset-controller", "replicaset"),
+    ("replicationcontroller-controller", "replicationcontroller"),
+    ("deployment-controller", "deployment"),
+    ("garbage-collector-controller", "garbagecollector"),
+    ("namespace-controller", "namespace"),
+    ("serviceaccount-controller", "serviceaccount"),
+];
+
+/// Which controllers run, from a `--controllers` list as kube-controller-manager reads it:
+/// `*` is every controller, `name` turns one on, `-name` turns one off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enabled(BTreeSet<&'static str>);
+
+impl Enabled {
+    pub fn all() -> Self {
+        Enabled(CONTROLLERS.iter().map(|(n, _)| *n).collect())
+    }
+
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut on = BTreeSet::new();
+        let mut off = BTreeSet::new();
+        let mut star = false;
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if item == "*" {
+                star = true;
+                continue;
+            }
+            let (negate, name) = match item.strip_prefix('-') {
+                Some(n) => (true, n),
+                None => (false, item),
+            };
+            let Some((canonical, _)) = CONTROLLERS
+                .iter()
+                .find(|(full, short)| *full == name || *short == name)
+            else {
+                let known: Vec<&str> = CONTROLLERS.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "--controllers: {name:?} is not a controller; known: {}",
+                    known.join(", ")
+                ));
+            };
+            if negate {
+                off.insert(*canonical);
+            } else {
+                on.insert(*canonical);
+            }
+        }
+        let mut enabled = if star { Self::all().0 } else { on.clone() };
+        enabled.extend(on);
+        for name in off {
+            enabled.remove(name);
+        }
+        Ok(Enabled(enabled))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+}
+
+/// What the controller manager is given.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub enabled: Enabled,
+    /// Workers per controller (kube-controller-manager's `--concurrent-*-syncs`: 5).
+    pub workers: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            enabled: Enabled::all(),
+            workers: 5,
+        }
+    }
+}
+
+/// The informers the controllers share: each kind is listed and watched once, the first
+/// time a controller asks for it (client-go's `SharedInformerFactory`).
+pub struct Informers {
+    client: Client,
+    pods: OnceLock<Arc<Informer<Pod>>>,
+    replicasets: OnceLock<Arc<Informer<ReplicaSet>>>,
+    deployments: OnceLock<Arc<Informer<Deployment>>>,
+    replicationcontrollers: OnceLock<Arc<Informer<ReplicationController>>>,
+    namespaces: OnceLock<Arc<Informer<Namespace>>>,
+    serviceaccounts: OnceLock<Arc<Informer<ServiceAccount>>>,
+}
+
+macro_rules! informer_getter {
+    ($name:ident, $ty:ty) => {
+        pub fn $name(&self) -> Arc<Informer<$ty>> {
+            self.$name
+                .get_or_init(|| {
+                    let informer = Informer::new();
+                    informer.start(Api::all(self.client.clone()), watcher::Config::default());
+                    informer
+                })
+                .clone()
+        }
+    };
+}
+
+impl Informers {
+    pub fn new(client: Client) -> Arc<Self> {
+        Arc::new(Informers {
+            client,
+            pods: OnceLock::new(),
+            replicasets: OnceLock::new(),
+            deployments: OnceLock::new(),
+            replicationcontrollers: OnceLock::new(),
+            namespaces: OnceLock::new(),
+            serviceaccounts: OnceLock::new(),
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    informer_getter!(pods, Pod);
+    informer_getter!(replicasets, ReplicaSet);
+    informer_getter!(deployments, Deployment);
+    informer_getter!(replicationcontrollers, ReplicationController);
+    informer_getter!(namespaces, Namespace);
+    informer_getter!(serviceaccounts, ServiceAccount);
+}
+
+/// The result of one reconcile: `Ok(Some(d))` asks to look again after `d` (a deadline, a
+/// minReadySeconds), `Err` retries with back-off.
+pub type SyncResult = Result<Option<Duration>, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Runs `workers` workers taking keys from `queue` and handing each to `sync`, after
+/// `ready` (the informers' first lists) is done.
+pub fn run_workers<F, Fut>(
+    name: &'static str,
+    queue: Arc<WorkQueue>,
+    workers: usize,
+    ready: impl Future<Output = ()> + Send + 'static,
+    sync: F,
+) where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = SyncResult> + Send + 'static,
+{
+    let sync = Arc::new(sync);
+    tokio::spawn(async move {
+        ready.await;
+        tracing::debug!(controller = name, "caches synced, starting workers");
+        for _ in 0..workers.max(1) {
+            let queue = queue.clone();
+            let sync = sync.clone();
+            tokio::spawn(async move {
+                while let Some(key) = queue.get().await {
+                    let result = sync(key.clone()).await;
+                    match result {
+                        Ok(again) => {
+                            queue.forget(&key);
+                            if let Some(d) = again {
+                                queue.add_after(key.clone(), d);
+                            }
+                        }
+                        Err(e) => {
+                            let failures = queue.failures(&key);
+                            if failures < 5 {
+                                tracing::debug!(controller = name, %key, "sync failed: {e}");
+                            } else {
+                                tracing::warn!(controller = name, %key, failures, "sync failed: {e}");
+                            }
+                            queue.add_rate_limited(key.clone());
+                        }
+                    }
+                    queue.done(&key);
+                }
+            });
+        }
+    });
+}
+
+/// Starts the enabled controllers on `client` (in `skiff server` and `skiff up`, a client
+/// that reaches the API server's router in process). They run until the process ends.
+pub fn start(client: Client, options: Options) -> Arc<Informers> {
+    let informers = Informers::new(client.clone());
+    let events = events::Recorder::new(client, "skiff-controller-manager");
+    let enabled = &options.enabled;
+    if enabled.has("replicaset-controller") {
+        replicaset::start::<ReplicaSet>(&informers, &events, options.workers);
+    }
+    if enabled.has("replicationcontroller-controller") {
+        replicaset::start::<ReplicationController>(&informers, &events, options.workers);
+    }
+    if enabled.has("deployment-controller") {
+        deployment::start(&informers, &events, options.workers);
+    }
+    if enabled.has("garbage-collector-controller") {
+        gc::start(&informers, &events, options.workers);
+    }
+    if enabled.has("namespace-controller") {
+        namespace::start(&informers, &events, options.workers);
+    }
+    if enabled.has("serviceaccount-controller") {
+        serviceaccount::start(&informers, &events, options.workers);
+    }
+    informers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controllers_flag_reads_as_kube_controller_managers() {
+        assert_eq!(Enabled::parse("*").unwrap(), Enabled::all());
+        let e = Enabled::parse("*,-deployment").unwrap();
+        assert!(!e.has("deployment-controller"));
+        assert!(e.has("replicaset-controller"));
+        let e = Enabled::parse("replicaset-controller").unwrap();
+        assert!(e.has("replicaset-controller"));
+        assert!(!e.has("garbage-collector-controller"));
+        let err = Enabled::parse("*,-nope").unwrap_err();
+        assert!(err.contains("\"nope\" is not a controller"), "{err}");
+        assert!(err.contains("deployment-controller"), "{err}");
+    }
+}

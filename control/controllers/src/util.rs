@@ -1,0 +1,166 @@
+//! Helpers the controllers share: pod readiness and availability as Kubernetes counts them,
+//! selectors, owner references, and int-or-percent values.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use skiff_selectors::LabelSelector as Selector;
+
+/// A pod that counts towards its controller's replicas: not finished, not being deleted.
+pub fn is_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !matches!(phase, Some("Succeeded" | "Failed")) && pod.metadata.deletion_timestamp.is_none()
+}
+
+fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+}
+
+pub fn is_ready(pod: &Pod) -> bool {
+    ready_condition(pod).is_some_and(|c| c.status == "True")
+}
+
+/// Whether `pod` has been ready for `min_ready` (Kubernetes' "available"); when it is ready
+/// but not yet for long enough, how long is left.
+pub fn available(pod: &Pod, min_ready: i32) -> (bool, Option<Duration>) {
+    let Some(c) = ready_condition(pod).filter(|c| c.status == "True") else {
+        return (false, None);
+    };
+    if min_ready <= 0 {
+        return (true, None);
+    }
+    let Some(since) = &c.last_transition_time else {
+        return (true, None);
+    };
+    let since = since.0.as_millisecond();
+    let now = chrono::Utc::now().timestamp_millis();
+    let due = since + i64::from(min_ready) * 1000;
+    if now >= due {
+        (true, None)
+    } else {
+        (false, Some(Duration::from_millis((due - now) as u64)))
+    }
+}
+
+/// A `metav1.LabelSelector` as a matcher. A missing selector selects nothing (`None`).
+pub fn selector(sel: Option<&LabelSelector>) -> Result<Option<Selector>, String> {
+    let Some(sel) = sel else { return Ok(None) };
+    let exprs: Vec<(String, String, Vec<String>)> = sel
+        .match_expressions
+        .iter()
+        .flatten()
+        .map(|e| {
+            (
+                e.key.clone(),
+                e.operator.clone(),
+                e.values.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    Selector::from_parts(&sel.match_labels.clone().unwrap_or_default(), &exprs)
+        .map(Some)
+        .map_err(|e| e.0)
+}
+
+pub fn labels<K: Resource>(obj: &K) -> BTreeMap<String, String> {
+    obj.meta().labels.clone().unwrap_or_default()
+}
+
+/// The controller reference an owner puts on what it makes.
+pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.meta().name.clone().unwrap_or_default(),
+        uid: owner.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// A JSON merge patch of a namespaced object, by its name and namespace.
+pub async fn merge_patch<K>(
+    client: &kube::Client,
+    obj: &K,
+    patch: &serde_json::Value,
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let meta = obj.meta();
+    let api: kube::Api<K> = kube::Api::namespaced(
+        client.clone(),
+        meta.namespace.as_deref().unwrap_or_default(),
+    );
+    api.patch(
+        meta.name.as_deref().unwrap_or_default(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(patch),
+    )
+    .await
+}
+
+/// An int-or-percent of `total`, a percentage rounded up or down; an unparsable value is 0
+/// (the API server's validation refuses those).
+pub fn scaled(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
+    match value {
+        None => 0,
+        Some(IntOrString::Int(n)) => *n,
+        Some(IntOrString::String(s)) => {
+            let Some(p) = s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) else {
+                return 0;
+            };
+            let n = p * i64::from(total);
+            let v = if round_up {
+                (n + 99).div_euclid(100)
+            } else {
+                n.div_euclid(100)
+            };
+            v as i32
+        }
+    }
+}
+
+/// A count for a status field Go leaves out when zero (`omitempty`): `null` in a merge
+/// patch, so a count that fell to zero is removed rather than kept.
+pub fn count(n: i32) -> serde_json::Value {
+    if n == 0 {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!(n)
+    }
+}
+
+pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(chrono::Utc::now().timestamp())
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_round_as_kubernetes_rounds_them() {
+        let p = IntOrString::String("25%".into());
+        assert_eq!(scaled(Some(&p), 10, true), 3);
+        assert_eq!(scaled(Some(&p), 10, false), 2);
+        assert_eq!(scaled(Some(&p), 4, true), 1);
+        assert_eq!(scaled(Some(&IntOrString::Int(2)), 10, true), 2);
+        assert_eq!(scaled(None, 10, true), 0);
+    }
+}
