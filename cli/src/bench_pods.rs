@@ -211,6 +211,13 @@ impl BenchCluster {
                 "0",
             ])
             .args(["--warm-sandboxes", "64"])
+            // `SKIFF_BENCH_CONTROLLERS=-deployment,...` (or empty, for none) measures what
+            // the controllers cost a burst of bare pods.
+            .args(
+                std::env::var("SKIFF_BENCH_CONTROLLERS")
+                    .map(|c| vec!["--controllers".to_string(), c])
+                    .unwrap_or_default(),
+            )
             .env(
                 "SKIFF_LOG",
                 std::env::var("SKIFF_BENCH_LOG").unwrap_or_else(|_| "warn".into()),

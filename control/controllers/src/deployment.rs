@@ -231,7 +231,7 @@ impl Controller {
             .list_namespace(ns)
             .into_iter()
             .filter(|d| {
-                matches!(util::selector(d.spec.as_ref().map(|s| &s.selector)), Ok(Some(s)) if !s.is_empty() && s.matches(&labels))
+                matches!(util::selector(d.spec.as_ref().map(|s| &s.selector)), Ok(Some(s)) if !s.is_empty() && s.matches(labels))
             })
             .map(|d| key_of(&*d))
             .collect()
@@ -292,7 +292,7 @@ impl Controller {
         let candidates = self.replicasets.list_namespace(ns);
         let mut out: Vec<ReplicaSet> =
             crate::refs::claim(&self.client, d, ns, candidates, |rs: &ReplicaSet| {
-                selector.matches(&util::labels(rs))
+                selector.matches(util::labels(rs))
             })
             .await?
             .into_iter()

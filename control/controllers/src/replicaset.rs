@@ -170,7 +170,7 @@ impl<K: ReplicaKind> Controller<K> {
         self.owners
             .list_namespace(ns)
             .into_iter()
-            .filter(|o| matches!(o.selector(), Ok(Some(s)) if !s.is_empty() && s.matches(&labels)))
+            .filter(|o| matches!(o.selector(), Ok(Some(s)) if !s.is_empty() && s.matches(labels)))
             .collect()
     }
 
@@ -277,14 +277,23 @@ impl<K: ReplicaKind> Controller<K> {
         selector: Option<&Selector>,
         ns: &str,
     ) -> Result<Vec<Arc<Pod>>, Error> {
-        let active: Vec<Arc<Pod>> = self
+        // Its own pods (the owner index) and the namespace's orphans: a pod another
+        // controller owns is never a candidate, and is skipped without reading its labels.
+        let uid = owner.meta().uid.as_deref().unwrap_or_default();
+        let mut active: Vec<Arc<Pod>> = self
             .pods
-            .list_namespace(ns)
+            .owned_by(uid)
             .into_iter()
-            .filter(|p| util::is_active(p))
+            .filter(|p| util::is_active(p) && controller_of(&**p).is_some_and(|r| r.uid == uid))
             .collect();
+        active.extend(
+            self.pods
+                .list_namespace(ns)
+                .into_iter()
+                .filter(|p| controller_of(&**p).is_none() && util::is_active(p)),
+        );
         crate::refs::claim(&self.client, owner, ns, active, |pod: &Pod| {
-            selector.is_some_and(|s| !s.is_empty() && s.matches(&util::labels(pod)))
+            selector.is_some_and(|s| !s.is_empty() && s.matches(util::labels(pod)))
         })
         .await
     }

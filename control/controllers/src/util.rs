@@ -71,8 +71,10 @@ pub fn selector(sel: Option<&LabelSelector>) -> Result<Option<Selector>, String>
         .map_err(|e| e.0)
 }
 
-pub fn labels<K: Resource>(obj: &K) -> BTreeMap<String, String> {
-    obj.meta().labels.clone().unwrap_or_default()
+/// An object's labels, borrowed (an object without labels has none).
+pub fn labels<K: Resource>(obj: &K) -> &BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    obj.meta().labels.as_ref().unwrap_or(&NONE)
 }
 
 /// The controller reference an owner puts on what it makes.
