@@ -3,6 +3,7 @@
 # ~/.local/share/skiff/registry) unless one answers there already, builds the examples and
 # pushes them with `skiff image`, so the manifests in examples/manifests run as they are:
 #   localhost:5000/skiff/{hello,http,testbed}:v1      the Wasm guests
+#   localhost:5000/skiff/http:v2                      the http guest again, to roll a Deployment to
 #   localhost:5000/skiff/busybox:v1                   busybox (images/busybox.sh)
 #   localhost:5000/skiff/http-server:v1               the http example as a container (images/http-server.sh)
 #   localhost:5000/skiff/debian-web:v1                Debian with lighttpd (images/debian-web.sh)
@@ -43,7 +44,7 @@ else
   skiff=target/release/skiff
 fi
 push() {
-  local from="$1" ref="localhost:5000/skiff/$2:v1"
+  local from="$1" ref="localhost:5000/skiff/$2:${3:-v1}"
   # A staging store of the registry's own, not the node's: the images reach nodes by pulls.
   "$skiff" image --data-dir "$data" import "$from" "$ref" >/dev/null
   "$skiff" image --data-dir "$data" push "$ref"
@@ -51,6 +52,7 @@ push() {
 for app in hello http testbed; do
   push "examples/build/$app.wasm" "$app"
 done
+push examples/build/http.wasm http v2
 for image in busybox http-server debian-web; do
   push "examples/build/$image-oci" "$image"
 done

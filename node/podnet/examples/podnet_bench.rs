@@ -68,6 +68,31 @@ async fn main() -> anyhow::Result<()> {
     }
     net.shutdown(true).await?;
 
+    // Accumulating: 1,000 sandboxes kept (as for 1,000 running pods), created 32 at a time
+    // as the agent sets pods up, timed per hundred: how building one scales with the
+    // namespaces and bridge ports already there.
+    let at_once: usize = std::env::var("PODNET_BENCH_AT_ONCE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25);
+    let net = PodNetwork::new(config(0)).await?;
+    let mut per_hundred = Vec::new();
+    for hundred in 0..10 {
+        let t = Instant::now();
+        for batch in 0..(100 / at_once) {
+            let uids: Vec<String> = (0..at_once)
+                .map(|i| format!("kept-{hundred}-{batch}-{i}"))
+                .collect();
+            for r in futures::future::join_all(uids.iter().map(|u| net.create(u))).await {
+                r?;
+            }
+        }
+        per_hundred.push(t.elapsed());
+    }
+    let t = Instant::now();
+    net.shutdown(true).await?;
+    let teardown = t.elapsed();
+
     println!("podnet create/remove, {samples} samples each");
     report("create, warm pool", &mut warm);
     report("create, cold", &mut cold);
@@ -79,6 +104,16 @@ async fn main() -> anyhow::Result<()> {
         "{:>18}: {n} pods in batches of up to {pool}: {:.3} ms per pod",
         "remove, concurrent",
         ms(t) / n as f64
+    );
+    let each: Vec<String> = per_hundred
+        .iter()
+        .map(|d| format!("{:.1}", ms(*d) / 100.0))
+        .collect();
+    println!(
+        "{:>18}: ms per sandbox for each hundred of 1,000 kept ({at_once} at a time): {}; shutdown of all {:.0} ms",
+        "create, kept",
+        each.join(" "),
+        ms(teardown)
     );
     Ok(())
 }

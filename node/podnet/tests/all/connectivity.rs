@@ -40,6 +40,33 @@ async fn host_and_pods_reach_each_other_and_loopback_stays_private() {
         host_ns
     );
 
+    // IPv6 is off on the pod's eth0 (no link-local address, so nothing of it flooded
+    // through the bridge) and on in its loopback: `::1` answers, and a listener on `[::]`
+    // takes IPv4 connections on the pod's address.
+    let (eth0_v6, lo_v6, v6_listener) = a
+        .run_in(|| {
+            let read = |p: &str| std::fs::read_to_string(p).unwrap().trim().to_string();
+            let l = std::net::TcpListener::bind("[::]:0").unwrap();
+            (
+                read("/proc/sys/net/ipv6/conf/eth0/disable_ipv6"),
+                read("/proc/sys/net/ipv6/conf/lo/disable_ipv6"),
+                l,
+            )
+        })
+        .unwrap();
+    assert_eq!((eth0_v6.as_str(), lo_v6.as_str()), ("1", "0"));
+    let v6_port = v6_listener.local_addr().unwrap().port();
+    assert!(
+        a.run_in(|| std::net::TcpStream::connect(("::1", v6_port)).is_ok())
+            .unwrap(),
+        "::1 in the pod"
+    );
+    assert!(
+        connect_from(Some(&b), SocketAddr::from((a.ip, v6_port))),
+        "a [::] listener reached on the pod's IPv4 address"
+    );
+    drop(v6_listener);
+
     // Host -> pod A, at A's IP; the pod sees the host come from the gateway.
     // A pod port that nothing on the host listens on, so that the host check below
     // means something.
