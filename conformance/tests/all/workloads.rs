@@ -378,6 +378,24 @@ pub fn rollout_on_a_node(image_v1: &str, image_v2: &str) {
         highest <= 5,
         "{highest} pods at once during the rollout:\n{timeline}"
     );
+    // `kubectl describe` shows each step of the rollout as the deployment controller's
+    // event, not one counted many times.
+    let described = k.ok(&["describe", "deployment", "web"]);
+    let steps: Vec<&str> = described
+        .lines()
+        .filter(|l| l.contains("ScalingReplicaSet") && l.contains("deployment-controller"))
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .any(|l| l.contains("Scaled down replica set web-"))
+            && steps
+                .iter()
+                .filter(|l| l.contains("Scaled up replica set web-"))
+                .count()
+                >= 2,
+        "{described}"
+    );
     let history = k.ok(&["rollout", "history", "deployment/web"]);
     assert!(
         history.lines().any(|l| l.starts_with("1 "))

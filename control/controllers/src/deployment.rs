@@ -53,7 +53,7 @@ pub fn start(informers: &Arc<Informers>, events: &Recorder, workers: usize) {
         replicasets: replicasets.clone(),
         pods: pods.clone(),
         client: informers.client().clone(),
-        events: events.clone(),
+        events: events.for_controller("deployment-controller"),
     });
     {
         let queue = queue.clone();

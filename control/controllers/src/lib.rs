@@ -224,7 +224,7 @@ pub fn run_workers<F, Fut>(
 /// that reaches the API server's router in process). They run until the process ends.
 pub fn start(client: Client, options: Options) -> Arc<Informers> {
     let informers = Informers::new(client.clone());
-    let events = events::Recorder::new(client, "skiff-controller-manager");
+    let events = events::Recorder::new(client);
     let enabled = &options.enabled;
     if enabled.has("replicaset-controller") {
         replicaset::start::<ReplicaSet>(&informers, &events, options.workers);

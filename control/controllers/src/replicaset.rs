@@ -126,7 +126,7 @@ pub fn start<K: ReplicaKind>(informers: &Arc<Informers>, events: &Recorder, work
         client: informers.client().clone(),
         queue: queue.clone(),
         expectations: Expectations::default(),
-        events: events.clone(),
+        events: events.for_controller(K::NAME),
     });
     {
         let queue = queue.clone();
