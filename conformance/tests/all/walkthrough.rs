@@ -9,7 +9,7 @@ fn deployment_manifest() -> String {
 
 /// The example with another image and a second container, as a user edits the file.
 fn changed_manifest() -> String {
-    deployment_manifest().replace("http-wasm:1.0", "http-wasm:1.1")
+    deployment_manifest().replace("http:v1", "http:v2")
         + "        - name: sidecar\n          image: registry.local/skiff/sidecar:1.0\n"
 }
 
@@ -51,7 +51,7 @@ fn walkthrough(backend: Backend, version: &str) {
         "default",
         "0/2",
         "web",
-        "registry.local/skiff/http-wasm:1.0",
+        "localhost:5000/skiff/http:v1",
         "app=web",
     ] {
         assert!(row.contains(cell), "row lacks {cell}: {row}");
@@ -85,7 +85,7 @@ fn walkthrough(backend: Backend, version: &str) {
             &["get", "deploy", "web"],
             "{.spec.template.spec.containers[0].image}"
         ),
-        "registry.local/skiff/http-wasm:1.1"
+        "localhost:5000/skiff/http:v2"
     );
     assert_eq!(
         jsonpath(&k, &["get", "deploy", "web"], "{.metadata.generation}"),
@@ -182,7 +182,7 @@ fn walkthrough(backend: Backend, version: &str) {
             &["get", "deploy", "web"],
             "{.spec.template.spec.containers[0].image}"
         ),
-        "registry.local/skiff/http-wasm:1.0"
+        "localhost:5000/skiff/http:v1"
     );
 
     assert_eq!(
@@ -358,8 +358,8 @@ pub fn apply_twice_server_side_and_diff(backend: Backend) {
     assert!(
         changed
             .stdout
-            .contains("+  image: registry.local/skiff/http-wasm:1.1")
-            || changed.stdout.contains("http-wasm:1.1"),
+            .contains("+  image: localhost:5000/skiff/http:v2")
+            || changed.stdout.contains("http:v2"),
         "{}",
         changed.stdout
     );

@@ -330,7 +330,7 @@ pub fn deployments_and_garbage_collection(backend: Backend) {
 /// A rollout on a node, pod by pod: never fewer ready pods than `replicas -
 /// maxUnavailable`, never more than `replicas + maxSurge`; then history, undo, scale,
 /// pause and resume, restart, and deletion with everything it owns.
-pub fn rollout_on_a_node(image_v1: &str, image_v2: &str) {
+pub fn rollout_on_a_node(image_v1: &str, image_v2: &str, manifest: Option<String>) {
     let cluster = Cluster::start_with_node(Backend::Embedded);
     let k = cluster.kubectl("1.33");
     k.ok(&[
@@ -491,6 +491,19 @@ pub fn rollout_on_a_node(image_v1: &str, image_v2: &str) {
             && items(&k, &["pods", "-l", "app=web"]).is_empty())
         .then_some(())
     });
+
+    // An example manifest runs as it is (its registry the test's).
+    if let Some(manifest) = manifest {
+        k.ok_stdin(&["apply", "-f", "-"], &manifest);
+        let name = serde_yaml::from_str::<Value>(&manifest).unwrap()["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let target = format!("deployment/{name}");
+        let out = k.ok(&["rollout", "status", &target, "--timeout=120s"]);
+        assert!(out.contains("successfully rolled out"), "{out}");
+        k.ok(&["delete", &target]);
+    }
 }
 
 /// `kubectl get pods --watch` of a selector, counting after every event the pods not
@@ -560,7 +573,9 @@ fn wasm_deployment_rollout() {
     let wasm = repo_root().join("examples/build/http.wasm");
     let v1 = registry.push_tagged(&wasm, "http", "1.0");
     let v2 = registry.push_tagged(&wasm, "http", "2.0");
-    rollout_on_a_node(&v1, &v2);
+    registry.push_tagged(&wasm, "http", "v1");
+    let manifest = crate::node::example("deployment.yaml", &registry);
+    rollout_on_a_node(&v1, &v2, Some(manifest));
 }
 
 #[test]
@@ -569,7 +584,7 @@ fn container_deployment_rollout() {
     let layout = repo_root().join("examples/build/http-server-oci");
     let v1 = registry.push_tagged(&layout, "http-server", "1.0");
     let v2 = registry.push_tagged(&layout, "http-server", "2.0");
-    rollout_on_a_node(&v1, &v2);
+    rollout_on_a_node(&v1, &v2, None);
 }
 
 /// Every namespace gets a `default` ServiceAccount, and gets it back if it is deleted.

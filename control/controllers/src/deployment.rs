@@ -625,7 +625,7 @@ impl Controller {
         let surge_room = if is_recreate(d) {
             replicas(d)
         } else {
-            let current: i32 = old.iter().map(rs_replicas).sum();
+            let current: i32 = old.iter().map(|rs| self.occupied(rs)).sum();
             let max_total = replicas(d) + max_surge(d);
             (max_total - current).clamp(0, replicas(d))
         };
@@ -688,6 +688,21 @@ impl Controller {
         Ok(Some(created))
     }
 
+    /// The pods a ReplicaSet takes up for maxSurge: its replicas, or more while pods it
+    /// is scaling down are not yet being deleted. Kubernetes counts replicas alone, so a
+    /// rollout can briefly run more than `replicas + maxSurge` pods; counting the pods too
+    /// keeps that bound for what runs, not only for what is asked.
+    fn occupied(&self, rs: &ReplicaSet) -> i32 {
+        let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+        let active = self
+            .pods
+            .owned_by(uid)
+            .iter()
+            .filter(|p| util::is_active(p))
+            .count() as i32;
+        rs_replicas(rs).max(active)
+    }
+
     /// The Deployment's revision annotation follows its new ReplicaSet's.
     async fn set_revision(&self, d: &Deployment, rs: &ReplicaSet) -> Result<(), Error> {
         let rev = revision(rs).to_string();
@@ -714,7 +729,7 @@ impl Controller {
             return self.rollout_status(d, &rs_list).await;
         }
         if new_size < want {
-            let total: i32 = rs_list.iter().map(rs_replicas).sum();
+            let total: i32 = rs_list.iter().map(|rs| self.occupied(rs)).sum();
             let max_total = want + max_surge(d);
             if total < max_total {
                 let up = (max_total - total).min(want - new_size);
