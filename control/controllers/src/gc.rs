@@ -283,29 +283,33 @@ impl Collector {
     /// Whether the owner a reference names exists (same uid), asked of the API when the
     /// caches do not have it; and whether it is being deleted in the foreground.
     async fn owner_state(&self, r: &OwnerReference, ns: Option<&str>) -> Result<OwnerState, Error> {
-        if let Some((_, m)) = self.monitor_of(r)
+        let monitor = self.monitor_of(r);
+        if let Some((_, m)) = monitor
             && let Some(meta) = m.by_uid(&r.uid)
         {
             return Ok(OwnerState::of(&meta));
         }
-        // Not cached: ask the API server (the owner's kind may be one discovery did not
-        // list, or its watch may be behind).
-        let (group, version) = match r.api_version.split_once('/') {
-            Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (String::new(), r.api_version.clone()),
-        };
-        let gvk = GroupVersionKind::gvk(&group, &version, &r.kind);
-        let (ar, caps) = match kube::discovery::pinned_kind(&self.client, &gvk).await {
-            Ok(found) => found,
-            // A kind the server does not serve: the owner cannot exist.
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(OwnerState::Absent),
-            Err(kube::Error::Discovery(_)) => return Ok(OwnerState::Absent),
-            Err(e) => return Err(e.into()),
+        // Not cached: ask the API server (its watch may be behind; or the owner's kind is
+        // one discovery did not list, found the way kubectl finds a kind).
+        let (ar, namespaced) = match monitor {
+            Some((_, m)) => (m.resource().clone(), m.namespaced()),
+            None => {
+                let (group, version) = match r.api_version.split_once('/') {
+                    Some((g, v)) => (g.to_string(), v.to_string()),
+                    None => (String::new(), r.api_version.clone()),
+                };
+                let gvk = GroupVersionKind::gvk(&group, &version, &r.kind);
+                match kube::discovery::pinned_kind(&self.client, &gvk).await {
+                    Ok((ar, caps)) => (ar, caps.scope == kube::discovery::Scope::Namespaced),
+                    // A kind the server does not serve: the owner cannot exist.
+                    Err(kube::Error::Api(e)) if e.code == 404 => return Ok(OwnerState::Absent),
+                    Err(kube::Error::Discovery(_)) => return Ok(OwnerState::Absent),
+                    Err(e) => return Err(e.into()),
+                }
+            }
         };
         let api: Api<DynamicObject> = match ns {
-            Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
-                Api::namespaced_with(self.client.clone(), ns, &ar)
-            }
+            Some(ns) if namespaced => Api::namespaced_with(self.client.clone(), ns, &ar),
             _ => Api::all_with(self.client.clone(), &ar),
         };
         match api.get_opt(&r.name).await? {
