@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::events::Recorder;
 use crate::informer::{Change, Informer, controller_of, key_of, split_key};
-use crate::util::{self, count, scaled};
+use crate::util::{self, count, num, scaled};
 use crate::{Error, Informers, SyncResult, WorkQueue, run_workers};
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -1133,10 +1133,6 @@ fn calculate_status(d: &Deployment, old: &[ReplicaSet], new_rs: Option<&ReplicaS
         );
     }
     status
-}
-
-fn num(v: &Value, field: &str) -> i64 {
-    v.get(field).and_then(Value::as_i64).unwrap_or(0)
 }
 
 /// Kube's `DeploymentComplete`.

@@ -25,7 +25,7 @@ use kube::{Api, Client, Resource};
 use serde_json::json;
 
 use crate::events::Recorder;
-use crate::informer::{Change, Informer, split_key};
+use crate::informer::{Change, Informer, key_of_meta, split_key};
 use crate::{Error, Informers, SyncResult, WorkQueue, run_workers};
 
 pub const FOREGROUND: &str = "foregroundDeletion";
@@ -44,6 +44,8 @@ trait Monitor: Send + Sync {
     fn subscribe(&self, f: MetaHandler);
 }
 
+/// One followed kind: a typed informer the other controllers share, or one of
+/// `DynamicObject`s of the collector's own.
 struct Typed<K> {
     informer: Arc<Informer<K>>,
     resource: ApiResource,
@@ -163,7 +165,7 @@ impl Collector {
                     watcher::Config::default(),
                 );
                 let namespaced = caps.scope == kube::discovery::Scope::Namespaced;
-                monitors.push(Arc::new(Dynamic {
+                monitors.push(Arc::new(Typed {
                     informer,
                     resource: ar,
                     namespaced,
@@ -214,7 +216,7 @@ impl Collector {
     fn changed(&self, index: usize, old: Option<&ObjectMeta>, new: Option<&ObjectMeta>) {
         match (old, new) {
             (_, Some(meta)) => {
-                let key = meta_key(meta);
+                let key = key_of_meta(meta);
                 if meta
                     .owner_references
                     .as_ref()
@@ -236,7 +238,7 @@ impl Collector {
                 let uid = meta.uid.as_deref().unwrap_or_default();
                 for (i, m) in self.monitors.iter().enumerate() {
                     for dep in m.owned_by(uid) {
-                        self.queue.add(item('d', i, &meta_key(&dep)));
+                        self.queue.add(item('d', i, &key_of_meta(&dep)));
                     }
                 }
                 for r in meta.owner_references.iter().flatten() {
@@ -244,7 +246,7 @@ impl Collector {
                         && let Some(owner) = m.by_uid(&r.uid)
                         && owner.deletion_timestamp.is_some()
                     {
-                        self.queue.add(item('o', i, &meta_key(&owner)));
+                        self.queue.add(item('o', i, &key_of_meta(&owner)));
                     }
                 }
             }
@@ -450,7 +452,7 @@ impl Collector {
                 if blocks {
                     blocking += 1;
                 }
-                self.queue.add(item('d', *i, &meta_key(dep)));
+                self.queue.add(item('d', *i, &key_of_meta(dep)));
             }
             if blocking > 0 {
                 return Ok(None);
@@ -504,47 +506,4 @@ fn has_gc_finalizer(meta: &ObjectMeta) -> bool {
         .iter()
         .flatten()
         .any(|f| f == FOREGROUND || f == ORPHAN)
-}
-
-fn meta_key(meta: &ObjectMeta) -> String {
-    let name = meta.name.as_deref().unwrap_or_default();
-    match meta.namespace.as_deref() {
-        Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
-        _ => name.to_string(),
-    }
-}
-
-struct Dynamic {
-    informer: Arc<Informer<DynamicObject>>,
-    resource: ApiResource,
-    namespaced: bool,
-}
-
-impl Monitor for Dynamic {
-    fn resource(&self) -> &ApiResource {
-        &self.resource
-    }
-    fn namespaced(&self) -> bool {
-        self.namespaced
-    }
-    fn get(&self, key: &str) -> Option<ObjectMeta> {
-        self.informer.get(key).map(|o| o.metadata.clone())
-    }
-    fn by_uid(&self, uid: &str) -> Option<ObjectMeta> {
-        self.informer.get_by_uid(uid).map(|o| o.metadata.clone())
-    }
-    fn owned_by(&self, uid: &str) -> Vec<ObjectMeta> {
-        self.informer
-            .owned_by(uid)
-            .into_iter()
-            .map(|o| o.metadata.clone())
-            .collect()
-    }
-    fn subscribe(&self, f: MetaHandler) {
-        self.informer.subscribe(move |change| match change {
-            Change::Added(o) => f(None, Some(&o.metadata)),
-            Change::Updated { old, new } => f(Some(&old.metadata), Some(&new.metadata)),
-            Change::Deleted(o) => f(Some(&o.metadata), None),
-        });
-    }
 }

@@ -15,12 +15,16 @@ use std::sync::{Arc, RwLock};
 use futures::StreamExt;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 
 /// An object's cache key: `namespace/name`, or `name` for a cluster-scoped object.
 pub fn key_of<K: Resource>(obj: &K) -> String {
-    let meta = obj.meta();
+    key_of_meta(obj.meta())
+}
+
+/// `key_of` from the object's metadata.
+pub fn key_of_meta(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
     let name = meta.name.as_deref().unwrap_or_default();
     match meta.namespace.as_deref() {
         Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
@@ -259,16 +263,6 @@ where
             .cloned()
     }
 
-    pub fn list(&self) -> Vec<Arc<K>> {
-        self.cache
-            .read()
-            .expect("cache lock")
-            .objects
-            .values()
-            .cloned()
-            .collect()
-    }
-
     pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
         let cache = self.cache.read().expect("cache lock");
         cache
@@ -291,14 +285,6 @@ where
             .filter_map(|k| cache.objects.get(k).cloned())
             .collect()
     }
-
-    pub fn len(&self) -> usize {
-        self.cache.read().expect("cache lock").objects.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The controller reference of an object: its owner reference with `controller: true`.
@@ -310,9 +296,4 @@ pub fn controller_of<K: Resource>(
         .iter()
         .flatten()
         .find(|o| o.controller == Some(true))
-}
-
-/// Whether the object is being deleted.
-pub fn is_deleting<K: ResourceExt>(obj: &K) -> bool {
-    obj.meta().deletion_timestamp.is_some()
 }

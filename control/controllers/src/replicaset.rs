@@ -20,7 +20,7 @@ use skiff_selectors::LabelSelector as Selector;
 use crate::events::Recorder;
 use crate::expectations::Expectations;
 use crate::informer::{Change, Informer, controller_of, key_of, split_key};
-use crate::util::{self, count};
+use crate::util::{self, count, num};
 use crate::{Error, Informers, SyncResult, WorkQueue, run_workers};
 
 /// At most this many pods are created or deleted in one sync (kube's `burstReplicas`).
@@ -47,44 +47,43 @@ pub trait ReplicaKind:
     fn status(&self) -> Value;
 }
 
+/// The accessors ReplicaSet and ReplicationController share: the same fields in specs of
+/// two types.
+macro_rules! replica_fields {
+    () => {
+        fn replicas(&self) -> i32 {
+            self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+        }
+        fn min_ready_seconds(&self) -> i32 {
+            self.spec
+                .as_ref()
+                .and_then(|s| s.min_ready_seconds)
+                .unwrap_or(0)
+        }
+        fn template(&self) -> Option<&PodTemplateSpec> {
+            self.spec.as_ref()?.template.as_ref()
+        }
+        fn status(&self) -> Value {
+            serde_json::to_value(&self.status).unwrap_or(Value::Null)
+        }
+    };
+}
+
 impl ReplicaKind for ReplicaSet {
     const NAME: &'static str = "replicaset-controller";
     fn informer(informers: &Informers) -> Arc<Informer<Self>> {
         informers.replicasets()
     }
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0)
-    }
     fn selector(&self) -> Result<Option<Selector>, String> {
         util::selector(self.spec.as_ref().map(|s| &s.selector))
     }
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref()?.template.as_ref()
-    }
-    fn status(&self) -> Value {
-        serde_json::to_value(&self.status).unwrap_or(Value::Null)
-    }
+    replica_fields!();
 }
 
 impl ReplicaKind for ReplicationController {
     const NAME: &'static str = "replicationcontroller-controller";
     fn informer(informers: &Informers) -> Arc<Informer<Self>> {
         informers.replicationcontrollers()
-    }
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0)
     }
     fn selector(&self) -> Result<Option<Selector>, String> {
         let spec = self.spec.as_ref();
@@ -99,12 +98,7 @@ impl ReplicaKind for ReplicationController {
             _ => Ok(None),
         }
     }
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref()?.template.as_ref()
-    }
-    fn status(&self) -> Value {
-        serde_json::to_value(&self.status).unwrap_or(Value::Null)
-    }
+    replica_fields!();
 }
 
 struct Controller<K: ReplicaKind> {
@@ -471,11 +465,10 @@ impl<K: ReplicaKind> Controller<K> {
         }
         let replicas = pods.len() as i32;
         let observed = owner.meta().generation;
-        let num = |field: &str| current.get(field).and_then(Value::as_i64).unwrap_or(0);
-        let same = num("replicas") == i64::from(replicas)
-            && num("fullyLabeledReplicas") == i64::from(fully_labeled)
-            && num("readyReplicas") == i64::from(ready)
-            && num("availableReplicas") == i64::from(available)
+        let same = num(&current, "replicas") == i64::from(replicas)
+            && num(&current, "fullyLabeledReplicas") == i64::from(fully_labeled)
+            && num(&current, "readyReplicas") == i64::from(ready)
+            && num(&current, "availableReplicas") == i64::from(available)
             && current.get("observedGeneration").and_then(Value::as_i64) == observed
             && manage_error.is_none()
             && !had_failure;

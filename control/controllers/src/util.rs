@@ -135,6 +135,14 @@ pub fn scaled(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
     }
 }
 
+/// A count in a status as JSON; a missing one is zero.
+pub fn num(status: &serde_json::Value, field: &str) -> i64 {
+    status
+        .get(field)
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(0)
+}
+
 /// A count for a status field Go leaves out when zero (`omitempty`): `null` in a merge
 /// patch, so a count that fell to zero is removed rather than kept.
 pub fn count(n: i32) -> serde_json::Value {
