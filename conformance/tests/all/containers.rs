@@ -16,7 +16,7 @@ use crate::node::{
 
 /// Pushes a busybox image built by `examples/images/busybox.sh` with `options` (image
 /// config fields) as `<registry>/skiff/<name>:v1`.
-fn push_busybox(registry: &Registry, name: &str, options: &[&str]) -> String {
+pub(crate) fn push_busybox(registry: &Registry, name: &str, options: &[&str]) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let layout = dir.path().join("layout");
     let out = Command::new("sh")

@@ -10,6 +10,7 @@ mod dry_run;
 mod errors;
 mod images;
 mod imperative;
+mod jobs;
 mod node;
 mod python;
 mod replication_controllers;

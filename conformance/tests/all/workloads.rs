@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use skiff_conformance::{Backend, Cluster, Kubectl, Registry, repo_root};
 
 /// Polls `f` until it returns `Some` (a minute at most), then returns it.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {

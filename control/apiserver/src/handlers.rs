@@ -653,6 +653,7 @@ impl Ctx<'_> {
                 meta.remove(f);
             }
         }
+        object::drop_empty_meta(obj);
         reset_status_on_create(resource, obj);
         skiff_apimachinery::apply_defaults(kind_of(resource), obj);
         if resource.kind == "Pod" && resource.group.is_empty() {
@@ -1306,6 +1307,7 @@ fn prepare_update(
             }
         }
     }
+    crate::object::drop_empty_meta(&mut new);
     if resource.has_subresource("status") && sub.is_none() {
         match old.get("status") {
             Some(s) => new["status"] = s.clone(),

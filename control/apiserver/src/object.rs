@@ -57,6 +57,30 @@ pub fn is_deleting(obj: &Value) -> bool {
     meta_str(obj, "deletionTimestamp").is_some()
 }
 
+/// Drops the metadata lists and maps that are present but empty, as Go's `omitempty`
+/// leaves them out: a strategic patch that removes the last finalizer leaves no
+/// `finalizers: []` behind.
+pub fn drop_empty_meta(obj: &mut Value) {
+    let meta = meta_mut(obj);
+    for f in [
+        "finalizers",
+        "ownerReferences",
+        "labels",
+        "annotations",
+        "managedFields",
+    ] {
+        let empty = match meta.get(f) {
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Object(m)) => m.is_empty(),
+            Some(Value::Null) => true,
+            _ => false,
+        };
+        if empty {
+            meta.remove(f);
+        }
+    }
+}
+
 /// RFC 3339 with second precision, as Kubernetes' `metav1.Time`.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()

@@ -55,13 +55,7 @@ pub fn start(informers: &Arc<Informers>, events: &Recorder, workers: usize) {
         client: informers.client().clone(),
         events: events.for_controller("deployment-controller"),
     });
-    {
-        let queue = queue.clone();
-        deployments.subscribe(move |change| match change {
-            Change::Added(d) | Change::Deleted(d) => queue.add(key_of(&***d)),
-            Change::Updated { new, .. } => queue.add(key_of(&***new)),
-        });
-    }
+    deployments.enqueue_keys(&queue);
     {
         let (queue, c) = (queue.clone(), c.clone());
         replicasets.subscribe(move |change| {

@@ -239,6 +239,16 @@ where
         handlers.push(Box::new(handler));
     }
 
+    /// Queues the key of every object that is added, changed or deleted: how a controller
+    /// follows its own kind.
+    pub fn enqueue_keys(&self, queue: &Arc<crate::WorkQueue>) {
+        let queue = queue.clone();
+        self.subscribe(move |change| match change {
+            Change::Added(o) | Change::Deleted(o) => queue.add(key_of(&***o)),
+            Change::Updated { new, .. } => queue.add(key_of(&***new)),
+        });
+    }
+
     /// Waits until the first list has been cached.
     pub async fn synced(&self) {
         let mut rx = self.synced.subscribe();

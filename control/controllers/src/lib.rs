@@ -11,7 +11,9 @@ pub mod events;
 pub mod expectations;
 pub mod gc;
 pub mod informer;
+pub mod job;
 pub mod namespace;
+mod pods;
 pub mod queue;
 mod refs;
 pub mod replicaset;
@@ -24,6 +26,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ReplicationController, ServiceAccount};
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -40,6 +43,8 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("garbage-collector-controller", "garbagecollector"),
     ("namespace-controller", "namespace"),
     ("serviceaccount-controller", "serviceaccount"),
+    ("job-controller", "job"),
+    ("ttl-after-finished-controller", "ttl-after-finished"),
 ];
 
 /// Which controllers run, from a `--controllers` list as kube-controller-manager reads it:
@@ -121,6 +126,7 @@ pub struct Informers {
     replicationcontrollers: OnceLock<Arc<Informer<ReplicationController>>>,
     namespaces: OnceLock<Arc<Informer<Namespace>>>,
     serviceaccounts: OnceLock<Arc<Informer<ServiceAccount>>>,
+    jobs: OnceLock<Arc<Informer<Job>>>,
 }
 
 macro_rules! informer_getter {
@@ -147,6 +153,7 @@ impl Informers {
             replicationcontrollers: OnceLock::new(),
             namespaces: OnceLock::new(),
             serviceaccounts: OnceLock::new(),
+            jobs: OnceLock::new(),
         })
     }
 
@@ -160,6 +167,7 @@ impl Informers {
     informer_getter!(replicationcontrollers, ReplicationController);
     informer_getter!(namespaces, Namespace);
     informer_getter!(serviceaccounts, ServiceAccount);
+    informer_getter!(jobs, Job);
 }
 
 /// The result of one reconcile: `Ok(Some(d))` asks to look again after `d` (a deadline, a
@@ -243,6 +251,14 @@ pub fn start(client: Client, options: Options) -> Arc<Informers> {
     }
     if enabled.has("serviceaccount-controller") {
         serviceaccount::start(&informers, &events, options.workers);
+    }
+    if enabled.has("job-controller") {
+        job::start(
+            &informers,
+            &events,
+            options.workers,
+            enabled.has("ttl-after-finished-controller"),
+        );
     }
     informers
 }

@@ -7,10 +7,9 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -20,6 +19,7 @@ use skiff_selectors::LabelSelector as Selector;
 use crate::events::Recorder;
 use crate::expectations::Expectations;
 use crate::informer::{Change, Informer, controller_of, key_of, split_key};
+use crate::pods::PodControl;
 use crate::util::{self, count, num};
 use crate::{Error, Informers, SyncResult, WorkQueue, run_workers};
 
@@ -122,13 +122,7 @@ pub fn start<K: ReplicaKind>(informers: &Arc<Informers>, events: &Recorder, work
         expectations: Expectations::default(),
         events: events.for_controller(K::NAME),
     });
-    {
-        let queue = queue.clone();
-        owners.subscribe(move |change| match change {
-            Change::Added(o) | Change::Deleted(o) => queue.add(key_of(&***o)),
-            Change::Updated { new, .. } => queue.add(key_of(&***new)),
-        });
-    }
+    owners.enqueue_keys(&queue);
     {
         let c = c.clone();
         pods.subscribe(move |change| c.pod_changed(change));
@@ -297,111 +291,25 @@ impl<K: ReplicaKind> Controller<K> {
         let want = owner.replicas().max(0) as usize;
         let have = pods.len();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let control = PodControl {
+            api: &api,
+            expectations: &self.expectations,
+            events: &self.events,
+            owner: owner.object_ref(&()),
+        };
         if have < want {
             let n = (want - have).min(BURST_REPLICAS);
             let Some(template) = owner.template() else {
                 return Ok(());
             };
-            let pod = pod_from_template(owner, template);
-            let post = PostParams::default();
-            self.expectations.expect_creations(key, n);
-            // Slow start, as kube: 1, 2, 4, ... at a time, stopping at the first batch
-            // with a failure (a quota or a webhook would refuse every one of a thousand).
-            let mut created = 0;
-            let mut batch = 1;
-            let mut failure = None;
-            while created < n {
-                let size = batch.min(n - created);
-                let results = join_all((0..size).map(|_| api.create(&post, &pod))).await;
-                for r in results {
-                    match r {
-                        Ok(p) => {
-                            self.events.normal(
-                                owner.object_ref(&()),
-                                "SuccessfulCreate",
-                                "Create",
-                                format!("Created pod: {}", p.name_any()),
-                            );
-                        }
-                        Err(e) => {
-                            self.expectations.creation_observed(key);
-                            if failure.is_none() {
-                                failure = Some(e);
-                            }
-                        }
-                    }
-                }
-                created += size;
-                if let Some(e) = &failure {
-                    // The creations not tried will never be seen.
-                    for _ in created..n {
-                        self.expectations.creation_observed(key);
-                    }
-                    if namespace_terminating(e) {
-                        return Ok(());
-                    }
-                    self.events.warning(
-                        owner.object_ref(&()),
-                        "FailedCreate",
-                        "Create",
-                        format!("Error creating: {e}"),
-                    );
-                    break;
-                }
-                batch *= 2;
-            }
-            if let Some(e) = failure {
-                return Err(e.into());
-            }
+            let pods = vec![pod_from_template(owner, template); n];
+            control.create(key, &pods).await?;
         } else if have > want {
             let n = (have - want).min(BURST_REPLICAS);
             let mut ranked: Vec<&Arc<Pod>> = pods.iter().collect();
             ranked.sort_by(|a, b| deletion_rank(a, b));
-            let doomed: Vec<&Arc<Pod>> = ranked.into_iter().take(n).collect();
-            self.expectations
-                .expect_deletions(key, doomed.iter().map(|p| key_of(&***p)));
-            let results = join_all(doomed.iter().map(|p| {
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: p.metadata.uid.clone(),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                let name = p.name_any();
-                let api = api.clone();
-                async move { (name.clone(), api.delete(&name, &dp).await) }
-            }))
-            .await;
-            let mut failure = None;
-            for (name, r) in results {
-                match r {
-                    Ok(_) => self.events.normal(
-                        owner.object_ref(&()),
-                        "SuccessfulDelete",
-                        "Delete",
-                        format!("Deleted pod: {name}"),
-                    ),
-                    Err(kube::Error::Api(e)) if e.code == 404 => {
-                        self.expectations
-                            .deletion_observed(key, &format!("{ns}/{name}"));
-                    }
-                    Err(e) => {
-                        self.expectations
-                            .deletion_observed(key, &format!("{ns}/{name}"));
-                        self.events.warning(
-                            owner.object_ref(&()),
-                            "FailedDelete",
-                            "Delete",
-                            format!("Error deleting: {e}"),
-                        );
-                        failure.get_or_insert(e);
-                    }
-                }
-            }
-            if let Some(e) = failure {
-                return Err(e.into());
-            }
+            ranked.truncate(n);
+            control.delete(key, &ranked).await?;
         }
         Ok(())
     }
@@ -498,10 +406,6 @@ impl<K: ReplicaKind> Controller<K> {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-fn namespace_terminating(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated"))
 }
 
 /// The pod an owner makes from its template (kube's `GetPodFromTemplate`).

@@ -135,6 +135,30 @@ pub fn scaled(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
     }
 }
 
+/// Runs `make(0..n)` as kube's slow start runs creations: 1, 2, 4, ... at a time,
+/// stopping after the first batch with a failure (a quota or a webhook that refuses one of
+/// a thousand refuses them all). Returns the results of those tried, in order.
+pub async fn slow_start<T, F, Fut>(n: usize, mut make: F) -> (usize, Vec<Result<T, kube::Error>>)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut results = Vec::with_capacity(n);
+    let mut batch = 1;
+    while results.len() < n {
+        let start = results.len();
+        let size = batch.min(n - start);
+        let out = futures::future::join_all((start..start + size).map(&mut make)).await;
+        let failed = out.iter().any(Result::is_err);
+        results.extend(out);
+        if failed {
+            break;
+        }
+        batch *= 2;
+    }
+    (results.len(), results)
+}
+
 /// A count in a status as JSON; a missing one is zero.
 pub fn num(status: &serde_json::Value, field: &str) -> i64 {
     status

@@ -15,6 +15,7 @@
 //! serve PORT          listen on 0.0.0.0:PORT, print "listening on 0.0.0.0:P" (P the bound
 //!                     port, for PORT 0), answer every HTTP request 200 "testbed\n"
 //! log N [MILLIS]      print "line 1" .. "line N", MILLIS (default 100) apart
+//! pi DIGITS           print pi to DIGITS decimal places (at most 10,000), as "3.14159..."
 //! taint               print "pristine" if its static data (an initialised word and 64 KiB
 //!                     of zeros) is as the program image has it, else "tainted"; then
 //!                     overwrite both, so that an instance reusing this memory would see it
@@ -29,7 +30,8 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 const USAGE: &str = "usage: testbed exit N | echo ARGS... | print-env | cat PATH... | \
-write PATH TEXT | ls DIR | alloc MIB | spin | sleep SECS | serve PORT | log N [MILLIS] | taint";
+write PATH TEXT | ls DIR | alloc MIB | spin | sleep SECS | serve PORT | log N [MILLIS] | pi DIGITS | \
+taint";
 
 const MIB: usize = 1024 * 1024;
 
@@ -116,6 +118,13 @@ fn main() -> ExitCode {
                 _ => return usage(),
             }
         }
+        ("pi", [digits]) => match digits.parse::<usize>() {
+            Ok(n) if n <= 10_000 => {
+                println!("{}", pi(n));
+                Ok(())
+            }
+            _ => return usage(),
+        },
         ("taint", []) => {
             taint();
             Ok(())
@@ -129,6 +138,56 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Pi to `decimals` places by Rabinowitz and Wagon's spigot: each step multiplies a
+/// mixed-radix fraction by 10 and carries out one digit; a run of 9s is held back until
+/// the next digit says whether a carry turns it into 0s.
+fn pi(decimals: usize) -> String {
+    let len = (decimals + 1) * 10 / 3 + 2;
+    let mut a = vec![2u64; len];
+    let mut digits = String::with_capacity(decimals + 2);
+    let (mut held, mut nines) = (None::<u64>, 0);
+    for _ in 0..=decimals {
+        let mut carry = 0u64;
+        for i in (1..len).rev() {
+            let x = 10 * a[i] + carry * (i as u64 + 1);
+            let d = 2 * i as u64 + 1;
+            a[i] = x % d;
+            carry = x / d;
+        }
+        let x = 10 * a[0] + carry;
+        a[0] = x % 10;
+        let q = x / 10;
+        match q {
+            9 => nines += 1,
+            10 => {
+                if let Some(h) = held {
+                    digits.push(char::from(b'0' + h as u8 + 1));
+                }
+                digits.extend(std::iter::repeat_n('0', nines));
+                held = Some(0);
+                nines = 0;
+            }
+            _ => {
+                if let Some(h) = held {
+                    digits.push(char::from(b'0' + h as u8));
+                }
+                digits.extend(std::iter::repeat_n('9', nines));
+                held = Some(q);
+                nines = 0;
+            }
+        }
+    }
+    if let Some(h) = held {
+        digits.push(char::from(b'0' + h as u8));
+    }
+    digits.extend(std::iter::repeat_n('9', nines));
+    digits.truncate(decimals + 1);
+    if decimals > 0 {
+        digits.insert(1, '.');
+    }
+    digits
 }
 
 fn usage() -> ExitCode {

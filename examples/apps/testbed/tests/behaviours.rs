@@ -29,6 +29,20 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 #[test]
+fn pi_prints_the_digits_asked_for() {
+    let output = run(&["pi", "50"]);
+    assert!(output.status.success());
+    assert_eq!(
+        stdout(&output),
+        "3.14159265358979323846264338327950288419716939937510\n"
+    );
+    // Digits 762-767 are the Feynman point's six 9s, held back and then let out.
+    let long = stdout(&run(&["pi", "770"])).trim().to_string();
+    assert_eq!(&long[761..771], "3499999983", "{long}");
+    assert_eq!(stdout(&run(&["pi", "0"])), "3\n");
+}
+
+#[test]
 fn exit_uses_the_given_code() {
     for code in [0, 3, 42] {
         let output = run(&["exit", &code.to_string()]);
