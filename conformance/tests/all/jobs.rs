@@ -3,6 +3,8 @@
 //! podFailurePolicy, activeDeadlineSeconds, suspend and resume, ttlSecondsAfterFinished,
 //! and deletion. Each runtime's Jobs run side by side on one cluster.
 
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
 use skiff_conformance::{Backend, Cluster, Kubectl, Registry};
 
@@ -74,6 +76,12 @@ fn job(name: &str, spec: &str, pod_spec: &str) -> String {
     format!(
         "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n{spec}  template:\n    spec:\n{pod_spec}"
     )
+}
+
+/// `yaml` with every line moved `n` spaces right.
+fn indent(yaml: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    yaml.lines().map(|l| format!("{pad}{l}\n")).collect()
 }
 
 fn status(k: &Kubectl, name: &str) -> Value {
@@ -151,6 +159,16 @@ fn jobs_on_a_node(runtime: Runtime, image: &str, cluster: &Cluster) {
         "  ttlSecondsAfterFinished: 0\n",
         Action::Echo("brief"),
     );
+    // A CronJob firing every minute, in a time zone half an hour off UTC; suspended
+    // until its manual run is done.
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: report\nspec:\n  schedule: \"* * * * *\"\n  timeZone: Asia/Kolkata\n  suspend: true\n  successfulJobsHistoryLimit: 1\n  jobTemplate:\n    spec:\n      template:\n        spec:\n{}",
+            indent(&runtime.pod_spec(image, &Action::Echo("report")), 4)
+        ),
+    );
+    k.ok(&["create", "job", "once", "--from=cronjob/report"]);
 
     // Completions and parallelism: two pods, both succeeded, counted once each, their
     // tracking finalizers gone.
@@ -252,6 +270,87 @@ fn jobs_on_a_node(runtime: Runtime, image: &str, cluster: &Cluster) {
         (k.run(&["get", "job", "brief"]).code != 0 && pods_of(&k, "brief").is_empty()).then_some(())
     });
 
+    // The CronJob's manual run, then its first scheduled one, named by its minute, the
+    // time noted in the CronJob's zone; history keeps one successful Job.
+    wait(&k, "complete", &["once"]);
+    let logs = k.ok(&["logs", "job/once"]);
+    assert!(logs.contains("report"), "{logs}");
+    k.ok(&[
+        "patch",
+        "cronjob",
+        "report",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ]);
+    let report_uid = k.json(&["get", "cronjob", "report"])["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let owned_by_report = |j: &Value| {
+        j["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|rs| rs.iter().any(|r| r["uid"] == report_uid.as_str()))
+    };
+    let start = Instant::now();
+    let scheduled = loop {
+        let jobs = k.json(&["get", "jobs"])["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let found = jobs.into_iter().find(|j| {
+            owned_by_report(j) && j["metadata"]["name"] != "once" && j["status"]["succeeded"] == 1
+        });
+        if let Some(j) = found {
+            break j;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(150),
+            "the CronJob never ran"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let name = scheduled["metadata"]["name"].as_str().unwrap();
+    let minute: i64 = name.strip_prefix("report-").unwrap().parse().unwrap();
+    let at =
+        scheduled["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+            .as_str()
+            .unwrap();
+    assert!(at.ends_with(":00+05:30"), "{at}");
+    let cj = k.json(&["get", "cronjob", "report"]);
+    let last = cj["status"]["lastScheduleTime"].as_str().unwrap();
+    assert!(last.ends_with(":00Z"), "{cj}");
+    assert!(minute * 60 > 1_700_000_000, "{name}");
+    eventually("the CronJob's last success noted", || {
+        k.json(&["get", "cronjob", "report"])["status"]["lastSuccessfulTime"]
+            .is_string()
+            .then_some(())
+    });
+    let describe = k.ok(&["describe", "cronjob", "report"]);
+    assert!(
+        describe.contains(&format!("Created job {name}")),
+        "{describe}"
+    );
+    k.ok(&[
+        "patch",
+        "cronjob",
+        "report",
+        "-p",
+        r#"{"spec":{"suspend":true}}"#,
+    ]);
+    eventually("one successful Job kept", || {
+        let jobs = k.json(&["get", "jobs"])["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let kept: Vec<&Value> = jobs
+            .iter()
+            .filter(|j| owned_by_report(j) && j["status"]["succeeded"] == 1)
+            .collect();
+        (kept.len() == 1).then_some(())
+    });
+    k.ok(&["delete", "cronjob", "report"]);
+    k.ok(&["delete", "job", "once", "--ignore-not-found"]);
+
     // Deleting a Job deletes its pods.
     k.ok(&["delete", "job", "done", "fails"]);
     eventually("the deleted Jobs' pods gone", || {
@@ -285,6 +384,19 @@ fn wasm_jobs() {
     let out = k.ok(&["get", "jobs"]);
     assert!(out.contains("Complete") && out.contains("1/1"), "{out}");
     k.ok(&["delete", "job", "pi"]);
+    // The example CronJob, and a run of it now.
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &crate::node::example("cronjob.yaml", &registry),
+    );
+    k.ok(&["create", "job", "now", "--from=cronjob/report"]);
+    wait(&k, "complete", &["now"]);
+    let logs = k.ok(&["logs", "job/now"]);
+    assert!(logs.contains("report written"), "{logs}");
+    k.ok(&["delete", "cronjob", "report"]);
+    eventually("the example CronJob's Job deleted with it", || {
+        (k.run(&["get", "job", "now"]).code != 0).then_some(())
+    });
 
     // A Job Kubernetes refuses.
     let err = k
@@ -299,6 +411,19 @@ fn wasm_jobs() {
         .stderr;
     assert!(
         err.contains("spec.completions: Invalid value: -1: must be greater than or equal to 0"),
+        "{err}"
+    );
+
+    let err = k
+        .run_stdin(
+            &["apply", "-f", "-"],
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: mars}\nspec:\n  schedule: '@hourly'\n  timeZone: Mars/Olympus\n  jobTemplate: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: m, image: x}]}}}}\n",
+        )
+        .stderr;
+    assert!(
+        err.contains(
+            r#"spec.timeZone: Invalid value: "Mars/Olympus": unknown time zone Mars/Olympus"#
+        ),
         "{err}"
     );
 

@@ -57,7 +57,7 @@ pub fn parse_schedule(spec: &str) -> Result<(), String> {
                 Ok(())
             }
             d if d.starts_with("every ") => {
-                if parse_go_duration(&d[6..]) {
+                if parse_go_duration(&d[6..]).is_some() {
                     Ok(())
                 } else {
                     Err(format!(
@@ -166,33 +166,61 @@ fn must_parse_int(expr: &str) -> Result<u32, String> {
 }
 
 /// Whether `s` is a Go duration such as `1h30m` or `90s`.
-fn parse_go_duration(s: &str) -> bool {
+/// A Go duration (`1h30m`, `90s`, `1.5h`): its length, or `None` if Go would refuse it.
+pub fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
     let mut rest = s;
     if rest.is_empty() {
-        return false;
+        return None;
     }
+    let mut total = 0f64;
     while !rest.is_empty() {
         let n = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         if n == 0 {
-            return false;
+            return None;
         }
+        let value: f64 = rest[..n].parse().ok()?;
         rest = &rest[n..];
-        let unit = ["ns", "us", "µs", "ms", "s", "m", "h"]
-            .iter()
-            .find(|u| rest.starts_with(**u) && !(**u == "m" && rest.starts_with("ms")));
-        match unit {
-            Some(u) => rest = &rest[u.len()..],
-            None => return false,
-        }
+        let (unit, seconds) = [
+            ("ns", 1e-9),
+            ("us", 1e-6),
+            ("µs", 1e-6),
+            ("ms", 1e-3),
+            ("s", 1.0),
+            ("m", 60.0),
+            ("h", 3600.0),
+        ]
+        .into_iter()
+        .find(|(u, _)| rest.starts_with(u) && !(*u == "m" && rest.starts_with("ms")))?;
+        rest = &rest[unit.len()..];
+        total += value * seconds;
     }
-    true
+    std::time::Duration::try_from_secs_f64(total).ok()
+}
+
+/// The interval of an `@every <duration>` schedule.
+pub fn every(spec: &str) -> Option<std::time::Duration> {
+    parse_go_duration(spec.trim().strip_prefix("@every ")?.trim())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reads_go_durations() {
+        assert_eq!(
+            every("@every 1h30m"),
+            Some(std::time::Duration::from_secs(5400))
+        );
+        assert_eq!(
+            every("@every 1.5s"),
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert_eq!(every("@every 5x"), None);
+        assert_eq!(every("@hourly"), None);
+    }
 
     #[test]
     fn accepts_common_schedules() {

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-mod cron;
+pub mod cron;
 mod defaults;
 pub mod names;
 pub mod quantity;

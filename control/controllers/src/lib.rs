@@ -6,6 +6,7 @@
 //! looks at what the caches say now and makes one step towards the spec, whatever events
 //! led there. Handlers on the informers only turn changes into keys.
 
+pub mod cronjob;
 pub mod deployment;
 pub mod events;
 pub mod expectations;
@@ -26,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ReplicationController, ServiceAccount};
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -45,6 +46,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("serviceaccount-controller", "serviceaccount"),
     ("job-controller", "job"),
     ("ttl-after-finished-controller", "ttl-after-finished"),
+    ("cronjob-controller", "cronjob"),
 ];
 
 /// Which controllers run, from a `--controllers` list as kube-controller-manager reads it:
@@ -127,6 +129,7 @@ pub struct Informers {
     namespaces: OnceLock<Arc<Informer<Namespace>>>,
     serviceaccounts: OnceLock<Arc<Informer<ServiceAccount>>>,
     jobs: OnceLock<Arc<Informer<Job>>>,
+    cronjobs: OnceLock<Arc<Informer<CronJob>>>,
 }
 
 macro_rules! informer_getter {
@@ -154,6 +157,7 @@ impl Informers {
             namespaces: OnceLock::new(),
             serviceaccounts: OnceLock::new(),
             jobs: OnceLock::new(),
+            cronjobs: OnceLock::new(),
         })
     }
 
@@ -168,6 +172,7 @@ impl Informers {
     informer_getter!(namespaces, Namespace);
     informer_getter!(serviceaccounts, ServiceAccount);
     informer_getter!(jobs, Job);
+    informer_getter!(cronjobs, CronJob);
 }
 
 /// The result of one reconcile: `Ok(Some(d))` asks to look again after `d` (a deadline, a
@@ -259,6 +264,9 @@ pub fn start(client: Client, options: Options) -> Arc<Informers> {
             options.workers,
             enabled.has("ttl-after-finished-controller"),
         );
+    }
+    if enabled.has("cronjob-controller") {
+        cronjob::start(&informers, &events, options.workers);
     }
     informers
 }

@@ -197,10 +197,13 @@ pub(crate) fn validate_cron_job(cj: &Value, errs: &mut Errs) {
                 json!(tz),
                 "timeZone must be nil or non-empty string",
             ));
-        } else if !tz
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
-        {
+        } else if tz.eq_ignore_ascii_case("local") {
+            errs.push(FieldError::invalid(
+                "spec.timeZone",
+                json!(tz),
+                "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones",
+            ));
+        } else if jiff::tz::TimeZone::get(tz).is_err() {
             errs.push(FieldError::invalid(
                 "spec.timeZone",
                 json!(tz),
