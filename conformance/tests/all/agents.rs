@@ -61,7 +61,7 @@ fn entries(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
-fn nodes_ready(k: &Kubectl, n: usize) {
+pub(crate) fn nodes_ready(k: &Kubectl, n: usize) {
     eventually("the nodes being Ready", || {
         let nodes = k.json(&["get", "nodes"]);
         let ready = nodes["items"]

@@ -5,6 +5,7 @@ mod agents;
 mod amplification;
 mod client;
 mod containers;
+mod daemonsets;
 mod debug;
 mod dry_run;
 mod errors;

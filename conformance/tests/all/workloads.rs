@@ -351,7 +351,7 @@ pub fn rollout_on_a_node(image_v1: &str, image_v2: &str, manifest: Option<String
 
     // 4 replicas, 25%/25%: at least 3 ready and at most 5 pods at every moment, as the
     // pods' watch tells it event by event.
-    let watch = PodWatch::start(&k, "app=web");
+    let watch = PodWatch::start(&k, "app=web", 4);
     k.ok(&[
         "set",
         "image",
@@ -508,13 +508,14 @@ pub fn rollout_on_a_node(image_v1: &str, image_v2: &str, manifest: Option<String
 
 /// `kubectl get pods --watch` of a selector, counting after every event the pods not
 /// being deleted and, of those, the ready ones.
-struct PodWatch {
+pub(crate) struct PodWatch {
     child: std::process::Child,
     counts: std::thread::JoinHandle<(usize, usize, usize, String)>,
 }
 
 impl PodWatch {
-    fn start(k: &Kubectl, selector: &str) -> PodWatch {
+    /// Watches the pods `selector` picks, of which `initial` exist already.
+    pub(crate) fn start(k: &Kubectl, selector: &str, initial: usize) -> PodWatch {
         let mut child = k
             .command()
             .args(["get", "pods", "-l", selector, "--watch", "-o", "json"])
@@ -543,7 +544,7 @@ impl PodWatch {
                     .collect();
                 let ready = live.iter().filter(|p| crate::node::ready(p)).count();
                 // Counted once the first listing (every pod of the rollout before) is in.
-                if events > 4 {
+                if events > initial {
                     lowest = lowest.min(ready);
                     highest = highest.max(live.len());
                 }
@@ -560,7 +561,7 @@ impl PodWatch {
     }
 
     /// Lowest ready count, highest live count, events seen, and the counts after each.
-    fn finish(mut self) -> (usize, usize, usize, String) {
+    pub(crate) fn finish(mut self) -> (usize, usize, usize, String) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.counts.join().expect("watch reader")

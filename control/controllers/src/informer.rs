@@ -273,6 +273,12 @@ where
             .cloned()
     }
 
+    /// Every cached object.
+    pub fn list(&self) -> Vec<Arc<K>> {
+        let cache = self.cache.read().expect("cache lock");
+        cache.objects.values().cloned().collect()
+    }
+
     pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
         let cache = self.cache.read().expect("cache lock");
         cache

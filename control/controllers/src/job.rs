@@ -821,7 +821,7 @@ impl Controller {
                     wait,
                 )
                 .await?;
-            again = min_some(again, retry);
+            again = util::min_some(again, retry);
         }
 
         let ready = active.iter().filter(|p| util::is_ready(p)).count() as i32;
@@ -961,14 +961,6 @@ impl Controller {
             events: &self.events,
             owner: job.object_ref(&()),
         }
-    }
-}
-
-fn min_some(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, None) => x,
-        (None, y) => y,
     }
 }
 

@@ -7,6 +7,7 @@
 //! led there. Handlers on the informers only turn changes into keys.
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod events;
 pub mod expectations;
@@ -26,9 +27,9 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ReplicationController, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, ServiceAccount};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
@@ -47,6 +48,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("job-controller", "job"),
     ("ttl-after-finished-controller", "ttl-after-finished"),
     ("cronjob-controller", "cronjob"),
+    ("daemonset-controller", "daemonset"),
 ];
 
 /// Which controllers run, from a `--controllers` list as kube-controller-manager reads it:
@@ -130,6 +132,9 @@ pub struct Informers {
     serviceaccounts: OnceLock<Arc<Informer<ServiceAccount>>>,
     jobs: OnceLock<Arc<Informer<Job>>>,
     cronjobs: OnceLock<Arc<Informer<CronJob>>>,
+    daemonsets: OnceLock<Arc<Informer<DaemonSet>>>,
+    nodes: OnceLock<Arc<Informer<Node>>>,
+    controllerrevisions: OnceLock<Arc<Informer<ControllerRevision>>>,
 }
 
 macro_rules! informer_getter {
@@ -158,6 +163,9 @@ impl Informers {
             serviceaccounts: OnceLock::new(),
             jobs: OnceLock::new(),
             cronjobs: OnceLock::new(),
+            daemonsets: OnceLock::new(),
+            nodes: OnceLock::new(),
+            controllerrevisions: OnceLock::new(),
         })
     }
 
@@ -173,6 +181,9 @@ impl Informers {
     informer_getter!(serviceaccounts, ServiceAccount);
     informer_getter!(jobs, Job);
     informer_getter!(cronjobs, CronJob);
+    informer_getter!(daemonsets, DaemonSet);
+    informer_getter!(nodes, Node);
+    informer_getter!(controllerrevisions, ControllerRevision);
 }
 
 /// The result of one reconcile: `Ok(Some(d))` asks to look again after `d` (a deadline, a
@@ -264,6 +275,9 @@ pub fn start(client: Client, options: Options) -> Arc<Informers> {
             options.workers,
             enabled.has("ttl-after-finished-controller"),
         );
+    }
+    if enabled.has("daemonset-controller") {
+        daemonset::start(&informers, &events, options.workers);
     }
     if enabled.has("cronjob-controller") {
         cronjob::start(&informers, &events, options.workers);

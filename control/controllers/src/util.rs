@@ -89,6 +89,17 @@ pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReferenc
     }
 }
 
+/// The API of a namespaced object's kind, in its namespace.
+pub fn api_of<K>(client: &kube::Client, obj: &K) -> kube::Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    kube::Api::namespaced(
+        client.clone(),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+    )
+}
+
 /// A JSON merge patch of a namespaced object, by its name and namespace.
 pub async fn merge_patch<K>(
     client: &kube::Client,
@@ -101,17 +112,34 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    let meta = obj.meta();
-    let api: kube::Api<K> = kube::Api::namespaced(
-        client.clone(),
-        meta.namespace.as_deref().unwrap_or_default(),
-    );
-    api.patch(
-        meta.name.as_deref().unwrap_or_default(),
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(patch),
-    )
-    .await
+    let name = obj.meta().name.as_deref().unwrap_or_default();
+    let params = kube::api::PatchParams::default();
+    api_of(client, obj)
+        .patch(name, &params, &kube::api::Patch::Merge(patch))
+        .await
+}
+
+/// The sooner of two optional deadlines.
+pub fn min_some(
+    a: Option<std::time::Duration>,
+    b: Option<std::time::Duration>,
+) -> Option<std::time::Duration> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// A node's Ready condition status (`True`, `False`, `Unknown`), if it has one.
+pub fn node_ready(node: &k8s_openapi::api::core::v1::Node) -> Option<&str> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str())
 }
 
 /// An int-or-percent of `total`, a percentage rounded up or down; an unparsable value is 0

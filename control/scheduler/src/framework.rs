@@ -274,6 +274,62 @@ pub fn feasible(
     )
 }
 
+/// Where a DaemonSet's pod belongs (kube's `NodeShouldRunDaemonPod`), by the same filters
+/// the scheduler applies: its node name, node selector and required node affinity, and
+/// the node's taints. Returns whether it should run on `node`, and whether one already
+/// there should keep running (only an untolerated NoExecute taint evicts it).
+pub fn daemon_fits(pod: &Pod, node: &Node) -> (bool, bool) {
+    let spec = pod.spec.as_ref();
+    if let Some(name) = spec
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+        && Some(name) != node.metadata.name.as_deref()
+    {
+        return (false, false);
+    }
+    let labels = node.metadata.labels.as_ref();
+    let selector_fits = spec
+        .and_then(|s| s.node_selector.as_ref())
+        .is_none_or(|sel| {
+            sel.iter()
+                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        });
+    let affinity_fits = spec
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)));
+    if !selector_fits || !affinity_fits {
+        return (false, false);
+    }
+    let tolerations: Vec<&Toleration> = spec
+        .and_then(|s| s.tolerations.as_ref())
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut fits = (true, true);
+    for taint in node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if tolerations.iter().any(|t| tolerates(t, taint)) {
+            continue;
+        }
+        match taint.effect.as_str() {
+            "NoExecute" => return (false, false),
+            "NoSchedule" => fits.0 = false,
+            _ => {}
+        }
+    }
+    fits
+}
+
 /// How well `node` suits `pod`, higher is better, in thousandths of kube-scheduler's
 /// points: preferred node affinity (weight 2), PreferNoSchedule taints (3), least
 /// allocated and balanced cpu/memory (1 each), spreading replicas (2). Only meaningful
