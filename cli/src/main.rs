@@ -73,6 +73,15 @@ struct ServerArgs {
     /// turn one on, `-name` to turn one off (e.g. `*,-garbage-collector-controller`).
     #[arg(long, default_value = "*", value_parser = parse_controllers)]
     controllers: skiff_controllers::Enabled,
+    /// How long a node may go without a heartbeat before it is marked Unknown, tainted
+    /// unreachable and its pods evicted after their tolerations (a Go duration).
+    #[arg(long, default_value = "50s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    skiff_apimachinery::cron::parse_go_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration: give one such as 50s, 2m or 1m30s"))
 }
 
 fn parse_controllers(s: &str) -> Result<skiff_controllers::Enabled, String> {
@@ -254,6 +263,7 @@ async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> 
         in_process_client(&server),
         skiff_controllers::Options {
             enabled: args.controllers.clone(),
+            node_monitor_grace_period: args.node_monitor_grace_period,
             ..Default::default()
         },
     );

@@ -34,6 +34,10 @@ pub struct NodeArgs {
     /// unless told `--protect-kernel-defaults`: see [`favor_dynamic_cgroups`].
     #[arg(long)]
     pub keep_kernel_defaults: bool,
+    /// How long the node's Lease holds (the kubelet's `nodeLeaseDurationSeconds`); the
+    /// agent renews it every quarter of that.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(4..=3600))]
+    pub node_lease_duration_seconds: u32,
 }
 
 /// What a running node holds; dropping it stops the agent.
@@ -124,6 +128,8 @@ pub async fn start(
     config.node_ip = args.node_ip.unwrap_or(default_ip);
     config.port = args.agent_port;
     config.max_pods = args.max_pods;
+    config.lease_interval =
+        std::time::Duration::from_secs(u64::from(args.node_lease_duration_seconds) / 4);
     let agent = skiff_node::Agent::start(
         client,
         config,

@@ -58,6 +58,8 @@ fn wait_for_port(port: u16, timeout: Duration) {
 
 /// A running `skiff up`, stopped on drop.
 pub struct Cluster {
+    /// More flags `skiff up` was started with.
+    flags: Vec<String>,
     child: Child,
     pub backend: Backend,
     pub url: String,
@@ -116,6 +118,7 @@ fn spawn_skiff(
     store: &str,
     node: Option<&NodeNet>,
     local_node: bool,
+    extra: &[String],
 ) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -148,6 +151,7 @@ fn spawn_skiff(
                 "4".into(),
             ],
         })
+        .args(extra)
         .env("SKIFF_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -158,12 +162,12 @@ fn spawn_skiff(
 impl Cluster {
     /// The control plane alone (`skiff up --no-node`).
     pub fn start(backend: Backend) -> Cluster {
-        Self::start_inner(backend, None, false, true)
+        Self::start_inner(backend, None, false, true, &[])
     }
 
     /// A whole cluster: control plane and a node running pods (needs root).
     pub fn start_with_node(backend: Backend) -> Cluster {
-        let cluster = Self::start_inner(backend, Some(NodeNet::unique()), true, true);
+        let cluster = Self::start_inner(backend, Some(NodeNet::unique()), true, true, &[]);
         cluster.wait_for_node();
         cluster
     }
@@ -172,7 +176,7 @@ impl Cluster {
     /// is the default under the HOME it runs with, as on a user's machine, so commands run
     /// with [`Cluster::skiff`] meet it only if their defaults agree.
     pub fn start_with_node_in_home(backend: Backend) -> Cluster {
-        let cluster = Self::start_inner(backend, Some(NodeNet::unique()), true, false);
+        let cluster = Self::start_inner(backend, Some(NodeNet::unique()), true, false, &[]);
         cluster.wait_for_node();
         cluster
     }
@@ -186,12 +190,22 @@ impl Cluster {
     /// The control plane alone, with a pod network of its own for nodes started with
     /// [`Cluster::start_agent`].
     pub fn start_for_agents(backend: Backend) -> Cluster {
-        Self::start_inner(backend, Some(NodeNet::unique()), false, true)
+        Self::start_for_agents_with(backend, &[])
+    }
+
+    /// As [`Cluster::start_for_agents`], with more flags for `skiff up`.
+    pub fn start_for_agents_with(backend: Backend, flags: &[&str]) -> Cluster {
+        Self::start_inner(backend, Some(NodeNet::unique()), false, true, flags)
     }
 
     /// A `skiff agent` process joining this cluster as node `name` (needs root): its own
     /// data dir and bridge, stopped with SIGTERM on drop.
     pub fn start_agent(&self, name: &str) -> AgentNode {
+        self.start_agent_with(name, &[])
+    }
+
+    /// As [`Cluster::start_agent`], with more flags for `skiff agent`.
+    pub fn start_agent_with(&self, name: &str, flags: &[&str]) -> AgentNode {
         let net = self
             .node
             .as_ref()
@@ -203,6 +217,7 @@ impl Cluster {
             server: self.url.clone(),
             bridge: format!("{}a{n}", net.bridge),
             dir: self.dir.path().join(format!("agent-{name}")),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         let mut agent = agent;
         agent.spawn();
@@ -226,7 +241,9 @@ impl Cluster {
         node: Option<NodeNet>,
         local_node: bool,
         data_dir_given: bool,
+        flags: &[&str],
     ) -> Cluster {
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let etcd = (backend == Backend::Etcd)
@@ -248,8 +265,10 @@ impl Cluster {
             &store,
             node.as_ref(),
             local_node,
+            &flags,
         );
         let cluster = Cluster {
+            flags,
             child,
             backend,
             url: format!("http://127.0.0.1:{port}"),
@@ -278,6 +297,7 @@ impl Cluster {
             &self.store,
             self.node.as_ref(),
             self.local_node,
+            &self.flags,
         );
         self.wait_ready();
     }
@@ -384,6 +404,8 @@ pub struct AgentNode {
     pub bridge: String,
     /// The agent's data dir (images, pod dirs, logs).
     pub dir: PathBuf,
+    /// More flags for `skiff agent`.
+    flags: Vec<String>,
 }
 
 impl AgentNode {
@@ -404,6 +426,7 @@ impl AgentNode {
             .args(["--node-name", &self.name, "--node-ip", "127.0.0.1"])
             .args(["--bridge", &self.bridge, "--agent-port", "0"])
             .args(["--warm-sandboxes", "2"])
+            .args(&self.flags)
             .env("SKIFF_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -12,6 +12,7 @@ mod errors;
 mod images;
 mod imperative;
 mod jobs;
+mod lifecycle;
 mod node;
 mod python;
 mod replication_controllers;

@@ -15,6 +15,7 @@ pub mod gc;
 pub mod informer;
 pub mod job;
 pub mod namespace;
+pub mod nodelifecycle;
 mod pods;
 pub mod queue;
 mod refs;
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, ServiceAccount};
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -49,6 +51,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("ttl-after-finished-controller", "ttl-after-finished"),
     ("cronjob-controller", "cronjob"),
     ("daemonset-controller", "daemonset"),
+    ("node-lifecycle-controller", "nodelifecycle"),
 ];
 
 /// Which controllers run, from a `--controllers` list as kube-controller-manager reads it:
@@ -109,6 +112,9 @@ pub struct Options {
     pub enabled: Enabled,
     /// Workers per controller (kube-controller-manager's `--concurrent-*-syncs`: 5).
     pub workers: usize,
+    /// How long a node may go without a heartbeat before it is Unknown
+    /// (`--node-monitor-grace-period`, Kubernetes' default 50 s).
+    pub node_monitor_grace_period: Duration,
 }
 
 impl Default for Options {
@@ -116,6 +122,7 @@ impl Default for Options {
         Options {
             enabled: Enabled::all(),
             workers: 5,
+            node_monitor_grace_period: Duration::from_secs(50),
         }
     }
 }
@@ -135,6 +142,7 @@ pub struct Informers {
     daemonsets: OnceLock<Arc<Informer<DaemonSet>>>,
     nodes: OnceLock<Arc<Informer<Node>>>,
     controllerrevisions: OnceLock<Arc<Informer<ControllerRevision>>>,
+    leases: OnceLock<Arc<Informer<Lease>>>,
 }
 
 macro_rules! informer_getter {
@@ -166,6 +174,7 @@ impl Informers {
             daemonsets: OnceLock::new(),
             nodes: OnceLock::new(),
             controllerrevisions: OnceLock::new(),
+            leases: OnceLock::new(),
         })
     }
 
@@ -184,6 +193,7 @@ impl Informers {
     informer_getter!(daemonsets, DaemonSet);
     informer_getter!(nodes, Node);
     informer_getter!(controllerrevisions, ControllerRevision);
+    informer_getter!(leases, Lease);
 }
 
 /// The result of one reconcile: `Ok(Some(d))` asks to look again after `d` (a deadline, a
@@ -278,6 +288,14 @@ pub fn start(client: Client, options: Options) -> Arc<Informers> {
     }
     if enabled.has("daemonset-controller") {
         daemonset::start(&informers, &events, options.workers);
+    }
+    if enabled.has("node-lifecycle-controller") {
+        nodelifecycle::start(
+            &informers,
+            &events,
+            options.workers,
+            options.node_monitor_grace_period,
+        );
     }
     if enabled.has("cronjob-controller") {
         cronjob::start(&informers, &events, options.workers);

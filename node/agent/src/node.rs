@@ -55,11 +55,18 @@ pub async fn register(ctx: &Arc<Ctx>, port: u16) -> Result<(), kube::Error> {
         }
         Err(e) => return Err(e),
     }
-    post_status(ctx, port).await
+    post_status(ctx, port, Pressure::measure(&ctx.config.data_dir), None).await
 }
 
 /// The node's status as the kubelet writes it: capacity, conditions, addresses, info.
-async fn post_status(ctx: &Arc<Ctx>, port: u16) -> Result<(), kube::Error> {
+/// `current` is the node as the API has it, whose conditions' transition times are kept
+/// where their status stays.
+async fn post_status(
+    ctx: &Arc<Ctx>,
+    port: u16,
+    pressure: Pressure,
+    current: Option<&Node>,
+) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let now = crate::status::time(Utc::now());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -76,25 +83,26 @@ async fn post_status(ctx: &Arc<Ctx>, port: u16) -> Result<(), kube::Error> {
             Quantity(format!("{}Ki", disk_kib(&ctx.config.data_dir))),
         ),
     ]);
+    let had = current
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.conditions.as_ref());
     let condition = |type_: &str, status: &str, reason: &str, message: &str| NodeCondition {
         type_: type_.into(),
         status: status.into(),
         reason: Some(reason.into()),
         message: Some(message.into()),
         last_heartbeat_time: Some(now.clone()),
-        last_transition_time: Some(now.clone()),
+        last_transition_time: had
+            .and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == status))
+            .and_then(|c| c.last_transition_time.clone())
+            .or_else(|| Some(now.clone())),
     };
     let runtimes: Vec<&str> = ctx.shims.iter().map(|s| s.name()).collect();
     let status = json!({
         "status": {
             "capacity": capacity,
             "allocatable": capacity,
-            "conditions": [
-                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-                condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-            ],
+            "conditions": conditions(&pressure).iter().map(|(t, st, reason, message)| condition(t, st, reason, message)).collect::<Vec<_>>(),
             "addresses": [
                 NodeAddress { type_: "InternalIP".into(), address: ctx.config.node_ip.to_string() },
                 NodeAddress { type_: "Hostname".into(), address: ctx.config.node_name.clone() },
@@ -127,10 +135,142 @@ async fn post_status(ctx: &Arc<Ctx>, port: u16) -> Result<(), kube::Error> {
     Ok(())
 }
 
-/// Renews the node's Lease every interval and re-posts its status every minute, like the
-/// kubelet with node leases on.
+/// What the node is short of, measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pressure {
+    pub memory: bool,
+    pub disk: bool,
+    pub pid: bool,
+}
+
+/// Memory available under this is memory pressure (the kubelet's default hard eviction
+/// threshold, `memory.available<100Mi`).
+const MEMORY_AVAILABLE_MIN_KIB: u64 = 100 * 1024;
+/// Less than this share of the data dir's filesystem free is disk pressure (the kubelet's
+/// `nodefs.available<10%`).
+const DISK_AVAILABLE_MIN_PERCENT: u64 = 10;
+/// Less than this share of process IDs free is PID pressure.
+const PID_AVAILABLE_MIN_PERCENT: u64 = 5;
+
+impl Pressure {
+    /// From what was measured: memory available (KiB), the filesystem's free and total
+    /// bytes, the highest pid and the tasks running.
+    pub fn judge(
+        mem_available_kib: u64,
+        disk_free: u64,
+        disk_total: u64,
+        pid_max: u64,
+        tasks: u64,
+    ) -> Pressure {
+        Pressure {
+            memory: mem_available_kib < MEMORY_AVAILABLE_MIN_KIB,
+            disk: disk_total > 0 && disk_free * 100 < disk_total * DISK_AVAILABLE_MIN_PERCENT,
+            pid: pid_max > 0
+                && pid_max.saturating_sub(tasks) * 100 < pid_max * PID_AVAILABLE_MIN_PERCENT,
+        }
+    }
+
+    /// Measured now, on this machine and the filesystem of `data_dir`.
+    pub fn measure(data_dir: &std::path::Path) -> Pressure {
+        let meminfo = read_trim("/proc/meminfo");
+        let available = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(u64::MAX);
+        let (free, total) = nix::sys::statvfs::statvfs(data_dir)
+            .map(|s| {
+                (
+                    s.blocks_available() * s.fragment_size(),
+                    s.blocks() * s.fragment_size(),
+                )
+            })
+            .unwrap_or((0, 0));
+        let pid_max = read_trim("/proc/sys/kernel/pid_max").parse().unwrap_or(0);
+        // /proc/loadavg's fourth field is running/total scheduling entities.
+        let tasks = read_trim("/proc/loadavg")
+            .split_whitespace()
+            .nth(3)
+            .and_then(|f| f.split_once('/'))
+            .and_then(|(_, t)| t.parse().ok())
+            .unwrap_or(0);
+        Pressure::judge(available, free, total, pid_max, tasks)
+    }
+}
+
+/// The node's conditions as the kubelet words them: (type, status, reason, message).
+fn conditions(p: &Pressure) -> [(&'static str, &'static str, &'static str, &'static str); 4] {
+    [
+        if p.memory {
+            (
+                "MemoryPressure",
+                "True",
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            )
+        } else {
+            (
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            )
+        },
+        if p.disk {
+            (
+                "DiskPressure",
+                "True",
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure",
+            )
+        } else {
+            (
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            )
+        },
+        if p.pid {
+            (
+                "PIDPressure",
+                "True",
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            )
+        } else {
+            (
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            )
+        },
+        (
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+        ),
+    ]
+}
+
+/// Whether the node as the API has it says what the agent would: a node the control plane
+/// marked Unknown while the agent was away, or a pressure that came or went, is posted at
+/// once rather than at the next minute.
+fn api_agrees(node: &Node, pressure: &Pressure) -> bool {
+    let have = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions(pressure).iter().all(|(t, st, _, _)| {
+        have.is_some_and(|cs| cs.iter().any(|c| c.type_ == *t && c.status == *st))
+    })
+}
+
+/// Renews the node's Lease every interval; posts its status when a condition changed or
+/// the API has it otherwise, and every minute regardless, like the kubelet with node
+/// leases on.
 pub async fn heartbeat(ctx: Arc<Ctx>, port: u16) {
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), "kube-node-lease");
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
     let name = ctx.config.node_name.clone();
     let mut ticks = 0u64;
     let per_status = (60 / ctx.config.lease_interval.as_secs().max(1)).max(1);
@@ -139,8 +279,11 @@ pub async fn heartbeat(ctx: Arc<Ctx>, port: u16) {
             tracing::warn!(node = %name, "lease renewal failed: {e}");
         }
         ticks += 1;
-        if ticks.is_multiple_of(per_status)
-            && let Err(e) = post_status(&ctx, port).await
+        let pressure = Pressure::measure(&ctx.config.data_dir);
+        let current = nodes.get_opt(&name).await.ok().flatten();
+        let stale = current.as_ref().is_some_and(|n| !api_agrees(n, &pressure));
+        if (stale || ticks.is_multiple_of(per_status))
+            && let Err(e) = post_status(&ctx, port, pressure, current.as_ref()).await
         {
             tracing::warn!(node = %name, "node status update failed: {e}");
         }
@@ -152,7 +295,7 @@ async fn renew(leases: &Api<Lease>, name: &str, ctx: &Ctx) -> Result<(), kube::E
     let now = crate::status::micro_time(Utc::now());
     let spec = LeaseSpec {
         holder_identity: Some(name.to_string()),
-        lease_duration_seconds: Some(40),
+        lease_duration_seconds: Some((ctx.config.lease_interval.as_secs() * 4).max(1) as i32),
         renew_time: Some(now),
         ..Default::default()
     };
@@ -224,4 +367,33 @@ fn os_image() -> String {
         .find_map(|l| l.strip_prefix("PRETTY_NAME="))
         .map(|v| v.trim_matches('"').to_string())
         .unwrap_or_else(|| "Linux".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pressure_follows_the_kubelets_thresholds() {
+        let gib = 1024 * 1024 * 1024;
+        let fine = Pressure::judge(2 * 1024 * 1024, 50 * gib, 100 * gib, 4_194_304, 900);
+        assert_eq!(fine, Pressure::default());
+        let low_memory = Pressure::judge(99 * 1024, 50 * gib, 100 * gib, 4_194_304, 900);
+        assert!(low_memory.memory && !low_memory.disk && !low_memory.pid);
+        let full_disk = Pressure::judge(2 * 1024 * 1024, 9 * gib, 100 * gib, 4_194_304, 900);
+        assert!(full_disk.disk && !full_disk.memory);
+        let pids = Pressure::judge(2 * 1024 * 1024, 50 * gib, 100 * gib, 32_768, 31_500);
+        assert!(pids.pid);
+        let c = conditions(&low_memory);
+        assert_eq!(
+            c[0],
+            (
+                "MemoryPressure",
+                "True",
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available"
+            )
+        );
+        assert_eq!(c[3].1, "True");
+    }
 }
