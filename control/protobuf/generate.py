@@ -73,6 +73,8 @@ ROOTS = [
     ("batch/v1", "Job", "api.batch.v1", "Job"),
     ("batch/v1", "CronJob", "api.batch.v1", "CronJob"),
     ("coordination.k8s.io/v1", "Lease", "api.coordination.v1", "Lease"),
+    ("policy/v1", "PodDisruptionBudget", "api.policy.v1", "PodDisruptionBudget"),
+    ("policy/v1", "Eviction", "api.policy.v1", "Eviction"),
     ("node.k8s.io/v1", "RuntimeClass", "api.node.v1", "RuntimeClass"),
     ("discovery.k8s.io/v1", "EndpointSlice", "api.discovery.v1", "EndpointSlice"),
     ("events.k8s.io/v1", "Event", "api.events.v1", "Event"),

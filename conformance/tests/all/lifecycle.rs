@@ -39,7 +39,7 @@ fn taints(k: &Kubectl, node: &str) -> Vec<String> {
 }
 
 /// The live (not being deleted) pods of `app` by node, and how many of them are ready.
-fn live(k: &Kubectl, app: &str) -> BTreeMap<String, (usize, usize)> {
+pub(crate) fn live(k: &Kubectl, app: &str) -> BTreeMap<String, (usize, usize)> {
     let mut by_node: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for p in k.json(&["get", "pods", "-l", &format!("app={app}")])["items"]
         .as_array()
@@ -60,6 +60,38 @@ fn live(k: &Kubectl, app: &str) -> BTreeMap<String, (usize, usize)> {
     by_node
 }
 
+/// A Deployment `web` of four replicas of `image` (with `extra` pod spec lines) and a
+/// DaemonSet `agentd` of it, labelled by their names.
+pub(crate) fn web_and_daemon(image: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 4
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+{extra}      containers:
+      - {{name: web, image: {image}}}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agentd}}
+spec:
+  selector: {{matchLabels: {{app: agentd}}}}
+  template:
+    metadata: {{labels: {{app: agentd}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {{name: d, image: {image}}}
+"
+    )
+}
+
 #[test]
 fn a_dead_nodes_pods_come_back_elsewhere() {
     let registry = Registry::start();
@@ -76,34 +108,9 @@ fn a_dead_nodes_pods_come_back_elsewhere() {
     // and a daemon on each.
     k.ok_stdin(
         &["apply", "-f", "-"],
-        &format!(
-            "apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web}}
-spec:
-  replicas: 4
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      tolerations:
-      - {{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}}
-      containers:
-      - {{name: web, image: {http}}}
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {{name: agentd}}
-spec:
-  selector: {{matchLabels: {{app: agentd}}}}
-  template:
-    metadata: {{labels: {{app: agentd}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - {{name: d, image: {http}}}
-"
+        &web_and_daemon(
+            &http,
+            "      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}\n",
         ),
     );
     k.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);

@@ -33,6 +33,7 @@ fn subresource_kind(r: &Resource, sub: &str) -> (String, &'static str, &'static 
     match sub {
         "scale" => ("autoscaling".into(), "Scale", &["get", "patch", "update"]),
         "binding" => (String::new(), "Binding", &["create"]),
+        "eviction" => ("policy".into(), "Eviction", &["create"]),
         "log" => (String::new(), "Pod", &["get"]),
         "exec" => (String::new(), "PodExecOptions", &["create", "get"]),
         "attach" => (String::new(), "PodAttachOptions", &["create", "get"]),
@@ -67,7 +68,7 @@ pub fn aggregated(legacy: bool, version: &str) -> Value {
                             let (g, kind, verbs) = subresource_kind(r, s);
                             json!({
                                 "subresource": s,
-                                "responseKind": {"group": g, "version": if g == "autoscaling" { "v1" } else { r.version }, "kind": kind},
+                                "responseKind": {"group": g, "version": if g != r.group { "v1" } else { r.version }, "kind": kind},
                                 "verbs": verbs,
                             })
                         })
@@ -175,8 +176,10 @@ pub fn resource_list(group: &str, version: &str) -> Value {
                 "kind": kind,
                 "verbs": verbs,
             });
-            if g == "autoscaling" {
-                sv["group"] = json!("autoscaling");
+            // A subresource of another group names it (kubectl drain finds the Eviction's
+            // group version this way).
+            if g != r.group {
+                sv["group"] = json!(g);
                 sv["version"] = json!("v1");
             }
             resources.push(sv);

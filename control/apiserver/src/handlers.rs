@@ -136,6 +136,8 @@ async fn serve(state: &Arc<AppState>, req: Request) -> ApiResult<Response> {
     }
 }
 
+mod eviction;
+
 struct Ctx<'a> {
     state: &'a Arc<AppState>,
     info: &'a RequestInfo,
@@ -547,6 +549,9 @@ impl Ctx<'_> {
     async fn create(&self, body: &[u8]) -> ApiResult<Response> {
         if self.info.subresource.as_deref() == Some("binding") {
             return self.bind(body).await;
+        }
+        if self.info.subresource.as_deref() == Some("eviction") {
+            return self.evict(body).await;
         }
         if self.info.subresource.is_some() {
             return Err(ApiError::method_not_allowed());
@@ -1493,7 +1498,6 @@ impl AskedDeletion {
 /// `DeleteOptions`, which is where kubectl puts `dryRun`, `gracePeriodSeconds` and
 /// `propagationPolicy`), otherwise from the query; checked before anything is deleted.
 fn delete_options(headers: &HeaderMap, body: &[u8], query: &Query) -> ApiResult<DeleteOptions> {
-    use skiff_apimachinery::FieldError;
     let from_body = !body.iter().all(u8::is_ascii_whitespace);
     // JSON, YAML or protobuf, by Content-Type: client-go's typed clients send their
     // DeleteOptions as protobuf (kubectl drain's pod deletes among them).
@@ -1502,6 +1506,13 @@ fn delete_options(headers: &HeaderMap, body: &[u8], query: &Query) -> ApiResult<
     } else {
         json!({})
     };
+    parse_delete_options(from_body, &body, query)
+}
+
+/// `DeleteOptions` from a body already decoded (or, when `from_body` is false, from the
+/// query alone).
+fn parse_delete_options(from_body: bool, body: &Value, query: &Query) -> ApiResult<DeleteOptions> {
+    use skiff_apimachinery::FieldError;
     if let Some(kind) = body.get("kind").and_then(Value::as_str)
         && kind != "DeleteOptions"
     {
@@ -1510,7 +1521,7 @@ fn delete_options(headers: &HeaderMap, body: &[u8], query: &Query) -> ApiResult<
         )));
     }
     let asked = if from_body {
-        AskedDeletion::from_body(&body)?
+        AskedDeletion::from_body(body)?
     } else {
         AskedDeletion::from_query(query)?
     };

@@ -134,7 +134,7 @@ macro_rules! resource {
     };
 }
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, node};
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, node, policy};
 
 /// Every resource Skiff serves.
 pub static RESOURCES: &[Resource] = &[
@@ -142,7 +142,7 @@ pub static RESOURCES: &[Resource] = &[
         short: ["ns"], cat: [], namespaced: false, sub: ["status", "finalize"],
         storage: "core/namespaces", spec: true),
     resource!("", "v1", core::v1::Pod, "Pod", "pods", "pod",
-        short: ["po"], cat: ["all"], namespaced: true, sub: ["status", "binding", "log", "exec", "attach", "portforward",
+        short: ["po"], cat: ["all"], namespaced: true, sub: ["status", "binding", "eviction", "log", "exec", "attach", "portforward",
         "ephemeralcontainers"],
         storage: "core/pods", spec: true),
     resource!("", "v1", core::v1::Service, "Service", "services", "service",
@@ -197,6 +197,9 @@ pub static RESOURCES: &[Resource] = &[
     resource!("batch", "v1", batch::v1::CronJob, "CronJob", "cronjobs", "cronjob",
         short: ["cj"], cat: ["all"], namespaced: true, sub: ["status"],
         storage: "batch/cronjobs", spec: true),
+    resource!("policy", "v1", policy::v1::PodDisruptionBudget, "PodDisruptionBudget",
+        "poddisruptionbudgets", "poddisruptionbudget", short: ["pdb"], cat: [], namespaced: true,
+        sub: ["status"], storage: "policy/poddisruptionbudgets", spec: true),
     resource!("coordination.k8s.io", "v1", coordination::v1::Lease, "Lease", "leases", "lease",
         short: [], cat: [], namespaced: true, sub: [],
         storage: "coordination.k8s.io/leases", spec: true),

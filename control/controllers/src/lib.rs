@@ -9,6 +9,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod events;
 pub mod expectations;
 pub mod gc;
@@ -28,10 +29,13 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
@@ -52,6 +56,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("cronjob-controller", "cronjob"),
     ("daemonset-controller", "daemonset"),
     ("node-lifecycle-controller", "nodelifecycle"),
+    ("disruption-controller", "disruption"),
 ];
 
 /// Which controllers run, from a `--controllers` list as kube-controller-manager reads it:
@@ -143,6 +148,8 @@ pub struct Informers {
     nodes: OnceLock<Arc<Informer<Node>>>,
     controllerrevisions: OnceLock<Arc<Informer<ControllerRevision>>>,
     leases: OnceLock<Arc<Informer<Lease>>>,
+    poddisruptionbudgets: OnceLock<Arc<Informer<PodDisruptionBudget>>>,
+    statefulsets: OnceLock<Arc<Informer<StatefulSet>>>,
 }
 
 macro_rules! informer_getter {
@@ -175,6 +182,8 @@ impl Informers {
             nodes: OnceLock::new(),
             controllerrevisions: OnceLock::new(),
             leases: OnceLock::new(),
+            poddisruptionbudgets: OnceLock::new(),
+            statefulsets: OnceLock::new(),
         })
     }
 
@@ -194,6 +203,8 @@ impl Informers {
     informer_getter!(nodes, Node);
     informer_getter!(controllerrevisions, ControllerRevision);
     informer_getter!(leases, Lease);
+    informer_getter!(poddisruptionbudgets, PodDisruptionBudget);
+    informer_getter!(statefulsets, StatefulSet);
 }
 
 /// The result of one reconcile: `Ok(Some(d))` asks to look again after `d` (a deadline, a
@@ -296,6 +307,9 @@ pub fn start(client: Client, options: Options) -> Arc<Informers> {
             options.workers,
             options.node_monitor_grace_period,
         );
+    }
+    if enabled.has("disruption-controller") {
+        disruption::start(&informers, &events, options.workers);
     }
     if enabled.has("cronjob-controller") {
         cronjob::start(&informers, &events, options.workers);

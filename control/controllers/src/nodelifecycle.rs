@@ -21,6 +21,8 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use skiff_scheduler::framework::tolerates;
+
 use crate::events::Recorder;
 use crate::informer::{Change, Informer};
 use crate::{Error, Informers, SyncResult, WorkQueue, run_workers, util};
@@ -152,27 +154,6 @@ pub fn condition_taints(node: &Node) -> Vec<(&'static str, &'static str)> {
         want.push(("node.kubernetes.io/unschedulable", "NoSchedule"));
     }
     want
-}
-
-/// Toleration matching as `v1.Toleration.ToleratesTaint`.
-fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if t.effect
-        .as_deref()
-        .is_some_and(|e| !e.is_empty() && e != taint.effect)
-    {
-        return false;
-    }
-    if t.key
-        .as_deref()
-        .is_some_and(|k| !k.is_empty() && k != taint.key)
-    {
-        return false;
-    }
-    match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-        _ => false,
-    }
 }
 
 /// When a pod must leave a node with these NoExecute taints: `Some(0)` now, `Some(d)` `d`

@@ -255,9 +255,14 @@ fn subresource(
             );
             ops.insert("put".into(), put);
         }
-        "binding" => {
-            let binding_gvk = gvk(r.group, r.version, "Binding");
-            let body = match schemas.kind(r.group, r.version, "Binding") {
+        "binding" | "eviction" => {
+            let (group, version, kind) = if sub == "binding" {
+                (r.group, r.version, "Binding")
+            } else {
+                ("policy", "v1", "Eviction")
+            };
+            let binding_gvk = gvk(group, version, kind);
+            let body = match schemas.kind(group, version, kind) {
                 Some(name) => schema_ref(&name),
                 None => json!({ "type": "object" }),
             };
@@ -266,7 +271,7 @@ fn subresource(
                 ctx.operation(
                     "post",
                     &ctx.id("create", &suffix),
-                    &format!("create binding of a {}", r.kind),
+                    &format!("create {sub} of a {}", r.kind),
                     &binding_gvk,
                     write_parameters(false),
                     Some((BODY_MEDIA_TYPES, body.clone())),

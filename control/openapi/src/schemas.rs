@@ -6,7 +6,9 @@
 //! (`x-kubernetes-patch-strategy`, `x-kubernetes-patch-merge-key`) that client-side apply's
 //! three-way strategic merge patch follows.
 
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, discovery, events, node};
+use k8s_openapi::api::{
+    apps, autoscaling, batch, coordination, core, discovery, events, node, policy,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::SchemaGenerator;
 use schemars::generate::SchemaSettings;
@@ -60,6 +62,8 @@ kinds! {
     ("batch", "v1", "Job") => batch::v1::Job,
     ("batch", "v1", "CronJob") => batch::v1::CronJob,
     ("coordination.k8s.io", "v1", "Lease") => coordination::v1::Lease,
+    ("policy", "v1", "PodDisruptionBudget") => policy::v1::PodDisruptionBudget,
+    ("policy", "v1", "Eviction") => policy::v1::Eviction,
     ("node.k8s.io", "v1", "RuntimeClass") => node::v1::RuntimeClass,
     ("discovery.k8s.io", "v1", "EndpointSlice") => discovery::v1::EndpointSlice,
     ("events.k8s.io", "v1", "Event") => events::v1::Event,

@@ -73,6 +73,13 @@ fn served() -> Vec<Resource> {
         ),
         r("batch", "Job", "jobs", true, &["status"]),
         r("batch", "CronJob", "cronjobs", true, &["status"]),
+        r(
+            "policy",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+            &["status"],
+        ),
         r("coordination.k8s.io", "Lease", "leases", true, &[]),
         r("node.k8s.io", "RuntimeClass", "runtimeclasses", false, &[]),
         r(
@@ -376,6 +383,7 @@ fn index_lists_every_group_version_with_a_content_hash() {
         "api/v1",
         "apis/apps/v1",
         "apis/batch/v1",
+        "apis/policy/v1",
         "apis/coordination.k8s.io/v1",
         "apis/node.k8s.io/v1",
         "apis/discovery.k8s.io/v1",

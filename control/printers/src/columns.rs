@@ -945,6 +945,43 @@ pub(crate) fn columns(group: &str, kind: &str) -> Option<Vec<Col>> {
                 "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
             ),
         ],
+        ("policy", "PodDisruptionBudget") => vec![
+            Col::new(
+                "Name",
+                "string",
+                "name",
+                0,
+                "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
+            ),
+            Col::new(
+                "Min Available",
+                "string",
+                "",
+                0,
+                "An eviction is allowed if at least \"minAvailable\" pods selected by \"selector\" will still be available after the eviction, i.e. even in the absence of the evicted pod.  So for example you can prevent all voluntary evictions by specifying \"100%\".",
+            ),
+            Col::new(
+                "Max Unavailable",
+                "string",
+                "",
+                0,
+                "An eviction is allowed if at most \"maxUnavailable\" pods selected by \"selector\" are unavailable after the eviction, i.e. even in absence of the evicted pod. For example, one can prevent all voluntary evictions by specifying 0. This is a mutually exclusive setting with \"minAvailable\".",
+            ),
+            Col::new(
+                "Allowed Disruptions",
+                "integer",
+                "",
+                0,
+                "Number of pod disruptions that are currently allowed.",
+            ),
+            Col::new(
+                "Age",
+                "string",
+                "",
+                0,
+                "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
+            ),
+        ],
         ("coordination.k8s.io", "Lease") => vec![
             Col::new(
                 "Name",

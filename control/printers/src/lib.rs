@@ -977,6 +977,20 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
                 json!(selector_string(obj.pointer("/spec/selector"))),
             ]
         }
+        ("policy", "PodDisruptionBudget") => {
+            let either = |field: &str| match obj.pointer(field) {
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::String(s)) => s.clone(),
+                _ => "N/A".to_string(),
+            };
+            vec![
+                name,
+                json!(either("/spec/minAvailable")),
+                json!(either("/spec/maxUnavailable")),
+                json!(i(obj, "/status/disruptionsAllowed")),
+                json!(age(obj, now)),
+            ]
+        }
         ("coordination.k8s.io", "Lease") => vec![
             name,
             json!(s(obj, "/spec/holderIdentity")),

@@ -154,6 +154,10 @@ fn headers_kubectl_users_see() {
         "NAME SCHEDULE TIMEZONE SUSPEND ACTIVE LAST SCHEDULE AGE"
     );
     assert_eq!(h("coordination.k8s.io", "Lease"), "NAME HOLDER AGE");
+    assert_eq!(
+        h("policy", "PodDisruptionBudget"),
+        "NAME MIN AVAILABLE MAX UNAVAILABLE ALLOWED DISRUPTIONS AGE"
+    );
     assert_eq!(h("node.k8s.io", "RuntimeClass"), "NAME HANDLER AGE");
     assert_eq!(
         h("discovery.k8s.io", "EndpointSlice"),

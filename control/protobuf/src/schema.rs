@@ -107,6 +107,16 @@ pub static ROOTS: &[Root] = &[
         message: &API_COORDINATION_V1_LEASE,
     },
     Root {
+        api_version: "policy/v1",
+        kind: "PodDisruptionBudget",
+        message: &API_POLICY_V1_POD_DISRUPTION_BUDGET,
+    },
+    Root {
+        api_version: "policy/v1",
+        kind: "Eviction",
+        message: &API_POLICY_V1_EVICTION,
+    },
+    Root {
         api_version: "node.k8s.io/v1",
         kind: "RuntimeClass",
         message: &API_NODE_V1_RUNTIME_CLASS,
@@ -781,6 +791,55 @@ pub static API_COORDINATION_V1_LEASE: Message = Message {
             kind: Kind::Message(&API_COORDINATION_V1_LEASE_SPEC),
             repeated: false,
             unset: Unset::Zero,
+        },
+    ],
+    fills: true,
+};
+
+pub static API_POLICY_V1_POD_DISRUPTION_BUDGET: Message = Message {
+    name: "k8s.io.api.policy.v1.PodDisruptionBudget",
+    fields: &[
+        Field {
+            number: 1,
+            json: "metadata",
+            kind: Kind::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META),
+            repeated: false,
+            unset: Unset::Zero,
+        },
+        Field {
+            number: 2,
+            json: "spec",
+            kind: Kind::Message(&API_POLICY_V1_POD_DISRUPTION_BUDGET_SPEC),
+            repeated: false,
+            unset: Unset::Zero,
+        },
+        Field {
+            number: 3,
+            json: "status",
+            kind: Kind::Message(&API_POLICY_V1_POD_DISRUPTION_BUDGET_STATUS),
+            repeated: false,
+            unset: Unset::Zero,
+        },
+    ],
+    fills: true,
+};
+
+pub static API_POLICY_V1_EVICTION: Message = Message {
+    name: "k8s.io.api.policy.v1.Eviction",
+    fields: &[
+        Field {
+            number: 1,
+            json: "metadata",
+            kind: Kind::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META),
+            repeated: false,
+            unset: Unset::Zero,
+        },
+        Field {
+            number: 2,
+            json: "deleteOptions",
+            kind: Kind::Message(&APIMACHINERY_PKG_APIS_META_V1_DELETE_OPTIONS),
+            repeated: false,
+            unset: Unset::Nothing,
         },
     ],
     fills: true,
@@ -3258,6 +3317,97 @@ pub static API_COORDINATION_V1_LEASE_SPEC: Message = Message {
         },
     ],
     fills: false,
+};
+
+pub static API_POLICY_V1_POD_DISRUPTION_BUDGET_SPEC: Message = Message {
+    name: "k8s.io.api.policy.v1.PodDisruptionBudgetSpec",
+    fields: &[
+        Field {
+            number: 1,
+            json: "minAvailable",
+            kind: Kind::IntOrString,
+            repeated: false,
+            unset: Unset::Nothing,
+        },
+        Field {
+            number: 2,
+            json: "selector",
+            kind: Kind::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR),
+            repeated: false,
+            unset: Unset::Nothing,
+        },
+        Field {
+            number: 3,
+            json: "maxUnavailable",
+            kind: Kind::IntOrString,
+            repeated: false,
+            unset: Unset::Nothing,
+        },
+        Field {
+            number: 4,
+            json: "unhealthyPodEvictionPolicy",
+            kind: Kind::String,
+            repeated: false,
+            unset: Unset::Nothing,
+        },
+    ],
+    fills: false,
+};
+
+pub static API_POLICY_V1_POD_DISRUPTION_BUDGET_STATUS: Message = Message {
+    name: "k8s.io.api.policy.v1.PodDisruptionBudgetStatus",
+    fields: &[
+        Field {
+            number: 1,
+            json: "observedGeneration",
+            kind: Kind::Int64,
+            repeated: false,
+            unset: Unset::OmitEmpty,
+        },
+        Field {
+            number: 2,
+            json: "disruptedPods",
+            kind: Kind::Map(&Kind::Time),
+            repeated: false,
+            unset: Unset::Nothing,
+        },
+        Field {
+            number: 3,
+            json: "disruptionsAllowed",
+            kind: Kind::Int32,
+            repeated: false,
+            unset: Unset::Zero,
+        },
+        Field {
+            number: 4,
+            json: "currentHealthy",
+            kind: Kind::Int32,
+            repeated: false,
+            unset: Unset::Zero,
+        },
+        Field {
+            number: 5,
+            json: "desiredHealthy",
+            kind: Kind::Int32,
+            repeated: false,
+            unset: Unset::Zero,
+        },
+        Field {
+            number: 6,
+            json: "expectedPods",
+            kind: Kind::Int32,
+            repeated: false,
+            unset: Unset::Zero,
+        },
+        Field {
+            number: 7,
+            json: "conditions",
+            kind: Kind::Message(&APIMACHINERY_PKG_APIS_META_V1_CONDITION),
+            repeated: true,
+            unset: Unset::Nothing,
+        },
+    ],
+    fills: true,
 };
 
 pub static API_NODE_V1_OVERHEAD: Message = Message {

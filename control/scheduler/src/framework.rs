@@ -622,7 +622,7 @@ fn readiness_taint(node: &Node) -> Option<Taint> {
 
 /// Toleration matching as in `v1.Toleration.ToleratesTaint`: an empty effect matches every
 /// effect, an empty key with `Exists` matches every taint.
-fn tolerates(t: &Toleration, taint: &Taint) -> bool {
+pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     if let Some(effect) = t.effect.as_deref()
         && !effect.is_empty()
         && effect != taint.effect

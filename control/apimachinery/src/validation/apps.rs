@@ -95,7 +95,7 @@ fn selector_immutable(obj: &Value, old: Option<&Value>, errs: &mut Errs) {
 }
 
 /// `maxUnavailable`/`maxSurge`: a non-negative integer or a percentage up to 100%.
-fn int_or_percent(v: Option<&Value>, path: &str, errs: &mut Errs) {
+pub(crate) fn int_or_percent(v: Option<&Value>, path: &str, errs: &mut Errs) {
     match v {
         Some(Value::Number(n)) => {
             let n = n.as_i64().unwrap_or(-1);

@@ -448,6 +448,38 @@ pub(crate) fn validate_rbac_rules(role: &Value, errs: &mut Errs) {
     }
 }
 
+/// A PodDisruptionBudget (`ValidatePodDisruptionBudgetSpec`): one of minAvailable and
+/// maxUnavailable, each a non-negative count or a percentage up to 100%.
+pub(super) fn validate_pod_disruption_budget(pdb: &Value, errs: &mut Errs) {
+    let empty = json!({});
+    let spec = pdb.get("spec").unwrap_or(&empty);
+    let min = spec.get("minAvailable").filter(|v| !v.is_null());
+    let max = spec.get("maxUnavailable").filter(|v| !v.is_null());
+    if min.is_some() && max.is_some() {
+        errs.push(FieldError::invalid(
+            "spec",
+            spec.clone(),
+            "minAvailable and maxUnavailable cannot be both set",
+        ));
+    }
+    super::apps::int_or_percent(min, "spec.minAvailable", errs);
+    super::apps::int_or_percent(max, "spec.maxUnavailable", errs);
+    if let Some(sel) = spec.get("selector").filter(|v| !v.is_null()) {
+        errs.extend(super::selector::validate_label_selector(
+            sel,
+            "spec.selector",
+        ));
+    }
+    super::one_of(
+        spec,
+        "unhealthyPodEvictionPolicy",
+        "spec.unhealthyPodEvictionPolicy",
+        &["AlwaysAllow", "IfHealthyBudget"],
+        false,
+        errs,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{Kind, apply_defaults, validate};

@@ -60,6 +60,9 @@ pub(crate) fn validate(
         ("batch", "Job") => batch::validate_job(object, old, &mut errs),
         ("batch", "CronJob") => batch::validate_cron_job(object, &mut errs),
         ("coordination.k8s.io", "Lease") => misc::validate_lease(object, &mut errs),
+        ("policy", "PodDisruptionBudget") => {
+            misc::validate_pod_disruption_budget(object, &mut errs)
+        }
         ("node.k8s.io", "RuntimeClass") => misc::validate_runtime_class(object, old, &mut errs),
         ("discovery.k8s.io", "EndpointSlice") => {
             misc::validate_endpoint_slice(object, old, &mut errs)

@@ -178,6 +178,11 @@ fn samples() -> Vec<(&'static str, Value)> {
             "endpoints": [{"addresses": ["10.42.0.5"]}], "ports": [{"port": 80}]}),
         ),
         (
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "pdb"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}),
+        ),
+        (
             "/apis/events.k8s.io/v1/namespaces/default/events",
             json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"name": "e2"}, "eventTime": "2026-11-29T10:00:00.000000Z", "reportingController": "skiff.dev/test",
