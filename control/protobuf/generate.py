@@ -75,6 +75,7 @@ ROOTS = [
     ("coordination.k8s.io/v1", "Lease", "api.coordination.v1", "Lease"),
     ("policy/v1", "PodDisruptionBudget", "api.policy.v1", "PodDisruptionBudget"),
     ("policy/v1", "Eviction", "api.policy.v1", "Eviction"),
+    ("storage.k8s.io/v1", "StorageClass", "api.storage.v1", "StorageClass"),
     ("node.k8s.io/v1", "RuntimeClass", "api.node.v1", "RuntimeClass"),
     ("discovery.k8s.io/v1", "EndpointSlice", "api.discovery.v1", "EndpointSlice"),
     ("events.k8s.io/v1", "Event", "api.events.v1", "Event"),

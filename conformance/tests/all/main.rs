@@ -17,6 +17,7 @@ mod lifecycle;
 mod node;
 mod python;
 mod replication_controllers;
+mod statefulsets;
 mod walkthrough;
 mod watch;
 mod workloads;

@@ -565,6 +565,9 @@ impl Ctx<'_> {
 
     async fn create_object(&self, mut obj: Value) -> ApiResult<Value> {
         let resource = self.resource();
+        if resource.kind == "PersistentVolumeClaim" && resource.group.is_empty() {
+            self.default_storage_class(&mut obj).await?;
+        }
         self.prepare_create(&mut obj)?;
         let name = object::name(&obj).to_string();
         let ns = object::meta_str(&obj, "namespace").map(str::to_string);
@@ -668,6 +671,55 @@ impl Ctx<'_> {
             skiff_apimachinery::validate(kind_of(resource), resource.namespaced, obj, None);
         if !errors.is_empty() {
             return Err(ApiError::invalid(resource, object::name(obj), &errors));
+        }
+        Ok(())
+    }
+
+    /// kube-apiserver's DefaultStorageClass admission: a claim that names no class (the
+    /// field absent, not empty) gets the default one, the newest if several say so.
+    async fn default_storage_class(&self, claim: &mut Value) -> ApiResult<()> {
+        if claim
+            .pointer("/spec/storageClassName")
+            .is_some_and(|v| !v.is_null())
+        {
+            return Ok(());
+        }
+        let classes = crate::registry::find("storage.k8s.io", "v1", "storageclasses")
+            .expect("storage classes served");
+        let page = self
+            .state
+            .store
+            .list(&classes.prefix(None), ListOptions::default())
+            .await?;
+        let mut defaults: Vec<Value> = Vec::new();
+        for kv in &page.items {
+            let class = object::decode(classes, kv)?;
+            let annotated = |k: &str| {
+                class
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(k))
+                    .and_then(Value::as_str)
+                    == Some("true")
+            };
+            if annotated("storageclass.kubernetes.io/is-default-class")
+                || annotated("storageclass.beta.kubernetes.io/is-default-class")
+            {
+                defaults.push(class);
+            }
+        }
+        defaults.sort_by(|a, b| {
+            let t = |v: &Value| {
+                object::meta_str(v, "creationTimestamp")
+                    .unwrap_or("")
+                    .to_string()
+            };
+            t(b).cmp(&t(a))
+                .then_with(|| object::name(a).cmp(object::name(b)))
+        });
+        if let Some(class) = defaults.first()
+            && let Some(spec) = claim.get_mut("spec").and_then(Value::as_object_mut)
+        {
+            spec.insert("storageClassName".into(), json!(object::name(class)));
         }
         Ok(())
     }

@@ -134,7 +134,7 @@ macro_rules! resource {
     };
 }
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, node, policy};
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, node, policy, storage};
 
 /// Every resource Skiff serves.
 pub static RESOURCES: &[Resource] = &[
@@ -200,6 +200,9 @@ pub static RESOURCES: &[Resource] = &[
     resource!("policy", "v1", policy::v1::PodDisruptionBudget, "PodDisruptionBudget",
         "poddisruptionbudgets", "poddisruptionbudget", short: ["pdb"], cat: [], namespaced: true,
         sub: ["status"], storage: "policy/poddisruptionbudgets", spec: true),
+    resource!("storage.k8s.io", "v1", storage::v1::StorageClass, "StorageClass",
+        "storageclasses", "storageclass", short: ["sc"], cat: [], namespaced: false, sub: [],
+        storage: "storage.k8s.io/storageclasses", spec: false),
     resource!("coordination.k8s.io", "v1", coordination::v1::Lease, "Lease", "leases", "lease",
         short: [], cat: [], namespaced: true, sub: [],
         storage: "coordination.k8s.io/leases", spec: true),

@@ -17,8 +17,7 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -27,6 +26,7 @@ use crate::events::Recorder;
 use crate::expectations::Expectations;
 use crate::informer::{Change, Informer, controller_of, key_of, split_key};
 use crate::pods::PodControl;
+use crate::revisions;
 use crate::util::{self, count, num};
 use crate::{Error, Informers, SyncResult, WorkQueue, run_workers};
 
@@ -296,23 +296,10 @@ impl Controller {
         let template = spec.template.clone();
         let collisions = ds.status.as_ref().and_then(|s| s.collision_count);
         let hash = template_hash(&template, collisions);
-        let uid = ds.metadata.uid.clone().unwrap_or_default();
 
         // Its pods: its own and matching orphans (adopted); finished ones too, so failed
         // daemons are seen and replaced.
-        let mut candidates: Vec<Arc<Pod>> = self
-            .pods
-            .owned_by(&uid)
-            .into_iter()
-            .filter(|p| controller_of(&**p).is_some_and(|r| r.uid == uid))
-            .collect();
-        candidates.extend(
-            self.pods
-                .list_namespace(&ns)
-                .into_iter()
-                .filter(|p| controller_of(&**p).is_none() && util::is_active(p)),
-        );
-        let pods = crate::refs::claim(&self.client, &*ds, &ns, candidates, |pod: &Pod| {
+        let pods = crate::refs::claim_pods(&self.client, &self.pods, &*ds, |pod: &Pod| {
             selector
                 .as_ref()
                 .is_some_and(|s| !s.is_empty() && s.matches(util::labels(pod)))
@@ -535,137 +522,62 @@ impl Controller {
         Ok(again)
     }
 
-    /// The ControllerRevision of the current template: found (and made the newest if an
-    /// undo went back to it) or made; revisions past the history limit that no pod uses
-    /// are deleted.
+    /// The ControllerRevision of the current template (see `revisions`); a hash taken by
+    /// another object raises the collision count, so the next sync hashes anew.
     async fn ensure_revision(
         &self,
         ds: &DaemonSet,
         hash: &str,
         pods: &[Arc<Pod>],
     ) -> Result<(), Error> {
-        let uid = ds.metadata.uid.clone().unwrap_or_default();
-        let ns = ds.namespace().unwrap_or_default();
-        let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), &ns);
-        let mut owned: Vec<Arc<ControllerRevision>> = self
-            .revisions
-            .owned_by(&uid)
-            .into_iter()
-            .filter(|r| controller_of(&**r).is_some_and(|o| o.uid == uid))
+        let template = ds
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
+        let in_use: Vec<String> = pods
+            .iter()
+            .filter_map(|p| hash_of(p))
+            .map(|h| format!("{}-{h}", ds.name_any()))
             .collect();
-        owned.sort_by_key(|r| r.revision);
-        let newest = owned.last().map_or(0, |r| r.revision);
-        let current = owned.iter().find(|r| {
-            r.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(HASH_LABEL))
-                .map(String::as_str)
-                == Some(hash)
-        });
-        match current {
-            Some(r) if r.revision == newest => {}
-            Some(r) => {
-                api.patch(
-                    &r.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"revision": newest + 1})),
-                )
-                .await?;
-            }
-            None => {
-                let template = &ds
-                    .spec
-                    .as_ref()
-                    .map(|s| s.template.clone())
-                    .unwrap_or_default();
-                let mut data = serde_json::to_value(template).unwrap_or_default();
-                data["$patch"] = json!("replace");
-                let mut labels = template
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| m.labels.clone())
-                    .unwrap_or_default();
-                labels.insert(HASH_LABEL.into(), hash.into());
-                let cr = ControllerRevision {
-                    metadata: ObjectMeta {
-                        name: Some(format!("{}-{hash}", ds.name_any())),
-                        namespace: Some(ns.clone()),
-                        labels: Some(labels),
-                        owner_references: Some(vec![util::controller_ref(ds)]),
-                        ..Default::default()
-                    },
-                    data: Some(RawExtension(json!({"spec": {"template": data}}))),
-                    revision: newest + 1,
-                };
-                match api.create(&PostParams::default(), &cr).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 409 => {
-                        // Another template under this hash: count the collision, so the
-                        // next hash differs (as Kubernetes).
-                        let collisions = ds
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.collision_count)
-                            .unwrap_or(0);
-                        let mine = self
-                            .revisions
-                            .get(&format!("{ns}/{}-{hash}", ds.name_any()))
-                            .is_some_and(|r| controller_of(&*r).is_some_and(|o| o.uid == uid));
-                        if !mine {
-                            set_status(
-                                &self.client,
-                                ds,
-                                &json!({"status": {"collisionCount": collisions + 1}}),
-                            )
-                            .await?;
-                        }
-                        return Err(Error::Other(format!(
-                            "controller revision {}-{hash} exists",
-                            ds.name_any()
-                        )));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        // History beyond the limit, oldest first, unless a pod still runs it.
+        let in_use: Vec<&str> = in_use.iter().map(String::as_str).collect();
         let limit = ds
             .spec
             .as_ref()
             .and_then(|s| s.revision_history_limit)
             .unwrap_or(10)
             .max(0) as usize;
-        let in_use: Vec<&str> = pods.iter().filter_map(|p| hash_of(p)).collect();
-        let old: Vec<&Arc<ControllerRevision>> = owned
-            .iter()
-            .filter(|r| {
-                let h = r
-                    .metadata
-                    .labels
+        match revisions::ensure(
+            &self.client,
+            &self.revisions,
+            ds,
+            &template,
+            hash,
+            HASH_LABEL,
+            &in_use,
+            limit,
+        )
+        .await?
+        {
+            revisions::Current::Revision { .. } => Ok(()),
+            revisions::Current::Collision => {
+                let collisions = ds
+                    .status
                     .as_ref()
-                    .and_then(|l| l.get(HASH_LABEL))
-                    .map(String::as_str);
-                h != Some(hash) && !h.is_some_and(|h| in_use.contains(&h))
-            })
-            .collect();
-        if old.len() > limit {
-            for r in &old[..old.len() - limit] {
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: r.metadata.uid.clone(),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                match api.delete(&r.name_any(), &dp).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                    Err(e) => return Err(e.into()),
-                }
+                    .and_then(|s| s.collision_count)
+                    .unwrap_or(0);
+                set_status(
+                    &self.client,
+                    ds,
+                    &json!({"status": {"collisionCount": collisions + 1}}),
+                )
+                .await?;
+                Err(Error::Other(format!(
+                    "controller revision {}-{hash} belongs to another object",
+                    ds.name_any()
+                )))
             }
         }
-        Ok(())
     }
 
     async fn write_status(

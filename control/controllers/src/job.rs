@@ -317,7 +317,13 @@ impl Controller {
                 return Ok(None);
             }
         };
-        let pods = self.claim(&job, selector.as_ref(), &ns).await?;
+        // Its pods: its own (finished ones too), and orphans its selector matches, adopted.
+        let pods = crate::refs::claim_pods(&self.client, &self.pods, &*job, |pod: &Pod| {
+            selector
+                .as_ref()
+                .is_some_and(|s| !s.is_empty() && s.matches(util::labels(pod)))
+        })
+        .await?;
         let tracked = self.track(&job, &pods).await?;
         {
             let mut backoff = self.backoff.lock().expect("backoff");
@@ -351,33 +357,6 @@ impl Controller {
         }
         self.remove_finalizers(&[pod]).await?;
         Ok(None)
-    }
-
-    /// The Job's pods: its own (finished ones too), and orphans its selector matches,
-    /// adopted.
-    async fn claim(
-        &self,
-        job: &Job,
-        selector: Option<&skiff_selectors::LabelSelector>,
-        ns: &str,
-    ) -> Result<Vec<Arc<Pod>>, Error> {
-        let uid = job.metadata.uid.as_deref().unwrap_or_default();
-        let mut candidates: Vec<Arc<Pod>> = self
-            .pods
-            .owned_by(uid)
-            .into_iter()
-            .filter(|p| controller_of(&**p).is_some_and(|r| r.uid == uid))
-            .collect();
-        candidates.extend(
-            self.pods
-                .list_namespace(ns)
-                .into_iter()
-                .filter(|p| controller_of(&**p).is_none() && util::is_active(p)),
-        );
-        crate::refs::claim(&self.client, job, ns, candidates, |pod: &Pod| {
-            selector.is_some_and(|s| !s.is_empty() && s.matches(util::labels(pod)))
-        })
-        .await
     }
 
     /// Counts the pods that finished, in the three steps the module comment describes.

@@ -21,8 +21,11 @@ mod pods;
 pub mod queue;
 mod refs;
 pub mod replicaset;
+mod revisions;
 pub mod serviceaccount;
+pub mod statefulset;
 mod util;
+pub mod volumes;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -34,7 +37,10 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController,
+    ServiceAccount,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -57,6 +63,11 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("daemonset-controller", "daemonset"),
     ("node-lifecycle-controller", "nodelifecycle"),
     ("disruption-controller", "disruption"),
+    ("statefulset-controller", "statefulset"),
+    (
+        "persistentvolume-binder-controller",
+        "persistentvolume-binder",
+    ),
 ];
 
 /// Which controllers run, from a `--controllers` list as kube-controller-manager reads it:
@@ -150,6 +161,8 @@ pub struct Informers {
     leases: OnceLock<Arc<Informer<Lease>>>,
     poddisruptionbudgets: OnceLock<Arc<Informer<PodDisruptionBudget>>>,
     statefulsets: OnceLock<Arc<Informer<StatefulSet>>>,
+    persistentvolumeclaims: OnceLock<Arc<Informer<PersistentVolumeClaim>>>,
+    persistentvolumes: OnceLock<Arc<Informer<PersistentVolume>>>,
 }
 
 macro_rules! informer_getter {
@@ -184,6 +197,8 @@ impl Informers {
             leases: OnceLock::new(),
             poddisruptionbudgets: OnceLock::new(),
             statefulsets: OnceLock::new(),
+            persistentvolumeclaims: OnceLock::new(),
+            persistentvolumes: OnceLock::new(),
         })
     }
 
@@ -205,6 +220,8 @@ impl Informers {
     informer_getter!(leases, Lease);
     informer_getter!(poddisruptionbudgets, PodDisruptionBudget);
     informer_getter!(statefulsets, StatefulSet);
+    informer_getter!(persistentvolumeclaims, PersistentVolumeClaim);
+    informer_getter!(persistentvolumes, PersistentVolume);
 }
 
 /// The result of one reconcile: `Ok(Some(d))` asks to look again after `d` (a deadline, a
@@ -310,6 +327,12 @@ pub fn start(client: Client, options: Options) -> Arc<Informers> {
     }
     if enabled.has("disruption-controller") {
         disruption::start(&informers, &events, options.workers);
+    }
+    if enabled.has("statefulset-controller") {
+        statefulset::start(&informers, &events, options.workers);
+    }
+    if enabled.has("persistentvolume-binder-controller") {
+        volumes::start(&informers, &events, options.workers);
     }
     if enabled.has("cronjob-controller") {
         cronjob::start(&informers, &events, options.workers);

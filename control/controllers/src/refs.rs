@@ -75,3 +75,29 @@ where
     }
     Ok(claimed)
 }
+
+/// The pods `owner` controls, after adoptions and releases: the ones it already controls
+/// (finished ones too) and the namespace's active orphans, judged by `matches`.
+pub async fn claim_pods<O>(
+    client: &kube::Client,
+    pods: &crate::informer::Informer<k8s_openapi::api::core::v1::Pod>,
+    owner: &O,
+    matches: impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool,
+) -> Result<Vec<Arc<k8s_openapi::api::core::v1::Pod>>, Error>
+where
+    O: Resource<DynamicType = ()>,
+{
+    let uid = owner.meta().uid.clone().unwrap_or_default();
+    let ns = owner.meta().namespace.clone().unwrap_or_default();
+    let mut candidates: Vec<Arc<k8s_openapi::api::core::v1::Pod>> = pods
+        .owned_by(&uid)
+        .into_iter()
+        .filter(|p| controller_of(&**p).is_some_and(|r| r.uid == uid))
+        .collect();
+    candidates.extend(
+        pods.list_namespace(&ns)
+            .into_iter()
+            .filter(|p| controller_of(&**p).is_none() && util::is_active(p)),
+    );
+    claim(client, owner, &ns, candidates, matches).await
+}

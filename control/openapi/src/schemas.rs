@@ -7,7 +7,7 @@
 //! three-way strategic merge patch follows.
 
 use k8s_openapi::api::{
-    apps, autoscaling, batch, coordination, core, discovery, events, node, policy,
+    apps, autoscaling, batch, coordination, core, discovery, events, node, policy, storage,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::SchemaGenerator;
@@ -64,6 +64,7 @@ kinds! {
     ("coordination.k8s.io", "v1", "Lease") => coordination::v1::Lease,
     ("policy", "v1", "PodDisruptionBudget") => policy::v1::PodDisruptionBudget,
     ("policy", "v1", "Eviction") => policy::v1::Eviction,
+    ("storage.k8s.io", "v1", "StorageClass") => storage::v1::StorageClass,
     ("node.k8s.io", "v1", "RuntimeClass") => node::v1::RuntimeClass,
     ("discovery.k8s.io", "v1", "EndpointSlice") => discovery::v1::EndpointSlice,
     ("events.k8s.io", "v1", "Event") => events::v1::Event,

@@ -80,6 +80,13 @@ fn served() -> Vec<Resource> {
             true,
             &["status"],
         ),
+        r(
+            "storage.k8s.io",
+            "StorageClass",
+            "storageclasses",
+            false,
+            &[],
+        ),
         r("coordination.k8s.io", "Lease", "leases", true, &[]),
         r("node.k8s.io", "RuntimeClass", "runtimeclasses", false, &[]),
         r(
@@ -384,6 +391,7 @@ fn index_lists_every_group_version_with_a_content_hash() {
         "apis/apps/v1",
         "apis/batch/v1",
         "apis/policy/v1",
+        "apis/storage.k8s.io/v1",
         "apis/coordination.k8s.io/v1",
         "apis/node.k8s.io/v1",
         "apis/discovery.k8s.io/v1",

@@ -982,6 +982,50 @@ pub(crate) fn columns(group: &str, kind: &str) -> Option<Vec<Col>> {
                 "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
             ),
         ],
+        ("storage.k8s.io", "StorageClass") => vec![
+            Col::new(
+                "Name",
+                "string",
+                "name",
+                0,
+                "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
+            ),
+            Col::new(
+                "Provisioner",
+                "string",
+                "",
+                0,
+                "provisioner indicates the type of the provisioner.",
+            ),
+            Col::new(
+                "ReclaimPolicy",
+                "string",
+                "",
+                0,
+                "reclaimPolicy controls the reclaimPolicy for dynamically provisioned PersistentVolumes of this storage class. Defaults to Delete.",
+            ),
+            Col::new(
+                "VolumeBindingMode",
+                "string",
+                "",
+                0,
+                "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.  When unset, VolumeBindingImmediate is used. This field is only honored by servers that enable the VolumeScheduling feature.",
+            ),
+            Col::new(
+                "AllowVolumeExpansion",
+                "string",
+                "",
+                0,
+                "allowVolumeExpansion shows whether the storage class allow volume expand.",
+            ),
+            Col::new(
+                "Age",
+                "string",
+                "",
+                0,
+                "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
+            ),
+        ],
         ("coordination.k8s.io", "Lease") => vec![
             Col::new(
                 "Name",

@@ -661,6 +661,38 @@ fn storage_class(obj: &Value) -> String {
         .to_string()
 }
 
+/// A StorageClass's row: the name marked ` (default)` when either default-class annotation
+/// says `true` (`storageutil.IsDefaultAnnotation`), and the defaults of the unset fields.
+fn storage_class_row(obj: &Value, now: Now) -> Vec<Value> {
+    let annotations = obj.pointer("/metadata/annotations");
+    let is_default = [
+        "storageclass.kubernetes.io/is-default-class",
+        "storageclass.beta.kubernetes.io/is-default-class",
+    ]
+    .iter()
+    .any(|k| annotations.and_then(|a| a.get(k)).and_then(Value::as_str) == Some("true"));
+    let mut name = s(obj, "/metadata/name").to_string();
+    if is_default {
+        name.push_str(" (default)");
+    }
+    let text_or = |pointer: &str, default: &str| match obj.pointer(pointer) {
+        Some(Value::String(v)) => v.clone(),
+        _ => default.to_string(),
+    };
+    vec![
+        json!(name),
+        json!(s(obj, "/provisioner")),
+        json!(text_or("/reclaimPolicy", "Delete")),
+        json!(text_or("/volumeBindingMode", "Immediate")),
+        json!(
+            obj.pointer("/allowVolumeExpansion")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        ),
+        json!(age(obj, now)),
+    ]
+}
+
 fn unset_or(obj: &Value, pointer: &str) -> String {
     match obj.pointer(pointer).and_then(Value::as_str) {
         Some(v) => v.to_string(),
@@ -868,6 +900,7 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Now) -> Vec<Value> {
         ("events.k8s.io", "Event") => event_row(obj, false, now),
         ("", "PersistentVolume") => pv_row(obj, now),
         ("", "PersistentVolumeClaim") => pvc_row(obj, now),
+        ("storage.k8s.io", "StorageClass") => storage_class_row(obj, now),
         ("batch", "Job") => job_row(obj, now),
         ("batch", "CronJob") => cron_job_row(obj, now),
         ("apps", "ControllerRevision") => controller_revision_row(obj, now),

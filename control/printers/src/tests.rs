@@ -32,7 +32,7 @@ fn cells(group: &str, kind: &str, obj: Value) -> Vec<Value> {
     row_cells(group, kind, &obj, now())
 }
 
-const KINDS: [(&str, &str); 26] = [
+const KINDS: [(&str, &str); 27] = [
     ("", "Pod"),
     ("", "PodTemplate"),
     ("", "ReplicationController"),
@@ -54,6 +54,7 @@ const KINDS: [(&str, &str); 26] = [
     ("apps", "ControllerRevision"),
     ("batch", "Job"),
     ("batch", "CronJob"),
+    ("storage.k8s.io", "StorageClass"),
     ("coordination.k8s.io", "Lease"),
     ("node.k8s.io", "RuntimeClass"),
     ("discovery.k8s.io", "EndpointSlice"),
@@ -157,6 +158,10 @@ fn headers_kubectl_users_see() {
     assert_eq!(
         h("policy", "PodDisruptionBudget"),
         "NAME MIN AVAILABLE MAX UNAVAILABLE ALLOWED DISRUPTIONS AGE"
+    );
+    assert_eq!(
+        h("storage.k8s.io", "StorageClass"),
+        "NAME PROVISIONER RECLAIMPOLICY VOLUMEBINDINGMODE ALLOWVOLUMEEXPANSION AGE"
     );
     assert_eq!(h("node.k8s.io", "RuntimeClass"), "NAME HANDLER AGE");
     assert_eq!(
@@ -780,6 +785,44 @@ fn controller_revisions_leases_runtime_classes() {
     assert_eq!(cells("coordination.k8s.io", "Lease", lease)[1], "node-a_1");
     let rc = json!({"metadata": {"name": "wasm"}, "handler": "wasmtime"});
     assert_eq!(cells("node.k8s.io", "RuntimeClass", rc)[1], "wasmtime");
+}
+
+#[test]
+fn storage_classes() {
+    let default = json!({"metadata": {"name": "standard", "creationTimestamp": "2026-01-01T00:00:00Z",
+        "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "rancher.io/local-path"});
+    assert_eq!(
+        cells("storage.k8s.io", "StorageClass", default),
+        [
+            json!("standard (default)"),
+            json!("rancher.io/local-path"),
+            json!("Delete"),
+            json!("Immediate"),
+            json!(false),
+            json!("60m")
+        ]
+    );
+    let beta = json!({"metadata": {"name": "old", "annotations":
+        {"storageclass.beta.kubernetes.io/is-default-class": "true"}}, "provisioner": "p"});
+    assert_eq!(
+        cells("storage.k8s.io", "StorageClass", beta)[0],
+        "old (default)"
+    );
+    let set = json!({"metadata": {"name": "fast", "annotations":
+        {"storageclass.kubernetes.io/is-default-class": "false"}},
+        "provisioner": "example.com/fast", "reclaimPolicy": "Retain",
+        "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": true});
+    assert_eq!(
+        cells("storage.k8s.io", "StorageClass", set)[..5],
+        [
+            json!("fast"),
+            json!("example.com/fast"),
+            json!("Retain"),
+            json!("WaitForFirstConsumer"),
+            json!(true)
+        ]
+    );
 }
 
 #[test]

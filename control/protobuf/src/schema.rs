@@ -117,6 +117,11 @@ pub static ROOTS: &[Root] = &[
         message: &API_POLICY_V1_EVICTION,
     },
     Root {
+        api_version: "storage.k8s.io/v1",
+        kind: "StorageClass",
+        message: &API_STORAGE_V1_STORAGE_CLASS,
+    },
+    Root {
         api_version: "node.k8s.io/v1",
         kind: "RuntimeClass",
         message: &API_NODE_V1_RUNTIME_CLASS,
@@ -839,6 +844,69 @@ pub static API_POLICY_V1_EVICTION: Message = Message {
             json: "deleteOptions",
             kind: Kind::Message(&APIMACHINERY_PKG_APIS_META_V1_DELETE_OPTIONS),
             repeated: false,
+            unset: Unset::Nothing,
+        },
+    ],
+    fills: true,
+};
+
+pub static API_STORAGE_V1_STORAGE_CLASS: Message = Message {
+    name: "k8s.io.api.storage.v1.StorageClass",
+    fields: &[
+        Field {
+            number: 1,
+            json: "metadata",
+            kind: Kind::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META),
+            repeated: false,
+            unset: Unset::Zero,
+        },
+        Field {
+            number: 2,
+            json: "provisioner",
+            kind: Kind::String,
+            repeated: false,
+            unset: Unset::Zero,
+        },
+        Field {
+            number: 3,
+            json: "parameters",
+            kind: Kind::Map(&Kind::String),
+            repeated: false,
+            unset: Unset::Nothing,
+        },
+        Field {
+            number: 4,
+            json: "reclaimPolicy",
+            kind: Kind::String,
+            repeated: false,
+            unset: Unset::Nothing,
+        },
+        Field {
+            number: 5,
+            json: "mountOptions",
+            kind: Kind::String,
+            repeated: true,
+            unset: Unset::Nothing,
+        },
+        Field {
+            number: 6,
+            json: "allowVolumeExpansion",
+            kind: Kind::Bool,
+            repeated: false,
+            unset: Unset::Nothing,
+        },
+        Field {
+            number: 7,
+            json: "volumeBindingMode",
+            kind: Kind::String,
+            repeated: false,
+            unset: Unset::Nothing,
+        },
+        Field {
+            number: 8,
+            json: "allowedTopologies",
+            kind: Kind::Message(&API_CORE_V1_TOPOLOGY_SELECTOR_TERM),
+            repeated: true,
             unset: Unset::Nothing,
         },
     ],
@@ -3410,6 +3478,18 @@ pub static API_POLICY_V1_POD_DISRUPTION_BUDGET_STATUS: Message = Message {
     fills: true,
 };
 
+pub static API_CORE_V1_TOPOLOGY_SELECTOR_TERM: Message = Message {
+    name: "k8s.io.api.core.v1.TopologySelectorTerm",
+    fields: &[Field {
+        number: 1,
+        json: "matchLabelExpressions",
+        kind: Kind::Message(&API_CORE_V1_TOPOLOGY_SELECTOR_LABEL_REQUIREMENT),
+        repeated: true,
+        unset: Unset::Nothing,
+    }],
+    fills: true,
+};
+
 pub static API_NODE_V1_OVERHEAD: Message = Message {
     name: "k8s.io.api.node.v1.Overhead",
     fields: &[Field {
@@ -5895,6 +5975,27 @@ pub static API_BATCH_V1_JOB_TEMPLATE_SPEC: Message = Message {
             kind: Kind::Message(&API_BATCH_V1_JOB_SPEC),
             repeated: false,
             unset: Unset::Zero,
+        },
+    ],
+    fills: true,
+};
+
+pub static API_CORE_V1_TOPOLOGY_SELECTOR_LABEL_REQUIREMENT: Message = Message {
+    name: "k8s.io.api.core.v1.TopologySelectorLabelRequirement",
+    fields: &[
+        Field {
+            number: 1,
+            json: "key",
+            kind: Kind::String,
+            repeated: false,
+            unset: Unset::Zero,
+        },
+        Field {
+            number: 2,
+            json: "values",
+            kind: Kind::String,
+            repeated: true,
+            unset: Unset::Nothing,
         },
     ],
     fills: true,

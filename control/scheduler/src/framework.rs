@@ -37,6 +37,12 @@ pub enum Unfit {
     /// The node lacks room: one reason per resource (`Too many pods`, `Insufficient cpu`).
     #[error("{}", .0.join(", "))]
     Insufficient(Vec<String>),
+    /// A claim the pod mounts does not exist; no node can run it (a PreFilter failure).
+    #[error("persistentvolumeclaim \"{0}\" not found")]
+    ClaimNotFound(String),
+    /// A volume the pod mounts is bound to other nodes (a local volume lives on one).
+    #[error("node(s) had volume node affinity conflict")]
+    VolumeNodeAffinity,
 }
 
 impl Unfit {
@@ -569,7 +575,10 @@ pub(crate) fn unschedulable_message(nodes: usize, unfit: &[Unfit]) -> String {
     };
     let not_helpful = "Preemption is not helpful for scheduling";
     let (filters, preemption) = match unfit {
-        [prefilter @ Unfit::RuntimeClassNotFound(_), ..] => (
+        [
+            prefilter @ (Unfit::RuntimeClassNotFound(_) | Unfit::ClaimNotFound(_)),
+            ..,
+        ] => (
             prefilter.to_string(),
             histogram(vec![not_helpful.into(); nodes]),
         ),
@@ -640,6 +649,18 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
         "Equal" | "" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
         _ => false,
     }
+}
+
+/// Whether every bound volume in `volumes` may be used on `node` (its PersistentVolume's
+/// required node affinity, kube's VolumeBinding filter for bound claims).
+pub fn volumes_fit(volumes: &[&k8s_openapi::api::core::v1::PersistentVolume], node: &Node) -> bool {
+    volumes.iter().all(|pv| {
+        pv.spec
+            .as_ref()
+            .and_then(|s| s.node_affinity.as_ref())
+            .and_then(|a| a.required.as_ref())
+            .is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
+    })
 }
 
 /// A node selector term matches when all its expressions and fields do; an empty term

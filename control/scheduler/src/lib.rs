@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::Api;
 use tokio::sync::mpsc;
@@ -71,12 +71,20 @@ pub async fn run(
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let runtime_classes: Api<RuntimeClass> = Api::all(client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let list_err = |resource| move |source| Error::List { resource, source };
     // Lists first, so no pod is judged against a half-known cluster.
     let node_list = watch::list(&nodes, "").await.map_err(list_err("nodes"))?;
     let rc_list = watch::list(&runtime_classes, "")
         .await
         .map_err(list_err("runtimeclasses"))?;
+    let claim_list = watch::list(&claims, "")
+        .await
+        .map_err(list_err("persistentvolumeclaims"))?;
+    let volume_list = watch::list(&volumes, "")
+        .await
+        .map_err(list_err("persistentvolumes"))?;
     let pod_list = watch::list(&pods, LIVE_PODS)
         .await
         .map_err(list_err("pods"))?;
@@ -107,6 +115,20 @@ pub async fn run(
         Msg::RuntimeClasses,
     ));
     tasks.spawn(watch::follow(
+        claims,
+        "",
+        rv(&claim_list.metadata),
+        tx.clone(),
+        Msg::Claims,
+    ));
+    tasks.spawn(watch::follow(
+        volumes,
+        "",
+        rv(&volume_list.metadata),
+        tx.clone(),
+        Msg::Volumes,
+    ));
+    tasks.spawn(watch::follow(
         pods,
         LIVE_PODS,
         rv(&pod_list.metadata),
@@ -117,6 +139,8 @@ pub async fn run(
     scheduler.handle(Msg::RuntimeClasses(Box::new(Change::Relisted(
         rc_list.items,
     ))));
+    scheduler.handle(Msg::Claims(Box::new(Change::Relisted(claim_list.items))));
+    scheduler.handle(Msg::Volumes(Box::new(Change::Relisted(volume_list.items))));
     scheduler.handle(Msg::Pods(Box::new(Change::Relisted(pod_list.items))));
 
     let mut shutdown = std::pin::pin!(shutdown);

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
@@ -37,6 +38,8 @@ pub(crate) enum Msg {
     Pods(Box<Change<Pod>>),
     Nodes(Box<Change<Node>>),
     RuntimeClasses(Box<Change<RuntimeClass>>),
+    Claims(Box<Change<PersistentVolumeClaim>>),
+    Volumes(Box<Change<PersistentVolume>>),
     Bound {
         key: PodKey,
         node: String,
@@ -204,6 +207,10 @@ pub(crate) struct Scheduler {
     nodes: BTreeMap<String, NodeEntry>,
     placed: HashMap<PodKey, Placed>,
     runtime_classes: HashMap<String, RuntimeClass>,
+    /// PersistentVolumeClaims by namespace/name and PersistentVolumes by name, for pods
+    /// that mount claims.
+    claims: HashMap<String, PersistentVolumeClaim>,
+    volumes: HashMap<String, PersistentVolume>,
     queue: Queue,
     /// Where binding tasks report back.
     tx: UnboundedSender<Msg>,
@@ -225,6 +232,8 @@ impl Scheduler {
             nodes: BTreeMap::new(),
             placed: HashMap::new(),
             runtime_classes: HashMap::new(),
+            claims: HashMap::new(),
+            volumes: HashMap::new(),
             queue: Queue::default(),
             tx,
             bind_slots: Arc::new(Semaphore::new(parallelism.max(1))),
@@ -238,6 +247,22 @@ impl Scheduler {
             Msg::Pods(change) => self.pods_changed(*change, now),
             Msg::Nodes(change) => self.nodes_changed(*change, now),
             Msg::RuntimeClasses(change) => self.runtime_classes_changed(*change, now),
+            Msg::Claims(change) => {
+                apply_change(&mut self.claims, *change, |c| {
+                    format!(
+                        "{}/{}",
+                        c.metadata.namespace.as_deref().unwrap_or_default(),
+                        c.metadata.name.as_deref().unwrap_or_default()
+                    )
+                });
+                self.queue.move_unschedulable(now);
+            }
+            Msg::Volumes(change) => {
+                apply_change(&mut self.volumes, *change, |v| {
+                    v.metadata.name.clone().unwrap_or_default()
+                });
+                self.queue.move_unschedulable(now);
+            }
             Msg::Bound { key, node, result } => self.bound(key, node, result, now),
         }
     }
@@ -486,9 +511,38 @@ impl Scheduler {
         true
     }
 
+    /// The PersistentVolumes the pod's bound claims use; a claim that does not exist is
+    /// the reason no node fits. Unbound claims wait for this decision: the volume
+    /// controller provisions a local volume on the node chosen.
+    fn claimed_volumes(&self, pod: &Pod) -> Result<Vec<&PersistentVolume>, Unfit> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let mut out = Vec::new();
+        for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            let Some(pvc) = &v.persistent_volume_claim else {
+                continue;
+            };
+            let claim = self
+                .claims
+                .get(&format!("{ns}/{}", pvc.claim_name))
+                .ok_or_else(|| Unfit::ClaimNotFound(pvc.claim_name.clone()))?;
+            if let Some(pv) = claim
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_name.as_deref())
+                .and_then(|n| self.volumes.get(n))
+            {
+                out.push(pv);
+            }
+        }
+        Ok(out)
+    }
+
     /// The best node for the pod (a random one among equals), or the failure message.
     fn decide(&self, pod: &Pod, info: &PodInfo) -> Result<String, String> {
         let nodes = self.nodes.values().filter(|e| e.node.is_some()).count();
+        let volumes = self
+            .claimed_volumes(pod)
+            .map_err(|unfit| framework::unschedulable_message(nodes, &[unfit]))?;
         let runtime_class = pod
             .spec
             .as_ref()
@@ -503,7 +557,15 @@ impl Scheduler {
             let Some(node) = entry.node.as_ref() else {
                 continue;
             };
-            match framework::feasible_on(pod, &requirements, info, node, &entry.info) {
+            let fits = framework::feasible_on(pod, &requirements, info, node, &entry.info)
+                .and_then(|()| {
+                    if framework::volumes_fit(&volumes, node) {
+                        Ok(())
+                    } else {
+                        Err(Unfit::VolumeNodeAffinity)
+                    }
+                });
+            match fits {
                 Ok(()) => {
                     let score = framework::score_on(pod, info, node, &entry.info);
                     if score > best_score {
@@ -558,6 +620,21 @@ impl Scheduler {
             }
             let _ = tx.send(Msg::Bound { key, node, result });
         });
+    }
+}
+
+/// Applies a watch change to a cache keyed by `key`.
+fn apply_change<T>(cache: &mut HashMap<String, T>, change: Change<T>, key: impl Fn(&T) -> String) {
+    match change {
+        Change::Applied(o) => {
+            cache.insert(key(&o), o);
+        }
+        Change::Deleted(o) => {
+            cache.remove(&key(&o));
+        }
+        Change::Relisted(list) => {
+            *cache = list.into_iter().map(|o| (key(&o), o)).collect();
+        }
     }
 }
 

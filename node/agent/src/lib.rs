@@ -145,6 +145,11 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// Where this node's provisioned local volumes live.
+    pub fn local_root(&self) -> PathBuf {
+        self.data_dir.join("local-path")
+    }
+
     pub fn new(node_name: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
         Self {
             node_name: node_name.into(),
@@ -240,6 +245,11 @@ impl Agent {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(server::serve(ctx.clone(), listener));
         tasks.spawn(node::heartbeat(ctx.clone(), endpoint.port()));
+        tasks.spawn(volumes::clean_local_volumes(
+            ctx.client.clone(),
+            ctx.config.node_name.clone(),
+            ctx.config.local_root(),
+        ));
         tasks.spawn(ctx.runtime_classes.clone().follow(ctx.client.clone()));
         tasks.spawn(events::send_events(ctx.client.clone(), events_rx));
         tasks.spawn(pod::watch(ctx.clone()));

@@ -36,10 +36,13 @@ pub async fn register(ctx: &Arc<Ctx>, port: u16) -> Result<(), kube::Error> {
         );
     }
     labels.extend(ctx.config.labels.iter().cloned());
+    let root = ctx.config.local_root().display().to_string();
+    let annotations = BTreeMap::from([(crate::volumes::LOCAL_ROOT_ANNOTATION.to_string(), root)]);
     let node = Node {
         metadata: ObjectMeta {
             name: Some(name.clone()),
             labels: Some(labels.clone()),
+            annotations: Some(annotations.clone()),
             ..Default::default()
         },
         ..Default::default()
@@ -48,7 +51,7 @@ pub async fn register(ctx: &Arc<Ctx>, port: u16) -> Result<(), kube::Error> {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
             // Re-registration (agent restart): the labels we own are brought up to date.
-            let patch = json!({"metadata": {"labels": labels}});
+            let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
             nodes
                 .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;

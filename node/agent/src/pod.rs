@@ -586,7 +586,7 @@ async fn run_pod(
                 })?
             };
             let pod_dir = ctx.config.data_dir.join("pods").join(&uid);
-            let volumes = volumes::prepare(&ctx.client, &pod, &pod_dir)
+            let volumes = volumes::prepare(&ctx.client, &pod, &pod_dir, &ctx.config.local_root())
                 .await
                 .map_err(|e| ("FailedMount".to_string(), e.to_string()))?;
             Ok((handler, net, volumes))

@@ -1,10 +1,14 @@
-//! Pod volumes on the node: emptyDir, configMap, secret and hostPath, as directories the
-//! runtimes mount (Wasm: preopened directories).
+//! Pod volumes on the node: emptyDir, configMap, secret, hostPath and
+//! persistentVolumeClaim (a local or hostPath PersistentVolume), as directories the
+//! runtimes mount (Wasm: preopened directories); and the clean-up of this node's local
+//! volumes once they are deleted.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Volume,
+};
 use kube::Api;
 use skiff_shim::Mount;
 
@@ -31,17 +35,32 @@ pub struct Prepared {
     pub read_only: bool,
 }
 
+/// The Node annotation naming the directory this node's local volumes live under (read by
+/// the control plane's local provisioner).
+pub const LOCAL_ROOT_ANNOTATION: &str = "skiff.dev/local-path-root";
+/// The finalizer a provisioned local volume holds until its node removed the directory.
+const CLEANUP_FINALIZER: &str = "skiff.dev/local-path-cleanup";
+
 /// Prepares every volume of the pod under `pod_dir/volumes`; returns where each one is.
+/// `local_root` is where this node's provisioned local volumes live.
 pub async fn prepare(
     client: &kube::Client,
     pod: &Pod,
     pod_dir: &Path,
+    local_root: &Path,
 ) -> Result<BTreeMap<String, Prepared>, VolumeError> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let mut out = BTreeMap::new();
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let path = prepare_one(client, &namespace, v, pod_dir).await?;
-        let read_only = v.config_map.is_some() || v.secret.is_some();
+        let path = match &v.persistent_volume_claim {
+            Some(pvc) => claimed(client, &namespace, &v.name, &pvc.claim_name, local_root).await?,
+            None => prepare_one(client, &namespace, v, pod_dir).await?,
+        };
+        let read_only = v.config_map.is_some()
+            || v.secret.is_some()
+            || v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| c.read_only == Some(true));
         out.insert(v.name.clone(), Prepared { path, read_only });
     }
     Ok(out)
@@ -142,8 +161,161 @@ async fn prepare_one(
     }
     Err(setup(
         &v.name,
-        "only emptyDir, configMap, secret and hostPath volumes are supported on this node",
+        "only emptyDir, configMap, secret, hostPath and persistentVolumeClaim volumes are supported on this node",
     ))
+}
+
+/// The directory of the PersistentVolume a claim is bound to: a provisioned one under
+/// `local_root` is made on first use; any other must exist.
+async fn claimed(
+    client: &kube::Client,
+    namespace: &str,
+    volume: &str,
+    claim_name: &str,
+    local_root: &Path,
+) -> Result<PathBuf, VolumeError> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let claim = claims
+        .get_opt(claim_name)
+        .await
+        .map_err(|e| setup(volume, e))?
+        .ok_or_else(|| {
+            setup(
+                volume,
+                format!("persistentvolumeclaim \"{claim_name}\" not found"),
+            )
+        })?;
+    let Some(pv_name) = claim.spec.as_ref().and_then(|s| s.volume_name.clone()) else {
+        return Err(setup(
+            volume,
+            format!("persistentvolumeclaim \"{claim_name}\" is not bound yet"),
+        ));
+    };
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = pvs
+        .get_opt(&pv_name)
+        .await
+        .map_err(|e| setup(volume, e))?
+        .ok_or_else(|| setup(volume, format!("persistentvolume \"{pv_name}\" not found")))?;
+    let spec = pv.spec.unwrap_or_default();
+    let path = match (&spec.local, &spec.host_path) {
+        (Some(l), _) => PathBuf::from(&l.path),
+        (None, Some(h)) => PathBuf::from(&h.path),
+        _ => {
+            return Err(setup(
+                volume,
+                format!(
+                    "persistentvolume {pv_name} is neither local nor hostPath: this node mounts only those"
+                ),
+            ));
+        }
+    };
+    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+        return Err(setup(
+            volume,
+            format!(
+                "persistentvolume {pv_name}: path {} is not a plain absolute path",
+                path.display()
+            ),
+        ));
+    }
+    if path.starts_with(local_root) {
+        std::fs::create_dir_all(&path).map_err(|e| setup(volume, e))?;
+        // Writable by any user, as k3s's local-path makes its volumes.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .map_err(|e| setup(volume, e))?;
+    } else if !path.is_dir() {
+        return Err(setup(
+            volume,
+            format!(
+                "persistentvolume {pv_name}: {} is not a directory on this node",
+                path.display()
+            ),
+        ));
+    }
+    Ok(path)
+}
+
+/// Whether a PersistentVolume is pinned to node `node` (its node affinity names it by
+/// `kubernetes.io/hostname`).
+fn pinned_to(pv: &PersistentVolume, node: &str) -> bool {
+    pv.spec
+        .as_ref()
+        .and_then(|s| s.node_affinity.as_ref())
+        .and_then(|a| a.required.as_ref())
+        .is_some_and(|r| {
+            r.node_selector_terms.iter().any(|t| {
+                t.match_expressions.iter().flatten().any(|e| {
+                    e.key == "kubernetes.io/hostname"
+                        && e.operator == "In"
+                        && e.values.iter().flatten().any(|v| v == node)
+                })
+            })
+        })
+}
+
+/// Removes the directories of this node's provisioned volumes once they are deleted, then
+/// lets the volume objects go (their clean-up finalizer). Runs until the agent stops.
+pub async fn clean_local_volumes(client: kube::Client, node: String, local_root: PathBuf) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let pvs: Api<PersistentVolume> = Api::all(client);
+    let mut events = std::pin::pin!(
+        watcher(pvs.clone(), watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+    );
+    while let Some(event) = events.next().await {
+        let Ok(pv) = event else { continue };
+        let holds = pv
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == CLEANUP_FINALIZER);
+        if pv.metadata.deletion_timestamp.is_none() || !holds || !pinned_to(&pv, &node) {
+            continue;
+        }
+        let Some(path) = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.local.as_ref())
+            .map(|l| PathBuf::from(&l.path))
+        else {
+            continue;
+        };
+        let name = pv.metadata.name.clone().unwrap_or_default();
+        // Only what this node made, under its root, is removed.
+        if path.starts_with(&local_root)
+            && path != local_root
+            && !path.components().any(|c| c == Component::ParentDir)
+        {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(volume = %name, path = %path.display(), "local volume removed")
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(volume = %name, "removing {}: {e}", path.display());
+                    continue;
+                }
+            }
+        }
+        let patch = serde_json::json!({"metadata": {
+            "$deleteFromPrimitiveList/finalizers": [CLEANUP_FINALIZER],
+            "uid": pv.metadata.uid,
+        }});
+        if let Err(e) = pvs
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Strategic(&patch),
+            )
+            .await
+        {
+            tracing::warn!(volume = %name, "releasing the volume: {e}");
+        }
+    }
 }
 
 /// Writes keys as files (all of them, or the listed `items` at their paths). Paths are

@@ -253,7 +253,27 @@ pub(crate) fn validate_stateful_set(obj: &Value, old: Option<&Value>, errs: &mut
         "spec.revisionHistoryLimit",
         errs,
     );
-    selector_and_template(spec, "statefulset", errs);
+    // The pods mount their claims under the templates' names: the template is checked as
+    // the pods will have it, claims among its volumes.
+    let mut with_claims = spec.clone();
+    let claim_names: Vec<String> = super::arr(spec, "volumeClaimTemplates")
+        .iter()
+        .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect();
+    if let Some(pod) = with_claims
+        .pointer_mut("/template/spec")
+        .and_then(Value::as_object_mut)
+    {
+        let volumes = pod.entry("volumes").or_insert_with(|| json!([]));
+        if let Some(list) = volumes.as_array_mut() {
+            for name in claim_names {
+                list.retain(|v| v.get("name").and_then(Value::as_str) != Some(name.as_str()));
+                list.push(json!({"name": name, "persistentVolumeClaim": {"claimName": name}}));
+            }
+        }
+    }
+    selector_and_template(&with_claims, "statefulset", errs);
     restart_always(spec, errs);
     active_deadline_forbidden(spec, "StatefulSet", errs);
     if let Some(p) = spec.get("persistentVolumeClaimRetentionPolicy") {

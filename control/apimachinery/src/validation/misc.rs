@@ -480,6 +480,87 @@ pub(super) fn validate_pod_disruption_budget(pdb: &Value, errs: &mut Errs) {
     );
 }
 
+/// A StorageClass (`ValidateStorageClass`, and `ValidateStorageClassUpdate` when `old` is
+/// given): a qualified provisioner name, bounded parameters, a supported reclaim policy and
+/// binding mode; on update the provisioner, parameters, reclaim policy and binding mode stay.
+pub(super) fn validate_storage_class(sc: &Value, old: Option<&Value>, errs: &mut Errs) {
+    let provisioner = s(sc, "provisioner");
+    if provisioner.is_empty() {
+        errs.push(FieldError::required("provisioner", ""));
+    } else {
+        errs.extend(names::validate_qualified_name(
+            &provisioner.to_lowercase(),
+            "provisioner",
+        ));
+    }
+    if let Some(params) = sc.get("parameters").and_then(Value::as_object) {
+        if params.len() > 512 {
+            errs.push(crate::too_long("parameters", 512));
+        } else {
+            if params.contains_key("") {
+                errs.push(FieldError::invalid(
+                    "parameters",
+                    json!(""),
+                    "field can not be empty.",
+                ));
+            }
+            let size: usize = params
+                .iter()
+                .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                .sum();
+            if size > 256 * 1024 {
+                errs.push(crate::too_long("parameters", 256 * 1024));
+            }
+        }
+    }
+    // An empty reclaim policy passes, as in Kubernetes; defaulting fills it in anyway.
+    if sc.get("reclaimPolicy") != Some(&json!("")) {
+        one_of(
+            sc,
+            "reclaimPolicy",
+            "reclaimPolicy",
+            &["Delete", "Retain"],
+            false,
+            errs,
+        );
+    }
+    one_of(
+        sc,
+        "volumeBindingMode",
+        "volumeBindingMode",
+        &["Immediate", "WaitForFirstConsumer"],
+        true,
+        errs,
+    );
+    let Some(old) = old else { return };
+    // Go compares the maps; a nil and an empty one read back alike from storage.
+    let params = |v: &Value| {
+        v.get("parameters")
+            .and_then(Value::as_object)
+            .filter(|m| !m.is_empty())
+            .cloned()
+    };
+    if params(sc) != params(old) {
+        errs.push(FieldError::forbidden(
+            "parameters",
+            "updates to parameters are forbidden.",
+        ));
+    }
+    if provisioner != s(old, "provisioner") {
+        errs.push(FieldError::forbidden(
+            "provisioner",
+            "updates to provisioner are forbidden.",
+        ));
+    }
+    if s(sc, "reclaimPolicy") != s(old, "reclaimPolicy") {
+        errs.push(FieldError::forbidden(
+            "reclaimPolicy",
+            "updates to reclaimPolicy are forbidden.",
+        ));
+    }
+    super::immutable(sc, old, "volumeBindingMode", "volumeBindingMode", errs);
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{Kind, apply_defaults, validate};
@@ -593,6 +674,64 @@ mod tests {
             [
                 "metadata.name: Invalid value: \"a/b\": may not contain '/'",
                 "rules[0].verbs: Required value: verbs must contain at least one value",
+            ]
+        );
+    }
+
+    #[test]
+    fn storage_classes() {
+        let sc = "StorageClass";
+        let group = "storage.k8s.io";
+        let ok = json!({"metadata": {"name": "fast"}, "provisioner": "example.com/Fast"});
+        assert!(check(group, sc, false, ok).is_empty());
+        assert_eq!(
+            check(group, sc, false, json!({"metadata": {"name": "fast"}})),
+            ["provisioner: Required value"]
+        );
+        let bad = json!({"metadata": {"name": "fast"}, "provisioner": "a/b/c",
+            "reclaimPolicy": "Recycle", "volumeBindingMode": "Later", "parameters": {"": "x"}});
+        let errs = check(group, sc, false, bad);
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(errs[0].starts_with("provisioner: Invalid value: \"a/b/c\": a qualified name"));
+        assert_eq!(
+            errs[1..],
+            [
+                "parameters: Invalid value: \"\": field can not be empty.",
+                "reclaimPolicy: Unsupported value: \"Recycle\": supported values: \"Delete\", \"Retain\"",
+                "volumeBindingMode: Unsupported value: \"Later\": supported values: \"Immediate\", \"WaitForFirstConsumer\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn storage_class_updates_keep_provisioning() {
+        let kind = Kind {
+            group: "storage.k8s.io",
+            kind: "StorageClass",
+        };
+        let mut old = json!({"metadata": {"name": "fast", "resourceVersion": "1"},
+            "provisioner": "example.com/fast", "parameters": {"type": "ssd"}});
+        apply_defaults(kind, &mut old);
+        let mut same = old.clone();
+        same["allowVolumeExpansion"] = json!(true);
+        same["metadata"]["labels"] = json!({"tier": "gold"});
+        assert!(validate(kind, false, &same, Some(&old)).is_empty());
+        let mut changed = old.clone();
+        changed["provisioner"] = json!("example.com/slow");
+        changed["parameters"] = json!({"type": "hdd"});
+        changed["reclaimPolicy"] = json!("Retain");
+        changed["volumeBindingMode"] = json!("WaitForFirstConsumer");
+        let errs: Vec<String> = validate(kind, false, &changed, Some(&old))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errs,
+            [
+                "parameters: Forbidden: updates to parameters are forbidden.",
+                "provisioner: Forbidden: updates to provisioner are forbidden.",
+                "reclaimPolicy: Forbidden: updates to reclaimPolicy are forbidden.",
+                "volumeBindingMode: Invalid value: \"WaitForFirstConsumer\": field is immutable",
             ]
         );
     }

@@ -63,6 +63,7 @@ pub(crate) fn validate(
         ("policy", "PodDisruptionBudget") => {
             misc::validate_pod_disruption_budget(object, &mut errs)
         }
+        ("storage.k8s.io", "StorageClass") => misc::validate_storage_class(object, old, &mut errs),
         ("node.k8s.io", "RuntimeClass") => misc::validate_runtime_class(object, old, &mut errs),
         ("discovery.k8s.io", "EndpointSlice") => {
             misc::validate_endpoint_slice(object, old, &mut errs)

@@ -183,6 +183,11 @@ fn samples() -> Vec<(&'static str, Value)> {
             "metadata": {"name": "pdb"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}),
         ),
         (
+            "/apis/storage.k8s.io/v1/storageclasses",
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "fast"}, "provisioner": "example.com/fast"}),
+        ),
+        (
             "/apis/events.k8s.io/v1/namespaces/default/events",
             json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"name": "e2"}, "eventTime": "2026-11-29T10:00:00.000000Z", "reportingController": "skiff.dev/test",
