@@ -249,24 +249,54 @@ async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> 
         args.store.clone()
     };
     eprintln!("skiff: API server on {url}, store: {store_desc}");
-    // The scheduler talks to the API server like any client, as kube-scheduler does; in
-    // the same process, through the API server's router rather than a socket.
+    // The scheduler and the controllers talk to the API server like any client, as
+    // kube-scheduler and kube-controller-manager do; in the same process, through the API
+    // server's router rather than a socket.
     let scheduler_client = in_process_client(&server);
-    tokio::spawn(async move {
-        let opts = skiff_scheduler::SchedulerOptions::default();
-        if let Err(e) = skiff_scheduler::run(scheduler_client, opts, std::future::pending()).await {
-            tracing::error!("scheduler stopped: {e}");
-        }
-    });
-    // The controllers too, each on the informers they share.
-    skiff_controllers::start(
-        in_process_client(&server),
-        skiff_controllers::Options {
-            enabled: args.controllers.clone(),
-            node_monitor_grace_period: args.node_monitor_grace_period,
-            ..Default::default()
-        },
-    );
+    let controllers_client = in_process_client(&server);
+    let options = skiff_controllers::Options {
+        enabled: args.controllers.clone(),
+        node_monitor_grace_period: args.node_monitor_grace_period,
+        ..Default::default()
+    };
+    let lead = move || {
+        tokio::spawn(async move {
+            let opts = skiff_scheduler::SchedulerOptions::default();
+            if let Err(e) =
+                skiff_scheduler::run(scheduler_client, opts, std::future::pending()).await
+            {
+                tracing::error!("scheduler stopped: {e}");
+            }
+        });
+        skiff_controllers::start(controllers_client, options);
+    };
+    if args.store == "embedded" {
+        // No other server can share an embedded store: this one leads.
+        lead();
+    } else {
+        // Servers sharing an etcd elect one of them to schedule and reconcile.
+        let identity = format!(
+            "{}_{}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "skiff".into()),
+            uuid::Uuid::new_v4()
+        );
+        let client = in_process_client(&server);
+        eprintln!("skiff: electing a leader for the scheduler and controllers as {identity}");
+        tokio::spawn(async move {
+            let election =
+                skiff_controllers::leader::Election::new("skiff-controller-manager", identity);
+            skiff_controllers::leader::run(client, election, || {
+                eprintln!("skiff: leading: the scheduler and the controllers run here");
+                lead();
+            })
+            .await;
+            // As kube-controller-manager: controllers that may act on a stale view stop.
+            eprintln!("skiff: lost the leader election; exiting");
+            std::process::exit(1);
+        });
+    }
     let mut node = None;
     if let Some(up) = &up
         && !up.no_node

@@ -204,6 +204,58 @@ impl Cluster {
         self.start_agent_with(name, &[])
     }
 
+    /// A `skiff agent` joining through another API server of this cluster (`server`).
+    pub fn start_agent_on(&self, name: &str, server: &str) -> AgentNode {
+        let mut agent = self.start_agent_with(name, &[]);
+        agent.kill();
+        agent.server = server.to_string();
+        agent.spawn();
+        agent
+    }
+
+    /// A second `skiff server` on this cluster's store (a real etcd: start the cluster with
+    /// `Backend::Etcd`), serving the same API on its own port.
+    pub fn start_second_server(&self) -> SecondServer {
+        let port = free_port();
+        let dir = self.dir.path().join(format!("server-{port}"));
+        std::fs::create_dir_all(&dir).expect("server dir");
+        let log = std::fs::File::create(dir.join("skiff.log")).expect("log file");
+        let mut command = skiff_in_home(self.dir.path());
+        command
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--store", &self.store]);
+        if let Some(n) = &self.node {
+            command.args(["--cluster-cidr", &n.cluster_cidr]);
+        }
+        let child = command
+            .args(&self.flags)
+            .env("SKIFF_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start skiff server");
+        wait_for_port(port, Duration::from_secs(20));
+        let url = format!("http://127.0.0.1:{port}");
+        let kubeconfig = dir.join("kubeconfig");
+        let original = std::fs::read_to_string(&self.kubeconfig).expect("the cluster's kubeconfig");
+        std::fs::write(&kubeconfig, original.replace(&self.url, &url)).expect("kubeconfig");
+        SecondServer {
+            child: Some(child),
+            url,
+            kubeconfig,
+            dir,
+            home: self.dir.path().to_path_buf(),
+        }
+    }
+
+    /// The API server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// As [`Cluster::start_agent`], with more flags for `skiff agent`.
     pub fn start_agent_with(&self, name: &str, flags: &[&str]) -> AgentNode {
         let net = self
@@ -397,6 +449,39 @@ fn terminate(child: &mut Child) {
 static AGENTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// A `skiff agent` process: a node of its own (data dir, bridge) joined to a cluster.
+/// Another `skiff server` of a cluster, killed on drop.
+pub struct SecondServer {
+    child: Option<Child>,
+    pub url: String,
+    kubeconfig: PathBuf,
+    dir: PathBuf,
+    home: PathBuf,
+}
+
+impl SecondServer {
+    pub fn kubectl(&self, version: &str) -> Kubectl {
+        let bin = PathBuf::from(KUBECTL_DIR).join(format!("kubectl.{version}"));
+        Kubectl {
+            bin,
+            kubeconfig: self.kubeconfig.clone(),
+            home: self.home.join(format!("home-second-{version}")),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("skiff.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SecondServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 pub struct AgentNode {
     child: Option<Child>,
     pub name: String,

@@ -10,6 +10,7 @@ mod debug;
 mod drain;
 mod dry_run;
 mod errors;
+mod ha;
 mod images;
 mod imperative;
 mod jobs;

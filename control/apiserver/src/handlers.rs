@@ -589,30 +589,37 @@ impl Ctx<'_> {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .is_empty();
-        let _allocating = if needs_cidr {
-            let guard = crate::ipam::ALLOCATING.lock().await;
+        if needs_cidr {
             let cidr = crate::ipam::allocate(
                 &*self.state.store,
                 self.state.cluster_cidr,
                 self.state.node_cidr_mask,
+                &name,
             )
             .await?;
             obj["spec"]["podCIDR"] = json!(cidr);
             obj["spec"]["podCIDRs"] = json!([cidr]);
-            Some(guard)
-        } else {
-            None
-        };
+        }
         let key = resource.key(ns.as_deref(), &name);
-        let kv = self
+        let created = self
             .state
             .store
             .create(&key, object::encode(resource, &obj))
-            .await
-            .map_err(|e| match e {
-                skiff_store::Error::AlreadyExists => ApiError::already_exists(resource, &name),
-                other => other.into(),
-            })?;
+            .await;
+        let kv = match created {
+            Ok(kv) => kv,
+            Err(e) => {
+                if needs_cidr
+                    && let Some(cidr) = obj.pointer("/spec/podCIDR").and_then(Value::as_str)
+                {
+                    crate::ipam::release(&*self.state.store, cidr).await;
+                }
+                return Err(match e {
+                    skiff_store::Error::AlreadyExists => ApiError::already_exists(resource, &name),
+                    other => other.into(),
+                });
+            }
+        };
         object::written(resource, obj, &kv)
     }
 
@@ -1088,7 +1095,16 @@ impl Ctx<'_> {
                 return Ok(Deleted::Gone(obj));
             }
             let kv = match self.state.store.delete(&key, Some(kv.mod_revision)).await {
-                Ok(kv) => kv,
+                Ok(kv) => {
+                    // A node's pod CIDR goes back to the pool with it.
+                    if resource.kind == "Node"
+                        && resource.group.is_empty()
+                        && let Some(cidr) = obj.pointer("/spec/podCIDR").and_then(Value::as_str)
+                    {
+                        crate::ipam::release(&*self.state.store, cidr).await;
+                    }
+                    kv
+                }
                 Err(skiff_store::Error::Conflict { .. }) => return Ok(Deleted::Raced),
                 Err(skiff_store::Error::NotFound) => {
                     return Err(ApiError::not_found(resource, &name));

@@ -2,6 +2,11 @@
 //! registers (kube-controller-manager's node IPAM, done at creation so an agent has its
 //! block in the response and starts pods at once).
 //!
+//! Several API servers may share one etcd, so a block is taken by creating its reservation
+//! key (`/registry/ipam/podcidrs/<block>`, naming the node) in the store: a create fails
+//! if the key exists, so two servers registering two nodes at once cannot hand out one
+//! block twice. Deleting a node releases its block.
+//!
 //! Blocks are /22 (1,022 pod addresses) out of 10.244.0.0/16 by default: Skiff nodes run up
 //! to 1,000 small Wasm pods, not Kubernetes' 110, so the kubelet's usual /24 would not do.
 //! Both are configurable (kube-controller-manager's `--cluster-cidr` and
@@ -18,46 +23,128 @@ use crate::status::{ApiError, ApiResult};
 pub const CLUSTER_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 244, 0, 0), 16);
 pub const NODE_MASK: u8 = 22;
 
-/// Serializes allocations within this API server.
-pub static ALLOCATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Where blocks are reserved.
+const RESERVATIONS: &str = "/registry/ipam/podcidrs/";
 
-/// The first block of `cluster` no node holds.
+fn reservation_key(cidr: &str) -> String {
+    format!("{RESERVATIONS}{}", cidr.replace('/', "-"))
+}
+
+/// Reserves the first block of `cluster` no node holds, for node `node`.
 pub async fn allocate(
     store: &dyn Store,
     cluster: (Ipv4Addr, u8),
     node_mask: u8,
+    node: &str,
 ) -> ApiResult<String> {
-    let mut used = HashSet::new();
-    let mut opts = ListOptions::default();
-    loop {
-        let page = store.list("/registry/core/nodes/", opts.clone()).await?;
-        for kv in &page.items {
-            if let Ok(node) = serde_json::from_slice::<Value>(&kv.value)
-                && let Some(cidr) = node.pointer("/spec/podCIDR").and_then(Value::as_str)
-            {
-                used.insert(cidr.to_string());
-            }
+    // Blocks held by live nodes (which may predate reservations) and by reservations.
+    let mut held: HashSet<String> = HashSet::new();
+    for kv in list_all(store, "/registry/core/nodes/").await? {
+        if let Ok(n) = serde_json::from_slice::<Value>(&kv.value)
+            && let Some(cidr) = n.pointer("/spec/podCIDR").and_then(Value::as_str)
+        {
+            held.insert(cidr.to_string());
         }
-        if !page.more {
-            break;
-        }
-        opts.start_after = page.items.last().map(|kv| kv.key.clone());
-        opts.revision = Some(page.revision);
     }
+    let reserved: HashSet<String> = list_all(store, RESERVATIONS)
+        .await?
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
     let base = u32::from(cluster.0);
     let blocks = 1u32 << node_mask.saturating_sub(cluster.1);
     let size = 1u32 << (32 - node_mask);
-    (0..blocks)
-        .map(|i| format!("{}/{node_mask}", Ipv4Addr::from(base + i * size)))
-        .find(|c| !used.contains(c))
-        .ok_or_else(|| {
-            ApiError::new(
-                http::StatusCode::INSUFFICIENT_STORAGE,
-                "InsufficientStorage",
-                format!(
-                    "no pod CIDR left for a new node: all {blocks} /{node_mask} blocks of {}/{} are taken",
-                    cluster.0, cluster.1
-                ),
-            )
-        })
+    for i in 0..blocks {
+        let cidr = format!("{}/{node_mask}", Ipv4Addr::from(base + i * size));
+        let key = reservation_key(&cidr);
+        if held.contains(&cidr) || reserved.contains(&key) {
+            continue;
+        }
+        match store
+            .create(&key, bytes::Bytes::from(node.to_string()))
+            .await
+        {
+            Ok(_) => return Ok(cidr),
+            // Another server reserved it a moment ago: the next one.
+            Err(skiff_store::Error::AlreadyExists) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(
+        http::StatusCode::INSUFFICIENT_STORAGE,
+        "InsufficientStorage",
+        format!(
+            "no pod CIDR left for a new node: all {blocks} /{node_mask} blocks of {}/{} are taken",
+            cluster.0, cluster.1
+        ),
+    ))
+}
+
+/// Releases the block a deleted node held (or a node whose create failed).
+pub async fn release(store: &dyn Store, cidr: &str) {
+    match store.delete(&reservation_key(cidr), None).await {
+        Ok(_) | Err(skiff_store::Error::NotFound) => {}
+        Err(e) => tracing::warn!(cidr, "releasing the pod CIDR: {e}"),
+    }
+}
+
+async fn list_all(store: &dyn Store, prefix: &str) -> ApiResult<Vec<skiff_store::KeyValue>> {
+    let mut out = Vec::new();
+    let mut opts = ListOptions::default();
+    loop {
+        let page = store.list(prefix, opts.clone()).await?;
+        let more = page.more;
+        let last = page.items.last().map(|kv| kv.key.clone());
+        let revision = page.revision;
+        out.extend(page.items);
+        if !more {
+            break;
+        }
+        opts.start_after = last;
+        opts.revision = Some(revision);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Servers sharing a store (here, tasks sharing one) never hand out a block twice, and
+    /// a released block is handed out again.
+    #[tokio::test]
+    async fn concurrent_allocations_take_distinct_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn Store> =
+            std::sync::Arc::new(skiff_store::embedded::EmbeddedStore::open(dir.path()).unwrap());
+        let cluster = (Ipv4Addr::new(10, 244, 0, 0), 16);
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { allocate(&*store, cluster, 22, &format!("n{i}")).await })
+            })
+            .collect();
+        let mut blocks = HashSet::new();
+        for t in tasks {
+            assert!(blocks.insert(t.await.unwrap().unwrap()));
+        }
+        assert_eq!(blocks.len(), 24);
+        // 64 /22 blocks in a /16: the 40 left, then none.
+        for i in 24..64 {
+            allocate(&*store, cluster, 22, &format!("n{i}"))
+                .await
+                .unwrap();
+        }
+        let full = allocate(&*store, cluster, 22, "late").await.unwrap_err();
+        assert!(
+            full.message.contains("no pod CIDR left"),
+            "{}",
+            full.message
+        );
+        release(&*store, "10.244.8.0/22").await;
+        assert_eq!(
+            allocate(&*store, cluster, 22, "late").await.unwrap(),
+            "10.244.8.0/22"
+        );
+    }
 }

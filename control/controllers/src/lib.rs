@@ -15,6 +15,7 @@ pub mod expectations;
 pub mod gc;
 pub mod informer;
 pub mod job;
+pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
 mod pods;
