@@ -55,6 +55,16 @@ async fn host_and_pods_reach_each_other_and_loopback_stays_private() {
         })
         .unwrap();
     assert_eq!((eth0_v6.as_str(), lo_v6.as_str()), ("1", "0"));
+    // And off on the host's end of its veth, which is up on the bridge.
+    let host_v6 = std::fs::read_to_string(format!(
+        "/proc/sys/net/ipv6/conf/{}/disable_ipv6",
+        a.host_veth
+    ))
+    .unwrap();
+    assert_eq!(host_v6.trim(), "1");
+    let flags =
+        std::fs::read_to_string(format!("/sys/class/net/{}/operstate", a.host_veth)).unwrap();
+    assert_eq!(flags.trim(), "up", "{}", a.host_veth);
     let v6_port = v6_listener.local_addr().unwrap().port();
     assert!(
         a.run_in(|| std::net::TcpStream::connect(("::1", v6_port)).is_ok())
