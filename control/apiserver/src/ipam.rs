@@ -3,7 +3,7 @@
 //! block in the response and starts pods at once).
 //!
 //! Several API servers may share one etcd, so a block is taken by creating its reservation
-//! key (`/registry/ipam/podcidrs/<block>`, naming the node) in the store: a create fails
+//! key (`/skiff/ipam/podcidrs/<block>`, naming the node) in the store: a create fails
 //! if the key exists, so two servers registering two nodes at once cannot hand out one
 //! block twice. Deleting a node releases its block.
 //!
@@ -24,7 +24,8 @@ pub const CLUSTER_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 244, 0, 0), 16);
 pub const NODE_MASK: u8 = 22;
 
 /// Where blocks are reserved.
-const RESERVATIONS: &str = "/registry/ipam/podcidrs/";
+/// Outside `/registry/`: not an API object, so no watch sees it.
+const RESERVATIONS: &str = "/skiff/ipam/podcidrs/";
 
 fn reservation_key(cidr: &str) -> String {
     format!("{RESERVATIONS}{}", cidr.replace('/', "-"))
