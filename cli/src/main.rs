@@ -19,6 +19,7 @@ mod bench_containers;
 mod bench_deployments;
 mod bench_http;
 mod bench_pods;
+mod failover;
 mod image;
 mod node;
 
@@ -101,7 +102,9 @@ struct UpArgs {
 
 #[derive(clap::Args, Clone, Debug)]
 struct AgentArgs {
-    /// The API server, e.g. http://10.0.0.1:6443 (or give --kubeconfig).
+    /// The API server, e.g. http://10.0.0.1:6443 (or give --kubeconfig); several, comma
+    /// separated, for a control plane of several servers: the agent moves to the next when
+    /// the one it uses cannot be reached.
     #[arg(long, env = "SKIFF_SERVER")]
     server: Option<String>,
     /// A kubeconfig to reach the API server with.
@@ -359,6 +362,10 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
     let (client, server) = match (&args.server, &args.kubeconfig) {
+        (Some(urls), _) if urls.contains(',') => {
+            let urls: Vec<String> = urls.split(',').map(|u| u.trim().to_string()).collect();
+            (failover::client(&urls)?, urls[0].clone())
+        }
         (Some(url), _) => (local_client(url)?, url.clone()),
         (None, Some(path)) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)

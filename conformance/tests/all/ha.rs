@@ -1,6 +1,7 @@
 //! Two `skiff server`s on one etcd: both serve the API, one leads (runs the scheduler and
 //! the controllers). The leader killed in the middle of a rolling update, the other takes
-//! the lead and finishes it, with no pod made twice.
+//! the lead and finishes it, with no pod made twice; the node agent, given both servers,
+//! moves to the one left.
 
 use std::collections::BTreeSet;
 
@@ -21,7 +22,7 @@ fn the_other_server_finishes_a_rollout_when_the_leader_dies() {
         first.log().contains("skiff: leading").then_some(())
     });
     let second = cluster_second(&first);
-    let _node = first.start_agent_on("node-a", &second.url);
+    let node = first.start_agent_on("node-a", &format!("{},{}", first.url(), second.url));
     let k = second.kubectl("1.33");
     nodes_ready(&k, 1);
     let lease = k.json(&[
@@ -68,6 +69,9 @@ fn the_other_server_finishes_a_rollout_when_the_leader_dies() {
     });
     let out = k.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
+    // The agent moved to the second server, and its node stays Ready there.
+    assert!(node.log().contains("moving to"), "{}", node.log());
+    nodes_ready(&k, 1);
     let lease = k.json(&[
         "get",
         "lease",

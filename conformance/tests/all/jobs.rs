@@ -84,6 +84,21 @@ fn indent(yaml: &str, n: usize) -> String {
     yaml.lines().map(|l| format!("{pad}{l}\n")).collect()
 }
 
+/// A Job's pods as YAML: what a wrong count is shown with.
+fn pods_yaml(cluster: &Cluster, job: &str) -> String {
+    cluster
+        .kubectl("1.33")
+        .run(&[
+            "get",
+            "pods",
+            "-l",
+            &format!("job-name={job}"),
+            "-o",
+            "yaml",
+        ])
+        .stdout
+}
+
 fn status(k: &Kubectl, name: &str) -> Value {
     k.json(&["get", "job", name])["status"].clone()
 }
@@ -174,7 +189,7 @@ fn jobs_on_a_node(runtime: Runtime, image: &str, cluster: &Cluster) {
     // tracking finalizers gone.
     wait(&k, "complete", &["done", "indexed"]);
     let s = status(&k, "done");
-    assert_eq!(s["succeeded"], 2, "{s}");
+    assert_eq!(s["succeeded"], 2, "{s}\n{}", pods_yaml(cluster, "done"));
     assert!(s["completionTime"].is_string(), "{s}");
     assert!(s.get("active").is_none(), "{s}");
     let pods = pods_of(&k, "done");
@@ -216,7 +231,7 @@ fn jobs_on_a_node(runtime: Runtime, image: &str, cluster: &Cluster) {
     // Retried up to backoffLimit (one retry, after kube's 10 s back-off), then failed.
     wait(&k, "failed", &["fails", "policy", "deadline"]);
     let s = status(&k, "fails");
-    assert_eq!(s["failed"], 2, "{s}");
+    assert_eq!(s["failed"], 2, "{s}\n{}", pods_yaml(cluster, "fails"));
     assert_eq!(
         condition(&s, "Failed").unwrap()["reason"],
         "BackoffLimitExceeded"
@@ -225,7 +240,13 @@ fn jobs_on_a_node(runtime: Runtime, image: &str, cluster: &Cluster) {
 
     // A FailJob rule fails the Job at the first matching exit, whatever the backoffLimit.
     let s = status(&k, "policy");
-    assert_eq!(s["failed"], 1, "{s}");
+    assert_eq!(
+        s["failed"],
+        1,
+        "{s}\n{}",
+        k.run(&["get", "pods", "-l", "job-name=policy", "-o", "yaml"])
+            .stdout
+    );
     let failed = condition(&s, "Failed").unwrap();
     assert_eq!(failed["reason"], "PodFailurePolicy", "{s}");
     assert!(

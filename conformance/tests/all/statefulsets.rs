@@ -95,7 +95,9 @@ fn wasm_statefulset_example() {
     let first_uid = web0["metadata"]["uid"].as_str().unwrap().to_string();
 
     // web-0 deleted: back under its name, on its volume, with its first run's file.
-    k.ok(&["delete", "pod", "web-0"]);
+    // Without waiting: kubectl's wait for the old pod once hung here (its watch never saw
+    // the old web-0's deletion while the new web-0 came up under the name); see issue 16.
+    k.ok(&["delete", "pod", "web-0", "--wait=false"]);
     let again = eventually("web-0 back and ready", || {
         let p = k.json(&["get", "pod", "web-0"]);
         (p["metadata"]["uid"] != first_uid.as_str() && ready(&p)).then_some(p)

@@ -292,6 +292,8 @@ impl Controller {
                 return Ok(None);
             }
         };
+        // Read before the pods are (see the Job controller).
+        let satisfied = self.expectations.satisfied(key);
         let spec = ds.spec.clone().unwrap_or_default();
         let template = spec.template.clone();
         let collisions = ds.status.as_ref().and_then(|s| s.collision_count);
@@ -327,7 +329,6 @@ impl Controller {
             events: &self.events,
             owner: ds.object_ref(&()),
         };
-        let satisfied = self.expectations.satisfied(key);
         let mut create_on: Vec<String> = Vec::new();
         let mut delete: Vec<&Arc<Pod>> = Vec::new();
         let mut placed: BTreeMap<String, OnNode> = BTreeMap::new();

@@ -31,28 +31,31 @@ impl Expectations {
         }
     }
 
+    /// `n` more creations to wait for, on top of what is still awaited (a sync that
+    /// creates and deletes, as a DaemonSet's, waits for both).
     pub fn expect_creations(&self, key: &str, n: usize) {
-        let mut map = self.map.lock().expect("expectations");
-        map.insert(
-            key.to_string(),
-            Pending {
-                adds: n as i64,
-                deletes: HashSet::new(),
-                since: Instant::now(),
-            },
-        );
+        self.pending(key, |p| p.adds += n as i64);
     }
 
     pub fn expect_deletions(&self, key: &str, pods: impl IntoIterator<Item = String>) {
+        self.pending(key, |p| p.deletes.extend(pods));
+    }
+
+    /// The key's pending expectations, started afresh when the last were met or expired,
+    /// changed by `f`.
+    fn pending(&self, key: &str, f: impl FnOnce(&mut Pending)) {
         let mut map = self.map.lock().expect("expectations");
-        map.insert(
-            key.to_string(),
-            Pending {
-                adds: 0,
-                deletes: pods.into_iter().collect(),
-                since: Instant::now(),
-            },
-        );
+        let p = map.entry(key.to_string()).or_insert_with(|| Pending {
+            adds: 0,
+            deletes: HashSet::new(),
+            since: Instant::now(),
+        });
+        if (p.adds <= 0 && p.deletes.is_empty()) || p.since.elapsed() > TTL {
+            p.adds = 0;
+            p.deletes.clear();
+        }
+        p.since = Instant::now();
+        f(p);
     }
 
     /// A creation seen (or one that failed, and so will never be seen).
@@ -94,5 +97,12 @@ mod tests {
         assert!(!e.satisfied("ns/rs"));
         e.deletion_observed("ns/rs", "ns/b");
         assert!(e.satisfied("ns/rs"));
+        // Creations and deletions asked for in one sync are both waited for.
+        e.expect_creations("ns/ds", 1);
+        e.expect_deletions("ns/ds", ["ns/old".to_string()]);
+        e.deletion_observed("ns/ds", "ns/old");
+        assert!(!e.satisfied("ns/ds"), "the creation is still awaited");
+        e.creation_observed("ns/ds");
+        assert!(e.satisfied("ns/ds"));
     }
 }

@@ -48,6 +48,10 @@ struct Controller {
     removing: Mutex<HashSet<String>>,
     /// Per Job: failures since the last success and when the last one was counted.
     backoff: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Per Job, the resourceVersion of its last status write here. A sync whose cached Job
+    /// is older waits for the cache: counts written a moment ago (a failure, say) must not
+    /// be read as never having happened, or a failed pod would be replaced at once.
+    written: Mutex<HashMap<String, u64>>,
     /// Whether finished Jobs are deleted after `ttlSecondsAfterFinished`
     /// (`ttl-after-finished-controller`).
     ttl: bool,
@@ -66,6 +70,7 @@ pub fn start(informers: &Arc<Informers>, events: &Recorder, workers: usize, ttl:
         events: events.for_controller(NAME),
         removing: Mutex::default(),
         backoff: Mutex::default(),
+        written: Mutex::default(),
         ttl,
     });
     jobs.enqueue_keys(&queue);
@@ -99,6 +104,15 @@ fn phase(pod: &Pod) -> &str {
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .unwrap_or("")
+}
+
+/// A resourceVersion as the number Skiff's (and etcd's) are; an unparsable one is 0.
+fn revision(job: &Job) -> u64 {
+    job.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn index_of(pod: &Pod) -> Option<i32> {
@@ -301,8 +315,23 @@ impl Controller {
         let Some(job) = self.jobs.get(key) else {
             self.expectations.forget(key);
             self.backoff.lock().expect("backoff").remove(key);
+            self.written.lock().expect("written").remove(key);
             return Ok(None);
         };
+        let cached = revision(&job);
+        if self
+            .written
+            .lock()
+            .expect("written")
+            .get(key)
+            .is_some_and(|w| cached < *w)
+        {
+            // The Job's update event brings the key back.
+            return Ok(None);
+        }
+        // Read before the pods are: a creation seen between the two would otherwise
+        // satisfy the expectations while the pod list still lacks it (kube's order).
+        let satisfied = self.expectations.satisfied(key);
         let (ns, _) = split_key(key);
         let ns = ns.unwrap_or_default().to_string();
         let selector = match util::selector(job.spec.as_ref().and_then(|s| s.selector.as_ref())) {
@@ -341,7 +370,7 @@ impl Controller {
         if finished(&job) {
             return self.after_finished(&job).await;
         }
-        if !self.expectations.satisfied(key) {
+        if !satisfied {
             return Ok(None);
         }
         self.reconcile(key, &ns, &job, &pods).await

@@ -188,6 +188,8 @@ impl Controller {
             self.expectations.forget(key);
             return Ok(None);
         };
+        // Read before the pods are (see the Job controller).
+        let satisfied = self.expectations.satisfied(key);
         let (ns, _) = split_key(key);
         let ns = ns.unwrap_or_default().to_string();
         let spec = set.spec.clone().unwrap_or_default();
@@ -267,7 +269,7 @@ impl Controller {
                 by_ordinal.insert(i, p.clone());
             }
         }
-        if self.expectations.satisfied(key) {
+        if satisfied {
             self.manage(
                 &set,
                 key,
