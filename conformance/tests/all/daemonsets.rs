@@ -12,8 +12,8 @@ use crate::agents::nodes_ready;
 use crate::node::{example, ready};
 use crate::workloads::{PodWatch, eventually};
 
-/// The DaemonSet's live pods by node.
-fn placed(k: &Kubectl, app: &str) -> BTreeMap<String, Vec<Value>> {
+/// The live (not being deleted) pods of `app` by node.
+pub(crate) fn placed(k: &Kubectl, app: &str) -> BTreeMap<String, Vec<Value>> {
     let mut by_node: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for p in k.json(&["get", "pods", "-l", &format!("app={app}")])["items"]
         .as_array()

@@ -9,6 +9,7 @@ use serde_json::Value;
 use skiff_conformance::{Backend, Cluster, Kubectl, Registry};
 
 use crate::agents::nodes_ready;
+use crate::daemonsets::placed;
 use crate::node::ready;
 use crate::workloads::eventually;
 
@@ -40,24 +41,13 @@ fn taints(k: &Kubectl, node: &str) -> Vec<String> {
 
 /// The live (not being deleted) pods of `app` by node, and how many of them are ready.
 pub(crate) fn live(k: &Kubectl, app: &str) -> BTreeMap<String, (usize, usize)> {
-    let mut by_node: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for p in k.json(&["get", "pods", "-l", &format!("app={app}")])["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        if p["metadata"]["deletionTimestamp"].is_string() {
-            continue;
-        }
-        let e = by_node
-            .entry(p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
-            .or_default();
-        e.0 += 1;
-        if ready(&p) {
-            e.1 += 1;
-        }
-    }
-    by_node
+    placed(k, app)
+        .into_iter()
+        .map(|(node, pods)| {
+            let ready = pods.iter().filter(|p| ready(p)).count();
+            (node, (pods.len(), ready))
+        })
+        .collect()
 }
 
 /// A Deployment `web` of four replicas of `image` (with `extra` pod spec lines) and a

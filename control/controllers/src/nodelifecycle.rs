@@ -116,20 +116,10 @@ fn no_execute(node: &Node) -> Vec<&Taint> {
         .collect()
 }
 
-fn condition<'a>(node: &'a Node, type_: &str) -> Option<&'a str> {
-    node.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.as_str())
-}
-
 /// The taints a node's conditions call for, by (key, effect).
 pub fn condition_taints(node: &Node) -> Vec<(&'static str, &'static str)> {
     let mut want = Vec::new();
-    match condition(node, "Ready") {
+    match util::node_condition(node, "Ready") {
         // A node that has not posted yet is judged after the grace period.
         Some("True") | None => {}
         Some("Unknown") => {
@@ -146,7 +136,7 @@ pub fn condition_taints(node: &Node) -> Vec<(&'static str, &'static str)> {
         ("DiskPressure", "node.kubernetes.io/disk-pressure"),
         ("PIDPressure", "node.kubernetes.io/pid-pressure"),
     ] {
-        if condition(node, cond) == Some("True") {
+        if util::node_condition(node, cond) == Some("True") {
             want.push((key, "NoSchedule"));
         }
     }
@@ -220,7 +210,7 @@ impl Controller {
         let last = renewed.max(posted).or(created).unwrap_or(now_ms);
         let silent = Duration::from_millis((now_ms - last).max(0) as u64);
         let mut node = (*node).clone();
-        if silent > self.grace && condition(&node, "Ready") != Some("Unknown") {
+        if silent > self.grace && util::node_condition(&node, "Ready") != Some("Unknown") {
             node = self.mark_unknown(&node).await?;
         } else if let Some(left) = self.grace.checked_sub(silent) {
             again = Some(left.min(MONITOR_PERIOD));
@@ -269,7 +259,7 @@ impl Controller {
             })
             .collect::<Vec<_>>();
         let mut conditions = conditions;
-        if condition(node, "Ready").is_none() {
+        if util::node_condition(node, "Ready").is_none() {
             conditions.push(json!({"type": "Ready", "status": "Unknown",
                 "reason": "NodeStatusNeverUpdated", "message": "Kubelet never posted node status.",
                 "lastHeartbeatTime": node.metadata.creation_timestamp, "lastTransitionTime": now}));

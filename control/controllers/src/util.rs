@@ -131,15 +131,23 @@ pub fn min_some(
     }
 }
 
-/// A node's Ready condition status (`True`, `False`, `Unknown`), if it has one.
-pub fn node_ready(node: &k8s_openapi::api::core::v1::Node) -> Option<&str> {
+/// The status (`True`, `False`, `Unknown`) of a node's condition `type_`, if it has one.
+pub fn node_condition<'a>(
+    node: &'a k8s_openapi::api::core::v1::Node,
+    type_: &str,
+) -> Option<&'a str> {
     node.status
         .as_ref()?
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == "Ready")
+        .find(|c| c.type_ == type_)
         .map(|c| c.status.as_str())
+}
+
+/// A node's Ready condition status.
+pub fn node_ready(node: &k8s_openapi::api::core::v1::Node) -> Option<&str> {
+    node_condition(node, "Ready")
 }
 
 /// An int-or-percent of `total`, a percentage rounded up or down; an unparsable value is 0

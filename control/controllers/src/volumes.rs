@@ -541,7 +541,7 @@ impl Controller {
             return Ok(None);
         }
         let spec = pv.spec.clone().unwrap_or_default();
-        let claims: Api<PersistentVolumeClaim> = util_api(&self.client, claim);
+        let claims: Api<PersistentVolumeClaim> = crate::util::api_of(&self.client, claim);
         claims
             .patch_status(
                 &claim.name_any(),
@@ -597,12 +597,15 @@ impl Controller {
         let claim = match self.claims.get(&key) {
             Some(c) => Some(c),
             // Not in the cache: gone, or made a moment ago. A read tells which.
-            None => util_api::<PersistentVolumeClaim>(&self.client, &*pv)
-                .get_opt(r.name.as_deref().unwrap_or_default())
-                .await
-                .ok()
-                .flatten()
-                .map(Arc::new),
+            None => Api::<PersistentVolumeClaim>::namespaced(
+                self.client.clone(),
+                r.namespace.as_deref().unwrap_or_default(),
+            )
+            .get_opt(r.name.as_deref().unwrap_or_default())
+            .await
+            .ok()
+            .flatten()
+            .map(Arc::new),
         };
         let claim_alive = claim
             .as_ref()
@@ -634,15 +637,6 @@ impl Controller {
         }
         Ok(None)
     }
-}
-
-/// The API of a claim's kind in the namespace of `near` (a claim, or a volume's claimRef).
-fn util_api<K>(client: &kube::Client, near: &impl Resource) -> Api<K>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-{
-    let ns = near.meta().namespace.clone().unwrap_or_default();
-    Api::namespaced(client.clone(), &ns)
 }
 
 #[cfg(test)]
