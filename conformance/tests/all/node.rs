@@ -341,7 +341,7 @@ fn env_volumes_and_downward_api() {
         "--from-literal=token=s3cret",
     ]);
 
-    let env = "    env:\n    - name: PLAIN\n      value: plain-$(LEVEL)\n    - name: MODE\n      valueFrom: {configMapKeyRef: {name: settings, key: mode}}\n    - name: TOKEN\n      valueFrom: {secretKeyRef: {name: creds, key: token}}\n    - name: POD_NAME\n      valueFrom: {fieldRef: {fieldPath: metadata.name}}\n    - name: POD_IP\n      valueFrom: {fieldRef: {fieldPath: status.podIP}}\n    envFrom:\n    - configMapRef: {name: settings}\n      prefix: CM_\n";
+    let env = "    env:\n    - name: PLAIN\n      value: plain-$(LEVEL)\n    - name: MODE\n      valueFrom: {configMapKeyRef: {name: settings, key: mode}}\n    - name: TOKEN\n      valueFrom: {secretKeyRef: {name: creds, key: token}}\n    - name: POD_NAME\n      valueFrom: {fieldRef: {fieldPath: metadata.name}}\n    - name: POD_IP\n      valueFrom: {fieldRef: {fieldPath: status.podIP}}\n    - name: MEM_MI\n      valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}\n    - name: CPU_MILLIS\n      valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1m}}\n    - name: CPUS\n      valueFrom: {resourceFieldRef: {resource: limits.cpu}}\n    resources:\n      limits: {memory: 96Mi, cpu: 1500m}\n      requests: {cpu: 250m}\n    envFrom:\n    - configMapRef: {name: settings}\n      prefix: CM_\n";
     k.ok_stdin(
         &["apply", "-f", "-"],
         &testbed_pod("env", &image, "Never", &["print-env"], env),
@@ -357,6 +357,10 @@ fn env_volumes_and_downward_api() {
         format!("POD_IP={ip}"),
         "CM_mode=fast".into(),
         "CM_LEVEL=3".into(),
+        // Limits and requests in the divisor's units, rounded up, as the kubelet gives them.
+        "MEM_MI=96".into(),
+        "CPU_MILLIS=250".into(),
+        "CPUS=2".into(),
     ] {
         assert!(logs.lines().any(|l| l == line), "no {line} in:\n{logs}");
     }

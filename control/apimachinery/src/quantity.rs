@@ -108,6 +108,18 @@ impl Quantity {
         })
     }
 
+    /// The value in thousandths of its unit, rounded up as `Quantity.MilliValue()` rounds
+    /// (`0.5m` is `1m`): millicores for `cpu`.
+    pub fn milli_value(&self) -> i128 {
+        ceil_div(self.nanos, NANO / 1_000)
+    }
+
+    /// The value in whole units, rounded up as `Quantity.Value()` rounds (half a byte is a
+    /// byte): bytes for `memory`, counts for everything but `cpu`.
+    pub fn value(&self) -> i128 {
+        ceil_div(self.nanos, NANO)
+    }
+
     /// The canonical form Kubernetes prints (`0.5` → `500m`, `1024Mi` → `1Gi`, `1000` → `1k`).
     pub fn canonical(&self) -> String {
         if self.nanos == 0 {
@@ -163,6 +175,21 @@ impl Quantity {
     }
 }
 
+/// `n / d` rounded toward positive infinity (`d > 0`).
+fn ceil_div(n: i128, d: i128) -> i128 {
+    n.div_euclid(d) + i128::from(n.rem_euclid(d) != 0)
+}
+
+/// The milli-value of a quantity string, `None` when it is no quantity.
+pub fn parse_milli(s: &str) -> Option<i128> {
+    Quantity::parse(s).ok().map(|q| q.milli_value())
+}
+
+/// The whole-unit value of a quantity string, `None` when it is no quantity.
+pub fn parse_value(s: &str) -> Option<i128> {
+    Quantity::parse(s).ok().map(|q| q.value())
+}
+
 impl PartialOrd for Quantity {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.nanos.cmp(&other.nanos))
@@ -203,6 +230,32 @@ mod tests {
         assert!(Quantity::parse("1").unwrap() > Quantity::parse("999m").unwrap());
         assert!(Quantity::parse("1Gi").unwrap() > Quantity::parse("1G").unwrap());
         assert!(Quantity::parse("128Mi").unwrap() < Quantity::parse("0.5Gi").unwrap());
+    }
+
+    #[test]
+    fn values_round_up_as_kubernetes_does() {
+        let m = |s: &str| parse_milli(s).unwrap();
+        let v = |s: &str| parse_value(s).unwrap();
+        assert_eq!(m("1"), 1000);
+        assert_eq!(m("250m"), 250);
+        assert_eq!(m("0.5"), 500);
+        assert_eq!(m(".5"), 500);
+        assert_eq!(m("1.5m"), 2);
+        assert_eq!(m("100n"), 1);
+        assert_eq!(m("2e3"), 2_000_000);
+        assert_eq!(m("1E-3"), 1);
+        assert_eq!(m("-1"), -1000);
+        assert_eq!(v("1.5Gi"), 1536 << 20);
+        assert_eq!(v("1.5Ki"), 1536);
+        assert_eq!(v("129e6"), 129_000_000);
+        assert_eq!(v("1G"), 1_000_000_000);
+        assert_eq!(v("0.1"), 1);
+        assert_eq!(v("1500m"), 2);
+        // Past f64's 53 bits: exact, as Kubernetes keeps it.
+        assert_eq!(v("9007199254740993"), 9_007_199_254_740_993);
+        assert_eq!(v("8Ei"), 8 << 60);
+        assert_eq!(parse_milli("1Qi"), None);
+        assert_eq!(parse_value(""), None);
     }
 
     #[test]

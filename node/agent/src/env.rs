@@ -4,8 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, ResourceFieldSelector, Secret};
 use kube::Api;
+use skiff_apimachinery::quantity::Quantity;
 
 /// A value the pod needs and the API could not give: the container waits with
 /// `CreateContainerConfigError`, as in Kubernetes.
@@ -163,7 +164,7 @@ pub async fn environment(
                 } else if let Some(f) = &from.field_ref {
                     sources.field(&f.field_path)?
                 } else if let Some(r) = &from.resource_field_ref {
-                    resource_field(container, &r.resource)
+                    resource_field(container, r)
                 } else {
                     String::new()
                 }
@@ -174,8 +175,11 @@ pub async fn environment(
     Ok(env)
 }
 
-fn resource_field(container: &Container, resource: &str) -> String {
-    let Some((kind, name)) = resource.split_once('.') else {
+/// A `resourceFieldRef` as the kubelet resolves it: the container's limit or request in
+/// units of the divisor (default 1), rounded up; cpu in cores from millicores. A limit the
+/// container does not set is the node's allocatable amount, as the kubelet fills it in.
+fn resource_field(container: &Container, r: &ResourceFieldSelector) -> String {
+    let Some((kind, name)) = r.resource.split_once('.') else {
         return String::new();
     };
     let res = container.resources.as_ref();
@@ -184,16 +188,42 @@ fn resource_field(container: &Container, resource: &str) -> String {
         "requests" => res.and_then(|r| r.requests.as_ref()),
         _ => None,
     };
-    match (name, map.and_then(|m| m.get(name))) {
-        ("cpu", Some(q)) => crate::status::cpu_millis(&q.0)
-            .map(|m| m.div_ceil(1000).to_string())
-            .unwrap_or_default(),
-        ("memory", Some(q)) => crate::status::bytes(&q.0)
-            .map(|b| b.to_string())
-            .unwrap_or_default(),
-        (_, Some(q)) => q.0.clone(),
-        _ => String::new(),
+    let set = map
+        .and_then(|m| m.get(name))
+        .and_then(|q| Quantity::parse(&q.0).ok());
+    let amount = match (set, kind, name) {
+        (Some(q), _, _) => q,
+        (None, "limits", "cpu") => allocatable_cpu(),
+        (None, "limits", "memory") => allocatable_memory(),
+        (None, _, _) => Quantity::parse("0").expect("0 is a quantity"),
+    };
+    let divisor = r
+        .divisor
+        .as_ref()
+        .and_then(|d| Quantity::parse(&d.0).ok())
+        .filter(|d| d.nanos > 0);
+    let (value, per) = if name == "cpu" {
+        (
+            amount.milli_value(),
+            divisor.map_or(1000, |d| d.milli_value()),
+        )
+    } else {
+        (amount.value(), divisor.map_or(1, |d| d.value()))
+    };
+    if per <= 0 {
+        return value.to_string();
     }
+    (value.div_euclid(per) + i128::from(value.rem_euclid(per) != 0)).to_string()
+}
+
+fn allocatable_cpu() -> Quantity {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Quantity::parse(&cpus.to_string()).expect("a count is a quantity")
+}
+
+fn allocatable_memory() -> Quantity {
+    let kib = crate::node::mem_total_kib();
+    Quantity::parse(&format!("{kib}Ki")).expect("KiB are a quantity")
 }
 
 /// `$(VAR)` → its value when defined; `$$(VAR)` → `$(VAR)`; anything else unchanged.
@@ -265,6 +295,53 @@ mod tests {
         assert_eq!(expand("$$(A)", &env), "$(A)");
         assert_eq!(expand("cost $5", &env), "cost $5");
         assert_eq!(expand("$(A", &env), "$(A");
+    }
+
+    #[test]
+    fn resource_fields_follow_the_kubelet() {
+        use k8s_openapi::api::core::v1::ResourceRequirements;
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity as Q;
+        let c = Container {
+            resources: Some(ResourceRequirements {
+                limits: Some(BTreeMap::from([
+                    ("cpu".to_string(), Q("1500m".into())),
+                    ("memory".to_string(), Q("96Mi".into())),
+                ])),
+                requests: Some(BTreeMap::from([("cpu".to_string(), Q("250m".into()))])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let f = |resource: &str, divisor: Option<&str>| {
+            resource_field(
+                &c,
+                &ResourceFieldSelector {
+                    resource: resource.into(),
+                    divisor: divisor.map(|d| Q(d.into())),
+                    container_name: None,
+                },
+            )
+        };
+        assert_eq!(f("limits.cpu", None), "2", "cores, rounded up");
+        assert_eq!(f("limits.cpu", Some("1m")), "1500");
+        assert_eq!(f("requests.cpu", Some("1m")), "250");
+        assert_eq!(f("limits.memory", None), (96u64 << 20).to_string());
+        assert_eq!(f("limits.memory", Some("1Mi")), "96");
+        assert_eq!(f("limits.memory", Some("1G")), "1", "rounded up");
+        assert_eq!(f("requests.memory", None), "0");
+        let unset = resource_field(
+            &Container::default(),
+            &ResourceFieldSelector {
+                resource: "limits.memory".into(),
+                divisor: Some(Q("1Ki".into())),
+                container_name: None,
+            },
+        );
+        assert_eq!(
+            unset,
+            crate::node::mem_total_kib().to_string(),
+            "node allocatable"
+        );
     }
 
     #[test]

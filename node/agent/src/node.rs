@@ -350,7 +350,7 @@ fn read_trim(path: &str) -> String {
         .unwrap_or_default()
 }
 
-fn mem_total_kib() -> u64 {
+pub(crate) fn mem_total_kib() -> u64 {
     read_trim("/proc/meminfo")
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))

@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{
     ContainerStatus, HostIP, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use skiff_apimachinery::quantity::{parse_milli, parse_value};
 
 /// An API time from a chrono one (k8s-openapi's times are jiff timestamps).
 pub fn time(t: DateTime<Utc>) -> Time {
@@ -311,43 +312,15 @@ pub fn render(s: &Snapshot, previous: Option<&PodStatus>) -> PodStatus {
     }
 }
 
-/// `100m` → 100, `2` → 2000, `0.5` → 500.
+/// Millicores, rounded up (`100m` → 100, `2` → 2000, `0.5` → 500, `1.5m` → 2), by the one
+/// quantity parser.
 pub fn cpu_millis(q: &str) -> Option<u64> {
-    if let Some(m) = q.strip_suffix('m') {
-        return m.parse().ok();
-    }
-    let v: f64 = q.parse().ok()?;
-    (v >= 0.0).then(|| (v * 1000.0).ceil() as u64)
+    parse_milli(q).and_then(|m| u64::try_from(m).ok())
 }
 
-/// `32Mi` → 33554432, `1G` → 10^9, `129e6`, `128974848`.
+/// Bytes, rounded up (`32Mi`, `1G`, `129e6`, `128974848`), by the one quantity parser.
 pub fn bytes(q: &str) -> Option<u64> {
-    const SUFFIXES: &[(&str, u64)] = &[
-        ("Ki", 1 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("Ti", 1 << 40),
-        ("Pi", 1 << 50),
-        ("Ei", 1 << 60),
-        ("k", 1_000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-        ("T", 1_000_000_000_000),
-        ("P", 1_000_000_000_000_000),
-        ("E", 1_000_000_000_000_000_000),
-    ];
-    for (suffix, factor) in SUFFIXES {
-        if let Some(n) = q.strip_suffix(suffix) {
-            let v: f64 = n.parse().ok()?;
-            return (v >= 0.0).then(|| (v * *factor as f64).ceil() as u64);
-        }
-    }
-    if let Some(m) = q.strip_suffix('m') {
-        let v: f64 = m.parse().ok()?;
-        return Some((v / 1000.0).ceil() as u64);
-    }
-    let v: f64 = q.parse().ok()?;
-    (v >= 0.0).then(|| v.ceil() as u64)
+    parse_value(q).and_then(|v| u64::try_from(v).ok())
 }
 
 #[cfg(test)]
@@ -479,5 +452,7 @@ mod tests {
         assert_eq!(bytes("129e6"), Some(129_000_000));
         assert_eq!(bytes("1.5Ki"), Some(1536));
         assert_eq!(bytes("junk"), None);
+        assert_eq!(cpu_millis("1.5m"), Some(2));
+        assert_eq!(bytes("9007199254740993"), Some(9_007_199_254_740_993));
     }
 }

@@ -521,14 +521,74 @@ fn validate_env(c: &Value, path: &str, errs: &mut Errs) {
                 "",
             ));
         }
-        if let Some(rr) = from.get("resourceFieldRef").filter(|v| !v.is_null())
-            && s(rr, "resource").is_empty()
-        {
-            errs.push(FieldError::required(
-                child(&child(&fp, "resourceFieldRef"), "resource"),
-                "",
-            ));
+        if let Some(rr) = from.get("resourceFieldRef").filter(|v| !v.is_null()) {
+            validate_resource_field_ref(rr, &child(&fp, "resourceFieldRef"), errs);
         }
+    }
+}
+
+/// The container resources a `resourceFieldRef` may name, and the divisors each allows
+/// (kube's `validateContainerResourceFieldSelector` and `validateContainerResourceDivisor`).
+fn validate_resource_field_ref(rr: &Value, path: &str, errs: &mut Errs) {
+    const RESOURCES: [&str; 6] = [
+        "limits.cpu",
+        "limits.ephemeral-storage",
+        "limits.memory",
+        "requests.cpu",
+        "requests.ephemeral-storage",
+        "requests.memory",
+    ];
+    let resource = s(rr, "resource");
+    let hugepages =
+        resource.starts_with("limits.hugepages-") || resource.starts_with("requests.hugepages-");
+    if resource.is_empty() {
+        errs.push(FieldError::required(child(path, "resource"), ""));
+    } else if !RESOURCES.contains(&resource) && !hugepages {
+        errs.push(FieldError::not_supported(
+            child(path, "resource"),
+            json!(resource),
+            &RESOURCES,
+        ));
+    }
+    let Some(divisor) = quantity::from_json(rr.get("divisor").unwrap_or(&Value::Null)) else {
+        return;
+    };
+    let dp = child(path, "divisor");
+    let divisor = match divisor {
+        Ok(d) if d.nanos == 0 => return,
+        Ok(d) => d.canonical(),
+        Err(m) => {
+            errs.push(FieldError::invalid(dp, rr["divisor"].clone(), m));
+            return;
+        }
+    };
+    const BYTES: [&str; 13] = [
+        "1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei",
+    ];
+    let what = match resource.split_once('.').map(|(_, name)| name) {
+        Some("cpu") => {
+            if !["1m", "1"].contains(&divisor.as_str()) {
+                errs.push(FieldError::invalid(
+                    dp,
+                    json!(resource),
+                    "only divisor's values 1m and 1 are supported with the cpu resource",
+                ));
+            }
+            return;
+        }
+        Some("memory") => "memory",
+        Some("ephemeral-storage") => "local ephemeral storage",
+        _ if hugepages => "hugepages",
+        _ => return,
+    };
+    if !BYTES.contains(&divisor.as_str()) {
+        errs.push(FieldError::invalid(
+            dp,
+            json!(resource),
+            format!(
+                "only divisor's values 1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi, 1Ei are supported with the {what} resource"
+            ),
+        ));
     }
 }
 
@@ -886,6 +946,39 @@ mod tests {
             "volumes": [{"name": "data"}]}),
         );
         assert_eq!(check(&p, None), Vec::<String>::new());
+    }
+
+    #[test]
+    fn resource_field_refs_name_a_resource_and_a_divisor_it_allows() {
+        let env = |resource: &str, divisor: Value| {
+            let p = pod(
+                json!({"containers": [{"name": "c", "image": "busybox", "env": [
+                {"name": "X", "valueFrom": {"resourceFieldRef": {"resource": resource, "divisor": divisor}}}]}]}),
+            );
+            check(&p, None)
+        };
+        assert_eq!(env("limits.memory", json!("1Mi")), Vec::<String>::new());
+        assert_eq!(env("requests.cpu", json!("1000m")), Vec::<String>::new());
+        assert_eq!(env("limits.cpu", json!(null)), Vec::<String>::new());
+        let field = "spec.containers[0].env[0].valueFrom.resourceFieldRef";
+        assert_eq!(
+            env("limits.gpu", json!(null)),
+            [format!(
+                "{field}.resource: Unsupported value: \"limits.gpu\": supported values: \"limits.cpu\", \"limits.ephemeral-storage\", \"limits.memory\", \"requests.cpu\", \"requests.ephemeral-storage\", \"requests.memory\""
+            )]
+        );
+        assert_eq!(
+            env("limits.cpu", json!("10m")),
+            [format!(
+                "{field}.divisor: Invalid value: \"limits.cpu\": only divisor's values 1m and 1 are supported with the cpu resource"
+            )]
+        );
+        assert_eq!(
+            env("requests.memory", json!("3Mi")),
+            [format!(
+                "{field}.divisor: Invalid value: \"requests.memory\": only divisor's values 1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi, 1Ei are supported with the memory resource"
+            )]
+        );
     }
 
     #[test]
