@@ -255,7 +255,6 @@ async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> 
     // The scheduler and the controllers talk to the API server like any client, as
     // kube-scheduler and kube-controller-manager do; in the same process, through the API
     // server's router rather than a socket.
-    let scheduler_client = in_process_client(&server);
     let controllers_client = in_process_client(&server);
     let options = skiff_controllers::Options {
         enabled: args.controllers.clone(),
@@ -263,15 +262,12 @@ async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> 
         ..Default::default()
     };
     let lead = move || {
+        // One informer per kind for the scheduler and every controller.
+        let informers = skiff_controllers::start(controllers_client, options);
         tokio::spawn(async move {
             let opts = skiff_scheduler::SchedulerOptions::default();
-            if let Err(e) =
-                skiff_scheduler::run(scheduler_client, opts, std::future::pending()).await
-            {
-                tracing::error!("scheduler stopped: {e}");
-            }
+            skiff_scheduler::run_on(informers, opts, std::future::pending()).await;
         });
-        skiff_controllers::start(controllers_client, options);
     };
     if args.store == "embedded" {
         // No other server can share an embedded store: this one leads.

@@ -1,6 +1,6 @@
 //! Skiff's controllers (kube-controller-manager's job): each an API client that reads
-//! through the shared informer layer (`informer`), works through a queue of keys
-//! (`queue`), and writes through the API, never to the store.
+//! through the shared informer layer (`skiff_informer`, which the scheduler reads through
+//! too), works through a queue of keys (`queue`), and writes through the API, never to the store.
 //!
 //! A controller is a reconcile function of one key, level-triggered and idempotent: it
 //! looks at what the caches say now and makes one step towards the spec, whatever events
@@ -13,13 +13,11 @@ pub mod disruption;
 pub mod events;
 pub mod expectations;
 pub mod gc;
-pub mod informer;
 pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
 mod pods;
-pub mod queue;
 mod refs;
 pub mod replicaset;
 mod revisions;
@@ -30,24 +28,14 @@ pub mod volumes;
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{
-    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
-};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController,
-    ServiceAccount,
-};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::runtime::watcher;
-use kube::{Api, Client};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::ReplicationController;
+use kube::Client;
 
-pub use informer::Informer;
-pub use queue::WorkQueue;
+pub use skiff_informer::{Informer, Informers, WorkQueue, informer, queue};
 
 /// The controllers, by the names kube-controller-manager's `--controllers` takes, with the
 /// older short names it also accepts.
@@ -142,87 +130,6 @@ impl Default for Options {
             node_monitor_grace_period: Duration::from_secs(50),
         }
     }
-}
-
-/// The informers the controllers share: each kind is listed and watched once, the first
-/// time a controller asks for it (client-go's `SharedInformerFactory`).
-pub struct Informers {
-    client: Client,
-    pods: OnceLock<Arc<Informer<Pod>>>,
-    replicasets: OnceLock<Arc<Informer<ReplicaSet>>>,
-    deployments: OnceLock<Arc<Informer<Deployment>>>,
-    replicationcontrollers: OnceLock<Arc<Informer<ReplicationController>>>,
-    namespaces: OnceLock<Arc<Informer<Namespace>>>,
-    serviceaccounts: OnceLock<Arc<Informer<ServiceAccount>>>,
-    jobs: OnceLock<Arc<Informer<Job>>>,
-    cronjobs: OnceLock<Arc<Informer<CronJob>>>,
-    daemonsets: OnceLock<Arc<Informer<DaemonSet>>>,
-    nodes: OnceLock<Arc<Informer<Node>>>,
-    controllerrevisions: OnceLock<Arc<Informer<ControllerRevision>>>,
-    leases: OnceLock<Arc<Informer<Lease>>>,
-    poddisruptionbudgets: OnceLock<Arc<Informer<PodDisruptionBudget>>>,
-    statefulsets: OnceLock<Arc<Informer<StatefulSet>>>,
-    persistentvolumeclaims: OnceLock<Arc<Informer<PersistentVolumeClaim>>>,
-    persistentvolumes: OnceLock<Arc<Informer<PersistentVolume>>>,
-}
-
-macro_rules! informer_getter {
-    ($name:ident, $ty:ty) => {
-        pub fn $name(&self) -> Arc<Informer<$ty>> {
-            self.$name
-                .get_or_init(|| {
-                    let informer = Informer::new();
-                    informer.start(Api::all(self.client.clone()), watcher::Config::default());
-                    informer
-                })
-                .clone()
-        }
-    };
-}
-
-impl Informers {
-    pub fn new(client: Client) -> Arc<Self> {
-        Arc::new(Informers {
-            client,
-            pods: OnceLock::new(),
-            replicasets: OnceLock::new(),
-            deployments: OnceLock::new(),
-            replicationcontrollers: OnceLock::new(),
-            namespaces: OnceLock::new(),
-            serviceaccounts: OnceLock::new(),
-            jobs: OnceLock::new(),
-            cronjobs: OnceLock::new(),
-            daemonsets: OnceLock::new(),
-            nodes: OnceLock::new(),
-            controllerrevisions: OnceLock::new(),
-            leases: OnceLock::new(),
-            poddisruptionbudgets: OnceLock::new(),
-            statefulsets: OnceLock::new(),
-            persistentvolumeclaims: OnceLock::new(),
-            persistentvolumes: OnceLock::new(),
-        })
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    informer_getter!(pods, Pod);
-    informer_getter!(replicasets, ReplicaSet);
-    informer_getter!(deployments, Deployment);
-    informer_getter!(replicationcontrollers, ReplicationController);
-    informer_getter!(namespaces, Namespace);
-    informer_getter!(serviceaccounts, ServiceAccount);
-    informer_getter!(jobs, Job);
-    informer_getter!(cronjobs, CronJob);
-    informer_getter!(daemonsets, DaemonSet);
-    informer_getter!(nodes, Node);
-    informer_getter!(controllerrevisions, ControllerRevision);
-    informer_getter!(leases, Lease);
-    informer_getter!(poddisruptionbudgets, PodDisruptionBudget);
-    informer_getter!(statefulsets, StatefulSet);
-    informer_getter!(persistentvolumeclaims, PersistentVolumeClaim);
-    informer_getter!(persistentvolumes, PersistentVolume);
 }
 
 /// The result of one reconcile: `Ok(Some(d))` asks to look again after `d` (a deadline, a

@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
         pods as f64 / elapsed.as_secs_f64()
     );
     let _ = stop.send(());
-    scheduler.await??;
+    scheduler.await?;
     Ok(())
 }
 

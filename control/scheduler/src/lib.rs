@@ -7,24 +7,19 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
-use k8s_openapi::api::node::v1::RuntimeClass;
-use kube::Api;
+use skiff_informer::{Informer, Informers, informer};
 use tokio::sync::mpsc;
 
 pub mod framework;
 mod quantity;
 mod report;
 mod scheduler;
-mod watch;
 
+use scheduler::Change;
 use scheduler::{Msg, Scheduler};
-use watch::Change;
-
-/// Pods that have finished hold no resources: like kube-scheduler's pod informer, the
-/// scheduler watches every other pod, bound or not, in one ordered stream.
-const LIVE_PODS: &str = "status.phase!=Succeeded,status.phase!=Failed";
 
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
@@ -45,51 +40,58 @@ impl Default for SchedulerOptions {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The first list failed: the API server is unreachable or refuses the scheduler.
-    /// Later failures are retried, never returned.
-    #[error("listing {resource}")]
-    List {
-        resource: &'static str,
-        #[source]
-        source: kube::Error,
-    },
-}
-
 /// Most pods decided between two yields to the runtime.
 const BATCH: usize = 256;
 /// Longest time spent deciding between two yields.
 const BATCH_TIME: Duration = Duration::from_millis(2);
 
-/// Schedules pods until `shutdown` completes.
+/// Schedules pods until `shutdown` completes, on informers of its own.
 pub async fn run(
     client: kube::Client,
     opts: SchedulerOptions,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), Error> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
-    let runtime_classes: Api<RuntimeClass> = Api::all(client.clone());
-    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
-    let volumes: Api<PersistentVolume> = Api::all(client.clone());
-    let list_err = |resource| move |source| Error::List { resource, source };
-    // Lists first, so no pod is judged against a half-known cluster.
-    let node_list = watch::list(&nodes, "").await.map_err(list_err("nodes"))?;
-    let rc_list = watch::list(&runtime_classes, "")
-        .await
-        .map_err(list_err("runtimeclasses"))?;
-    let claim_list = watch::list(&claims, "")
-        .await
-        .map_err(list_err("persistentvolumeclaims"))?;
-    let volume_list = watch::list(&volumes, "")
-        .await
-        .map_err(list_err("persistentvolumes"))?;
-    let pod_list = watch::list(&pods, LIVE_PODS)
-        .await
-        .map_err(list_err("pods"))?;
+) {
+    run_on(Informers::new(client), opts, shutdown).await
+}
 
+/// Schedules pods until `shutdown` completes, reading the cluster through `informers`,
+/// which the controllers of the same process share (one watch per kind for all of them).
+pub async fn run_on(
+    informers: Arc<Informers>,
+    opts: SchedulerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let client = informers.client().clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let (nodes, classes, claims, volumes, pods) = (
+        informers.nodes(),
+        informers.runtimeclasses(),
+        informers.persistentvolumeclaims(),
+        informers.persistentvolumes(),
+        informers.pods(),
+    );
+    forward(&nodes, &tx, Msg::Nodes, |_| true);
+    forward(&classes, &tx, Msg::RuntimeClasses, |_| true);
+    forward(&claims, &tx, Msg::Claims, |_| true);
+    forward(&volumes, &tx, Msg::Volumes, |_| true);
+    // Pods that have finished hold no resources: to the scheduler they are gone, as to
+    // kube-scheduler, whose pod informer selects only pods not Succeeded or Failed.
+    forward(&pods, &tx, Msg::Pods, |p| {
+        !matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+    });
+    // The first lists before the first decision, so no pod is judged against a
+    // half-known cluster: everything they held is in the channel by then.
+    futures::join!(
+        nodes.synced(),
+        classes.synced(),
+        claims.synced(),
+        volumes.synced(),
+        pods.synced(),
+    );
+
     let (report_tx, report_rx) = mpsc::unbounded_channel();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(report::run(
@@ -98,50 +100,7 @@ pub async fn run(
         opts.parallelism.div_ceil(4),
         report_rx,
     ));
-    let mut scheduler = Scheduler::new(opts.name, client, opts.parallelism, tx.clone(), report_tx);
-    let rv = |m: &kube::core::ListMeta| m.resource_version.clone().unwrap_or_default();
-    tasks.spawn(watch::follow(
-        nodes,
-        "",
-        rv(&node_list.metadata),
-        tx.clone(),
-        Msg::Nodes,
-    ));
-    tasks.spawn(watch::follow(
-        runtime_classes,
-        "",
-        rv(&rc_list.metadata),
-        tx.clone(),
-        Msg::RuntimeClasses,
-    ));
-    tasks.spawn(watch::follow(
-        claims,
-        "",
-        rv(&claim_list.metadata),
-        tx.clone(),
-        Msg::Claims,
-    ));
-    tasks.spawn(watch::follow(
-        volumes,
-        "",
-        rv(&volume_list.metadata),
-        tx.clone(),
-        Msg::Volumes,
-    ));
-    tasks.spawn(watch::follow(
-        pods,
-        LIVE_PODS,
-        rv(&pod_list.metadata),
-        tx,
-        Msg::Pods,
-    ));
-    scheduler.handle(Msg::Nodes(Box::new(Change::Relisted(node_list.items))));
-    scheduler.handle(Msg::RuntimeClasses(Box::new(Change::Relisted(
-        rc_list.items,
-    ))));
-    scheduler.handle(Msg::Claims(Box::new(Change::Relisted(claim_list.items))));
-    scheduler.handle(Msg::Volumes(Box::new(Change::Relisted(volume_list.items))));
-    scheduler.handle(Msg::Pods(Box::new(Change::Relisted(pod_list.items))));
+    let mut scheduler = Scheduler::new(opts.name, client, opts.parallelism, tx, report_tx);
 
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -180,5 +139,30 @@ pub async fn run(
         }
     }
     tasks.shutdown().await;
-    Ok(())
+}
+
+/// Hands the scheduler every change of one informer's objects, in the informer's order;
+/// an object that stops being `live` is deleted to it.
+fn forward<K>(
+    informer: &Informer<K>,
+    tx: &mpsc::UnboundedSender<Msg>,
+    wrap: fn(Box<Change<K>>) -> Msg,
+    live: fn(&K) -> bool,
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+{
+    let tx = tx.clone();
+    informer.subscribe(move |change| {
+        let change = match change {
+            informer::Change::Added(o) | informer::Change::Updated { new: o, .. } if live(o) => {
+                Change::Applied((***o).clone())
+            }
+            informer::Change::Added(_) => return,
+            informer::Change::Updated { new: o, .. } | informer::Change::Deleted(o) => {
+                Change::Deleted((***o).clone())
+            }
+        };
+        let _ = tx.send(wrap(Box::new(change)));
+    });
 }

@@ -7,7 +7,7 @@
 //! watch to report each binding, as kube-scheduler's assume cache does.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +24,6 @@ use tokio::time::Instant;
 
 use crate::framework::{self, NodeInfo, PodInfo, Requirements, Unfit};
 use crate::report::{self, Report};
-use crate::watch::Change;
 
 /// A pod's namespace and name.
 type PodKey = String;
@@ -33,6 +32,13 @@ type PodKey = String;
 /// (kube-scheduler's podInitialBackoffSeconds and podMaxBackoffSeconds).
 const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What changed in one kind the scheduler follows, from its informer.
+#[derive(Debug)]
+pub(crate) enum Change<K> {
+    Applied(K),
+    Deleted(K),
+}
 
 pub(crate) enum Msg {
     Pods(Box<Change<Pod>>),
@@ -271,23 +277,6 @@ impl Scheduler {
         match change {
             Change::Applied(pod) => self.pod_applied(pod, now),
             Change::Deleted(pod) => self.pod_deleted(&key_of(&pod), now),
-            Change::Relisted(pods) => {
-                let present: HashSet<PodKey> = pods.iter().map(key_of).collect();
-                let gone: Vec<PodKey> = self
-                    .queue
-                    .pods
-                    .keys()
-                    .chain(self.placed.keys())
-                    .filter(|k| !present.contains(*k))
-                    .cloned()
-                    .collect();
-                for key in gone {
-                    self.pod_deleted(&key, now);
-                }
-                for pod in pods {
-                    self.pod_applied(pod, now);
-                }
-            }
         }
     }
 
@@ -301,26 +290,6 @@ impl Scheduler {
             Change::Deleted(node) => {
                 self.node_gone(node.metadata.name.as_deref().unwrap_or_default());
             }
-            Change::Relisted(nodes) => {
-                let present: HashSet<String> = nodes
-                    .iter()
-                    .filter_map(|n| n.metadata.name.clone())
-                    .collect();
-                let gone: Vec<String> = self
-                    .nodes
-                    .keys()
-                    .filter(|n| !present.contains(*n))
-                    .cloned()
-                    .collect();
-                for name in gone {
-                    self.node_gone(&name);
-                }
-                for node in nodes {
-                    let name = node.metadata.name.clone().unwrap_or_default();
-                    self.nodes.entry(name).or_default().node = Some(node);
-                }
-                self.queue.move_unschedulable(now);
-            }
         }
     }
 
@@ -333,12 +302,6 @@ impl Scheduler {
             Change::Deleted(rc) => {
                 self.runtime_classes
                     .remove(rc.metadata.name.as_deref().unwrap_or_default());
-            }
-            Change::Relisted(list) => {
-                self.runtime_classes = list
-                    .into_iter()
-                    .map(|rc| (rc.metadata.name.clone().unwrap_or_default(), rc))
-                    .collect();
             }
         }
         self.queue.move_unschedulable(now);
@@ -631,9 +594,6 @@ fn apply_change<T>(cache: &mut HashMap<String, T>, change: Change<T>, key: impl 
         }
         Change::Deleted(o) => {
             cache.remove(&key(&o));
-        }
-        Change::Relisted(list) => {
-            *cache = list.into_iter().map(|o| (key(&o), o)).collect();
         }
     }
 }

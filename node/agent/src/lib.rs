@@ -172,7 +172,7 @@ pub(crate) struct Ctx {
     pub network: Arc<dyn Network>,
     pub logs: LogManager,
     pub pods: pod::Workers,
-    pub runtime_classes: Arc<runtime_classes::RuntimeClasses>,
+    pub runtime_classes: runtime_classes::RuntimeClasses,
     /// Containers running now, for exec, attach and port-forward.
     pub running: remote::Running,
     /// Events on their way to the API server (see `events::send_events`).
@@ -228,6 +228,7 @@ impl Agent {
             .map_err(|source| Error::Listen { addr, source })?;
         let endpoint = listener.local_addr()?;
         let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let runtime_classes = runtime_classes::RuntimeClasses::follow(client.clone());
         let ctx = Arc::new(Ctx {
             client,
             config,
@@ -236,7 +237,7 @@ impl Agent {
             network,
             logs,
             pods: pod::Workers::default(),
-            runtime_classes: Arc::default(),
+            runtime_classes,
             running: remote::Running::default(),
             events,
             setups: Arc::new(tokio::sync::Semaphore::new(SETUPS_IN_FLIGHT)),
@@ -250,7 +251,6 @@ impl Agent {
             ctx.config.node_name.clone(),
             ctx.config.local_root(),
         ));
-        tasks.spawn(ctx.runtime_classes.clone().follow(ctx.client.clone()));
         tasks.spawn(events::send_events(ctx.client.clone(), events_rx));
         tasks.spawn(pod::watch(ctx.clone()));
         tasks.spawn(image_gc(ctx.clone()));

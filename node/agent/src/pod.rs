@@ -13,15 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{
     EphemeralContainer, Event, EventSource, ObjectReference, Pod, PodStatus, Secret,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{
-    DeleteParams, ListParams, Patch, PatchParams, Preconditions, WatchEvent, WatchParams,
-};
-use kube::{Api, ResourceExt};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::watcher;
+use skiff_informer::{AbortOnDrop, Change, Informer};
 use skiff_shim::PodSandbox;
 use tokio::sync::{mpsc, watch};
 
@@ -31,7 +30,7 @@ use crate::{Ctx, PullSecrets, volumes};
 
 #[derive(Default)]
 pub struct Workers {
-    map: Mutex<HashMap<String, watch::Sender<Option<Pod>>>>,
+    map: Mutex<HashMap<String, watch::Sender<Option<Arc<Pod>>>>>,
 }
 
 impl Workers {
@@ -41,18 +40,21 @@ impl Workers {
         let mut images: Vec<String> = map
             .values()
             .filter_map(|tx| tx.borrow().clone())
-            .filter_map(|pod| pod.spec)
-            .flat_map(|spec| {
+            .flat_map(|pod| {
+                let Some(spec) = &pod.spec else {
+                    return Vec::new();
+                };
                 let ephemeral = spec
                     .ephemeral_containers
-                    .into_iter()
+                    .iter()
                     .flatten()
-                    .filter_map(|c| c.image);
+                    .filter_map(|c| c.image.clone());
                 spec.containers
-                    .into_iter()
-                    .chain(spec.init_containers.into_iter().flatten())
-                    .filter_map(|c| c.image)
+                    .iter()
+                    .chain(spec.init_containers.iter().flatten())
+                    .filter_map(|c| c.image.clone())
                     .chain(ephemeral)
+                    .collect()
             })
             .collect();
         images.sort();
@@ -63,91 +65,37 @@ impl Workers {
 
 /// Watches the pods bound to this node and hands each to its worker.
 pub async fn watch(ctx: Arc<Ctx>) {
-    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let pods = Informer::<Pod>::new();
     let selector = format!("spec.nodeName={}", ctx.config.node_name);
-    let mut first = true;
-    loop {
-        let list = match api.list(&ListParams::default().fields(&selector)).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!("listing pods: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let live: HashSet<String> = list
-            .items
-            .iter()
-            .filter_map(|p| p.metadata.uid.clone())
-            .collect();
-        if first {
-            // Sandboxes of pods that went away while the agent was down.
-            for uid in ctx.network.list().await {
-                if !live.contains(&uid) {
-                    let _ = ctx.network.remove(&uid).await;
-                }
-            }
-            first = false;
-        }
-        let known: Vec<String> = ctx
-            .pods
-            .map
-            .lock()
-            .expect("workers lock")
-            .keys()
-            .cloned()
-            .collect();
-        for uid in known.iter().filter(|u| !live.contains(*u)) {
-            gone(&ctx, uid);
-        }
-        for pod in list.items {
-            dispatch(&ctx, pod);
-        }
-        let mut rv = list.metadata.resource_version.unwrap_or_default();
-        let params = WatchParams::default().fields(&selector).timeout(290);
-        let stream = match api.watch(&params, &rv).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("watching pods: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let mut stream = stream.boxed();
-        loop {
-            match stream.try_next().await {
-                Ok(Some(WatchEvent::Added(pod) | WatchEvent::Modified(pod))) => {
-                    rv = pod.resource_version().unwrap_or_default();
-                    dispatch(&ctx, pod);
-                }
-                Ok(Some(WatchEvent::Deleted(pod))) => {
-                    rv = pod.resource_version().unwrap_or_default();
-                    if let Some(uid) = &pod.metadata.uid {
-                        gone(&ctx, uid);
-                    }
-                }
-                Ok(Some(WatchEvent::Bookmark(b))) => rv = b.metadata.resource_version,
-                Ok(Some(WatchEvent::Error(e))) => {
-                    tracing::debug!("pod watch ended: {}", e.message);
-                    break;
-                }
-                Ok(None) => {
-                    // The server closed the watch (timeout): resume from where it was.
-                    match api.watch(&params, &rv).await {
-                        Ok(s) => stream = s.boxed(),
-                        Err(_) => break,
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!("pod watch failed: {e}");
-                    break;
-                }
-            }
+    let _follow = AbortOnDrop(pods.start(
+        Api::all(ctx.client.clone()),
+        watcher::Config::default().fields(&selector),
+    ));
+    pods.synced().await;
+    // Sandboxes of pods that went away while the agent was down. Before any worker runs,
+    // so that no sandbox is built meanwhile.
+    for uid in ctx.network.list().await {
+        if pods.get_by_uid(&uid).is_none() {
+            let _ = ctx.network.remove(&uid).await;
         }
     }
+    // The cached pods first (as added), then every change; a relist after the watch
+    // expired reports the pods it no longer holds as deleted.
+    let handler_ctx = ctx.clone();
+    pods.subscribe(move |change| match change {
+        Change::Added(pod) | Change::Updated { new: pod, .. } => {
+            dispatch(&handler_ctx, Arc::clone(pod));
+        }
+        Change::Deleted(pod) => {
+            if let Some(uid) = &pod.metadata.uid {
+                gone(&handler_ctx, uid);
+            }
+        }
+    });
+    std::future::pending::<()>().await
 }
 
-fn dispatch(ctx: &Arc<Ctx>, pod: Pod) {
+fn dispatch(ctx: &Arc<Ctx>, pod: Arc<Pod>) {
     let Some(uid) = pod.metadata.uid.clone() else {
         return;
     };
@@ -299,10 +247,11 @@ pub fn record_event(
 }
 
 /// One pod, from the first time the agent sees it until its object is gone.
-async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
+async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Arc<Pod>>>) {
     let Some(pod) = rx.borrow_and_update().clone() else {
         return;
     };
+    let pod = Pod::clone(&pod);
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
@@ -414,7 +363,7 @@ async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
                             deleting = Some(g);
                             stop_tx.send_replace(Some(g));
                         }
-                        writer.pod = p;
+                        writer.pod = Pod::clone(&p);
                     }
                 }
             }
@@ -531,7 +480,7 @@ async fn run_pod(
     pod: Pod,
     grace: Duration,
     mut stop: watch::Receiver<Option<Duration>>,
-    pod_updates: watch::Receiver<Option<Pod>>,
+    pod_updates: watch::Receiver<Option<Arc<Pod>>>,
     updates: mpsc::UnboundedSender<Update>,
     sandbox_reusable: Arc<AtomicBool>,
 ) {
@@ -716,7 +665,7 @@ fn already_run(pod: &Pod) -> HashSet<String> {
 /// (`containers_done`).
 async fn run_ephemeral(
     run: Arc<PodRun>,
-    mut pod: watch::Receiver<Option<Pod>>,
+    mut pod: watch::Receiver<Option<Arc<Pod>>>,
     mut started: HashSet<String>,
     mut pod_stop: watch::Receiver<Option<Duration>>,
     mut containers_done: tokio::sync::oneshot::Receiver<()>,

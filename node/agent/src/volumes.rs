@@ -257,16 +257,20 @@ fn pinned_to(pv: &PersistentVolume, node: &str) -> bool {
 /// Removes the directories of this node's provisioned volumes once they are deleted, then
 /// lets the volume objects go (their clean-up finalizer). Runs until the agent stops.
 pub async fn clean_local_volumes(client: kube::Client, node: String, local_root: PathBuf) {
-    use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, watcher};
+    use kube::runtime::watcher;
     let pvs: Api<PersistentVolume> = Api::all(client);
-    let mut events = std::pin::pin!(
-        watcher(pvs.clone(), watcher::Config::default())
-            .default_backoff()
-            .applied_objects()
-    );
-    while let Some(event) = events.next().await {
-        let Ok(pv) = event else { continue };
+    let informer = skiff_informer::Informer::<PersistentVolume>::new();
+    let _watch =
+        skiff_informer::AbortOnDrop(informer.start(pvs.clone(), watcher::Config::default()));
+    let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
+    informer.subscribe(move |change| {
+        if let skiff_informer::Change::Added(pv) | skiff_informer::Change::Updated { new: pv, .. } =
+            change
+        {
+            let _ = tx.send(std::sync::Arc::clone(pv));
+        }
+    });
+    while let Some(pv) = changed.recv().await {
         let holds = pv
             .metadata
             .finalizers

@@ -12,10 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// A scheduler task and the sender that stops it.
-type RunningScheduler = (
-    oneshot::Sender<()>,
-    JoinHandle<Result<(), skiff_scheduler::Error>>,
-);
+type RunningScheduler = (oneshot::Sender<()>, JoinHandle<()>);
 
 /// An API server on a fresh store, and optionally the scheduler running against it.
 pub struct Cluster {
@@ -69,7 +66,7 @@ impl Cluster {
     pub async fn stop_scheduler(&mut self) -> anyhow::Result<()> {
         if let Some((stop, task)) = self.scheduler.take() {
             let _ = stop.send(());
-            task.await??;
+            task.await?;
         }
         Ok(())
     }

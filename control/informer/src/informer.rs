@@ -17,6 +17,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
+use tokio::task::AbortHandle;
 
 /// An object's cache key: `namespace/name`, or `name` for a cluster-scoped object.
 pub fn key_of<K: Resource>(obj: &K) -> String {
@@ -138,10 +139,10 @@ where
         })
     }
 
-    /// Follows `api` (with `config`'s selectors) until the process ends.
-    pub fn start(self: &Arc<Self>, api: Api<K>, config: watcher::Config) {
+    /// Follows `api` (with `config`'s selectors) until the returned handle aborts it.
+    pub fn start(self: &Arc<Self>, api: Api<K>, config: watcher::Config) -> AbortHandle {
         let me = self.clone();
-        tokio::spawn(async move { me.run(api, config).await });
+        tokio::spawn(async move { me.run(api, config).await }).abort_handle()
     }
 
     async fn run(&self, api: Api<K>, config: watcher::Config) {
@@ -241,7 +242,7 @@ where
 
     /// Queues the key of every object that is added, changed or deleted: how a controller
     /// follows its own kind.
-    pub fn enqueue_keys(&self, queue: &Arc<crate::WorkQueue>) {
+    pub fn enqueue_keys(&self, queue: &Arc<crate::queue::WorkQueue>) {
         let queue = queue.clone();
         self.subscribe(move |change| match change {
             Change::Added(o) | Change::Deleted(o) => queue.add(key_of(&***o)),
@@ -300,6 +301,16 @@ where
             .flatten()
             .filter_map(|k| cache.objects.get(k).cloned())
             .collect()
+    }
+}
+
+/// Aborts an informer's watch ([`Informer::start`]'s handle) when dropped: for an owner
+/// whose informer should not outlive it.
+pub struct AbortOnDrop(pub AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -1,0 +1,125 @@
+//! The shared informer layer under Skiff's controllers, its scheduler and its node agent:
+//! one list-and-watch per resource kind with a local cache indexed by namespace, uid and
+//! owner ([`Informer`], client-go's `SharedIndexInformer`), the factory that shares them
+//! among the clients of one process ([`Informers`]), and the rate-limited work queue the
+//! controllers take keys from ([`WorkQueue`]).
+
+pub mod informer;
+pub mod queue;
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController,
+    ServiceAccount,
+};
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tokio::task::AbortHandle;
+
+pub use informer::{AbortOnDrop, Change, Informer, controller_of, key_of, key_of_meta, split_key};
+pub use queue::WorkQueue;
+
+/// The informers the controllers and the scheduler of one process share: each kind is
+/// listed and watched once, the first time one of them asks for it (client-go's
+/// `SharedInformerFactory`). Their watches end when the last holder drops the factory.
+pub struct Informers {
+    client: Client,
+    tasks: Mutex<Vec<AbortHandle>>,
+    pods: OnceLock<Arc<Informer<Pod>>>,
+    replicasets: OnceLock<Arc<Informer<ReplicaSet>>>,
+    deployments: OnceLock<Arc<Informer<Deployment>>>,
+    replicationcontrollers: OnceLock<Arc<Informer<ReplicationController>>>,
+    namespaces: OnceLock<Arc<Informer<Namespace>>>,
+    serviceaccounts: OnceLock<Arc<Informer<ServiceAccount>>>,
+    jobs: OnceLock<Arc<Informer<Job>>>,
+    cronjobs: OnceLock<Arc<Informer<CronJob>>>,
+    daemonsets: OnceLock<Arc<Informer<DaemonSet>>>,
+    nodes: OnceLock<Arc<Informer<Node>>>,
+    controllerrevisions: OnceLock<Arc<Informer<ControllerRevision>>>,
+    leases: OnceLock<Arc<Informer<Lease>>>,
+    poddisruptionbudgets: OnceLock<Arc<Informer<PodDisruptionBudget>>>,
+    statefulsets: OnceLock<Arc<Informer<StatefulSet>>>,
+    persistentvolumeclaims: OnceLock<Arc<Informer<PersistentVolumeClaim>>>,
+    persistentvolumes: OnceLock<Arc<Informer<PersistentVolume>>>,
+    runtimeclasses: OnceLock<Arc<Informer<RuntimeClass>>>,
+}
+
+macro_rules! informer_getter {
+    ($name:ident, $ty:ty) => {
+        pub fn $name(&self) -> Arc<Informer<$ty>> {
+            self.$name
+                .get_or_init(|| {
+                    let informer = Informer::new();
+                    let task =
+                        informer.start(Api::all(self.client.clone()), watcher::Config::default());
+                    self.tasks.lock().expect("tasks lock").push(task);
+                    informer
+                })
+                .clone()
+        }
+    };
+}
+
+impl Informers {
+    pub fn new(client: Client) -> Arc<Self> {
+        Arc::new(Informers {
+            client,
+            tasks: Mutex::new(Vec::new()),
+            pods: OnceLock::new(),
+            replicasets: OnceLock::new(),
+            deployments: OnceLock::new(),
+            replicationcontrollers: OnceLock::new(),
+            namespaces: OnceLock::new(),
+            serviceaccounts: OnceLock::new(),
+            jobs: OnceLock::new(),
+            cronjobs: OnceLock::new(),
+            daemonsets: OnceLock::new(),
+            nodes: OnceLock::new(),
+            controllerrevisions: OnceLock::new(),
+            leases: OnceLock::new(),
+            poddisruptionbudgets: OnceLock::new(),
+            statefulsets: OnceLock::new(),
+            persistentvolumeclaims: OnceLock::new(),
+            persistentvolumes: OnceLock::new(),
+            runtimeclasses: OnceLock::new(),
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    informer_getter!(pods, Pod);
+    informer_getter!(replicasets, ReplicaSet);
+    informer_getter!(deployments, Deployment);
+    informer_getter!(replicationcontrollers, ReplicationController);
+    informer_getter!(namespaces, Namespace);
+    informer_getter!(serviceaccounts, ServiceAccount);
+    informer_getter!(jobs, Job);
+    informer_getter!(cronjobs, CronJob);
+    informer_getter!(daemonsets, DaemonSet);
+    informer_getter!(nodes, Node);
+    informer_getter!(controllerrevisions, ControllerRevision);
+    informer_getter!(leases, Lease);
+    informer_getter!(poddisruptionbudgets, PodDisruptionBudget);
+    informer_getter!(statefulsets, StatefulSet);
+    informer_getter!(persistentvolumeclaims, PersistentVolumeClaim);
+    informer_getter!(persistentvolumes, PersistentVolume);
+    informer_getter!(runtimeclasses, RuntimeClass);
+}
+
+impl Drop for Informers {
+    fn drop(&mut self) {
+        for task in self.tasks.get_mut().expect("tasks lock").drain(..) {
+            task.abort();
+        }
+    }
+}
