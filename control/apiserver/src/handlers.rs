@@ -20,7 +20,7 @@ use crate::registry::Resource;
 use crate::request::{self, Query, RequestInfo, Target, Verb};
 use crate::status::{ApiError, ApiResult};
 use crate::table::{self, Format};
-use crate::{AppState, discovery, json_response};
+use crate::{AppState, discovery, json_response, strategy};
 
 /// Entry point for everything under `/api` and `/apis`.
 pub async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
@@ -71,8 +71,9 @@ async fn serve(state: &Arc<AppState>, req: Request) -> ApiResult<Response> {
         }
         Target::Resource(info) => info,
     };
+    // Pods' connect subresources: streamed to the node, not stored.
     if let Some(sub @ ("exec" | "attach" | "portforward")) = info.subresource.as_deref()
-        && info.resource.kind == "Pod"
+        && info.resource.has_subresource(sub)
     {
         let key = info.resource.key(
             info.namespace.as_deref(),
@@ -227,7 +228,10 @@ impl Ctx<'_> {
     async fn get(&self) -> ApiResult<Response> {
         let (_, obj) = self.read().await?;
         match self.info.subresource.as_deref() {
-            Some("scale") => Ok(json_response(StatusCode::OK, &to_scale(&obj))),
+            Some("scale") => Ok(json_response(
+                StatusCode::OK,
+                &to_scale(self.resource(), &obj),
+            )),
             Some("log") => crate::logs::pod_log(self.state, &obj, self.query).await,
             _ => Ok(self.object_reply(StatusCode::OK, obj, Vec::new())),
         }
@@ -239,7 +243,7 @@ impl Ctx<'_> {
         let fields = FieldSelector::parse(self.query.get("fieldSelector").unwrap_or(""))
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         for f in fields.fields() {
-            if !field_supported(self.resource(), f) {
+            if !strategy::field_supported(self.resource(), f) {
                 return Err(ApiError::bad_request(format!(
                     "field label not supported: {f}"
                 )));
@@ -565,9 +569,7 @@ impl Ctx<'_> {
 
     async fn create_object(&self, mut obj: Value) -> ApiResult<Value> {
         let resource = self.resource();
-        if resource.kind == "PersistentVolumeClaim" && resource.group.is_empty() {
-            self.default_storage_class(&mut obj).await?;
-        }
+        resource.strategy.admit_create(self.state, &mut obj).await?;
         self.prepare_create(&mut obj)?;
         let name = object::name(&obj).to_string();
         let ns = object::meta_str(&obj, "namespace").map(str::to_string);
@@ -582,24 +584,7 @@ impl Ctx<'_> {
             }
             return Ok(obj);
         }
-        let needs_cidr = resource.kind == "Node"
-            && resource.group.is_empty()
-            && obj
-                .pointer("/spec/podCIDR")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .is_empty();
-        if needs_cidr {
-            let cidr = crate::ipam::allocate(
-                &*self.state.store,
-                self.state.cluster_cidr,
-                self.state.node_cidr_mask,
-                &name,
-            )
-            .await?;
-            obj["spec"]["podCIDR"] = json!(cidr);
-            obj["spec"]["podCIDRs"] = json!([cidr]);
-        }
+        let reserved = resource.strategy.reserve(self.state, &mut obj).await?;
         let key = resource.key(ns.as_deref(), &name);
         let created = self
             .state
@@ -609,10 +594,8 @@ impl Ctx<'_> {
         let kv = match created {
             Ok(kv) => kv,
             Err(e) => {
-                if needs_cidr
-                    && let Some(cidr) = obj.pointer("/spec/podCIDR").and_then(Value::as_str)
-                {
-                    crate::ipam::release(&*self.state.store, cidr).await;
+                if reserved {
+                    resource.strategy.release(self.state, &obj).await;
                 }
                 return Err(match e {
                     skiff_store::Error::AlreadyExists => ApiError::already_exists(resource, &name),
@@ -669,64 +652,13 @@ impl Ctx<'_> {
             }
         }
         object::drop_empty_meta(obj);
-        reset_status_on_create(resource, obj);
+        strategy::reset_status_on_create(resource, obj);
         skiff_apimachinery::apply_defaults(kind_of(resource), obj);
-        if resource.kind == "Pod" && resource.group.is_empty() {
-            obj["status"]["qosClass"] = json!(qos_class(obj));
-        }
+        resource.strategy.prepare_for_create(obj);
         let errors =
             skiff_apimachinery::validate(kind_of(resource), resource.namespaced, obj, None);
         if !errors.is_empty() {
             return Err(ApiError::invalid(resource, object::name(obj), &errors));
-        }
-        Ok(())
-    }
-
-    /// kube-apiserver's DefaultStorageClass admission: a claim that names no class (the
-    /// field absent, not empty) gets the default one, the newest if several say so.
-    async fn default_storage_class(&self, claim: &mut Value) -> ApiResult<()> {
-        if claim
-            .pointer("/spec/storageClassName")
-            .is_some_and(|v| !v.is_null())
-        {
-            return Ok(());
-        }
-        let classes = crate::registry::find("storage.k8s.io", "v1", "storageclasses")
-            .expect("storage classes served");
-        let page = self
-            .state
-            .store
-            .list(&classes.prefix(None), ListOptions::default())
-            .await?;
-        let mut defaults: Vec<Value> = Vec::new();
-        for kv in &page.items {
-            let class = object::decode(classes, kv)?;
-            let annotated = |k: &str| {
-                class
-                    .pointer("/metadata/annotations")
-                    .and_then(|a| a.get(k))
-                    .and_then(Value::as_str)
-                    == Some("true")
-            };
-            if annotated("storageclass.kubernetes.io/is-default-class")
-                || annotated("storageclass.beta.kubernetes.io/is-default-class")
-            {
-                defaults.push(class);
-            }
-        }
-        defaults.sort_by(|a, b| {
-            let t = |v: &Value| {
-                object::meta_str(v, "creationTimestamp")
-                    .unwrap_or("")
-                    .to_string()
-            };
-            t(b).cmp(&t(a))
-                .then_with(|| object::name(a).cmp(object::name(b)))
-        });
-        if let Some(class) = defaults.first()
-            && let Some(spec) = claim.get_mut("spec").and_then(Value::as_object_mut)
-        {
-            spec.insert("storageClassName".into(), json!(object::name(class)));
         }
         Ok(())
     }
@@ -809,7 +741,10 @@ impl Ctx<'_> {
                     false,
                 )
                 .await?;
-            return Ok(json_response(StatusCode::OK, &to_scale(&updated)));
+            return Ok(json_response(
+                StatusCode::OK,
+                &to_scale(self.resource(), &updated),
+            ));
         }
         decode::check_type(resource, &mut input)?;
         let (obj, warnings) = decode::canonical(resource, &input, self.field_validation()?)?;
@@ -888,7 +823,7 @@ impl Ctx<'_> {
             if object::is_deleting(&new)
                 && object::finalizers(&new).is_empty()
                 && !namespace_finalizers
-                && !graceful_pending(resource, &new)
+                && !resource.strategy.graceful_pending(&new)
             {
                 return match self
                     .state
@@ -972,7 +907,7 @@ impl Ctx<'_> {
                 precondition,
                 |current| {
                     if sub == Some("scale") {
-                        let patched = patch.apply(resource, to_scale(current))?;
+                        let patched = patch.apply(resource, to_scale(resource, current))?;
                         let mut obj = current.clone();
                         let replicas = patched
                             .pointer("/spec/replicas")
@@ -1009,7 +944,10 @@ impl Ctx<'_> {
             .await?;
         let warnings = warnings.into_inner().unwrap_or_default();
         if sub == Some("scale") {
-            return Ok(json_response(StatusCode::OK, &to_scale(&updated)));
+            return Ok(json_response(
+                StatusCode::OK,
+                &to_scale(self.resource(), &updated),
+            ));
         }
         Ok(self.object_reply(StatusCode::OK, updated, warnings))
     }
@@ -1085,7 +1023,9 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        let grace = deletion_grace(resource, &obj, opts.grace_period_seconds);
+        let grace = resource
+            .strategy
+            .deletion_grace(&obj, opts.grace_period_seconds);
         let finalizers = finalizers_for_deletion(resource, &obj, opts.propagation);
         let finalizers_changed = finalizers != object::finalizers(&obj);
         let keep = !finalizers.is_empty() || resource.is_namespaces() || grace > 0;
@@ -1096,13 +1036,7 @@ impl Ctx<'_> {
             }
             let kv = match self.state.store.delete(&key, Some(kv.mod_revision)).await {
                 Ok(kv) => {
-                    // A node's pod CIDR goes back to the pool with it.
-                    if resource.kind == "Node"
-                        && resource.group.is_empty()
-                        && let Some(cidr) = obj.pointer("/spec/podCIDR").and_then(Value::as_str)
-                    {
-                        crate::ipam::release(&*self.state.store, cidr).await;
-                    }
+                    resource.strategy.release(self.state, &obj).await;
                     kv
                 }
                 Err(skiff_store::Error::Conflict { .. }) => return Ok(Deleted::Raced),
@@ -1406,44 +1340,6 @@ pub(crate) fn default_and_bump_generation(resource: &Resource, old: &Value, new:
     }
 }
 
-/// Whether an object with a deletionTimestamp still waits for its grace period to be
-/// completed by someone else (a pod on a node: the node agent deletes it for good).
-fn graceful_pending(resource: &Resource, obj: &Value) -> bool {
-    resource.kind == "Pod"
-        && resource.group.is_empty()
-        && obj
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            > 0
-}
-
-/// Seconds of grace a delete gives: pods bound to a node and not finished get their
-/// termination grace period; everything else goes at once.
-fn deletion_grace(resource: &Resource, obj: &Value, requested: Option<i64>) -> i64 {
-    if resource.kind != "Pod" || !resource.group.is_empty() {
-        return 0;
-    }
-    let bound = obj
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty());
-    let phase = obj
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if !bound || phase == "Succeeded" || phase == "Failed" {
-        return 0;
-    }
-    requested
-        .or_else(|| {
-            obj.pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-        })
-        .unwrap_or(30)
-        .max(0)
-}
-
 #[derive(Debug)]
 struct DeleteOptions {
     grace_period_seconds: Option<i64>,
@@ -1646,62 +1542,6 @@ fn parse_delete_options(from_body: bool, body: &Value, query: &Query) -> ApiResu
     })
 }
 
-fn reset_status_on_create(resource: &Resource, obj: &mut Value) {
-    if !resource.has_subresource("status") {
-        return;
-    }
-    // The zero status as Go writes it (a DaemonSet's four counts, a Service's
-    // `loadBalancer: {}`); the rest of the object was filled when it was canonicalized.
-    let zero = || {
-        skiff_protobuf::go_zero_field(resource.api_version(), resource.kind, "status")
-            .unwrap_or_else(|| json!({}))
-    };
-    let map = obj.as_object_mut().expect("object");
-    match (resource.group, resource.kind) {
-        ("", "Node") | ("", "Namespace") => {}
-        ("", "Pod") | ("", "PersistentVolume") | ("", "PersistentVolumeClaim") => {
-            let mut status = zero();
-            status["phase"] = json!("Pending");
-            map.insert("status".into(), status);
-        }
-        _ => {
-            map.insert("status".into(), zero());
-        }
-    }
-}
-
-/// A pod's QoS class, as the API server records it on create.
-fn qos_class(pod: &Value) -> &'static str {
-    let containers: Vec<&Value> = ["containers", "initContainers"]
-        .iter()
-        .filter_map(|f| pod.pointer(&format!("/spec/{f}")).and_then(Value::as_array))
-        .flatten()
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in containers {
-        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
-        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
-        for res in ["cpu", "memory"] {
-            let r = requests
-                .and_then(|m| m.get(res))
-                .or_else(|| limits.and_then(|m| m.get(res)));
-            let l = limits.and_then(|m| m.get(res));
-            if r.is_some() || l.is_some() {
-                any = true;
-            }
-            if l.is_none() || r != l {
-                guaranteed = false;
-            }
-        }
-    }
-    match (any, guaranteed) {
-        (false, _) => "BestEffort",
-        (true, true) => "Guaranteed",
-        (true, false) => "Burstable",
-    }
-}
-
 fn set_condition(obj: &mut Value, kind: &str, status: &str) {
     let now = object::now_rfc3339();
     if !obj["status"].is_object() {
@@ -1723,15 +1563,9 @@ fn set_condition(obj: &mut Value, kind: &str, status: &str) {
 }
 
 /// An `autoscaling/v1` Scale for an object with `spec.replicas`.
-fn to_scale(obj: &Value) -> Value {
+fn to_scale(resource: &Resource, obj: &Value) -> Value {
     let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    // A ReplicationController's selector is a plain label map (`SelectorFromSet`).
-    let selector = match obj.get("kind").and_then(Value::as_str) {
-        Some("ReplicationController") => obj
-            .pointer("/spec/selector")
-            .map(|labels| json!({"matchLabels": labels})),
-        _ => obj.pointer("/spec/selector").cloned(),
-    };
+    let selector = resource.strategy.scale_selector(obj);
     let selector = skiff_printers::label_selector_string(selector.as_ref()).unwrap_or_default();
     json!({
         "kind": "Scale",
@@ -1749,54 +1583,6 @@ fn to_scale(obj: &Value) -> Value {
             "selector": selector,
         },
     })
-}
-
-/// Fields a field selector may use for a resource, as kube-apiserver allows them.
-fn field_supported(resource: &Resource, field: &str) -> bool {
-    if matches!(field, "metadata.name" | "metadata.namespace") {
-        return true;
-    }
-    let extra: &[&str] = match (resource.group, resource.kind) {
-        ("", "Pod") => &[
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "spec.hostNetwork",
-            "status.phase",
-            "status.podIP",
-            "status.nominatedNodeName",
-        ],
-        ("", "Event") => &[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ],
-        ("events.k8s.io", "Event") => &[
-            "regarding.kind",
-            "regarding.namespace",
-            "regarding.name",
-            "regarding.uid",
-            "reason",
-            "type",
-            "reportingController",
-        ],
-        ("", "Node") => &["spec.unschedulable"],
-        ("", "Namespace") => &["status.phase"],
-        ("", "Secret") => &["type"],
-        ("", "ReplicationController") | ("apps", "ReplicaSet") => &["status.replicas"],
-        ("batch", "Job") => &["status.successful"],
-        _ => &[],
-    };
-    extra.contains(&field)
 }
 
 fn encode_continue(rev: i64, start_after: &str, prefix: &str) -> String {
@@ -2024,15 +1810,5 @@ mod tests {
         let evil = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(r#"{"rv":1,"start":"../../secrets/x"}"#);
         assert!(decode_continue(&evil, "/p/").is_err());
-    }
-
-    #[test]
-    fn qos_classes() {
-        let best = json!({"spec": {"containers": [{"name": "a"}]}});
-        assert_eq!(qos_class(&best), "BestEffort");
-        let g = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
-        assert_eq!(qos_class(&g), "Guaranteed");
-        let b = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
-        assert_eq!(qos_class(&b), "Burstable");
     }
 }

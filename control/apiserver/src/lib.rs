@@ -34,6 +34,7 @@ pub mod registry;
 mod remote;
 mod request;
 mod status;
+mod strategy;
 mod table;
 pub mod watch;
 mod yaml;

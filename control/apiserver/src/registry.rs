@@ -4,6 +4,8 @@
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
+use crate::strategy::{self, Strategy};
+
 /// Decodes a JSON object as its `k8s-openapi` type and encodes it back. What comes back is
 /// the object as Skiff stores it: only known fields, in canonical form.
 pub type Canonicalize = fn(&Value) -> Result<Value, serde_json::Error>;
@@ -35,6 +37,8 @@ pub struct Resource {
     pub canonicalize: Canonicalize,
     /// Whether `metadata.generation` follows spec changes (kinds with a spec).
     pub has_spec: bool,
+    /// What the generic handlers do differently for this resource.
+    pub(crate) strategy: &'static dyn Strategy,
 }
 
 impl Resource {
@@ -116,6 +120,14 @@ macro_rules! resource {
     ($group:tt, $version:tt, $ty:ty, $kind:expr, $plural:expr, $singular:expr,
      short: [$($short:expr),*], cat: [$($cat:expr),*], namespaced: $ns:expr,
      sub: [$($sub:expr),*], storage: $storage:expr, spec: $spec:expr) => {
+        resource!($group, $version, $ty, $kind, $plural, $singular, short: [$($short),*],
+            cat: [$($cat),*], namespaced: $ns, sub: [$($sub),*], storage: $storage,
+            spec: $spec, strategy: &strategy::Plain)
+    };
+    ($group:tt, $version:tt, $ty:ty, $kind:expr, $plural:expr, $singular:expr,
+     short: [$($short:expr),*], cat: [$($cat:expr),*], namespaced: $ns:expr,
+     sub: [$($sub:expr),*], storage: $storage:expr, spec: $spec:expr,
+     strategy: $strategy:expr) => {
         Resource {
             group: $group,
             version: $version,
@@ -130,6 +142,7 @@ macro_rules! resource {
             storage: $storage,
             canonicalize: canonical::<$ty>,
             has_spec: $spec,
+            strategy: $strategy,
         }
     };
 }
@@ -140,11 +153,11 @@ use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, node,
 pub static RESOURCES: &[Resource] = &[
     resource!("", "v1", core::v1::Namespace, "Namespace", "namespaces", "namespace",
         short: ["ns"], cat: [], namespaced: false, sub: ["status", "finalize"],
-        storage: "core/namespaces", spec: true),
+        storage: "core/namespaces", spec: true, strategy: &strategy::Namespaces),
     resource!("", "v1", core::v1::Pod, "Pod", "pods", "pod",
         short: ["po"], cat: ["all"], namespaced: true, sub: ["status", "binding", "eviction", "log", "exec", "attach", "portforward",
         "ephemeralcontainers"],
-        storage: "core/pods", spec: true),
+        storage: "core/pods", spec: true, strategy: &strategy::Pods),
     resource!("", "v1", core::v1::Service, "Service", "services", "service",
         short: ["svc"], cat: ["all"], namespaced: true, sub: ["status"],
         storage: "core/services", spec: true),
@@ -156,32 +169,32 @@ pub static RESOURCES: &[Resource] = &[
         storage: "core/configmaps", spec: false),
     resource!("", "v1", core::v1::Secret, "Secret", "secrets", "secret",
         short: [], cat: [], namespaced: true, sub: [],
-        storage: "core/secrets", spec: false),
+        storage: "core/secrets", spec: false, strategy: &strategy::Secrets),
     resource!("", "v1", core::v1::Node, "Node", "nodes", "node",
         short: ["no"], cat: [], namespaced: false, sub: ["status"],
-        storage: "core/nodes", spec: true),
+        storage: "core/nodes", spec: true, strategy: &strategy::Nodes),
     resource!("", "v1", core::v1::Event, "Event", "events", "event",
         short: ["ev"], cat: [], namespaced: true, sub: [],
-        storage: "core/events", spec: false),
+        storage: "core/events", spec: false, strategy: &strategy::CoreEvents),
     resource!("", "v1", core::v1::ServiceAccount, "ServiceAccount", "serviceaccounts",
         "serviceaccount", short: ["sa"], cat: [], namespaced: true, sub: [],
         storage: "core/serviceaccounts", spec: false),
     resource!("", "v1", core::v1::PersistentVolume, "PersistentVolume", "persistentvolumes",
         "persistentvolume", short: ["pv"], cat: [], namespaced: false, sub: ["status"],
-        storage: "core/persistentvolumes", spec: true),
+        storage: "core/persistentvolumes", spec: true, strategy: &strategy::PersistentVolumes),
     resource!("", "v1", core::v1::PersistentVolumeClaim, "PersistentVolumeClaim",
         "persistentvolumeclaims", "persistentvolumeclaim", short: ["pvc"], cat: [],
-        namespaced: true, sub: ["status"], storage: "core/persistentvolumeclaims", spec: true),
+        namespaced: true, sub: ["status"], storage: "core/persistentvolumeclaims", spec: true, strategy: &strategy::PersistentVolumeClaims),
     resource!("", "v1", core::v1::ReplicationController, "ReplicationController",
         "replicationcontrollers", "replicationcontroller", short: ["rc"], cat: ["all"],
         namespaced: true, sub: ["status", "scale"], storage: "core/replicationcontrollers",
-        spec: true),
+        spec: true, strategy: &strategy::ReplicaSets { label_map_selector: true }),
     resource!("apps", "v1", apps::v1::Deployment, "Deployment", "deployments", "deployment",
         short: ["deploy"], cat: ["all"], namespaced: true, sub: ["status", "scale"],
         storage: "apps/deployments", spec: true),
     resource!("apps", "v1", apps::v1::ReplicaSet, "ReplicaSet", "replicasets", "replicaset",
         short: ["rs"], cat: ["all"], namespaced: true, sub: ["status", "scale"],
-        storage: "apps/replicasets", spec: true),
+        storage: "apps/replicasets", spec: true, strategy: &strategy::ReplicaSets { label_map_selector: false }),
     resource!("apps", "v1", apps::v1::StatefulSet, "StatefulSet", "statefulsets",
         "statefulset", short: ["sts"], cat: ["all"], namespaced: true,
         sub: ["status", "scale"], storage: "apps/statefulsets", spec: true),
@@ -193,7 +206,7 @@ pub static RESOURCES: &[Resource] = &[
         sub: [], storage: "apps/controllerrevisions", spec: false),
     resource!("batch", "v1", batch::v1::Job, "Job", "jobs", "job",
         short: [], cat: ["all"], namespaced: true, sub: ["status"],
-        storage: "batch/jobs", spec: true),
+        storage: "batch/jobs", spec: true, strategy: &strategy::Jobs),
     resource!("batch", "v1", batch::v1::CronJob, "CronJob", "cronjobs", "cronjob",
         short: ["cj"], cat: ["all"], namespaced: true, sub: ["status"],
         storage: "batch/cronjobs", spec: true),
@@ -214,7 +227,7 @@ pub static RESOURCES: &[Resource] = &[
         storage: "discovery.k8s.io/endpointslices", spec: false),
     resource!("events.k8s.io", "v1", events::v1::Event, "Event", "events", "event",
         short: ["ev"], cat: [], namespaced: true, sub: [],
-        storage: "core/events", spec: false),
+        storage: "core/events", spec: false, strategy: &strategy::Events),
 ];
 
 /// The groups in the order discovery lists them (core first).
