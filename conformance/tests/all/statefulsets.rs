@@ -59,6 +59,33 @@ fn wasm_statefulset_example() {
     let classes = k.ok(&["get", "storageclass"]);
     assert!(classes.contains("local-path (default)"), "{classes}");
 
+    // A class name that cannot be one is refused; a class that does not exist is not (the
+    // claim waits for it, as on Kubernetes), and says why it waits.
+    let claim = |name: &str, class: &str| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: {class}\n  resources: {{requests: {{storage: 1Mi}}}}\n"
+        )
+    };
+    let err = k
+        .run_stdin(&["apply", "-f", "-"], &claim("bad", "Fast_SSD"))
+        .stderr;
+    assert!(
+        err.contains(r#"PersistentVolumeClaim "bad" is invalid: spec.storageClassName: Invalid value: "Fast_SSD": a lowercase RFC 1123 subdomain"#),
+        "{err}"
+    );
+    k.ok_stdin(&["apply", "-f", "-"], &claim("waiting", "no-such-class"));
+    eventually("a ProvisioningFailed event for the missing class", || {
+        let out = k.ok(&["describe", "pvc", "waiting"]);
+        out.contains(r#"ProvisioningFailed"#)
+            .then_some(())
+            .filter(|_| out.contains(r#"storageclass.storage.k8s.io "no-such-class" not found"#))
+    });
+    assert_eq!(
+        k.json(&["get", "pvc", "waiting"])["status"]["phase"],
+        "Pending"
+    );
+    k.ok(&["delete", "pvc", "waiting"]);
+
     // web-0, web-1, web-2 in order: each made only once the one before is ready.
     let watch = PodWatch::start(&k, "app=web-sts", 0);
     k.ok_stdin(
@@ -95,8 +122,10 @@ fn wasm_statefulset_example() {
     let first_uid = web0["metadata"]["uid"].as_str().unwrap().to_string();
 
     // web-0 deleted: back under its name, on its volume, with its first run's file.
-    // Without waiting: kubectl's wait for the old pod once hung here (its watch never saw
-    // the old web-0's deletion while the new web-0 came up under the name); see issue 16.
+    // Without waiting: kubectl 1.33 waits for a DELETED event of whatever pod its
+    // informer lists under the name, so when the StatefulSet has already made the new
+    // web-0 by then (a Wasm pod ends in milliseconds) it waits forever on the new pod
+    // (kubernetes/kubectl#1803, fixed by kubernetes/kubernetes#135563).
     k.ok(&["delete", "pod", "web-0", "--wait=false"]);
     let again = eventually("web-0 back and ready", || {
         let p = k.json(&["get", "pod", "web-0"]);

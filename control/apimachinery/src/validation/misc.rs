@@ -199,10 +199,27 @@ fn access_modes_and_storage(
     );
 }
 
+/// A class name, when given, is a DNS subdomain (kube's `ValidateClassName`); a class that
+/// does not exist is no error (the claim waits for it, as on Kubernetes).
+fn storage_class_name(spec: &Value, path: &str, errs: &mut Errs) {
+    let class = s(spec, "storageClassName");
+    if class.is_empty() {
+        return;
+    }
+    for m in names::is_dns1123_subdomain(class) {
+        errs.push(FieldError::invalid(
+            child(path, "storageClassName"),
+            json!(class),
+            m,
+        ));
+    }
+}
+
 pub(crate) fn validate_pvc(pvc: &Value, old: Option<&Value>, errs: &mut Errs) {
     let empty = json!({});
     let spec = pvc.get("spec").unwrap_or(&empty);
     access_modes_and_storage(spec, "spec", Some("spec.resources"), errs);
+    storage_class_name(spec, "spec", errs);
     if let Some(old) = old {
         let old_spec = old.get("spec").unwrap_or(&empty);
         let strip = |v: &Value| {
@@ -252,6 +269,7 @@ pub(crate) fn validate_pv(pv: &Value, errs: &mut Errs) {
     let empty = json!({});
     let spec = pv.get("spec").unwrap_or(&empty);
     access_modes_and_storage(spec, "spec", None, errs);
+    storage_class_name(spec, "spec", errs);
     if spec
         .get("capacity")
         .and_then(Value::as_object)
@@ -660,6 +678,23 @@ mod tests {
             [
                 "spec.accessModes: Required value: at least 1 access mode is required",
                 "spec.resources[storage]: Required value",
+            ]
+        );
+    }
+
+    #[test]
+    fn storage_class_names_are_subdomains() {
+        let pvc = |class: &str| {
+            json!({"metadata": {"name": "c", "namespace": "d"}, "spec": {
+                "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+                "storageClassName": class}})
+        };
+        assert!(check("", "PersistentVolumeClaim", true, pvc("fast-ssd")).is_empty());
+        assert!(check("", "PersistentVolumeClaim", true, pvc("")).is_empty());
+        assert_eq!(
+            check("", "PersistentVolumeClaim", true, pvc("Fast_SSD")),
+            [
+                "spec.storageClassName: Invalid value: \"Fast_SSD\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
             ]
         );
     }
