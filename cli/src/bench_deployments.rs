@@ -116,6 +116,50 @@ async fn delete(client: &kube::Client, name: &str) -> anyhow::Result<Duration> {
     }
 }
 
+/// With `SKIFF_BENCH_TIMELINE` set: every 250 ms of the large case, how many of its pods
+/// exist, are bound, have an IP, run and are ready (from one watch of them), to see which
+/// stage holds the rest back.
+async fn timeline(client: kube::Client, name: String, replicas: i32) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    use std::collections::HashMap;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let config = watcher::Config::default().labels(&format!("app={name}"));
+    let mut events = std::pin::pin!(watcher(pods, config).default_backoff().touched_objects());
+    let mut seen: HashMap<String, [bool; 4]> = HashMap::new();
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let Some(Ok(pod)) = event else { continue };
+                let status = pod.status.as_ref();
+                let stages = [
+                    pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some(),
+                    status.and_then(|s| s.pod_ip.as_ref()).is_some(),
+                    status.and_then(|s| s.phase.as_deref()) == Some("Running"),
+                    status
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+                ];
+                seen.insert(pod.metadata.name.clone().unwrap_or_default(), stages);
+            }
+            _ = tick.tick() => {
+                let count = |i: usize| seen.values().filter(|s| s[i]).count();
+                eprintln!(
+                    "  {:>5.2} s: {} of {replicas} pods, {} bound, {} with an IP, {} running, {} ready",
+                    start.elapsed().as_secs_f64(),
+                    seen.len(),
+                    count(0),
+                    count(1),
+                    count(2),
+                    count(3),
+                );
+            }
+        }
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -165,7 +209,12 @@ pub async fn run(runs: usize, large: i32) -> anyhow::Result<()> {
         del_linux.push(delete(&client, &name).await?);
         if large > 0 {
             let name = format!("wasm-large-{i}");
+            let timeline = std::env::var_os("SKIFF_BENCH_TIMELINE")
+                .map(|_| tokio::spawn(timeline(client.clone(), name.clone(), large)));
             wasm_large.push(create(&client, &name, HTTP_WASM, large, true).await?);
+            if let Some(t) = timeline {
+                t.abort();
+            }
             del_large.push(delete(&client, &name).await?);
         }
     }
