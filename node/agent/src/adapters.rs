@@ -10,7 +10,7 @@ impl Network for skiff_podnet::PodNetwork {
             .map_err(|e| e.to_string())?;
         Ok(NetSandbox {
             ip: sandbox.ip.into(),
-            netns: Some(sandbox.netns),
+            netns: sandbox.netns,
         })
     }
 

@@ -22,6 +22,16 @@
 //! sockets from a thread that has entered the namespace ([`Sandbox::run_in`],
 //! [`Sandbox::bind_tcp`], [`Sandbox::socket`]). A socket keeps the namespace it was created
 //! in, so it can then be driven from any tokio thread.
+//!
+//! A pod whose every socket the agent makes (a wasi:http component that imports no
+//! wasi:sockets: the agent listens for it and sends its requests) needs no namespace at
+//! all: [`PodNetwork::create_address_only`] gives it an IP as a /32 address on the node's
+//! bridge, one netlink message instead of a namespace, a veth pair and a bridge port
+//! (about 35 µs against 1 ms of the kernel's time here). The host answers for the address
+//! on the bridge and delivers its traffic locally, so pods, the node and, once routed,
+//! other nodes reach it as any pod IP; the agent binds the pod's sockets to it.
+//! [`PodNetwork::promote`] gives such a pod a namespace of its own later, with the same
+//! IP, when something of it needs one (a Linux container, a debug container).
 
 mod links;
 mod netns;
@@ -68,6 +78,8 @@ pub enum Error {
     Locked(PathBuf),
     #[error("pod network is shut down")]
     ShutDown,
+    #[error("the pod at {0} has no network namespace of its own (an address-only sandbox)")]
+    NoNamespace(Ipv4Addr),
     #[error(
         "the pod bridge has no free port: a Linux bridge holds {BRIDGE_PORTS} pod sandboxes, \
          warm ones included (give the node a lower --max-pods)"
@@ -101,7 +113,8 @@ pub struct NetConfig {
     pub masquerade: bool,
 }
 
-/// A pod's network: its namespace, pinned at `netns`, with `eth0` at `ip`.
+/// A pod's network: its namespace, pinned at `netns`, with `eth0` at `ip`; or, for an
+/// address-only sandbox, just `ip` on the node's bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sandbox {
     pub pod_uid: String,
@@ -109,10 +122,12 @@ pub struct Sandbox {
     pub gateway: Ipv4Addr,
     /// Prefix length of `ip` on `eth0` (the pod CIDR's).
     pub prefix_len: u8,
-    /// The namespace file; `setns` on it enters the pod's network.
-    pub netns: PathBuf,
-    /// The host end of the pod's veth pair, a port of the bridge.
-    pub host_veth: String,
+    /// The namespace file; `setns` on it enters the pod's network. `None` for an
+    /// address-only sandbox.
+    pub netns: Option<PathBuf>,
+    /// The host end of the pod's veth pair, a port of the bridge. `None` for an
+    /// address-only sandbox.
+    pub host_veth: Option<String>,
 }
 
 impl Sandbox {
@@ -121,7 +136,17 @@ impl Sandbox {
     /// `f` must not block for long or start threads, which would stay in the pod's
     /// namespace.
     pub fn run_in<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
-        netns::run_in(&self.netns, f)
+        netns::run_in(self.namespace()?, f)
+    }
+
+    /// The namespace file, or [`Error::NoNamespace`] for an address-only sandbox.
+    pub fn namespace(&self) -> Result<&Path, Error> {
+        self.netns.as_deref().ok_or(Error::NoNamespace(self.ip))
+    }
+
+    /// Whether the pod has only an address on the node's bridge, no namespace.
+    pub fn is_address_only(&self) -> bool {
+        self.netns.is_none()
     }
 
     /// A socket created inside the pod's namespace (close-on-exec), for the caller to
@@ -137,9 +162,12 @@ impl Sandbox {
     }
 
     /// A TCP listener bound inside the pod's namespace: non-blocking, SO_REUSEADDR, a
-    /// backlog of 1024. Hand it to `tokio::net::TcpListener::from_std`.
+    /// backlog of 1024. Hand it to `tokio::net::TcpListener::from_std`. For an
+    /// address-only sandbox, bound in the node's namespace to the pod's IP (the
+    /// unspecified address stands for it; any other address is refused).
     pub fn bind_tcp(&self, addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
-        self.run_in(|| -> io::Result<std::net::TcpListener> {
+        let addr = self.own_address(addr)?;
+        self.run_in_or_here(|| -> io::Result<std::net::TcpListener> {
             let s = socket2::Socket::new(
                 socket2::Domain::for_address(addr),
                 socket2::Type::STREAM,
@@ -154,14 +182,41 @@ impl Sandbox {
         .map_err(|e| Error::io(format!("bind {addr} in pod netns"), e))
     }
 
-    /// A UDP socket bound inside the pod's namespace, non-blocking.
+    /// A UDP socket bound inside the pod's namespace, non-blocking (for an address-only
+    /// sandbox, to the pod's IP as [`Sandbox::bind_tcp`] binds).
     pub fn bind_udp(&self, addr: SocketAddr) -> Result<std::net::UdpSocket, Error> {
-        self.run_in(|| -> io::Result<std::net::UdpSocket> {
+        let addr = self.own_address(addr)?;
+        self.run_in_or_here(|| -> io::Result<std::net::UdpSocket> {
             let s = std::net::UdpSocket::bind(addr)?;
             s.set_nonblocking(true)?;
             Ok(s)
         })?
         .map_err(|e| Error::io(format!("bind udp {addr} in pod netns"), e))
+    }
+
+    /// `f` in the pod's namespace, or right here for an address-only sandbox.
+    fn run_in_or_here<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
+        match &self.netns {
+            Some(ns) => netns::run_in(ns, f),
+            None => Ok(f()),
+        }
+    }
+
+    /// The address a socket of the pod binds: as asked in its own namespace; for an
+    /// address-only sandbox, the pod's IP for the unspecified address, and nothing else.
+    fn own_address(&self, addr: SocketAddr) -> Result<SocketAddr, Error> {
+        if self.netns.is_some() {
+            return Ok(addr);
+        }
+        match addr.ip() {
+            ip if ip.is_unspecified() || ip == self.ip => {
+                Ok(SocketAddr::new(self.ip.into(), addr.port()))
+            }
+            ip => Err(Error::Config(format!(
+                "an address-only pod binds only its own IP {}, not {ip}",
+                self.ip
+            ))),
+        }
     }
 }
 
@@ -292,9 +347,7 @@ impl PodNetwork {
     /// The pod's sandbox, made or taken from the warm pool. Idempotent: a pod that has
     /// one gets the same one back.
     pub async fn create(&self, pod_uid: &str) -> Result<Sandbox, Error> {
-        if pod_uid.is_empty() || pod_uid.contains(['\n', '\0']) {
-            return Err(Error::Config(format!("invalid pod uid {pod_uid:?}")));
-        }
+        check_uid(pod_uid)?;
         let inner = &self.inner;
         {
             let mut st = inner.lock();
@@ -346,6 +399,77 @@ impl PodNetwork {
         winner.ok_or(Error::ShutDown)
     }
 
+    /// An address-only sandbox for the pod: an IP of the pod CIDR as a /32 address on the
+    /// node's bridge, no namespace (see the crate's docs for which pods may have one).
+    /// Idempotent: a pod that has a sandbox of either kind gets it back.
+    pub async fn create_address_only(&self, pod_uid: &str) -> Result<Sandbox, Error> {
+        check_uid(pod_uid)?;
+        let inner = &self.inner;
+        let ip = {
+            let mut st = inner.lock();
+            if st.closed {
+                return Err(Error::ShutDown);
+            }
+            if let Some(s) = st.pods.get(pod_uid) {
+                return Ok(s.clone());
+            }
+            let ip = st
+                .alloc
+                .allocate()
+                .ok_or(Error::Exhausted(inner.config.pod_cidr))?;
+            // Recorded (and known as the pod's) before the address exists: a crash
+            // mid-way is cleaned up by the next recovery, a concurrent create gets this.
+            if let Err(e) = inner.records.write(ip, &Owner::Address(pod_uid.into())) {
+                st.alloc.release(ip);
+                return Err(e);
+            }
+            let s = inner.address_only(ip, pod_uid.into());
+            st.pods.insert(pod_uid.into(), s);
+            ip
+        };
+        let s = inner.address_only(ip, pod_uid.into());
+        if let Err(e) = inner.build_at(&s).await {
+            inner.lock().pods.remove(pod_uid);
+            let _ = inner.destroy(&s).await;
+            return Err(e);
+        }
+        Ok(s)
+    }
+
+    /// Gives a pod with an address-only sandbox a namespace of its own, with the same IP:
+    /// the address leaves the bridge and becomes the pod's `eth0`. Sockets the agent bound
+    /// to the IP in the node's namespace keep working for the connections they hold, but
+    /// new connections go to the namespace: bind there again. Returns the pod's sandbox
+    /// (unchanged if it has a namespace already). On failure the pod keeps its address.
+    pub async fn promote(&self, pod_uid: &str) -> Result<Sandbox, Error> {
+        let inner = &self.inner;
+        let old = {
+            let st = inner.lock();
+            if st.closed {
+                return Err(Error::ShutDown);
+            }
+            match st.pods.get(pod_uid) {
+                None => return Err(Error::Config(format!("pod {pod_uid} has no sandbox"))),
+                Some(s) if !s.is_address_only() => return Ok(s.clone()),
+                Some(s) => s.clone(),
+            }
+        };
+        let full = inner.sandbox_for(old.ip, pod_uid.into());
+        inner.unbuild(&old).await?;
+        let built = async {
+            inner.build_at(&full).await?;
+            inner.records.write(full.ip, &Owner::Pod(pod_uid.into()))
+        }
+        .await;
+        if let Err(e) = built {
+            let _ = inner.unbuild(&full).await;
+            inner.build_at(&old).await?;
+            return Err(e);
+        }
+        inner.lock().pods.insert(pod_uid.into(), full.clone());
+        Ok(full)
+    }
+
     /// The pod's sandbox, if it has one.
     pub async fn get(&self, pod_uid: &str) -> Option<Sandbox> {
         self.inner.lock().pods.get(pod_uid).cloned()
@@ -388,7 +512,11 @@ impl PodNetwork {
         let Some(s) = inner.lock().pods.get(pod_uid).cloned() else {
             return Ok(false);
         };
-        let empty = netns::run_in(&s.netns, netns::holds_no_sockets)
+        let Some(ns) = &s.netns else {
+            // Nothing to keep: an address costs less to add again than to account for.
+            return self.remove(pod_uid).await.map(|()| false);
+        };
+        let empty = netns::run_in(ns, netns::holds_no_sockets)
             .ok()
             .and_then(Result::ok)
             .unwrap_or(false);
@@ -491,7 +619,7 @@ impl PodNetwork {
             }
         }
         // Whatever an aborted build may have left.
-        if let Err(e) = inner.sweep(&HashSet::new()).await {
+        if let Err(e) = inner.sweep(&HashSet::new(), &HashSet::new()).await {
             first_err.get_or_insert(e);
         }
         if let Err(e) = links::delete_link(&inner.handle, &inner.config.bridge).await {
@@ -568,8 +696,16 @@ impl Inner {
             ip,
             gateway: self.gateway,
             prefix_len: self.config.pod_cidr.prefix_len(),
-            netns: self.netns_dir.join(&host_veth),
-            host_veth,
+            netns: Some(self.netns_dir.join(&host_veth)),
+            host_veth: Some(host_veth),
+        }
+    }
+
+    fn address_only(&self, ip: Ipv4Addr, pod_uid: String) -> Sandbox {
+        Sandbox {
+            netns: None,
+            host_veth: None,
+            ..self.sandbox_for(ip, pod_uid)
         }
     }
 
@@ -616,11 +752,11 @@ impl Inner {
             }
             ip
         };
-        let uid = match owner {
-            Owner::Pool => String::new(),
-            Owner::Pod(uid) => uid,
+        let s = match owner {
+            Owner::Pool => self.sandbox_for(ip, String::new()),
+            Owner::Pod(uid) => self.sandbox_for(ip, uid),
+            Owner::Address(uid) => self.address_only(ip, uid),
         };
-        let s = self.sandbox_for(ip, uid);
         match self.build_at(&s).await {
             Ok(()) => Ok(s),
             Err(e) => {
@@ -631,8 +767,11 @@ impl Inner {
     }
 
     async fn build_at(&self, s: &Sandbox) -> Result<(), Error> {
-        let ns = netns::create(s.netns.clone()).await?;
-        links::add_veth(&self.handle, &s.host_veth, self.bridge_index, &ns.ns).await?;
+        let (Some(path), Some(host_veth)) = (&s.netns, &s.host_veth) else {
+            return links::add_host_address(&self.handle, self.bridge_index, s.ip).await;
+        };
+        let ns = netns::create(path.clone()).await?;
+        links::add_veth(&self.handle, host_veth, self.bridge_index, &ns.ns).await?;
         links::configure_pod_side(ns.netlink, s.ip, s.prefix_len, s.gateway).await
     }
 
@@ -647,24 +786,34 @@ impl Inner {
     /// one grace period. If something still holds the namespace (a pod socket left open),
     /// the veth is deleted explicitly after a while.
     async fn destroy(&self, s: &Sandbox) -> Result<(), Error> {
-        netns::remove(&s.netns);
-        let deadline = Instant::now() + EXPLICIT_DELETE_AFTER;
-        let mut pause = Duration::from_millis(1);
-        while links::exists(&s.host_veth) {
-            if Instant::now() >= deadline {
-                links::delete_link(&self.handle, &s.host_veth).await?;
-                break;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(10));
-        }
+        self.unbuild(s).await?;
         self.records.remove(s.ip)?;
         self.lock().alloc.release(s.ip);
         Ok(())
     }
 
+    /// Takes down what `build_at` made, keeping the IP's record and allocation.
+    async fn unbuild(&self, s: &Sandbox) -> Result<(), Error> {
+        let (Some(path), Some(host_veth)) = (&s.netns, &s.host_veth) else {
+            return links::del_host_address(&self.handle, self.bridge_index, s.ip).await;
+        };
+        netns::remove(path);
+        let deadline = Instant::now() + EXPLICIT_DELETE_AFTER;
+        let mut pause = Duration::from_millis(1);
+        while links::exists(host_veth) {
+            if Instant::now() >= deadline {
+                links::delete_link(&self.handle, host_veth).await?;
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
     /// Adopts the sandboxes recorded in the state dir that are whole: a pinned namespace
-    /// and a host veth on our bridge. Everything else of ours is removed.
+    /// and a host veth on our bridge, or for an address-only sandbox its address on the
+    /// bridge. Everything else of ours is removed.
     async fn recover(&self) -> Result<(), Error> {
         let state::Loaded { records, junk } = self.records.load()?;
         for j in junk {
@@ -678,21 +827,38 @@ impl Inner {
             })
             .map(|l| l.name)
             .collect();
+        let addresses: HashSet<Ipv4Addr> = links::host_addresses(&self.handle, self.bridge_index)
+            .await?
+            .into_iter()
+            .collect();
         let mut keep = HashSet::new();
+        let mut keep_addresses = HashSet::new();
         let mut broken = Vec::new();
         {
             let mut st = self.lock();
             for (ip, owner) in records {
                 let valid = st.alloc.offset(ip).is_some();
-                let whole = valid && {
-                    let s = self.sandbox_for(ip, String::new());
-                    ours.contains(&s.host_veth) && netns::is_pinned(&s.netns)
-                };
+                let whole = valid
+                    && match &owner {
+                        Some(Owner::Address(uid)) => {
+                            addresses.contains(&ip) && !st.pods.contains_key(uid)
+                        }
+                        _ => {
+                            let s = self.sandbox_for(ip, String::new());
+                            s.host_veth.as_ref().is_some_and(|v| ours.contains(v))
+                                && s.netns.as_deref().is_some_and(netns::is_pinned)
+                        }
+                    };
                 match owner {
+                    Some(Owner::Address(uid)) if whole => {
+                        st.alloc.mark(ip);
+                        keep_addresses.insert(ip);
+                        st.pods.insert(uid.clone(), self.address_only(ip, uid));
+                    }
                     Some(owner) if whole => {
                         st.alloc.mark(ip);
                         let mut s = self.sandbox_for(ip, String::new());
-                        keep.insert(s.host_veth.clone());
+                        keep.insert(self.veth_name(ip));
                         match owner {
                             Owner::Pod(uid) if !st.pods.contains_key(&uid) => {
                                 s.pod_uid = uid;
@@ -716,8 +882,8 @@ impl Inner {
         for ip in &broken {
             self.records.remove(*ip)?;
         }
-        let adopted = keep.len();
-        let removed = self.sweep(&keep).await?;
+        let adopted = keep.len() + keep_addresses.len();
+        let removed = self.sweep(&keep, &keep_addresses).await?;
         tracing::info!(
             bridge = %self.config.bridge,
             adopted,
@@ -729,9 +895,20 @@ impl Inner {
     }
 
     /// Removes every namespace pin and host veth of this network whose name is not in
-    /// `keep`. Returns how many things it removed.
-    async fn sweep(&self, keep: &HashSet<String>) -> Result<usize, Error> {
+    /// `keep`, and every pod address on the bridge not in `keep_addresses`. Returns how
+    /// many things it removed.
+    async fn sweep(
+        &self,
+        keep: &HashSet<String>,
+        keep_addresses: &HashSet<Ipv4Addr>,
+    ) -> Result<usize, Error> {
         let mut removed = 0;
+        for ip in links::host_addresses(&self.handle, self.bridge_index).await? {
+            if self.config.pod_cidr.contains(&ip) && !keep_addresses.contains(&ip) {
+                links::del_host_address(&self.handle, self.bridge_index, ip).await?;
+                removed += 1;
+            }
+        }
         if let Ok(entries) = std::fs::read_dir(&self.netns_dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -762,6 +939,14 @@ impl Inner {
         }
         Ok(removed)
     }
+}
+
+/// A pod uid fits a record's one line.
+fn check_uid(pod_uid: &str) -> Result<(), Error> {
+    if pod_uid.is_empty() || pod_uid.contains(['\n', '\0']) {
+        return Err(Error::Config(format!("invalid pod uid {pod_uid:?}")));
+    }
+    Ok(())
 }
 
 fn is_held(st: &State, ip: Ipv4Addr) -> bool {

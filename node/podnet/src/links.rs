@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use futures::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
 };
@@ -262,4 +263,74 @@ pub(crate) async fn configure_pod_side(
 pub(crate) fn bridge_mac(hash: u32) -> [u8; 6] {
     let h = hash.to_be_bytes();
     [0x02, 0x5a, h[0], h[1], h[2], h[3]]
+}
+
+const EADDRNOTAVAIL: i32 = 99;
+
+/// Adds `ip/32` to the bridge (an address-only pod's IP): the host then answers ARP for it
+/// on the bridge and delivers its traffic locally. Already there is not an error.
+pub(crate) async fn add_host_address(
+    handle: &Handle,
+    bridge_index: u32,
+    ip: Ipv4Addr,
+) -> Result<(), Error> {
+    match handle
+        .address()
+        .add(bridge_index, IpAddr::V4(ip), 32)
+        .execute()
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(errno(&e), Some(EEXIST)) => Ok(()),
+        Err(e) => Err(nl(format!("add {ip}/32 to the bridge"))(e)),
+    }
+}
+
+/// The /32 addresses on the bridge (address-only pods'), besides its gateway address.
+pub(crate) async fn host_addresses(
+    handle: &Handle,
+    bridge_index: u32,
+) -> Result<Vec<Ipv4Addr>, Error> {
+    let mut out = Vec::new();
+    let mut dump = handle
+        .address()
+        .get()
+        .set_link_index_filter(bridge_index)
+        .execute();
+    while let Some(m) = dump.try_next().await.map_err(nl("list bridge addresses"))? {
+        if m.header.prefix_len != 32 {
+            continue;
+        }
+        for a in &m.attributes {
+            if let AddressAttribute::Local(IpAddr::V4(ip)) = a {
+                out.push(*ip);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes `ip/32` from the bridge; an address that is not there is not an error.
+pub(crate) async fn del_host_address(
+    handle: &Handle,
+    bridge_index: u32,
+    ip: Ipv4Addr,
+) -> Result<(), Error> {
+    let mut dump = handle
+        .address()
+        .get()
+        .set_link_index_filter(bridge_index)
+        .set_address_filter(IpAddr::V4(ip))
+        .execute();
+    while let Some(m) = dump.try_next().await.map_err(nl("list bridge addresses"))? {
+        if m.header.prefix_len != 32 {
+            continue;
+        }
+        match handle.address().del(m).execute().await {
+            Ok(()) => {}
+            Err(e) if matches!(errno(&e), Some(EADDRNOTAVAIL) | Some(ENOENT)) => {}
+            Err(e) => return Err(nl(format!("remove {ip}/32 from the bridge"))(e)),
+        }
+    }
+    Ok(())
 }

@@ -14,7 +14,10 @@ use crate::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Owner {
     Pool,
+    /// A pod's sandbox with a namespace of its own.
     Pod(String),
+    /// A pod's address-only sandbox: its IP on the node's bridge, no namespace.
+    Address(String),
 }
 
 impl Owner {
@@ -22,6 +25,7 @@ impl Owner {
         match self {
             Owner::Pool => "pool\n".to_string(),
             Owner::Pod(uid) => format!("pod {uid}\n"),
+            Owner::Address(uid) => format!("addr {uid}\n"),
         }
     }
 
@@ -31,6 +35,8 @@ impl Owner {
         let (s, _) = s.split_once('\n')?;
         if s == "pool" {
             Some(Owner::Pool)
+        } else if let Some(uid) = s.strip_prefix("addr ") {
+            (!uid.is_empty()).then(|| Owner::Address(uid.to_string()))
         } else {
             s.strip_prefix("pod ")
                 .filter(|u| !u.is_empty())
@@ -267,10 +273,15 @@ mod tests {
 
     #[test]
     fn owners_round_trip() {
-        for o in [Owner::Pool, Owner::Pod("0b6c-uid".into())] {
+        for o in [
+            Owner::Pool,
+            Owner::Pod("0b6c-uid".into()),
+            Owner::Address("0b6c-uid".into()),
+        ] {
             assert_eq!(Owner::decode(&o.encode()), Some(o.clone()));
         }
         assert_eq!(Owner::decode("pod \n"), None);
+        assert_eq!(Owner::decode("addr \n"), None);
         assert_eq!(Owner::decode("garbage"), None);
         assert_eq!(Owner::decode("pool"), None, "a line without its end");
         // Overwritten in place, before the cut: the first line counts.

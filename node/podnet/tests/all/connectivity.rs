@@ -16,8 +16,8 @@ async fn host_and_pods_reach_each_other_and_loopback_stays_private() {
     for s in [&a, &b] {
         assert!(cfg.pod_cidr.contains(&s.ip));
         assert_eq!(s.gateway, cfg.pod_cidr.hosts().next().unwrap());
-        assert!(s.netns.starts_with(&cfg.state_dir));
-        assert!(link_exists(&s.host_veth));
+        assert!(s.netns.as_deref().unwrap().starts_with(&cfg.state_dir));
+        assert!(link_exists(s.host_veth.as_deref().unwrap()));
     }
 
     // The pod's sockets live in its own namespace, not the host's.
@@ -58,13 +58,16 @@ async fn host_and_pods_reach_each_other_and_loopback_stays_private() {
     // And off on the host's end of its veth, which is up on the bridge.
     let host_v6 = std::fs::read_to_string(format!(
         "/proc/sys/net/ipv6/conf/{}/disable_ipv6",
-        a.host_veth
+        a.host_veth.as_deref().unwrap()
     ))
     .unwrap();
     assert_eq!(host_v6.trim(), "1");
-    let flags =
-        std::fs::read_to_string(format!("/sys/class/net/{}/operstate", a.host_veth)).unwrap();
-    assert_eq!(flags.trim(), "up", "{}", a.host_veth);
+    let flags = std::fs::read_to_string(format!(
+        "/sys/class/net/{}/operstate",
+        a.host_veth.as_deref().unwrap()
+    ))
+    .unwrap();
+    assert_eq!(flags.trim(), "up", "{}", a.host_veth.as_deref().unwrap());
     let v6_port = v6_listener.local_addr().unwrap().port();
     assert!(
         a.run_in(|| std::net::TcpStream::connect(("::1", v6_port)).is_ok())
@@ -163,7 +166,7 @@ async fn host_and_pods_reach_each_other_and_loopback_stays_private() {
 
     net.shutdown(true).await.unwrap();
     assert!(!link_exists(&cfg.bridge));
-    assert!(!link_exists(&a.host_veth));
+    assert!(!link_exists(a.host_veth.as_deref().unwrap()));
     assert_eq!(mounts_under(&cfg.state_dir), 0);
     assert!(!cfg.state_dir.exists());
 }
@@ -217,4 +220,86 @@ async fn two_networks_coexist_and_egress_is_masqueraded() {
         .output()
         .unwrap();
     assert!(!table.status.success(), "masquerade table removed");
+}
+
+/// An address-only sandbox: the pod's IP on the bridge and no namespace; reached from the
+/// host and from other pods with their own addresses as source, binding only its own IP;
+/// promoted to a namespace with the same IP; adopted after a crash; gone when removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_only_sandboxes_reach_and_are_reached_and_can_be_promoted() {
+    let cfg = config('a', 8, 0, false);
+    let net = start(cfg.clone()).await;
+    let _cleanup = CleanupOnPanic(cfg.clone());
+    let a = net.create("pod-a").await.unwrap();
+    let b = net.create_address_only("pod-b").await.unwrap();
+    assert!(b.is_address_only() && b.host_veth.is_none());
+    assert!(cfg.pod_cidr.contains(&b.ip) && b.ip != a.ip);
+    assert_eq!(
+        net.create_address_only("pod-b").await.unwrap(),
+        b,
+        "idempotent"
+    );
+    assert_eq!(net.create("pod-b").await.unwrap(), b, "one sandbox per pod");
+    assert_eq!(bridge_addresses(&cfg.bridge), [b.ip]);
+    assert!(matches!(
+        b.run_in(|| ()),
+        Err(skiff_podnet::Error::NoNamespace(ip)) if ip == b.ip
+    ));
+
+    // Its listener takes the unspecified address as its own IP, and only that.
+    let listener = b
+        .bind_tcp(SocketAddr::new([0, 0, 0, 0].into(), 8080))
+        .unwrap();
+    assert_eq!(
+        listener.local_addr().unwrap(),
+        SocketAddr::new(b.ip.into(), 8080)
+    );
+    assert!(
+        b.bind_tcp(SocketAddr::new([127, 0, 0, 1].into(), 8081))
+            .is_err()
+    );
+    let to_b = SocketAddr::new(b.ip.into(), 8080);
+    let accepted = tokio::spawn(accept_one(listener));
+    send_from(Some(&a), to_b, b"from a");
+    assert_eq!(accepted.await.unwrap(), (a.ip, b"from a".to_vec()));
+    let listener = b.bind_tcp(SocketAddr::new(b.ip.into(), 8082)).unwrap();
+    let accepted = tokio::spawn(accept_one(listener));
+    send_from(None, SocketAddr::new(b.ip.into(), 8082), b"from the node");
+    assert_eq!(accepted.await.unwrap().1, b"from the node".to_vec());
+
+    // Promoted: the same IP, now the pod's eth0 in a namespace of its own.
+    let promoted = net.promote("pod-b").await.unwrap();
+    assert_eq!(promoted.ip, b.ip);
+    assert!(!promoted.is_address_only());
+    assert!(link_exists(promoted.host_veth.as_deref().unwrap()));
+    assert!(bridge_addresses(&cfg.bridge).is_empty());
+    assert_eq!(net.get("pod-b").await.unwrap(), promoted);
+    assert_eq!(net.promote("pod-b").await.unwrap(), promoted, "idempotent");
+    let listener = promoted
+        .bind_tcp(SocketAddr::new([0, 0, 0, 0].into(), 8083))
+        .unwrap();
+    let accepted = tokio::spawn(accept_one(listener));
+    send_from(
+        Some(&a),
+        SocketAddr::new(b.ip.into(), 8083),
+        b"to the namespace",
+    );
+    assert_eq!(
+        accepted.await.unwrap(),
+        (a.ip, b"to the namespace".to_vec())
+    );
+
+    // A crash: the next network adopts the address-only sandbox it finds whole.
+    let c = net.create_address_only("pod-c").await.unwrap();
+    drop(net);
+    let net = skiff_podnet::PodNetwork::new(cfg.clone()).await.unwrap();
+    assert_eq!(net.get("pod-c").await, Some(c.clone()));
+    assert_eq!(net.get("pod-b").await, Some(promoted.clone()));
+    assert_eq!(bridge_addresses(&cfg.bridge), [c.ip]);
+    net.remove("pod-c").await.unwrap();
+    assert!(bridge_addresses(&cfg.bridge).is_empty());
+    assert!(!connect_from(None, SocketAddr::new(c.ip.into(), 8080)));
+    assert_eq!(net.stats().ips_in_use, 2, "pod-a and pod-b");
+    net.shutdown(true).await.unwrap();
+    assert!(!link_exists(&cfg.bridge));
 }

@@ -24,12 +24,12 @@ async fn create_is_idempotent_and_remove_releases_everything() {
     let in_use = net.stats().ips_in_use;
 
     net.remove("pod-a").await.unwrap();
-    assert!(!link_exists(&a.host_veth));
-    assert!(!a.netns.exists());
+    assert!(!link_exists(a.host_veth.as_deref().unwrap()));
+    assert!(!a.netns.as_deref().unwrap().exists());
     assert!(
         !std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
-            .contains(a.netns.to_str().unwrap()),
+            .contains(a.netns.as_deref().unwrap().to_str().unwrap()),
         "namespace unmounted"
     );
     assert!(
@@ -66,8 +66,8 @@ async fn sandboxes_survive_an_agent_restart() {
     listed.sort_by_key(|s| s.pod_uid.clone());
     assert_eq!(listed, vec![a.clone(), b.clone()]);
     assert_eq!(net.get("pod-gone").await, None);
-    assert!(!gone.netns.exists());
-    assert!(!link_exists(&gone.host_veth));
+    assert!(!gone.netns.as_deref().unwrap().exists());
+    assert!(!link_exists(gone.host_veth.as_deref().unwrap()));
 
     let listener = a
         .bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
@@ -84,7 +84,7 @@ async fn sandboxes_survive_an_agent_restart() {
     }
     net.shutdown(true).await.unwrap();
     assert!(!link_exists(&cfg.bridge));
-    assert!(!link_exists(&a.host_veth));
+    assert!(!link_exists(a.host_veth.as_deref().unwrap()));
     assert_eq!(mounts_under(&cfg.state_dir), 0);
     assert!(!cfg.state_dir.exists());
 }
@@ -101,7 +101,7 @@ async fn a_restart_cleans_up_what_a_crash_left_half_done() {
     drop(net);
     // The crash: half's namespace pin is gone (its veth lingers while something holds
     // the namespace, here a thread of this test), and a stray pin exists.
-    let holder = half.netns.clone();
+    let holder = half.netns.clone().unwrap();
     let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
@@ -113,13 +113,13 @@ async fn a_restart_cleans_up_what_a_crash_left_half_done() {
     ready_rx.recv().unwrap();
     let status = std::process::Command::new("umount")
         .arg("-l")
-        .arg(&half.netns)
+        .arg(half.netns.as_deref().unwrap())
         .status()
         .unwrap();
     assert!(status.success());
-    std::fs::remove_file(&half.netns).unwrap();
+    std::fs::remove_file(half.netns.as_deref().unwrap()).unwrap();
     assert!(
-        link_exists(&half.host_veth),
+        link_exists(half.host_veth.as_deref().unwrap()),
         "the held namespace keeps the veth"
     );
     let stray = cfg.state_dir.join("netns").join("stray");
@@ -127,7 +127,10 @@ async fn a_restart_cleans_up_what_a_crash_left_half_done() {
 
     let net = PodNetwork::new(cfg.clone()).await.unwrap();
     assert_eq!(net.list().await, vec![kept.clone()]);
-    assert!(!link_exists(&half.host_veth), "orphan veth deleted");
+    assert!(
+        !link_exists(half.host_veth.as_deref().unwrap()),
+        "orphan veth deleted"
+    );
     assert!(!stray.exists(), "stray pin removed");
     assert_eq!(net.stats().ips_in_use, 1, "half's IP is free again");
     hold_tx.send(()).unwrap();
@@ -160,8 +163,11 @@ async fn a_thousand_pods_leak_nothing() {
                 let uid = format!("pod-{i}");
                 let s = net.create(&uid).await.unwrap();
                 net.remove(&uid).await.unwrap();
-                assert!(!link_exists(&s.host_veth), "veth gone when remove returns");
-                assert!(!s.netns.exists());
+                assert!(
+                    !link_exists(s.host_veth.as_deref().unwrap()),
+                    "veth gone when remove returns"
+                );
+                assert!(!s.netns.as_deref().unwrap().exists());
             }
         })
         .buffer_unordered(16)
@@ -204,7 +210,7 @@ async fn empty_sandboxes_are_recycled_and_used_ones_removed() {
     );
     assert_eq!(net.get("pod-a").await, None);
     assert!(net.list().await.is_empty());
-    assert!(link_exists(&a.host_veth) && a.netns.exists());
+    assert!(link_exists(a.host_veth.as_deref().unwrap()) && a.netns.as_deref().unwrap().exists());
     assert_eq!(
         net.stats().pool,
         3,
@@ -242,8 +248,8 @@ async fn empty_sandboxes_are_recycled_and_used_ones_removed() {
     let b = net.create("pod-b").await.unwrap();
     let listener = b.bind_tcp(SocketAddr::from((b.ip, 8080))).unwrap();
     assert!(!net.recycle("pod-b").await.unwrap(), "a listener is left");
-    assert!(!link_exists(&b.host_veth));
-    assert!(!b.netns.exists());
+    assert!(!link_exists(b.host_veth.as_deref().unwrap()));
+    assert!(!b.netns.as_deref().unwrap().exists());
     drop(listener);
 
     // A connection the pod closed first leaves TIME_WAIT in its namespace: removed.
@@ -265,7 +271,7 @@ async fn empty_sandboxes_are_recycled_and_used_ones_removed() {
     drop(listener);
     assert_eq!(host.join().unwrap(), b"");
     assert!(!net.recycle("pod-c").await.unwrap(), "TIME_WAIT is left");
-    assert!(!link_exists(&c.host_veth));
+    assert!(!link_exists(c.host_veth.as_deref().unwrap()));
 
     // The pool takes back at most twice its size.
     for s in &got[..2] {
@@ -280,11 +286,14 @@ async fn empty_sandboxes_are_recycled_and_used_ones_removed() {
         if net.recycle(&p.pod_uid).await.unwrap() {
             recycled += 1;
         } else {
-            assert!(!link_exists(&p.host_veth), "not recycled: removed");
+            assert!(
+                !link_exists(p.host_veth.as_deref().unwrap()),
+                "not recycled: removed"
+            );
         }
     }
     assert!(recycled >= 1, "the pool had room");
     assert!(net.stats().pool <= 4, "{:?}", net.stats());
     net.shutdown(true).await.unwrap();
-    assert!(!link_exists(&a.host_veth));
+    assert!(!link_exists(a.host_veth.as_deref().unwrap()));
 }

@@ -154,3 +154,18 @@ impl Drop for CleanupOnPanic {
         run("nft", &["delete", "table", "ip", &cfg.bridge]);
     }
 }
+
+/// The /32 addresses on a bridge (address-only pods'), as `ip` lists them.
+pub fn bridge_addresses(bridge: &str) -> Vec<Ipv4Addr> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", bridge])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let addr = l.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
+            addr.strip_suffix("/32")?.parse().ok()
+        })
+        .collect()
+}
