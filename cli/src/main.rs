@@ -78,6 +78,10 @@ struct ServerArgs {
     /// unreachable and its pods evicted after their tolerations (a Go duration).
     #[arg(long, default_value = "50s", value_parser = parse_duration)]
     node_monitor_grace_period: std::time::Duration,
+    /// How long events are kept after their last write, as kube-apiserver's flag (a Go
+    /// duration).
+    #[arg(long, default_value = "1h0m0s", value_parser = parse_duration)]
+    event_ttl: std::time::Duration,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -242,6 +246,7 @@ async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> 
     let config = skiff_apiserver::Config {
         cluster_cidr: (args.cluster_cidr.network(), args.cluster_cidr.prefix_len()),
         node_cidr_mask: args.node_cidr_mask_size,
+        event_ttl: args.event_ttl,
         ..Default::default()
     };
     let server = skiff_apiserver::ApiServer::start(store, listener, config).await?;

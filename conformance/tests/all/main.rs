@@ -10,6 +10,7 @@ mod debug;
 mod drain;
 mod dry_run;
 mod errors;
+mod events;
 mod ha;
 mod images;
 mod imperative;
@@ -50,6 +51,7 @@ on_both_backends!(
     watch::get_watch_streams_changes,
     watch::watch_protocol,
     errors::errors_read_as_kubernetes_prints_them,
+    events::events_expire_after_the_event_ttl,
     dry_run::dry_runs_write_nothing,
     amplification::amplifying_requests_are_refused,
     imperative::imperative_creates_in_protobuf,

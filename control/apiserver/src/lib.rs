@@ -64,6 +64,8 @@ pub struct Config {
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
     /// The prefix length of each node's block (22 by default: 1,022 pod addresses).
     pub node_cidr_mask: u8,
+    /// How long an event is kept after its last write (kube-apiserver's `--event-ttl`).
+    pub event_ttl: Duration,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             compaction_interval: Duration::from_secs(300),
             cluster_cidr: ipam::CLUSTER_CIDR,
             node_cidr_mask: ipam::NODE_MASK,
+            event_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -116,7 +119,7 @@ impl ApiServer {
             cluster_cidr: config.cluster_cidr,
             node_cidr_mask: config.node_cidr_mask,
         });
-        controllers::spawn(store.clone(), config.compaction_interval);
+        controllers::spawn(store.clone(), config.compaction_interval, config.event_ttl);
         let app = router(state.clone());
         // Watch events are small writes on long-lived connections: without TCP_NODELAY,
         // Nagle's algorithm holds them back behind the peer's delayed ACKs.
