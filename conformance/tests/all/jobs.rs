@@ -226,7 +226,7 @@ fn jobs_on_a_node(runtime: Runtime, image: &str, cluster: &Cluster) {
         seen.push(index);
     }
     seen.sort();
-    assert_eq!(seen, ["0", "1", "2"]);
+    assert_eq!(seen, ["0", "1", "2"], "{}", pods_yaml(cluster, "indexed"));
 
     // Retried up to backoffLimit (one retry, after kube's 10 s back-off), then failed.
     wait(&k, "failed", &["fails", "policy", "deadline"]);
