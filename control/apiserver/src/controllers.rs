@@ -136,28 +136,14 @@ async fn reap_events(
     use futures::StreamExt;
     let mut expiry = Expiry::default();
     let now = tokio::time::Instant::now();
-    let mut revision;
-    let mut start_after = None;
-    loop {
-        let page = store
-            .list(
-                prefix,
-                skiff_store::ListOptions {
-                    limit: 1000,
-                    start_after: start_after.take(),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        revision = page.revision;
-        for kv in &page.items {
-            expiry.written(&kv.key, kv.mod_revision, now);
-        }
-        match page.items.last() {
-            Some(last) if page.more => start_after = Some(last.key.clone()),
-            _ => break,
-        }
+    // One list at one revision, so that the watch from it misses no write.
+    let listed = store
+        .list(prefix, skiff_store::ListOptions::default())
+        .await?;
+    for kv in &listed.items {
+        expiry.written(&kv.key, kv.mod_revision, now);
     }
+    let revision = listed.revision;
     let mut watch = store.watch(prefix, revision).await?;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -584,7 +584,7 @@ impl Ctx<'_> {
             }
             return Ok(obj);
         }
-        let reserved = resource.strategy.reserve(self.state, &mut obj).await?;
+        resource.strategy.reserve(self.state, &mut obj).await?;
         let key = resource.key(ns.as_deref(), &name);
         let created = self
             .state
@@ -594,9 +594,7 @@ impl Ctx<'_> {
         let kv = match created {
             Ok(kv) => kv,
             Err(e) => {
-                if reserved {
-                    resource.strategy.release(self.state, &obj).await;
-                }
+                resource.strategy.release(self.state, &obj).await;
                 return Err(match e {
                     skiff_store::Error::AlreadyExists => ApiError::already_exists(resource, &name),
                     other => other.into(),
@@ -831,7 +829,10 @@ impl Ctx<'_> {
                     .delete(&self.key(), Some(kv.mod_revision))
                     .await
                 {
-                    Ok(kv) => object::decode(resource, &kv),
+                    Ok(kv) => {
+                        resource.strategy.release(self.state, &new).await;
+                        object::decode(resource, &kv)
+                    }
                     Err(skiff_store::Error::Conflict { .. }) if precondition.is_none() => continue,
                     Err(skiff_store::Error::Conflict { .. }) => {
                         Err(ApiError::conflict(resource, self.name()))

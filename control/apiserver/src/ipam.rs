@@ -81,30 +81,27 @@ pub async fn allocate(
     ))
 }
 
-/// Releases the block a deleted node held (or a node whose create failed).
-pub async fn release(store: &dyn Store, cidr: &str) {
-    match store.delete(&reservation_key(cidr), None).await {
-        Ok(_) | Err(skiff_store::Error::NotFound) => {}
+/// Releases the block a deleted node held (or a node whose create failed), if the
+/// reservation is that node's: a node that named its own podCIDR reserved nothing.
+pub async fn release(store: &dyn Store, cidr: &str, node: &str) {
+    let key = reservation_key(cidr);
+    let held = match store.get(&key).await {
+        Ok(Some(kv)) if kv.value == node.as_bytes() => kv,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(cidr, "releasing the pod CIDR: {e}");
+            return;
+        }
+    };
+    match store.delete(&key, Some(held.mod_revision)).await {
+        Ok(_) | Err(skiff_store::Error::NotFound | skiff_store::Error::Conflict { .. }) => {}
         Err(e) => tracing::warn!(cidr, "releasing the pod CIDR: {e}"),
     }
 }
 
+/// Everything under `prefix` (the store lists it whole when no limit is given).
 async fn list_all(store: &dyn Store, prefix: &str) -> ApiResult<Vec<skiff_store::KeyValue>> {
-    let mut out = Vec::new();
-    let mut opts = ListOptions::default();
-    loop {
-        let page = store.list(prefix, opts.clone()).await?;
-        let more = page.more;
-        let last = page.items.last().map(|kv| kv.key.clone());
-        let revision = page.revision;
-        out.extend(page.items);
-        if !more {
-            break;
-        }
-        opts.start_after = last;
-        opts.revision = Some(revision);
-    }
-    Ok(out)
+    Ok(store.list(prefix, ListOptions::default()).await?.items)
 }
 
 #[cfg(test)]
@@ -142,7 +139,21 @@ mod tests {
             "{}",
             full.message
         );
-        release(&*store, "10.244.8.0/22").await;
+        // Only its holder releases a block.
+        release(&*store, "10.244.8.0/22", "late").await;
+        assert!(allocate(&*store, cluster, 22, "late").await.is_err());
+        let holder = store
+            .get(&reservation_key("10.244.8.0/22"))
+            .await
+            .unwrap()
+            .unwrap()
+            .value;
+        release(
+            &*store,
+            "10.244.8.0/22",
+            std::str::from_utf8(&holder).unwrap(),
+        )
+        .await;
         assert_eq!(
             allocate(&*store, cluster, 22, "late").await.unwrap(),
             "10.244.8.0/22"

@@ -41,17 +41,17 @@ pub trait Strategy: Sync + Send + std::fmt::Debug {
     /// class).
     fn prepare_for_create(&self, _obj: &mut Value) {}
 
-    /// Reserves what the object needs right before it is written (a node's pod CIDR);
-    /// true when something was reserved, which `release` gives back if the write fails.
+    /// Reserves what the object needs right before it is written (a node's pod CIDR).
     fn reserve<'a>(
         &'a self,
         _state: &'a AppState,
         _obj: &'a mut Value,
-    ) -> BoxFuture<'a, ApiResult<bool>> {
-        Box::pin(async { Ok(false) })
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        Box::pin(async { Ok(()) })
     }
 
-    /// Gives back what `reserve` took, when the object is deleted or its create failed.
+    /// Gives back what `reserve` took, once the object is gone from the store (however it
+    /// went) or its create failed; what it did not take stays.
     fn release<'a>(&'a self, _state: &'a AppState, _obj: &'a Value) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
@@ -189,14 +189,14 @@ impl Strategy for Nodes {
         &'a self,
         state: &'a AppState,
         obj: &'a mut Value,
-    ) -> BoxFuture<'a, ApiResult<bool>> {
+    ) -> BoxFuture<'a, ApiResult<()>> {
         Box::pin(async move {
             let named = obj
                 .pointer("/spec/podCIDR")
                 .and_then(Value::as_str)
                 .is_some_and(|c| !c.is_empty());
             if named {
-                return Ok(false);
+                return Ok(());
             }
             let name = object::name(obj).to_string();
             let cidr = crate::ipam::allocate(
@@ -208,7 +208,7 @@ impl Strategy for Nodes {
             .await?;
             obj["spec"]["podCIDR"] = json!(cidr);
             obj["spec"]["podCIDRs"] = json!([cidr]);
-            Ok(true)
+            Ok(())
         })
     }
 
@@ -216,7 +216,7 @@ impl Strategy for Nodes {
     fn release<'a>(&'a self, state: &'a AppState, obj: &'a Value) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if let Some(cidr) = obj.pointer("/spec/podCIDR").and_then(Value::as_str) {
-                crate::ipam::release(&*state.store, cidr).await;
+                crate::ipam::release(&*state.store, cidr, object::name(obj)).await;
             }
         })
     }
