@@ -128,7 +128,11 @@ fn wasm_statefulset_example() {
     // (kubernetes/kubectl#1803, fixed by kubernetes/kubernetes#135563).
     k.ok(&["delete", "pod", "web-0", "--wait=false"]);
     let again = eventually("web-0 back and ready", || {
-        let p = k.json(&["get", "pod", "web-0"]);
+        // Between the old pod's end and the new one's creation there is no web-0.
+        let got = k.run(&["get", "pod", "web-0", "-o", "json"]);
+        let p: Value = serde_json::from_str(&got.stdout)
+            .ok()
+            .filter(|_| got.code == 0)?;
         (p["metadata"]["uid"] != first_uid.as_str() && ready(&p)).then_some(p)
     });
     assert_eq!(
