@@ -9,7 +9,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use skiff_selectors::LabelSelector;
 
-use super::{Ctx, Deleted, parse_delete_options};
+use super::{Ctx, parse_delete_options};
 use crate::json_response;
 use crate::object::{self, meta_mut};
 use crate::registry;
@@ -115,14 +115,14 @@ impl Ctx<'_> {
                     Taken::Raced => continue,
                 }
             }
-            return match ctx.delete_object(kv, pod, &opts).await? {
-                Deleted::Raced => continue,
-                _ => Ok(json_response(
-                    StatusCode::CREATED,
-                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                            "status": "Success", "code": 201}),
-                )),
-            };
+            // The disruption is taken (or none was needed): only the delete is retried,
+            // as kube-apiserver does, never the budget.
+            ctx.delete_retrying(kv, pod, &opts).await?;
+            return Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Success", "code": 201}),
+            ));
         }
         Err(ApiError::conflict(self.resource(), self.name()))
     }
