@@ -251,11 +251,6 @@ impl Cluster {
         }
     }
 
-    /// The API server's URL.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// As [`Cluster::start_agent`], with more flags for `skiff agent`.
     pub fn start_agent_with(&self, name: &str, flags: &[&str]) -> AgentNode {
         let net = self
@@ -448,7 +443,6 @@ fn terminate(child: &mut Child) {
 
 static AGENTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// A `skiff agent` process: a node of its own (data dir, bridge) joined to a cluster.
 /// Another `skiff server` of a cluster, killed on drop.
 pub struct SecondServer {
     child: Option<Child>,
@@ -482,6 +476,7 @@ impl Drop for SecondServer {
     }
 }
 
+/// A `skiff agent` process: a node of its own (data dir, bridge) joined to a cluster.
 pub struct AgentNode {
     child: Option<Child>,
     pub name: String,

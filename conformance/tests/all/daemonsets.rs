@@ -10,16 +10,12 @@ use skiff_conformance::{Backend, Cluster, Kubectl, Registry, repo_root};
 
 use crate::agents::nodes_ready;
 use crate::node::{example, ready};
-use crate::workloads::{PodWatch, eventually};
+use crate::workloads::{PodWatch, eventually, items};
 
 /// The live (not being deleted) pods of `app` by node.
 pub(crate) fn placed(k: &Kubectl, app: &str) -> BTreeMap<String, Vec<Value>> {
     let mut by_node: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for p in k.json(&["get", "pods", "-l", &format!("app={app}")])["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
+    for p in items(k, &["pods", "-l", &format!("app={app}")]) {
         if p["metadata"]["deletionTimestamp"].is_string() {
             continue;
         }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use skiff_conformance::{Backend, Cluster, Registry, repo_root};
 
 use crate::agents::nodes_ready;
-use crate::workloads::{PodWatch, eventually};
+use crate::workloads::{PodWatch, eventually, items};
 
 #[test]
 fn the_other_server_finishes_a_rollout_when_the_leader_dies() {
@@ -22,7 +22,7 @@ fn the_other_server_finishes_a_rollout_when_the_leader_dies() {
         first.log().contains("skiff: leading").then_some(())
     });
     let second = cluster_second(&first);
-    let node = first.start_agent_on("node-a", &format!("{},{}", first.url(), second.url));
+    let node = first.start_agent_on("node-a", &format!("{},{}", first.url, second.url));
     let k = second.kubectl("1.33");
     nodes_ready(&k, 1);
     let lease = k.json(&[
@@ -85,10 +85,7 @@ fn the_other_server_finishes_a_rollout_when_the_leader_dies() {
         "{lease}"
     );
     eventually("four pods, all of the new template", || {
-        let pods = k.json(&["get", "pods", "-l", "app=web"])["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let pods = items(&k, &["pods", "-l", "app=web"]);
         (pods.len() == 4
             && pods
                 .iter()
@@ -98,10 +95,7 @@ fn the_other_server_finishes_a_rollout_when_the_leader_dies() {
     let (_, highest, _, timeline) = watch.finish();
     // No pod made twice: at most the surge over the four, and exactly four new pods ever.
     assert!(highest <= 5, "{highest} live at once\n{timeline}");
-    let rs = k.json(&["get", "rs", "-l", "app=web"])["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let rs = items(&k, &["rs", "-l", "app=web"]);
     let new_hash = rs
         .iter()
         .find(|r| r["spec"]["replicas"] == 4)

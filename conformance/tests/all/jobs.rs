@@ -85,18 +85,16 @@ fn indent(yaml: &str, n: usize) -> String {
 }
 
 /// A Job's pods as YAML: what a wrong count is shown with.
-fn pods_yaml(cluster: &Cluster, job: &str) -> String {
-    cluster
-        .kubectl("1.33")
-        .run(&[
-            "get",
-            "pods",
-            "-l",
-            &format!("job-name={job}"),
-            "-o",
-            "yaml",
-        ])
-        .stdout
+fn pods_yaml(k: &Kubectl, job: &str) -> String {
+    k.run(&[
+        "get",
+        "pods",
+        "-l",
+        &format!("job-name={job}"),
+        "-o",
+        "yaml",
+    ])
+    .stdout
 }
 
 fn status(k: &Kubectl, name: &str) -> Value {
@@ -189,7 +187,7 @@ fn jobs_on_a_node(runtime: Runtime, image: &str, cluster: &Cluster) {
     // tracking finalizers gone.
     wait(&k, "complete", &["done", "indexed"]);
     let s = status(&k, "done");
-    assert_eq!(s["succeeded"], 2, "{s}\n{}", pods_yaml(cluster, "done"));
+    assert_eq!(s["succeeded"], 2, "{s}\n{}", pods_yaml(&k, "done"));
     assert!(s["completionTime"].is_string(), "{s}");
     assert!(s.get("active").is_none(), "{s}");
     let pods = pods_of(&k, "done");
@@ -226,12 +224,12 @@ fn jobs_on_a_node(runtime: Runtime, image: &str, cluster: &Cluster) {
         seen.push(index);
     }
     seen.sort();
-    assert_eq!(seen, ["0", "1", "2"], "{}", pods_yaml(cluster, "indexed"));
+    assert_eq!(seen, ["0", "1", "2"], "{}", pods_yaml(&k, "indexed"));
 
     // Retried up to backoffLimit (one retry, after kube's 10 s back-off), then failed.
     wait(&k, "failed", &["fails", "policy", "deadline"]);
     let s = status(&k, "fails");
-    assert_eq!(s["failed"], 2, "{s}\n{}", pods_yaml(cluster, "fails"));
+    assert_eq!(s["failed"], 2, "{s}\n{}", pods_yaml(&k, "fails"));
     assert_eq!(
         condition(&s, "Failed").unwrap()["reason"],
         "BackoffLimitExceeded"
@@ -240,13 +238,7 @@ fn jobs_on_a_node(runtime: Runtime, image: &str, cluster: &Cluster) {
 
     // A FailJob rule fails the Job at the first matching exit, whatever the backoffLimit.
     let s = status(&k, "policy");
-    assert_eq!(
-        s["failed"],
-        1,
-        "{s}\n{}",
-        k.run(&["get", "pods", "-l", "job-name=policy", "-o", "yaml"])
-            .stdout
-    );
+    assert_eq!(s["failed"], 1, "{s}\n{}", pods_yaml(&k, "policy"));
     let failed = condition(&s, "Failed").unwrap();
     assert_eq!(failed["reason"], "PodFailurePolicy", "{s}");
     assert!(

@@ -11,7 +11,7 @@ use skiff_conformance::{Backend, Cluster, Kubectl, Registry};
 use crate::agents::nodes_ready;
 use crate::daemonsets::placed;
 use crate::node::ready;
-use crate::workloads::eventually;
+use crate::workloads::{eventually, items};
 
 fn node_ready(k: &Kubectl, node: &str) -> String {
     k.json(&["get", "node", node])["status"]["conditions"]
@@ -144,10 +144,7 @@ fn a_dead_nodes_pods_come_back_elsewhere() {
         (node_ready(&k, "node-b") == "True" && taints(&k, "node-b").is_empty()).then_some(())
     });
     eventually("no pod of web left on node-b", || {
-        let pods = k.json(&["get", "pods", "-l", "app=web"])["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let pods = items(&k, &["pods", "-l", "app=web"]);
         pods.iter()
             .all(|p: &Value| p["spec"]["nodeName"] != "node-b")
             .then_some(())

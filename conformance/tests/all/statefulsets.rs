@@ -9,13 +9,10 @@ use skiff_conformance::{Backend, Cluster, Kubectl, Registry};
 
 use crate::containers::push_busybox;
 use crate::node::{example, ready};
-use crate::workloads::{PodWatch, eventually};
+use crate::workloads::{PodWatch, eventually, items};
 
 fn pods(k: &Kubectl, app: &str) -> Vec<Value> {
-    k.json(&["get", "pods", "-l", &format!("app={app}")])["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    items(k, &["pods", "-l", &format!("app={app}")])
 }
 
 fn names(items: &[Value]) -> Vec<String> {
@@ -29,12 +26,7 @@ fn names(items: &[Value]) -> Vec<String> {
 }
 
 fn claims(k: &Kubectl) -> Vec<String> {
-    names(
-        &k.json(&["get", "pvc"])["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default(),
-    )
+    names(&items(k, &["pvc"]))
 }
 
 fn rolled_out(k: &Kubectl, set: &str) {

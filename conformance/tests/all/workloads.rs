@@ -20,10 +20,10 @@ pub(crate) fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn items(k: &Kubectl, args: &[&str]) -> Vec<Value> {
+/// The items of `kubectl get ARGS -o json`.
+pub(crate) fn items(k: &Kubectl, args: &[&str]) -> Vec<Value> {
     let mut full = vec!["get"];
     full.extend_from_slice(args);
-    full.extend_from_slice(&["-o", "json"]);
     k.json(&full)["items"]
         .as_array()
         .cloned()

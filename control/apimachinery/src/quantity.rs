@@ -176,7 +176,7 @@ impl Quantity {
 }
 
 /// `n / d` rounded toward positive infinity (`d > 0`).
-fn ceil_div(n: i128, d: i128) -> i128 {
+pub fn ceil_div(n: i128, d: i128) -> i128 {
     n.div_euclid(d) + i128::from(n.rem_euclid(d) != 0)
 }
 

@@ -169,13 +169,13 @@ pub static RESOURCES: &[Resource] = &[
         storage: "core/configmaps", spec: false),
     resource!("", "v1", core::v1::Secret, "Secret", "secrets", "secret",
         short: [], cat: [], namespaced: true, sub: [],
-        storage: "core/secrets", spec: false, strategy: &strategy::Secrets),
+        storage: "core/secrets", spec: false, strategy: &strategy::SECRETS),
     resource!("", "v1", core::v1::Node, "Node", "nodes", "node",
         short: ["no"], cat: [], namespaced: false, sub: ["status"],
         storage: "core/nodes", spec: true, strategy: &strategy::Nodes),
     resource!("", "v1", core::v1::Event, "Event", "events", "event",
         short: ["ev"], cat: [], namespaced: true, sub: [],
-        storage: "core/events", spec: false, strategy: &strategy::CoreEvents),
+        storage: "core/events", spec: false, strategy: &strategy::CORE_EVENTS),
     resource!("", "v1", core::v1::ServiceAccount, "ServiceAccount", "serviceaccounts",
         "serviceaccount", short: ["sa"], cat: [], namespaced: true, sub: [],
         storage: "core/serviceaccounts", spec: false),
@@ -206,7 +206,7 @@ pub static RESOURCES: &[Resource] = &[
         sub: [], storage: "apps/controllerrevisions", spec: false),
     resource!("batch", "v1", batch::v1::Job, "Job", "jobs", "job",
         short: [], cat: ["all"], namespaced: true, sub: ["status"],
-        storage: "batch/jobs", spec: true, strategy: &strategy::Jobs),
+        storage: "batch/jobs", spec: true, strategy: &strategy::JOBS),
     resource!("batch", "v1", batch::v1::CronJob, "CronJob", "cronjobs", "cronjob",
         short: ["cj"], cat: ["all"], namespaced: true, sub: ["status"],
         storage: "batch/cronjobs", spec: true),
@@ -227,7 +227,7 @@ pub static RESOURCES: &[Resource] = &[
         storage: "discovery.k8s.io/endpointslices", spec: false),
     resource!("events.k8s.io", "v1", events::v1::Event, "Event", "events", "event",
         short: ["ev"], cat: [], namespaced: true, sub: [],
-        storage: "core/events", spec: false, strategy: &strategy::Events),
+        storage: "core/events", spec: false, strategy: &strategy::EVENTS),
 ];
 
 /// The groups in the order discovery lists them (core first).

@@ -307,54 +307,46 @@ impl Strategy for PersistentVolumeClaims {
     }
 }
 
-/// core/v1 Events.
+/// Kinds whose only difference is the fields a field selector may use (Events, Secrets,
+/// Jobs).
 #[derive(Debug)]
-pub struct CoreEvents;
+pub struct Fields(pub &'static [&'static str]);
 
-impl Strategy for CoreEvents {
+impl Strategy for Fields {
     fn selectable_fields(&self) -> &'static [&'static str] {
-        &[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ]
+        self.0
     }
 }
+
+/// core/v1 Events.
+pub const CORE_EVENTS: Fields = Fields(&[
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+]);
 
 /// events.k8s.io/v1 Events.
-#[derive(Debug)]
-pub struct Events;
+pub const EVENTS: Fields = Fields(&[
+    "regarding.kind",
+    "regarding.namespace",
+    "regarding.name",
+    "regarding.uid",
+    "reason",
+    "type",
+    "reportingController",
+]);
 
-impl Strategy for Events {
-    fn selectable_fields(&self) -> &'static [&'static str] {
-        &[
-            "regarding.kind",
-            "regarding.namespace",
-            "regarding.name",
-            "regarding.uid",
-            "reason",
-            "type",
-            "reportingController",
-        ]
-    }
-}
+pub const SECRETS: Fields = Fields(&["type"]);
 
-#[derive(Debug)]
-pub struct Secrets;
-
-impl Strategy for Secrets {
-    fn selectable_fields(&self) -> &'static [&'static str] {
-        &["type"]
-    }
-}
+pub const JOBS: Fields = Fields(&["status.successful"]);
 
 /// ReplicaSets and ReplicationControllers.
 #[derive(Debug)]
@@ -375,15 +367,6 @@ impl Strategy for ReplicaSets {
         } else {
             selector
         }
-    }
-}
-
-#[derive(Debug)]
-pub struct Jobs;
-
-impl Strategy for Jobs {
-    fn selectable_fields(&self) -> &'static [&'static str] {
-        &["status.successful"]
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{DeleteParams, PostParams, PropagationPolicy};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -269,20 +269,12 @@ impl Controller {
         };
         status.active = (!active.is_empty()).then_some(active);
         if status != old_status {
-            let api: Api<CronJob> = Api::namespaced(self.client.clone(), &ns);
             let patch = json!({"status": {
                 "active": status.active,
                 "lastScheduleTime": status.last_schedule_time,
                 "lastSuccessfulTime": status.last_successful_time,
             }});
-            match api
-                .patch_status(
-                    &cj.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-            {
+            match util::merge_patch_status(&self.client, &*cj, &patch).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => return Ok(None),
                 Err(e) => return Err(e.into()),

@@ -17,7 +17,6 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -26,12 +25,11 @@ use crate::events::Recorder;
 use crate::expectations::Expectations;
 use crate::informer::{Change, Informer, controller_of, key_of, split_key};
 use crate::pods::PodControl;
-use crate::revisions;
+use crate::revisions::{self, REVISION_LABEL, revision_of};
 use crate::util::{self, count, num};
 use crate::{Error, Informers, SyncResult, WorkQueue, run_workers};
 
 pub const NAME: &str = "daemonset-controller";
-pub const HASH_LABEL: &str = "controller-revision-hash";
 const GENERATION_LABEL: &str = "pod-template-generation";
 /// A failed daemon pod is replaced after this, doubling to `MAX_BACKOFF` (kube's).
 const BASE_BACKOFF: Duration = Duration::from_secs(1);
@@ -166,14 +164,6 @@ fn node_of(pod: &Pod) -> Option<String> {
         .and_then(|r| r.values.as_ref()?.first().cloned())
 }
 
-fn hash_of(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .labels
-        .as_ref()?
-        .get(HASH_LABEL)
-        .map(String::as_str)
-}
-
 fn failed(pod: &Pod) -> bool {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
 }
@@ -207,7 +197,7 @@ fn daemon_tolerations(host_network: bool) -> Vec<Toleration> {
 fn daemon_pod(ds: &DaemonSet, template: &PodTemplateSpec, hash: &str, node: Option<&str>) -> Pod {
     let meta = template.metadata.clone().unwrap_or_default();
     let mut labels = meta.labels.unwrap_or_default();
-    labels.insert(HASH_LABEL.into(), hash.into());
+    labels.insert(REVISION_LABEL.into(), hash.into());
     labels.insert(
         GENERATION_LABEL.into(),
         ds.metadata.generation.unwrap_or(1).to_string(),
@@ -276,6 +266,10 @@ impl Controller {
     async fn sync(&self, key: &str) -> SyncResult {
         let Some(ds) = self.daemonsets.get(key) else {
             self.expectations.forget(key);
+            self.failures
+                .lock()
+                .expect("failures")
+                .retain(|(set, _), _| set != key);
             return Ok(None);
         };
         let (ns, _) = split_key(key);
@@ -372,7 +366,7 @@ impl Controller {
             delete.extend(dead);
             let mut on = OnNode::default();
             for p in live {
-                if hash_of(p) == Some(hash.as_str()) {
+                if revision_of(p) == Some(hash.as_str()) {
                     on.new.push(p);
                 } else {
                     on.old.push(p);
@@ -538,7 +532,7 @@ impl Controller {
             .unwrap_or_default();
         let in_use: Vec<String> = pods
             .iter()
-            .filter_map(|p| hash_of(p))
+            .filter_map(|p| revision_of(p))
             .map(|h| format!("{}-{h}", ds.name_any()))
             .collect();
         let in_use: Vec<&str> = in_use.iter().map(String::as_str).collect();
@@ -554,7 +548,7 @@ impl Controller {
             ds,
             &template,
             hash,
-            HASH_LABEL,
+            REVISION_LABEL,
             &in_use,
             limit,
         )
@@ -567,7 +561,7 @@ impl Controller {
                     .as_ref()
                     .and_then(|s| s.collision_count)
                     .unwrap_or(0);
-                set_status(
+                util::merge_patch_status(
                     &self.client,
                     ds,
                     &json!({"status": {"collisionCount": collisions + 1}}),
@@ -605,7 +599,7 @@ impl Controller {
             if all.iter().any(|p| util::is_ready(p)) {
                 ready += 1;
             }
-            if on.new.iter().any(|p| hash_of(p) == Some(hash)) {
+            if on.new.iter().any(|p| revision_of(p) == Some(hash)) {
                 updated += 1;
             }
             let mut avail = false;
@@ -643,26 +637,12 @@ impl Controller {
             "numberUnavailable": count(desired - available),
             "observedGeneration": observed,
         }});
-        match set_status(&self.client, ds, &patch).await {
+        match util::merge_patch_status(&self.client, ds, &patch).await {
             Ok(_) => Ok(again),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
-}
-
-async fn set_status(
-    client: &kube::Client,
-    ds: &DaemonSet,
-    patch: &serde_json::Value,
-) -> Result<DaemonSet, kube::Error> {
-    util::api_of(client, ds)
-        .patch_status(
-            &ds.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await
 }
 
 #[cfg(test)]
@@ -685,7 +665,7 @@ mod tests {
         let pod = daemon_pod(&ds, &template, "h1", Some("node-b"));
         assert_eq!(node_of(&pod).as_deref(), Some("node-b"));
         let labels = pod.metadata.labels.as_ref().unwrap();
-        assert_eq!(labels[HASH_LABEL], "h1");
+        assert_eq!(labels[REVISION_LABEL], "h1");
         assert_eq!(labels[GENERATION_LABEL], "3");
         let tolerations = pod.spec.as_ref().unwrap().tolerations.as_ref().unwrap();
         // The template's own cordon toleration is not doubled.

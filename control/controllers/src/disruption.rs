@@ -11,7 +11,6 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use skiff_selectors::LabelSelector as Selector;
@@ -293,14 +292,7 @@ impl Controller {
             "metadata": {"resourceVersion": pdb.metadata.resource_version},
             "status": status,
         });
-        match util::api_of(&self.client, pdb)
-            .patch_status(
-                &pdb.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
+        match util::merge_patch_status(&self.client, pdb, &patch).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(e.into()),

@@ -603,14 +603,7 @@ impl Controller {
     /// A status merge patch guarded by the resourceVersion `job` was read at.
     async fn write_status(&self, job: &Job, mut patch: Value) -> Result<Job, Error> {
         patch["metadata"] = json!({"resourceVersion": job.metadata.resource_version});
-        let api: Api<Job> = util::api_of(&self.client, job);
-        let written = api
-            .patch_status(
-                &job.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
+        let written = util::merge_patch_status(&self.client, job, &patch).await?;
         // Until the cache has this version, a sync would read counts from before it.
         self.written
             .lock()

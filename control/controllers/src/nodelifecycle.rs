@@ -222,11 +222,8 @@ impl Controller {
         // 3. Pods that may not stay.
         let taints = no_execute(&node);
         if !taints.is_empty() {
-            for pod in self.pods.list() {
-                if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(name)
-                    || pod.metadata.deletion_timestamp.is_some()
-                    || !util::is_active(&pod)
-                {
+            for pod in self.pods.indexed(name) {
+                if pod.metadata.deletion_timestamp.is_some() || !util::is_active(&pod) {
                     continue;
                 }
                 match eviction_in(&pod, &taints, now_ms) {
@@ -281,10 +278,8 @@ impl Controller {
         );
         // Its pods are not ready any more (kube's MarkPodsNotReady).
         let name = node.name_any();
-        for pod in self.pods.list() {
-            if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(name.as_str())
-                || !util::is_ready(&pod)
-            {
+        for pod in self.pods.indexed(&name) {
+            if !util::is_ready(&pod) {
                 continue;
             }
             let api: Api<Pod> = util::api_of(&self.client, &*pod);

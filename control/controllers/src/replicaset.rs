@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -391,16 +390,7 @@ impl<K: ReplicaKind> Controller<K> {
             "observedGeneration": observed,
             "conditions": if conditions.is_empty() { Value::Null } else { Value::Array(conditions) },
         }});
-        let ns = owner.meta().namespace.clone().unwrap_or_default();
-        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
-        match api
-            .patch_status(
-                &owner.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
+        match util::merge_patch_status(&self.client, owner, &patch).await {
             Ok(_) => Ok(again),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
             Err(e) => Err(e.into()),

@@ -26,6 +26,19 @@ pub enum Current {
     Collision,
 }
 
+/// The label a DaemonSet's and a StatefulSet's pods carry with the name (hash) of the
+/// ControllerRevision they were made from.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// A pod's `controller-revision-hash`.
+pub fn revision_of(pod: &k8s_openapi::api::core::v1::Pod) -> Option<&str> {
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get(REVISION_LABEL)
+        .map(String::as_str)
+}
+
 /// The owner's revisions, oldest first.
 pub fn owned<K: Resource>(
     revisions: &Informer<ControllerRevision>,

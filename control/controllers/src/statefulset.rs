@@ -24,7 +24,7 @@ use crate::events::Recorder;
 use crate::expectations::Expectations;
 use crate::informer::{Change, Informer, controller_of, key_of, split_key};
 use crate::pods::PodControl;
-use crate::revisions;
+use crate::revisions::{self, REVISION_LABEL, revision_of};
 use crate::util::{self, count};
 use crate::{Error, Informers, SyncResult, WorkQueue, run_workers};
 
@@ -32,7 +32,6 @@ pub const NAME: &str = "statefulset-controller";
 /// The label on a StatefulSet's ControllerRevisions (the pods carry the revision's name
 /// under `controller-revision-hash`).
 const HASH_LABEL: &str = "controller.kubernetes.io/hash";
-const REVISION_LABEL: &str = "controller-revision-hash";
 const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
@@ -114,14 +113,6 @@ fn finished(p: &Pod) -> bool {
         p.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
     )
-}
-
-fn revision_of(p: &Pod) -> Option<&str> {
-    p.metadata
-        .labels
-        .as_ref()?
-        .get(REVISION_LABEL)
-        .map(String::as_str)
 }
 
 /// The claim of template `template` for the pod of ordinal `i`.
@@ -243,13 +234,12 @@ impl Controller {
                     .as_ref()
                     .and_then(|s| s.collision_count)
                     .unwrap_or(0);
-                util::api_of(&self.client, &*set)
-                    .patch_status(
-                        &set_name,
-                        &PatchParams::default(),
-                        &Patch::Merge(&json!({"status": {"collisionCount": collisions + 1}})),
-                    )
-                    .await?;
+                util::merge_patch_status(
+                    &self.client,
+                    &*set,
+                    &json!({"status": {"collisionCount": collisions + 1}}),
+                )
+                .await?;
                 return Err(Error::Other(format!(
                     "controller revision of {set_name} collides"
                 )));
@@ -572,14 +562,7 @@ impl Controller {
         if same {
             return Ok(again);
         }
-        match util::api_of(&self.client, set)
-            .patch_status(
-                &set.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": status})),
-            )
-            .await
-        {
+        match util::merge_patch_status(&self.client, set, &json!({"status": status})).await {
             Ok(_) => Ok(again),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
             Err(e) => Err(e.into()),

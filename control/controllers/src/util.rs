@@ -119,6 +119,25 @@ where
         .await
 }
 
+/// A JSON merge patch of a namespaced object's `status` subresource.
+pub async fn merge_patch_status<K>(
+    client: &kube::Client,
+    obj: &K,
+    patch: &serde_json::Value,
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = obj.meta().name.as_deref().unwrap_or_default();
+    let params = kube::api::PatchParams::default();
+    api_of(client, obj)
+        .patch_status(name, &params, &kube::api::Patch::Merge(patch))
+        .await
+}
+
 /// The sooner of two optional deadlines.
 pub fn min_some(
     a: Option<std::time::Duration>,

@@ -541,18 +541,16 @@ impl Controller {
             return Ok(None);
         }
         let spec = pv.spec.clone().unwrap_or_default();
-        let claims: Api<PersistentVolumeClaim> = crate::util::api_of(&self.client, claim);
-        claims
-            .patch_status(
-                &claim.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {
-                    "phase": "Bound",
-                    "accessModes": spec.access_modes,
-                    "capacity": spec.capacity,
-                }})),
-            )
-            .await?;
+        crate::util::merge_patch_status(
+            &self.client,
+            claim,
+            &json!({"status": {
+                "phase": "Bound",
+                "accessModes": spec.access_modes,
+                "capacity": spec.capacity,
+            }}),
+        )
+        .await?;
         Ok(None)
     }
 

@@ -56,6 +56,9 @@ struct Cache<K> {
     by_uid: HashMap<String, String>,
     /// Owner uid to the keys of the objects that name it in their ownerReferences.
     by_owner: HashMap<String, HashSet<String>>,
+    /// An index of the kind's own (a pod's node), when the informer has one.
+    index: Option<fn(&K) -> Option<&str>>,
+    by_index: HashMap<String, HashSet<String>>,
 }
 
 impl<K: Resource> Cache<K> {
@@ -79,6 +82,12 @@ impl<K: Resource> Cache<K> {
                 .entry(owner.uid.clone())
                 .or_default()
                 .insert(key.clone());
+        }
+        if let Some(value) = self.index.and_then(|f| f(&obj)) {
+            self.by_index
+                .entry(value.to_string())
+                .or_default()
+                .insert(key);
         }
         old
     }
@@ -112,6 +121,14 @@ impl<K: Resource> Cache<K> {
                 }
             }
         }
+        if let Some(value) = self.index.and_then(|f| f(obj))
+            && let Some(keys) = self.by_index.get_mut(value)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_index.remove(value);
+            }
+        }
     }
 }
 
@@ -127,12 +144,19 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     pub fn new() -> Arc<Self> {
+        Self::with_index(None)
+    }
+
+    /// An informer that also indexes its objects by `index` (see [`Informer::indexed`]).
+    pub fn with_index(index: Option<fn(&K) -> Option<&str>>) -> Arc<Self> {
         Arc::new(Informer {
             cache: RwLock::new(Cache {
                 objects: HashMap::new(),
                 by_namespace: HashMap::new(),
                 by_uid: HashMap::new(),
                 by_owner: HashMap::new(),
+                index,
+                by_index: HashMap::new(),
             }),
             handlers: RwLock::new(Vec::new()),
             synced: tokio::sync::watch::channel(false).0,
@@ -291,6 +315,19 @@ where
             .collect()
     }
 
+    /// The objects whose index value (given to [`Informer::with_index`]) is `value`: for
+    /// the shared pod informer, the pods bound to node `value`.
+    pub fn indexed(&self, value: &str) -> Vec<Arc<K>> {
+        let cache = self.cache.read().expect("cache lock");
+        cache
+            .by_index
+            .get(value)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| cache.objects.get(k).cloned())
+            .collect()
+    }
+
     /// The objects that name `owner_uid` among their ownerReferences.
     pub fn owned_by(&self, owner_uid: &str) -> Vec<Arc<K>> {
         let cache = self.cache.read().expect("cache lock");
@@ -323,4 +360,53 @@ pub fn controller_of<K: Resource>(
         .iter()
         .flatten()
         .find(|o| o.controller == Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Pod, PodSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn pod(name: &str, node: Option<&str>) -> Arc<Pod> {
+        Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                uid: Some(format!("uid-{name}")),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: node.map(String::from),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn the_own_index_follows_updates_and_deletes() {
+        let pods =
+            Informer::<Pod>::with_index(Some(|p: &Pod| p.spec.as_ref()?.node_name.as_deref()));
+        let names = |node: &str| {
+            let mut v: Vec<String> = pods
+                .indexed(node)
+                .iter()
+                .map(|p| p.metadata.name.clone().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        pods.apply(pod("a", Some("n1")));
+        pods.apply(pod("b", None));
+        pods.apply(pod("c", Some("n1")));
+        assert_eq!(names("n1"), ["a", "c"]);
+        pods.apply(pod("b", Some("n2")));
+        pods.apply(pod("c", Some("n2")));
+        assert_eq!(names("n1"), ["a"]);
+        assert_eq!(names("n2"), ["b", "c"]);
+        pods.delete("default/b");
+        assert_eq!(names("n2"), ["c"]);
+        assert!(pods.indexed("n3").is_empty());
+    }
 }

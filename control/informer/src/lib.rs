@@ -97,7 +97,18 @@ impl Informers {
         &self.client
     }
 
-    informer_getter!(pods, Pod);
+    /// Pods, indexed by the node they are bound to ([`Informer::indexed`]).
+    pub fn pods(&self) -> Arc<Informer<Pod>> {
+        self.pods
+            .get_or_init(|| {
+                let informer = Informer::with_index(Some(node_of));
+                let task =
+                    informer.start(Api::all(self.client.clone()), watcher::Config::default());
+                self.tasks.lock().expect("tasks lock").push(task);
+                informer
+            })
+            .clone()
+    }
     informer_getter!(replicasets, ReplicaSet);
     informer_getter!(deployments, Deployment);
     informer_getter!(replicationcontrollers, ReplicationController);
@@ -114,6 +125,10 @@ impl Informers {
     informer_getter!(persistentvolumeclaims, PersistentVolumeClaim);
     informer_getter!(persistentvolumes, PersistentVolume);
     informer_getter!(runtimeclasses, RuntimeClass);
+}
+
+fn node_of(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref()?.node_name.as_deref()
 }
 
 impl Drop for Informers {

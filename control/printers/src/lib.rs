@@ -201,6 +201,12 @@ fn label_selector(sel: Option<&Value>) -> Option<String> {
     let Some(sel) = sel.filter(|v| !v.is_null()) else {
         return Some(String::new());
     };
+    parse_label_selector(sel).ok().map(|s| s.to_string())
+}
+
+/// A `metav1.LabelSelector` in JSON as a selector that matches labels; invalid
+/// requirements are an error.
+pub fn parse_label_selector(sel: &Value) -> Result<LabelSelector, skiff_selectors::ParseError> {
     let exprs: Vec<(String, String, Vec<String>)> = arr(sel, "/matchExpressions")
         .iter()
         .map(|e| {
@@ -216,8 +222,6 @@ fn label_selector(sel: Option<&Value>) -> Option<String> {
         })
         .collect();
     LabelSelector::from_parts(&string_map(sel.get("matchLabels")), &exprs)
-        .ok()
-        .map(|s| s.to_string())
 }
 
 /// `metav1.FormatLabelSelector`: a `metav1.LabelSelector` in its string form

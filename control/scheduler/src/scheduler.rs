@@ -193,11 +193,7 @@ fn backoff(attempts: u32) -> Duration {
 }
 
 fn key_of(pod: &Pod) -> PodKey {
-    format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or_default(),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    )
+    skiff_informer::key_of(pod)
 }
 
 fn node_name(pod: &Pod) -> Option<&str> {
@@ -254,19 +250,11 @@ impl Scheduler {
             Msg::Nodes(change) => self.nodes_changed(*change, now),
             Msg::RuntimeClasses(change) => self.runtime_classes_changed(*change, now),
             Msg::Claims(change) => {
-                apply_change(&mut self.claims, *change, |c| {
-                    format!(
-                        "{}/{}",
-                        c.metadata.namespace.as_deref().unwrap_or_default(),
-                        c.metadata.name.as_deref().unwrap_or_default()
-                    )
-                });
+                apply_change(&mut self.claims, *change, skiff_informer::key_of);
                 self.queue.move_unschedulable(now);
             }
             Msg::Volumes(change) => {
-                apply_change(&mut self.volumes, *change, |v| {
-                    v.metadata.name.clone().unwrap_or_default()
-                });
+                apply_change(&mut self.volumes, *change, skiff_informer::key_of);
                 self.queue.move_unschedulable(now);
             }
             Msg::Bound { key, node, result } => self.bound(key, node, result, now),

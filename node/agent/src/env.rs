@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, ResourceFieldSelector, Secret};
 use kube::Api;
-use skiff_apimachinery::quantity::Quantity;
+use skiff_apimachinery::quantity::{Quantity, ceil_div};
 
 /// A value the pod needs and the API could not give: the container waits with
 /// `CreateContainerConfigError`, as in Kubernetes.
@@ -188,42 +188,24 @@ fn resource_field(container: &Container, r: &ResourceFieldSelector) -> String {
         "requests" => res.and_then(|r| r.requests.as_ref()),
         _ => None,
     };
-    let set = map
-        .and_then(|m| m.get(name))
-        .and_then(|q| Quantity::parse(&q.0).ok());
-    let amount = match (set, kind, name) {
-        (Some(q), _, _) => q,
-        (None, "limits", "cpu") => allocatable_cpu(),
-        (None, "limits", "memory") => allocatable_memory(),
-        (None, _, _) => Quantity::parse("0").expect("0 is a quantity"),
+    let cpu = name == "cpu";
+    // In the divisor's base unit: millicores for cpu, bytes (or counts) for the rest.
+    let value = match map.and_then(|m| m.get(name)).map(|q| Quantity::parse(&q.0)) {
+        Some(Ok(q)) if cpu => q.milli_value(),
+        Some(Ok(q)) => q.value(),
+        _ if kind == "limits" && cpu => crate::node::cpus() as i128 * 1000,
+        _ if kind == "limits" && name == "memory" => crate::node::mem_total_kib() as i128 * 1024,
+        _ => 0,
     };
-    let divisor = r
+    let per = r
         .divisor
         .as_ref()
         .and_then(|d| Quantity::parse(&d.0).ok())
-        .filter(|d| d.nanos > 0);
-    let (value, per) = if name == "cpu" {
-        (
-            amount.milli_value(),
-            divisor.map_or(1000, |d| d.milli_value()),
-        )
-    } else {
-        (amount.value(), divisor.map_or(1, |d| d.value()))
-    };
-    if per <= 0 {
-        return value.to_string();
-    }
-    (value.div_euclid(per) + i128::from(value.rem_euclid(per) != 0)).to_string()
-}
-
-fn allocatable_cpu() -> Quantity {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Quantity::parse(&cpus.to_string()).expect("a count is a quantity")
-}
-
-fn allocatable_memory() -> Quantity {
-    let kib = crate::node::mem_total_kib();
-    Quantity::parse(&format!("{kib}Ki")).expect("KiB are a quantity")
+        .filter(|d| d.nanos > 0)
+        .map_or(if cpu { 1000 } else { 1 }, |d| {
+            if cpu { d.milli_value() } else { d.value() }
+        });
+    ceil_div(value, per).to_string()
 }
 
 /// `$(VAR)` → its value when defined; `$$(VAR)` → `$(VAR)`; anything else unchanged.

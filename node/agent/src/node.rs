@@ -72,7 +72,7 @@ async fn post_status(
 ) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let now = crate::status::time(Utc::now());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = cpus();
     let memory_kib = mem_total_kib();
     let capacity = BTreeMap::from([
         ("cpu".to_string(), Quantity(cpus.to_string())),
@@ -348,6 +348,11 @@ fn read_trim(path: &str) -> String {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// The CPUs the node offers pods.
+pub(crate) fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 pub(crate) fn mem_total_kib() -> u64 {

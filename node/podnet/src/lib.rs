@@ -405,7 +405,7 @@ impl PodNetwork {
     pub async fn create_address_only(&self, pod_uid: &str) -> Result<Sandbox, Error> {
         check_uid(pod_uid)?;
         let inner = &self.inner;
-        let ip = {
+        let s = {
             let mut st = inner.lock();
             if st.closed {
                 return Err(Error::ShutDown);
@@ -413,21 +413,12 @@ impl PodNetwork {
             if let Some(s) = st.pods.get(pod_uid) {
                 return Ok(s.clone());
             }
-            let ip = st
-                .alloc
-                .allocate()
-                .ok_or(Error::Exhausted(inner.config.pod_cidr))?;
-            // Recorded (and known as the pod's) before the address exists: a crash
-            // mid-way is cleaned up by the next recovery, a concurrent create gets this.
-            if let Err(e) = inner.records.write(ip, &Owner::Address(pod_uid.into())) {
-                st.alloc.release(ip);
-                return Err(e);
-            }
+            // Known as the pod's before the address exists: a concurrent create gets it.
+            let ip = inner.allocate_recorded(&mut st, &Owner::Address(pod_uid.into()))?;
             let s = inner.address_only(ip, pod_uid.into());
-            st.pods.insert(pod_uid.into(), s);
-            ip
+            st.pods.insert(pod_uid.into(), s.clone());
+            s
         };
-        let s = inner.address_only(ip, pod_uid.into());
         if let Err(e) = inner.build_at(&s).await {
             inner.lock().pods.remove(pod_uid);
             let _ = inner.destroy(&s).await;
@@ -735,23 +726,24 @@ impl Inner {
         Ok(())
     }
 
+    /// Takes an IP and records it for `owner` before anything of its sandbox exists, so
+    /// that a crash mid-build is cleaned up by the next recovery.
+    fn allocate_recorded(&self, st: &mut State, owner: &Owner) -> Result<Ipv4Addr, Error> {
+        let ip = st
+            .alloc
+            .allocate()
+            .ok_or(Error::Exhausted(self.config.pod_cidr))?;
+        if let Err(e) = self.records.write(ip, owner) {
+            st.alloc.release(ip);
+            return Err(e);
+        }
+        Ok(ip)
+    }
+
     /// Allocates an IP, records it for `owner`, and builds the sandbox. On failure nothing
     /// is left behind.
     async fn build(&self, owner: Owner) -> Result<Sandbox, Error> {
-        let ip = {
-            let mut st = self.lock();
-            let ip = st
-                .alloc
-                .allocate()
-                .ok_or(Error::Exhausted(self.config.pod_cidr))?;
-            // Recorded before anything exists, so that a crash mid-build is cleaned up by
-            // the next recovery.
-            if let Err(e) = self.records.write(ip, &owner) {
-                st.alloc.release(ip);
-                return Err(e);
-            }
-            ip
-        };
+        let ip = self.allocate_recorded(&mut self.lock(), &owner)?;
         let s = match owner {
             Owner::Pool => self.sandbox_for(ip, String::new()),
             Owner::Pod(uid) => self.sandbox_for(ip, uid),
@@ -838,24 +830,19 @@ impl Inner {
             let mut st = self.lock();
             for (ip, owner) in records {
                 let valid = st.alloc.offset(ip).is_some();
-                let whole = valid
-                    && match &owner {
-                        Some(Owner::Address(uid)) => {
-                            addresses.contains(&ip) && !st.pods.contains_key(uid)
-                        }
-                        _ => {
-                            let s = self.sandbox_for(ip, String::new());
-                            s.host_veth.as_ref().is_some_and(|v| ours.contains(v))
-                                && s.netns.as_deref().is_some_and(netns::is_pinned)
-                        }
-                    };
+                let whole_namespace = |ip| {
+                    let veth = self.veth_name(ip);
+                    ours.contains(&veth) && netns::is_pinned(&self.netns_dir.join(&veth))
+                };
                 match owner {
-                    Some(Owner::Address(uid)) if whole => {
+                    Some(Owner::Address(uid))
+                        if valid && addresses.contains(&ip) && !st.pods.contains_key(&uid) =>
+                    {
                         st.alloc.mark(ip);
                         keep_addresses.insert(ip);
                         st.pods.insert(uid.clone(), self.address_only(ip, uid));
                     }
-                    Some(owner) if whole => {
+                    Some(owner @ (Owner::Pod(_) | Owner::Pool)) if valid && whole_namespace(ip) => {
                         st.alloc.mark(ip);
                         let mut s = self.sandbox_for(ip, String::new());
                         keep.insert(self.veth_name(ip));

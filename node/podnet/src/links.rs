@@ -9,7 +9,9 @@ use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
 };
 use rtnetlink::sys::TokioSocket;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    AddressMessageBuilder, Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use crate::Error;
 
@@ -316,21 +318,13 @@ pub(crate) async fn del_host_address(
     bridge_index: u32,
     ip: Ipv4Addr,
 ) -> Result<(), Error> {
-    let mut dump = handle
-        .address()
-        .get()
-        .set_link_index_filter(bridge_index)
-        .set_address_filter(IpAddr::V4(ip))
-        .execute();
-    while let Some(m) = dump.try_next().await.map_err(nl("list bridge addresses"))? {
-        if m.header.prefix_len != 32 {
-            continue;
-        }
-        match handle.address().del(m).execute().await {
-            Ok(()) => {}
-            Err(e) if matches!(errno(&e), Some(EADDRNOTAVAIL) | Some(ENOENT)) => {}
-            Err(e) => return Err(nl(format!("remove {ip}/32 from the bridge"))(e)),
-        }
+    let msg = AddressMessageBuilder::<Ipv4Addr>::new()
+        .index(bridge_index)
+        .address(ip, 32)
+        .build();
+    match handle.address().del(msg).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(errno(&e), Some(EADDRNOTAVAIL) | Some(ENOENT)) => Ok(()),
+        Err(e) => Err(nl(format!("remove {ip}/32 from the bridge"))(e)),
     }
-    Ok(())
 }

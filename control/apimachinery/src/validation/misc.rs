@@ -206,13 +206,10 @@ fn storage_class_name(spec: &Value, path: &str, errs: &mut Errs) {
     if class.is_empty() {
         return;
     }
-    for m in names::is_dns1123_subdomain(class) {
-        errs.push(FieldError::invalid(
-            child(path, "storageClassName"),
-            json!(class),
-            m,
-        ));
-    }
+    errs.extend(names::validate_dns1123_subdomain(
+        class,
+        &child(path, "storageClassName"),
+    ));
 }
 
 pub(crate) fn validate_pvc(pvc: &Value, old: Option<&Value>, errs: &mut Errs) {

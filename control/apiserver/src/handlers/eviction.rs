@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use axum::response::Response;
 use http::StatusCode;
 use serde_json::{Value, json};
-use skiff_selectors::LabelSelector;
 
 use super::{Ctx, parse_delete_options};
 use crate::json_response;
@@ -48,32 +47,7 @@ fn selects(pdb: &Value, labels: &BTreeMap<String, String>) -> bool {
     let Some(sel) = pdb.pointer("/spec/selector").filter(|s| !s.is_null()) else {
         return false;
     };
-    let match_labels: BTreeMap<String, String> = sel
-        .get("matchLabels")
-        .and_then(|m| serde_json::from_value(m.clone()).ok())
-        .unwrap_or_default();
-    let exprs: Vec<(String, String, Vec<String>)> = sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            (
-                e["key"].as_str().unwrap_or_default().to_string(),
-                e["operator"].as_str().unwrap_or_default().to_string(),
-                e["values"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect(),
-            )
-        })
-        .collect();
-    match LabelSelector::from_parts(&match_labels, &exprs) {
-        Ok(s) => !s.is_empty() && s.matches(labels),
-        Err(_) => false,
-    }
+    skiff_printers::parse_label_selector(sel).is_ok_and(|s| !s.is_empty() && s.matches(labels))
 }
 
 impl Ctx<'_> {
