@@ -100,18 +100,29 @@ where
     )
 }
 
-/// A JSON merge patch of a namespaced object, by its name and namespace.
-pub async fn merge_patch<K>(
-    client: &kube::Client,
-    obj: &K,
-    patch: &serde_json::Value,
-) -> Result<K, kube::Error>
-where
+/// A namespaced object the controllers patch.
+pub trait Patchable:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Patchable for K where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+        + std::fmt::Debug
 {
+}
+
+/// A JSON merge patch of a namespaced object, by its name and namespace.
+pub async fn merge_patch<K: Patchable>(
+    client: &kube::Client,
+    obj: &K,
+    patch: &serde_json::Value,
+) -> Result<K, kube::Error> {
     let name = obj.meta().name.as_deref().unwrap_or_default();
     let params = kube::api::PatchParams::default();
     api_of(client, obj)
@@ -120,17 +131,11 @@ where
 }
 
 /// A JSON merge patch of a namespaced object's `status` subresource.
-pub async fn merge_patch_status<K>(
+pub async fn merge_patch_status<K: Patchable>(
     client: &kube::Client,
     obj: &K,
     patch: &serde_json::Value,
-) -> Result<K, kube::Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
+) -> Result<K, kube::Error> {
     let name = obj.meta().name.as_deref().unwrap_or_default();
     let params = kube::api::PatchParams::default();
     api_of(client, obj)
