@@ -94,10 +94,6 @@ where
         .into_iter()
         .filter(|p| controller_of(&**p).is_some_and(|r| r.uid == uid))
         .collect();
-    candidates.extend(
-        pods.list_namespace(&ns)
-            .into_iter()
-            .filter(|p| controller_of(&**p).is_none() && util::is_active(p)),
-    );
+    candidates.extend(pods.orphans(&ns).into_iter().filter(|p| util::is_active(p)));
     claim(client, owner, &ns, candidates, matches).await
 }

@@ -17,7 +17,7 @@ use skiff_selectors::LabelSelector as Selector;
 
 use crate::events::Recorder;
 use crate::expectations::Expectations;
-use crate::informer::{Change, Informer, controller_of, key_of, split_key};
+use crate::informer::{Change, Informer, STATUS_BATCH, controller_of, key_of, split_key};
 use crate::pods::PodControl;
 use crate::util::{self, count, num};
 use crate::{Error, Informers, SyncResult, WorkQueue, run_workers};
@@ -139,6 +139,18 @@ pub fn start<K: ReplicaKind>(informers: &Arc<Informers>, events: &Recorder, work
     });
 }
 
+/// Whether an update of a pod its owner already controls can change what the owner's
+/// sync computes: its labels (selector and fully-labeled count), whether it counts
+/// (finished or not), whether it is ready. Binding, addresses, container states and the
+/// other status updates of a starting pod are not: with a thousand pods starting, each
+/// would be one more full sync of their owner. (Scale-down ranks pods by phase, node and
+/// restarts, but only in a sync that something else started.)
+fn matters_to_owner(old: &Pod, new: &Pod) -> bool {
+    old.metadata.labels != new.metadata.labels
+        || util::is_active(old) != util::is_active(new)
+        || util::is_ready(old) != util::is_ready(new)
+}
+
 impl<K: ReplicaKind> Controller<K> {
     /// The owner of `pod` this controller runs, by its controller reference.
     fn owner_of(&self, pod: &Pod) -> Option<Arc<K>> {
@@ -170,7 +182,7 @@ impl<K: ReplicaKind> Controller<K> {
                 if let Some(owner) = self.owner_of(pod) {
                     let key = key_of(&*owner);
                     self.expectations.creation_observed(&key);
-                    self.queue.add(key);
+                    self.enqueue_observed(key);
                 } else if controller_of(&***pod).is_none() {
                     for owner in self.matching_owners(pod) {
                         self.queue.add(key_of(&*owner));
@@ -193,14 +205,27 @@ impl<K: ReplicaKind> Controller<K> {
                     self.queue.add(key_of(&**o));
                 }
                 if let Some(owner) = new_owner {
+                    let same_owner = old_owner
+                        .as_ref()
+                        .is_some_and(|o| o.meta().uid == owner.meta().uid);
+                    if same_owner && !matters_to_owner(old, new) {
+                        return;
+                    }
                     let key = key_of(&*owner);
+                    let status_only = same_owner
+                        && old.metadata.labels == new.metadata.labels
+                        && util::is_active(old) == util::is_active(new);
                     // A pod that became ready is available minReadySeconds later.
                     let min_ready = owner.min_ready_seconds();
                     if min_ready > 0 && util::is_ready(new) && !util::is_ready(old) {
                         self.queue
                             .add_after(key.clone(), Duration::from_secs(min_ready as u64 + 1));
                     }
-                    self.queue.add(key);
+                    if status_only {
+                        self.queue.add_batched(key, STATUS_BATCH);
+                    } else {
+                        self.queue.add(key);
+                    }
                 } else if controller_of(&***new).is_none()
                     && (old.metadata.labels != new.metadata.labels
                         || controller_of(&***old).is_some())
@@ -218,7 +243,18 @@ impl<K: ReplicaKind> Controller<K> {
         if let Some(owner) = self.owner_of(pod) {
             let key = key_of(&*owner);
             self.expectations.deletion_observed(&key, &key_of(pod));
+            self.enqueue_observed(key);
+        }
+    }
+
+    /// After a creation or deletion the owner waited for: its sync now, when that was the
+    /// last it waited for (the next batch of pods may be due), else within the status batch
+    /// window (the sync would only count pods).
+    fn enqueue_observed(&self, key: String) {
+        if self.expectations.satisfied(&key) {
             self.queue.add(key);
+        } else {
+            self.queue.add_batched(key, STATUS_BATCH);
         }
     }
 
@@ -275,9 +311,9 @@ impl<K: ReplicaKind> Controller<K> {
             .collect();
         active.extend(
             self.pods
-                .list_namespace(ns)
+                .orphans(ns)
                 .into_iter()
-                .filter(|p| controller_of(&**p).is_none() && util::is_active(p)),
+                .filter(|p| util::is_active(p)),
         );
         crate::refs::claim(&self.client, owner, ns, active, |pod: &Pod| {
             selector.is_some_and(|s| !s.is_empty() && s.matches(util::labels(pod)))

@@ -56,6 +56,9 @@ struct Cache<K> {
     by_uid: HashMap<String, String>,
     /// Owner uid to the keys of the objects that name it in their ownerReferences.
     by_owner: HashMap<String, HashSet<String>>,
+    /// Namespace to the keys of its objects that have no controller (candidates for
+    /// adoption), so that a controller claiming its objects need not scan the namespace.
+    orphans: HashMap<String, HashSet<String>>,
     /// An index of the kind's own (a pod's node), when the informer has one.
     index: Option<fn(&K) -> Option<&str>>,
     by_index: HashMap<String, HashSet<String>>,
@@ -80,6 +83,14 @@ impl<K: Resource> Cache<K> {
         for owner in meta.owner_references.iter().flatten() {
             self.by_owner
                 .entry(owner.uid.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        if let Some(ns) = &meta.namespace
+            && !has_controller(meta)
+        {
+            self.orphans
+                .entry(ns.clone())
                 .or_default()
                 .insert(key.clone());
         }
@@ -121,6 +132,15 @@ impl<K: Resource> Cache<K> {
                 }
             }
         }
+        if let Some(ns) = &meta.namespace
+            && !has_controller(meta)
+            && let Some(keys) = self.orphans.get_mut(ns)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.orphans.remove(ns);
+            }
+        }
         if let Some(value) = self.index.and_then(|f| f(obj))
             && let Some(keys) = self.by_index.get_mut(value)
         {
@@ -130,6 +150,33 @@ impl<K: Resource> Cache<K> {
             }
         }
     }
+}
+
+/// How long a change that only moves a status may wait for others to share one sync (see
+/// [`crate::queue::WorkQueue::add_batched`]). While a thousand pods start, their owner is
+/// then synced and its status written about once per window instead of once per pod.
+/// Kubernetes' controllers get the same batching from their client's rate limit.
+pub const STATUS_BATCH: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Whether an update changed neither the generation (the spec) nor the metadata a
+/// controller acts on: only the status, the resourceVersion or the managed fields.
+fn status_only(
+    old: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    new: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> bool {
+    old.generation == new.generation
+        && old.labels == new.labels
+        && old.annotations == new.annotations
+        && old.owner_references == new.owner_references
+        && old.finalizers == new.finalizers
+        && old.deletion_timestamp == new.deletion_timestamp
+}
+
+fn has_controller(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true))
 }
 
 /// One kind's cache and the handlers that follow it. Cheap to share (`Arc`).
@@ -155,6 +202,7 @@ where
                 by_namespace: HashMap::new(),
                 by_uid: HashMap::new(),
                 by_owner: HashMap::new(),
+                orphans: HashMap::new(),
                 index,
                 by_index: HashMap::new(),
             }),
@@ -265,11 +313,18 @@ where
     }
 
     /// Queues the key of every object that is added, changed or deleted: how a controller
-    /// follows its own kind.
+    /// follows its own kind. An update that leaves the object's generation and metadata as
+    /// they were (a status write, most often the controller's own) is queued within
+    /// [`STATUS_BATCH`]: otherwise every status write would start the next sync at once,
+    /// which writes the status again while pods keep changing, a loop as fast as the API
+    /// server answers.
     pub fn enqueue_keys(&self, queue: &Arc<crate::queue::WorkQueue>) {
         let queue = queue.clone();
         self.subscribe(move |change| match change {
             Change::Added(o) | Change::Deleted(o) => queue.add(key_of(&***o)),
+            Change::Updated { old, new } if status_only(old.meta(), new.meta()) => {
+                queue.add_batched(key_of(&***new), STATUS_BATCH)
+            }
             Change::Updated { new, .. } => queue.add(key_of(&***new)),
         });
     }
@@ -329,6 +384,18 @@ where
     }
 
     /// The objects that name `owner_uid` among their ownerReferences.
+    /// The namespace's objects that have no controller reference.
+    pub fn orphans(&self, namespace: &str) -> Vec<Arc<K>> {
+        let cache = self.cache.read().expect("cache lock");
+        cache
+            .orphans
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| cache.objects.get(k).cloned())
+            .collect()
+    }
+
     pub fn owned_by(&self, owner_uid: &str) -> Vec<Arc<K>> {
         let cache = self.cache.read().expect("cache lock");
         cache
@@ -408,5 +475,42 @@ mod tests {
         pods.delete("default/b");
         assert_eq!(names("n2"), ["c"]);
         assert!(pods.indexed("n3").is_empty());
+    }
+
+    #[test]
+    fn orphans_are_the_objects_without_a_controller() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let pods = Informer::<Pod>::with_index(None);
+        let owned = |name: &str, controller: Option<bool>| {
+            let mut p = (*pod(name, None)).clone();
+            p.metadata.owner_references = Some(vec![OwnerReference {
+                uid: "rs-1".into(),
+                controller,
+                ..Default::default()
+            }]);
+            Arc::new(p)
+        };
+        let names = |ns: &str| {
+            let mut v: Vec<String> = pods
+                .orphans(ns)
+                .iter()
+                .map(|p| p.metadata.name.clone().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        pods.apply(pod("a", None));
+        pods.apply(owned("b", Some(true)));
+        // An owner reference that is not a controller's leaves it an orphan.
+        pods.apply(owned("c", None));
+        assert_eq!(names("default"), ["a", "c"]);
+        // Adopted, then released.
+        pods.apply(owned("a", Some(true)));
+        assert_eq!(names("default"), ["c"]);
+        pods.apply(pod("b", None));
+        assert_eq!(names("default"), ["b", "c"]);
+        pods.delete("default/c");
+        assert_eq!(names("default"), ["b"]);
+        assert!(pods.orphans("other").is_empty());
     }
 }

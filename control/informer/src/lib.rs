@@ -24,7 +24,9 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::task::AbortHandle;
 
-pub use informer::{AbortOnDrop, Change, Informer, controller_of, key_of, key_of_meta, split_key};
+pub use informer::{
+    AbortOnDrop, Change, Informer, STATUS_BATCH, controller_of, key_of, key_of_meta, split_key,
+};
 pub use queue::WorkQueue;
 
 /// The informers the controllers and the scheduler of one process share: each kind is

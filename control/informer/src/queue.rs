@@ -19,6 +19,8 @@ struct State {
     /// Keys waiting to be handed out (in `order`, or to be queued when their work ends).
     dirty: HashSet<String>,
     processing: HashSet<String>,
+    /// Keys with a batched add on its way (`add_batched`).
+    batching: HashSet<String>,
     failures: HashMap<String, u32>,
     shut_down: bool,
 }
@@ -60,6 +62,31 @@ impl WorkQueue {
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             if let Some(q) = me.upgrade() {
+                q.add(key);
+            }
+        });
+    }
+
+    /// Adds `key` once `window` has passed, together with every other `add_batched` of it
+    /// meanwhile: for changes that only move a status (a pod of a thousand became ready),
+    /// which then cost one sync per window instead of one each. A key already waiting is
+    /// left as it is; a plain `add` meanwhile is not delayed.
+    pub fn add_batched(self: &Arc<Self>, key: impl Into<String>, window: Duration) {
+        let key = key.into();
+        {
+            let mut st = self.state.lock().expect("queue lock");
+            if st.shut_down
+                || (st.dirty.contains(&key) && !st.processing.contains(&key))
+                || !st.batching.insert(key.clone())
+            {
+                return;
+            }
+        }
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(window).await;
+            if let Some(q) = me.upgrade() {
+                q.state.lock().expect("queue lock").batching.remove(&key);
                 q.add(key);
             }
         });
@@ -181,6 +208,37 @@ mod tests {
         );
         q.done(&k);
         assert_eq!(q.get().await.as_deref(), Some("a"));
+    }
+
+    // On the current-thread runtime of `#[tokio::test]` a batched add cannot land before
+    // the test awaits, so what is queued before then is exact, not a matter of timing.
+    #[tokio::test]
+    async fn batched_adds_within_a_window_are_one() {
+        let q = WorkQueue::new();
+        let window = Duration::from_millis(20);
+        for _ in 0..50 {
+            q.add_batched("a", window);
+        }
+        assert!(q.is_empty(), "nothing before the window ends");
+        tokio::time::sleep(window * 3).await;
+        assert_eq!(q.get().await.as_deref(), Some("a"));
+        assert!(q.is_empty(), "one add for the whole window");
+        // Added while being worked on: handed out again after `done`, once.
+        q.add_batched("a", window);
+        q.add_batched("a", window);
+        tokio::time::sleep(window * 3).await;
+        q.done("a");
+        assert_eq!(q.get().await.as_deref(), Some("a"));
+        q.done("a");
+        assert!(q.is_empty());
+        // A key already waiting is not added twice; a plain add is not delayed.
+        q.add("b");
+        q.add_batched("b", window);
+        tokio::time::sleep(window * 3).await;
+        assert_eq!(q.len(), 1);
+        q.add_batched("c", window);
+        q.add("c");
+        assert_eq!(q.len(), 2);
     }
 
     #[test]

@@ -6,11 +6,13 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVeth,
+    LinkAttribute, LinkInfo, LinkMessage,
 };
 use rtnetlink::sys::TokioSocket;
 use rtnetlink::{
-    AddressMessageBuilder, Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
 };
 
 use crate::Error;
@@ -130,9 +132,22 @@ pub(crate) async fn ensure_bridge(
         Err(e) if matches!(errno(&e), Some(EEXIST)) => {}
         Err(e) => return Err(nl(format!("add {gateway}/{prefix_len} to {name}"))(e)),
     }
+    // No multicast snooping: the bridge then does no per-port group bookkeeping, which
+    // it would otherwise redo for every pod's port as it comes up. Pods have no IPv6 and
+    // send little multicast; what they send is flooded, as by a plain switch.
+    let no_snooping = LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Bridge),
+        LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::MulticastSnooping(false)])),
+    ]);
+    // (A link-info change is a new-link request for an existing link: `change`.)
     handle
         .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
+        .change(
+            LinkUnspec::new_with_index(index)
+                .up()
+                .append_extra_attribute(no_snooping)
+                .build(),
+        )
         .execute()
         .await
         .map_err(nl(format!("set {name} up")))?;
@@ -174,10 +189,7 @@ pub(crate) async fn add_veth(
     let peer = LinkUnspec::new_with_name("eth0")
         .setns_by_fd(netns.as_raw_fd())
         .build();
-    // Created down: IPv6 is turned off on the host end before it comes up, so the kernel
-    // never makes it a link-local address, joins multicast groups or runs duplicate
-    // address detection for it (the pod's end has IPv6 off from its namespace's default).
-    // At a thousand sandboxes that work was most of the cost of one more.
+    // Created down: it comes up without IPv6 addresses (see `without_ipv6`).
     let msg = LinkVeth::new(host, "eth0")
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .controller(bridge_index)
@@ -191,19 +203,28 @@ pub(crate) async fn add_veth(
             nl(format!("create veth {host}"))(e)
         }
     })?;
-    // A kernel without IPv6 has no such file: nothing to turn off.
-    match std::fs::write(format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6"), "1") {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::Config(format!("turning IPv6 off on {host}: {e}"))),
-    }
     // By name: the kernel finds the link, no lookup round trip.
     handle
         .link()
-        .set(LinkUnspec::new_with_name(host).up().build())
+        .set(without_ipv6(LinkUnspec::new_with_name(host).up()).build())
         .execute()
         .await
         .map_err(nl(format!("set {host} up")))
+}
+
+/// A link brought up by this message gets no IPv6 address: no link-local address, so no
+/// duplicate address detection, router solicitations or multicast listener reports, which
+/// the bridge would flood into every other pod (work that grows with the square of the
+/// pods on the node). Pod networks are IPv4; loopback keeps `::1`.
+///
+/// The address generation mode is set by netlink in the same message that brings the link
+/// up, not by writing `disable_ipv6` under `/proc/sys`: a path lookup there walks one entry
+/// per network namespace on the machine, so with a thousand pods each write cost more than
+/// the veth itself.
+fn without_ipv6(link: LinkMessageBuilder<LinkUnspec>) -> LinkMessageBuilder<LinkUnspec> {
+    link.append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+        vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+    )]))
 }
 
 /// Configures the pod's side through a netlink socket that lives in the pod's namespace:
@@ -231,7 +252,7 @@ pub(crate) async fn configure_pod_side(
                 .index;
             let up = handle
                 .link()
-                .set(LinkUnspec::new_with_index(index).up().build())
+                .set(without_ipv6(LinkUnspec::new_with_index(index).up()).build())
                 .execute();
             let addr = handle
                 .address()

@@ -43,19 +43,6 @@ fn create_here(path: &Path) -> Result<NewNetns, Error> {
         .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
     let made = (|| {
         unshare(CloneFlags::CLONE_NEWNET).map_err(|e| Error::io("unshare net", e.into()))?;
-        // No IPv6 on the interfaces the pod gets (its eth0; loopback keeps ::1): pod
-        // networks are IPv4, and every new IPv6 interface's router solicitations, MLD
-        // reports and duplicate-address probes are flooded by the node bridge into every
-        // other pod, work that grows with the square of the pods on the node.
-        std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")
-            .or_else(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(|e| Error::io("disable IPv6 for the pod's interfaces", e))?;
         mount(
             Some("/proc/thread-self/ns/net"),
             path,
