@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
@@ -92,12 +92,15 @@ async fn roll(client: &kube::Client, name: &str, replicas: i32) -> anyhow::Resul
     Ok(start.elapsed())
 }
 
-/// Time from deleting a Deployment to none of its ReplicaSets and pods left.
+/// Time from deleting a Deployment to none of its ReplicaSets, pods, or events about any
+/// of them (or it) left.
 async fn delete(client: &kube::Client, name: &str) -> anyhow::Result<Duration> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
     let selector = ListParams::default().labels(&format!("app={name}"));
+    let prefix = format!("{name}-");
     let start = Instant::now();
     deployments
         .delete(name, &DeleteParams::background())
@@ -105,12 +108,32 @@ async fn delete(client: &kube::Client, name: &str) -> anyhow::Result<Duration> {
     loop {
         let rs = replicasets.list_metadata(&selector).await?.items.len();
         let p = pods.list_metadata(&selector).await?.items.len();
-        if rs == 0 && p == 0 {
+        // Events are only listed once the objects are gone: there are thousands.
+        let e = if rs == 0 && p == 0 {
+            events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|e| {
+                    let n = e.involved_object.name.as_deref().unwrap_or_default();
+                    n == name || n.starts_with(&prefix)
+                })
+                .count()
+        } else {
+            usize::MAX
+        };
+        if e == 0 {
             return Ok(start.elapsed());
         }
         anyhow::ensure!(
             start.elapsed() < Duration::from_secs(120),
-            "{name}: {rs} ReplicaSets and {p} pods left after 2 minutes"
+            "{name}: {rs} ReplicaSets, {p} pods and {} events left after 2 minutes",
+            if e == usize::MAX {
+                "its".to_string()
+            } else {
+                e.to_string()
+            }
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -171,7 +194,7 @@ fn row(case: &str, runs: Vec<Duration>) -> String {
         .map(|d| format!("{:.2}", d.as_secs_f64()))
         .collect();
     format!(
-        "  {case:<48} median {:>6.2} s   runs: {}",
+        "  {case:<56} median {:>6.2} s   runs: {}",
         median(runs).as_secs_f64(),
         each.join(", ")
     )
@@ -235,12 +258,12 @@ pub async fn run(runs: usize, large: i32) -> anyhow::Result<()> {
     );
     println!(
         "{}",
-        row("delete 100 Wasm: no ReplicaSet or pod left", del100)
+        row("delete 100 Wasm: no ReplicaSet, pod or event left", del100)
     );
     println!(
         "{}",
         row(
-            "delete 100 containers: no ReplicaSet or pod left",
+            "delete 100 containers: no ReplicaSet, pod or event left",
             del_linux
         )
     );
@@ -248,7 +271,7 @@ pub async fn run(runs: usize, large: i32) -> anyhow::Result<()> {
         println!(
             "{}",
             row(
-                &format!("delete {large} Wasm: no ReplicaSet or pod left"),
+                &format!("delete {large} Wasm: no ReplicaSet, pod or event left"),
                 del_large
             )
         );

@@ -192,13 +192,41 @@ pub fn deployments_and_garbage_collection(backend: Backend) {
     );
 
     // Background (kubectl's default): the Deployment goes at once, then its ReplicaSets
-    // and their pods.
+    // and their pods, and the events about each of them (Skiff's, not Kubernetes': there
+    // they stay for the event TTL).
+    let about_web = || -> Vec<String> {
+        items(&k, &["events"])
+            .iter()
+            .filter(|e| {
+                let n = e["involvedObject"]["name"].as_str().unwrap_or_default();
+                n == "web" || n.starts_with("web-")
+            })
+            .map(|e| {
+                let field = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                format!(
+                    "{} {}",
+                    field(&e["involvedObject"]["kind"]),
+                    field(&e["reason"])
+                )
+            })
+            .collect()
+    };
+    let before = about_web();
+    assert!(
+        before.iter().any(|e| e == "Deployment ScalingReplicaSet")
+            && before.iter().any(|e| e == "ReplicaSet SuccessfulCreate"),
+        "{before:?}"
+    );
     k.ok(&["delete", "deployment", "web"]);
     eventually("the ReplicaSets and pods of web gone", || {
         (items(&k, &["rs", "-l", "app=web"]).is_empty()
             && items(&k, &["pods", "-l", "app=web"]).is_empty())
         .then_some(())
     });
+    eventually(
+        "the events about web, its ReplicaSets and pods gone",
+        || about_web().is_empty().then_some(()),
+    );
 
     // Orphan: the ReplicaSet stays, without its owner; its pods stay its own.
     k.ok_stdin(

@@ -2,7 +2,7 @@
 //! RuntimeClasses, store compaction and the expiry of events. (Emptying a terminating namespace is the namespace
 //! controller's, an API client in `skiff-controllers`.)
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use skiff_store::Store;
 
 use crate::object;
 use crate::registry::{self, Resource};
+use crate::watch::WatchCache;
 
 fn namespaces() -> &'static Resource {
     registry::find("", "v1", "namespaces").expect("namespaces are served")
@@ -78,9 +79,14 @@ pub async fn ensure_runtime_classes(store: &Arc<dyn Store>) -> skiff_store::Resu
     Ok(())
 }
 
-pub fn spawn(store: Arc<dyn Store>, compaction_interval: Duration, event_ttl: Duration) {
+pub fn spawn(
+    store: Arc<dyn Store>,
+    cache: Arc<WatchCache>,
+    compaction_interval: Duration,
+    event_ttl: Duration,
+) {
     tokio::spawn(compactor(store.clone(), compaction_interval));
-    tokio::spawn(event_reaper(store, event_ttl));
+    tokio::spawn(event_reaper(store, cache, event_ttl));
 }
 
 /// Compacts the store to the revision it had one interval ago, as kube-apiserver compacts
@@ -111,90 +117,276 @@ async fn compactor(store: Arc<dyn Store>, interval: Duration) {
 /// Deletes events an `event_ttl` after their last write, as kube-apiserver stores every
 /// event under an etcd lease of `--event-ttl` (1 h by default) renewed by each write: a
 /// busy node's events would otherwise pile up in the store for ever. Write times are what
-/// this task sees through a watch of the events' prefix, not the events' own fields, which
-/// a client sets as it likes; events there when it starts count as written then.
-async fn event_reaper(store: Arc<dyn Store>, ttl: Duration) {
+/// this task sees through the watch cache, not the events' own fields, which a client sets
+/// as it likes; events there when it starts count as written then.
+///
+/// Unlike kube-apiserver, events also go with the object they are about when nothing
+/// lives on that they are the history of (see [`Expiry::object_deleted`]): the events whose
+/// `involvedObject.uid` is its uid, and any such event written in the ten minutes after (a
+/// node reporting its last container stopped). A deleted Deployment of a thousand pods
+/// leaves no event of theirs for an hour; an evicted pod's events stay.
+async fn event_reaper(store: Arc<dyn Store>, cache: Arc<WatchCache>, ttl: Duration) {
     let events = registry::find("", "v1", "events").expect("events are served");
     let prefix = events.prefix(None);
     let period = (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    // Deletions run on their own task, so that a thousand of them never hold up the
+    // cache subscription (which would then fall behind and start over).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, i64)>();
+    {
+        let store = store.clone();
+        tokio::spawn(async move {
+            while let Some((key, revision)) = rx.recv().await {
+                // Only if not written since; a newer write is on its way to the reaper.
+                match store.delete(&key, Some(revision)).await {
+                    Ok(_)
+                    | Err(skiff_store::Error::Conflict { .. } | skiff_store::Error::NotFound) => {}
+                    Err(e) => tracing::warn!(error = %e, %key, "deleting an event failed"),
+                }
+            }
+        });
+    }
     loop {
-        if let Err(e) = reap_events(&*store, &prefix, ttl, period).await {
+        if let Err(e) = reap_events(&*store, &cache, &prefix, ttl, period, &tx).await {
             tracing::warn!(error = %e, "expiring events failed, starting over");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }
 
-/// Lists the events, then follows their writes and deletes each one `ttl` after its last
-/// write, looking every `period`. Returns only on a store error (a compacted watch too).
+/// Lists the events, then follows every write through the watch cache: events' writes
+/// renew them, deletions of other objects take their events along; each event is
+/// deleted `ttl` after its last write, looking every `period`. Returns only on a store
+/// error or when it fell behind the cache.
 async fn reap_events(
     store: &dyn Store,
+    cache: &Arc<WatchCache>,
     prefix: &str,
     ttl: Duration,
     period: Duration,
-) -> skiff_store::Result<()> {
-    use futures::StreamExt;
-    let mut expiry = Expiry::default();
+    delete: &tokio::sync::mpsc::UnboundedSender<(String, i64)>,
+) -> Result<(), String> {
+    let mut book = Expiry::default();
     let now = tokio::time::Instant::now();
-    // One list at one revision, so that the watch from it misses no write.
+    // One list at one revision, so that following the cache from it misses no write.
     let listed = store
         .list(prefix, skiff_store::ListOptions::default())
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
     for kv in &listed.items {
-        expiry.written(&kv.key, kv.mod_revision, now);
+        let uid = serde_json::from_slice::<serde_json::Value>(&kv.value)
+            .ok()
+            .and_then(|v| involved_uid(&v));
+        book.written(&kv.key, kv.mod_revision, now, uid);
     }
-    let revision = listed.revision;
-    let mut watch = store.watch(prefix, revision).await?;
+    let mut watch = cache.subscribe(listed.revision).map_err(|e| {
+        format!(
+            "the watch cache starts after revision {} (listed at {})",
+            e.oldest, listed.revision
+        )
+    })?;
+    let send = |due: Vec<(String, i64)>| {
+        for d in due {
+            let _ = delete.send(d);
+        }
+    };
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            event = watch.next() => match event {
-                Some(Ok(e)) => match e.kind {
-                    skiff_store::EventKind::Put => {
-                        expiry.written(&e.kv.key, e.kv.mod_revision, tokio::time::Instant::now())
+            event = watch.next() => {
+                let event = event.map_err(|e| format!("fell behind the watch cache (it starts after {})", e.oldest))?;
+                let now = tokio::time::Instant::now();
+                match (&event.object, event.key.starts_with(prefix)) {
+                    (Some(e), true) => {
+                        let uid = involved_uid(e);
+                        send(book.written(&event.key, event.revision, now, uid));
                     }
-                    skiff_store::EventKind::Delete => expiry.deleted(&e.kv.key),
-                },
-                Some(Err(e)) => return Err(e),
-                None => return Err(skiff_store::Error::Backend("the event watch ended".into())),
-            },
-            _ = tick.tick() => {
-                for (key, revision) in expiry.due(tokio::time::Instant::now(), ttl) {
-                    // Only if not written since: a newer write renews it (its watch event
-                    // is on the way).
-                    match store.delete(&key, Some(revision)).await {
-                        Ok(_) => expiry.deleted(&key),
-                        Err(skiff_store::Error::Conflict { .. } | skiff_store::Error::NotFound) => {}
-                        Err(e) => return Err(e),
+                    (None, true) => book.deleted(&event.key),
+                    (None, false) => {
+                        if let Some(prev) = event.prev.as_deref()
+                            && let Some(uid) = object_uid(prev)
+                        {
+                            send(book.object_deleted(uid, controller_uid(prev), now));
+                        }
+                    }
+                    (Some(obj), false) => {
+                        if obj.pointer("/metadata/deletionTimestamp").is_some()
+                            && let Some(uid) = object_uid(obj)
+                        {
+                            book.dying(uid);
+                        }
                     }
                 }
+            }
+            _ = tick.tick() => {
+                let now = tokio::time::Instant::now();
+                send(book.due(now, ttl));
+                book.forget_gone(now);
             }
         }
     }
 }
 
-/// The last write of each event: its time and revision.
+fn object_uid(obj: &serde_json::Value) -> Option<&str> {
+    obj.pointer("/metadata/uid")
+        .and_then(serde_json::Value::as_str)
+        .filter(|u| !u.is_empty())
+}
+
+/// The uid of the object's controller (its owner reference marked `controller`).
+fn controller_uid(obj: &serde_json::Value) -> Option<&str> {
+    obj.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)?
+        .get("uid")?
+        .as_str()
+}
+
+fn involved_uid(event: &serde_json::Value) -> Option<String> {
+    event
+        .pointer("/involvedObject/uid")
+        .and_then(serde_json::Value::as_str)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+}
+
+/// How long a deleted object is remembered: its events written meanwhile are deleted as
+/// soon as they come, and its dependents deleted meanwhile take theirs along.
+const GONE_WINDOW: Duration = Duration::from_secs(600);
+
+/// The last write of each event (its time and revision), the events of each involved
+/// object, the objects being deleted (a deletionTimestamp seen), and those deleted within
+/// [`GONE_WINDOW`] whose events went with them.
 #[derive(Default)]
 struct Expiry {
-    written: std::collections::HashMap<String, (tokio::time::Instant, i64)>,
+    written: HashMap<String, Written>,
+    about: HashMap<String, HashSet<String>>,
+    dying: HashSet<String>,
+    gone: HashMap<String, tokio::time::Instant>,
+    /// Deleted objects whose events were kept (their controller lived on), by controller:
+    /// they go when the controller goes.
+    kept: HashMap<String, HashSet<String>>,
+}
+
+struct Written {
+    at: tokio::time::Instant,
+    revision: i64,
+    involved: Option<String>,
 }
 
 impl Expiry {
-    fn written(&mut self, key: &str, revision: i64, at: tokio::time::Instant) {
-        self.written.insert(key.to_string(), (at, revision));
+    /// Records a write; returns the event to delete at once when it is about an object
+    /// deleted within the window.
+    fn written(
+        &mut self,
+        key: &str,
+        revision: i64,
+        at: tokio::time::Instant,
+        involved: Option<String>,
+    ) -> Vec<(String, i64)> {
+        self.unindex(key);
+        if let Some(uid) = &involved {
+            if self.gone.contains_key(uid) {
+                return vec![(key.to_string(), revision)];
+            }
+            self.about
+                .entry(uid.clone())
+                .or_default()
+                .insert(key.to_string());
+        }
+        self.written.insert(
+            key.to_string(),
+            Written {
+                at,
+                revision,
+                involved,
+            },
+        );
+        Vec::new()
     }
 
+    /// An event deleted: forgotten, and so is a deleted object whose last event it was.
     fn deleted(&mut self, key: &str) {
-        self.written.remove(key);
+        if let Some(uid) = self.unindex(key) {
+            self.kept.retain(|_, uids| {
+                uids.remove(&uid);
+                !uids.is_empty()
+            });
+        }
+    }
+
+    /// Forgets the event's write; returns its object's uid when that has no event left.
+    fn unindex(&mut self, key: &str) -> Option<String> {
+        let uid = self.written.remove(key)?.involved?;
+        let keys = self.about.get_mut(&uid)?;
+        keys.remove(key);
+        if !keys.is_empty() {
+            return None;
+        }
+        self.about.remove(&uid);
+        Some(uid)
+    }
+
+    /// An object is being deleted (its owner's deletion may be waiting for it).
+    fn dying(&mut self, uid: &str) {
+        if !self.dying.contains(uid) {
+            self.dying.insert(uid.to_string());
+        }
+    }
+
+    /// An object was deleted: its events, to delete now (each at the revision seen), when
+    /// nothing lives on that they are the history of: the object had no controller (the
+    /// user deleted it), or its controller is being deleted or gone (a cascade). A pod
+    /// that its ReplicaSet replaces (evicted, rolled, scaled down) keeps its events for
+    /// the TTL, as on Kubernetes: they are the history of a workload still there.
+    fn object_deleted(
+        &mut self,
+        uid: &str,
+        controller: Option<&str>,
+        now: tokio::time::Instant,
+    ) -> Vec<(String, i64)> {
+        self.dying.remove(uid);
+        let cascade =
+            controller.is_none_or(|c| self.dying.contains(c) || self.gone.contains_key(c));
+        if !cascade {
+            if let Some(c) = controller
+                && self.about.contains_key(uid)
+            {
+                self.kept
+                    .entry(c.to_string())
+                    .or_default()
+                    .insert(uid.to_string());
+            }
+            return Vec::new();
+        }
+        // Its events, and those of its dependents deleted before it (a pod its ReplicaSet
+        // replaced, then the ReplicaSet).
+        let mut due = Vec::new();
+        let mut uids = vec![uid.to_string()];
+        while let Some(uid) = uids.pop() {
+            self.gone.insert(uid.clone(), now);
+            uids.extend(self.kept.remove(&uid).unwrap_or_default());
+            for k in self.about.remove(&uid).unwrap_or_default() {
+                if let Some(w) = self.written.remove(&k) {
+                    due.push((k, w.revision));
+                }
+            }
+        }
+        due
+    }
+
+    fn forget_gone(&mut self, now: tokio::time::Instant) {
+        self.gone
+            .retain(|_, at| now.saturating_duration_since(*at) <= GONE_WINDOW);
     }
 
     /// The events whose last write is more than `ttl` before `now`, with its revision.
     fn due(&self, now: tokio::time::Instant, ttl: Duration) -> Vec<(String, i64)> {
         self.written
             .iter()
-            .filter(|(_, (at, _))| now.saturating_duration_since(*at) > ttl)
-            .map(|(k, (_, rev))| (k.clone(), *rev))
+            .filter(|(_, w)| now.saturating_duration_since(w.at) > ttl)
+            .map(|(k, w)| (k.clone(), w.revision))
             .collect()
     }
 }
@@ -208,14 +400,15 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         let ttl = Duration::from_secs(3600);
         let mut e = Expiry::default();
-        e.written("/registry/core/events/default/a", 5, t0);
-        e.written("/registry/core/events/default/b", 6, t0);
+        e.written("/registry/core/events/default/a", 5, t0, None);
+        e.written("/registry/core/events/default/b", 6, t0, None);
         e.written(
             "/registry/core/events/default/b",
             9,
             t0 + Duration::from_secs(1800),
+            None,
         );
-        e.written("/registry/core/events/default/c", 7, t0);
+        e.written("/registry/core/events/default/c", 7, t0, None);
         e.deleted("/registry/core/events/default/c");
         assert!(e.due(t0 + ttl, ttl).is_empty(), "not past the TTL yet");
         assert_eq!(
@@ -231,6 +424,67 @@ mod tests {
                 ("/registry/core/events/default/b".to_string(), 9),
             ],
             "b renewed by its second write, at its revision"
+        );
+    }
+
+    #[test]
+    fn events_go_with_their_object_when_nothing_lives_on() {
+        let t0 = tokio::time::Instant::now();
+        let mut e = Expiry::default();
+        let key = |n: &str| format!("/registry/core/events/default/{n}");
+        assert!(
+            e.written(&key("d"), 4, t0, Some("deploy".into()))
+                .is_empty()
+        );
+        assert!(
+            e.written(&key("a1"), 5, t0, Some("pod-a".into()))
+                .is_empty()
+        );
+        e.written(&key("a2"), 6, t0, Some("pod-a".into()));
+        e.written(&key("a2"), 8, t0, Some("pod-a".into()));
+        e.written(&key("b"), 7, t0, Some("pod-b".into()));
+        e.written(&key("rs"), 3, t0, Some("rs".into()));
+        e.written(&key("x"), 2, t0, Some("pod-x".into()));
+        // A pod its ReplicaSet replaces keeps its events, until the ReplicaSet goes too.
+        assert!(e.object_deleted("pod-b", Some("rs"), t0).is_empty());
+        assert!(e.object_deleted("pod-x", Some("rs-other"), t0).is_empty());
+        // The Deployment, deleted by the user (no controller), takes its own; then its
+        // ReplicaSet and that one's pods, a cascade, take theirs, with the replaced pod's.
+        assert_eq!(e.object_deleted("deploy", None, t0), [(key("d"), 4)]);
+        let mut rs = e.object_deleted("rs", Some("deploy"), t0);
+        rs.sort();
+        assert_eq!(rs, [(key("b"), 7), (key("rs"), 3)]);
+        let mut gone = e.object_deleted("pod-a", Some("rs"), t0);
+        gone.sort();
+        assert_eq!(gone, [(key("a1"), 5), (key("a2"), 8)]);
+        // Written after the deletion: deleted at once, within the window.
+        assert_eq!(
+            e.written(
+                &key("a3"),
+                9,
+                t0 + Duration::from_secs(5),
+                Some("pod-a".into())
+            ),
+            [(key("a3"), 9)]
+        );
+        e.forget_gone(t0 + GONE_WINDOW + Duration::from_secs(1));
+        assert!(
+            e.written(&key("a4"), 10, t0 + GONE_WINDOW * 2, Some("pod-a".into()))
+                .is_empty()
+        );
+        // Foreground: the owner is only being deleted when its dependents go.
+        e.written(&key("c"), 11, t0, Some("pod-c".into()));
+        e.dying("rs-2");
+        assert_eq!(
+            e.object_deleted("pod-c", Some("rs-2"), t0),
+            [(key("c"), 11)]
+        );
+        // A replaced pod's events expire as before while its owner lives (a4, written
+        // later, not yet).
+        let ttl = Duration::from_secs(3600);
+        assert_eq!(
+            e.due(t0 + ttl + Duration::from_secs(1), ttl),
+            [(key("x"), 2)]
         );
     }
 }

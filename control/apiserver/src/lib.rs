@@ -113,13 +113,18 @@ impl ApiServer {
         let cache = watch::WatchCache::start(store.clone(), config.watch_cache_events).await?;
         let state = Arc::new(AppState {
             store: store.clone(),
-            cache,
+            cache: cache.clone(),
             openapi: OnceLock::new(),
             server_address: local_addr.to_string(),
             cluster_cidr: config.cluster_cidr,
             node_cidr_mask: config.node_cidr_mask,
         });
-        controllers::spawn(store.clone(), config.compaction_interval, config.event_ttl);
+        controllers::spawn(
+            store.clone(),
+            cache.clone(),
+            config.compaction_interval,
+            config.event_ttl,
+        );
         let app = router(state.clone());
         // Watch events are small writes on long-lived connections: without TCP_NODELAY,
         // Nagle's algorithm holds them back behind the peer's delayed ACKs.
