@@ -24,14 +24,18 @@
 //! in, so it can then be driven from any tokio thread.
 //!
 //! A pod whose every socket the agent makes (a wasi:http component that imports no
-//! wasi:sockets: the agent listens for it and sends its requests) needs no namespace at
-//! all: [`PodNetwork::create_address_only`] gives it an IP as a /32 address on the node's
-//! bridge, one netlink message instead of a namespace, a veth pair and a bridge port
-//! (about 28 µs against 1 ms of the kernel's time here; `examples/kernel_costs.sh`). The host answers for the address
-//! on the bridge and delivers its traffic locally, so pods, the node and, once routed,
-//! other nodes reach it as any pod IP; the agent binds the pod's sockets to it.
-//! [`PodNetwork::promote`] gives such a pod a namespace of its own later, with the same
-//! IP, when something of it needs one (a Linux container, a debug container).
+//! wasi:sockets: the agent listens for it and sends its requests) needs no namespace of its
+//! own: [`PodNetwork::create_address_only`] gives it an IP as a /32 address in one
+//! namespace shared by all such pods of the node (one veth pair into the bridge, made on
+//! first use): one netlink message instead of a namespace, a veth pair and a bridge port
+//! (about 28 µs against 1 ms of the kernel's time here; `examples/kernel_costs.sh`), and no
+//! bridge port taken. Pods, the node and, once routed, other nodes reach it as any pod IP.
+//! Its sockets bind its IP ([`Sandbox::bind_tcp`], [`Sandbox::outgoing_tcp`]); a loopback
+//! destination means the pod itself ([`Sandbox::destination`]). Being a namespace apart,
+//! its ports are not the host's (in the node's own namespace a pod on `10.x:8080` and a host
+//! service on `*:8080` would exclude each other). [`PodNetwork::promote`] gives such a pod a
+//! namespace of its own later, with the same IP, when something of it needs one (a Linux
+//! container, a debug container).
 
 mod links;
 mod netns;
@@ -128,6 +132,9 @@ pub struct Sandbox {
     /// The host end of the pod's veth pair, a port of the bridge. `None` for an
     /// address-only sandbox.
     pub host_veth: Option<String>,
+    /// For an address-only sandbox, the namespace it shares with the node's other
+    /// address-only pods, where its sockets are made (each binding its IP).
+    pub shared_netns: Option<PathBuf>,
 }
 
 impl Sandbox {
@@ -144,7 +151,7 @@ impl Sandbox {
         self.netns.as_deref().ok_or(Error::NoNamespace(self.ip))
     }
 
-    /// Whether the pod has only an address on the node's bridge, no namespace.
+    /// Whether the pod has only an address in the shared namespace, none of its own.
     pub fn is_address_only(&self) -> bool {
         self.netns.is_none()
     }
@@ -163,7 +170,7 @@ impl Sandbox {
 
     /// A TCP listener bound inside the pod's namespace: non-blocking, SO_REUSEADDR, a
     /// backlog of 1024. Hand it to `tokio::net::TcpListener::from_std`. For an
-    /// address-only sandbox, bound in the node's namespace to the pod's IP (the
+    /// address-only sandbox, bound in the shared namespace to the pod's IP (the
     /// unspecified address stands for it; any other address is refused).
     pub fn bind_tcp(&self, addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
         let addr = self.own_address(addr)?;
@@ -194,11 +201,46 @@ impl Sandbox {
         .map_err(|e| Error::io(format!("bind udp {addr} in pod netns"), e))
     }
 
-    /// `f` in the pod's namespace, or right here for an address-only sandbox.
+    /// A TCP socket for an outgoing connection of the pod, made in its namespace (for an
+    /// address-only sandbox, in the shared one and bound to the pod's IP, so that the peer
+    /// sees the pod's address), close-on-exec, non-blocking: connect it with
+    /// `tokio::net::TcpSocket::from_std_stream`. Send it to [`Sandbox::destination`].
+    pub fn outgoing_tcp(&self, ipv6: bool) -> Result<socket2::Socket, Error> {
+        let domain = if ipv6 {
+            socket2::Domain::IPV6
+        } else {
+            socket2::Domain::IPV4
+        };
+        let address_only = self.is_address_only();
+        let ip = self.ip;
+        self.run_in_or_here(|| -> io::Result<socket2::Socket> {
+            let s =
+                socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+            s.set_nonblocking(true)?;
+            if address_only && !ipv6 {
+                s.bind(&SocketAddr::new(ip.into(), 0).into())?;
+            }
+            Ok(s)
+        })?
+        .map_err(|e| Error::io("outgoing socket in the pod's netns", e))
+    }
+
+    /// Where a connection of the pod to `addr` goes: for an address-only sandbox, which
+    /// has no loopback of its own, a loopback address means the pod itself (its IP), as
+    /// 127.0.0.1 in a pod's own namespace reaches its own listeners and never the node's.
+    pub fn destination(&self, addr: SocketAddr) -> SocketAddr {
+        if self.is_address_only() && addr.ip().is_loopback() {
+            SocketAddr::new(self.ip.into(), addr.port())
+        } else {
+            addr
+        }
+    }
+
+    /// `f` in the pod's namespace, or for an address-only sandbox in the shared one.
     fn run_in_or_here<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
-        match &self.netns {
-            Some(ns) => netns::run_in(ns, f),
-            None => Ok(f()),
+        match (&self.netns, &self.shared_netns) {
+            (Some(ns), _) | (None, Some(ns)) => netns::run_in(ns, f),
+            (None, None) => Err(Error::NoNamespace(self.ip)),
         }
     }
 
@@ -255,7 +297,22 @@ struct Inner {
     state: Mutex<State>,
     refill: Arc<Notify>,
     refill_task: Mutex<Option<JoinHandle<()>>>,
+    /// The namespace of the address-only pods, made (or adopted) on first use.
+    shared: tokio::sync::OnceCell<Shared>,
     _lock: Flock<File>,
+}
+
+/// The namespace every address-only pod of the node shares: one veth pair into the bridge
+/// (host end `<veth prefix>sh`), the pod CIDR on-link and the default route via the
+/// gateway, and each pod's IP as a /32 on its `eth0`. The host answers nothing for these
+/// addresses: ARP for them reaches this `eth0` through the bridge, as for any pod. Being
+/// a namespace of its own, its ports are not the host's: a host service on `*:8080` and a
+/// pod listening on its IP's 8080 do not meet. Its sockets are the agent's, each bound to
+/// its pod's IP.
+struct Shared {
+    handle: rtnetlink::Handle,
+    conn: JoinHandle<()>,
+    eth0: u32,
 }
 
 struct State {
@@ -273,6 +330,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(t) = self.refill_task.get_mut().ok().and_then(|t| t.take()) {
             t.abort();
+        }
+        if let Some(shared) = self.shared.get() {
+            shared.conn.abort();
         }
         self.conn.abort();
     }
@@ -336,6 +396,7 @@ impl PodNetwork {
             }),
             refill: Arc::new(Notify::new()),
             refill_task: Mutex::new(None),
+            shared: tokio::sync::OnceCell::new(),
             _lock: lock,
         });
         inner.recover().await?;
@@ -689,6 +750,7 @@ impl Inner {
             prefix_len: self.config.pod_cidr.prefix_len(),
             netns: Some(self.netns_dir.join(&host_veth)),
             host_veth: Some(host_veth),
+            shared_netns: None,
         }
     }
 
@@ -696,7 +758,45 @@ impl Inner {
         Sandbox {
             netns: None,
             host_veth: None,
+            shared_netns: Some(self.netns_dir.join(self.shared_name())),
             ..self.sandbox_for(ip, pod_uid)
+        }
+    }
+
+    /// The shared namespace's pin and host veth name (not a hex offset, so never a pod's).
+    fn shared_name(&self) -> String {
+        format!("{}sh", self.veth_prefix)
+    }
+
+    async fn shared(&self) -> Result<&Shared, Error> {
+        self.shared.get_or_try_init(|| self.open_shared()).await
+    }
+
+    /// Adopts the shared namespace when it is whole (pinned, its veth on our bridge),
+    /// otherwise clears what is left of it and makes it; then (again) configures it.
+    async fn open_shared(&self) -> Result<Shared, Error> {
+        let name = self.shared_name();
+        let path = self.netns_dir.join(&name);
+        let whole = netns::is_pinned(&path)
+            && links::link_by_name(&self.handle, &name)
+                .await?
+                .is_some_and(|l| l.controller == Some(self.bridge_index));
+        let netlink = if whole {
+            netns::netlink_socket_in(&path)?
+        } else {
+            netns::remove(&path);
+            links::delete_link(&self.handle, &name).await?;
+            let ns = netns::create(path.clone()).await?;
+            links::add_veth(&self.handle, &name, self.bridge_index, &ns.ns).await?;
+            ns.netlink
+        };
+        let (handle, conn) = links::connect_in(netlink);
+        match links::configure_shared_side(&handle, self.config.pod_cidr, self.gateway).await {
+            Ok(eth0) => Ok(Shared { handle, conn, eth0 }),
+            Err(e) => {
+                conn.abort();
+                Err(e)
+            }
         }
     }
 
@@ -760,7 +860,8 @@ impl Inner {
 
     async fn build_at(&self, s: &Sandbox) -> Result<(), Error> {
         let (Some(path), Some(host_veth)) = (&s.netns, &s.host_veth) else {
-            return links::add_host_address(&self.handle, self.bridge_index, s.ip).await;
+            let shared = self.shared().await?;
+            return links::add_address_32(&shared.handle, shared.eth0, s.ip).await;
         };
         let ns = netns::create(path.clone()).await?;
         links::add_veth(&self.handle, host_veth, self.bridge_index, &ns.ns).await?;
@@ -787,7 +888,8 @@ impl Inner {
     /// Takes down what `build_at` made, keeping the IP's record and allocation.
     async fn unbuild(&self, s: &Sandbox) -> Result<(), Error> {
         let (Some(path), Some(host_veth)) = (&s.netns, &s.host_veth) else {
-            return links::del_host_address(&self.handle, self.bridge_index, s.ip).await;
+            let shared = self.shared().await?;
+            return links::del_address_32(&shared.handle, shared.eth0, s.ip).await;
         };
         netns::remove(path);
         let deadline = Instant::now() + EXPLICIT_DELETE_AFTER;
@@ -819,10 +921,19 @@ impl Inner {
             })
             .map(|l| l.name)
             .collect();
-        let addresses: HashSet<Ipv4Addr> = links::host_addresses(&self.handle, self.bridge_index)
-            .await?
-            .into_iter()
-            .collect();
+        // The shared namespace's addresses, if it is there whole (opening it adopts it).
+        let shared_name = self.shared_name();
+        let shared_whole =
+            ours.contains(&shared_name) && netns::is_pinned(&self.netns_dir.join(&shared_name));
+        let addresses: HashSet<Ipv4Addr> = if shared_whole {
+            let shared = self.shared().await?;
+            links::addresses_32(&shared.handle, shared.eth0)
+                .await?
+                .into_iter()
+                .collect()
+        } else {
+            HashSet::new()
+        };
         let mut keep = HashSet::new();
         let mut keep_addresses = HashSet::new();
         let mut broken = Vec::new();
@@ -870,6 +981,9 @@ impl Inner {
             self.records.remove(*ip)?;
         }
         let adopted = keep.len() + keep_addresses.len();
+        if shared_whole {
+            keep.insert(shared_name);
+        }
         let removed = self.sweep(&keep, &keep_addresses).await?;
         tracing::info!(
             bridge = %self.config.bridge,
@@ -890,10 +1004,21 @@ impl Inner {
         keep_addresses: &HashSet<Ipv4Addr>,
     ) -> Result<usize, Error> {
         let mut removed = 0;
-        for ip in links::host_addresses(&self.handle, self.bridge_index).await? {
-            if self.config.pod_cidr.contains(&ip) && !keep_addresses.contains(&ip) {
-                links::del_host_address(&self.handle, self.bridge_index, ip).await?;
+        // Pod addresses on the bridge: an earlier version put address-only pods there.
+        for ip in links::addresses_32(&self.handle, self.bridge_index).await? {
+            if self.config.pod_cidr.contains(&ip) {
+                links::del_address_32(&self.handle, self.bridge_index, ip).await?;
                 removed += 1;
+            }
+        }
+        if keep.contains(&self.shared_name())
+            && let Some(shared) = self.shared.get()
+        {
+            for ip in links::addresses_32(&shared.handle, shared.eth0).await? {
+                if !keep_addresses.contains(&ip) {
+                    links::del_address_32(&shared.handle, shared.eth0, ip).await?;
+                    removed += 1;
+                }
             }
         }
         if let Ok(entries) = std::fs::read_dir(&self.netns_dir) {

@@ -290,27 +290,24 @@ pub(crate) fn bridge_mac(hash: u32) -> [u8; 6] {
 
 const EADDRNOTAVAIL: i32 = 99;
 
-/// Adds `ip/32` to the bridge (an address-only pod's IP): the host then answers ARP for it
-/// on the bridge and delivers its traffic locally. Already there is not an error.
-pub(crate) async fn add_host_address(
-    handle: &Handle,
-    bridge_index: u32,
-    ip: Ipv4Addr,
-) -> Result<(), Error> {
+/// Adds `ip/32` to link `index` (an address-only pod's IP, on the shared namespace's
+/// `eth0`). Already there is not an error.
+pub(crate) async fn add_address_32(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<(), Error> {
     match handle
         .address()
-        .add(bridge_index, IpAddr::V4(ip), 32)
+        .add(index, IpAddr::V4(ip), 32)
         .execute()
         .await
     {
         Ok(()) => Ok(()),
         Err(e) if matches!(errno(&e), Some(EEXIST)) => Ok(()),
-        Err(e) => Err(nl(format!("add {ip}/32 to the bridge"))(e)),
+        Err(e) => Err(nl(format!("add {ip}/32 to link {index}"))(e)),
     }
 }
 
-/// The /32 addresses on the bridge (address-only pods'), besides its gateway address.
-pub(crate) async fn host_addresses(
+/// The /32 addresses on link `index` (address-only pods'; on the bridge, besides its
+/// gateway address, what an earlier version left there).
+pub(crate) async fn addresses_32(
     handle: &Handle,
     bridge_index: u32,
 ) -> Result<Vec<Ipv4Addr>, Error> {
@@ -333,8 +330,8 @@ pub(crate) async fn host_addresses(
     Ok(out)
 }
 
-/// Removes `ip/32` from the bridge; an address that is not there is not an error.
-pub(crate) async fn del_host_address(
+/// Removes `ip/32` from link `index`; an address that is not there is not an error.
+pub(crate) async fn del_address_32(
     handle: &Handle,
     bridge_index: u32,
     ip: Ipv4Addr,
@@ -346,6 +343,62 @@ pub(crate) async fn del_host_address(
     match handle.address().del(msg).execute().await {
         Ok(()) => Ok(()),
         Err(e) if matches!(errno(&e), Some(EADDRNOTAVAIL) | Some(ENOENT)) => Ok(()),
-        Err(e) => Err(nl(format!("remove {ip}/32 from the bridge"))(e)),
+        Err(e) => Err(nl(format!("remove {ip}/32 from link {bridge_index}"))(e)),
     }
+}
+
+/// A netlink connection over a socket made inside a namespace: its requests act there.
+/// The connection task ends when the handle's last clone is dropped or it is aborted.
+pub(crate) fn connect_in(netlink: OwnedFd) -> (Handle, tokio::task::JoinHandle<()>) {
+    // SAFETY: the fd is a netlink socket we own; ownership passes to the TokioSocket.
+    let socket = unsafe { TokioSocket::from_raw_fd(netlink.into_raw_fd()) };
+    let (conn, handle, _) = rtnetlink::from_socket(socket);
+    (handle, tokio::spawn(conn))
+}
+
+/// The shared namespace's side, through a connection inside it: loopback and `eth0` up
+/// (without IPv6), the pod CIDR on-link on `eth0` and the default route via the gateway,
+/// but no address of its own: each pod's /32 is added as it comes, and every socket made
+/// there binds one. Idempotent. Returns `eth0`'s index.
+pub(crate) async fn configure_shared_side(
+    handle: &Handle,
+    cidr: ipnet::Ipv4Net,
+    gateway: Ipv4Addr,
+) -> Result<u32, Error> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(1).up().build())
+        .execute()
+        .await
+        .map_err(nl("set lo up"))?;
+    let index = link_by_name(handle, "eth0")
+        .await?
+        .ok_or_else(|| Error::Config("eth0 missing in the shared netns".into()))?
+        .index;
+    handle
+        .link()
+        .set(without_ipv6(LinkUnspec::new_with_index(index).up()).build())
+        .execute()
+        .await
+        .map_err(nl("set eth0 up"))?;
+    let on_link = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(cidr.network(), cidr.prefix_len())
+        .output_interface(index)
+        .scope(netlink_packet_route::route::RouteScope::Link)
+        .build();
+    let default = RouteMessageBuilder::<Ipv4Addr>::new()
+        .output_interface(index)
+        .gateway(gateway)
+        .build();
+    for (route, what) in [
+        (on_link, format!("route to {cidr}")),
+        (default, format!("default route via {gateway}")),
+    ] {
+        match handle.route().add(route).execute().await {
+            Ok(()) => {}
+            Err(e) if matches!(errno(&e), Some(EEXIST)) => {}
+            Err(e) => return Err(nl(what)(e)),
+        }
+    }
+    Ok(index)
 }

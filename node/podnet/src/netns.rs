@@ -64,6 +64,14 @@ fn create_here(path: &Path) -> Result<NewNetns, Error> {
     made
 }
 
+/// A netlink socket made inside the namespace pinned at `path`.
+pub(crate) fn netlink_socket_in(path: &Path) -> Result<OwnedFd, Error> {
+    let socket = run_in(path, || Socket::new(NETLINK_ROUTE))?
+        .map_err(|e| Error::io("netlink socket in netns", e))?;
+    // SAFETY: into_raw_fd hands over the socket's only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) })
+}
+
 /// Unmounts and deletes a pinned namespace; what is already gone is not an error. The
 /// kernel frees the namespace (and the veth end inside it) once nothing else holds it.
 pub(crate) fn remove(path: &Path) {

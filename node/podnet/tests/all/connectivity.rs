@@ -227,9 +227,10 @@ async fn two_networks_coexist_and_egress_is_masqueraded() {
     assert!(!table.status.success(), "masquerade table removed");
 }
 
-/// An address-only sandbox: the pod's IP on the bridge and no namespace; reached from the
-/// host and from other pods with their own addresses as source, binding only its own IP;
-/// promoted to a namespace with the same IP; adopted after a crash; gone when removed.
+/// An address-only sandbox: the pod's IP in the namespace the node's address-only pods
+/// share, none of its own; reached from the host and from other pods with their own
+/// addresses as source, binding only its own IP, its ports apart from the host's; promoted
+/// to a namespace with the same IP; adopted after a crash; gone when removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn address_only_sandboxes_reach_and_are_reached_and_can_be_promoted() {
     let cfg = config('a', 8, 0, false);
@@ -245,7 +246,12 @@ async fn address_only_sandboxes_reach_and_are_reached_and_can_be_promoted() {
         "idempotent"
     );
     assert_eq!(net.create("pod-b").await.unwrap(), b, "one sandbox per pod");
-    assert_eq!(bridge_addresses(&cfg.bridge), [b.ip]);
+    let shared = b.shared_netns.clone().unwrap();
+    assert_eq!(addresses_32(Some(&shared), "eth0"), [b.ip]);
+    assert!(
+        bridge_addresses(&cfg.bridge).is_empty(),
+        "nothing on the host's side"
+    );
     assert!(matches!(
         b.run_in(|| ()),
         Err(skiff_podnet::Error::NoNamespace(ip)) if ip == b.ip
@@ -272,12 +278,63 @@ async fn address_only_sandboxes_reach_and_are_reached_and_can_be_promoted() {
     send_from(None, SocketAddr::new(b.ip.into(), 8082), b"from the node");
     assert_eq!(accepted.await.unwrap().1, b"from the node".to_vec());
 
+    // Its ports are not the host's: with the host listening on all its addresses at a
+    // port, the pod still listens on it, and what is sent to the pod's IP reaches the pod.
+    let host = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = host.local_addr().unwrap().port();
+    let listener = b
+        .bind_tcp(SocketAddr::new([0, 0, 0, 0].into(), port))
+        .unwrap();
+    let accepted = tokio::spawn(accept_one(listener));
+    send_from(
+        Some(&a),
+        SocketAddr::new(b.ip.into(), port),
+        b"not the host",
+    );
+    assert_eq!(accepted.await.unwrap(), (a.ip, b"not the host".to_vec()));
+    drop(host);
+    // Outgoing: from its IP; a loopback destination is the pod itself, not the node.
+    let on_a = a
+        .bind_tcp(SocketAddr::new([0, 0, 0, 0].into(), 8085))
+        .unwrap();
+    let accepted = tokio::spawn(accept_one(on_a));
+    let dest = b.destination(SocketAddr::new(a.ip.into(), 8085));
+    connect_and_send(b.outgoing_tcp(false).unwrap(), dest, b"from b").await;
+    assert_eq!(accepted.await.unwrap(), (b.ip, b"from b".to_vec()));
+    let own = b
+        .bind_tcp(SocketAddr::new([0, 0, 0, 0].into(), 8086))
+        .unwrap();
+    let host = std::net::TcpListener::bind("127.0.0.1:8086");
+    let accepted = tokio::spawn(accept_one(own));
+    let dest = b.destination(SocketAddr::new([127, 0, 0, 1].into(), 8086));
+    assert_eq!(dest, SocketAddr::new(b.ip.into(), 8086));
+    connect_and_send(b.outgoing_tcp(false).unwrap(), dest, b"to itself").await;
+    assert_eq!(accepted.await.unwrap(), (b.ip, b"to itself".to_vec()));
+    drop(host);
+    // Two address-only pods on one port, each on its IP.
+    let c = net.create_address_only("pod-c").await.unwrap();
+    assert_eq!(c.shared_netns, b.shared_netns);
+    let on_b = b
+        .bind_tcp(SocketAddr::new([0, 0, 0, 0].into(), 8090))
+        .unwrap();
+    let on_c = c
+        .bind_tcp(SocketAddr::new([0, 0, 0, 0].into(), 8090))
+        .unwrap();
+    let (to_b, to_c) = (
+        tokio::spawn(accept_one(on_b)),
+        tokio::spawn(accept_one(on_c)),
+    );
+    send_from(Some(&a), SocketAddr::new(c.ip.into(), 8090), b"to c");
+    send_from(Some(&a), SocketAddr::new(b.ip.into(), 8090), b"to b");
+    assert_eq!(to_c.await.unwrap().1, b"to c".to_vec());
+    assert_eq!(to_b.await.unwrap().1, b"to b".to_vec());
+
     // Promoted: the same IP, now the pod's eth0 in a namespace of its own.
     let promoted = net.promote("pod-b").await.unwrap();
     assert_eq!(promoted.ip, b.ip);
     assert!(!promoted.is_address_only());
     assert!(link_exists(promoted.host_veth.as_deref().unwrap()));
-    assert!(bridge_addresses(&cfg.bridge).is_empty());
+    assert_eq!(addresses_32(Some(&shared), "eth0"), [c.ip]);
     assert_eq!(net.get("pod-b").await.unwrap(), promoted);
     assert_eq!(net.promote("pod-b").await.unwrap(), promoted, "idempotent");
     let listener = promoted
@@ -294,17 +351,30 @@ async fn address_only_sandboxes_reach_and_are_reached_and_can_be_promoted() {
         (a.ip, b"to the namespace".to_vec())
     );
 
-    // A crash: the next network adopts the address-only sandbox it finds whole.
-    let c = net.create_address_only("pod-c").await.unwrap();
+    // A crash: the next network adopts the shared namespace and the address it finds.
     drop(net);
     let net = skiff_podnet::PodNetwork::new(cfg.clone()).await.unwrap();
     assert_eq!(net.get("pod-c").await, Some(c.clone()));
     assert_eq!(net.get("pod-b").await, Some(promoted.clone()));
-    assert_eq!(bridge_addresses(&cfg.bridge), [c.ip]);
+    assert_eq!(addresses_32(Some(&shared), "eth0"), [c.ip]);
+    let listener = c
+        .bind_tcp(SocketAddr::new([0, 0, 0, 0].into(), 8084))
+        .unwrap();
+    let accepted = tokio::spawn(accept_one(listener));
+    send_from(None, SocketAddr::new(c.ip.into(), 8084), b"after the crash");
+    assert_eq!(accepted.await.unwrap().1, b"after the crash".to_vec());
     net.remove("pod-c").await.unwrap();
-    assert!(bridge_addresses(&cfg.bridge).is_empty());
+    assert!(addresses_32(Some(&shared), "eth0").is_empty());
     assert!(!connect_from(None, SocketAddr::new(c.ip.into(), 8080)));
     assert_eq!(net.stats().ips_in_use, 2, "pod-a and pod-b");
     net.shutdown(true).await.unwrap();
     assert!(!link_exists(&cfg.bridge));
+    assert!(!shared.exists());
+}
+
+async fn connect_and_send(socket: socket2::Socket, to: SocketAddr, data: &[u8]) {
+    let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+    let mut stream = socket.connect(to).await.unwrap();
+    stream.write_all(data).await.unwrap();
+    stream.shutdown().await.unwrap();
 }

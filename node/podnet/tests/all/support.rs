@@ -157,8 +157,21 @@ impl Drop for CleanupOnPanic {
 
 /// The /32 addresses on a bridge (address-only pods'), as `ip` lists them.
 pub fn bridge_addresses(bridge: &str) -> Vec<Ipv4Addr> {
-    let out = std::process::Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "dev", bridge])
+    addresses_32(None, bridge)
+}
+
+/// The /32 addresses of `dev`, in the namespace pinned at `netns` or the host's.
+pub fn addresses_32(netns: Option<&std::path::Path>, dev: &str) -> Vec<Ipv4Addr> {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("nsenter");
+            c.arg(format!("--net={}", ns.display())).arg("ip");
+            c
+        }
+        None => std::process::Command::new("ip"),
+    };
+    let out = cmd
+        .args(["-4", "-o", "addr", "show", "dev", dev])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
