@@ -23,6 +23,18 @@ pub use validation::batch::prepare_job_for_create;
 pub use validation::meta::{name_rule, validate_object_meta, validate_object_meta_update};
 pub use validation::selector::validate_label_selector;
 
+/// Whether a StorageClass with these annotations is a default class: either of the two
+/// annotations Kubernetes reads (`storageutil.IsDefaultAnnotation`: the GA one and the
+/// beta one) says `true`. `annotation` looks one up by key.
+pub fn is_default_storage_class<'a>(annotation: impl Fn(&str) -> Option<&'a str>) -> bool {
+    [
+        "storageclass.kubernetes.io/is-default-class",
+        "storageclass.beta.kubernetes.io/is-default-class",
+    ]
+    .iter()
+    .any(|k| annotation(k) == Some("true"))
+}
+
 /// The kind of a field error, as `k8s.io/apimachinery/pkg/util/validation/field.ErrorType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorType {
@@ -275,4 +287,36 @@ pub fn validate(
     old: Option<&Value>,
 ) -> Vec<FieldError> {
     validation::validate(kind, namespaced, object, old)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn either_default_class_annotation_marks_a_default() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let pairs = pairs.to_vec();
+            is_default_storage_class(move |k| {
+                pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| *v)
+            })
+        };
+        assert!(with(&[(
+            "storageclass.kubernetes.io/is-default-class",
+            "true"
+        )]));
+        assert!(with(&[(
+            "storageclass.beta.kubernetes.io/is-default-class",
+            "true"
+        )]));
+        assert!(!with(&[(
+            "storageclass.kubernetes.io/is-default-class",
+            "false"
+        )]));
+        assert!(!with(&[(
+            "storageclass.kubernetes.io/is-default-class",
+            "True"
+        )]));
+        assert!(!with(&[]));
+    }
 }

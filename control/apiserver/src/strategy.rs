@@ -275,16 +275,10 @@ impl Strategy for PersistentVolumeClaims {
             let mut defaults: Vec<Value> = Vec::new();
             for kv in &page.items {
                 let class = object::decode(classes, kv)?;
-                let annotated = |k: &str| {
-                    class
-                        .pointer("/metadata/annotations")
-                        .and_then(|a| a.get(k))
-                        .and_then(Value::as_str)
-                        == Some("true")
-                };
-                if annotated("storageclass.kubernetes.io/is-default-class")
-                    || annotated("storageclass.beta.kubernetes.io/is-default-class")
-                {
+                let annotations = class.pointer("/metadata/annotations");
+                if skiff_apimachinery::is_default_storage_class(|k| {
+                    annotations.and_then(|a| a.get(k)).and_then(Value::as_str)
+                }) {
                     defaults.push(class);
                 }
             }

@@ -143,8 +143,12 @@ async fn ensure_default_class(client: &kube::Client) {
     for attempt in 0..30u32 {
         match api.list(&Default::default()).await {
             Ok(list) => {
+                // Either default-class annotation counts, the beta one too: a cluster whose
+                // default class carries only that gets no second default.
                 let has_default = list.items.iter().any(|c| {
-                    c.annotations().get(DEFAULT_ANNOTATION).map(String::as_str) == Some("true")
+                    skiff_apimachinery::is_default_storage_class(|k| {
+                        c.annotations().get(k).map(String::as_str)
+                    })
                 });
                 if has_default || list.items.iter().any(|c| c.name_any() == DEFAULT_CLASS) {
                     return;

@@ -669,12 +669,9 @@ fn storage_class(obj: &Value) -> String {
 /// says `true` (`storageutil.IsDefaultAnnotation`), and the defaults of the unset fields.
 fn storage_class_row(obj: &Value, now: Now) -> Vec<Value> {
     let annotations = obj.pointer("/metadata/annotations");
-    let is_default = [
-        "storageclass.kubernetes.io/is-default-class",
-        "storageclass.beta.kubernetes.io/is-default-class",
-    ]
-    .iter()
-    .any(|k| annotations.and_then(|a| a.get(k)).and_then(Value::as_str) == Some("true"));
+    let is_default = skiff_apimachinery::is_default_storage_class(|k| {
+        annotations.and_then(|a| a.get(k)).and_then(Value::as_str)
+    });
     let mut name = s(obj, "/metadata/name").to_string();
     if is_default {
         name.push_str(" (default)");
