@@ -38,11 +38,32 @@ pub fn skiff_bin() -> PathBuf {
     bin
 }
 
+/// A port for a server a test starts, free now and never handed out twice in a run.
+///
+/// Not one the kernel picks (`bind` to port 0): those come from the ephemeral range
+/// (32768 and up), where every outgoing connection of the tests running meanwhile (kubectl,
+/// clients, agents) also takes its local port, so one could take it between this check and
+/// the server's bind ("Address already in use"). Ports below that range are only ever taken
+/// by a bind that asks for them.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    // Where this run starts in the span: apart from another test binary running meanwhile.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 fn wait_for_port(port: u16, timeout: Duration) {
