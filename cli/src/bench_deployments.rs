@@ -110,30 +110,26 @@ async fn delete(client: &kube::Client, name: &str) -> anyhow::Result<Duration> {
         let p = pods.list_metadata(&selector).await?.items.len();
         // Events are only listed once the objects are gone: there are thousands.
         let e = if rs == 0 && p == 0 {
-            events
-                .list(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .filter(|e| {
-                    let n = e.involved_object.name.as_deref().unwrap_or_default();
-                    n == name || n.starts_with(&prefix)
-                })
-                .count()
+            let about = events.list(&ListParams::default()).await?.items;
+            Some(
+                about
+                    .iter()
+                    .filter(|e| {
+                        let n = e.involved_object.name.as_deref().unwrap_or_default();
+                        n == name || n.starts_with(&prefix)
+                    })
+                    .count(),
+            )
         } else {
-            usize::MAX
+            None
         };
-        if e == 0 {
+        if e == Some(0) {
             return Ok(start.elapsed());
         }
         anyhow::ensure!(
             start.elapsed() < Duration::from_secs(120),
             "{name}: {rs} ReplicaSets, {p} pods and {} events left after 2 minutes",
-            if e == usize::MAX {
-                "its".to_string()
-            } else {
-                e.to_string()
-            }
+            e.map_or("its".to_string(), |n| n.to_string())
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

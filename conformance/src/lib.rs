@@ -843,6 +843,14 @@ impl Kubectl {
         let out = self.ok(&a);
         serde_json::from_str(&out).expect("kubectl printed JSON")
     }
+
+    /// As [`Kubectl::json`], or `None` when kubectl fails (the object is not there yet).
+    pub fn try_json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.run(&a);
+        (out.code == 0).then(|| serde_json::from_str(&out.stdout).expect("kubectl printed JSON"))
+    }
 }
 
 /// The repository root (for example manifests).

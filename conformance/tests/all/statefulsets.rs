@@ -121,10 +121,7 @@ fn wasm_statefulset_example() {
     k.ok(&["delete", "pod", "web-0", "--wait=false"]);
     let again = eventually("web-0 back and ready", || {
         // Between the old pod's end and the new one's creation there is no web-0.
-        let got = k.run(&["get", "pod", "web-0", "-o", "json"]);
-        let p: Value = serde_json::from_str(&got.stdout)
-            .ok()
-            .filter(|_| got.code == 0)?;
+        let p = k.try_json(&["get", "pod", "web-0"])?;
         (p["metadata"]["uid"] != first_uid.as_str() && ready(&p)).then_some(p)
     });
     assert_eq!(

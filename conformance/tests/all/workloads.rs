@@ -636,16 +636,7 @@ pub fn default_service_accounts(backend: Backend) {
     let first = k.json(&["get", "serviceaccount", "default", "-n", "team"]);
     k.ok(&["delete", "serviceaccount", "default", "-n", "team"]);
     let again = eventually("the default ServiceAccount made again", || {
-        let r = k.run(&[
-            "get",
-            "serviceaccount",
-            "default",
-            "-n",
-            "team",
-            "-o",
-            "json",
-        ]);
-        (r.code == 0).then(|| serde_json::from_str::<Value>(&r.stdout).unwrap())
+        k.try_json(&["get", "serviceaccount", "default", "-n", "team"])
     });
     assert_ne!(uid(&again), uid(&first));
 }

@@ -176,7 +176,7 @@ async fn reap_events(
         let uid = serde_json::from_slice::<serde_json::Value>(&kv.value)
             .ok()
             .and_then(|v| involved_uid(&v));
-        book.written(&kv.key, kv.mod_revision, now, uid);
+        book.written(&kv.key, kv.mod_revision, now, uid.as_deref());
     }
     let mut watch = cache.subscribe(listed.revision).map_err(|e| {
         format!(
@@ -199,7 +199,7 @@ async fn reap_events(
                 match (&event.object, event.key.starts_with(prefix)) {
                     (Some(e), true) => {
                         let uid = involved_uid(e);
-                        send(book.written(&event.key, event.revision, now, uid));
+                        send(book.written(&event.key, event.revision, now, uid.as_deref()));
                     }
                     (None, true) => book.deleted(&event.key),
                     (None, false) => {
@@ -210,7 +210,7 @@ async fn reap_events(
                         }
                     }
                     (Some(obj), false) => {
-                        if obj.pointer("/metadata/deletionTimestamp").is_some()
+                        if object::is_deleting(obj)
                             && let Some(uid) = object_uid(obj)
                         {
                             book.dying(uid);
@@ -228,9 +228,7 @@ async fn reap_events(
 }
 
 fn object_uid(obj: &serde_json::Value) -> Option<&str> {
-    obj.pointer("/metadata/uid")
-        .and_then(serde_json::Value::as_str)
-        .filter(|u| !u.is_empty())
+    object::meta_str(obj, "uid").filter(|u| !u.is_empty())
 }
 
 /// The uid of the object's controller (its owner reference marked `controller`).
@@ -244,11 +242,7 @@ fn controller_uid(obj: &serde_json::Value) -> Option<&str> {
 }
 
 fn involved_uid(event: &serde_json::Value) -> Option<String> {
-    event
-        .pointer("/involvedObject/uid")
-        .and_then(serde_json::Value::as_str)
-        .filter(|u| !u.is_empty())
-        .map(String::from)
+    object::field_value(event, "involvedObject.uid").filter(|u| !u.is_empty())
 }
 
 /// How long a deleted object is remembered: its events written meanwhile are deleted as
@@ -267,6 +261,8 @@ struct Expiry {
     /// Deleted objects whose events were kept (their controller lived on), by controller:
     /// they go when the controller goes.
     kept: HashMap<String, HashSet<String>>,
+    /// The same, each kept object to its controller.
+    kept_by: HashMap<String, String>,
 }
 
 struct Written {
@@ -283,15 +279,24 @@ impl Expiry {
         key: &str,
         revision: i64,
         at: tokio::time::Instant,
-        involved: Option<String>,
+        involved: Option<&str>,
     ) -> Vec<(String, i64)> {
+        // A renewal (most writes: the event's count goes up): only its time and revision.
+        // (An object still indexed here is not gone: its deletion took its events.)
+        if let Some(w) = self.written.get_mut(key)
+            && w.involved.as_deref() == involved
+        {
+            w.at = at;
+            w.revision = revision;
+            return Vec::new();
+        }
         self.unindex(key);
-        if let Some(uid) = &involved {
+        if let Some(uid) = involved {
             if self.gone.contains_key(uid) {
                 return vec![(key.to_string(), revision)];
             }
             self.about
-                .entry(uid.clone())
+                .entry(uid.to_string())
                 .or_default()
                 .insert(key.to_string());
         }
@@ -300,7 +305,7 @@ impl Expiry {
             Written {
                 at,
                 revision,
-                involved,
+                involved: involved.map(String::from),
             },
         );
         Vec::new()
@@ -308,11 +313,14 @@ impl Expiry {
 
     /// An event deleted: forgotten, and so is a deleted object whose last event it was.
     fn deleted(&mut self, key: &str) {
-        if let Some(uid) = self.unindex(key) {
-            self.kept.retain(|_, uids| {
-                uids.remove(&uid);
-                !uids.is_empty()
-            });
+        if let Some(uid) = self.unindex(key)
+            && let Some(controller) = self.kept_by.remove(&uid)
+            && let Some(uids) = self.kept.get_mut(&controller)
+        {
+            uids.remove(&uid);
+            if uids.is_empty() {
+                self.kept.remove(&controller);
+            }
         }
     }
 
@@ -357,6 +365,7 @@ impl Expiry {
                     .entry(c.to_string())
                     .or_default()
                     .insert(uid.to_string());
+                self.kept_by.insert(uid.to_string(), c.to_string());
             }
             return Vec::new();
         }
@@ -366,7 +375,10 @@ impl Expiry {
         let mut uids = vec![uid.to_string()];
         while let Some(uid) = uids.pop() {
             self.gone.insert(uid.clone(), now);
-            uids.extend(self.kept.remove(&uid).unwrap_or_default());
+            for dependent in self.kept.remove(&uid).unwrap_or_default() {
+                self.kept_by.remove(&dependent);
+                uids.push(dependent);
+            }
             for k in self.about.remove(&uid).unwrap_or_default() {
                 if let Some(w) = self.written.remove(&k) {
                     due.push((k, w.revision));
@@ -432,19 +444,13 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         let mut e = Expiry::default();
         let key = |n: &str| format!("/registry/core/events/default/{n}");
-        assert!(
-            e.written(&key("d"), 4, t0, Some("deploy".into()))
-                .is_empty()
-        );
-        assert!(
-            e.written(&key("a1"), 5, t0, Some("pod-a".into()))
-                .is_empty()
-        );
-        e.written(&key("a2"), 6, t0, Some("pod-a".into()));
-        e.written(&key("a2"), 8, t0, Some("pod-a".into()));
-        e.written(&key("b"), 7, t0, Some("pod-b".into()));
-        e.written(&key("rs"), 3, t0, Some("rs".into()));
-        e.written(&key("x"), 2, t0, Some("pod-x".into()));
+        assert!(e.written(&key("d"), 4, t0, Some("deploy")).is_empty());
+        assert!(e.written(&key("a1"), 5, t0, Some("pod-a")).is_empty());
+        e.written(&key("a2"), 6, t0, Some("pod-a"));
+        e.written(&key("a2"), 8, t0, Some("pod-a"));
+        e.written(&key("b"), 7, t0, Some("pod-b"));
+        e.written(&key("rs"), 3, t0, Some("rs"));
+        e.written(&key("x"), 2, t0, Some("pod-x"));
         // A pod its ReplicaSet replaces keeps its events, until the ReplicaSet goes too.
         assert!(e.object_deleted("pod-b", Some("rs"), t0).is_empty());
         assert!(e.object_deleted("pod-x", Some("rs-other"), t0).is_empty());
@@ -459,21 +465,16 @@ mod tests {
         assert_eq!(gone, [(key("a1"), 5), (key("a2"), 8)]);
         // Written after the deletion: deleted at once, within the window.
         assert_eq!(
-            e.written(
-                &key("a3"),
-                9,
-                t0 + Duration::from_secs(5),
-                Some("pod-a".into())
-            ),
+            e.written(&key("a3"), 9, t0 + Duration::from_secs(5), Some("pod-a")),
             [(key("a3"), 9)]
         );
         e.forget_gone(t0 + GONE_WINDOW + Duration::from_secs(1));
         assert!(
-            e.written(&key("a4"), 10, t0 + GONE_WINDOW * 2, Some("pod-a".into()))
+            e.written(&key("a4"), 10, t0 + GONE_WINDOW * 2, Some("pod-a"))
                 .is_empty()
         );
         // Foreground: the owner is only being deleted when its dependents go.
-        e.written(&key("c"), 11, t0, Some("pod-c".into()));
+        e.written(&key("c"), 11, t0, Some("pod-c"));
         e.dying("rs-2");
         assert_eq!(
             e.object_deleted("pod-c", Some("rs-2"), t0),

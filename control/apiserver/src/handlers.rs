@@ -193,6 +193,19 @@ impl Ctx<'_> {
         self.resource().key(self.ns(), self.name())
     }
 
+    /// Removes `obj` from the store at `key` if it is still at `revision`, and gives back
+    /// what its strategy reserved for it: every path that removes an object goes here.
+    async fn remove(
+        &self,
+        key: &str,
+        revision: i64,
+        obj: &Value,
+    ) -> skiff_store::Result<skiff_store::KeyValue> {
+        let kv = self.state.store.delete(key, Some(revision)).await?;
+        self.resource().strategy.release(self.state, obj).await;
+        Ok(kv)
+    }
+
     fn field_validation(&self) -> ApiResult<FieldValidation> {
         FieldValidation::from_query(self.query.get("fieldValidation"))
     }
@@ -823,16 +836,8 @@ impl Ctx<'_> {
                 && !namespace_finalizers
                 && !resource.strategy.graceful_pending(&new)
             {
-                return match self
-                    .state
-                    .store
-                    .delete(&self.key(), Some(kv.mod_revision))
-                    .await
-                {
-                    Ok(kv) => {
-                        resource.strategy.release(self.state, &new).await;
-                        object::decode(resource, &kv)
-                    }
+                return match self.remove(&self.key(), kv.mod_revision, &new).await {
+                    Ok(kv) => object::decode(resource, &kv),
                     Err(skiff_store::Error::Conflict { .. }) if precondition.is_none() => continue,
                     Err(skiff_store::Error::Conflict { .. }) => {
                         Err(ApiError::conflict(resource, self.name()))
@@ -1035,11 +1040,8 @@ impl Ctx<'_> {
             if self.dry_run {
                 return Ok(Deleted::Gone(obj));
             }
-            let kv = match self.state.store.delete(&key, Some(kv.mod_revision)).await {
-                Ok(kv) => {
-                    resource.strategy.release(self.state, &obj).await;
-                    kv
-                }
+            let kv = match self.remove(&key, kv.mod_revision, &obj).await {
+                Ok(kv) => kv,
                 Err(skiff_store::Error::Conflict { .. }) => return Ok(Deleted::Raced),
                 Err(skiff_store::Error::NotFound) => {
                     return Err(ApiError::not_found(resource, &name));

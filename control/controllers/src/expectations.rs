@@ -16,6 +16,12 @@ struct Pending {
     since: Instant,
 }
 
+impl Pending {
+    fn met(&self) -> bool {
+        (self.adds <= 0 && self.deletes.is_empty()) || self.since.elapsed() > TTL
+    }
+}
+
 #[derive(Default)]
 pub struct Expectations {
     map: Mutex<HashMap<String, Pending>>,
@@ -25,10 +31,7 @@ impl Expectations {
     /// Whether the controller may act on `key`: nothing it asked for is still unseen.
     pub fn satisfied(&self, key: &str) -> bool {
         let map = self.map.lock().expect("expectations");
-        match map.get(key) {
-            None => true,
-            Some(p) => (p.adds <= 0 && p.deletes.is_empty()) || p.since.elapsed() > TTL,
-        }
+        map.get(key).is_none_or(Pending::met)
     }
 
     /// `n` more creations to wait for, on top of what is still awaited (a sync that
@@ -58,18 +61,26 @@ impl Expectations {
         f(p);
     }
 
-    /// A creation seen (or one that failed, and so will never be seen).
-    pub fn creation_observed(&self, key: &str) {
-        if let Some(p) = self.map.lock().expect("expectations").get_mut(key) {
-            p.adds -= 1;
-        }
+    /// A creation seen (or one that failed, and so will never be seen). Returns whether
+    /// the key is now [`Expectations::satisfied`].
+    pub fn creation_observed(&self, key: &str) -> bool {
+        self.observed(key, |p| p.adds -= 1)
     }
 
-    /// A deletion seen (the object gone or being deleted), or one that failed.
-    pub fn deletion_observed(&self, key: &str, pod: &str) {
-        if let Some(p) = self.map.lock().expect("expectations").get_mut(key) {
+    /// A deletion seen (the object gone or being deleted), or one that failed. Returns
+    /// whether the key is now [`Expectations::satisfied`].
+    pub fn deletion_observed(&self, key: &str, pod: &str) -> bool {
+        self.observed(key, |p| {
             p.deletes.remove(pod);
-        }
+        })
+    }
+
+    fn observed(&self, key: &str, f: impl FnOnce(&mut Pending)) -> bool {
+        let mut map = self.map.lock().expect("expectations");
+        map.get_mut(key).is_none_or(|p| {
+            f(p);
+            p.met()
+        })
     }
 
     pub fn forget(&self, key: &str) {

@@ -282,9 +282,11 @@ impl Controller {
             Some(job) => {
                 let key = key_of(&*job);
                 match change {
-                    Change::Added(_) => self.expectations.creation_observed(&key),
+                    Change::Added(_) => {
+                        self.expectations.creation_observed(&key);
+                    }
                     Change::Deleted(_) => {
-                        self.expectations.deletion_observed(&key, &key_of(&**pod))
+                        self.expectations.deletion_observed(&key, &key_of(&**pod));
                     }
                     Change::Updated { old, new } => {
                         if new.metadata.deletion_timestamp.is_some()

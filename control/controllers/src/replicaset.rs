@@ -17,7 +17,7 @@ use skiff_selectors::LabelSelector as Selector;
 
 use crate::events::Recorder;
 use crate::expectations::Expectations;
-use crate::informer::{Change, Informer, STATUS_BATCH, controller_of, key_of, split_key};
+use crate::informer::{Change, Informer, controller_of, key_of, split_key};
 use crate::pods::PodControl;
 use crate::util::{self, count, num};
 use crate::{Error, Informers, SyncResult, WorkQueue, run_workers};
@@ -139,18 +139,6 @@ pub fn start<K: ReplicaKind>(informers: &Arc<Informers>, events: &Recorder, work
     });
 }
 
-/// Whether an update of a pod its owner already controls can change what the owner's
-/// sync computes: its labels (selector and fully-labeled count), whether it counts
-/// (finished or not), whether it is ready. Binding, addresses, container states and the
-/// other status updates of a starting pod are not: with a thousand pods starting, each
-/// would be one more full sync of their owner. (Scale-down ranks pods by phase, node and
-/// restarts, but only in a sync that something else started.)
-fn matters_to_owner(old: &Pod, new: &Pod) -> bool {
-    old.metadata.labels != new.metadata.labels
-        || util::is_active(old) != util::is_active(new)
-        || util::is_ready(old) != util::is_ready(new)
-}
-
 impl<K: ReplicaKind> Controller<K> {
     /// The owner of `pod` this controller runs, by its controller reference.
     fn owner_of(&self, pod: &Pod) -> Option<Arc<K>> {
@@ -181,8 +169,8 @@ impl<K: ReplicaKind> Controller<K> {
                 }
                 if let Some(owner) = self.owner_of(pod) {
                     let key = key_of(&*owner);
-                    self.expectations.creation_observed(&key);
-                    self.enqueue_observed(key);
+                    let satisfied = self.expectations.creation_observed(&key);
+                    self.enqueue_observed(key, satisfied);
                 } else if controller_of(&***pod).is_none() {
                     for owner in self.matching_owners(pod) {
                         self.queue.add(key_of(&*owner));
@@ -208,21 +196,29 @@ impl<K: ReplicaKind> Controller<K> {
                     let same_owner = old_owner
                         .as_ref()
                         .is_some_and(|o| o.meta().uid == owner.meta().uid);
-                    if same_owner && !matters_to_owner(old, new) {
+                    // What the owner's sync reads of its pods: their labels (selector and
+                    // fully-labeled count), whether they count (finished or not), whether
+                    // they are ready. Binding, addresses, container states and the other
+                    // status updates of a starting pod are not: with a thousand pods
+                    // starting, each would be one more full sync of their owner.
+                    // (Scale-down ranks pods by phase, node and restarts, but only in a
+                    // sync that something else started.)
+                    let reshaped = old.metadata.labels != new.metadata.labels
+                        || util::is_active(old) != util::is_active(new);
+                    let ready_changed = util::is_ready(old) != util::is_ready(new);
+                    let status_only = same_owner && !reshaped;
+                    if status_only && !ready_changed {
                         return;
                     }
                     let key = key_of(&*owner);
-                    let status_only = same_owner
-                        && old.metadata.labels == new.metadata.labels
-                        && util::is_active(old) == util::is_active(new);
                     // A pod that became ready is available minReadySeconds later.
                     let min_ready = owner.min_ready_seconds();
-                    if min_ready > 0 && util::is_ready(new) && !util::is_ready(old) {
+                    if min_ready > 0 && ready_changed && util::is_ready(new) {
                         self.queue
                             .add_after(key.clone(), Duration::from_secs(min_ready as u64 + 1));
                     }
                     if status_only {
-                        self.queue.add_batched(key, STATUS_BATCH);
+                        self.queue.add_batched(key);
                     } else {
                         self.queue.add(key);
                     }
@@ -242,19 +238,19 @@ impl<K: ReplicaKind> Controller<K> {
     fn pod_gone(&self, pod: &Pod) {
         if let Some(owner) = self.owner_of(pod) {
             let key = key_of(&*owner);
-            self.expectations.deletion_observed(&key, &key_of(pod));
-            self.enqueue_observed(key);
+            let satisfied = self.expectations.deletion_observed(&key, &key_of(pod));
+            self.enqueue_observed(key, satisfied);
         }
     }
 
     /// After a creation or deletion the owner waited for: its sync now, when that was the
-    /// last it waited for (the next batch of pods may be due), else within the status batch
-    /// window (the sync would only count pods).
-    fn enqueue_observed(&self, key: String) {
-        if self.expectations.satisfied(&key) {
+    /// last it waited for (`satisfied`: the next batch of pods may be due), else within the
+    /// status batch window (the sync would only count pods).
+    fn enqueue_observed(&self, key: String, satisfied: bool) {
+        if satisfied {
             self.queue.add(key);
         } else {
-            self.queue.add_batched(key, STATUS_BATCH);
+            self.queue.add_batched(key);
         }
     }
 

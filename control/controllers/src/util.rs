@@ -123,11 +123,7 @@ pub async fn merge_patch<K: Patchable>(
     obj: &K,
     patch: &serde_json::Value,
 ) -> Result<K, kube::Error> {
-    let name = obj.meta().name.as_deref().unwrap_or_default();
-    let params = kube::api::PatchParams::default();
-    api_of(client, obj)
-        .patch(name, &params, &kube::api::Patch::Merge(patch))
-        .await
+    merge_patch_at(client, obj, None, patch).await
 }
 
 /// A JSON merge patch of a namespaced object's `status` subresource.
@@ -136,11 +132,23 @@ pub async fn merge_patch_status<K: Patchable>(
     obj: &K,
     patch: &serde_json::Value,
 ) -> Result<K, kube::Error> {
+    merge_patch_at(client, obj, Some("status"), patch).await
+}
+
+async fn merge_patch_at<K: Patchable>(
+    client: &kube::Client,
+    obj: &K,
+    subresource: Option<&str>,
+    patch: &serde_json::Value,
+) -> Result<K, kube::Error> {
     let name = obj.meta().name.as_deref().unwrap_or_default();
     let params = kube::api::PatchParams::default();
-    api_of(client, obj)
-        .patch_status(name, &params, &kube::api::Patch::Merge(patch))
-        .await
+    let patch = kube::api::Patch::Merge(patch);
+    let api = api_of(client, obj);
+    match subresource {
+        None => api.patch(name, &params, &patch).await,
+        Some(sub) => api.patch_subresource(sub, name, &params, &patch).await,
+    }
 }
 
 /// The sooner of two optional deadlines.

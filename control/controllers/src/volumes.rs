@@ -471,14 +471,8 @@ impl Controller {
             format!("Successfully provisioned volume {pv_name}"),
         );
         // The selected node noted on the claim, as Kubernetes' scheduler notes it.
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
-        let _ = claims
-            .patch(
-                &claim.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {SELECTED_NODE: node_name}}})),
-            )
-            .await;
+        let annotation = json!({"metadata": {"annotations": {SELECTED_NODE: node_name}}});
+        let _ = crate::util::merge_patch(&self.client, claim, &annotation).await;
         self.bind(claim, &pv).await
     }
 

@@ -1,5 +1,6 @@
 //! The shared informer layer: one list-and-watch per resource kind, a local cache of what it
-//! saw, indexed by namespace, by uid and by owner, and the handlers every controller
+//! saw, indexed by namespace, by uid and by owner (and, where asked, by a value of the
+//! kind's own and by the namespaces' orphans), and the handlers every controller
 //! registers on it (client-go's `SharedIndexInformer`).
 //!
 //! The list, the watch, resuming from the last resourceVersion, bookmarks, relisting on 410
@@ -52,16 +53,44 @@ type Handler<K> = Box<dyn Fn(&Change<'_, K>) + Send + Sync>;
 
 struct Cache<K> {
     objects: HashMap<String, Arc<K>>,
-    by_namespace: HashMap<String, HashSet<String>>,
+    by_namespace: Index,
     by_uid: HashMap<String, String>,
     /// Owner uid to the keys of the objects that name it in their ownerReferences.
-    by_owner: HashMap<String, HashSet<String>>,
+    by_owner: Index,
     /// Namespace to the keys of its objects that have no controller (candidates for
     /// adoption), so that a controller claiming its objects need not scan the namespace.
-    orphans: HashMap<String, HashSet<String>>,
+    /// Kept only when asked for (the shared pod informer).
+    orphans: Option<Index>,
     /// An index of the kind's own (a pod's node), when the informer has one.
     index: Option<fn(&K) -> Option<&str>>,
-    by_index: HashMap<String, HashSet<String>>,
+    by_index: Index,
+}
+
+/// An index of the cache: a value (a namespace, an owner uid, ...) to the keys of the
+/// objects that have it.
+#[derive(Default)]
+struct Index(HashMap<String, HashSet<String>>);
+
+impl Index {
+    fn add(&mut self, value: &str, key: &str) {
+        self.0
+            .entry(value.to_string())
+            .or_default()
+            .insert(key.to_string());
+    }
+
+    fn remove(&mut self, value: &str, key: &str) {
+        if let Some(keys) = self.0.get_mut(value) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.0.remove(value);
+            }
+        }
+    }
+
+    fn keys(&self, value: &str) -> impl Iterator<Item = &String> {
+        self.0.get(value).into_iter().flatten()
+    }
 }
 
 impl<K: Resource> Cache<K> {
@@ -70,36 +99,10 @@ impl<K: Resource> Cache<K> {
         if let Some(old) = &old {
             self.unindex(&key, old);
         }
-        let meta = obj.meta();
-        if let Some(ns) = &meta.namespace {
-            self.by_namespace
-                .entry(ns.clone())
-                .or_default()
-                .insert(key.clone());
-        }
-        if let Some(uid) = &meta.uid {
+        if let Some(uid) = &obj.meta().uid {
             self.by_uid.insert(uid.clone(), key.clone());
         }
-        for owner in meta.owner_references.iter().flatten() {
-            self.by_owner
-                .entry(owner.uid.clone())
-                .or_default()
-                .insert(key.clone());
-        }
-        if let Some(ns) = &meta.namespace
-            && !has_controller(meta)
-        {
-            self.orphans
-                .entry(ns.clone())
-                .or_default()
-                .insert(key.clone());
-        }
-        if let Some(value) = self.index.and_then(|f| f(&obj)) {
-            self.by_index
-                .entry(value.to_string())
-                .or_default()
-                .insert(key);
-        }
+        self.each_index(&obj, |index, value| index.add(value, &key));
         old
     }
 
@@ -110,53 +113,33 @@ impl<K: Resource> Cache<K> {
     }
 
     fn unindex(&mut self, key: &str, obj: &K) {
-        let meta = obj.meta();
-        if let Some(ns) = &meta.namespace
-            && let Some(keys) = self.by_namespace.get_mut(ns)
-        {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.by_namespace.remove(ns);
-            }
-        }
-        if let Some(uid) = &meta.uid
+        if let Some(uid) = &obj.meta().uid
             && self.by_uid.get(uid).is_some_and(|k| k == key)
         {
             self.by_uid.remove(uid);
         }
+        self.each_index(obj, |index, value| index.remove(value, key));
+    }
+
+    /// Calls `f` with each index and the value `obj` has in it.
+    fn each_index(&mut self, obj: &K, mut f: impl FnMut(&mut Index, &str)) {
+        let meta = obj.meta();
+        if let Some(ns) = &meta.namespace {
+            f(&mut self.by_namespace, ns);
+            if let Some(orphans) = &mut self.orphans
+                && controller_of(obj).is_none()
+            {
+                f(orphans, ns);
+            }
+        }
         for owner in meta.owner_references.iter().flatten() {
-            if let Some(keys) = self.by_owner.get_mut(&owner.uid) {
-                keys.remove(key);
-                if keys.is_empty() {
-                    self.by_owner.remove(&owner.uid);
-                }
-            }
+            f(&mut self.by_owner, &owner.uid);
         }
-        if let Some(ns) = &meta.namespace
-            && !has_controller(meta)
-            && let Some(keys) = self.orphans.get_mut(ns)
-        {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.orphans.remove(ns);
-            }
-        }
-        if let Some(value) = self.index.and_then(|f| f(obj))
-            && let Some(keys) = self.by_index.get_mut(value)
-        {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.by_index.remove(value);
-            }
+        if let Some(value) = self.index.and_then(|own| own(obj)) {
+            f(&mut self.by_index, value);
         }
     }
 }
-
-/// How long a change that only moves a status may wait for others to share one sync (see
-/// [`crate::queue::WorkQueue::add_batched`]). While a thousand pods start, their owner is
-/// then synced and its status written about once per window instead of once per pod.
-/// Kubernetes' controllers get the same batching from their client's rate limit.
-pub const STATUS_BATCH: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Whether an update changed neither the generation (the spec) nor the metadata a
 /// controller acts on: only the status, the resourceVersion or the managed fields.
@@ -172,13 +155,6 @@ fn status_only(
         && old.deletion_timestamp == new.deletion_timestamp
 }
 
-fn has_controller(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.controller == Some(true))
-}
-
 /// One kind's cache and the handlers that follow it. Cheap to share (`Arc`).
 pub struct Informer<K> {
     cache: RwLock<Cache<K>>,
@@ -191,20 +167,22 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     pub fn new() -> Arc<Self> {
-        Self::with_index(None)
+        Self::with_indexes(None, false)
     }
 
-    /// An informer that also indexes its objects by `index` (see [`Informer::indexed`]).
-    pub fn with_index(index: Option<fn(&K) -> Option<&str>>) -> Arc<Self> {
+    /// An informer that also indexes its objects by `index` (see [`Informer::indexed`]) and,
+    /// with `orphans`, keeps each namespace's objects that have no controller (see
+    /// [`Informer::orphans`]).
+    pub fn with_indexes(index: Option<fn(&K) -> Option<&str>>, orphans: bool) -> Arc<Self> {
         Arc::new(Informer {
             cache: RwLock::new(Cache {
                 objects: HashMap::new(),
-                by_namespace: HashMap::new(),
+                by_namespace: Index::default(),
                 by_uid: HashMap::new(),
-                by_owner: HashMap::new(),
-                orphans: HashMap::new(),
+                by_owner: Index::default(),
+                orphans: orphans.then(Index::default),
                 index,
-                by_index: HashMap::new(),
+                by_index: Index::default(),
             }),
             handlers: RwLock::new(Vec::new()),
             synced: tokio::sync::watch::channel(false).0,
@@ -314,8 +292,8 @@ where
 
     /// Queues the key of every object that is added, changed or deleted: how a controller
     /// follows its own kind. An update that leaves the object's generation and metadata as
-    /// they were (a status write, most often the controller's own) is queued within
-    /// [`STATUS_BATCH`]: otherwise every status write would start the next sync at once,
+    /// they were (a status write, most often the controller's own) is queued batched
+    /// ([`WorkQueue::add_batched`](crate::queue::WorkQueue::add_batched)): otherwise every status write would start the next sync at once,
     /// which writes the status again while pods keep changing, a loop as fast as the API
     /// server answers.
     pub fn enqueue_keys(&self, queue: &Arc<crate::queue::WorkQueue>) {
@@ -323,7 +301,7 @@ where
         self.subscribe(move |change| match change {
             Change::Added(o) | Change::Deleted(o) => queue.add(key_of(&***o)),
             Change::Updated { old, new } if status_only(old.meta(), new.meta()) => {
-                queue.add_batched(key_of(&***new), STATUS_BATCH)
+                queue.add_batched(key_of(&***new))
             }
             Change::Updated { new, .. } => queue.add(key_of(&***new)),
         });
@@ -360,49 +338,37 @@ where
     }
 
     pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
-        let cache = self.cache.read().expect("cache lock");
-        cache
-            .by_namespace
-            .get(namespace)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| cache.objects.get(k).cloned())
-            .collect()
+        self.lookup(|c| &c.by_namespace, namespace)
     }
 
-    /// The objects whose index value (given to [`Informer::with_index`]) is `value`: for
+    /// The objects whose index value (given to [`Informer::with_indexes`]) is `value`: for
     /// the shared pod informer, the pods bound to node `value`.
     pub fn indexed(&self, value: &str) -> Vec<Arc<K>> {
+        self.lookup(|c| &c.by_index, value)
+    }
+
+    /// The namespace's objects that have no controller reference (none unless the
+    /// informer keeps them: [`Informer::with_indexes`]).
+    pub fn orphans(&self, namespace: &str) -> Vec<Arc<K>> {
         let cache = self.cache.read().expect("cache lock");
-        cache
-            .by_index
-            .get(value)
-            .into_iter()
-            .flatten()
+        let Some(orphans) = &cache.orphans else {
+            return Vec::new();
+        };
+        orphans
+            .keys(namespace)
             .filter_map(|k| cache.objects.get(k).cloned())
             .collect()
     }
 
     /// The objects that name `owner_uid` among their ownerReferences.
-    /// The namespace's objects that have no controller reference.
-    pub fn orphans(&self, namespace: &str) -> Vec<Arc<K>> {
-        let cache = self.cache.read().expect("cache lock");
-        cache
-            .orphans
-            .get(namespace)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| cache.objects.get(k).cloned())
-            .collect()
+    pub fn owned_by(&self, owner_uid: &str) -> Vec<Arc<K>> {
+        self.lookup(|c| &c.by_owner, owner_uid)
     }
 
-    pub fn owned_by(&self, owner_uid: &str) -> Vec<Arc<K>> {
+    fn lookup(&self, index: fn(&Cache<K>) -> &Index, value: &str) -> Vec<Arc<K>> {
         let cache = self.cache.read().expect("cache lock");
-        cache
-            .by_owner
-            .get(owner_uid)
-            .into_iter()
-            .flatten()
+        index(&cache)
+            .keys(value)
             .filter_map(|k| cache.objects.get(k).cloned())
             .collect()
     }
@@ -451,19 +417,22 @@ mod tests {
         })
     }
 
+    fn sorted_names(pods: Vec<Arc<Pod>>) -> Vec<String> {
+        let mut v: Vec<String> = pods
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
     #[test]
     fn the_own_index_follows_updates_and_deletes() {
-        let pods =
-            Informer::<Pod>::with_index(Some(|p: &Pod| p.spec.as_ref()?.node_name.as_deref()));
-        let names = |node: &str| {
-            let mut v: Vec<String> = pods
-                .indexed(node)
-                .iter()
-                .map(|p| p.metadata.name.clone().unwrap())
-                .collect();
-            v.sort();
-            v
-        };
+        let pods = Informer::<Pod>::with_indexes(
+            Some(|p: &Pod| p.spec.as_ref()?.node_name.as_deref()),
+            false,
+        );
+        let names = |node: &str| sorted_names(pods.indexed(node));
         pods.apply(pod("a", Some("n1")));
         pods.apply(pod("b", None));
         pods.apply(pod("c", Some("n1")));
@@ -480,7 +449,7 @@ mod tests {
     #[test]
     fn orphans_are_the_objects_without_a_controller() {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-        let pods = Informer::<Pod>::with_index(None);
+        let pods = Informer::<Pod>::with_indexes(None, true);
         let owned = |name: &str, controller: Option<bool>| {
             let mut p = (*pod(name, None)).clone();
             p.metadata.owner_references = Some(vec![OwnerReference {
@@ -490,15 +459,7 @@ mod tests {
             }]);
             Arc::new(p)
         };
-        let names = |ns: &str| {
-            let mut v: Vec<String> = pods
-                .orphans(ns)
-                .iter()
-                .map(|p| p.metadata.name.clone().unwrap())
-                .collect();
-            v.sort();
-            v
-        };
+        let names = |ns: &str| sorted_names(pods.orphans(ns));
         pods.apply(pod("a", None));
         pods.apply(owned("b", Some(true)));
         // An owner reference that is not a controller's leaves it an orphan.

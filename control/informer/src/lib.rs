@@ -1,6 +1,6 @@
 //! The shared informer layer under Skiff's controllers, its scheduler and its node agent:
 //! one list-and-watch per resource kind with a local cache indexed by namespace, uid and
-//! owner ([`Informer`], client-go's `SharedIndexInformer`), the factory that shares them
+//! owner (pods also by node and by the namespaces' orphans) ([`Informer`], client-go's `SharedIndexInformer`), the factory that shares them
 //! among the clients of one process ([`Informers`]), and the rate-limited work queue the
 //! controllers take keys from ([`WorkQueue`]).
 
@@ -24,10 +24,8 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::task::AbortHandle;
 
-pub use informer::{
-    AbortOnDrop, Change, Informer, STATUS_BATCH, controller_of, key_of, key_of_meta, split_key,
-};
-pub use queue::WorkQueue;
+pub use informer::{AbortOnDrop, Change, Informer, controller_of, key_of, key_of_meta, split_key};
+pub use queue::{STATUS_BATCH, WorkQueue};
 
 /// The informers the controllers and the scheduler of one process share: each kind is
 /// listed and watched once, the first time one of them asks for it (client-go's
@@ -56,10 +54,13 @@ pub struct Informers {
 
 macro_rules! informer_getter {
     ($name:ident, $ty:ty) => {
+        informer_getter!($name, $ty, Informer::new());
+    };
+    ($name:ident, $ty:ty, $make:expr) => {
         pub fn $name(&self) -> Arc<Informer<$ty>> {
             self.$name
                 .get_or_init(|| {
-                    let informer = Informer::new();
+                    let informer = $make;
                     let task =
                         informer.start(Api::all(self.client.clone()), watcher::Config::default());
                     self.tasks.lock().expect("tasks lock").push(task);
@@ -99,18 +100,9 @@ impl Informers {
         &self.client
     }
 
-    /// Pods, indexed by the node they are bound to ([`Informer::indexed`]).
-    pub fn pods(&self) -> Arc<Informer<Pod>> {
-        self.pods
-            .get_or_init(|| {
-                let informer = Informer::with_index(Some(node_of));
-                let task =
-                    informer.start(Api::all(self.client.clone()), watcher::Config::default());
-                self.tasks.lock().expect("tasks lock").push(task);
-                informer
-            })
-            .clone()
-    }
+    // Pods, indexed by the node they are bound to ([`Informer::indexed`]), with the
+    // namespaces' orphans ([`Informer::orphans`]) for the controllers' claims.
+    informer_getter!(pods, Pod, Informer::with_indexes(Some(node_of), true));
     informer_getter!(replicasets, ReplicaSet);
     informer_getter!(deployments, Deployment);
     informer_getter!(replicationcontrollers, ReplicationController);

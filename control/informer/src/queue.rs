@@ -11,6 +11,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 const BASE_DELAY: Duration = Duration::from_millis(5);
+
+/// How long a change that only moves a status may wait for others to share one sync
+/// ([`WorkQueue::add_batched`]). While a thousand pods start, their owner is then synced
+/// and its status written about once per window instead of once per pod. Kubernetes'
+/// controllers get the same batching from their client's rate limit.
+pub const STATUS_BATCH: Duration = Duration::from_millis(10);
 const MAX_DELAY: Duration = Duration::from_secs(1000);
 
 #[derive(Default)]
@@ -58,20 +64,14 @@ impl WorkQueue {
             self.add(key);
             return;
         }
-        let me = Arc::downgrade(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            if let Some(q) = me.upgrade() {
-                q.add(key);
-            }
-        });
+        self.after(delay, move |q| q.add(key));
     }
 
-    /// Adds `key` once `window` has passed, together with every other `add_batched` of it
-    /// meanwhile: for changes that only move a status (a pod of a thousand became ready),
-    /// which then cost one sync per window instead of one each. A key already waiting is
-    /// left as it is; a plain `add` meanwhile is not delayed.
-    pub fn add_batched(self: &Arc<Self>, key: impl Into<String>, window: Duration) {
+    /// Adds `key` once [`STATUS_BATCH`] has passed, together with every other
+    /// `add_batched` of it meanwhile: for changes that only move a status (a pod of a
+    /// thousand became ready), which then cost one sync per window instead of one each. A
+    /// key already waiting is left as it is; a plain `add` meanwhile is not delayed.
+    pub fn add_batched(self: &Arc<Self>, key: impl Into<String>) {
         let key = key.into();
         {
             let mut st = self.state.lock().expect("queue lock");
@@ -82,12 +82,19 @@ impl WorkQueue {
                 return;
             }
         }
+        self.after(STATUS_BATCH, move |q| {
+            q.state.lock().expect("queue lock").batching.remove(&key);
+            q.add(key);
+        });
+    }
+
+    /// Runs `f` on the queue after `delay`, if the queue is still there.
+    fn after(self: &Arc<Self>, delay: Duration, f: impl FnOnce(&WorkQueue) + Send + 'static) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
-            tokio::time::sleep(window).await;
+            tokio::time::sleep(delay).await;
             if let Some(q) = me.upgrade() {
-                q.state.lock().expect("queue lock").batching.remove(&key);
-                q.add(key);
+                f(&q);
             }
         });
     }
@@ -215,17 +222,17 @@ mod tests {
     #[tokio::test]
     async fn batched_adds_within_a_window_are_one() {
         let q = WorkQueue::new();
-        let window = Duration::from_millis(20);
+        let window = STATUS_BATCH;
         for _ in 0..50 {
-            q.add_batched("a", window);
+            q.add_batched("a");
         }
         assert!(q.is_empty(), "nothing before the window ends");
         tokio::time::sleep(window * 3).await;
         assert_eq!(q.get().await.as_deref(), Some("a"));
         assert!(q.is_empty(), "one add for the whole window");
         // Added while being worked on: handed out again after `done`, once.
-        q.add_batched("a", window);
-        q.add_batched("a", window);
+        q.add_batched("a");
+        q.add_batched("a");
         tokio::time::sleep(window * 3).await;
         q.done("a");
         assert_eq!(q.get().await.as_deref(), Some("a"));
@@ -233,10 +240,10 @@ mod tests {
         assert!(q.is_empty());
         // A key already waiting is not added twice; a plain add is not delayed.
         q.add("b");
-        q.add_batched("b", window);
+        q.add_batched("b");
         tokio::time::sleep(window * 3).await;
         assert_eq!(q.len(), 1);
-        q.add_batched("c", window);
+        q.add_batched("c");
         q.add("c");
         assert_eq!(q.len(), 2);
     }

@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::PostParams;
 use rand::Rng;
+use skiff_informer::key_of;
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
@@ -192,10 +193,6 @@ fn backoff(attempts: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-fn key_of(pod: &Pod) -> PodKey {
-    skiff_informer::key_of(pod)
-}
-
 fn node_name(pod: &Pod) -> Option<&str> {
     pod.spec
         .as_ref()
@@ -250,11 +247,11 @@ impl Scheduler {
             Msg::Nodes(change) => self.nodes_changed(*change, now),
             Msg::RuntimeClasses(change) => self.runtime_classes_changed(*change, now),
             Msg::Claims(change) => {
-                apply_change(&mut self.claims, *change, skiff_informer::key_of);
+                apply_change(&mut self.claims, *change);
                 self.queue.move_unschedulable(now);
             }
             Msg::Volumes(change) => {
-                apply_change(&mut self.volumes, *change, skiff_informer::key_of);
+                apply_change(&mut self.volumes, *change);
                 self.queue.move_unschedulable(now);
             }
             Msg::Bound { key, node, result } => self.bound(key, node, result, now),
@@ -574,14 +571,14 @@ impl Scheduler {
     }
 }
 
-/// Applies a watch change to a cache keyed by `key`.
-fn apply_change<T>(cache: &mut HashMap<String, T>, change: Change<T>, key: impl Fn(&T) -> String) {
+/// Applies a watch change to a cache keyed by `namespace/name`.
+fn apply_change<T: kube::Resource>(cache: &mut HashMap<String, T>, change: Change<T>) {
     match change {
         Change::Applied(o) => {
-            cache.insert(key(&o), o);
+            cache.insert(key_of(&o), o);
         }
         Change::Deleted(o) => {
-            cache.remove(&key(&o));
+            cache.remove(&key_of(&o));
         }
     }
 }

@@ -118,7 +118,7 @@ pub struct NetConfig {
 }
 
 /// A pod's network: its namespace, pinned at `netns`, with `eth0` at `ip`; or, for an
-/// address-only sandbox, just `ip` on the node's bridge.
+/// address-only sandbox, just `ip` in the namespace address-only pods share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sandbox {
     pub pod_uid: String,
@@ -174,7 +174,7 @@ impl Sandbox {
     /// unspecified address stands for it; any other address is refused).
     pub fn bind_tcp(&self, addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
         let addr = self.own_address(addr)?;
-        self.run_in_or_here(|| -> io::Result<std::net::TcpListener> {
+        self.run_in_socket_netns(|| -> io::Result<std::net::TcpListener> {
             let s = socket2::Socket::new(
                 socket2::Domain::for_address(addr),
                 socket2::Type::STREAM,
@@ -193,7 +193,7 @@ impl Sandbox {
     /// sandbox, to the pod's IP as [`Sandbox::bind_tcp`] binds).
     pub fn bind_udp(&self, addr: SocketAddr) -> Result<std::net::UdpSocket, Error> {
         let addr = self.own_address(addr)?;
-        self.run_in_or_here(|| -> io::Result<std::net::UdpSocket> {
+        self.run_in_socket_netns(|| -> io::Result<std::net::UdpSocket> {
             let s = std::net::UdpSocket::bind(addr)?;
             s.set_nonblocking(true)?;
             Ok(s)
@@ -213,7 +213,7 @@ impl Sandbox {
         };
         let address_only = self.is_address_only();
         let ip = self.ip;
-        self.run_in_or_here(|| -> io::Result<socket2::Socket> {
+        self.run_in_socket_netns(|| -> io::Result<socket2::Socket> {
             let s =
                 socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
             s.set_nonblocking(true)?;
@@ -236,12 +236,11 @@ impl Sandbox {
         }
     }
 
-    /// `f` in the pod's namespace, or for an address-only sandbox in the shared one.
-    fn run_in_or_here<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
-        match (&self.netns, &self.shared_netns) {
-            (Some(ns), _) | (None, Some(ns)) => netns::run_in(ns, f),
-            (None, None) => Err(Error::NoNamespace(self.ip)),
-        }
+    /// `f` where the pod's sockets are made: in its namespace, or for an address-only
+    /// sandbox in the shared one.
+    fn run_in_socket_netns<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
+        let ns = self.netns.as_ref().or(self.shared_netns.as_ref());
+        netns::run_in(ns.ok_or(Error::NoNamespace(self.ip))?, f)
     }
 
     /// The address a socket of the pod binds: as asked in its own namespace; for an
@@ -460,8 +459,9 @@ impl PodNetwork {
         winner.ok_or(Error::ShutDown)
     }
 
-    /// An address-only sandbox for the pod: an IP of the pod CIDR as a /32 address on the
-    /// node's bridge, no namespace (see the crate's docs for which pods may have one).
+    /// An address-only sandbox for the pod: an IP of the pod CIDR as a /32 address in the
+    /// namespace address-only pods share, none of its own (see the crate's docs for which
+    /// pods may have one).
     /// Idempotent: a pod that has a sandbox of either kind gets it back.
     pub async fn create_address_only(&self, pod_uid: &str) -> Result<Sandbox, Error> {
         check_uid(pod_uid)?;
@@ -489,8 +489,9 @@ impl PodNetwork {
     }
 
     /// Gives a pod with an address-only sandbox a namespace of its own, with the same IP:
-    /// the address leaves the bridge and becomes the pod's `eth0`. Sockets the agent bound
-    /// to the IP in the node's namespace keep working for the connections they hold, but
+    /// the address leaves the shared namespace and becomes the pod's `eth0`. Sockets the
+    /// agent bound to the IP in the shared namespace keep working for the connections they
+    /// hold, but
     /// new connections go to the namespace: bind there again. Returns the pod's sandbox
     /// (unchanged if it has a namespace already). On failure the pod keeps its address.
     pub async fn promote(&self, pod_uid: &str) -> Result<Sandbox, Error> {
@@ -671,7 +672,7 @@ impl PodNetwork {
             }
         }
         // Whatever an aborted build may have left.
-        if let Err(e) = inner.sweep(&HashSet::new(), &HashSet::new()).await {
+        if let Err(e) = inner.sweep(&HashSet::new()).await {
             first_err.get_or_insert(e);
         }
         if let Err(e) = links::delete_link(&inner.handle, &inner.config.bridge).await {
@@ -769,18 +770,24 @@ impl Inner {
     }
 
     async fn shared(&self) -> Result<&Shared, Error> {
-        self.shared.get_or_try_init(|| self.open_shared()).await
+        self.shared.get_or_try_init(|| self.open_shared(None)).await
     }
 
-    /// Adopts the shared namespace when it is whole (pinned, its veth on our bridge),
-    /// otherwise clears what is left of it and makes it; then (again) configures it.
-    async fn open_shared(&self) -> Result<Shared, Error> {
+    /// Adopts the shared namespace when it is whole (pinned, its veth on our bridge;
+    /// `whole` when the caller knows), otherwise clears what is left of it and makes it;
+    /// then (again) configures it.
+    async fn open_shared(&self, whole: Option<bool>) -> Result<Shared, Error> {
         let name = self.shared_name();
         let path = self.netns_dir.join(&name);
-        let whole = netns::is_pinned(&path)
-            && links::link_by_name(&self.handle, &name)
-                .await?
-                .is_some_and(|l| l.controller == Some(self.bridge_index));
+        let whole = match whole {
+            Some(whole) => whole,
+            None => {
+                netns::is_pinned(&path)
+                    && links::link_by_name(&self.handle, &name)
+                        .await?
+                        .is_some_and(|l| l.controller == Some(self.bridge_index))
+            }
+        };
         let netlink = if whole {
             netns::netlink_socket_in(&path)?
         } else {
@@ -906,8 +913,8 @@ impl Inner {
     }
 
     /// Adopts the sandboxes recorded in the state dir that are whole: a pinned namespace
-    /// and a host veth on our bridge, or for an address-only sandbox its address on the
-    /// bridge. Everything else of ours is removed.
+    /// and a host veth on our bridge, or for an address-only sandbox its address in the
+    /// shared namespace (itself whole). Everything else of ours is removed.
     async fn recover(&self) -> Result<(), Error> {
         let state::Loaded { records, junk } = self.records.load()?;
         for j in junk {
@@ -926,7 +933,10 @@ impl Inner {
         let shared_whole =
             ours.contains(&shared_name) && netns::is_pinned(&self.netns_dir.join(&shared_name));
         let addresses: HashSet<Ipv4Addr> = if shared_whole {
-            let shared = self.shared().await?;
+            let shared = self
+                .shared
+                .get_or_try_init(|| self.open_shared(Some(true)))
+                .await?;
             links::addresses_32(&shared.handle, shared.eth0)
                 .await?
                 .into_iter()
@@ -937,14 +947,13 @@ impl Inner {
         let mut keep = HashSet::new();
         let mut keep_addresses = HashSet::new();
         let mut broken = Vec::new();
+        let whole_namespace =
+            |veth: &String| ours.contains(veth) && netns::is_pinned(&self.netns_dir.join(veth));
         {
             let mut st = self.lock();
             for (ip, owner) in records {
                 let valid = st.alloc.offset(ip).is_some();
-                let whole_namespace = |ip| {
-                    let veth = self.veth_name(ip);
-                    ours.contains(&veth) && netns::is_pinned(&self.netns_dir.join(&veth))
-                };
+                let veth = self.veth_name(ip);
                 match owner {
                     Some(Owner::Address(uid))
                         if valid && addresses.contains(&ip) && !st.pods.contains_key(&uid) =>
@@ -953,10 +962,12 @@ impl Inner {
                         keep_addresses.insert(ip);
                         st.pods.insert(uid.clone(), self.address_only(ip, uid));
                     }
-                    Some(owner @ (Owner::Pod(_) | Owner::Pool)) if valid && whole_namespace(ip) => {
+                    Some(owner @ (Owner::Pod(_) | Owner::Pool))
+                        if valid && whole_namespace(&veth) =>
+                    {
                         st.alloc.mark(ip);
                         let mut s = self.sandbox_for(ip, String::new());
-                        keep.insert(self.veth_name(ip));
+                        keep.insert(veth);
                         match owner {
                             Owner::Pod(uid) if !st.pods.contains_key(&uid) => {
                                 s.pod_uid = uid;
@@ -981,10 +992,22 @@ impl Inner {
             self.records.remove(*ip)?;
         }
         let adopted = keep.len() + keep_addresses.len();
-        if shared_whole {
+        let mut removed = 0;
+        // Pod addresses on the bridge: an earlier version put address-only pods there.
+        for ip in links::addresses_32(&self.handle, self.bridge_index).await? {
+            if self.config.pod_cidr.contains(&ip) {
+                links::del_address_32(&self.handle, self.bridge_index, ip).await?;
+                removed += 1;
+            }
+        }
+        if let Some(shared) = self.shared.get() {
+            for ip in addresses.difference(&keep_addresses) {
+                links::del_address_32(&shared.handle, shared.eth0, *ip).await?;
+                removed += 1;
+            }
             keep.insert(shared_name);
         }
-        let removed = self.sweep(&keep, &keep_addresses).await?;
+        removed += self.sweep(&keep).await?;
         tracing::info!(
             bridge = %self.config.bridge,
             adopted,
@@ -996,31 +1019,9 @@ impl Inner {
     }
 
     /// Removes every namespace pin and host veth of this network whose name is not in
-    /// `keep`, and every pod address on the bridge not in `keep_addresses`. Returns how
-    /// many things it removed.
-    async fn sweep(
-        &self,
-        keep: &HashSet<String>,
-        keep_addresses: &HashSet<Ipv4Addr>,
-    ) -> Result<usize, Error> {
+    /// `keep`, and the records nobody holds. Returns how many things it removed.
+    async fn sweep(&self, keep: &HashSet<String>) -> Result<usize, Error> {
         let mut removed = 0;
-        // Pod addresses on the bridge: an earlier version put address-only pods there.
-        for ip in links::addresses_32(&self.handle, self.bridge_index).await? {
-            if self.config.pod_cidr.contains(&ip) {
-                links::del_address_32(&self.handle, self.bridge_index, ip).await?;
-                removed += 1;
-            }
-        }
-        if keep.contains(&self.shared_name())
-            && let Some(shared) = self.shared.get()
-        {
-            for ip in links::addresses_32(&shared.handle, shared.eth0).await? {
-                if !keep_addresses.contains(&ip) {
-                    links::del_address_32(&shared.handle, shared.eth0, ip).await?;
-                    removed += 1;
-                }
-            }
-        }
         if let Ok(entries) = std::fs::read_dir(&self.netns_dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();

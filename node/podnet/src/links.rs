@@ -235,51 +235,77 @@ pub(crate) async fn configure_pod_side(
     prefix_len: u8,
     gateway: Ipv4Addr,
 ) -> Result<(), Error> {
-    // SAFETY: the fd is a netlink socket we own; ownership passes to the TokioSocket.
-    let socket = unsafe { TokioSocket::from_raw_fd(netlink.into_raw_fd()) };
-    let (conn, handle, _) = rtnetlink::from_socket(socket);
-    let conn = tokio::spawn(conn);
+    let (handle, conn) = connect_in(netlink);
     let result = async {
-        // In a fresh namespace loopback is always index 1.
-        let lo = handle
-            .link()
-            .set(LinkUnspec::new_with_index(1).up().build())
-            .execute();
         let eth0 = async {
-            let index = link_by_name(&handle, "eth0")
-                .await?
-                .ok_or_else(|| Error::Config("eth0 missing in pod netns".into()))?
-                .index;
-            let up = handle
-                .link()
-                .set(without_ipv6(LinkUnspec::new_with_index(index).up()).build())
-                .execute();
+            let index = eth0_index(&handle).await?;
             let addr = handle
                 .address()
                 .add(index, IpAddr::V4(ip), prefix_len)
                 .execute();
-            let (up, addr) = futures::join!(up, addr);
-            up.map_err(nl("set eth0 up"))?;
+            let (up, addr) = futures::join!(eth0_up(&handle, index), addr);
+            up?;
             addr.map_err(nl(format!("add {ip}/{prefix_len} to eth0")))?;
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .output_interface(index)
-                .gateway(gateway)
-                .build();
-            handle
-                .route()
-                .add(route)
-                .execute()
-                .await
-                .map_err(nl(format!("default route via {gateway}")))
+            add_route(&handle, default_route(index, gateway), || {
+                format!("default route via {gateway}")
+            })
+            .await
         };
-        let (lo, eth0) = futures::join!(lo, eth0);
-        lo.map_err(nl("set lo up"))?;
+        let (lo, eth0) = futures::join!(lo_up(&handle), eth0);
+        lo?;
         eth0
     }
     .await;
     drop(handle);
     conn.abort();
     result
+}
+
+/// Loopback up (in a fresh namespace it is always index 1).
+async fn lo_up(handle: &Handle) -> Result<(), Error> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(1).up().build())
+        .execute()
+        .await
+        .map_err(nl("set lo up"))
+}
+
+/// The index of the namespace's `eth0`, the inner end of its veth pair.
+async fn eth0_index(handle: &Handle) -> Result<u32, Error> {
+    Ok(link_by_name(handle, "eth0")
+        .await?
+        .ok_or_else(|| Error::Config("eth0 missing in the namespace".into()))?
+        .index)
+}
+
+async fn eth0_up(handle: &Handle, index: u32) -> Result<(), Error> {
+    handle
+        .link()
+        .set(without_ipv6(LinkUnspec::new_with_index(index).up()).build())
+        .execute()
+        .await
+        .map_err(nl("set eth0 up"))
+}
+
+fn default_route(index: u32, gateway: Ipv4Addr) -> netlink_packet_route::route::RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .output_interface(index)
+        .gateway(gateway)
+        .build()
+}
+
+/// Adds a route; one already there is not an error.
+async fn add_route(
+    handle: &Handle,
+    route: netlink_packet_route::route::RouteMessage,
+    what: impl FnOnce() -> String,
+) -> Result<(), Error> {
+    match handle.route().add(route).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(errno(&e), Some(EEXIST)) => Ok(()),
+        Err(e) => Err(nl(what())(e)),
+    }
 }
 
 /// A bridge-name-derived MAC, locally administered and unicast.
@@ -307,17 +333,18 @@ pub(crate) async fn add_address_32(handle: &Handle, index: u32, ip: Ipv4Addr) ->
 
 /// The /32 addresses on link `index` (address-only pods'; on the bridge, besides its
 /// gateway address, what an earlier version left there).
-pub(crate) async fn addresses_32(
-    handle: &Handle,
-    bridge_index: u32,
-) -> Result<Vec<Ipv4Addr>, Error> {
+pub(crate) async fn addresses_32(handle: &Handle, index: u32) -> Result<Vec<Ipv4Addr>, Error> {
     let mut out = Vec::new();
     let mut dump = handle
         .address()
         .get()
-        .set_link_index_filter(bridge_index)
+        .set_link_index_filter(index)
         .execute();
-    while let Some(m) = dump.try_next().await.map_err(nl("list bridge addresses"))? {
+    while let Some(m) = dump
+        .try_next()
+        .await
+        .map_err(nl(format!("list addresses of link {index}")))?
+    {
         if m.header.prefix_len != 32 {
             continue;
         }
@@ -331,19 +358,15 @@ pub(crate) async fn addresses_32(
 }
 
 /// Removes `ip/32` from link `index`; an address that is not there is not an error.
-pub(crate) async fn del_address_32(
-    handle: &Handle,
-    bridge_index: u32,
-    ip: Ipv4Addr,
-) -> Result<(), Error> {
+pub(crate) async fn del_address_32(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<(), Error> {
     let msg = AddressMessageBuilder::<Ipv4Addr>::new()
-        .index(bridge_index)
+        .index(index)
         .address(ip, 32)
         .build();
     match handle.address().del(msg).execute().await {
         Ok(()) => Ok(()),
         Err(e) if matches!(errno(&e), Some(EADDRNOTAVAIL) | Some(ENOENT)) => Ok(()),
-        Err(e) => Err(nl(format!("remove {ip}/32 from link {bridge_index}"))(e)),
+        Err(e) => Err(nl(format!("remove {ip}/32 from link {index}"))(e)),
     }
 }
 
@@ -365,40 +388,18 @@ pub(crate) async fn configure_shared_side(
     cidr: ipnet::Ipv4Net,
     gateway: Ipv4Addr,
 ) -> Result<u32, Error> {
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(1).up().build())
-        .execute()
-        .await
-        .map_err(nl("set lo up"))?;
-    let index = link_by_name(handle, "eth0")
-        .await?
-        .ok_or_else(|| Error::Config("eth0 missing in the shared netns".into()))?
-        .index;
-    handle
-        .link()
-        .set(without_ipv6(LinkUnspec::new_with_index(index).up()).build())
-        .execute()
-        .await
-        .map_err(nl("set eth0 up"))?;
+    lo_up(handle).await?;
+    let index = eth0_index(handle).await?;
+    eth0_up(handle, index).await?;
     let on_link = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(cidr.network(), cidr.prefix_len())
         .output_interface(index)
         .scope(netlink_packet_route::route::RouteScope::Link)
         .build();
-    let default = RouteMessageBuilder::<Ipv4Addr>::new()
-        .output_interface(index)
-        .gateway(gateway)
-        .build();
-    for (route, what) in [
-        (on_link, format!("route to {cidr}")),
-        (default, format!("default route via {gateway}")),
-    ] {
-        match handle.route().add(route).execute().await {
-            Ok(()) => {}
-            Err(e) if matches!(errno(&e), Some(EEXIST)) => {}
-            Err(e) => return Err(nl(what)(e)),
-        }
-    }
+    add_route(handle, on_link, || format!("route to {cidr}")).await?;
+    add_route(handle, default_route(index, gateway), || {
+        format!("default route via {gateway}")
+    })
+    .await?;
     Ok(index)
 }

@@ -52,11 +52,10 @@ fn create_here(path: &Path) -> Result<NewNetns, Error> {
         )
         .map_err(|e| Error::io(format!("bind mount netns on {}", path.display()), e.into()))?;
         let ns = File::open(path).map_err(|e| Error::io("open netns", e))?;
-        let netlink =
-            Socket::new(NETLINK_ROUTE).map_err(|e| Error::io("netlink socket in netns", e))?;
-        // SAFETY: into_raw_fd hands over the socket's only owner.
-        let netlink = unsafe { OwnedFd::from_raw_fd(netlink.into_raw_fd()) };
-        Ok(NewNetns { ns, netlink })
+        Ok(NewNetns {
+            ns,
+            netlink: netlink_socket()?,
+        })
     })();
     if made.is_err() {
         remove(path);
@@ -66,8 +65,12 @@ fn create_here(path: &Path) -> Result<NewNetns, Error> {
 
 /// A netlink socket made inside the namespace pinned at `path`.
 pub(crate) fn netlink_socket_in(path: &Path) -> Result<OwnedFd, Error> {
-    let socket = run_in(path, || Socket::new(NETLINK_ROUTE))?
-        .map_err(|e| Error::io("netlink socket in netns", e))?;
+    run_in(path, netlink_socket)?
+}
+
+/// A netlink socket in the calling thread's namespace.
+fn netlink_socket() -> Result<OwnedFd, Error> {
+    let socket = Socket::new(NETLINK_ROUTE).map_err(|e| Error::io("netlink socket in netns", e))?;
     // SAFETY: into_raw_fd hands over the socket's only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) })
 }
