@@ -597,7 +597,7 @@ impl Ctx<'_> {
             }
             return Ok(obj);
         }
-        resource.strategy.reserve(self.state, &mut obj).await?;
+        let reserved = resource.strategy.reserve(self.state, &mut obj).await?;
         let key = resource.key(ns.as_deref(), &name);
         let created = self
             .state
@@ -607,7 +607,11 @@ impl Ctx<'_> {
         let kv = match created {
             Ok(kv) => kv,
             Err(e) => {
-                resource.strategy.release(self.state, &obj).await;
+                // Only what this create took: a node named again with its own pod CIDR
+                // (AlreadyExists) must not take the live node's reservation with it.
+                if reserved {
+                    resource.strategy.release(self.state, &obj).await;
+                }
                 return Err(match e {
                     skiff_store::Error::AlreadyExists => ApiError::already_exists(resource, &name),
                     other => other.into(),

@@ -41,13 +41,14 @@ pub trait Strategy: Sync + Send + std::fmt::Debug {
     /// class).
     fn prepare_for_create(&self, _obj: &mut Value) {}
 
-    /// Reserves what the object needs right before it is written (a node's pod CIDR).
+    /// Reserves what the object needs right before it is written (a node's pod CIDR);
+    /// true when it took something, which `release` gives back if the create fails.
     fn reserve<'a>(
         &'a self,
         _state: &'a AppState,
         _obj: &'a mut Value,
-    ) -> BoxFuture<'a, ApiResult<()>> {
-        Box::pin(async { Ok(()) })
+    ) -> BoxFuture<'a, ApiResult<bool>> {
+        Box::pin(async { Ok(false) })
     }
 
     /// Gives back what `reserve` took, once the object is gone from the store (however it
@@ -189,14 +190,14 @@ impl Strategy for Nodes {
         &'a self,
         state: &'a AppState,
         obj: &'a mut Value,
-    ) -> BoxFuture<'a, ApiResult<()>> {
+    ) -> BoxFuture<'a, ApiResult<bool>> {
         Box::pin(async move {
             let named = obj
                 .pointer("/spec/podCIDR")
                 .and_then(Value::as_str)
                 .is_some_and(|c| !c.is_empty());
             if named {
-                return Ok(());
+                return Ok(false);
             }
             let name = object::name(obj).to_string();
             let cidr = crate::ipam::allocate(
@@ -208,7 +209,7 @@ impl Strategy for Nodes {
             .await?;
             obj["spec"]["podCIDR"] = json!(cidr);
             obj["spec"]["podCIDRs"] = json!([cidr]);
-            Ok(())
+            Ok(true)
         })
     }
 
