@@ -261,8 +261,10 @@ struct Expiry {
     /// Deleted objects whose events were kept (their controller lived on), by controller:
     /// they go when the controller goes.
     kept: HashMap<String, HashSet<String>>,
-    /// The same, each kept object to its controller.
-    kept_by: HashMap<String, String>,
+    /// The same, each kept object to its controller and when it was deleted. One with
+    /// no event yet is remembered for [`GONE_WINDOW`]: events about it may still come
+    /// (a pod scaled away before the scheduler's or the node's events were written).
+    kept_by: HashMap<String, (String, tokio::time::Instant)>,
 }
 
 struct Written {
@@ -313,11 +315,17 @@ impl Expiry {
 
     /// An event deleted: forgotten, and so is a deleted object whose last event it was.
     fn deleted(&mut self, key: &str) {
-        if let Some(uid) = self.unindex(key)
-            && let Some(controller) = self.kept_by.remove(&uid)
+        if let Some(uid) = self.unindex(key) {
+            self.unkeep(&uid);
+        }
+    }
+
+    /// Forgets a kept object.
+    fn unkeep(&mut self, uid: &str) {
+        if let Some((controller, _)) = self.kept_by.remove(uid)
             && let Some(uids) = self.kept.get_mut(&controller)
         {
-            uids.remove(&uid);
+            uids.remove(uid);
             if uids.is_empty() {
                 self.kept.remove(&controller);
             }
@@ -358,14 +366,12 @@ impl Expiry {
         let cascade =
             controller.is_none_or(|c| self.dying.contains(c) || self.gone.contains_key(c));
         if !cascade {
-            if let Some(c) = controller
-                && self.about.contains_key(uid)
-            {
+            if let Some(c) = controller {
                 self.kept
                     .entry(c.to_string())
                     .or_default()
                     .insert(uid.to_string());
-                self.kept_by.insert(uid.to_string(), c.to_string());
+                self.kept_by.insert(uid.to_string(), (c.to_string(), now));
             }
             return Vec::new();
         }
@@ -391,6 +397,17 @@ impl Expiry {
     fn forget_gone(&mut self, now: tokio::time::Instant) {
         self.gone
             .retain(|_, at| now.saturating_duration_since(*at) <= GONE_WINDOW);
+        let stale: Vec<String> = self
+            .kept_by
+            .iter()
+            .filter(|(uid, (_, at))| {
+                now.saturating_duration_since(*at) > GONE_WINDOW && !self.about.contains_key(*uid)
+            })
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in stale {
+            self.unkeep(&uid);
+        }
     }
 
     /// The events whose last write is more than `ttl` before `now`, with its revision.
@@ -480,6 +497,15 @@ mod tests {
             e.object_deleted("pod-c", Some("rs-2"), t0),
             [(key("c"), 11)]
         );
+        // A pod scaled away before any event about it was written, and events about it
+        // written after: they go with its ReplicaSet.
+        assert!(e.object_deleted("pod-y", Some("rs-3"), t0).is_empty());
+        assert!(e.written(&key("y"), 12, t0, Some("pod-y")).is_empty());
+        assert_eq!(e.object_deleted("rs-3", None, t0), [(key("y"), 12)]);
+        // One that never had an event is forgotten after the window.
+        assert!(e.object_deleted("pod-z", Some("rs-4"), t0).is_empty());
+        e.forget_gone(t0 + GONE_WINDOW * 2);
+        assert!(!e.kept_by.contains_key("pod-z") && !e.kept.contains_key("rs-4"));
         // A replaced pod's events expire as before while its owner lives (a4, written
         // later, not yet).
         let ttl = Duration::from_secs(3600);
