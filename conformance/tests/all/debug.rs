@@ -310,14 +310,24 @@ fn kubectl_debug_pods() {
     );
 
     // A Wasm pod has no process to share: a Linux debug container beside the Wasm
-    // instance, in the pod's network namespace, reaches its app over localhost.
-    k.ok_stdin(
-        &["apply", "-f", "-"],
-        &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: wasm}}\nspec:\n  runtimeClassName: wasmtime\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: http\n    image: {http}\n    ports: [{{containerPort: 8080}}]\n    readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}\n"
-        ),
+    // instance, in the pod's network namespace, reaches its app over localhost. The
+    // second pod of the component has only an address in the node's shared namespace
+    // (node.rs, outgoing_requests_leave_from_the_pod): the debug container moves it into
+    // a namespace of its own first, where the app then listens.
+    let wasm_pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  runtimeClassName: wasmtime\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: http\n    image: {http}\n    ports: [{{containerPort: 8080}}]\n    readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}\n"
+        )
+    };
+    k.ok_stdin(&["apply", "-f", "-"], &wasm_pod("wasm-first"));
+    wait_pod(&k, "wasm-first", "Ready", crate::node::ready);
+    k.ok_stdin(&["apply", "-f", "-"], &wasm_pod("wasm"));
+    let p = wait_pod(&k, "wasm", "Ready", crate::node::ready);
+    let ip = p["status"]["podIP"].as_str().expect("pod IP").to_string();
+    assert!(
+        crate::node::in_shared_namespace(&cluster, &ip),
+        "wasm ({ip}) is address-only"
     );
-    wait_pod(&k, "wasm", "Ready", crate::node::ready);
     let (shown, code) = on_terminal(
         &k,
         &home,
@@ -347,6 +357,14 @@ fn kubectl_debug_pods() {
         json!(["SYS_PTRACE"])
     );
     assert!(crate::node::ready(&p), "the Wasm app still serves: {p}");
+    assert!(
+        !crate::node::in_shared_namespace(&cluster, &ip),
+        "wasm moved out"
+    );
+    assert_eq!(
+        crate::node::http_get(&ip, 8080, "/").expect("GET the pod IP"),
+        (200, "hello from skiff\n".into())
+    );
 
     k.ok(&["delete", "pod", "--all", "--timeout=60s"]);
 }

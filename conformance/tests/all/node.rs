@@ -75,6 +75,32 @@ pub(crate) fn get_forwarded(local: u16, path: &str, what: &str) -> (u16, String)
     }
 }
 
+/// Whether `ip` is an address in the namespace the node's address-only pods share (pinned
+/// under `/run/skiff/net/<bridge>/netns` as `<veth prefix>sh`), rather than in a namespace
+/// of the pod's own.
+pub(crate) fn in_shared_namespace(cluster: &Cluster, ip: &str) -> bool {
+    let bridge = &cluster.node.as_ref().expect("a cluster with a node").bridge;
+    let pins = std::path::Path::new("/run/skiff/net")
+        .join(bridge)
+        .join("netns");
+    let Some(pin) = std::fs::read_dir(&pins)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("sh"))
+    else {
+        return false;
+    };
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", pin.display()))
+        .args(["ip", "-o", "-4", "addr", "show"])
+        .output()
+        .expect("nsenter (util-linux)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).contains(&format!(" {ip}/32 "))
+}
+
 pub(crate) fn phase(p: &Value) -> &str {
     p.pointer("/status/phase")
         .and_then(Value::as_str)
@@ -591,4 +617,52 @@ fn outgoing_requests_leave_from_the_pod() {
     // The component's outgoing wasi:http request is made from the pod's own address.
     let (code, body) = http_get(&ip, 8080, &format!("/fetch/{gateway}:{port}/who")).expect("fetch");
     assert_eq!((code, body.as_str()), (200, ip.as_str()), "pod {ip}");
+    assert!(
+        !in_shared_namespace(&cluster, &ip),
+        "the first pod of the image has its own namespace"
+    );
+
+    // Now that the node has the component loaded, it knows the pod's every socket is the
+    // agent's: a second pod of it gets only an address, in the namespace such pods share.
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &manifest.replace("name: caller", "name: caller2"),
+    );
+    let p = wait_pod(&k, "caller2", "Ready", ready);
+    let ip2 = p["status"]["podIP"].as_str().expect("pod IP").to_string();
+    assert!(
+        in_shared_namespace(&cluster, &ip2),
+        "caller2 ({ip2}) is address-only"
+    );
+    // It is served on its IP, on the same port as the first pod, and its requests leave
+    // from its own address, not from another pod's of the namespace.
+    assert_eq!(
+        http_get(&ip2, 8080, "/").expect("GET"),
+        (200, "hello from skiff\n".into())
+    );
+    let (code, body) =
+        http_get(&ip2, 8080, &format!("/fetch/{gateway}:{port}/who")).expect("fetch");
+    assert_eq!((code, body.as_str()), (200, ip2.as_str()), "pod {ip2}");
+    // Its loopback is itself, as in a namespace of its own.
+    assert_eq!(
+        http_get(&ip2, 8080, "/fetch/127.0.0.1:8080/").expect("fetch"),
+        (200, "hello from skiff\n".into())
+    );
+    // kubectl port-forward reaches it.
+    let (local, mut forward) = port_forward(&k, "caller2", 8080);
+    assert_eq!(
+        get_forwarded(local, "/", "caller2"),
+        (200, "hello from skiff\n".into())
+    );
+    let _ = forward.kill();
+    // Deleted, it leaves nothing in the shared namespace.
+    k.ok(&["delete", "pod", "caller2", "--timeout=60s"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while in_shared_namespace(&cluster, &ip2) {
+        assert!(
+            Instant::now() < deadline,
+            "{ip2} still in the shared namespace"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

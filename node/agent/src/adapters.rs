@@ -4,14 +4,20 @@ use crate::{NetSandbox, Network};
 
 #[async_trait::async_trait]
 impl Network for skiff_podnet::PodNetwork {
-    async fn create(&self, pod_uid: &str) -> Result<NetSandbox, String> {
-        let sandbox = skiff_podnet::PodNetwork::create(self, pod_uid)
+    async fn create(&self, pod_uid: &str, address_only: bool) -> Result<NetSandbox, String> {
+        let sandbox = if address_only {
+            skiff_podnet::PodNetwork::create_address_only(self, pod_uid).await
+        } else {
+            skiff_podnet::PodNetwork::create(self, pod_uid).await
+        };
+        sandbox.map(net_sandbox).map_err(|e| e.to_string())
+    }
+
+    async fn promote(&self, pod_uid: &str) -> Result<NetSandbox, String> {
+        skiff_podnet::PodNetwork::promote(self, pod_uid)
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(NetSandbox {
-            ip: sandbox.ip.into(),
-            netns: sandbox.netns,
-        })
+            .map(net_sandbox)
+            .map_err(|e| e.to_string())
     }
 
     async fn remove(&self, pod_uid: &str) -> Result<(), String> {
@@ -36,6 +42,15 @@ impl Network for skiff_podnet::PodNetwork {
     }
 }
 
+fn net_sandbox(sandbox: skiff_podnet::Sandbox) -> NetSandbox {
+    let shared = sandbox.is_address_only();
+    NetSandbox {
+        ip: sandbox.ip.into(),
+        netns: sandbox.netns.or(sandbox.shared_netns),
+        shared,
+    }
+}
+
 /// Images from the node's `skiff-images` store.
 fn run_as(runs: Option<skiff_shim::WorkloadKind>) -> Option<skiff_images::RunAs> {
     runs.map(|k| match k {
@@ -48,6 +63,17 @@ fn run_as(runs: Option<skiff_shim::WorkloadKind>) -> Option<skiff_images::RunAs>
 impl crate::Images for skiff_images::ImageStore {
     fn has(&self, reference: &str, runs: Option<skiff_shim::WorkloadKind>) -> bool {
         skiff_images::ImageStore::has_as(self, reference, run_as(runs))
+    }
+
+    fn local(
+        &self,
+        reference: &str,
+        runs: Option<skiff_shim::WorkloadKind>,
+    ) -> Option<crate::PulledImage> {
+        skiff_images::ImageStore::get_as(self, reference, run_as(runs))
+            .ok()
+            .flatten()
+            .map(pulled)
     }
 
     async fn pull(
@@ -99,65 +125,7 @@ impl crate::Images for skiff_images::ImageStore {
                 .await
                 .map_err(|e| format!("pull from registry {registry} failed: {e}"))?,
         };
-        let env = image
-            .config
-            .env
-            .iter()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let (workload, is_wasm) = match image.content {
-            skiff_images::Content::Wasm {
-                path,
-                digest,
-                media_type,
-                ..
-            } => (
-                skiff_shim::Workload::Wasm {
-                    digest,
-                    media_type,
-                    path,
-                },
-                true,
-            ),
-            skiff_images::Content::Layers(layers) => (
-                skiff_shim::Workload::Rootfs {
-                    digest: image.digest.clone(),
-                    layers: layers
-                        .into_iter()
-                        .map(|l| skiff_shim::Layer {
-                            digest: l.digest,
-                            media_type: l.media_type,
-                            path: l.path,
-                            size: l.size,
-                        })
-                        .collect(),
-                    user: image.config.user.clone().filter(|u| !u.is_empty()),
-                },
-                false,
-            ),
-        };
-        // A Wasm artifact is the program itself; a rootfs image's Entrypoint names it.
-        let entrypoint = if is_wasm
-            && image
-                .config
-                .entrypoint
-                .iter()
-                .all(|e| !e.ends_with(".wasm"))
-        {
-            Vec::new()
-        } else {
-            image.config.entrypoint
-        };
-        Ok(crate::PulledImage {
-            digest: image.digest,
-            workload,
-            entrypoint,
-            cmd: image.config.cmd,
-            working_dir: image.config.working_dir.filter(|d| !d.is_empty()),
-            env,
-            is_wasm,
-        })
+        Ok(pulled(image))
     }
 
     async fn collect_garbage(&self, in_use: Vec<String>) -> Result<Vec<String>, String> {
@@ -168,5 +136,68 @@ impl crate::Images for skiff_images::ImageStore {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
+    }
+}
+
+/// An image of the store as the agent runs it.
+fn pulled(image: skiff_images::Image) -> crate::PulledImage {
+    let env = image
+        .config
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (workload, is_wasm) = match image.content {
+        skiff_images::Content::Wasm {
+            path,
+            digest,
+            media_type,
+            ..
+        } => (
+            skiff_shim::Workload::Wasm {
+                digest,
+                media_type,
+                path,
+            },
+            true,
+        ),
+        skiff_images::Content::Layers(layers) => (
+            skiff_shim::Workload::Rootfs {
+                digest: image.digest.clone(),
+                layers: layers
+                    .into_iter()
+                    .map(|l| skiff_shim::Layer {
+                        digest: l.digest,
+                        media_type: l.media_type,
+                        path: l.path,
+                        size: l.size,
+                    })
+                    .collect(),
+                user: image.config.user.clone().filter(|u| !u.is_empty()),
+            },
+            false,
+        ),
+    };
+    // A Wasm artifact is the program itself; a rootfs image's Entrypoint names it.
+    let entrypoint = if is_wasm
+        && image
+            .config
+            .entrypoint
+            .iter()
+            .all(|e| !e.ends_with(".wasm"))
+    {
+        Vec::new()
+    } else {
+        image.config.entrypoint
+    };
+    crate::PulledImage {
+        digest: image.digest,
+        workload,
+        entrypoint,
+        cmd: image.config.cmd,
+        working_dir: image.config.working_dir.filter(|d| !d.is_empty()),
+        env,
+        is_wasm,
     }
 }

@@ -79,6 +79,14 @@ pub trait Images: Send + Sync + 'static {
     fn has(&self, _reference: &str, _runs: Option<skiff_shim::WorkloadKind>) -> bool {
         false
     }
+    /// The image the node holds under `reference` to run as `runs`, without pulling.
+    fn local(
+        &self,
+        _reference: &str,
+        _runs: Option<skiff_shim::WorkloadKind>,
+    ) -> Option<PulledImage> {
+        None
+    }
     /// The kubelet's image garbage collection: when the disk holding the images is fuller
     /// than the node allows, removes images no pod of this node names (`in_use`), least
     /// recently used first. Returns the images removed.
@@ -112,12 +120,20 @@ async fn image_gc(ctx: Arc<Ctx>) {
 pub struct NetSandbox {
     pub ip: IpAddr,
     pub netns: Option<PathBuf>,
+    /// `netns` is the namespace the node's address-only pods share: the pod has only `ip`
+    /// in it (see `skiff_shim::PodSandbox::shared`).
+    pub shared: bool,
 }
 
-/// Pod networks: one namespace and address per pod.
+/// Pod networks: a namespace and an address per pod, or for pods whose every socket the
+/// agent makes, only an address in a namespace they share.
 #[async_trait::async_trait]
 pub trait Network: Send + Sync + 'static {
-    async fn create(&self, pod_uid: &str) -> Result<NetSandbox, String>;
+    /// The pod's sandbox; `address_only` asks for an address in the shared namespace. A
+    /// pod that has a sandbox gets it back, of whichever kind.
+    async fn create(&self, pod_uid: &str, address_only: bool) -> Result<NetSandbox, String>;
+    /// Gives an address-only pod a namespace of its own, with the same IP.
+    async fn promote(&self, pod_uid: &str) -> Result<NetSandbox, String>;
     async fn remove(&self, pod_uid: &str) -> Result<(), String>;
     /// Releases the sandbox of a pod whose workloads could not change it (see
     /// `Shim::sandbox_reusable`): it may serve another pod. Removes it otherwise.

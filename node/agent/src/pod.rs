@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::{
-    EphemeralContainer, Event, EventSource, ObjectReference, Pod, PodStatus, Secret,
+    EphemeralContainer, Event, EventSource, ObjectReference, Pod, PodSpec, PodStatus, Secret,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
@@ -144,7 +144,11 @@ pub struct PodRun {
     pub restart_policy: String,
     /// The pod's termination grace period (liveness restarts use it too).
     pub grace: Duration,
-    pub sandbox: PodSandbox,
+    /// The pod's sandbox; an address-only one may move into a namespace of its own
+    /// ([`PodRun::own_namespace`]).
+    sandbox: std::sync::Mutex<PodSandbox>,
+    /// One move at a time.
+    moving: tokio::sync::Mutex<()>,
     pub volumes: BTreeMap<String, volumes::Prepared>,
     /// The RuntimeClass handler, when the pod names a RuntimeClass.
     pub handler: Option<String>,
@@ -159,6 +163,34 @@ pub struct PodRun {
 }
 
 impl PodRun {
+    /// The pod's sandbox as it is now.
+    pub fn sandbox(&self) -> PodSandbox {
+        self.sandbox.lock().expect("sandbox lock").clone()
+    }
+
+    /// Gives an address-only pod a network namespace of its own (same IP) before a
+    /// container that needs one is created in it: a Linux container (`kubectl debug`),
+    /// or a Wasm one that makes sockets itself. Its running containers listen there from
+    /// then on. Nothing to do for a pod that has one.
+    pub async fn own_namespace(&self) -> Result<(), String> {
+        let _one = self.moving.lock().await;
+        if !self.sandbox().shared {
+            return Ok(());
+        }
+        let net = self.ctx.network.promote(&self.uid).await?;
+        let sandbox = {
+            let mut s = self.sandbox.lock().expect("sandbox lock");
+            s.netns = net.netns;
+            s.shared = net.shared;
+            s.clone()
+        };
+        tracing::debug!(pod = %self.name, "address-only pod moved into a namespace of its own");
+        self.ctx
+            .running
+            .moved(&self.namespace, &self.name, &self.uid, &sandbox);
+        Ok(())
+    }
+
     /// The pod is set up (a container runs) or stuck (pull back-off, a crash loop, a bad
     /// config): it gives up its place among the pods being set up.
     pub fn settled(&self) {
@@ -466,6 +498,46 @@ fn host_network(pod: &Pod) -> bool {
     pod.spec.as_ref().and_then(|s| s.host_network) == Some(true)
 }
 
+/// Whether the pod can do with an address in the namespace the node's address-only pods
+/// share instead of a namespace of its own (a netlink message instead of a namespace, a
+/// veth pair and a bridge port: see `skiff-podnet`): every container of it is one whose
+/// every socket its shim makes (`Shim::shares_network`: a wasi:http component importing
+/// no wasi:sockets), known from the image the node holds already and the shim's loaded
+/// artifacts, without pulling or compiling. No init or ephemeral containers, and no
+/// `imagePullPolicy: Always` (a pull could bring another image). When unsure, `false`: a
+/// namespace of its own always works, and a pod that needs one later gets one
+/// ([`PodRun::own_namespace`]).
+fn address_only(ctx: &Ctx, spec: &PodSpec, handler: Option<&String>) -> bool {
+    if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty())
+        || spec
+            .ephemeral_containers
+            .as_ref()
+            .is_some_and(|c| !c.is_empty())
+    {
+        return false;
+    }
+    let named = match handler {
+        Some(h) => match ctx.shims.iter().find(|s| s.name() == h) {
+            Some(shim) => Some(shim),
+            None => return false,
+        },
+        None => None,
+    };
+    spec.containers.iter().all(|c| {
+        let Some(reference) = c.image.as_deref() else {
+            return false;
+        };
+        if c.image_pull_policy.as_deref() == Some("Always") {
+            return false;
+        }
+        let Some(image) = ctx.images.local(reference, named.map(|s| s.runs())) else {
+            return false;
+        };
+        let shim = named.or_else(|| ctx.shims.iter().find(|s| s.can_run(&image.workload)));
+        shim.is_some_and(|s| s.shares_network(&image.workload))
+    })
+}
+
 /// The machine's hostname, which hostNetwork pods have.
 fn node_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -525,9 +597,11 @@ async fn run_pod(
                 crate::NetSandbox {
                     ip: ctx.config.node_ip,
                     netns: None,
+                    shared: false,
                 }
             } else {
-                ctx.network.create(&uid).await.map_err(|e| {
+                let address_only = address_only(&ctx, &spec, handler.as_ref());
+                ctx.network.create(&uid, address_only).await.map_err(|e| {
                     (
                         "FailedCreatePodSandBox".to_string(),
                         format!("Failed to create pod sandbox: {e}"),
@@ -576,9 +650,10 @@ async fn run_pod(
             .clone()
             .unwrap_or_else(|| "Always".into()),
         grace,
-        sandbox: PodSandbox {
+        sandbox: std::sync::Mutex::new(PodSandbox {
             netns: sandbox.netns.clone(),
             ip: Some(sandbox.ip),
+            shared: sandbox.shared,
             // A hostNetwork pod has the node's hostname, as it has the node's network.
             hostname: if host_network(&pod) {
                 node_hostname()
@@ -589,7 +664,8 @@ async fn run_pod(
             uid: uid.clone(),
             host_ipc: spec.host_ipc == Some(true),
             host_pid: spec.host_pid == Some(true),
-        },
+        }),
+        moving: tokio::sync::Mutex::new(()),
         volumes,
         handler,
         pull_secrets,

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, RawQuery, Request, State};
@@ -17,7 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use skiff_shim::{AttachInput, Container};
+use skiff_shim::{AttachInput, Container, PodSandbox};
 use skiff_streams::{
     ExecOptions, ExecOutcome, ExecStreams, Kind, Negotiated, negotiate, serve_exec,
     serve_port_forward,
@@ -29,8 +28,9 @@ use crate::Ctx;
 /// One running pod, as exec and port-forward need it.
 struct RunningPod {
     uid: String,
-    /// The pod's network namespace (`None`: the host's).
-    netns: Option<PathBuf>,
+    /// The pod's network: its namespace (`None`: the host's), or its address in the
+    /// shared one.
+    sandbox: PodSandbox,
     containers: HashMap<String, RunningContainer>,
 }
 
@@ -57,7 +57,7 @@ impl Running {
         namespace: &str,
         pod: &str,
         uid: &str,
-        netns: Option<PathBuf>,
+        sandbox: PodSandbox,
         container: &str,
         running: RunningContainer,
     ) {
@@ -66,14 +66,14 @@ impl Running {
             .entry((namespace.to_string(), pod.to_string()))
             .or_insert_with(|| RunningPod {
                 uid: uid.to_string(),
-                netns: netns.clone(),
+                sandbox: sandbox.clone(),
                 containers: HashMap::new(),
             });
         // A pod recreated under the same name is another pod.
         if entry.uid != uid {
             *entry = RunningPod {
                 uid: uid.to_string(),
-                netns,
+                sandbox,
                 containers: HashMap::new(),
             };
         }
@@ -94,12 +94,34 @@ impl Running {
         }
     }
 
-    /// The network namespace of a pod with a running container: `Some(None)` for a pod on
-    /// the host's network, `None` when no container of it runs.
-    fn netns(&self, namespace: &str, pod: &str) -> Option<Option<PathBuf>> {
+    /// The network of a pod with a running container, `None` when no container of it runs.
+    fn sandbox(&self, namespace: &str, pod: &str) -> Option<PodSandbox> {
         let pods = self.pods.lock().expect("running lock");
         pods.get(&(namespace.to_string(), pod.to_string()))
-            .map(|p| p.netns.clone())
+            .map(|p| p.sandbox.clone())
+    }
+
+    /// The pod's network moved (an address-only pod got a namespace of its own): its
+    /// running containers listen there from now on.
+    pub fn moved(&self, namespace: &str, pod: &str, uid: &str, sandbox: &PodSandbox) {
+        let handles: Vec<(String, Arc<dyn Container>)> = {
+            let mut pods = self.pods.lock().expect("running lock");
+            match pods.get_mut(&(namespace.to_string(), pod.to_string())) {
+                Some(p) if p.uid == uid => {
+                    p.sandbox = sandbox.clone();
+                    p.containers
+                        .iter()
+                        .map(|(name, c)| (name.clone(), c.handle.clone()))
+                        .collect()
+                }
+                _ => Vec::new(),
+            }
+        };
+        for (name, handle) in handles {
+            if let Err(e) = handle.network_moved(sandbox) {
+                tracing::warn!(pod, container = %name, "after the pod's network moved: {e}");
+            }
+        }
     }
 
     /// The shim's handle of a running container of the pod with this uid (an ephemeral
@@ -506,7 +528,7 @@ pub async fn port_forward(
     RawQuery(query): RawQuery,
     mut req: Request,
 ) -> Response {
-    let Some(netns) = ctx.running.netns(&namespace, &pod) else {
+    let Some(sandbox) = ctx.running.sandbox(&namespace, &pod) else {
         return status(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -532,10 +554,10 @@ pub async fn port_forward(
         "port-forward",
         move |io, negotiated| async move {
             let connect = move |port: u16| {
-                let netns = netns.clone();
+                let sandbox = sandbox.clone();
                 let pod = pod.clone();
                 async move {
-                    connect_in(netns, port)
+                    connect_in(&sandbox, port)
                         .await
                         .map_err(|e| format!("error forwarding port {port} to pod {pod}: {e}"))
                 }
@@ -547,12 +569,17 @@ pub async fn port_forward(
     )
 }
 
-/// A TCP connection to `127.0.0.1:port` made inside `netns` (a socket belongs to the
-/// namespace of the thread that creates it), or on the host without one.
-async fn connect_in(netns: Option<PathBuf>, port: u16) -> io::Result<tokio::net::TcpStream> {
+/// A TCP connection to `127.0.0.1:port` made inside the pod's namespace (a socket belongs
+/// to the namespace of the thread that creates it), or on the host without one. An
+/// address-only pod listens only on its IP, which the node reaches as any pod's.
+async fn connect_in(sandbox: &PodSandbox, port: u16) -> io::Result<tokio::net::TcpStream> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Some(netns) = netns else {
-        return tokio::net::TcpStream::connect(addr).await;
+    let netns = match (&sandbox.netns, sandbox.ip) {
+        (Some(_), Some(ip)) if sandbox.shared => {
+            return tokio::net::TcpStream::connect(SocketAddr::new(ip, port)).await;
+        }
+        (Some(netns), _) => netns.clone(),
+        (None, _) => return tokio::net::TcpStream::connect(addr).await,
     };
     let stream = tokio::task::spawn_blocking(move || -> io::Result<std::net::TcpStream> {
         let ns = std::fs::File::open(&netns)?;

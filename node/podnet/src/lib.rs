@@ -519,6 +519,18 @@ impl PodNetwork {
             inner.build_at(&old).await?;
             return Err(e);
         }
+        // The node and pods that spoke to the IP have the shared namespace's MAC for it.
+        if let Err(e) = links::forget_neighbour(&inner.handle, inner.bridge_index, full.ip).await {
+            tracing::warn!(ip = %full.ip, "after a promotion: {e}");
+        }
+        let announced = match &full.netns {
+            Some(ns) => netns::run_in(ns, || links::announce(full.ip))
+                .and_then(|r| r.map_err(|e| Error::io("gratuitous ARP", e))),
+            None => Ok(()),
+        };
+        if let Err(e) = announced {
+            tracing::warn!(ip = %full.ip, "announcing a promoted pod's address: {e}");
+        }
         inner.lock().pods.insert(pod_uid.into(), full.clone());
         Ok(full)
     }

@@ -403,3 +403,84 @@ pub(crate) async fn configure_shared_side(
     .await?;
     Ok(index)
 }
+
+/// Forgets the neighbour entry for `ip` on link `index` (the host's, on the bridge), so
+/// the next packet to it asks again who has it: after the address moved to another
+/// interface (another MAC). Nothing to forget is fine.
+pub(crate) async fn forget_neighbour(
+    handle: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+) -> Result<(), Error> {
+    use netlink_packet_route::AddressFamily;
+    use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
+    let mut message = NeighbourMessage::default();
+    message.header.family = AddressFamily::Inet;
+    message.header.ifindex = index;
+    message
+        .attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    match handle.neighbours().del(message).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(errno(&e), Some(ENOENT)) => Ok(()),
+        Err(e) => Err(nl(format!("forget the neighbour {ip} on link {index}"))(e)),
+    }
+}
+
+/// Announces that `ip` is at `eth0` of the calling thread's namespace now: one gratuitous
+/// ARP request (sender and target both `ip`), broadcast. Every neighbour that has an entry
+/// for `ip` (the node, other pods) takes the new MAC from it at once, instead of sending
+/// to the old one until its entry goes stale (half a minute or more), as the CNI bridge
+/// plugin does for a new interface.
+pub(crate) fn announce(ip: Ipv4Addr) -> std::io::Result<()> {
+    use nix::libc;
+    let mac = nix::ifaddrs::getifaddrs()
+        .map_err(std::io::Error::from)?
+        .find(|a| a.interface_name == "eth0")
+        .and_then(|a| a.address?.as_link_addr()?.addr())
+        .ok_or_else(|| std::io::Error::other("eth0 has no link address"))?;
+    let index = nix::net::if_::if_nametoindex("eth0").map_err(std::io::Error::from)?;
+    let arp = (libc::ETH_P_ARP as u16).to_be();
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            arp as i32,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new descriptor nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ip = ip.octets();
+    let mut packet = Vec::with_capacity(28);
+    packet.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]); // Ethernet, IPv4, request
+    packet.extend_from_slice(&mac);
+    packet.extend_from_slice(&ip);
+    packet.extend_from_slice(&[0; 6]);
+    packet.extend_from_slice(&ip);
+    // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = arp;
+    to.sll_ifindex = index as i32;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: the buffer and the address are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&to as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

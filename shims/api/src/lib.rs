@@ -153,6 +153,11 @@ pub struct PodSandbox {
     /// The pod's network namespace (a bind-mounted nsfs file), or `None` for the host's.
     pub netns: Option<PathBuf>,
     pub ip: Option<IpAddr>,
+    /// `netns` is not the pod's own but the one the node's address-only pods share: the
+    /// pod has only `ip` there. Its sockets bind `ip` and nothing else, and a loopback
+    /// destination means `ip`. Only containers whose shim [`Shim::shares_network`] may be
+    /// created in such a sandbox.
+    pub shared: bool,
     /// The pod's name: its hostname.
     pub hostname: String,
     pub namespace: String,
@@ -248,6 +253,13 @@ pub trait Shim: Send + Sync + 'static {
     fn sandbox_reusable_for(&self, _security: &Security) -> bool {
         self.sandbox_reusable()
     }
+    /// Whether a container of `workload` can live in a sandbox whose namespace is shared
+    /// ([`PodSandbox::shared`]): the shim makes every socket it has, binding the pod's IP.
+    /// Answers from what the shim knows already, without loading anything: `false` when
+    /// unsure.
+    fn shares_network(&self, _workload: &Workload) -> bool {
+        false
+    }
     /// Compile ahead of the first start, so that start only instantiates. Optional.
     async fn precompile(&self, _workload: &Workload) -> Result<(), ShimError> {
         Ok(())
@@ -307,6 +319,12 @@ pub trait Container: Send + Sync {
     /// Closes the process's stdin for good (`stdinOnce`, after the first attach): it reads
     /// end-of-file once every attached copy is gone too.
     fn close_stdin(&self) {}
+    /// The pod's network moved (an address-only pod got a namespace of its own, with the
+    /// same IP): listen and connect from `sandbox` from now on. Connections already open
+    /// carry on.
+    fn network_moved(&self, _sandbox: &PodSandbox) -> Result<(), ShimError> {
+        Ok(())
+    }
     /// Its processes' pid namespace (an nsfs path another container can join), when it
     /// has processes.
     fn pid_namespace(&self) -> Option<PathBuf> {

@@ -386,6 +386,13 @@ impl Shim for ContainerShim {
                     .into(),
             ));
         };
+        if sandbox.shared {
+            // Its processes could bind any address there, or change the namespace.
+            return Err(ShimError::Config(
+                "a Linux container needs a network namespace of its own, not the node's shared one"
+                    .into(),
+            ));
+        }
         let shared = self.shared.clone();
         let _building = self
             .shared

@@ -209,6 +209,17 @@ impl Cache {
         }
     }
 
+    /// The artifact for `digest` if it is loaded already (nothing is read or compiled).
+    pub fn loaded(&self, digest: &str) -> Option<Arc<Loaded>> {
+        let cell = self
+            .loaded
+            .lock()
+            .expect("cache lock")
+            .get(digest)
+            .cloned()?;
+        cell.get().cloned()
+    }
+
     /// Whether a compiled artifact for `digest` is on disk.
     pub fn is_cached(&self, digest: &str) -> bool {
         self.cached_path(digest).exists()

@@ -10,6 +10,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::logs::LogOutput;
+use crate::netns::PodNet;
 
 /// Store data of a component instance (commands and HTTP handlers).
 pub struct Host {
@@ -20,18 +21,16 @@ pub struct Host {
     pub hooks: PodHooks,
 }
 
-/// How a guest's outgoing `wasi:http` requests are sent: wasmtime-wasi-http's client,
-/// connecting from the pod's network namespace when the guest runs outside it (HTTP
-/// components are served on the agent's runtime; commands run on a thread inside it).
+/// How a guest's outgoing `wasi:http` requests are sent: by Skiff's client (see
+/// client.rs), from the pod's network. HTTP components are served on the agent's runtime,
+/// outside the pod, so `net` says where their connections are made; commands run on a
+/// thread inside their pod's namespace and leave it empty.
 #[derive(Default, Clone)]
 pub struct PodHooks {
-    pub netns: Option<Arc<std::fs::File>>,
+    pub(crate) net: PodNet,
 }
 
-type SendResult = wasmtime_wasi_http::Result<(
-    ::http::Response<wasmtime_wasi_http::WasiBody>,
-    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-)>;
+type SendResult = wasmtime_wasi_http::Result<crate::client::Sent>;
 
 impl WasiHttpHooks for PodHooks {
     fn send_request(
@@ -41,22 +40,7 @@ impl WasiHttpHooks for PodHooks {
         fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         _ = fut;
-        let netns = self.netns.clone();
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let send = wasmtime_wasi_http::default_send_request(request, options);
-            // The connection's socket is made while this is polled: inside the pod.
-            let (res, io) = match netns {
-                None => send.await?,
-                Some(ns) => crate::netns::InNetns::new(ns, send)
-                    .await
-                    .map_err(wasmtime_wasi_http::Error::Connect)??,
-            };
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
+        Box::new(crate::client::send(self.net.clone(), request, options))
     }
 }
 

@@ -5,7 +5,6 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -25,22 +24,79 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::host::{Host, Limiter, PodHooks, Usage, wasi_builder};
-use crate::{Inner, TICK, netns};
+use crate::netns::{self, PodNet};
+use crate::{Inner, TICK};
+
+/// Why a component that imports wasi:sockets is not run in a shared namespace.
+pub(crate) const SOCKETS_NEED_NAMESPACE: &str = "the component imports wasi:sockets: it needs a network namespace of its own, not the node's shared one";
 
 /// The port a component serves on when its container declares none (`wasmtime serve`'s).
 pub const DEFAULT_PORT: u16 = 8080;
 
 pub struct HttpContainer {
     server: Arc<Server>,
-    netns: Option<PathBuf>,
-    /// Where to listen: every address of the pod's own namespace, or (no namespace, as in
-    /// tests) the sandbox's address, never all of the host's.
-    listen: IpAddr,
     exit: watch::Receiver<Option<Exit>>,
     tasks: std::sync::Mutex<Option<JoinSet<()>>>,
     started: AtomicBool,
+}
+
+/// Where a container listens and its guests connect from.
+struct Net {
+    pod: PodNet,
+    /// Every address of the pod's own namespace; its IP in a shared namespace, or without
+    /// a namespace (tests), never all of the host's.
+    listen: IpAddr,
     /// Why the pod's namespace could not be opened, reported by `start`.
-    netns_error: Option<String>,
+    error: Option<String>,
+}
+
+impl Net {
+    fn new(sandbox: &PodSandbox) -> Net {
+        let (netns, error) = match sandbox.netns.as_deref().map(netns::open) {
+            None => (None, None),
+            Some(Ok(f)) => (Some(f), None),
+            Some(Err(e)) => (None, Some(e.to_string())),
+        };
+        let shared = sandbox.shared && netns.is_some();
+        let listen = match (&netns, sandbox.ip) {
+            (Some(_), Some(ip)) if shared => ip,
+            (Some(_), _) => IpAddr::from([0, 0, 0, 0]),
+            (None, Some(ip)) => ip,
+            (None, None) => IpAddr::from([127, 0, 0, 1]),
+        };
+        Net {
+            pod: PodNet {
+                netns,
+                shared_ip: sandbox.ip.filter(|_| shared),
+            },
+            listen,
+            error,
+        }
+    }
+
+    /// Listeners on `ports`, in the pod's namespace.
+    fn listen(&self, ports: &[u16]) -> Result<Vec<tokio::net::TcpListener>, ShimError> {
+        if let Some(e) = &self.error {
+            return Err(ShimError::Start(e.clone()));
+        }
+        ports
+            .iter()
+            .map(|&port| {
+                let addr = SocketAddr::new(self.listen, port);
+                let bind = || -> std::io::Result<std::net::TcpListener> {
+                    let listener = std::net::TcpListener::bind(addr)?;
+                    listener.set_nonblocking(true)?;
+                    Ok(listener)
+                };
+                let listener = match &self.pod.netns {
+                    None => bind(),
+                    Some(ns) => netns::run_in(ns, bind).and_then(|r| r),
+                }
+                .map_err(|e| ShimError::Start(format!("listen on port {port}: {e}")))?;
+                Ok(tokio::net::TcpListener::from_std(listener)?)
+            })
+            .collect()
+    }
 }
 
 struct Server {
@@ -53,8 +109,10 @@ struct Server {
     stopping: watch::Sender<bool>,
     exit: watch::Sender<Option<Exit>>,
     usage: Arc<Usage>,
-    /// The pod's network namespace, for the guest's outgoing connections.
-    netns: Option<Arc<std::fs::File>>,
+    /// Where it listens and its guests connect from.
+    net: std::sync::RwLock<Net>,
+    /// Bumped when the pod's network moves: listeners of the old one stop accepting.
+    moved: watch::Sender<u64>,
     /// The container's CPU limit, shared by all its requests.
     cpu: Option<Arc<SharedCpu>>,
     /// Whether the component imports wasi:sockets: then every poll of its instances
@@ -69,26 +127,10 @@ impl HttpContainer {
         sandbox: &PodSandbox,
         pre: ProxyPre<Host>,
     ) -> Self {
-        let netns = sandbox.netns.clone();
-        let listen = match (&netns, sandbox.ip) {
-            (Some(_), _) => IpAddr::from([0, 0, 0, 0]),
-            (None, Some(ip)) => ip,
-            (None, None) => IpAddr::from([127, 0, 0, 1]),
-        };
         let max_permits = shim.config.http_concurrency.max(1) as u32;
         let (exit, exit_rx) = watch::channel(None);
         let spec_cpu = spec.cpu_limit_millis;
-        let (netns_file, netns_error) = match netns.as_deref().map(netns::open) {
-            None => (None, None),
-            Some(Ok(f)) => (Some(f), None),
-            Some(Err(e)) => (None, Some(e.to_string())),
-        };
-        let uses_sockets = pre
-            .instance_pre()
-            .component()
-            .component_type()
-            .imports(&shim.engine)
-            .any(|(name, _)| name.starts_with("wasi:sockets/"));
+        let uses_sockets = uses_sockets(&shim.engine, &pre);
         Self {
             server: Arc::new(Server {
                 shim,
@@ -99,18 +141,34 @@ impl HttpContainer {
                 stopping: watch::channel(false).0,
                 exit,
                 usage: Arc::default(),
-                netns: netns_file,
+                net: std::sync::RwLock::new(Net::new(sandbox)),
+                moved: watch::channel(0).0,
                 uses_sockets,
                 cpu: spec_cpu.map(|m| Arc::new(SharedCpu::new(m))),
             }),
-            netns,
-            listen,
             exit: exit_rx,
             tasks: std::sync::Mutex::new(Some(JoinSet::new())),
             started: AtomicBool::new(false),
-            netns_error,
         }
     }
+
+    fn ports(&self) -> Vec<u16> {
+        if self.server.spec.ports.is_empty() {
+            vec![DEFAULT_PORT]
+        } else {
+            self.server.spec.ports.clone()
+        }
+    }
+}
+
+/// Whether the component imports wasi:sockets: then it makes sockets of its own, which
+/// must be the pod's (so it needs a namespace of its own, and is polled inside it).
+pub(crate) fn uses_sockets(engine: &wasmtime::Engine, pre: &ProxyPre<Host>) -> bool {
+    pre.instance_pre()
+        .component()
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| name.starts_with("wasi:sockets/"))
 }
 
 #[async_trait::async_trait]
@@ -119,27 +177,45 @@ impl Container for HttpContainer {
         if self.started.swap(true, Ordering::SeqCst) {
             return Err(ShimError::Start("already started".into()));
         }
-        let ports = if self.server.spec.ports.is_empty() {
-            vec![DEFAULT_PORT]
-        } else {
-            self.server.spec.ports.clone()
-        };
-        if let Some(e) = &self.netns_error {
-            return Err(ShimError::Start(e.clone()));
-        }
-        let mut listeners = Vec::new();
-        for port in ports {
-            let addr = SocketAddr::new(self.listen, port);
-            let std = netns::bind_tcp(self.netns.as_deref(), addr)
-                .map_err(|e| ShimError::Start(format!("listen on port {port}: {e}")))?;
-            listeners.push(tokio::net::TcpListener::from_std(std)?);
-        }
+        // Holding the tasks: a move of the pod's network waits for these listeners.
         let mut guard = self.tasks.lock().expect("tasks lock");
         let tasks = guard
             .as_mut()
             .ok_or_else(|| ShimError::Start("stopped".into()))?;
+        let listeners = self
+            .server
+            .net
+            .read()
+            .expect("net lock")
+            .listen(&self.ports())?;
+        let generation = *self.server.moved.borrow();
         for listener in listeners {
-            tasks.spawn(self.server.clone().accept(listener));
+            tasks.spawn(self.server.clone().accept(listener, generation));
+        }
+        Ok(())
+    }
+
+    fn network_moved(&self, sandbox: &PodSandbox) -> Result<(), ShimError> {
+        let net = Net::new(sandbox);
+        if net.pod.shared_ip.is_some() && self.server.uses_sockets {
+            return Err(ShimError::Config(SOCKETS_NEED_NAMESPACE.into()));
+        }
+        // Holding the tasks: a start or stop meanwhile waits for the move.
+        let mut guard = self.tasks.lock().expect("tasks lock");
+        let listeners = match (guard.as_mut(), self.started.load(Ordering::SeqCst)) {
+            (Some(_), true) => net.listen(&self.ports())?,
+            _ => Vec::new(),
+        };
+        *self.server.net.write().expect("net lock") = net;
+        let mut generation = 0;
+        self.server.moved.send_modify(|g| {
+            *g += 1;
+            generation = *g;
+        });
+        if let Some(tasks) = guard.as_mut() {
+            for listener in listeners {
+                tasks.spawn(self.server.clone().accept(listener, generation));
+            }
         }
         Ok(())
     }
@@ -223,8 +299,11 @@ impl Drop for HttpContainer {
 type Response = hyper::Response<HyperOutgoingBody>;
 
 impl Server {
-    async fn accept(self: Arc<Self>, listener: tokio::net::TcpListener) {
+    /// Serves connections from `listener` until the container stops or its network moves
+    /// past `generation`; the connections accepted finish.
+    async fn accept(self: Arc<Self>, listener: tokio::net::TcpListener, generation: u64) {
         let mut stopping = self.stopping.subscribe();
+        let mut moved = self.moved.subscribe();
         let mut connections = JoinSet::new();
         loop {
             tokio::select! {
@@ -244,6 +323,7 @@ impl Server {
                     });
                 }
                 _ = stopping.wait_for(|s| *s) => break,
+                _ = moved.wait_for(|g| *g != generation) => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
@@ -280,6 +360,7 @@ impl Server {
         req: hyper::Request<hyper::body::Incoming>,
     ) -> wasmtime::Result<Response> {
         let wasi = wasi_builder(&self.spec)?.build();
+        let net = self.net.read().expect("net lock").pod.clone();
         let mut store = Store::new(
             &self.shim.engine,
             Host {
@@ -287,9 +368,7 @@ impl Server {
                 http: WasiHttpCtx::new(),
                 table: ResourceTable::new(),
                 limits: Limiter::new(self.spec.memory_limit, self.usage.clone()),
-                hooks: PodHooks {
-                    netns: self.netns.clone(),
-                },
+                hooks: PodHooks { net: net.clone() },
             },
         );
         store.limiter(|h| &mut h.limits);
@@ -328,7 +407,7 @@ impl Server {
                 .call_handle(&mut store, req, out)
                 .await
         };
-        let task = match (&self.netns, self.uses_sockets) {
+        let task = match (&net.netns, self.uses_sockets) {
             (Some(ns), true) => {
                 let ns = ns.clone();
                 tokio::spawn(async move {

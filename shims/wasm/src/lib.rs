@@ -8,6 +8,7 @@
 //! or a core module with `_start`, runs once as a command.
 
 mod cache;
+mod client;
 mod command;
 mod host;
 mod http;
@@ -174,6 +175,18 @@ impl Shim for WasmShim {
         }
     }
 
+    /// A wasi:http component importing no wasi:sockets, already loaded: the shim listens
+    /// for it and makes its outgoing connections.
+    fn shares_network(&self, workload: &Workload) -> bool {
+        let Workload::Wasm { digest, .. } = workload else {
+            return false;
+        };
+        match self.inner.cache.loaded(digest).as_deref() {
+            Some(cache::Loaded::Http(pre)) => !http::uses_sockets(&self.inner.engine, pre),
+            _ => false,
+        }
+    }
+
     async fn precompile(&self, workload: &Workload) -> Result<(), ShimError> {
         let Workload::Wasm { digest, path, .. } = workload else {
             return Err(ShimError::InvalidWorkload("not a wasm workload".into()));
@@ -203,6 +216,16 @@ impl Shim for WasmShim {
             .await
             .map_err(|e| ShimError::InvalidWorkload(e.to_string()))?;
         let netns = sandbox.netns.clone();
+        let shares = match &*loaded {
+            cache::Loaded::Http(pre) => !http::uses_sockets(&self.inner.engine, pre),
+            _ => false,
+        };
+        if sandbox.shared && !shares {
+            return Err(ShimError::Config(match &*loaded {
+                cache::Loaded::Http(_) => http::SOCKETS_NEED_NAMESPACE.into(),
+                _ => "a command runs inside a network namespace of its own, not the node's shared one".into(),
+            }));
+        }
         Ok(match &*loaded {
             cache::Loaded::Http(pre) => Box::new(http::HttpContainer::new(
                 self.inner.clone(),

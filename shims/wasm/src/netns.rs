@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 
 use nix::sched::{CloneFlags, setns};
@@ -16,26 +16,6 @@ pub fn enter(path: &Path) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("open netns {}: {e}", path.display())))?;
     setns(&file, CloneFlags::CLONE_NEWNET)
         .map_err(|e| io::Error::other(format!("setns {}: {e}", path.display())))
-}
-
-/// A nonblocking TCP listener on `addr`, inside `netns` when given.
-pub fn bind_tcp(netns: Option<&Path>, addr: SocketAddr) -> io::Result<TcpListener> {
-    let bind = move || {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        Ok(listener)
-    };
-    match netns {
-        None => bind(),
-        Some(path) => std::thread::scope(|s| {
-            s.spawn(|| {
-                enter(path)?;
-                bind()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("netns bind thread panicked")))
-        }),
-    }
 }
 
 /// The network namespace the process started in (its main thread's).
@@ -91,24 +71,28 @@ impl Drop for Back {
     }
 }
 
+/// Runs `f` on the calling thread inside `netns`, then puts the thread back into the
+/// process's namespace (also when `f` panics). `f` must not block or start threads.
+pub(crate) fn run_in<T>(netns: &File, f: impl FnOnce() -> T) -> io::Result<T> {
+    let host = host()?;
+    setns(netns, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| io::Error::other(format!("entering the pod's network namespace: {e}")))?;
+    let _back = Back(host);
+    Ok(f())
+}
+
 impl<F: Future> Future for InNetns<F> {
     type Output = io::Result<F::Output>;
 
     fn poll(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        let host = match host() {
-            Ok(h) => h,
-            Err(e) => return std::task::Poll::Ready(Err(e)),
-        };
-        if let Err(e) = setns(&*self.netns, CloneFlags::CLONE_NEWNET) {
-            return std::task::Poll::Ready(Err(io::Error::other(format!(
-                "entering the pod's network namespace: {e}"
-            ))));
+        let this = self.get_mut();
+        match run_in(&this.netns, || this.inner.as_mut().poll(cx)) {
+            Ok(poll) => poll.map(Ok),
+            Err(e) => std::task::Poll::Ready(Err(e)),
         }
-        let _back = Back(host);
-        self.inner.as_mut().poll(cx).map(Ok)
     }
 }
 
@@ -117,4 +101,45 @@ pub fn open(path: &Path) -> io::Result<std::sync::Arc<File>> {
     File::open(path)
         .map(std::sync::Arc::new)
         .map_err(|e| io::Error::new(e.kind(), format!("open netns {}: {e}", path.display())))
+}
+
+/// Where the host makes a pod's sockets for its guests: in the pod's own namespace, or in
+/// the namespace address-only pods share, bound to the pod's IP.
+#[derive(Clone, Default)]
+pub(crate) struct PodNet {
+    /// The namespace its sockets are made in; `None`: the process's (tests).
+    pub netns: Option<std::sync::Arc<File>>,
+    /// The pod's IP when the namespace is shared: its sockets bind it, and a loopback
+    /// address means the pod itself, as in a namespace of its own.
+    pub shared_ip: Option<std::net::IpAddr>,
+}
+
+impl PodNet {
+    /// Where a connection of the pod to `addr` goes.
+    pub fn destination(&self, addr: SocketAddr) -> SocketAddr {
+        match self.shared_ip {
+            Some(ip) if addr.ip().is_loopback() => SocketAddr::new(ip, addr.port()),
+            _ => addr,
+        }
+    }
+
+    /// A socket for a connection of the pod to `to`, made in its namespace (in a shared
+    /// one, bound to its IP so that the peer sees the pod's address).
+    pub fn outgoing(&self, to: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
+        let make = || -> io::Result<tokio::net::TcpSocket> {
+            let socket = if to.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            if let Some(ip) = self.shared_ip.filter(|ip| ip.is_ipv4() == to.is_ipv4()) {
+                socket.bind(SocketAddr::new(ip, 0))?;
+            }
+            Ok(socket)
+        };
+        match &self.netns {
+            None => make(),
+            Some(ns) => run_in(ns, make)?,
+        }
+    }
 }
