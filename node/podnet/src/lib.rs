@@ -952,6 +952,7 @@ impl Inner {
             links::addresses_32(&shared.handle, shared.eth0)
                 .await?
                 .into_iter()
+                .filter(|ip| *ip != links::SHARED_ANCHOR)
                 .collect()
         } else {
             HashSet::new()

@@ -383,6 +383,9 @@ pub(crate) fn connect_in(netlink: OwnedFd) -> (Handle, tokio::task::JoinHandle<(
 /// (without IPv6), the pod CIDR on-link on `eth0` and the default route via the gateway,
 /// but no address of its own: each pod's /32 is added as it comes, and every socket made
 /// there binds one. Idempotent. Returns `eth0`'s index.
+/// The shared namespace's own address on its eth0 (host scope: never a packet's source).
+pub(crate) const SHARED_ANCHOR: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
+
 pub(crate) async fn configure_shared_side(
     handle: &Handle,
     cidr: ipnet::Ipv4Net,
@@ -391,6 +394,16 @@ pub(crate) async fn configure_shared_side(
     lo_up(handle).await?;
     let index = eth0_index(handle).await?;
     eth0_up(handle, index).await?;
+    // An address of eth0's own, never a source: when the last IPv4 address of an
+    // interface goes, Linux flushes every route through it (`fib_disable_ip`), and the
+    // next pod's address would have no way back to the node.
+    let mut anchor = handle.address().add(index, IpAddr::V4(SHARED_ANCHOR), 32);
+    anchor.message_mut().header.scope = netlink_packet_route::address::AddressScope::Host;
+    match anchor.execute().await {
+        Ok(()) => {}
+        Err(e) if matches!(errno(&e), Some(EEXIST)) => {}
+        Err(e) => return Err(nl(format!("add {SHARED_ANCHOR}/32 to the shared eth0"))(e)),
+    }
     let on_link = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(cidr.network(), cidr.prefix_len())
         .output_interface(index)

@@ -367,6 +367,20 @@ async fn address_only_sandboxes_reach_and_are_reached_and_can_be_promoted() {
     assert!(addresses_32(Some(&shared), "eth0").is_empty());
     assert!(!connect_from(None, SocketAddr::new(c.ip.into(), 8080)));
     assert_eq!(net.stats().ips_in_use, 2, "pod-a and pod-b");
+    // The last pod's address gone, the next one is reached as the first was (the
+    // namespace keeps its routes).
+    let d = net.create_address_only("pod-d").await.unwrap();
+    let listener = d
+        .bind_tcp(SocketAddr::new([0, 0, 0, 0].into(), 8087))
+        .unwrap();
+    let accepted = tokio::spawn(accept_one(listener));
+    send_from(
+        None,
+        SocketAddr::new(d.ip.into(), 8087),
+        b"after the last went",
+    );
+    assert_eq!(accepted.await.unwrap().1, b"after the last went".to_vec());
+    net.remove("pod-d").await.unwrap();
     net.shutdown(true).await.unwrap();
     assert!(!link_exists(&cfg.bridge));
     assert!(!shared.exists());

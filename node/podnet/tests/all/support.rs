@@ -176,6 +176,8 @@ pub fn addresses_32(netns: Option<&std::path::Path>, dev: &str) -> Vec<Ipv4Addr>
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
+        // The shared namespace's own anchor (scope host) is no pod's.
+        .filter(|l| !l.contains("scope host"))
         .filter_map(|l| {
             let addr = l.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
             addr.strip_suffix("/32")?.parse().ok()
