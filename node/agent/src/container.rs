@@ -238,7 +238,7 @@ impl Supervisor {
         let sources = env::Sources {
             client: &run.ctx.client,
             pod: &run.pod,
-            pod_ip: run.sandbox().ip.map(|ip| ip.to_string()),
+            pod_ip: run.ip().map(|ip| ip.to_string()),
             host_ip: run.ctx.config.node_ip.to_string(),
         };
         let config_err = |m: String| ("CreateContainerConfigError".to_string(), m);
@@ -368,17 +368,22 @@ impl Supervisor {
                     }
                     // An address-only pod moves into a namespace of its own first when
                     // this container needs one.
-                    let moved =
-                        match self.run.sandbox().shared && !shim.shares_network(&image.workload) {
-                            true => self.run.own_namespace().await.map_err(|e| {
-                                (
-                                    "CreateContainerError".to_string(),
-                                    format!("giving the pod a network namespace of its own: {e}"),
-                                )
-                            }),
-                            false => Ok(()),
-                        };
-                    match moved.and(self.spec_for(&image).await) {
+                    let moved = if self.run.address_only() && !shim.shares_network(&image.workload)
+                    {
+                        self.run.own_namespace().await.map_err(|e| {
+                            (
+                                "CreateContainerError".to_string(),
+                                format!("giving the pod a network namespace of its own: {e}"),
+                            )
+                        })
+                    } else {
+                        Ok(())
+                    };
+                    let prepared = match moved {
+                        Ok(()) => self.spec_for(&image).await,
+                        Err(e) => Err(e),
+                    };
+                    match prepared {
                         Err(e) => Err(e),
                         Ok((spec, logs)) => {
                             let sandbox: PodSandbox = self.run.sandbox();
@@ -441,7 +446,7 @@ impl Supervisor {
                         &run.namespace,
                         &run.name,
                         &run.uid,
-                        run.sandbox(),
+                        run.shared_sandbox(),
                         &self.spec.name,
                         crate::remote::RunningContainer {
                             handle: container.clone(),
@@ -531,7 +536,7 @@ impl Supervisor {
         container: &Arc<dyn skiff_shim::Container>,
         started_at: chrono::DateTime<Utc>,
     ) -> skiff_shim::Exit {
-        let ip = self.run.sandbox().ip.unwrap_or(self.run.ctx.config.node_ip);
+        let ip = self.run.ip().unwrap_or(self.run.ctx.config.node_ip);
         let (tx, mut verdicts) = mpsc::channel::<Verdict>(8);
         let mut probes = tokio::task::JoinSet::new();
         let startup = self.spec.startup_probe.clone();

@@ -146,7 +146,7 @@ pub struct PodRun {
     pub grace: Duration,
     /// The pod's sandbox; an address-only one may move into a namespace of its own
     /// ([`PodRun::own_namespace`]).
-    sandbox: std::sync::Mutex<PodSandbox>,
+    sandbox: crate::remote::SharedSandbox,
     /// One move at a time.
     moving: tokio::sync::Mutex<()>,
     pub volumes: BTreeMap<String, volumes::Prepared>,
@@ -168,13 +168,28 @@ impl PodRun {
         self.sandbox.lock().expect("sandbox lock").clone()
     }
 
+    /// The shared handle of the sandbox, for the running pods' registry.
+    pub fn shared_sandbox(&self) -> &crate::remote::SharedSandbox {
+        &self.sandbox
+    }
+
+    /// The pod's IP (a move keeps it).
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.sandbox.lock().expect("sandbox lock").ip
+    }
+
+    /// Whether the pod has only an address in the shared namespace.
+    pub fn address_only(&self) -> bool {
+        self.sandbox.lock().expect("sandbox lock").shared
+    }
+
     /// Gives an address-only pod a network namespace of its own (same IP) before a
     /// container that needs one is created in it: a Linux container (`kubectl debug`),
     /// or a Wasm one that makes sockets itself. Its running containers listen there from
     /// then on. Nothing to do for a pod that has one.
     pub async fn own_namespace(&self) -> Result<(), String> {
         let _one = self.moving.lock().await;
-        if !self.sandbox().shared {
+        if !self.address_only() {
             return Ok(());
         }
         let net = self.ctx.network.promote(&self.uid).await?;
@@ -650,7 +665,7 @@ async fn run_pod(
             .clone()
             .unwrap_or_else(|| "Always".into()),
         grace,
-        sandbox: std::sync::Mutex::new(PodSandbox {
+        sandbox: Arc::new(std::sync::Mutex::new(PodSandbox {
             netns: sandbox.netns.clone(),
             ip: Some(sandbox.ip),
             shared: sandbox.shared,
@@ -664,7 +679,7 @@ async fn run_pod(
             uid: uid.clone(),
             host_ipc: spec.host_ipc == Some(true),
             host_pid: spec.host_pid == Some(true),
-        }),
+        })),
         moving: tokio::sync::Mutex::new(()),
         volumes,
         handler,

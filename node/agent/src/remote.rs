@@ -25,12 +25,14 @@ use tokio::io::AsyncWriteExt;
 
 use crate::Ctx;
 
+/// A pod's sandbox as its pod worker holds it, shared with the running pods' registry.
+pub type SharedSandbox = Arc<Mutex<PodSandbox>>;
+
 /// One running pod, as exec and port-forward need it.
 struct RunningPod {
     uid: String,
-    /// The pod's network: its namespace (`None`: the host's), or its address in the
-    /// shared one.
-    sandbox: PodSandbox,
+    /// The pod's network (its pod worker's: a move shows here at once).
+    sandbox: SharedSandbox,
     containers: HashMap<String, RunningContainer>,
 }
 
@@ -57,7 +59,7 @@ impl Running {
         namespace: &str,
         pod: &str,
         uid: &str,
-        sandbox: PodSandbox,
+        sandbox: &SharedSandbox,
         container: &str,
         running: RunningContainer,
     ) {
@@ -73,7 +75,7 @@ impl Running {
         if entry.uid != uid {
             *entry = RunningPod {
                 uid: uid.to_string(),
-                sandbox,
+                sandbox: sandbox.clone(),
                 containers: HashMap::new(),
             };
         }
@@ -98,22 +100,20 @@ impl Running {
     fn sandbox(&self, namespace: &str, pod: &str) -> Option<PodSandbox> {
         let pods = self.pods.lock().expect("running lock");
         pods.get(&(namespace.to_string(), pod.to_string()))
-            .map(|p| p.sandbox.clone())
+            .map(|p| p.sandbox.lock().expect("sandbox lock").clone())
     }
 
     /// The pod's network moved (an address-only pod got a namespace of its own): its
     /// running containers listen there from now on.
     pub fn moved(&self, namespace: &str, pod: &str, uid: &str, sandbox: &PodSandbox) {
         let handles: Vec<(String, Arc<dyn Container>)> = {
-            let mut pods = self.pods.lock().expect("running lock");
-            match pods.get_mut(&(namespace.to_string(), pod.to_string())) {
-                Some(p) if p.uid == uid => {
-                    p.sandbox = sandbox.clone();
-                    p.containers
-                        .iter()
-                        .map(|(name, c)| (name.clone(), c.handle.clone()))
-                        .collect()
-                }
+            let pods = self.pods.lock().expect("running lock");
+            match pods.get(&(namespace.to_string(), pod.to_string())) {
+                Some(p) if p.uid == uid => p
+                    .containers
+                    .iter()
+                    .map(|(name, c)| (name.clone(), c.handle.clone()))
+                    .collect(),
                 _ => Vec::new(),
             }
         };

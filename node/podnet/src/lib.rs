@@ -18,10 +18,13 @@
 //! sandbox back to the pool when the namespace holds no socket any more
 //! ([`PodNetwork::recycle`]): neither a build nor a teardown.
 //!
-//! A Wasm pod has no process of its own in the namespace: the agent creates the pod's
-//! sockets from a thread that has entered the namespace ([`Sandbox::run_in`],
-//! [`Sandbox::bind_tcp`], [`Sandbox::socket`]). A socket keeps the namespace it was created
-//! in, so it can then be driven from any tokio thread.
+//! A Wasm pod has no process of its own in the namespace: the agent's Wasm shim creates
+//! the pod's sockets from a thread that has entered the namespace. A socket keeps the
+//! namespace it was created in, so it can then be driven from any tokio thread. The shim
+//! sees only the agent's `PodSandbox` (path, IP, shared or not), not this crate, so it does
+//! that itself (`skiff_shim_wasm`'s `netns::PodNet`); [`Sandbox::run_in`],
+//! [`Sandbox::bind_tcp`], [`Sandbox::outgoing_tcp`] and [`Sandbox::destination`] are the
+//! same rules for callers that hold a [`Sandbox`] (this crate's tests among them).
 //!
 //! A pod whose every socket the agent makes (a wasi:http component that imports no
 //! wasi:sockets: the agent listens for it and sends its requests) needs no namespace of its

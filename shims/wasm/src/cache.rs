@@ -19,8 +19,12 @@ use crate::host::{Host, P1Host};
 pub enum Loaded {
     /// A component exporting `wasi:cli/run`.
     Command(CommandPre<Host>),
-    /// A component exporting `wasi:http/incoming-handler`.
-    Http(ProxyPre<Host>),
+    /// A component exporting `wasi:http/incoming-handler`; `uses_sockets` when it imports
+    /// wasi:sockets (it makes sockets of its own, which must be its pod's).
+    Http {
+        pre: ProxyPre<Host>,
+        uses_sockets: bool,
+    },
     /// A core module with `_start` (WASI preview 1).
     Module(InstancePre<P1Host>),
 }
@@ -40,6 +44,20 @@ pub enum CacheError {
     Link(wasmtime::Error),
     #[error("component exports neither wasi:cli/run nor wasi:http/incoming-handler")]
     NoEntryPoint,
+}
+
+impl Loaded {
+    /// Whether its containers may live in a shared network namespace: a wasi:http
+    /// component importing no wasi:sockets, every socket of which the shim makes.
+    pub fn shares_network(&self) -> bool {
+        matches!(
+            self,
+            Loaded::Http {
+                uses_sockets: false,
+                ..
+            }
+        )
+    }
 }
 
 pub struct Cache {
@@ -189,7 +207,12 @@ impl Cache {
             .instantiate_pre(&component)
             .map_err(CacheError::Link)?;
         if exports_iface("wasi:http/incoming-handler@0.2") {
-            Ok(Loaded::Http(ProxyPre::new(pre).map_err(CacheError::Link)?))
+            Ok(Loaded::Http {
+                pre: ProxyPre::new(pre).map_err(CacheError::Link)?,
+                uses_sockets: ty
+                    .imports(&self.engine)
+                    .any(|(name, _)| name.starts_with("wasi:sockets/")),
+            })
         } else if exports_iface("wasi:cli/run@0.2") {
             Ok(Loaded::Command(
                 CommandPre::new(pre).map_err(CacheError::Link)?,

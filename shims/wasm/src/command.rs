@@ -261,7 +261,7 @@ impl Run {
                     }
                 }
             }
-            Loaded::Http(_) => unreachable!("http components are served, not run"),
+            Loaded::Http { .. } => unreachable!("http components are served, not run"),
         };
         self.usage.cpu_nanos.store(
             thread_cpu().saturating_sub(cpu_start).as_nanos() as u64,

@@ -126,11 +126,11 @@ impl HttpContainer {
         spec: ContainerSpec,
         sandbox: &PodSandbox,
         pre: ProxyPre<Host>,
+        uses_sockets: bool,
     ) -> Self {
         let max_permits = shim.config.http_concurrency.max(1) as u32;
         let (exit, exit_rx) = watch::channel(None);
         let spec_cpu = spec.cpu_limit_millis;
-        let uses_sockets = uses_sockets(&shim.engine, &pre);
         Self {
             server: Arc::new(Server {
                 shim,
@@ -159,16 +159,6 @@ impl HttpContainer {
             self.server.spec.ports.clone()
         }
     }
-}
-
-/// Whether the component imports wasi:sockets: then it makes sockets of its own, which
-/// must be the pod's (so it needs a namespace of its own, and is polled inside it).
-pub(crate) fn uses_sockets(engine: &wasmtime::Engine, pre: &ProxyPre<Host>) -> bool {
-    pre.instance_pre()
-        .component()
-        .component_type()
-        .imports(engine)
-        .any(|(name, _)| name.starts_with("wasi:sockets/"))
 }
 
 #[async_trait::async_trait]

@@ -181,10 +181,10 @@ impl Shim for WasmShim {
         let Workload::Wasm { digest, .. } = workload else {
             return false;
         };
-        match self.inner.cache.loaded(digest).as_deref() {
-            Some(cache::Loaded::Http(pre)) => !http::uses_sockets(&self.inner.engine, pre),
-            _ => false,
-        }
+        self.inner
+            .cache
+            .loaded(digest)
+            .is_some_and(|l| l.shares_network())
     }
 
     async fn precompile(&self, workload: &Workload) -> Result<(), ShimError> {
@@ -216,22 +216,19 @@ impl Shim for WasmShim {
             .await
             .map_err(|e| ShimError::InvalidWorkload(e.to_string()))?;
         let netns = sandbox.netns.clone();
-        let shares = match &*loaded {
-            cache::Loaded::Http(pre) => !http::uses_sockets(&self.inner.engine, pre),
-            _ => false,
-        };
-        if sandbox.shared && !shares {
+        if sandbox.shared && !loaded.shares_network() {
             return Err(ShimError::Config(match &*loaded {
-                cache::Loaded::Http(_) => http::SOCKETS_NEED_NAMESPACE.into(),
+                cache::Loaded::Http { .. } => http::SOCKETS_NEED_NAMESPACE.into(),
                 _ => "a command runs inside a network namespace of its own, not the node's shared one".into(),
             }));
         }
         Ok(match &*loaded {
-            cache::Loaded::Http(pre) => Box::new(http::HttpContainer::new(
+            cache::Loaded::Http { pre, uses_sockets } => Box::new(http::HttpContainer::new(
                 self.inner.clone(),
                 spec,
                 sandbox,
                 pre.clone(),
+                *uses_sockets,
             )),
             _ => Box::new(command::CommandContainer::new(
                 self.inner.clone(),
