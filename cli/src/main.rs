@@ -82,6 +82,51 @@ struct ServerArgs {
     /// duration).
     #[arg(long, default_value = "1h0m0s", value_parser = parse_duration)]
     event_ttl: std::time::Duration,
+    /// Where Services' cluster IPs come from; the first address is the `kubernetes`
+    /// Service's.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: ipnet::Ipv4Net,
+    /// Where Services' node ports come from (`first-last`).
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// The address pods reach the API server at (the `kubernetes` Service's endpoint).
+    /// By default the listen address, or the address of the host's default route when
+    /// listening on all addresses; none when listening on loopback.
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
+}
+
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("{s:?} is not a port range: give one such as 30000-32767");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}
+
+/// The address pods reach this server at: see `--advertise-address`.
+fn advertise_address(
+    asked: Option<std::net::IpAddr>,
+    listen: SocketAddr,
+) -> Option<std::net::SocketAddr> {
+    let ip = match asked {
+        Some(ip) => ip,
+        None if listen.ip().is_loopback() => return None,
+        None if listen.ip().is_unspecified() => {
+            // The source address of the default route: connecting a UDP socket picks it
+            // and sends nothing.
+            let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+            probe.connect("192.0.2.1:9").ok()?;
+            probe.local_addr().ok()?.ip()
+        }
+        None => listen.ip(),
+    };
+    Some(SocketAddr::new(ip, listen.port()))
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -235,6 +280,13 @@ async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> 
                 args.listen
             )
         })?;
+    let server_listen = listener.local_addr()?;
+    if args.service_cluster_ip_range.prefix_len() > 28 {
+        bail!(
+            "--service-cluster-ip-range {} is too small: give a prefix length of 28 or less",
+            args.service_cluster_ip_range
+        );
+    }
     if args.node_cidr_mask_size < args.cluster_cidr.prefix_len() {
         bail!(
             "--node-cidr-mask-size {} is wider than --cluster-cidr {}: give a prefix length of at least {}",
@@ -247,6 +299,14 @@ async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> 
         cluster_cidr: (args.cluster_cidr.network(), args.cluster_cidr.prefix_len()),
         node_cidr_mask: args.node_cidr_mask_size,
         event_ttl: args.event_ttl,
+        service_ranges: skiff_apiserver::serviceips::Ranges {
+            cidr: (
+                args.service_cluster_ip_range.network(),
+                args.service_cluster_ip_range.prefix_len(),
+            ),
+            node_ports: args.service_node_port_range.clone(),
+        },
+        advertise: advertise_address(args.advertise_address, server_listen),
         ..Default::default()
     };
     let server = skiff_apiserver::ApiServer::start(store, listener, config).await?;

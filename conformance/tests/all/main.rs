@@ -19,6 +19,7 @@ mod lifecycle;
 mod node;
 mod python;
 mod replication_controllers;
+mod services;
 mod statefulsets;
 mod walkthrough;
 mod watch;
@@ -61,6 +62,7 @@ on_both_backends!(
     replication_controllers::kubectl_replication_controllers,
     workloads::deployments_and_garbage_collection,
     workloads::default_service_accounts,
+    services::service_ips_and_node_ports,
 );
 
 #[test]

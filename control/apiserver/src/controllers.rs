@@ -84,9 +84,173 @@ pub fn spawn(
     cache: Arc<WatchCache>,
     compaction_interval: Duration,
     event_ttl: Duration,
+    kubernetes: KubernetesService,
 ) {
     tokio::spawn(compactor(store.clone(), compaction_interval));
+    tokio::spawn(service_repair(store.clone()));
+    tokio::spawn(kubernetes_service(store.clone(), kubernetes));
     tokio::spawn(event_reaper(store, cache, event_ttl));
+}
+
+/// kube-apiserver's ClusterIP and NodePort repair loops (`serviceips::repair`), a pass a
+/// minute.
+async fn service_repair(store: Arc<dyn Store>) {
+    let mut suspects = HashSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Err(e) = crate::serviceips::repair(&*store, &mut suspects).await {
+            tracing::warn!("repairing service reservations: {e}");
+        }
+    }
+}
+
+/// The `kubernetes` Service in `default` and where it leads, as kube-apiserver keeps them.
+#[derive(Debug, Clone)]
+pub struct KubernetesService {
+    /// The range's first address.
+    pub cluster_ip: std::net::Ipv4Addr,
+    /// The server's address for pods, when it has one (not loopback).
+    pub advertise: Option<std::net::SocketAddr>,
+    /// The port the server listens on (the Service's targetPort).
+    pub port: u16,
+}
+
+const KUBERNETES_RECONCILE: Duration = Duration::from_secs(10);
+
+/// Keeps the `kubernetes` Service (recreated if deleted; its port put back if changed),
+/// and its Endpoints and EndpointSlice naming this server, every 10 seconds as
+/// kube-apiserver's endpoint reconciler does. A server listening on loopback only
+/// publishes the Service without endpoints: no pod could reach it.
+async fn kubernetes_service(store: Arc<dyn Store>, k: KubernetesService) {
+    let mut tick = tokio::time::interval(KUBERNETES_RECONCILE);
+    loop {
+        tick.tick().await;
+        if let Err(e) = ensure_kubernetes_service(&store, &k).await {
+            tracing::warn!("keeping the kubernetes Service: {e}");
+        }
+    }
+}
+
+pub async fn ensure_kubernetes_service(
+    store: &Arc<dyn Store>,
+    k: &KubernetesService,
+) -> skiff_store::Result<()> {
+    let ip = k.cluster_ip.to_string();
+    let port = k.advertise.map_or(k.port, |a| a.port());
+    let svc = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": ip,
+            "clusterIPs": [ip],
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+            "sessionAffinity": "None",
+            "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack",
+            "internalTrafficPolicy": "Cluster",
+        },
+        "status": {"loadBalancer": {}},
+    });
+    let services = registry::find("", "v1", "services").expect("services are served");
+    let written = keep(store, services, svc, &["spec"]).await?;
+    crate::serviceips::record(&**store, &written).await?;
+    let Some(addr) = k.advertise else {
+        return Ok(());
+    };
+    let endpoints = json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+        },
+        "subsets": [{
+            "addresses": [{"ip": addr.ip().to_string()}],
+            "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}],
+        }],
+    });
+    let res = registry::find("", "v1", "endpoints").expect("endpoints are served");
+    keep(store, res, endpoints, &["subsets"]).await?;
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "kubernetes"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [addr.ip().to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}],
+    });
+    let res = registry::find("discovery.k8s.io", "v1", "endpointslices")
+        .expect("endpointslices are served");
+    keep(store, res, slice, &["endpoints", "ports"]).await?;
+    Ok(())
+}
+
+/// Creates `obj` if it is missing, or puts back its `fields` if they differ; returns the
+/// stored form.
+async fn keep(
+    store: &Arc<dyn Store>,
+    res: &'static Resource,
+    mut obj: serde_json::Value,
+    fields: &[&str],
+) -> skiff_store::Result<serde_json::Value> {
+    let ns = object::meta_str(&obj, "namespace").map(str::to_string);
+    let key = res.key(ns.as_deref(), object::name(&obj));
+    for _ in 0..4 {
+        match store.get(&key).await? {
+            None => {
+                let meta = obj["metadata"].as_object_mut().expect("metadata");
+                meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+                meta.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
+                if res.has_spec {
+                    meta.insert("generation".into(), json!(1));
+                }
+                match store.create(&key, object::encode(res, &obj)).await {
+                    Ok(_) => return Ok(obj),
+                    Err(skiff_store::Error::AlreadyExists) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(kv) => {
+                let Ok(mut stored) = serde_json::from_slice::<serde_json::Value>(&kv.value) else {
+                    return Ok(obj);
+                };
+                if fields.iter().all(|f| stored.get(*f) == obj.get(*f)) {
+                    return Ok(stored);
+                }
+                for f in fields {
+                    stored[*f] = obj[*f].clone();
+                }
+                if res.has_spec {
+                    let g = stored
+                        .pointer("/metadata/generation")
+                        .and_then(serde_json::Value::as_i64)
+                        .unwrap_or(0);
+                    stored["metadata"]["generation"] = json!(g + 1);
+                }
+                match store
+                    .update(&key, kv.mod_revision, object::encode(res, &stored))
+                    .await
+                {
+                    Ok(_) => return Ok(stored),
+                    Err(skiff_store::Error::Conflict { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(obj)
 }
 
 /// Compacts the store to the revision it had one interval ago, as kube-apiserver compacts

@@ -595,9 +595,16 @@ impl Ctx<'_> {
             if self.state.store.get(&key).await?.is_some() {
                 return Err(ApiError::already_exists(resource, &name));
             }
+            resource
+                .strategy
+                .reserve(self.state, &mut obj, true)
+                .await?;
             return Ok(obj);
         }
-        let reserved = resource.strategy.reserve(self.state, &mut obj).await?;
+        let reserved = resource
+            .strategy
+            .reserve(self.state, &mut obj, false)
+            .await?;
         let key = resource.key(ns.as_deref(), &name);
         let created = self
             .state
@@ -824,9 +831,21 @@ impl Ctx<'_> {
                 // Nothing changed: no write, the resourceVersion stays (as Kubernetes).
                 return Ok(old);
             }
+            let allocating = sub.is_none() && !object::is_deleting(&new);
             if self.dry_run {
+                if allocating {
+                    let strategy = resource.strategy;
+                    strategy
+                        .reserve_update(self.state, &old, &mut new, true)
+                        .await?;
+                }
                 return Ok(new);
             }
+            let reserved = allocating
+                && resource
+                    .strategy
+                    .reserve_update(self.state, &old, &mut new, false)
+                    .await?;
             // The last finalizer gone from an object being deleted: it goes now (a
             // namespace once its `spec.finalizers`, which the namespace controller
             // empties through `finalize`, are gone too).
@@ -849,12 +868,26 @@ impl Ctx<'_> {
                     Err(e) => Err(e.into()),
                 };
             }
-            match self
+            let written = self
                 .state
                 .store
                 .update(&self.key(), kv.mod_revision, object::encode(resource, &new))
-                .await
-            {
+                .await;
+            if allocating {
+                // Success gives back what the old form held and the new does not; a failed
+                // write, what this attempt took.
+                let (kept, gone) = match &written {
+                    Ok(_) => (&new, &old),
+                    Err(_) => (&old, &new),
+                };
+                if written.is_ok() || reserved {
+                    resource
+                        .strategy
+                        .release_update(self.state, kept, gone)
+                        .await;
+                }
+            }
+            match written {
                 Ok(kv) => return object::written(resource, new, &kv),
                 Err(skiff_store::Error::Conflict { .. }) if precondition.is_none() => continue,
                 Err(skiff_store::Error::Conflict { .. }) => {
@@ -1330,7 +1363,11 @@ fn prepare_update(
             }
         }
     }
-    default_and_bump_generation(resource, old, &mut new);
+    skiff_apimachinery::apply_defaults(kind_of(resource), &mut new);
+    if sub.is_none() {
+        resource.strategy.prepare_for_update(old, &mut new);
+    }
+    bump_generation(resource, old, &mut new);
     Ok(new)
 }
 
@@ -1338,6 +1375,11 @@ fn prepare_update(
 /// spec changed (for kinds with a spec).
 pub(crate) fn default_and_bump_generation(resource: &Resource, old: &Value, new: &mut Value) {
     skiff_apimachinery::apply_defaults(kind_of(resource), new);
+    bump_generation(resource, old, new);
+}
+
+/// The generation goes up when the spec changed (for kinds with a spec).
+fn bump_generation(resource: &Resource, old: &Value, new: &mut Value) {
     if resource.has_spec && new.get("spec") != old.get("spec") {
         let g = old
             .pointer("/metadata/generation")

@@ -33,6 +33,7 @@ mod patch;
 pub mod registry;
 mod remote;
 mod request;
+pub mod serviceips;
 mod status;
 mod strategy;
 mod table;
@@ -66,6 +67,12 @@ pub struct Config {
     pub node_cidr_mask: u8,
     /// How long an event is kept after its last write (kube-apiserver's `--event-ttl`).
     pub event_ttl: Duration,
+    /// Where Services' cluster IPs and node ports come from (`serviceips`).
+    pub service_ranges: serviceips::Ranges,
+    /// The address and port the `kubernetes` Service's endpoints name (kube-apiserver's
+    /// `--advertise-address` and secure port); `None` when the server listens on loopback
+    /// only, where no pod could reach it.
+    pub advertise: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -76,6 +83,8 @@ impl Default for Config {
             cluster_cidr: ipam::CLUSTER_CIDR,
             node_cidr_mask: ipam::NODE_MASK,
             event_ttl: Duration::from_secs(3600),
+            service_ranges: serviceips::Ranges::default(),
+            advertise: None,
         }
     }
 }
@@ -90,6 +99,7 @@ pub struct AppState {
     pub server_address: String,
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
     pub node_cidr_mask: u8,
+    pub service_ranges: serviceips::Ranges,
 }
 
 /// A running API server.
@@ -118,12 +128,21 @@ impl ApiServer {
             server_address: local_addr.to_string(),
             cluster_cidr: config.cluster_cidr,
             node_cidr_mask: config.node_cidr_mask,
+            service_ranges: config.service_ranges.clone(),
         });
+        let kubernetes = controllers::KubernetesService {
+            cluster_ip: config.service_ranges.kubernetes_ip(),
+            advertise: config.advertise,
+            port: local_addr.port(),
+        };
+        // Before the first request: the first address is the kubernetes Service's.
+        controllers::ensure_kubernetes_service(&store, &kubernetes).await?;
         controllers::spawn(
             store.clone(),
             cache.clone(),
             config.compaction_interval,
             config.event_ttl,
+            kubernetes,
         );
         let app = router(state.clone());
         // Watch events are small writes on long-lived connections: without TCP_NODELAY,

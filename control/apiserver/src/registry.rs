@@ -160,7 +160,7 @@ pub static RESOURCES: &[Resource] = &[
         storage: "core/pods", spec: true, strategy: &strategy::Pods),
     resource!("", "v1", core::v1::Service, "Service", "services", "service",
         short: ["svc"], cat: ["all"], namespaced: true, sub: ["status"],
-        storage: "core/services", spec: true),
+        storage: "core/services", spec: true, strategy: &strategy::Services),
     resource!("", "v1", core::v1::Endpoints, "Endpoints", "endpoints", "endpoints",
         short: ["ep"], cat: [], namespaced: true, sub: [],
         storage: "core/endpoints", spec: false),

@@ -41,14 +41,43 @@ pub trait Strategy: Sync + Send + std::fmt::Debug {
     /// class).
     fn prepare_for_create(&self, _obj: &mut Value) {}
 
-    /// Reserves what the object needs right before it is written (a node's pod CIDR);
-    /// true when it took something, which `release` gives back if the create fails.
+    /// Reserves what the object needs right before it is written (a node's pod CIDR, a
+    /// Service's cluster IP); true when it took something, which `release` gives back if
+    /// the create fails. A dry run checks and fills in without taking anything.
     fn reserve<'a>(
         &'a self,
         _state: &'a AppState,
         _obj: &'a mut Value,
+        _dry_run: bool,
     ) -> BoxFuture<'a, ApiResult<bool>> {
         Box::pin(async { Ok(false) })
+    }
+
+    /// What the server sets on update before defaults and validation (a Service keeps
+    /// the values it holds when the client leaves them out).
+    fn prepare_for_update(&self, _old: &Value, _new: &mut Value) {}
+
+    /// `reserve` for an update: what `new` needs that `old` does not hold. What it took
+    /// goes back by `release_update(old, new)` if the write fails.
+    fn reserve_update<'a>(
+        &'a self,
+        _state: &'a AppState,
+        _old: &'a Value,
+        _new: &'a mut Value,
+        _dry_run: bool,
+    ) -> BoxFuture<'a, ApiResult<bool>> {
+        Box::pin(async { Ok(false) })
+    }
+
+    /// Gives back what `gone` holds and `kept` does not: after a successful update
+    /// (`kept` = new, `gone` = old), or a failed one (the reverse).
+    fn release_update<'a>(
+        &'a self,
+        _state: &'a AppState,
+        _kept: &'a Value,
+        _gone: &'a Value,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
     }
 
     /// Gives back what `reserve` took, once the object is gone from the store (however it
@@ -190,8 +219,12 @@ impl Strategy for Nodes {
         &'a self,
         state: &'a AppState,
         obj: &'a mut Value,
+        dry_run: bool,
     ) -> BoxFuture<'a, ApiResult<bool>> {
         Box::pin(async move {
+            if dry_run {
+                return Ok(false);
+            }
             let named = obj
                 .pointer("/spec/podCIDR")
                 .and_then(Value::as_str)
@@ -220,6 +253,74 @@ impl Strategy for Nodes {
                 crate::ipam::release(&*state.store, cidr, object::name(obj)).await;
             }
         })
+    }
+}
+
+/// Services hold cluster IPs and node ports (`serviceips`).
+#[derive(Debug)]
+pub struct Services;
+
+fn services() -> &'static Resource {
+    crate::registry::find("", "v1", "services").expect("services are served")
+}
+
+impl Strategy for Services {
+    fn prepare_for_create(&self, obj: &mut Value) {
+        crate::serviceips::normalize(obj);
+    }
+
+    fn reserve<'a>(
+        &'a self,
+        state: &'a AppState,
+        obj: &'a mut Value,
+        dry_run: bool,
+    ) -> BoxFuture<'a, ApiResult<bool>> {
+        Box::pin(async move {
+            let ranges = &state.service_ranges;
+            let taken =
+                crate::serviceips::assign(&*state.store, ranges, services(), None, obj, dry_run)
+                    .await?;
+            Ok(!taken.is_empty())
+        })
+    }
+
+    fn release<'a>(&'a self, state: &'a AppState, obj: &'a Value) -> BoxFuture<'a, ()> {
+        Box::pin(crate::serviceips::release_all(&*state.store, obj))
+    }
+
+    fn prepare_for_update(&self, old: &Value, new: &mut Value) {
+        crate::serviceips::prepare_for_update(old, new);
+        crate::serviceips::normalize(new);
+    }
+
+    fn reserve_update<'a>(
+        &'a self,
+        state: &'a AppState,
+        old: &'a Value,
+        new: &'a mut Value,
+        dry_run: bool,
+    ) -> BoxFuture<'a, ApiResult<bool>> {
+        Box::pin(async move {
+            let ranges = &state.service_ranges;
+            let store = &*state.store;
+            let taken =
+                crate::serviceips::assign(store, ranges, services(), Some(old), new, dry_run)
+                    .await?;
+            Ok(!taken.is_empty())
+        })
+    }
+
+    fn release_update<'a>(
+        &'a self,
+        state: &'a AppState,
+        kept: &'a Value,
+        gone: &'a Value,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(crate::serviceips::release_dropped(
+            &*state.store,
+            gone,
+            kept,
+        ))
     }
 }
 

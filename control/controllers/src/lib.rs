@@ -10,6 +10,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
+pub mod endpoints;
 pub mod events;
 pub mod expectations;
 pub mod gc;
@@ -52,6 +53,8 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("daemonset-controller", "daemonset"),
     ("node-lifecycle-controller", "nodelifecycle"),
     ("disruption-controller", "disruption"),
+    ("endpoints-controller", "endpoint"),
+    ("endpointslice-controller", "endpointslice"),
     ("statefulset-controller", "statefulset"),
     (
         "persistentvolume-binder-controller",
@@ -241,6 +244,12 @@ pub fn start(client: Client, options: Options) -> Arc<Informers> {
     }
     if enabled.has("persistentvolume-binder-controller") {
         volumes::start(&informers, &events, options.workers);
+    }
+    if enabled.has(endpoints::ENDPOINTS) {
+        endpoints::start_endpoints(&informers, &events, options.workers);
+    }
+    if enabled.has(endpoints::SLICES) {
+        endpoints::start_slices(&informers, &events, options.workers);
     }
     if enabled.has("cronjob-controller") {
         cronjob::start(&informers, &events, options.workers);

@@ -15,9 +15,10 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController,
-    ServiceAccount,
+    Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+    ReplicationController, Service, ServiceAccount,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::watcher;
@@ -50,6 +51,9 @@ pub struct Informers {
     persistentvolumeclaims: OnceLock<Arc<Informer<PersistentVolumeClaim>>>,
     persistentvolumes: OnceLock<Arc<Informer<PersistentVolume>>>,
     runtimeclasses: OnceLock<Arc<Informer<RuntimeClass>>>,
+    services: OnceLock<Arc<Informer<Service>>>,
+    endpoints: OnceLock<Arc<Informer<Endpoints>>>,
+    endpointslices: OnceLock<Arc<Informer<EndpointSlice>>>,
 }
 
 macro_rules! informer_getter {
@@ -93,6 +97,9 @@ impl Informers {
             persistentvolumeclaims: OnceLock::new(),
             persistentvolumes: OnceLock::new(),
             runtimeclasses: OnceLock::new(),
+            services: OnceLock::new(),
+            endpoints: OnceLock::new(),
+            endpointslices: OnceLock::new(),
         })
     }
 
@@ -119,6 +126,24 @@ impl Informers {
     informer_getter!(persistentvolumeclaims, PersistentVolumeClaim);
     informer_getter!(persistentvolumes, PersistentVolume);
     informer_getter!(runtimeclasses, RuntimeClass);
+    informer_getter!(services, Service);
+    informer_getter!(endpoints, Endpoints);
+    // EndpointSlices, indexed by their Service (`kubernetes.io/service-name`).
+    informer_getter!(
+        endpointslices,
+        EndpointSlice,
+        Informer::with_indexes(Some(service_of_slice), false)
+    );
+}
+
+/// The Service an EndpointSlice belongs to, by name (a lookup filters by namespace).
+fn service_of_slice(slice: &EndpointSlice) -> Option<&str> {
+    slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get("kubernetes.io/service-name")
+        .map(String::as_str)
 }
 
 fn node_of(pod: &Pod) -> Option<&str> {

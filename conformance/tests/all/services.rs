@@ -1,0 +1,424 @@
+//! Services: cluster IPs and node ports handed out and checked as kube-apiserver does, the
+//! `kubernetes` Service, and the Endpoints and EndpointSlices of the pods a selector picks.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use skiff_conformance::{Backend, Cluster, Kubectl, Registry};
+
+fn cluster_ip(k: &Kubectl, name: &str) -> String {
+    let svc = k.json(&["get", "svc", name]);
+    let ip = svc["spec"]["clusterIP"].as_str().unwrap_or("").to_string();
+    assert_eq!(svc["spec"]["clusterIPs"], json!([ip]), "{svc}");
+    ip
+}
+
+fn in_service_range(ip: &str) -> bool {
+    let ip: Ipv4Addr = ip.parse().expect("an IPv4 address");
+    let n = u32::from(ip);
+    // 10.96.0.0/12 without its network and broadcast addresses.
+    n > u32::from(Ipv4Addr::new(10, 96, 0, 0)) && n < u32::from(Ipv4Addr::new(10, 111, 255, 255))
+}
+
+fn node_port(k: &Kubectl, name: &str) -> i64 {
+    let svc = k.json(&["get", "svc", name]);
+    svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap_or(0)
+}
+
+fn service_yaml(name: &str, spec: &str) -> String {
+    format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n{spec}")
+}
+
+/// The one cause of a 422 from a raw POST of `body` to the default namespace's services.
+fn refused(cluster: &Cluster, body: &Value) -> (String, String) {
+    let (code, status) = cluster.request(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        "application/json",
+        body.to_string(),
+    );
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(status["reason"], "Invalid", "{status}");
+    let cause = &status["details"]["causes"][0];
+    (
+        cause["field"].as_str().unwrap_or("").to_string(),
+        cause["message"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+pub fn service_ips_and_node_ports(backend: Backend) {
+    let cluster = Cluster::start(backend);
+    let k = cluster.kubectl("1.33");
+
+    // The API server's own Service holds the range's first address.
+    let kubernetes = k.json(&["get", "svc", "kubernetes", "-n", "default"]);
+    assert_eq!(kubernetes["spec"]["clusterIP"], "10.96.0.1", "{kubernetes}");
+    assert_eq!(kubernetes["spec"]["ports"][0]["port"], 443);
+
+    k.ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    let web = cluster_ip(&k, "web");
+    assert!(in_service_range(&web) && web != "10.96.0.1", "{web}");
+    let printed = k.ok(&["get", "svc", "web"]);
+    assert!(
+        printed.contains(&web),
+        "kubectl get svc shows the IP:\n{printed}"
+    );
+
+    k.ok(&["create", "service", "nodeport", "np", "--tcp=80:8080"]);
+    let np = node_port(&k, "np");
+    assert!((30000..=32767).contains(&np), "{np}");
+
+    // Values asked for by name: taken, out of range, malformed.
+    let err = k.fails(&[
+        "create",
+        "service",
+        "clusterip",
+        "dup",
+        "--tcp=80",
+        &format!("--clusterip={web}"),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "spec.clusterIPs: Invalid value: []string{{\"{web}\"}}: failed to allocate IP {web}: provided IP is already allocated"
+        )),
+        "{err}"
+    );
+    let (field, message) = refused(
+        &cluster,
+        &json!({"metadata": {"name": "far"},
+                "spec": {"clusterIP": "10.0.0.5", "ports": [{"port": 80}]}}),
+    );
+    assert_eq!(field, "spec.clusterIPs");
+    assert!(
+        message.contains("the provided IP (10.0.0.5) is not in the valid range. The range of valid IPs is 10.96.0.0/12"),
+        "{message}"
+    );
+    let (field, message) = refused(
+        &cluster,
+        &json!({"metadata": {"name": "taken-port"},
+                "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": np}]}}),
+    );
+    assert_eq!(field, "spec.ports[0].nodePort");
+    assert_eq!(
+        message,
+        format!("Invalid value: {np}: provided port is already allocated")
+    );
+    let (field, message) = refused(
+        &cluster,
+        &json!({"metadata": {"name": "far-port"},
+                "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 40000}]}}),
+    );
+    assert_eq!(field, "spec.ports[0].nodePort");
+    assert!(
+        message.contains("The range of valid ports is 30000-32767"),
+        "{message}"
+    );
+    let (field, _) = refused(
+        &cluster,
+        &json!({"metadata": {"name": "bad-port"}, "spec": {"ports": [{"port": 70000}]}}),
+    );
+    assert_eq!(field, "spec.ports[0].port");
+    // Nothing of the refused ones was created.
+    for name in ["dup", "far", "taken-port", "far-port", "bad-port"] {
+        assert!(k.try_json(&["get", "svc", name]).is_none(), "{name} exists");
+    }
+
+    // A dry run shows an IP and takes none: the same one can then be asked for.
+    let dry = k.json(&[
+        "create",
+        "service",
+        "clusterip",
+        "dry",
+        "--tcp=80",
+        "--dry-run=server",
+        "-o",
+        "json",
+    ]);
+    let dry_ip = dry["spec"]["clusterIP"]
+        .as_str()
+        .expect("an IP")
+        .to_string();
+    assert!(in_service_range(&dry_ip), "{dry}");
+    k.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "dry",
+        "--tcp=80",
+        &format!("--clusterip={dry_ip}"),
+    ]);
+
+    // Headless and ExternalName Services get no address.
+    k.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "headless",
+        "--clusterip=None",
+    ]);
+    assert_eq!(cluster_ip(&k, "headless"), "None");
+    k.ok(&[
+        "create",
+        "service",
+        "externalname",
+        "ext",
+        "--external-name=example.com",
+    ]);
+    let ext = k.json(&["get", "svc", "ext"]);
+    assert!(ext["spec"].get("clusterIP").is_none(), "{ext}");
+
+    // A replace that names neither the IP nor the node port keeps both.
+    k.ok_stdin(
+        &["replace", "-f", "-"],
+        &service_yaml(
+            "np",
+            "  type: NodePort\n  selector: {app: np}\n  ports:\n  - {port: 80, targetPort: 8080}\n",
+        ),
+    );
+    assert_eq!(node_port(&k, "np"), np);
+    // To ClusterIP: the node port goes back, and another Service may take it.
+    k.ok(&[
+        "patch",
+        "svc",
+        "np",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    ]);
+    assert_eq!(node_port(&k, "np"), 0);
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &service_yaml(
+            "np2",
+            &format!("  type: NodePort\n  ports:\n  - {{port: 80, nodePort: {np}}}\n"),
+        ),
+    );
+    assert_eq!(node_port(&k, "np2"), np);
+    // To ExternalName: the IP goes back; deleted, so does web's.
+    let np_ip = cluster_ip(&k, "np");
+    k.ok(&[
+        "patch",
+        "svc",
+        "np",
+        "-p",
+        r#"{"spec":{"type":"ExternalName","externalName":"example.com"}}"#,
+    ]);
+    k.ok(&["delete", "svc", "web"]);
+    for ip in [&np_ip, &web] {
+        k.ok(&[
+            "create",
+            "service",
+            "clusterip",
+            &format!("again-{}", ip.replace('.', "-")),
+            "--tcp=80",
+            &format!("--clusterip={ip}"),
+        ]);
+    }
+
+    // Eight clients at once: eight addresses and eight node ports, none twice.
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let k = cluster.kubectl("1.33");
+            std::thread::spawn(move || {
+                k.ok(&[
+                    "create",
+                    "service",
+                    "nodeport",
+                    &format!("c{i}"),
+                    "--tcp=80",
+                ]);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("a create");
+    }
+    let (mut ips, mut ports) = (HashSet::new(), HashSet::new());
+    for i in 0..8 {
+        assert!(ips.insert(cluster_ip(&k, &format!("c{i}"))));
+        assert!(ports.insert(node_port(&k, &format!("c{i}"))));
+    }
+}
+
+fn slices(k: &Kubectl, service: &str) -> Vec<Value> {
+    let list = k.json(&[
+        "get",
+        "endpointslices",
+        "-l",
+        &format!("kubernetes.io/service-name={service}"),
+    ]);
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// (ip, ready, serving, terminating, port) of every endpoint of the Service's slices.
+fn endpoints_of(k: &Kubectl, service: &str) -> Vec<(String, bool, bool, bool, i64)> {
+    let mut out = Vec::new();
+    for s in slices(k, service) {
+        let port = s["ports"][0]["port"].as_i64().unwrap_or(0);
+        for e in s["endpoints"].as_array().into_iter().flatten() {
+            let c = &e["conditions"];
+            out.push((
+                e["addresses"][0].as_str().unwrap_or("").to_string(),
+                c["ready"] == true,
+                c["serving"] == true,
+                c["terminating"] == true,
+                port,
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never happened: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn endpoint_slices_follow_the_selected_pods() {
+    let registry = Registry::start();
+    let http = registry.push_example("http.wasm", "http");
+    let cluster = Cluster::start_with_node(Backend::Embedded);
+    let k = cluster.kubectl("1.33");
+    let deployment = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      runtimeClassName: wasmtime\n      containers:\n      - name: web\n        image: {http}\n        ports: [{{name: http, containerPort: 8080}}]\n        readinessProbe:\n          httpGet: {{path: /, port: 8080}}\n          periodSeconds: 1\n"
+    );
+    k.ok_stdin(&["apply", "-f", "-"], &deployment);
+    // A pod the selector picks whose readiness probe fails (the app answers 404 there).
+    let unready = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: unready\n  labels: {{app: web}}\nspec:\n  runtimeClassName: wasmtime\n  containers:\n  - name: web\n    image: {http}\n    ports: [{{name: http, containerPort: 8080}}]\n    readinessProbe:\n      httpGet: {{path: /nope, port: 8080}}\n      periodSeconds: 1\n"
+    );
+    k.ok_stdin(&["apply", "-f", "-"], &unready);
+    // The target port by name, looked up in each pod.
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &service_yaml(
+            "web",
+            "  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http}\n",
+        ),
+    );
+    let pod_ips = |k: &Kubectl| -> Vec<(String, bool)> {
+        let pods = k.json(&["get", "pods", "-l", "app=web"]);
+        let mut out: Vec<(String, bool)> = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                let ip = p["status"]["podIP"].as_str()?.to_string();
+                Some((ip, crate::node::ready(p)))
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let eps = wait_until("three endpoints, two ready", || {
+        let eps = endpoints_of(&k, "web");
+        let ready = eps.iter().filter(|e| e.1).count();
+        (eps.len() == 3 && ready == 2).then_some(eps)
+    });
+    let pods = pod_ips(&k);
+    let ips: Vec<String> = pods.iter().map(|(ip, _)| ip.clone()).collect();
+    assert_eq!(
+        eps.iter().map(|e| e.0.clone()).collect::<Vec<_>>(),
+        ips,
+        "the pods' IPs"
+    );
+    assert!(eps.iter().all(|e| e.4 == 8080), "{eps:?}");
+    let unready_ip = k.json(&["get", "pod", "unready"])["status"]["podIP"]
+        .as_str()
+        .expect("IP")
+        .to_string();
+    let e = eps
+        .iter()
+        .find(|e| e.0 == unready_ip)
+        .expect("unready listed");
+    assert_eq!((e.1, e.2, e.3), (false, false, false), "{e:?}");
+    let slice = &slices(&k, "web")[0];
+    assert_eq!(slice["addressType"], "IPv4");
+    assert_eq!(
+        slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslice-controller.k8s.io"
+    );
+    assert_eq!(slice["metadata"]["ownerReferences"][0]["kind"], "Service");
+    assert_eq!(slice["endpoints"][0]["nodeName"], cluster_node(&k));
+    assert_eq!(slice["endpoints"][0]["targetRef"]["kind"], "Pod");
+    // The Endpoints object says the same: ready addresses and not-ready ones.
+    let ep = k.json(&["get", "endpoints", "web"]);
+    let subset = &ep["subsets"][0];
+    assert_eq!(
+        subset["addresses"].as_array().map(Vec::len),
+        Some(2),
+        "{ep}"
+    );
+    assert_eq!(
+        subset["notReadyAddresses"][0]["ip"],
+        unready_ip.as_str(),
+        "{ep}"
+    );
+    assert_eq!(subset["ports"][0]["port"], 8080);
+    let wide = k.ok(&["get", "endpoints", "web"]);
+    assert!(wide.contains(":8080"), "{wide}");
+
+    // Scaled up: the new pod joins.
+    k.ok(&["scale", "deployment", "web", "--replicas=3"]);
+    wait_until("four endpoints, three ready", || {
+        let eps = endpoints_of(&k, "web");
+        (eps.len() == 4 && eps.iter().filter(|e| e.1).count() == 3).then_some(())
+    });
+    // A deleted pod terminates: not ready, and gone once it is.
+    k.ok(&["delete", "pod", "unready", "--wait=true", "--timeout=60s"]);
+    wait_until("the deleted pod gone", || {
+        let eps = endpoints_of(&k, "web");
+        (!eps.iter().any(|e| e.0 == unready_ip)).then_some(())
+    });
+
+    // A selector that picks nothing leaves one empty slice.
+    k.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "-p",
+        r#"{"spec":{"selector":{"app":"none"}}}"#,
+    ]);
+    wait_until("no endpoints", || {
+        let s = slices(&k, "web");
+        (s.len() == 1 && endpoints_of(&k, "web").is_empty()).then_some(())
+    });
+    let ep = k.json(&["get", "endpoints", "web"]);
+    assert!(ep.get("subsets").is_none(), "{ep}");
+
+    // A Service without a selector is left to its owner.
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &service_yaml("manual", "  ports:\n  - {port: 80}\n"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(slices(&k, "manual").is_empty());
+    assert!(k.try_json(&["get", "endpoints", "manual"]).is_none());
+
+    // Deleted, the Service takes its Endpoints and slices with it.
+    k.ok(&["delete", "svc", "web"]);
+    wait_until("web's Endpoints and slices gone", || {
+        (slices(&k, "web").is_empty() && k.try_json(&["get", "endpoints", "web"]).is_none())
+            .then_some(())
+    });
+}
+
+fn cluster_node(k: &Kubectl) -> String {
+    let nodes = k.json(&["get", "nodes"]);
+    nodes["items"][0]["metadata"]["name"]
+        .as_str()
+        .expect("a node")
+        .to_string()
+}
