@@ -44,6 +44,7 @@ pub struct NodeArgs {
 pub struct Node {
     pub agent: skiff_node::Agent,
     pub network: skiff_podnet::PodNetwork,
+    pub proxy: skiff_proxy::Proxy,
 }
 
 impl Node {
@@ -51,6 +52,9 @@ impl Node {
     /// pods run inside this process, so nothing of them outlives it.
     pub async fn shutdown(self) {
         drop(self.agent);
+        if let Err(e) = self.proxy.shutdown().await {
+            eprintln!("skiff: removing the service rules: {e}");
+        }
         if let Err(e) = self.network.shutdown(true).await {
             eprintln!("skiff: releasing the pod network: {e}");
         }
@@ -130,6 +134,15 @@ pub async fn start(
     config.max_pods = args.max_pods;
     config.lease_interval =
         std::time::Duration::from_secs(u64::from(args.node_lease_duration_seconds) / 4);
+    // The node's service proxy (kube-proxy's job), one nftables table per node network.
+    let proxy = skiff_proxy::Proxy::start(
+        client.clone(),
+        skiff_proxy::Config {
+            table: format!("{}-services", args.bridge),
+            node_name: name.clone(),
+            shared_mac: Some(network.shared_mac()),
+        },
+    );
     let agent = skiff_node::Agent::start(
         client,
         config,
@@ -142,7 +155,11 @@ pub async fn start(
         "skiff: node {name} ready: pods on {} ({}), agent endpoint {}",
         args.bridge, pod_cidr, agent.endpoint
     );
-    Ok(Node { agent, network })
+    Ok(Node {
+        agent,
+        network,
+        proxy,
+    })
 }
 
 /// The node's image store in a data dir: the one place both the node and `skiff image`

@@ -422,3 +422,160 @@ fn cluster_node(k: &Kubectl) -> String {
         .expect("a node")
         .to_string()
 }
+
+/// A Deployment of the http example whose pods say their name at `/env/POD_NAME`.
+fn named_deployment(name: &str, version: &str, image: &str, class: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: web, version: {version}}}\n  template:\n    metadata:\n      labels: {{app: web, version: {version}}}\n    spec:\n      runtimeClassName: {class}\n      terminationGracePeriodSeconds: 5\n      containers:\n      - name: web\n        image: {image}\n        ports: [{{name: http, containerPort: 8080}}]\n        env:\n        - name: POD_NAME\n          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}\n        readinessProbe:\n          httpGet: {{path: /, port: 8080}}\n          periodSeconds: 1\n"
+    )
+}
+
+/// The pod names that answer `n` GETs of `path` at `ip:port`; panics on a failed request.
+fn answers(ip: &str, port: u16, path: &str, n: usize) -> HashSet<String> {
+    (0..n)
+        .map(|i| {
+            let (code, body) = crate::node::http_get(ip, port, path)
+                .unwrap_or_else(|e| panic!("request {i} to {ip}:{port}{path}: {e}"));
+            assert_eq!(code, 200, "{ip}:{port}{path}: {body}");
+            body.trim().to_string()
+        })
+        .collect()
+}
+
+fn pod_names(k: &Kubectl, selector: &str) -> HashSet<String> {
+    let pods = k.json(&["get", "pods", "-l", selector]);
+    pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn services_route_traffic_to_ready_pods_of_both_runtimes() {
+    let registry = Registry::start();
+    let build = skiff_conformance::repo_root().join("examples/build");
+    let wasm = registry.push(&build.join("http.wasm"), "http");
+    let linux = registry.push(&build.join("http-server-oci"), "http-server");
+    let cluster = Cluster::start_with_node(Backend::Embedded);
+    let k = cluster.kubectl("1.33");
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &named_deployment("web-v1", "v1", &wasm, "wasmtime", 2),
+    );
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &named_deployment("web-v2", "v2", &linux, "youki", 1),
+    );
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &service_yaml(
+            "web",
+            "  type: NodePort\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http}\n",
+        ),
+    );
+    wait_until("three ready endpoints", || {
+        let eps = endpoints_of(&k, "web");
+        (eps.iter().filter(|e| e.1).count() == 3).then_some(())
+    });
+    let all = pod_names(&k, "app=web");
+    assert_eq!(all.len(), 3);
+    let ip = cluster_ip(&k, "web");
+
+    // From the node: the cluster IP spreads requests over the Wasm and the container pods.
+    assert_eq!(answers(&ip, 80, "/env/POD_NAME", 60), all, "from the node");
+    // The node port too, on an address of the node's (its pod gateway).
+    let nodes = k.json(&["get", "nodes"]);
+    let cidr = nodes["items"][0]["spec"]["podCIDR"]
+        .as_str()
+        .expect("podCIDR");
+    let base: Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
+    let node_addr = Ipv4Addr::from(u32::from(base) + 1).to_string();
+    let node_port = node_port(&k, "web") as u16;
+    assert_eq!(
+        answers(&node_addr, node_port, "/env/POD_NAME", 60),
+        all,
+        "through the node port"
+    );
+    // From inside each Wasm pod (its outgoing wasi:http request; the second of the image
+    // is address-only, in the namespace such pods share): every pod answers, the caller
+    // itself among them (a pod reaching itself through its Service).
+    let v1 = k.json(&["get", "pods", "-l", "version=v1"]);
+    for caller in v1["items"].as_array().expect("pods") {
+        let caller_ip = caller["status"]["podIP"]
+            .as_str()
+            .expect("pod IP")
+            .to_string();
+        let caller_name = caller["metadata"]["name"].as_str().unwrap().to_string();
+        let from_pod = answers(
+            &caller_ip,
+            8080,
+            &format!("/fetch/{ip}:80/env/POD_NAME"),
+            60,
+        );
+        assert_eq!(from_pod, all, "from pod {caller_name} ({caller_ip})");
+    }
+
+    // Pods added now that the node holds the component are address-only (IPs in the
+    // namespace such pods share); they too reach every pod, themselves and each other
+    // included (replies between two of them would stay in their namespace unless the
+    // proxy masquerades them).
+    k.ok(&["scale", "deployment", "web-v1", "--replicas=4"]);
+    wait_until("five ready endpoints", || {
+        let eps = endpoints_of(&k, "web");
+        (eps.iter().filter(|e| e.1).count() == 5).then_some(())
+    });
+    let all = pod_names(&k, "app=web");
+    let v1 = k.json(&["get", "pods", "-l", "version=v1"]);
+    let shared: Vec<&Value> = v1["items"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .filter(|p| {
+            crate::node::in_shared_namespace(&cluster, p["status"]["podIP"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert!(shared.len() >= 2, "two address-only pods among {v1}");
+    let shared_ip = shared[0]["status"]["podIP"].as_str().unwrap().to_string();
+    let from_pod = answers(
+        &shared_ip,
+        8080,
+        &format!("/fetch/{ip}:80/env/POD_NAME"),
+        100,
+    );
+    assert_eq!(from_pod, all, "from address-only pod {shared_ip}");
+
+    // A label switch moves every request to v2.
+    k.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "-p",
+        r#"{"spec":{"selector":{"app":"web","version":"v2"}}}"#,
+    ]);
+    let v2 = pod_names(&k, "version=v2");
+    wait_until("only v2 behind web", || {
+        let eps = endpoints_of(&k, "web");
+        (eps.len() == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(answers(&ip, 80, "/env/POD_NAME", 30), v2);
+
+    // No endpoints: connections are refused at once, not left to time out.
+    k.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "-p",
+        r#"{"spec":{"selector":{"app":"none"}}}"#,
+    ]);
+    wait_until("no endpoints", || {
+        endpoints_of(&k, "web").is_empty().then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let err = crate::node::http_get(&ip, 80, "/").expect_err("no endpoint answers");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

@@ -45,6 +45,8 @@ mod netns;
 mod nft;
 mod state;
 
+pub use nft::run as run_nft;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io;
@@ -642,6 +644,18 @@ impl PodNetwork {
         &self.inner.veth_prefix
     }
 
+    /// The MAC of the namespace address-only pods share: packets from any of them carry it
+    /// as their source on the bridge (the service proxy masquerades service traffic from
+    /// there, since replies between two of them would never leave the namespace).
+    pub fn shared_mac(&self) -> [u8; 6] {
+        links::shared_mac(fnv1a(self.inner.config.bridge.as_bytes()))
+    }
+
+    /// The node's address on its bridge, the pods' gateway.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.inner.gateway
+    }
+
     pub fn config(&self) -> &NetConfig {
         &self.inner.config
     }
@@ -813,7 +827,8 @@ impl Inner {
             ns.netlink
         };
         let (handle, conn) = links::connect_in(netlink);
-        match links::configure_shared_side(&handle, self.config.pod_cidr, self.gateway).await {
+        let mac = links::shared_mac(fnv1a(self.config.bridge.as_bytes()));
+        match links::configure_shared_side(&handle, self.config.pod_cidr, self.gateway, mac).await {
             Ok(eth0) => Ok(Shared { handle, conn, eth0 }),
             Err(e) => {
                 conn.abort();

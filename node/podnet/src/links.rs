@@ -6,8 +6,8 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVeth,
-    LinkAttribute, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoKind,
+    InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
 };
 use rtnetlink::sys::TokioSocket;
 use rtnetlink::{
@@ -203,10 +203,20 @@ pub(crate) async fn add_veth(
             nl(format!("create veth {host}"))(e)
         }
     })?;
-    // By name: the kernel finds the link, no lookup round trip.
+    // By name: the kernel finds the link, no lookup round trip. Hairpin mode lets the
+    // bridge send a frame back out of the port it came in by: with `br_netfilter` loaded,
+    // a pod's packet to a Service that the proxy DNATs to the same pod is bridged back to
+    // it (kubelet's `hairpin-veth`), and the frames of two address-only pods, which share
+    // this port, go the same way.
+    let hairpin = InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)]);
+    let up = LinkUnspec::new_with_name(host)
+        .up()
+        .set_port_kind(InfoPortKind::Bridge)
+        .set_port_data(hairpin);
+    // RTM_NEWLINK on the existing link: RTM_SETLINK ignores bridge port settings.
     handle
         .link()
-        .set(without_ipv6(LinkUnspec::new_with_name(host).up()).build())
+        .change(without_ipv6(up).build())
         .execute()
         .await
         .map_err(nl(format!("set {host} up")))
@@ -314,6 +324,13 @@ pub(crate) fn bridge_mac(hash: u32) -> [u8; 6] {
     [0x02, 0x5a, h[0], h[1], h[2], h[3]]
 }
 
+/// The MAC of the shared namespace's `eth0`, derived from the bridge name like the
+/// bridge's own.
+pub(crate) fn shared_mac(hash: u32) -> [u8; 6] {
+    let h = hash.to_be_bytes();
+    [0x02, 0x5b, h[0], h[1], h[2], h[3]]
+}
+
 const EADDRNOTAVAIL: i32 = 99;
 
 /// Adds `ip/32` to link `index` (an address-only pod's IP, on the shared namespace's
@@ -390,9 +407,21 @@ pub(crate) async fn configure_shared_side(
     handle: &Handle,
     cidr: ipnet::Ipv4Net,
     gateway: Ipv4Addr,
+    mac: [u8; 6],
 ) -> Result<u32, Error> {
     lo_up(handle).await?;
     let index = eth0_index(handle).await?;
+    // A MAC known in advance: the service proxy tells this namespace's packets by it.
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl("set the shared eth0's MAC"))?;
     eth0_up(handle, index).await?;
     // An address of eth0's own, never a source: when the last IPv4 address of an
     // interface goes, Linux flushes every route through it (`fib_disable_ip`), and the

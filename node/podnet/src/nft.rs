@@ -29,7 +29,8 @@ pub(crate) async fn delete_table(table: &str) -> Result<(), Error> {
     run(&format!("table ip {table} {{}}\ndelete table ip {table}\n")).await
 }
 
-async fn run(script: &str) -> Result<(), Error> {
+/// Runs `script` as one `nft -f -` transaction: all of it or nothing.
+pub async fn run(script: &str) -> Result<(), Error> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(std::process::Stdio::piped())

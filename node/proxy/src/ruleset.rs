@@ -1,0 +1,328 @@
+//! The proxy's nftables table as data, and the `nft` script that turns one state of it
+//! into another: the whole table at start (replaced atomically), then only what changed
+//! (chains flushed and refilled, map and set elements added and deleted), each as one
+//! transaction.
+//!
+//! The skeleton (base chains on the NAT and filter hooks, the verdict maps, the sets the
+//! hooks read) never changes while the proxy runs; what changes is the per-Service and
+//! per-endpoint chains, the maps' elements, the sets' elements and the affinity sets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+/// The mark on packets to masquerade (kube-proxy's `0x4000`).
+pub const MASQ_MARK: u32 = 0x4000;
+
+/// Verdict maps and sets of the skeleton: name and declaration (a map's type has a `:`).
+pub const MAPS: &[(&str, &str)] = &[
+    (
+        "cluster-ips",
+        "type ipv4_addr . inet_proto . inet_service : verdict",
+    ),
+    (
+        "external-ips",
+        "type ipv4_addr . inet_proto . inet_service : verdict",
+    ),
+    ("node-ports", "type inet_proto . inet_service : verdict"),
+    ("no-endpoints", "type ipv4_addr . inet_proto . inet_service"),
+    ("no-endpoint-node-ports", "type inet_proto . inet_service"),
+    ("pod-cidrs", "type ipv4_addr; flags interval"),
+];
+
+/// The table's changing parts.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Ruleset {
+    /// Regular chains (named `s-…`, `x-…`, `e-…`) and their rules, in order.
+    pub chains: BTreeMap<String, Vec<String>>,
+    /// Elements of the skeleton's maps and sets: map name → element key → value (`""` for
+    /// a set's element).
+    pub elements: BTreeMap<&'static str, BTreeMap<String, String>>,
+    /// Sets made per endpoint for session affinity: name → timeout in seconds. The name
+    /// carries the timeout, so a new timeout is a new set.
+    pub affinity: BTreeMap<String, u32>,
+}
+
+impl Ruleset {
+    pub fn element(&mut self, map: &'static str, key: String, value: String) {
+        self.elements.entry(map).or_default().insert(key, value);
+    }
+}
+
+/// The skeleton of table `table`, after deleting any table of that name: hooks, maps,
+/// helper chains.
+fn skeleton(table: &str, out: &mut String) {
+    let _ = writeln!(out, "table ip {table} {{}}");
+    let _ = writeln!(out, "delete table ip {table}");
+    let _ = writeln!(out, "table ip {table} {{");
+    for (name, decl) in MAPS {
+        let kind = if decl.contains(':') { "map" } else { "set" };
+        let _ = writeln!(out, "\t{kind} {name} {{\n\t\t{decl};\n\t}}");
+    }
+    let masq = MASQ_MARK;
+    let _ = write!(
+        out,
+        "\tchain services {{\n\
+         \t\tip daddr . meta l4proto . th dport vmap @cluster-ips\n\
+         \t\tip daddr . meta l4proto . th dport vmap @external-ips\n\
+         \t\tfib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @node-ports\n\
+         \t}}\n\
+         \tchain mark-for-masquerade {{\n\
+         \t\tmeta mark set meta mark | {masq:#x}\n\
+         \t}}\n\
+         \tchain prerouting {{\n\
+         \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+         \t\tjump services\n\
+         \t}}\n\
+         \tchain output {{\n\
+         \t\ttype nat hook output priority -100; policy accept;\n\
+         \t\tjump services\n\
+         \t}}\n\
+         \tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\tmeta mark & {masq:#x} == {masq:#x} meta mark set meta mark & {unmask:#x} masquerade fully-random\n\
+         \t}}\n\
+         \tchain reject-no-endpoints {{\n\
+         \t\tmeta l4proto tcp reject with tcp reset\n\
+         \t\treject\n\
+         \t}}\n\
+         \tchain no-endpoints-check {{\n\
+         \t\tip daddr . meta l4proto . th dport @no-endpoints goto reject-no-endpoints\n\
+         \t\tfib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport @no-endpoint-node-ports goto reject-no-endpoints\n\
+         \t}}\n\
+         \tchain filter-input {{\n\
+         \t\ttype filter hook input priority -110; policy accept;\n\
+         \t\tct state new jump no-endpoints-check\n\
+         \t}}\n\
+         \tchain filter-forward {{\n\
+         \t\ttype filter hook forward priority -110; policy accept;\n\
+         \t\tct state new jump no-endpoints-check\n\
+         \t}}\n\
+         \tchain filter-output {{\n\
+         \t\ttype filter hook output priority -110; policy accept;\n\
+         \t\tct state new jump no-endpoints-check\n\
+         \t}}\n",
+        unmask = !MASQ_MARK,
+    );
+    let _ = writeln!(out, "}}");
+}
+
+fn rules_into(table: &str, chain: &str, rules: &[String], out: &mut String) {
+    for r in rules {
+        let _ = writeln!(out, "add rule ip {table} {chain} {r}");
+    }
+}
+
+fn element_text(key: &str, value: &str) -> String {
+    if value.is_empty() {
+        key.to_string()
+    } else {
+        format!("{key} : {value}")
+    }
+}
+
+fn add_affinity_set(table: &str, name: &str, timeout: u32, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "add set ip {table} {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}"
+    );
+}
+
+/// The script that makes table `table` exactly `rs`, replacing whatever is there (one
+/// transaction: packets see the old table or the new one).
+pub fn full(table: &str, rs: &Ruleset) -> String {
+    let mut out = String::new();
+    skeleton(table, &mut out);
+    for (name, timeout) in &rs.affinity {
+        add_affinity_set(table, name, *timeout, &mut out);
+    }
+    for name in rs.chains.keys() {
+        let _ = writeln!(out, "add chain ip {table} {name}");
+    }
+    for (name, rules) in &rs.chains {
+        rules_into(table, name, rules, &mut out);
+    }
+    for (map, elems) in &rs.elements {
+        add_elements(table, map, elems.iter(), &mut out);
+    }
+    out
+}
+
+fn add_elements<'a>(
+    table: &str,
+    map: &str,
+    elems: impl Iterator<Item = (&'a String, &'a String)>,
+    out: &mut String,
+) {
+    let items: Vec<String> = elems.map(|(k, v)| element_text(k, v)).collect();
+    // Bounded lines: one `add element` per 500.
+    for chunk in items.chunks(500) {
+        let _ = writeln!(
+            out,
+            "add element ip {table} {map} {{ {} }}",
+            chunk.join(", ")
+        );
+    }
+}
+
+fn delete_elements<'a>(
+    table: &str,
+    map: &str,
+    keys: impl Iterator<Item = &'a String>,
+    out: &mut String,
+) {
+    let items: Vec<&String> = keys.collect();
+    for chunk in items.chunks(500) {
+        let keys: Vec<&str> = chunk.iter().map(|k| k.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "delete element ip {table} {map} {{ {} }}",
+            keys.join(", ")
+        );
+    }
+}
+
+/// The script that changes table `table` from `old` to `new`; empty when they are equal.
+/// Order matters within the transaction: what a rule or element refers to exists before
+/// it, and goes only after nothing refers to it.
+pub fn diff(table: &str, old: &Ruleset, new: &Ruleset) -> String {
+    let mut out = String::new();
+    for (name, timeout) in &new.affinity {
+        if !old.affinity.contains_key(name) {
+            add_affinity_set(table, name, *timeout, &mut out);
+        }
+    }
+    let added: BTreeSet<&String> = new
+        .chains
+        .keys()
+        .filter(|k| !old.chains.contains_key(*k))
+        .collect();
+    for name in &added {
+        let _ = writeln!(out, "add chain ip {table} {name}");
+    }
+    for (name, rules) in &new.chains {
+        match old.chains.get(name) {
+            Some(before) if before == rules => {}
+            Some(_) => {
+                let _ = writeln!(out, "flush chain ip {table} {name}");
+                rules_into(table, name, rules, &mut out);
+            }
+            None => rules_into(table, name, rules, &mut out),
+        }
+    }
+    let empty = BTreeMap::new();
+    let maps: BTreeSet<&&str> = old.elements.keys().chain(new.elements.keys()).collect();
+    for map in maps {
+        let before = old.elements.get(*map).unwrap_or(&empty);
+        let after = new.elements.get(*map).unwrap_or(&empty);
+        let gone = before
+            .iter()
+            .filter(|(k, v)| after.get(*k) != Some(*v))
+            .map(|(k, _)| k);
+        delete_elements(table, map, gone, &mut out);
+        let came = after.iter().filter(|(k, v)| before.get(*k) != Some(*v));
+        add_elements(table, map, came, &mut out);
+    }
+    let removed: Vec<&String> = old
+        .chains
+        .keys()
+        .filter(|k| !new.chains.contains_key(*k))
+        .collect();
+    // Emptied first: a removed chain may jump to another removed one.
+    for name in &removed {
+        let _ = writeln!(out, "flush chain ip {table} {name}");
+    }
+    for name in &removed {
+        let _ = writeln!(out, "delete chain ip {table} {name}");
+    }
+    for name in old.affinity.keys() {
+        if !new.affinity.contains_key(name) {
+            let _ = writeln!(out, "delete set ip {table} {name}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rs(chains: &[(&str, &[&str])], elems: &[(&'static str, &str, &str)]) -> Ruleset {
+        let mut r = Ruleset::default();
+        for (c, rules) in chains {
+            r.chains
+                .insert(c.to_string(), rules.iter().map(|s| s.to_string()).collect());
+        }
+        for (m, k, v) in elems {
+            r.element(m, k.to_string(), v.to_string());
+        }
+        r
+    }
+
+    #[test]
+    fn equal_states_need_no_script() {
+        let a = rs(
+            &[("s-1", &["goto e-1"])],
+            &[("cluster-ips", "k", "goto s-1")],
+        );
+        assert_eq!(diff("t", &a, &a.clone()), "");
+    }
+
+    #[test]
+    fn a_diff_touches_only_what_changed_and_orders_references() {
+        let old = rs(
+            &[
+                ("s-1", &["goto e-1"]),
+                ("e-1", &["dnat to 10.0.0.1:80"]),
+                ("s-2", &["goto e-2"]),
+                ("e-2", &["dnat to 10.0.0.2:80"]),
+            ],
+            &[
+                ("cluster-ips", "10.96.0.10 . tcp . 80", "goto s-1"),
+                ("cluster-ips", "10.96.0.11 . tcp . 80", "goto s-2"),
+            ],
+        );
+        let new = rs(
+            &[
+                ("s-1", &["goto e-3"]),
+                ("e-3", &["dnat to 10.0.0.3:80"]),
+                ("s-2", &["goto e-2"]),
+                ("e-2", &["dnat to 10.0.0.2:80"]),
+            ],
+            &[
+                ("cluster-ips", "10.96.0.10 . tcp . 80", "goto s-1"),
+                ("no-endpoints", "10.96.0.12 . tcp . 80", ""),
+            ],
+        );
+        let script = diff("t", &old, &new);
+        let lines: Vec<&str> = script.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "add chain ip t e-3",
+                "add rule ip t e-3 dnat to 10.0.0.3:80",
+                "flush chain ip t s-1",
+                "add rule ip t s-1 goto e-3",
+                "delete element ip t cluster-ips { 10.96.0.11 . tcp . 80 }",
+                "add element ip t no-endpoints { 10.96.0.12 . tcp . 80 }",
+                "flush chain ip t e-1",
+                "delete chain ip t e-1",
+            ],
+            "{script}"
+        );
+    }
+
+    #[test]
+    fn the_full_script_replaces_the_table() {
+        let mut r = rs(
+            &[("s-1", &["goto e-1"])],
+            &[("node-ports", "tcp . 30080", "goto x-1")],
+        );
+        r.affinity.insert("a-1".into(), 10800);
+        let script = full("t", &r);
+        assert!(script.starts_with("table ip t {}\ndelete table ip t\ntable ip t {\n"));
+        assert!(script.contains(
+            "add set ip t a-1 { type ipv4_addr; flags dynamic,timeout; timeout 10800s; }"
+        ));
+        assert!(script.contains("add element ip t node-ports { tcp . 30080 : goto x-1 }"));
+    }
+}
