@@ -100,6 +100,26 @@ pub enum Bench {
         #[arg(long, default_value_t = 1000)]
         large: i32,
     },
+    /// The service proxy on a `skiff up` node (as root): requests/s and p99 through a
+    /// cluster IP and a node port against the same pods by pod IP, with few Services and
+    /// with `--services` more; readiness status write to rules; programming time.
+    Services {
+        /// Seconds per load run.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Keep-alive connections.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Rounds of each path, alternating; medians are reported.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Services (10 endpoints each) added for the second half (0 skips it).
+        #[arg(long, default_value_t = 5000)]
+        services: usize,
+        /// Readiness changes timed to the rules (0 skips it).
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
+    },
     /// Resident memory of an idle `skiff server`.
     Idle {
         #[arg(long, default_value_t = 5)]
@@ -130,6 +150,13 @@ pub async fn run(what: Bench) -> anyhow::Result<()> {
             burst,
             idle,
         } => crate::bench_pods::run(pods, rate, burst, idle).await,
+        Bench::Services {
+            seconds,
+            connections,
+            rounds,
+            services,
+            changes,
+        } => crate::bench_services::run(seconds, connections, rounds, services, changes).await,
         Bench::Runtimes { iterations } => crate::bench_containers::runtimes(iterations).await,
         Bench::Containers { pods, rate, burst } => {
             crate::bench_containers::containers(pods, rate, burst).await

@@ -19,6 +19,7 @@ mod bench_containers;
 mod bench_deployments;
 mod bench_http;
 mod bench_pods;
+mod bench_services;
 mod failover;
 mod image;
 mod node;

@@ -579,3 +579,131 @@ fn services_route_traffic_to_ready_pods_of_both_runtimes() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[test]
+fn a_pod_failing_readiness_stops_getting_traffic() {
+    let registry = Registry::start();
+    let busybox = registry.push_example("busybox-oci", "busybox");
+    let cluster = Cluster::start_with_node(Backend::Embedded);
+    let k = cluster.kubectl("1.33");
+    // Two container pods serving their own name, ready while /tmp/ready exists.
+    for name in ["one", "two"] {
+        k.ok_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: flip}}\nspec:\n  runtimeClassName: youki\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: {busybox}\n    command: [sh, -c, 'mkdir -p /www && echo {name} > /www/index.html && touch /tmp/ready && exec httpd -f -p 8080 -h /www']\n    ports: [{{containerPort: 8080}}]\n    readinessProbe:\n      exec: {{command: [cat, /tmp/ready]}}\n      periodSeconds: 1\n      failureThreshold: 1\n"
+            ),
+        );
+    }
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &service_yaml(
+            "flip",
+            "  selector: {app: flip}\n  ports:\n  - {port: 80, targetPort: 8080}\n",
+        ),
+    );
+    let ready_count = |k: &Kubectl| endpoints_of(k, "flip").iter().filter(|e| e.1).count();
+    wait_until("both ready", || (ready_count(&k) == 2).then_some(()));
+    let ip = cluster_ip(&k, "flip");
+    let both: HashSet<String> = ["one", "two"].map(String::from).into();
+    assert_eq!(answers(&ip, 80, "/", 40), both);
+
+    // One fails its probe: its endpoint turns not ready and it gets no more requests.
+    k.ok(&["exec", "one", "--", "rm", "/tmp/ready"]);
+    wait_until("one not ready", || (ready_count(&k) == 1).then_some(()));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        answers(&ip, 80, "/", 40),
+        HashSet::from(["two".to_string()])
+    );
+    // Ready again, it gets its share again.
+    k.ok(&["exec", "one", "--", "touch", "/tmp/ready"]);
+    wait_until("both ready again", || (ready_count(&k) == 2).then_some(()));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(answers(&ip, 80, "/", 40), both);
+}
+
+/// One GET on an open keep-alive connection; the body.
+fn get_on(conn: &mut std::net::TcpStream) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    conn.write_all(b"GET /env/POD_NAME HTTP/1.1\r\nHost: keep\r\n\r\n")
+        .expect("send");
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut length = 0;
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status line");
+    assert!(status.contains(" 200 "), "{status}");
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header");
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().expect("length");
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("body");
+    String::from_utf8_lossy(&body).trim().to_string()
+}
+
+fn rules(table: &str) -> String {
+    let out = std::process::Command::new("nft")
+        .args(["list", "table", "ip", table])
+        .output()
+        .expect("nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_agent_restart_keeps_connections_and_leaves_no_stale_rule() {
+    let registry = Registry::start();
+    let http = registry.push_example("http.wasm", "http");
+    let cluster = Cluster::start_for_agents(Backend::Embedded);
+    let k = cluster.kubectl("1.33");
+    let _a = cluster.start_agent("node-a");
+    let mut b = cluster.start_agent("node-b");
+    let table = format!("{}-services", b.bridge);
+    // The pod runs on node-a; node-b's agent is the one restarted.
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: keep\n  labels: {{app: keep}}\nspec:\n  nodeName: node-a\n  runtimeClassName: wasmtime\n  containers:\n  - name: web\n    image: {http}\n    ports: [{{containerPort: 8080}}]\n    env:\n    - name: POD_NAME\n      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}\n    readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}\n"
+        ),
+    );
+    for name in ["keep", "gone"] {
+        k.ok_stdin(
+            &["apply", "-f", "-"],
+            &service_yaml(
+                name,
+                "  selector: {app: keep}\n  ports:\n  - {port: 80, targetPort: 8080}\n",
+            ),
+        );
+    }
+    let (keep_ip, gone_ip) = (cluster_ip(&k, "keep"), cluster_ip(&k, "gone"));
+    wait_until("both Services in node-b's rules", || {
+        let r = rules(&table);
+        (r.contains(&format!("{keep_ip} . tcp . 80 : goto"))
+            && r.contains(&format!("{gone_ip} . tcp . 80 : goto")))
+        .then_some(())
+    });
+    let mut conn = std::net::TcpStream::connect((keep_ip.as_str(), 80)).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(get_on(&mut conn), "keep");
+
+    // node-b's agent dies (its rules stay: Services keep working); a Service goes meanwhile.
+    b.kill();
+    k.ok(&["delete", "svc", "gone"]);
+    b.restart();
+    wait_until("node-b's rules without the deleted Service", || {
+        let r = rules(&table);
+        (!r.contains(&gone_ip) && r.contains(&format!("{keep_ip} . tcp . 80 : goto"))).then_some(())
+    });
+    // The connection made before the restart is still served.
+    assert_eq!(get_on(&mut conn), "keep");
+}

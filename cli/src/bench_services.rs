@@ -1,0 +1,498 @@
+//! `skiff bench services`: what the service proxy costs and how fast it follows changes,
+//! on a `skiff up` node (as root).
+//!
+//! - Data path: requests/s and latency of keep-alive HTTP requests to two container pods
+//!   of the HTTP example (the static Linux build), by pod IP, through their Service's
+//!   cluster IP and through its node port, from the node, rounds alternating, with a
+//!   handful of Services in the table and again with `--services` more (each with 10
+//!   endpoints), so per-packet cost can be compared between the two.
+//! - Rules: from a pod's readiness status write to the proxy's rules showing it (seen with
+//!   `nft monitor`), for pods whose status this bench writes itself (bound to a node no
+//!   agent runs, so nothing else writes it): the endpointslice controller's and the
+//!   proxy's share of a readiness change, which a probe's period comes before.
+//! - Scale: the time from the last of the `--services` Services and slices created to the
+//!   rules holding all of them, and the time one endpoint change then takes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::bench::{machine, percentile};
+use crate::bench_pods::BenchCluster;
+
+const HTTP_SERVER: &str = "bench.local/skiff/http-server:v1";
+/// The bench cluster's bridge: its proxy table is `<bridge>-services`.
+const TABLE: &str = "skbench0-services";
+
+/// Requests/s and per-request latencies of one load run.
+struct Load {
+    rps: f64,
+    latencies: Vec<Duration>,
+}
+
+/// `connections` keep-alive connections, each to `targets[i % len]`, sending GETs of `/`
+/// back to back for `seconds`.
+async fn load(targets: &[SocketAddr], connections: usize, seconds: f64) -> anyhow::Result<Load> {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for i in 0..connections {
+        let target = targets[i % targets.len()];
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(target)
+                .await
+                .with_context(|| format!("connecting to {target}"))?;
+            stream.set_nodelay(true)?;
+            let (read, mut write) = stream.into_split();
+            let mut read = BufReader::new(read);
+            let mut latencies = Vec::new();
+            let mut line = String::new();
+            let mut body = Vec::new();
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                write
+                    .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+                    .await?;
+                let mut length = 0usize;
+                let mut first = true;
+                loop {
+                    line.clear();
+                    if read.read_line(&mut line).await? == 0 {
+                        bail!("{target} closed the connection");
+                    }
+                    if first {
+                        anyhow::ensure!(line.contains(" 200 "), "{target}: {line}");
+                        first = false;
+                    }
+                    let l = line.trim_end();
+                    if l.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = l.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                body.resize(length, 0);
+                read.read_exact(&mut body).await?;
+                latencies.push(start.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(seconds);
+    latencies.sort();
+    Ok(Load {
+        rps: latencies.len() as f64 / elapsed,
+        latencies,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn container_pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"bench": "pods", "app": "bench-web"}},
+        "spec": {
+            "runtimeClassName": "youki",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "app",
+                "image": HTTP_SERVER,
+                "imagePullPolicy": "Never",
+                "ports": [{"containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+            }],
+        },
+    }))
+    .expect("pod")
+}
+
+async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> anyhow::Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "{what}: timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Ready endpoints of `service`'s slices.
+async fn ready_endpoints(slices: &Api<EndpointSlice>, service: &str) -> usize {
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    slices
+        .list(&lp)
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .flat_map(|s| s.endpoints.iter())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Lines of `nft monitor` with the time each arrived.
+struct Monitor {
+    child: tokio::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<(Instant, String)>,
+}
+
+impl Monitor {
+    async fn start() -> anyhow::Result<Monitor> {
+        let mut child = tokio::process::Command::new("nft")
+            .args(["monitor", "rules"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("nft monitor")?;
+        let out = child.stdout.take().context("nft monitor's output")?;
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut out = BufReader::new(out).lines();
+            while let Ok(Some(line)) = out.next_line().await {
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        // It listens once it has started; give it that moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(Monitor { child, lines })
+    }
+
+    /// When the first line containing `needle` arrives (10 s at most).
+    async fn until(&mut self, needle: &str) -> anyhow::Result<Instant> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some((at, line))) if line.contains(TABLE) && line.contains(needle) => {
+                    return Ok(at);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => bail!("nft monitor ended"),
+                Err(_) => bail!("no rule with {needle:?} in 10 s"),
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        while self.lines.try_recv().is_ok() {}
+    }
+}
+
+/// A pod bound to a node no agent runs, whose status this bench writes.
+fn ghost_pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"bench": "pods", "app": "bench-ghost"}},
+        "spec": {
+            "nodeName": "bench-ghost-node",
+            "containers": [{"name": "app", "image": "none", "ports": [{"containerPort": 8080}]}],
+        },
+    }))
+    .expect("pod")
+}
+
+fn ghost_status(ip: &str, ready: bool) -> serde_json::Value {
+    json!({"status": {
+        "phase": "Running",
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+    }})
+}
+
+/// Readiness status writes to rules: `changes` flips of one of 10 pods' readiness.
+async fn rules_latency(client: &kube::Client, changes: usize) -> anyhow::Result<Vec<Duration>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let n = 10;
+    for i in 0..n {
+        let name = format!("ghost-{i}");
+        pods.create(&PostParams::default(), &ghost_pod(&name))
+            .await?;
+        let status = ghost_status(&format!("10.249.0.{}", i + 10), true);
+        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+    }
+    let svc: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "bench-ghost"},
+        "spec": {"selector": {"app": "bench-ghost"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }))?;
+    services.create(&PostParams::default(), &svc).await?;
+    wait_for("ten ghost endpoints", async || {
+        (ready_endpoints(&slices, "bench-ghost").await == n).then_some(())
+    })
+    .await?;
+    let mut monitor = Monitor::start().await?;
+    let mut out = Vec::new();
+    for c in 0..changes {
+        // Down one, then up again: the Service's chain then balances over 9, then 10.
+        let i = c / 2 % n;
+        let ready = c % 2 == 1;
+        let expect = if ready { n } else { n - 1 };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        monitor.drain();
+        let status = ghost_status(&format!("10.249.0.{}", i + 10), ready);
+        let start = Instant::now();
+        pods.patch_status(
+            &format!("ghost-{i}"),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await?;
+        let at = monitor
+            .until(&format!("numgen random mod {expect} "))
+            .await?;
+        out.push(at.saturating_duration_since(start));
+    }
+    let _ = monitor.child.kill().await;
+    services.delete("bench-ghost", &Default::default()).await?;
+    // No agent will end them: gone at once.
+    pods.delete_collection(
+        &kube::api::DeleteParams::default().grace_period(0),
+        &ListParams::default().labels("app=bench-ghost"),
+    )
+    .await?;
+    Ok(out)
+}
+
+/// `count` Services without selectors, each with a slice of 10 endpoints (addresses
+/// nothing answers at: only the rules are measured), created by 16 clients at once.
+async fn many_services(client: &kube::Client, count: usize) -> anyhow::Result<()> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (client, next) = (client.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let services: Api<Service> = Api::namespaced(client.clone(), "default");
+            let slices: Api<EndpointSlice> = Api::namespaced(client, "default");
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    return anyhow::Ok(());
+                }
+                let name = format!("many-{i}");
+                let svc: Service = serde_json::from_value(json!({
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": name, "labels": {"bench": "many"}},
+                    "spec": {"ports": [{"port": 80, "targetPort": 8080}]},
+                }))?;
+                services.create(&PostParams::default(), &svc).await?;
+                let endpoints: Vec<serde_json::Value> = (0..10)
+                    .map(|e| {
+                        json!({"addresses": [format!("10.248.{}.{}", i / 25, (i % 25) * 10 + e)],
+                               "conditions": {"ready": true}})
+                    })
+                    .collect();
+                let slice: EndpointSlice = serde_json::from_value(json!({
+                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": format!("{name}-1"),
+                                 "labels": {"bench": "many", "kubernetes.io/service-name": name}},
+                    "addressType": "IPv4",
+                    "endpoints": endpoints,
+                    "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
+                }))?;
+                slices.create(&PostParams::default(), &slice).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// Elements of the proxy's `cluster-ips` map now.
+async fn cluster_ip_elements() -> anyhow::Result<usize> {
+    let out = tokio::process::Command::new("nft")
+        .args(["-j", "list", "map", "ip", TABLE, "cluster-ips"])
+        .output()
+        .await?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    Ok(v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["map"]["elem"].as_array())
+        .map(Vec::len)
+        .sum())
+}
+
+pub async fn run(
+    seconds: f64,
+    connections: usize,
+    rounds: usize,
+    services: usize,
+    changes: usize,
+) -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/build");
+    let cluster = BenchCluster::start_with(&[(
+        root.join("http-server-oci"),
+        HTTP_SERVER,
+        "examples/images/http-server.sh",
+    )])
+    .await?;
+    let client = cluster.client.clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let result = async {
+        for i in 0..2 {
+            pods.create(&PostParams::default(), &container_pod(&format!("web-{i}")))
+                .await?;
+        }
+        let svc: Service = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "bench-web"},
+            "spec": {"type": "NodePort", "selector": {"app": "bench-web"},
+                     "ports": [{"port": 80, "targetPort": 8080}]},
+        }))?;
+        let svc = svcs.create(&PostParams::default(), &svc).await?;
+        wait_for("two ready endpoints", async || {
+            (ready_endpoints(&slices, "bench-web").await == 2).then_some(())
+        })
+        .await?;
+        let mut direct = Vec::new();
+        for i in 0..2 {
+            let p = pods.get(&format!("web-{i}")).await?;
+            let ip = p.status.and_then(|s| s.pod_ip).context("pod IP")?;
+            direct.push(SocketAddr::new(ip.parse()?, 8080));
+        }
+        let spec = svc.spec.context("spec")?;
+        let cluster_ip: SocketAddr =
+            SocketAddr::new(spec.cluster_ip.context("cluster IP")?.parse()?, 80);
+        let node_port = spec.ports.context("ports")?[0]
+            .node_port
+            .context("node port")?;
+        // The node's address on its pod bridge (a local address of the node's).
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+        let node = nodes.list(&ListParams::default()).await?.items.remove(0);
+        let cidr: ipnet::Ipv4Net = node
+            .spec
+            .and_then(|s| s.pod_cidr)
+            .context("pod CIDR")?
+            .parse()?;
+        let gateway = std::net::Ipv4Addr::from(u32::from(cidr.network()) + 1);
+        let node_port = SocketAddr::new(gateway.into(), u16::try_from(node_port)?);
+
+        println!("machine: {}", machine());
+        println!(
+            "load: {connections} keep-alive connections from the node, GET / of the HTTP example's static Linux build in 2 container pods, {seconds} s a run, {rounds} rounds alternating"
+        );
+        let paths: [(&str, Vec<SocketAddr>); 3] = [
+            ("pod IPs (direct)", direct),
+            ("cluster IP", vec![cluster_ip]),
+            ("node port", vec![node_port]),
+        ];
+        let mut table: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        for phase in ["few", "many"] {
+            if phase == "many" {
+                if services == 0 {
+                    break;
+                }
+                let before = cluster_ip_elements().await?;
+                let started = Instant::now();
+                many_services(&client, services).await?;
+                let created = started.elapsed();
+                let t = Instant::now();
+                wait_for("the rules of every Service", async || {
+                    (cluster_ip_elements().await.ok()? >= before + services).then_some(())
+                })
+                .await?;
+                println!(
+                    "{services} more Services with 10 endpoints each: created through the API in {:.1} s; in the rules {:.0} ms after the last was created",
+                    created.as_secs_f64(),
+                    t.elapsed().as_secs_f64() * 1000.0
+                );
+            }
+            // Warm each path.
+            for (_, targets) in &paths {
+                load(targets, connections, 0.5).await?;
+            }
+            let mut rps: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+            let mut p99: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+            for _ in 0..rounds {
+                for (i, (_, targets)) in paths.iter().enumerate() {
+                    let l = load(targets, connections, seconds).await?;
+                    rps[i].push(l.rps);
+                    p99[i].push(percentile(&l.latencies, 0.99).as_secs_f64() * 1e6);
+                }
+            }
+            let services_now = cluster_ip_elements().await?;
+            println!("with {services_now} Service ports in the rules:");
+            let (base_rps, base_p99) = (median(rps[0].clone()), median(p99[0].clone()));
+            for (i, (name, _)) in paths.iter().enumerate() {
+                let (r, p) = (median(rps[i].clone()), median(p99[i].clone()));
+                println!(
+                    "  {name:<18} {r:>8.0} requests/s ({:>5.1}% of direct), p99 {p:>6.0} µs ({:+.1}%)   runs: {:.0?} / {:.0?}",
+                    100.0 * r / base_rps,
+                    100.0 * (p - base_p99) / base_p99,
+                    rps[i],
+                    p99[i],
+                );
+                table.insert(format!("{phase} {name}"), (r, p));
+            }
+        }
+        if let (Some(few), Some(many)) = (
+            table.get("few cluster IP"),
+            table.get("many cluster IP"),
+        ) {
+            println!(
+                "cluster IP with {services} more Services: {:+.1}% requests/s, {:+.1}% p99",
+                100.0 * (many.0 - few.0) / few.0,
+                100.0 * (many.1 - few.1) / few.1
+            );
+        }
+        if changes > 0 {
+            let lat = rules_latency(&client, changes).await?;
+            let mut sorted = lat.clone();
+            sorted.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "readiness status write -> rules ({changes} changes, {} Service ports in the rules): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                cluster_ip_elements().await?,
+                ms(percentile(&sorted, 0.5)),
+                ms(percentile(&sorted, 0.9)),
+                ms(percentile(&sorted, 0.99)),
+                ms(*sorted.last().unwrap_or(&Duration::ZERO)),
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    // Services and slices go with the cluster; its pods are stopped first.
+    cluster.stop(&pods).await;
+    result
+}
