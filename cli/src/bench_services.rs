@@ -167,7 +167,7 @@ struct Monitor {
 impl Monitor {
     async fn start() -> anyhow::Result<Monitor> {
         let mut child = tokio::process::Command::new("nft")
-            .args(["monitor", "rules"])
+            .args(["monitor"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -188,12 +188,15 @@ impl Monitor {
         Ok(Monitor { child, lines })
     }
 
-    /// When the first line containing `needle` arrives (10 s at most).
-    async fn until(&mut self, needle: &str) -> anyhow::Result<Instant> {
+    /// When the first line starting with `verb` and containing `needle` arrives (10 s at
+    /// most).
+    async fn until(&mut self, verb: &str, needle: &str) -> anyhow::Result<Instant> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some((at, line))) if line.contains(TABLE) && line.contains(needle) => {
+                Ok(Some((at, line)))
+                    if line.starts_with(verb) && line.contains(TABLE) && line.contains(needle) =>
+                {
                     return Ok(at);
                 }
                 Ok(Some(_)) => {}
@@ -258,13 +261,19 @@ async fn rules_latency(client: &kube::Client, changes: usize) -> anyhow::Result<
     let mut monitor = Monitor::start().await?;
     let mut out = Vec::new();
     for c in 0..changes {
-        // Down one, then up again: the Service's chain then balances over 9, then 10.
+        // Down one, then up again: its address leaves the rules (the hairpin set lists
+        // every endpoint address the rules DNAT to), then comes back.
         let i = c / 2 % n;
         let ready = c % 2 == 1;
-        let expect = if ready { n } else { n - 1 };
+        let ip = format!("10.249.0.{}", i + 10);
+        let verb = if ready {
+            "add element"
+        } else {
+            "delete element"
+        };
         tokio::time::sleep(Duration::from_millis(20)).await;
         monitor.drain();
-        let status = ghost_status(&format!("10.249.0.{}", i + 10), ready);
+        let status = ghost_status(&ip, ready);
         let start = Instant::now();
         pods.patch_status(
             &format!("ghost-{i}"),
@@ -272,19 +281,11 @@ async fn rules_latency(client: &kube::Client, changes: usize) -> anyhow::Result<
             &Patch::Merge(&status),
         )
         .await?;
-        let at = monitor
-            .until(&format!("numgen random mod {expect} "))
-            .await?;
+        let at = monitor.until(verb, &format!("{ip} . {ip}")).await?;
         out.push(at.saturating_duration_since(start));
     }
     let _ = monitor.child.kill().await;
     services.delete("bench-ghost", &Default::default()).await?;
-    // No agent will end them: gone at once.
-    pods.delete_collection(
-        &kube::api::DeleteParams::default().grace_period(0),
-        &ListParams::default().labels("app=bench-ghost"),
-    )
-    .await?;
     Ok(out)
 }
 
@@ -476,7 +477,15 @@ pub async fn run(
             );
         }
         if changes > 0 {
-            let lat = rules_latency(&client, changes).await?;
+            let lat = rules_latency(&client, changes).await;
+            // No agent will end them: gone at once, whatever happened.
+            let _ = pods
+                .delete_collection(
+                    &kube::api::DeleteParams::default().grace_period(0),
+                    &ListParams::default().labels("app=bench-ghost"),
+                )
+                .await;
+            let lat = lat?;
             let mut sorted = lat.clone();
             sorted.sort();
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;

@@ -20,6 +20,7 @@
 pub mod model;
 pub mod ruleset;
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ use skiff_informer::{Informer, Informers};
 use tokio::sync::{Notify, watch};
 
 pub use model::NodeView;
-pub use ruleset::Ruleset;
+pub use ruleset::{Part, Ruleset};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -106,6 +107,25 @@ impl Proxy {
     }
 }
 
+/// What a Service's part is built from: its version, its slices' versions, and whether
+/// the rules know the pod CIDRs.
+fn fingerprint(svc: &Service, slices: &[&EndpointSlice], cidrs: bool) -> String {
+    let mut versions: Vec<(&str, &str)> = slices
+        .iter()
+        .map(|s| {
+            (
+                s.metadata.name.as_deref().unwrap_or_default(),
+                s.metadata.resource_version.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    versions.sort_unstable();
+    format!(
+        "{}|{versions:?}|{cidrs}",
+        svc.metadata.resource_version.as_deref().unwrap_or_default()
+    )
+}
+
 async fn run(
     config: Config,
     services: Arc<Informer<Service>>,
@@ -118,6 +138,9 @@ async fn run(
     slices.synced().await;
     nodes.synced().await;
     let mut applied: Option<Ruleset> = None;
+    // Each Service's part as last built, with what it was built from: a Service whose
+    // object and slices are unchanged is not built again.
+    let mut cache: HashMap<String, (String, Arc<Part>)> = HashMap::new();
     loop {
         let start = Instant::now();
         let view = NodeView {
@@ -130,9 +153,23 @@ async fn run(
             shared_mac: config.shared_mac,
         };
         let (svcs, sls) = (services.list(), slices.list());
-        let svc_refs: Vec<&Service> = svcs.iter().map(|s| &**s).collect();
         let slice_refs: Vec<&EndpointSlice> = sls.iter().map(|s| &**s).collect();
-        let desired = model::build(&svc_refs, &slice_refs, &view);
+        let by_service = model::slices_by_service(&slice_refs);
+        let mut parts = BTreeMap::new();
+        let mut next = HashMap::with_capacity(svcs.len());
+        for svc in &svcs {
+            let key = model::service_key(svc);
+            let slices = by_service.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+            let print = fingerprint(svc, slices, !view.pod_cidrs.is_empty());
+            let part = match cache.remove(&key) {
+                Some((p, part)) if p == print => part,
+                _ => Arc::new(model::service_part(svc, slices, &view)),
+            };
+            parts.insert(key.clone(), part.clone());
+            next.insert(key, (print, part));
+        }
+        cache = next;
+        let desired = Ruleset::assemble(parts, &view.pod_cidrs);
         let script = match &applied {
             None => ruleset::full(&config.table, &desired),
             Some(old) => ruleset::diff(&config.table, old, &desired),

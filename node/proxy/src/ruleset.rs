@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
+use std::sync::Arc;
 
 /// The mark on packets to masquerade (kube-proxy's `0x4000`).
 pub const MASQ_MARK: u32 = 0x4000;
@@ -27,11 +28,14 @@ pub const MAPS: &[(&str, &str)] = &[
     ("no-endpoints", "type ipv4_addr . inet_proto . inet_service"),
     ("no-endpoint-node-ports", "type inet_proto . inet_service"),
     ("pod-cidrs", "type ipv4_addr; flags interval"),
+    ("hairpin", "type ipv4_addr . ipv4_addr"),
 ];
 
-/// The table's changing parts.
+/// One Service's share of the table: its chains, its elements of the skeleton's maps and
+/// sets, its affinity sets, and the endpoint addresses it DNATs to (for the hairpin set,
+/// which Services share).
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Ruleset {
+pub struct Part {
     /// Regular chains (named `s-…`, `x-…`, `e-…`) and their rules, in order.
     pub chains: BTreeMap<String, Vec<String>>,
     /// Elements of the skeleton's maps and sets: map name → element key → value (`""` for
@@ -40,11 +44,64 @@ pub struct Ruleset {
     /// Sets made per endpoint for session affinity: name → timeout in seconds. The name
     /// carries the timeout, so a new timeout is a new set.
     pub affinity: BTreeMap<String, u32>,
+    /// Addresses of the endpoints its rules DNAT to.
+    pub endpoints: BTreeSet<std::net::Ipv4Addr>,
+}
+
+impl Part {
+    pub fn element(&mut self, map: &'static str, key: String, value: String) {
+        self.elements.entry(map).or_default().insert(key, value);
+    }
+
+    fn absorb(&mut self, other: &Part) {
+        self.chains
+            .extend(other.chains.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (map, elems) in &other.elements {
+            self.elements
+                .entry(map)
+                .or_default()
+                .extend(elems.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        self.affinity
+            .extend(other.affinity.iter().map(|(k, v)| (k.clone(), *v)));
+        self.endpoints.extend(other.endpoints.iter().copied());
+    }
+}
+
+/// The table's changing contents: a part per Service (by `namespace/name`), shared with
+/// the cache that made it (`Arc`: an unchanged Service costs a pointer comparison), and
+/// the elements of the sets every Service shares.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Ruleset {
+    pub parts: BTreeMap<String, Arc<Part>>,
+    /// `pod-cidrs` and `hairpin` elements.
+    pub global: BTreeMap<&'static str, BTreeSet<String>>,
 }
 
 impl Ruleset {
-    pub fn element(&mut self, map: &'static str, key: String, value: String) {
-        self.elements.entry(map).or_default().insert(key, value);
+    /// A ruleset of `parts`, with the shared sets made from them and `pod_cidrs`.
+    pub fn assemble(parts: BTreeMap<String, Arc<Part>>, pod_cidrs: &[ipnet::Ipv4Net]) -> Ruleset {
+        let mut global: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+        let cidrs = pod_cidrs.iter().map(|c| c.to_string());
+        global.entry("pod-cidrs").or_default().extend(cidrs);
+        let hairpin = global.entry("hairpin").or_default();
+        for part in parts.values() {
+            hairpin.extend(part.endpoints.iter().map(|ip| format!("{ip} . {ip}")));
+        }
+        Ruleset { parts, global }
+    }
+
+    /// Everything as one part (the shared sets among its elements): for reading.
+    pub fn flat(&self) -> Part {
+        let mut out = Part::default();
+        for p in self.parts.values() {
+            out.absorb(p);
+        }
+        for (set, elems) in &self.global {
+            let e = out.elements.entry(set).or_default();
+            e.extend(elems.iter().map(|k| (k.clone(), String::new())));
+        }
+        out
     }
 }
 
@@ -79,6 +136,7 @@ fn skeleton(table: &str, out: &mut String) {
          \t}}\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\tip saddr . ip daddr @hairpin masquerade fully-random\n\
          \t\tmeta mark & {masq:#x} == {masq:#x} meta mark set meta mark & {unmask:#x} masquerade fully-random\n\
          \t}}\n\
          \tchain reject-no-endpoints {{\n\
@@ -132,16 +190,17 @@ fn add_affinity_set(table: &str, name: &str, timeout: u32, out: &mut String) {
 pub fn full(table: &str, rs: &Ruleset) -> String {
     let mut out = String::new();
     skeleton(table, &mut out);
-    for (name, timeout) in &rs.affinity {
+    let flat = rs.flat();
+    for (name, timeout) in &flat.affinity {
         add_affinity_set(table, name, *timeout, &mut out);
     }
-    for name in rs.chains.keys() {
+    for name in flat.chains.keys() {
         let _ = writeln!(out, "add chain ip {table} {name}");
     }
-    for (name, rules) in &rs.chains {
+    for (name, rules) in &flat.chains {
         rules_into(table, name, rules, &mut out);
     }
-    for (map, elems) in &rs.elements {
+    for (map, elems) in &flat.elements {
         add_elements(table, map, elems.iter(), &mut out);
     }
     out
@@ -182,9 +241,42 @@ fn delete_elements<'a>(
 }
 
 /// The script that changes table `table` from `old` to `new`; empty when they are equal.
-/// Order matters within the transaction: what a rule or element refers to exists before
-/// it, and goes only after nothing refers to it.
+/// Only the Services whose part changed are looked into.
 pub fn diff(table: &str, old: &Ruleset, new: &Ruleset) -> String {
+    let (mut before, mut after) = (Part::default(), Part::default());
+    let keys: BTreeSet<&String> = old.parts.keys().chain(new.parts.keys()).collect();
+    for key in keys {
+        match (old.parts.get(key), new.parts.get(key)) {
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) || a == b => {}
+            (a, b) => {
+                if let Some(a) = a {
+                    before.absorb(a);
+                }
+                if let Some(b) = b {
+                    after.absorb(b);
+                }
+            }
+        }
+    }
+    let empty = BTreeSet::new();
+    for set in old.global.keys().chain(new.global.keys()) {
+        let (a, b) = (
+            old.global.get(set).unwrap_or(&empty),
+            new.global.get(set).unwrap_or(&empty),
+        );
+        if a != b {
+            let e = before.elements.entry(set).or_default();
+            e.extend(a.iter().map(|k| (k.clone(), String::new())));
+            let e = after.elements.entry(set).or_default();
+            e.extend(b.iter().map(|k| (k.clone(), String::new())));
+        }
+    }
+    diff_parts(table, &before, &after)
+}
+
+/// The script from `old` to `new`. Order matters within the transaction: what a rule or
+/// element refers to exists before it, and goes only after nothing refers to it.
+fn diff_parts(table: &str, old: &Part, new: &Part) -> String {
     let mut out = String::new();
     for (name, timeout) in &new.affinity {
         if !old.affinity.contains_key(name) {
@@ -246,16 +338,27 @@ pub fn diff(table: &str, old: &Ruleset, new: &Ruleset) -> String {
 mod tests {
     use super::*;
 
-    fn rs(chains: &[(&str, &[&str])], elems: &[(&'static str, &str, &str)]) -> Ruleset {
-        let mut r = Ruleset::default();
+    fn part(chains: &[(&str, &[&str])], elems: &[(&'static str, &str, &str)]) -> Part {
+        let mut p = Part::default();
         for (c, rules) in chains {
-            r.chains
+            p.chains
                 .insert(c.to_string(), rules.iter().map(|s| s.to_string()).collect());
         }
         for (m, k, v) in elems {
-            r.element(m, k.to_string(), v.to_string());
+            p.element(m, k.to_string(), v.to_string());
         }
-        r
+        p
+    }
+
+    fn one(p: Part) -> Ruleset {
+        Ruleset {
+            parts: [("default/web".to_string(), Arc::new(p))].into(),
+            global: BTreeMap::new(),
+        }
+    }
+
+    fn rs(chains: &[(&str, &[&str])], elems: &[(&'static str, &str, &str)]) -> Ruleset {
+        one(part(chains, elems))
     }
 
     #[test]
@@ -313,12 +416,12 @@ mod tests {
 
     #[test]
     fn the_full_script_replaces_the_table() {
-        let mut r = rs(
+        let mut p = part(
             &[("s-1", &["goto e-1"])],
             &[("node-ports", "tcp . 30080", "goto x-1")],
         );
-        r.affinity.insert("a-1".into(), 10800);
-        let script = full("t", &r);
+        p.affinity.insert("a-1".into(), 10800);
+        let script = full("t", &one(p));
         assert!(script.starts_with("table ip t {}\ndelete table ip t\ntable ip t {\n"));
         assert!(script.contains(
             "add set ip t a-1 { type ipv4_addr; flags dynamic,timeout; timeout 10800s; }"
