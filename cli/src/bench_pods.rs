@@ -157,6 +157,9 @@ pub(crate) async fn clear(api: &Api<Pod>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Log lines of a bench cluster, with the time each was read.
+pub(crate) type LogLines = tokio::sync::mpsc::UnboundedReceiver<(Instant, String)>;
+
 /// A `skiff up` for benchmarks: control plane and node in a child process on a free port,
 /// with the example guests already in the node's image store.
 pub(crate) struct BenchCluster {
@@ -181,6 +184,15 @@ impl BenchCluster {
     pub async fn start_with(
         images: &[(std::path::PathBuf, &str, &str)],
     ) -> anyhow::Result<BenchCluster> {
+        Ok(Self::start_logged(images, None).await?.0)
+    }
+
+    /// As [`BenchCluster::start_with`]; with `log` (a `SKIFF_LOG` filter), the cluster's
+    /// log lines come back through the receiver, each with the time it was read.
+    pub async fn start_logged(
+        images: &[(std::path::PathBuf, &str, &str)],
+        log: Option<&str>,
+    ) -> anyhow::Result<(BenchCluster, Option<LogLines>)> {
         let dir = tempfile::tempdir()?;
         let store = skiff_images::ImageStore::open(dir.path().join("images"))?;
         for (path, reference, script) in images {
@@ -220,10 +232,31 @@ impl BenchCluster {
             )
             .env(
                 "SKIFF_LOG",
-                std::env::var("SKIFF_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+                log.map(str::to_string)
+                    .or_else(|| std::env::var("SKIFF_BENCH_LOG").ok())
+                    .unwrap_or_else(|| "warn".into()),
             )
+            .stderr(if log.is_some() {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::inherit()
+            })
             .kill_on_drop(true)
             .spawn()?;
+        let mut child = child;
+        let lines = child.stderr.take().map(|err| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(err).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tx.send((Instant::now(), line)).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
         let pid = child.id().context("skiff pid")?;
         let client = crate::local_client(&format!("http://127.0.0.1:{port}"))?;
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
@@ -238,12 +271,15 @@ impl BenchCluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        Ok(BenchCluster {
-            child,
-            pid,
-            client,
-            _dir: dir,
-        })
+        Ok((
+            BenchCluster {
+                child,
+                pid,
+                client,
+                _dir: dir,
+            },
+            lines,
+        ))
     }
 
     /// Removes the bench's pods and stops the cluster (SIGTERM: the node releases its

@@ -6,8 +6,8 @@
 //!   cluster IP and through its node port, from the node, rounds alternating, with a
 //!   handful of Services in the table and again with `--services` more (each with 10
 //!   endpoints), so per-packet cost can be compared between the two.
-//! - Rules: from a pod's readiness status write to the proxy's rules showing it (seen with
-//!   `nft monitor`), for pods whose status this bench writes itself (bound to a node no
+//! - Rules: from a pod's readiness status write to the proxy's rules showing it (the
+//!   proxy's debug line after its `nft` transaction committed), for pods whose status this bench writes itself (bound to a node no
 //!   agent runs, so nothing else writes it): the endpointslice controller's and the
 //!   proxy's share of a readiness change, which a probe's period comes before.
 //! - Scale: the time from the last of the `--services` Services and slices created to the
@@ -28,7 +28,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::bench::{machine, percentile};
-use crate::bench_pods::BenchCluster;
+use crate::bench_pods::{BenchCluster, LogLines};
 
 const HTTP_SERVER: &str = "bench.local/skiff/http-server:v1";
 /// The bench cluster's bridge: its proxy table is `<bridge>-services`.
@@ -158,57 +158,54 @@ async fn ready_endpoints(slices: &Api<EndpointSlice>, service: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Lines of `nft monitor` with the time each arrived.
-struct Monitor {
-    child: tokio::process::Child,
-    lines: tokio::sync::mpsc::UnboundedReceiver<(Instant, String)>,
+/// When the cluster logs that it applied service rules for `service` (10 s at most), and
+/// how long the proxy's sync took by its own count.
+async fn applied_for(log: &mut LogLines, service: &str) -> anyhow::Result<(Instant, Duration)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, log.recv()).await {
+            Ok(Some((at, line)))
+                if line.contains("service rules applied") && line.contains(service) =>
+            {
+                let line = strip_ansi(&line);
+                let took = line
+                    .split("took_ms=")
+                    .nth(1)
+                    .and_then(|t| t.split_whitespace().next()?.parse().ok())
+                    .unwrap_or(0);
+                return Ok((at, Duration::from_millis(took)));
+            }
+            Ok(Some((_, line))) => {
+                if line.contains("WARN") || line.contains("ERROR") {
+                    eprintln!("{line}");
+                }
+            }
+            Ok(None) => bail!("the cluster's log ended"),
+            Err(_) => bail!("no rules applied for {service} in 10 s"),
+        }
+    }
 }
 
-impl Monitor {
-    async fn start() -> anyhow::Result<Monitor> {
-        let mut child = tokio::process::Command::new("nft")
-            .args(["monitor"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("nft monitor")?;
-        let out = child.stdout.take().context("nft monitor's output")?;
-        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut out = BufReader::new(out).lines();
-            while let Ok(Some(line)) = out.next_line().await {
-                if tx.send((Instant::now(), line)).is_err() {
+/// `line` without terminal colour codes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
                     break;
                 }
             }
-        });
-        // It listens once it has started; give it that moment.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        Ok(Monitor { child, lines })
-    }
-
-    /// When the first line starting with `verb` and containing `needle` arrives (10 s at
-    /// most).
-    async fn until(&mut self, verb: &str, needle: &str) -> anyhow::Result<Instant> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some((at, line)))
-                    if line.starts_with(verb) && line.contains(TABLE) && line.contains(needle) =>
-                {
-                    return Ok(at);
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => bail!("nft monitor ended"),
-                Err(_) => bail!("no rule with {needle:?} in 10 s"),
-            }
+        } else {
+            out.push(c);
         }
     }
+    out
+}
 
-    fn drain(&mut self) {
-        while self.lines.try_recv().is_ok() {}
-    }
+fn drain(log: &mut LogLines) {
+    while log.try_recv().is_ok() {}
 }
 
 /// A pod bound to a node no agent runs, whose status this bench writes.
@@ -235,7 +232,11 @@ fn ghost_status(ip: &str, ready: bool) -> serde_json::Value {
 }
 
 /// Readiness status writes to rules: `changes` flips of one of 10 pods' readiness.
-async fn rules_latency(client: &kube::Client, changes: usize) -> anyhow::Result<Vec<Duration>> {
+async fn rules_latency(
+    client: &kube::Client,
+    changes: usize,
+    log: &mut LogLines,
+) -> anyhow::Result<Vec<(Duration, Duration)>> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
@@ -258,21 +259,14 @@ async fn rules_latency(client: &kube::Client, changes: usize) -> anyhow::Result<
         (ready_endpoints(&slices, "bench-ghost").await == n).then_some(())
     })
     .await?;
-    let mut monitor = Monitor::start().await?;
     let mut out = Vec::new();
     for c in 0..changes {
-        // Down one, then up again: its address leaves the rules (the hairpin set lists
-        // every endpoint address the rules DNAT to), then comes back.
+        // Down one, then up again.
         let i = c / 2 % n;
         let ready = c % 2 == 1;
         let ip = format!("10.249.0.{}", i + 10);
-        let verb = if ready {
-            "add element"
-        } else {
-            "delete element"
-        };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        monitor.drain();
+        drain(log);
         let status = ghost_status(&ip, ready);
         let start = Instant::now();
         pods.patch_status(
@@ -281,10 +275,9 @@ async fn rules_latency(client: &kube::Client, changes: usize) -> anyhow::Result<
             &Patch::Merge(&status),
         )
         .await?;
-        let at = monitor.until(verb, &format!("{ip} . {ip}")).await?;
-        out.push(at.saturating_duration_since(start));
+        let (at, took) = applied_for(log, "default/bench-ghost").await?;
+        out.push((at.saturating_duration_since(start), took));
     }
-    let _ = monitor.child.kill().await;
     services.delete("bench-ghost", &Default::default()).await?;
     Ok(out)
 }
@@ -359,12 +352,17 @@ pub async fn run(
     changes: usize,
 ) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/build");
-    let cluster = BenchCluster::start_with(&[(
-        root.join("http-server-oci"),
-        HTTP_SERVER,
-        "examples/images/http-server.sh",
-    )])
+    // The proxy logs each applied change: the rules' side of the readiness measurement.
+    let (cluster, log) = BenchCluster::start_logged(
+        &[(
+            root.join("http-server-oci"),
+            HTTP_SERVER,
+            "examples/images/http-server.sh",
+        )],
+        Some("warn,skiff_proxy=debug"),
+    )
     .await?;
+    let mut log = log.context("the cluster's log")?;
     let client = cluster.client.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
@@ -477,7 +475,7 @@ pub async fn run(
             );
         }
         if changes > 0 {
-            let lat = rules_latency(&client, changes).await;
+            let lat = rules_latency(&client, changes, &mut log).await;
             // No agent will end them: gone at once, whatever happened.
             let _ = pods
                 .delete_collection(
@@ -486,8 +484,10 @@ pub async fn run(
                 )
                 .await;
             let lat = lat?;
-            let mut sorted = lat.clone();
+            let mut sorted: Vec<Duration> = lat.iter().map(|l| l.0).collect();
             sorted.sort();
+            let mut syncs: Vec<Duration> = lat.iter().map(|l| l.1).collect();
+            syncs.sort();
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
             println!(
                 "readiness status write -> rules ({changes} changes, {} Service ports in the rules): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -496,6 +496,11 @@ pub async fn run(
                 ms(percentile(&sorted, 0.9)),
                 ms(percentile(&sorted, 0.99)),
                 ms(*sorted.last().unwrap_or(&Duration::ZERO)),
+            );
+            println!(
+                "  of which the proxy's sync (informer caches to nft committed): p50 {:.1} ms, p99 {:.1} ms",
+                ms(percentile(&syncs, 0.5)),
+                ms(percentile(&syncs, 0.99)),
             );
         }
         anyhow::Ok(())

@@ -107,6 +107,19 @@ impl Proxy {
     }
 }
 
+/// The Services whose rules differ between `old` and `new`.
+fn changed_services<'a>(old: &Ruleset, new: &'a Ruleset) -> Vec<&'a String> {
+    new.parts
+        .iter()
+        .filter(|(k, p)| {
+            old.parts
+                .get(*k)
+                .is_none_or(|o| !Arc::ptr_eq(o, p) && o != *p)
+        })
+        .map(|(k, _)| k)
+        .collect()
+}
+
 /// What a Service's part is built from: its version, its slices' versions, and whether
 /// the rules know the pod CIDRs.
 fn fingerprint(svc: &Service, slices: &[&EndpointSlice], cidrs: bool) -> String {
@@ -179,6 +192,17 @@ async fn run(
         } else {
             match skiff_podnet::run_nft(&script).await {
                 Ok(()) => {
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        let changed: Vec<&String> = match &applied {
+                            None => desired.parts.keys().collect(),
+                            Some(old) => changed_services(old, &desired),
+                        };
+                        tracing::debug!(
+                            took_ms = start.elapsed().as_millis() as u64,
+                            lines = script.lines().count(),
+                            "service rules applied for {changed:?}"
+                        );
+                    }
                     applied = Some(desired);
                     let _ = synced.send(Some(Synced {
                         at: Instant::now(),

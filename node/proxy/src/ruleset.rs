@@ -7,7 +7,7 @@
 //! hooks read) never changes while the proxy runs; what changes is the per-Service and
 //! per-endpoint chains, the maps' elements, the sets' elements and the affinity sets.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -69,26 +69,34 @@ impl Part {
 }
 
 /// The table's changing contents: a part per Service (by `namespace/name`), shared with
-/// the cache that made it (`Arc`: an unchanged Service costs a pointer comparison), and
-/// the elements of the sets every Service shares.
+/// the cache that made it (`Arc`: an unchanged Service costs a pointer comparison), the
+/// pod CIDRs, and how many parts DNAT to each endpoint address (the `hairpin` set holds
+/// those with one or more; counted, so that a change looks only at the parts it touched).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Ruleset {
     pub parts: BTreeMap<String, Arc<Part>>,
-    /// `pod-cidrs` and `hairpin` elements.
-    pub global: BTreeMap<&'static str, BTreeSet<String>>,
+    pub pod_cidrs: BTreeSet<String>,
+    pub endpoint_refs: HashMap<std::net::Ipv4Addr, u32>,
+}
+
+fn hairpin_element(ip: std::net::Ipv4Addr) -> String {
+    format!("{ip} . {ip}")
 }
 
 impl Ruleset {
-    /// A ruleset of `parts`, with the shared sets made from them and `pod_cidrs`.
+    /// A ruleset of `parts` and `pod_cidrs`.
     pub fn assemble(parts: BTreeMap<String, Arc<Part>>, pod_cidrs: &[ipnet::Ipv4Net]) -> Ruleset {
-        let mut global: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
-        let cidrs = pod_cidrs.iter().map(|c| c.to_string());
-        global.entry("pod-cidrs").or_default().extend(cidrs);
-        let hairpin = global.entry("hairpin").or_default();
+        let mut endpoint_refs: HashMap<std::net::Ipv4Addr, u32> = HashMap::new();
         for part in parts.values() {
-            hairpin.extend(part.endpoints.iter().map(|ip| format!("{ip} . {ip}")));
+            for ip in &part.endpoints {
+                *endpoint_refs.entry(*ip).or_default() += 1;
+            }
         }
-        Ruleset { parts, global }
+        Ruleset {
+            parts,
+            pod_cidrs: pod_cidrs.iter().map(|c| c.to_string()).collect(),
+            endpoint_refs,
+        }
     }
 
     /// Everything as one part (the shared sets among its elements): for reading.
@@ -97,10 +105,14 @@ impl Ruleset {
         for p in self.parts.values() {
             out.absorb(p);
         }
-        for (set, elems) in &self.global {
-            let e = out.elements.entry(set).or_default();
-            e.extend(elems.iter().map(|k| (k.clone(), String::new())));
-        }
+        let cidrs = out.elements.entry("pod-cidrs").or_default();
+        cidrs.extend(self.pod_cidrs.iter().map(|k| (k.clone(), String::new())));
+        let hairpin = out.elements.entry("hairpin").or_default();
+        hairpin.extend(
+            self.endpoint_refs
+                .keys()
+                .map(|ip| (hairpin_element(*ip), String::new())),
+        );
         out
     }
 }
@@ -258,17 +270,29 @@ pub fn diff(table: &str, old: &Ruleset, new: &Ruleset) -> String {
             }
         }
     }
-    let empty = BTreeSet::new();
-    for set in old.global.keys().chain(new.global.keys()) {
-        let (a, b) = (
-            old.global.get(set).unwrap_or(&empty),
-            new.global.get(set).unwrap_or(&empty),
+    if old.pod_cidrs != new.pod_cidrs {
+        let e = before.elements.entry("pod-cidrs").or_default();
+        e.extend(old.pod_cidrs.iter().map(|k| (k.clone(), String::new())));
+        let e = after.elements.entry("pod-cidrs").or_default();
+        e.extend(new.pod_cidrs.iter().map(|k| (k.clone(), String::new())));
+    }
+    // Hairpin elements: only addresses of the parts that changed can have come or gone.
+    let touched: BTreeSet<std::net::Ipv4Addr> = before
+        .endpoints
+        .iter()
+        .chain(after.endpoints.iter())
+        .copied()
+        .collect();
+    for ip in touched {
+        let (was, is) = (
+            old.endpoint_refs.contains_key(&ip),
+            new.endpoint_refs.contains_key(&ip),
         );
-        if a != b {
-            let e = before.elements.entry(set).or_default();
-            e.extend(a.iter().map(|k| (k.clone(), String::new())));
-            let e = after.elements.entry(set).or_default();
-            e.extend(b.iter().map(|k| (k.clone(), String::new())));
+        if was {
+            before.element("hairpin", hairpin_element(ip), String::new());
+        }
+        if is {
+            after.element("hairpin", hairpin_element(ip), String::new());
         }
     }
     diff_parts(table, &before, &after)
@@ -353,7 +377,7 @@ mod tests {
     fn one(p: Part) -> Ruleset {
         Ruleset {
             parts: [("default/web".to_string(), Arc::new(p))].into(),
-            global: BTreeMap::new(),
+            ..Default::default()
         }
     }
 
