@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use skiff_conformance::{Backend, Cluster, Kubectl, Registry};
 
+use crate::workloads::{eventually, items};
+
 fn cluster_ip(k: &Kubectl, name: &str) -> String {
     let svc = k.json(&["get", "svc", name]);
     let ip = svc["spec"]["clusterIP"].as_str().unwrap_or("").to_string();
@@ -242,13 +244,8 @@ pub fn service_ips_and_node_ports(backend: Backend) {
 }
 
 fn slices(k: &Kubectl, service: &str) -> Vec<Value> {
-    let list = k.json(&[
-        "get",
-        "endpointslices",
-        "-l",
-        &format!("kubernetes.io/service-name={service}"),
-    ]);
-    list["items"].as_array().cloned().unwrap_or_default()
+    let selector = format!("kubernetes.io/service-name={service}");
+    items(k, &["endpointslices", "-l", &selector])
 }
 
 /// (ip, ready, serving, terminating, port) of every endpoint of the Service's slices.
@@ -269,20 +266,6 @@ fn endpoints_of(k: &Kubectl, service: &str) -> Vec<(String, bool, bool, bool, i6
     }
     out.sort();
     out
-}
-
-fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "never happened: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -322,7 +305,7 @@ fn endpoint_slices_follow_the_selected_pods() {
         out.sort();
         out
     };
-    let eps = wait_until("three endpoints, two ready", || {
+    let eps = eventually("three endpoints, two ready", || {
         let eps = endpoints_of(&k, "web");
         let ready = eps.iter().filter(|e| e.1).count();
         (eps.len() == 3 && ready == 2).then_some(eps)
@@ -372,13 +355,13 @@ fn endpoint_slices_follow_the_selected_pods() {
 
     // Scaled up: the new pod joins.
     k.ok(&["scale", "deployment", "web", "--replicas=3"]);
-    wait_until("four endpoints, three ready", || {
+    eventually("four endpoints, three ready", || {
         let eps = endpoints_of(&k, "web");
         (eps.len() == 4 && eps.iter().filter(|e| e.1).count() == 3).then_some(())
     });
     // A deleted pod terminates: not ready, and gone once it is.
     k.ok(&["delete", "pod", "unready", "--wait=true", "--timeout=60s"]);
-    wait_until("the deleted pod gone", || {
+    eventually("the deleted pod gone", || {
         let eps = endpoints_of(&k, "web");
         (!eps.iter().any(|e| e.0 == unready_ip)).then_some(())
     });
@@ -391,7 +374,7 @@ fn endpoint_slices_follow_the_selected_pods() {
         "-p",
         r#"{"spec":{"selector":{"app":"none"}}}"#,
     ]);
-    wait_until("no endpoints", || {
+    eventually("no endpoints", || {
         let s = slices(&k, "web");
         (s.len() == 1 && endpoints_of(&k, "web").is_empty()).then_some(())
     });
@@ -409,7 +392,7 @@ fn endpoint_slices_follow_the_selected_pods() {
 
     // Deleted, the Service takes its Endpoints and slices with it.
     k.ok(&["delete", "svc", "web"]);
-    wait_until("web's Endpoints and slices gone", || {
+    eventually("web's Endpoints and slices gone", || {
         (slices(&k, "web").is_empty() && k.try_json(&["get", "endpoints", "web"]).is_none())
             .then_some(())
     });
@@ -443,11 +426,8 @@ fn answers(ip: &str, port: u16, path: &str, n: usize) -> HashSet<String> {
 }
 
 fn pod_names(k: &Kubectl, selector: &str) -> HashSet<String> {
-    let pods = k.json(&["get", "pods", "-l", selector]);
-    pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    items(k, &["pods", "-l", selector])
+        .iter()
         .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
         .collect()
 }
@@ -475,7 +455,7 @@ fn services_route_traffic_to_ready_pods_of_both_runtimes() {
             "  type: NodePort\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http}\n",
         ),
     );
-    wait_until("three ready endpoints", || {
+    eventually("three ready endpoints", || {
         let eps = endpoints_of(&k, "web");
         (eps.iter().filter(|e| e.1).count() == 3).then_some(())
     });
@@ -522,7 +502,7 @@ fn services_route_traffic_to_ready_pods_of_both_runtimes() {
     // included (replies between two of them would stay in their namespace unless the
     // proxy masquerades them).
     k.ok(&["scale", "deployment", "web-v1", "--replicas=4"]);
-    wait_until("five ready endpoints", || {
+    eventually("five ready endpoints", || {
         let eps = endpoints_of(&k, "web");
         (eps.iter().filter(|e| e.1).count() == 5).then_some(())
     });
@@ -555,7 +535,7 @@ fn services_route_traffic_to_ready_pods_of_both_runtimes() {
         r#"{"spec":{"selector":{"app":"web","version":"v2"}}}"#,
     ]);
     let v2 = pod_names(&k, "version=v2");
-    wait_until("only v2 behind web", || {
+    eventually("only v2 behind web", || {
         let eps = endpoints_of(&k, "web");
         (eps.len() == 1).then_some(())
     });
@@ -570,7 +550,7 @@ fn services_route_traffic_to_ready_pods_of_both_runtimes() {
         "-p",
         r#"{"spec":{"selector":{"app":"none"}}}"#,
     ]);
-    wait_until("no endpoints", || {
+    eventually("no endpoints", || {
         endpoints_of(&k, "web").is_empty().then_some(())
     });
     std::thread::sleep(Duration::from_millis(200));
@@ -603,14 +583,14 @@ fn a_pod_failing_readiness_stops_getting_traffic() {
         ),
     );
     let ready_count = |k: &Kubectl| endpoints_of(k, "flip").iter().filter(|e| e.1).count();
-    wait_until("both ready", || (ready_count(&k) == 2).then_some(()));
+    eventually("both ready", || (ready_count(&k) == 2).then_some(()));
     let ip = cluster_ip(&k, "flip");
     let both: HashSet<String> = ["one", "two"].map(String::from).into();
     assert_eq!(answers(&ip, 80, "/", 40), both);
 
     // One fails its probe: its endpoint turns not ready and it gets no more requests.
     k.ok(&["exec", "one", "--", "rm", "/tmp/ready"]);
-    wait_until("one not ready", || (ready_count(&k) == 1).then_some(()));
+    eventually("one not ready", || (ready_count(&k) == 1).then_some(()));
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         answers(&ip, 80, "/", 40),
@@ -618,7 +598,7 @@ fn a_pod_failing_readiness_stops_getting_traffic() {
     );
     // Ready again, it gets its share again.
     k.ok(&["exec", "one", "--", "touch", "/tmp/ready"]);
-    wait_until("both ready again", || (ready_count(&k) == 2).then_some(()));
+    eventually("both ready again", || (ready_count(&k) == 2).then_some(()));
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(answers(&ip, 80, "/", 40), both);
 }
@@ -685,7 +665,7 @@ fn an_agent_restart_keeps_connections_and_leaves_no_stale_rule() {
         );
     }
     let (keep_ip, gone_ip) = (cluster_ip(&k, "keep"), cluster_ip(&k, "gone"));
-    wait_until("both Services in node-b's rules", || {
+    eventually("both Services in node-b's rules", || {
         let r = rules(&table);
         (r.contains(&format!("{keep_ip} . tcp . 80 : goto"))
             && r.contains(&format!("{gone_ip} . tcp . 80 : goto")))
@@ -700,7 +680,7 @@ fn an_agent_restart_keeps_connections_and_leaves_no_stale_rule() {
     b.kill();
     k.ok(&["delete", "svc", "gone"]);
     b.restart();
-    wait_until("node-b's rules without the deleted Service", || {
+    eventually("node-b's rules without the deleted Service", || {
         let r = rules(&table);
         (!r.contains(&gone_ip) && r.contains(&format!("{keep_ip} . tcp . 80 : goto"))).then_some(())
     });

@@ -159,8 +159,11 @@ pub async fn ensure_kubernetes_service(
         "status": {"loadBalancer": {}},
     });
     let services = registry::find("", "v1", "services").expect("services are served");
-    let written = keep(store, services, svc, &["spec"]).await?;
-    crate::serviceips::record(&**store, &written).await?;
+    // Its address is reserved when it is written; a tick that finds it as it was writes
+    // nothing (the repair pass records a reservation lost otherwise).
+    if let Some(written) = keep(store, services, svc, &["spec"]).await? {
+        crate::serviceips::record(&**store, &written).await?;
+    }
     let Some(addr) = k.advertise else {
         return Ok(());
     };
@@ -197,14 +200,14 @@ pub async fn ensure_kubernetes_service(
     Ok(())
 }
 
-/// Creates `obj` if it is missing, or puts back its `fields` if they differ; returns the
-/// stored form.
+/// Creates `obj` if it is missing, or puts back its `fields` if they differ; returns what
+/// it wrote, `None` when the stored object already had them.
 async fn keep(
     store: &Arc<dyn Store>,
     res: &'static Resource,
     mut obj: serde_json::Value,
     fields: &[&str],
-) -> skiff_store::Result<serde_json::Value> {
+) -> skiff_store::Result<Option<serde_json::Value>> {
     let ns = object::meta_str(&obj, "namespace").map(str::to_string);
     let key = res.key(ns.as_deref(), object::name(&obj));
     for _ in 0..4 {
@@ -217,17 +220,17 @@ async fn keep(
                     meta.insert("generation".into(), json!(1));
                 }
                 match store.create(&key, object::encode(res, &obj)).await {
-                    Ok(_) => return Ok(obj),
+                    Ok(_) => return Ok(Some(obj)),
                     Err(skiff_store::Error::AlreadyExists) => continue,
                     Err(e) => return Err(e),
                 }
             }
             Some(kv) => {
                 let Ok(mut stored) = serde_json::from_slice::<serde_json::Value>(&kv.value) else {
-                    return Ok(obj);
+                    return Ok(None);
                 };
                 if fields.iter().all(|f| stored.get(*f) == obj.get(*f)) {
-                    return Ok(stored);
+                    return Ok(None);
                 }
                 for f in fields {
                     stored[*f] = obj[*f].clone();
@@ -243,14 +246,14 @@ async fn keep(
                     .update(&key, kv.mod_revision, object::encode(res, &stored))
                     .await
                 {
-                    Ok(_) => return Ok(stored),
+                    Ok(_) => return Ok(Some(stored)),
                     Err(skiff_store::Error::Conflict { .. }) => continue,
                     Err(e) => return Err(e),
                 }
             }
         }
     }
-    Ok(obj)
+    Ok(None)
 }
 
 /// Compacts the store to the revision it had one interval ago, as kube-apiserver compacts

@@ -264,6 +264,18 @@ fn services() -> &'static Resource {
     crate::registry::find("", "v1", "services").expect("services are served")
 }
 
+/// `serviceips::assign` for a create (`old` None) or an update; whether it took anything.
+async fn assign_service_values(
+    state: &AppState,
+    old: Option<&Value>,
+    new: &mut Value,
+    dry_run: bool,
+) -> ApiResult<bool> {
+    let (store, ranges) = (&*state.store, &state.service_ranges);
+    let taken = crate::serviceips::assign(store, ranges, services(), old, new, dry_run).await?;
+    Ok(!taken.is_empty())
+}
+
 impl Strategy for Services {
     fn prepare_for_create(&self, obj: &mut Value) {
         crate::serviceips::normalize(obj);
@@ -275,13 +287,7 @@ impl Strategy for Services {
         obj: &'a mut Value,
         dry_run: bool,
     ) -> BoxFuture<'a, ApiResult<bool>> {
-        Box::pin(async move {
-            let ranges = &state.service_ranges;
-            let taken =
-                crate::serviceips::assign(&*state.store, ranges, services(), None, obj, dry_run)
-                    .await?;
-            Ok(!taken.is_empty())
-        })
+        Box::pin(assign_service_values(state, None, obj, dry_run))
     }
 
     fn release<'a>(&'a self, state: &'a AppState, obj: &'a Value) -> BoxFuture<'a, ()> {
@@ -300,14 +306,7 @@ impl Strategy for Services {
         new: &'a mut Value,
         dry_run: bool,
     ) -> BoxFuture<'a, ApiResult<bool>> {
-        Box::pin(async move {
-            let ranges = &state.service_ranges;
-            let store = &*state.store;
-            let taken =
-                crate::serviceips::assign(store, ranges, services(), Some(old), new, dry_run)
-                    .await?;
-            Ok(!taken.is_empty())
-        })
+        Box::pin(assign_service_values(state, Some(old), new, dry_run))
     }
 
     fn release_update<'a>(

@@ -45,7 +45,7 @@ mod netns;
 mod nft;
 mod state;
 
-pub use nft::run as run_nft;
+pub use nft::{delete_table as delete_nft_table, run as run_nft};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;

@@ -25,7 +25,8 @@ pub(crate) async fn load_masquerade(table: &str, bridge: &str, cidr: Ipv4Net) ->
     run(&script).await
 }
 
-pub(crate) async fn delete_table(table: &str) -> Result<(), Error> {
+/// Deletes table `table` of the `ip` family; a table that is not there is not an error.
+pub async fn delete_table(table: &str) -> Result<(), Error> {
     run(&format!("table ip {table} {{}}\ndelete table ip {table}\n")).await
 }
 

@@ -102,8 +102,7 @@ impl Proxy {
     pub async fn shutdown(self) -> Result<(), skiff_podnet::Error> {
         self.task.abort();
         let _ = self.task.await;
-        let t = &self.table;
-        skiff_podnet::run_nft(&format!("table ip {t} {{}}\ndelete table ip {t}\n")).await
+        skiff_podnet::delete_nft_table(&self.table).await
     }
 }
 
