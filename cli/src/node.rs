@@ -38,6 +38,13 @@ pub struct NodeArgs {
     /// agent renews it every quarter of that.
     #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(4..=3600))]
     pub node_lease_duration_seconds: u32,
+    /// The cluster domain (the kubelet's `--cluster-domain`).
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Nameservers pods use (the kubelet's `--cluster-dns`). By default the node serves
+    /// the cluster's names itself, on its pod network's gateway.
+    #[arg(long, value_delimiter = ',')]
+    pub cluster_dns: Vec<IpAddr>,
 }
 
 /// What a running node holds; dropping it stops the agent.
@@ -45,6 +52,8 @@ pub struct Node {
     pub agent: skiff_node::Agent,
     pub network: skiff_podnet::PodNetwork,
     pub proxy: skiff_proxy::Proxy,
+    /// The node's cluster DNS, when it serves one.
+    pub dns: Option<skiff_dns::Dns>,
 }
 
 impl Node {
@@ -52,6 +61,7 @@ impl Node {
     /// pods run inside this process, so nothing of them outlives it.
     pub async fn shutdown(self) {
         drop(self.agent);
+        drop(self.dns);
         if let Err(e) = self.proxy.shutdown().await {
             eprintln!("skiff: removing the service rules: {e}");
         }
@@ -134,9 +144,35 @@ pub async fn start(
     config.max_pods = args.max_pods;
     config.lease_interval =
         std::time::Duration::from_secs(u64::from(args.node_lease_duration_seconds) / 4);
+    // One list and watch per kind for the node's parts: its proxy, its DNS, its agent.
+    let informers = skiff_informer::Informers::new(client.clone());
+    config.informers = Some(informers.clone());
+    // The node's cluster DNS, on the pods' gateway: every pod reaches it over its bridge.
+    let dns = if args.cluster_dns.is_empty() {
+        let listen = std::net::SocketAddr::from((network.gateway(), 53));
+        match skiff_dns::Dns::serve(skiff_dns::Config::new(listen, &args.cluster_domain)) {
+            Ok(mut dns) => {
+                dns.follow(&informers, &args.cluster_domain);
+                Some(dns)
+            }
+            Err(e) => {
+                eprintln!(
+                    "skiff: no cluster DNS on this node ({listen}: {e}); pods get the node's resolvers (--cluster-dns names another)"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let nameservers = match &dns {
+        Some(d) => vec![d.listen.ip()],
+        None => args.cluster_dns.clone(),
+    };
+    config.dns = skiff_node::dns::NodeDns::new(nameservers, &args.cluster_domain);
     // The node's service proxy (kube-proxy's job), one nftables table per node network.
     let proxy = skiff_proxy::Proxy::start(
-        client.clone(),
+        informers,
         skiff_proxy::Config {
             table: format!("{}-services", args.bridge),
             node_name: name.clone(),
@@ -159,6 +195,7 @@ pub async fn start(
         agent,
         network,
         proxy,
+        dns,
     })
 }
 

@@ -7,6 +7,7 @@ mod client;
 mod containers;
 mod daemonsets;
 mod debug;
+mod dns;
 mod drain;
 mod dry_run;
 mod errors;

@@ -10,7 +10,7 @@ use skiff_conformance::{Backend, Cluster, Kubectl, Registry};
 
 use crate::workloads::{eventually, items};
 
-fn cluster_ip(k: &Kubectl, name: &str) -> String {
+pub(crate) fn cluster_ip(k: &Kubectl, name: &str) -> String {
     let svc = k.json(&["get", "svc", name]);
     let ip = svc["spec"]["clusterIP"].as_str().unwrap_or("").to_string();
     assert_eq!(svc["spec"]["clusterIPs"], json!([ip]), "{svc}");
@@ -29,7 +29,7 @@ fn node_port(k: &Kubectl, name: &str) -> i64 {
     svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap_or(0)
 }
 
-fn service_yaml(name: &str, spec: &str) -> String {
+pub(crate) fn service_yaml(name: &str, spec: &str) -> String {
     format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n{spec}")
 }
 
@@ -249,7 +249,7 @@ fn slices(k: &Kubectl, service: &str) -> Vec<Value> {
 }
 
 /// (ip, ready, serving, terminating, port) of every endpoint of the Service's slices.
-fn endpoints_of(k: &Kubectl, service: &str) -> Vec<(String, bool, bool, bool, i64)> {
+pub(crate) fn endpoints_of(k: &Kubectl, service: &str) -> Vec<(String, bool, bool, bool, i64)> {
     let mut out = Vec::new();
     for s in slices(k, service) {
         let port = s["ports"][0]["port"].as_i64().unwrap_or(0);
@@ -407,7 +407,13 @@ fn cluster_node(k: &Kubectl) -> String {
 }
 
 /// A Deployment of the http example whose pods say their name at `/env/POD_NAME`.
-fn named_deployment(name: &str, version: &str, image: &str, class: &str, replicas: u32) -> String {
+pub(crate) fn named_deployment(
+    name: &str,
+    version: &str,
+    image: &str,
+    class: &str,
+    replicas: u32,
+) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: web, version: {version}}}\n  template:\n    metadata:\n      labels: {{app: web, version: {version}}}\n    spec:\n      runtimeClassName: {class}\n      terminationGracePeriodSeconds: 5\n      containers:\n      - name: web\n        image: {image}\n        ports: [{{name: http, containerPort: 8080}}]\n        env:\n        - name: POD_NAME\n          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}\n        readinessProbe:\n          httpGet: {{path: /, port: 8080}}\n          periodSeconds: 1\n"
     )

@@ -235,11 +235,28 @@ impl Supervisor {
         image: &PulledImage,
     ) -> Result<(ContainerSpec, Arc<crate::logs::ContainerLog>), (String, String)> {
         let run = &self.run;
+        let services = &run.ctx.services;
+        // As the kubelet, a container's variables wait for the Services' first list
+        // (bounded: an API server that cannot list them does not stop the pod).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), services.synced()).await;
+        let mut visible = services.list_namespace(&run.namespace);
+        if run.namespace != "default"
+            && let Some(k) = services.get("default/kubernetes")
+        {
+            visible.push(k);
+        }
+        let enable_links = run
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
         let sources = env::Sources {
             client: &run.ctx.client,
             pod: &run.pod,
             pod_ip: run.ip().map(|ip| ip.to_string()),
             host_ip: run.ctx.config.node_ip.to_string(),
+            services: env::service_links(&visible, &run.namespace, enable_links),
         };
         let config_err = |m: String| ("CreateContainerConfigError".to_string(), m);
         let mut env = image.env.clone();

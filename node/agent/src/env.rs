@@ -19,6 +19,91 @@ pub struct Sources<'a> {
     pub pod: &'a Pod,
     pub pod_ip: Option<String>,
     pub host_ip: String,
+    /// The Services' variables ([`service_links`]): under every variable the container
+    /// sets, and `$(VAR)` may name them.
+    pub services: Vec<(String, String)>,
+}
+
+/// The docker-link variables of the Services a pod sees (the kubelet's
+/// `getServiceEnvVarMap` and `envvars.FromServices`): the `kubernetes` Service of
+/// `default` always, and with `enableServiceLinks` (the default) every Service of the
+/// pod's namespace that has a cluster IP; for each, `<NAME>_SERVICE_HOST`,
+/// `<NAME>_SERVICE_PORT[_<PORT NAME>]` and the `<NAME>_PORT*` family of its ports.
+pub fn service_links(
+    services: &[std::sync::Arc<k8s_openapi::api::core::v1::Service>],
+    namespace: &str,
+    enable_links: bool,
+) -> Vec<(String, String)> {
+    let mut chosen: BTreeMap<&str, &k8s_openapi::api::core::v1::Service> = BTreeMap::new();
+    for svc in services {
+        let (Some(ns), Some(name), Some(spec)) = (
+            svc.metadata.namespace.as_deref(),
+            svc.metadata.name.as_deref(),
+            svc.spec.as_ref(),
+        ) else {
+            continue;
+        };
+        let ip = spec.cluster_ip.as_deref().unwrap_or("");
+        if ip.is_empty() || ip == "None" {
+            continue;
+        }
+        if ns == "default" && name == "kubernetes" {
+            chosen.entry(name).or_insert(svc);
+        } else if ns == namespace && enable_links {
+            chosen.insert(name, svc);
+        }
+    }
+    let mut out = Vec::new();
+    for (name, svc) in chosen {
+        let spec = svc.spec.as_ref().expect("chosen with a spec");
+        let ip = spec.cluster_ip.as_deref().unwrap_or_default();
+        let prefix = name.to_ascii_uppercase().replace('-', "_");
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.to_string()));
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        let Some(first) = ports.first() else {
+            continue;
+        };
+        out.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        for p in ports {
+            if let Some(pname) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((
+                    format!(
+                        "{prefix}_SERVICE_PORT_{}",
+                        pname.to_ascii_uppercase().replace('-', "_")
+                    ),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
+            p.protocol.clone().unwrap_or_else(|| "TCP".into())
+        };
+        out.push((
+            format!("{prefix}_PORT"),
+            format!(
+                "{}://{host}:{}",
+                proto(first).to_ascii_lowercase(),
+                first.port
+            ),
+        ));
+        for p in ports {
+            let protocol = proto(p);
+            let base = format!("{prefix}_PORT_{}_{}", p.port, protocol.to_ascii_uppercase());
+            out.push((
+                base.clone(),
+                format!("{}://{host}:{}", protocol.to_ascii_lowercase(), p.port),
+            ));
+            out.push((format!("{base}_PROTO"), protocol.to_ascii_lowercase()));
+            out.push((format!("{base}_PORT"), p.port.to_string()));
+            out.push((format!("{base}_ADDR"), ip.to_string()));
+        }
+    }
+    out
 }
 
 impl Sources<'_> {
@@ -126,8 +211,12 @@ pub async fn environment(
     for var in container.env.iter().flatten() {
         let value = match &var.value_from {
             None => {
-                let lookup: HashMap<&str, &str> =
-                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let lookup: HashMap<&str, &str> = sources
+                    .services
+                    .iter()
+                    .chain(env.iter())
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 expand(var.value.as_deref().unwrap_or(""), &lookup)
             }
             Some(from) => {
@@ -171,6 +260,11 @@ pub async fn environment(
             }
         };
         set(&mut env, var.name.clone(), value);
+    }
+    for (k, v) in &sources.services {
+        if !env.iter().any(|(name, _)| name == k) {
+            env.push((k.clone(), v.clone()));
+        }
     }
     Ok(env)
 }
@@ -268,6 +362,77 @@ pub fn argv(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn svc(
+        ns: &str,
+        name: &str,
+        ip: &str,
+        ports: serde_json::Value,
+    ) -> std::sync::Arc<k8s_openapi::api::core::v1::Service> {
+        std::sync::Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"namespace": ns, "name": name},
+                "spec": {"clusterIP": ip, "ports": ports},
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn service_links_are_the_kubelets_docker_link_variables() {
+        let services = [
+            svc(
+                "default",
+                "kubernetes",
+                "10.96.0.1",
+                serde_json::json!([{"name": "https", "port": 443}]),
+            ),
+            svc(
+                "team",
+                "my-web",
+                "10.96.0.20",
+                serde_json::json!([
+                {"name": "http", "port": 80, "protocol": "TCP"},
+                {"name": "dns-udp", "port": 53, "protocol": "UDP"}]),
+            ),
+            svc("team", "v6", "fd00::5", serde_json::json!([{"port": 8080}])),
+            svc(
+                "team",
+                "headless",
+                "None",
+                serde_json::json!([{"port": 80}]),
+            ),
+            svc(
+                "other",
+                "elsewhere",
+                "10.96.0.30",
+                serde_json::json!([{"port": 80}]),
+            ),
+        ];
+        let env: HashMap<String, String> =
+            service_links(&services, "team", true).into_iter().collect();
+        let get = |k: &str| env.get(k).map(String::as_str);
+        assert_eq!(get("MY_WEB_SERVICE_HOST"), Some("10.96.0.20"));
+        assert_eq!(get("MY_WEB_SERVICE_PORT"), Some("80"));
+        assert_eq!(get("MY_WEB_SERVICE_PORT_HTTP"), Some("80"));
+        assert_eq!(get("MY_WEB_SERVICE_PORT_DNS_UDP"), Some("53"));
+        assert_eq!(get("MY_WEB_PORT"), Some("tcp://10.96.0.20:80"));
+        assert_eq!(get("MY_WEB_PORT_53_UDP"), Some("udp://10.96.0.20:53"));
+        assert_eq!(get("MY_WEB_PORT_53_UDP_PROTO"), Some("udp"));
+        assert_eq!(get("MY_WEB_PORT_53_UDP_PORT"), Some("53"));
+        assert_eq!(get("MY_WEB_PORT_53_UDP_ADDR"), Some("10.96.0.20"));
+        assert_eq!(get("V6_PORT"), Some("tcp://[fd00::5]:8080"));
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+        assert_eq!(get("HEADLESS_SERVICE_HOST"), None);
+        assert_eq!(get("ELSEWHERE_SERVICE_HOST"), None);
+        // Without service links only the API server's Service remains.
+        let env = service_links(&services, "team", false);
+        assert!(
+            env.iter().all(|(k, _)| k.starts_with("KUBERNETES_")),
+            "{env:?}"
+        );
+        assert!(!env.is_empty());
+    }
 
     #[test]
     fn expansion_follows_kubernetes() {

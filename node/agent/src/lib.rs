@@ -10,6 +10,7 @@
 
 mod adapters;
 mod container;
+pub mod dns;
 mod env;
 mod events;
 pub mod logs;
@@ -158,6 +159,10 @@ pub struct AgentConfig {
     pub labels: Vec<(String, String)>,
     /// How often the Lease is renewed (the kubelet: 10 s).
     pub lease_interval: Duration,
+    /// Pods' resolvers and names (the kubelet's `clusterDNS` and `clusterDomain`).
+    pub dns: dns::NodeDns,
+    /// The process's shared informers, when it has them (the agent makes its own if not).
+    pub informers: Option<Arc<skiff_informer::Informers>>,
 }
 
 impl AgentConfig {
@@ -175,6 +180,8 @@ impl AgentConfig {
             max_pods: 1000,
             labels: Vec::new(),
             lease_interval: Duration::from_secs(10),
+            dns: dns::NodeDns::new(Vec::new(), "cluster.local"),
+            informers: None,
         }
     }
 }
@@ -189,6 +196,8 @@ pub(crate) struct Ctx {
     pub logs: LogManager,
     pub pods: pod::Workers,
     pub runtime_classes: runtime_classes::RuntimeClasses,
+    /// Services, for their variables in containers' environments.
+    pub services: Arc<skiff_informer::Informer<k8s_openapi::api::core::v1::Service>>,
     /// Containers running now, for exec, attach and port-forward.
     pub running: remote::Running,
     /// Events on their way to the API server (see `events::send_events`).
@@ -220,6 +229,7 @@ pub enum Error {
 pub struct Agent {
     tasks: tokio::task::JoinSet<()>,
     pub endpoint: SocketAddr,
+    _informers: Arc<skiff_informer::Informers>,
 }
 
 impl Agent {
@@ -245,6 +255,11 @@ impl Agent {
         let endpoint = listener.local_addr()?;
         let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let runtime_classes = runtime_classes::RuntimeClasses::follow(client.clone());
+        let informers = config
+            .informers
+            .clone()
+            .unwrap_or_else(|| skiff_informer::Informers::new(client.clone()));
+        let services = informers.services();
         let ctx = Arc::new(Ctx {
             client,
             config,
@@ -254,6 +269,7 @@ impl Agent {
             logs,
             pods: pod::Workers::default(),
             runtime_classes,
+            services,
             running: remote::Running::default(),
             events,
             setups: Arc::new(tokio::sync::Semaphore::new(SETUPS_IN_FLIGHT)),
@@ -270,7 +286,11 @@ impl Agent {
         tasks.spawn(events::send_events(ctx.client.clone(), events_rx));
         tasks.spawn(pod::watch(ctx.clone()));
         tasks.spawn(image_gc(ctx.clone()));
-        Ok(Agent { tasks, endpoint })
+        Ok(Agent {
+            tasks,
+            endpoint,
+            _informers: informers,
+        })
     }
 
     /// Runs until one of the agent's loops ends (they don't, short of a panic).

@@ -654,6 +654,7 @@ async fn run_pod(
             pull_secrets.0.push(cfg.0.clone());
         }
     }
+    let names = ctx.config.dns.hostname_and_domain(&pod);
     let run = Arc::new(PodRun {
         ctx: ctx.clone(),
         pod: pod.clone(),
@@ -673,8 +674,10 @@ async fn run_pod(
             hostname: if host_network(&pod) {
                 node_hostname()
             } else {
-                pod.metadata.name.clone().unwrap_or_default()
+                names.0
             },
+            domain: names.1.filter(|_| !host_network(&pod)),
+            dns: ctx.config.dns.for_pod(&pod),
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             uid: uid.clone(),
             host_ipc: spec.host_ipc == Some(true),

@@ -57,8 +57,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn start(client: kube::Client, config: Config) -> Proxy {
-        let informers = Informers::new(client);
+    /// Starts following the Services, EndpointSlices and Nodes of `informers`.
+    pub fn start(informers: Arc<Informers>, config: Config) -> Proxy {
         let (services, slices, nodes) = (
             informers.services(),
             informers.endpointslices(),

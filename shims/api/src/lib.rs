@@ -158,8 +158,13 @@ pub struct PodSandbox {
     /// destination means `ip`. Only containers whose shim [`Shim::shares_network`] may be
     /// created in such a sandbox.
     pub shared: bool,
-    /// The pod's name: its hostname.
+    /// The pod's hostname: `spec.hostname`, else its name.
     pub hostname: String,
+    /// Its domain when it has a `subdomain` (`<subdomain>.<ns>.svc.<cluster domain>`):
+    /// `/etc/hosts` names it by its fully qualified name too.
+    pub domain: Option<String>,
+    /// The pod's resolver configuration, as its `dnsPolicy` and `dnsConfig` make it.
+    pub dns: DnsConfig,
     pub namespace: String,
     pub uid: String,
     /// `hostIPC`: Linux containers use the node's IPC namespace and `/dev/shm`, not the
@@ -167,6 +172,64 @@ pub struct PodSandbox {
     pub host_ipc: bool,
     /// `hostPID`: Linux containers use the node's pid namespace.
     pub host_pid: bool,
+}
+
+/// A resolver configuration: what `/etc/resolv.conf` says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub nameservers: Vec<IpAddr>,
+    pub searches: Vec<String>,
+    /// `name` or `name:value`, as written.
+    pub options: Vec<String>,
+}
+
+impl DnsConfig {
+    /// What `text`, a `resolv.conf`, configures (`domain` counts as a search list of one,
+    /// as in glibc; the last `search` or `domain` line wins).
+    pub fn parse(text: &str) -> DnsConfig {
+        let mut c = DnsConfig::default();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("nameserver") => {
+                    if let Some(ip) = words.next().and_then(|w| w.parse().ok()) {
+                        c.nameservers.push(ip);
+                    }
+                }
+                Some("search") | Some("domain") => {
+                    c.searches = words.map(str::to_string).collect();
+                }
+                Some("options") => c.options.extend(words.map(str::to_string)),
+                _ => {}
+            }
+        }
+        c
+    }
+
+    /// The `resolv.conf` of this configuration.
+    pub fn resolv_conf(&self) -> String {
+        let mut out = String::new();
+        if !self.searches.is_empty() {
+            out.push_str(&format!("search {}\n", self.searches.join(" ")));
+        }
+        for ns in &self.nameservers {
+            out.push_str(&format!("nameserver {ns}\n"));
+        }
+        if !self.options.is_empty() {
+            out.push_str(&format!("options {}\n", self.options.join(" ")));
+        }
+        out
+    }
+
+    /// `options ndots:N`: names with fewer dots are tried with the search list first
+    /// (glibc's default: 1).
+    pub fn ndots(&self) -> usize {
+        self.options
+            .iter()
+            .rev()
+            .find_map(|o| o.strip_prefix("ndots:")?.parse().ok())
+            .map_or(1, |n: usize| n.min(15))
+    }
 }
 
 /// How a container ended.

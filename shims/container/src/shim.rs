@@ -272,19 +272,12 @@ fn hosts_file(sandbox: &PodSandbox) -> String {
          fe00::2\tip6-allrouters\n",
     );
     if let Some(ip) = sandbox.ip {
-        s.push_str(&format!("{ip}\t{}\n", sandbox.hostname));
+        match &sandbox.domain {
+            Some(domain) => s.push_str(&format!("{ip}\t{0}.{domain}\t{0}\n", sandbox.hostname)),
+            None => s.push_str(&format!("{ip}\t{}\n", sandbox.hostname)),
+        }
     }
     s
-}
-
-/// The node's resolver configuration (`dnsPolicy: Default`; Skiff has no cluster DNS yet).
-/// systemd-resolved's stub at 127.0.0.53 is unreachable from a pod, so its upstream list is
-/// preferred, as the kubelet does.
-fn resolv_conf() -> Vec<u8> {
-    ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"]
-        .iter()
-        .find_map(|p| std::fs::read(p).ok())
-        .unwrap_or_default()
 }
 
 fn user_overrides(s: &skiff_shim::Security) -> UserOverrides {
@@ -477,7 +470,7 @@ impl Shim for ContainerShim {
                 Ok(path)
             };
             let hosts = file("hosts", hosts_file(sandbox).as_bytes())?;
-            let resolv = file("resolv.conf", &resolv_conf())?;
+            let resolv = file("resolv.conf", sandbox.dns.resolv_conf().as_bytes())?;
             let hostname = file("hostname", format!("{}\n", sandbox.hostname).as_bytes())?;
             let termination = file("termination-log", b"")?;
             // Whoever the container runs as may write its termination message.

@@ -11,7 +11,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -128,16 +127,14 @@ pub(crate) async fn send(
 }
 
 /// A TCP connection to `host:port` from the pod: every address the name resolves to, in
-/// turn, until one answers. Names are resolved by the node's resolver.
+/// turn, until one answers. Names are resolved as the pod's `resolv.conf` says.
 async fn connect(net: &PodNet, host: &str, port: u16) -> Result<TcpStream, Error> {
-    let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        // wasmtime reports this error (its text) as a DNS error to the guest.
-        Err(_) => tokio::net::lookup_host((host, port))
-            .await
-            .map_err(Error::Connect)?
-            .collect(),
-    };
+    // wasmtime reports this error (its text) as a DNS error to the guest.
+    let addresses = net
+        .resolver
+        .lookup(host, port)
+        .await
+        .map_err(Error::Connect)?;
     let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address");
     for address in addresses {
         let to = net.destination(address);

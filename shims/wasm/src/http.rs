@@ -68,6 +68,7 @@ impl Net {
             pod: PodNet {
                 netns,
                 shared_ip: sandbox.ip.filter(|_| shared),
+                resolver: std::sync::Arc::new(crate::netns::PodResolver::new(sandbox.dns.clone())),
             },
             listen,
             error,

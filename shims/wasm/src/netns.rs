@@ -112,6 +112,66 @@ pub(crate) struct PodNet {
     /// The pod's IP when the namespace is shared: its sockets bind it, and a loopback
     /// address means the pod itself, as in a namespace of its own.
     pub shared_ip: Option<std::net::IpAddr>,
+    /// How the pod's names resolve.
+    pub resolver: std::sync::Arc<PodResolver>,
+}
+
+/// A pod's resolver: its `resolv.conf` (nameservers, search list, `ndots`), as a container
+/// of the pod would have it; made on first use. An empty configuration (tests) means the
+/// node's own resolver.
+#[derive(Default)]
+pub(crate) struct PodResolver {
+    dns: skiff_shim::DnsConfig,
+    resolver: std::sync::OnceLock<hickory_resolver::TokioResolver>,
+}
+
+impl PodResolver {
+    pub fn new(dns: skiff_shim::DnsConfig) -> PodResolver {
+        PodResolver {
+            dns,
+            resolver: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The addresses `host` names, with `port`.
+    pub async fn lookup(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        if self.dns.nameservers.is_empty() {
+            return Ok(tokio::net::lookup_host((host, port)).await?.collect());
+        }
+        let resolver = self.resolver.get_or_init(|| {
+            use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+            let search = self
+                .dns
+                .searches
+                .iter()
+                .filter_map(|s| hickory_resolver::proto::rr::Name::from_ascii(s).ok())
+                .collect();
+            let servers = self
+                .dns
+                .nameservers
+                .iter()
+                .map(|ip| NameServerConfig::udp_and_tcp(*ip))
+                .collect();
+            let mut opts = ResolverOpts::default();
+            opts.ndots = self.dns.ndots();
+            // Names of the cluster change as pods come and go: no longer than their TTL.
+            opts.cache_size = 256;
+            hickory_resolver::TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, search, servers),
+                hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+            )
+            .with_options(opts)
+            .build()
+            .expect("a resolver of explicit nameservers")
+        });
+        let found = resolver.lookup_ip(host).await.map_err(|e| {
+            io::Error::new(io::ErrorKind::NotFound, format!("resolving {host}: {e}"))
+        })?;
+        Ok(found.iter().map(|ip| SocketAddr::new(ip, port)).collect())
+    }
 }
 
 impl PodNet {
