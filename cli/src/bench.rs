@@ -120,6 +120,21 @@ pub enum Bench {
         #[arg(long, default_value_t = 200)]
         changes: usize,
     },
+    /// The cluster DNS of a `skiff up` node (as root): queries/s with `dnsperf` (installed
+    /// if missing) against `--services` Services.
+    Dns {
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Seconds per dnsperf run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// dnsperf runs; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// dnsperf's clients (sockets).
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+    },
     /// Resident memory of an idle `skiff server`.
     Idle {
         #[arg(long, default_value_t = 5)]
@@ -157,6 +172,12 @@ pub async fn run(what: Bench) -> anyhow::Result<()> {
             services,
             changes,
         } => crate::bench_services::run(seconds, connections, rounds, services, changes).await,
+        Bench::Dns {
+            services,
+            seconds,
+            runs,
+            clients,
+        } => crate::bench_dns::run(services, seconds, runs, clients).await,
         Bench::Runtimes { iterations } => crate::bench_containers::runtimes(iterations).await,
         Bench::Containers { pods, rate, burst } => {
             crate::bench_containers::containers(pods, rate, burst).await

@@ -17,6 +17,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod bench_containers;
 mod bench_deployments;
+mod bench_dns;
 mod bench_http;
 mod bench_pods;
 mod bench_services;

@@ -1,0 +1,222 @@
+//! `skiff bench dns`: queries per second of a node's cluster DNS, measured with `dnsperf`
+//! (the tool CoreDNS's published figures come from), on a `skiff up` node (as root).
+//!
+//! The cluster holds `--services` Services (every tenth headless, with 10 ready
+//! endpoints); `dnsperf` runs on the same machine, from the node, against the DNS on the
+//! node's pod gateway, with a mix of the names pods ask: A of Services (70%), AAAA of the
+//! same (10%, answered empty), SRV of their named port (10%) and names that do not exist
+//! (10%, NXDOMAIN). The load generator shares the machine's cores with the server, as it
+//! would not in CoreDNS's figure (33,669 queries/s on 2 vCPUs, client elsewhere).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+
+use crate::bench::machine;
+use crate::bench_pods::BenchCluster;
+
+/// `count` Services without selectors in `default`, every tenth headless with a slice of
+/// 10 ready endpoints, created by 16 clients at once.
+async fn services(client: &kube::Client, count: usize) -> anyhow::Result<()> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (client, next) = (client.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let services: Api<Service> = Api::namespaced(client.clone(), "default");
+            let slices: Api<EndpointSlice> = Api::namespaced(client, "default");
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    return anyhow::Ok(());
+                }
+                let name = format!("svc-{i}");
+                let headless = i % 10 == 9;
+                let mut spec = json!({"ports": [{"name": "http", "port": 80, "targetPort": 8080}]});
+                if headless {
+                    spec["clusterIP"] = json!("None");
+                }
+                let svc: Service = serde_json::from_value(json!({
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": name}, "spec": spec,
+                }))?;
+                services.create(&PostParams::default(), &svc).await?;
+                if headless {
+                    let endpoints: Vec<serde_json::Value> = (0..10)
+                        .map(|e| {
+                            json!({"addresses": [format!("10.248.{}.{}", i / 25, (i % 25) * 10 + e)],
+                                   "conditions": {"ready": true}})
+                        })
+                        .collect();
+                    let slice: EndpointSlice = serde_json::from_value(json!({
+                        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                        "metadata": {"name": format!("{name}-1"),
+                                     "labels": {"kubernetes.io/service-name": name}},
+                        "addressType": "IPv4",
+                        "endpoints": endpoints,
+                        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                    }))?;
+                    slices.create(&PostParams::default(), &slice).await?;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// The response code and answer count of one query of `name` at `server`.
+fn ask(server: SocketAddr, name: &str) -> anyhow::Result<(ResponseCode, usize)> {
+    let mut q = Message::query();
+    q.metadata.recursion_desired = true;
+    q.add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+    socket.send_to(&q.to_vec()?, server)?;
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf)?;
+    let reply = Message::from_vec(&buf[..n])?;
+    Ok((reply.metadata.response_code, reply.answers.len()))
+}
+
+/// dnsperf, installed from Debian's packages when it is missing.
+async fn dnsperf() -> anyhow::Result<&'static str> {
+    let found = |cmd: &str| std::process::Command::new(cmd).arg("-h").output().is_ok();
+    if found("dnsperf") {
+        return Ok("dnsperf");
+    }
+    eprintln!("skiff bench dns: installing dnsperf (apt-get install dnsperf)");
+    let status = tokio::process::Command::new("apt-get")
+        .args(["install", "-y", "-q", "dnsperf"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .await;
+    if !matches!(status, Ok(s) if s.success()) || !found("dnsperf") {
+        bail!("dnsperf is missing and apt-get could not install it: install dnsperf and run again");
+    }
+    Ok("dnsperf")
+}
+
+/// One dnsperf run: (queries/s, average latency in µs, lost queries).
+async fn dnsperf_run(
+    bin: &str,
+    server: SocketAddr,
+    queries: &std::path::Path,
+    seconds: u64,
+    clients: usize,
+) -> anyhow::Result<(f64, f64, u64)> {
+    let out = tokio::process::Command::new(bin)
+        .arg("-s")
+        .arg(server.ip().to_string())
+        .arg("-p")
+        .arg(server.port().to_string())
+        .arg("-d")
+        .arg(queries)
+        .args(["-l", &seconds.to_string(), "-c", &clients.to_string()])
+        .args(["-T", "1", "-q", "100"])
+        .output()
+        .await
+        .context("running dnsperf")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |label: &str| -> Option<&str> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+    };
+    let qps: f64 = field("Queries per second:")
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("dnsperf printed no rate:\n{text}"))?;
+    let latency: f64 = field("Average Latency (s):")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let lost: u64 = field("Queries lost:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok((qps, latency * 1e6, lost))
+}
+
+pub async fn run(
+    services_count: usize,
+    seconds: u64,
+    runs: usize,
+    clients: usize,
+) -> anyhow::Result<()> {
+    let bin = dnsperf().await?;
+    let (cluster, _log) = BenchCluster::start_logged(&[], None).await?;
+    let client = cluster.client.clone();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes.list(&ListParams::default()).await?.items.remove(0);
+    let cidr: ipnet::Ipv4Net = node
+        .spec
+        .and_then(|s| s.pod_cidr)
+        .context("pod CIDR")?
+        .parse()?;
+    // The node's DNS listens on its pod gateway, the first address of its pod CIDR.
+    let server = SocketAddr::new(
+        std::net::Ipv4Addr::from(u32::from(cidr.network()) + 1).into(),
+        53,
+    );
+    services(&client, services_count).await?;
+    let last = format!(
+        "svc-{}.default.svc.cluster.local",
+        services_count.saturating_sub(2)
+    );
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok((ResponseCode::NoError, n)) = ask(server, &last)
+            && n > 0
+        {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("{last} did not resolve at {server} within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dir = tempfile::tempdir()?;
+    let queries = dir.path().join("queries");
+    let mut text = String::new();
+    for i in 0..20_000usize {
+        let n = (i * 7919) % services_count.max(1);
+        let line = match i % 10 {
+            0..=6 => format!("svc-{n}.default.svc.cluster.local A\n"),
+            7 => format!("svc-{n}.default.svc.cluster.local AAAA\n"),
+            8 => format!("_http._tcp.svc-{n}.default.svc.cluster.local SRV\n"),
+            _ => format!("nope-{n}.default.svc.cluster.local A\n"),
+        };
+        text.push_str(&line);
+    }
+    std::fs::write(&queries, text)?;
+    println!("machine: {}", machine());
+    println!(
+        "cluster DNS of a skiff up node at {server}: {services_count} Services (every tenth headless with 10 endpoints); dnsperf from the node, {clients} clients, {seconds} s a run, {runs} runs; names: 70% A, 10% AAAA, 10% SRV, 10% NXDOMAIN"
+    );
+    // Warm up.
+    dnsperf_run(bin, server, &queries, 1, clients).await?;
+    let mut rates = Vec::new();
+    for run in 0..runs {
+        let (qps, latency, lost) = dnsperf_run(bin, server, &queries, seconds, clients).await?;
+        println!(
+            "  run {}: {qps:>9.0} queries/s, average latency {latency:>5.0} µs, {lost} lost",
+            run + 1
+        );
+        rates.push(qps);
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "median: {:.0} queries/s (CoreDNS: 33,669 on 2 vCPUs)",
+        rates[rates.len() / 2]
+    );
+    Ok(())
+}
