@@ -155,6 +155,19 @@ pub async fn run(
     let bin = dnsperf().await?;
     let (cluster, _log) = BenchCluster::start_logged(&[], None).await?;
     let client = cluster.client.clone();
+    let result = measure(bin, &client, services_count, seconds, runs, clients).await;
+    cluster.stop(&Api::namespaced(client, "default")).await;
+    result
+}
+
+async fn measure(
+    bin: &str,
+    client: &kube::Client,
+    services_count: usize,
+    seconds: u64,
+    runs: usize,
+    clients: usize,
+) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let node = nodes.list(&ListParams::default()).await?.items.remove(0);
     let cidr: ipnet::Ipv4Net = node
@@ -167,7 +180,7 @@ pub async fn run(
         std::net::Ipv4Addr::from(u32::from(cidr.network()) + 1).into(),
         53,
     );
-    services(&client, services_count).await?;
+    services(client, services_count).await?;
     let last = format!(
         "svc-{}.default.svc.cluster.local",
         services_count.saturating_sub(2)

@@ -54,6 +54,8 @@ pub struct Node {
     pub proxy: skiff_proxy::Proxy,
     /// The node's cluster DNS, when it serves one.
     pub dns: Option<skiff_dns::Dns>,
+    /// Keeps the routes to the other nodes' pods.
+    pub peers: tokio::task::JoinHandle<()>,
 }
 
 impl Node {
@@ -62,6 +64,8 @@ impl Node {
     pub async fn shutdown(self) {
         drop(self.agent);
         drop(self.dns);
+        self.peers.abort();
+        let _ = self.peers.await;
         if let Err(e) = self.proxy.shutdown().await {
             eprintln!("skiff: removing the service rules: {e}");
         }
@@ -170,6 +174,11 @@ pub async fn start(
         None => args.cluster_dns.clone(),
     };
     config.dns = skiff_node::dns::NodeDns::new(nameservers, &args.cluster_domain);
+    let peers = tokio::spawn(follow_peers(
+        informers.clone(),
+        network.clone(),
+        name.clone(),
+    ));
     // The node's service proxy (kube-proxy's job), one nftables table per node network.
     let proxy = skiff_proxy::Proxy::start(
         informers,
@@ -196,7 +205,54 @@ pub async fn start(
         network,
         proxy,
         dns,
+        peers,
     })
+}
+
+/// Keeps a route to every other node's pod CIDR through its InternalIP (host-gw), as
+/// the Node objects say, and pod-to-pod traffic off the masquerade.
+async fn follow_peers(
+    informers: std::sync::Arc<skiff_informer::Informers>,
+    network: skiff_podnet::PodNetwork,
+    me: String,
+) {
+    let nodes = informers.nodes();
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let w = wake.clone();
+    nodes.subscribe(move |_| w.notify_one());
+    nodes.synced().await;
+    let mut applied: Option<Vec<skiff_podnet::Peer>> = None;
+    loop {
+        let mut peers: Vec<skiff_podnet::Peer> = nodes
+            .list()
+            .iter()
+            .filter(|n| n.metadata.name.as_deref() != Some(me.as_str()))
+            .filter_map(|n| {
+                let pod_cidr = n.spec.as_ref()?.pod_cidr.as_ref()?.parse().ok()?;
+                let address = n
+                    .status
+                    .as_ref()?
+                    .addresses
+                    .iter()
+                    .flatten()
+                    .filter(|a| a.type_ == "InternalIP")
+                    .find_map(|a| a.address.parse().ok())?;
+                Some(skiff_podnet::Peer { pod_cidr, address })
+            })
+            .collect();
+        peers.sort_by_key(|p| (p.pod_cidr, p.address));
+        if applied.as_ref() != Some(&peers) {
+            match network.set_peers(&peers).await {
+                Ok(()) => applied = Some(peers),
+                Err(e) => {
+                    eprintln!("skiff: routes to other nodes' pods: {e}");
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    continue;
+                }
+            }
+        }
+        wake.notified().await;
+    }
 }
 
 /// The node's image store in a data dir: the one place both the node and `skiff image`

@@ -2,6 +2,7 @@
 //! with a temporary data dir (on the embedded store or on a real etcd it starts too), writes
 //! a kubeconfig, and runs the real kubectl against it.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -67,14 +68,18 @@ pub fn free_port() -> u16 {
 }
 
 fn wait_for_port(port: u16, timeout: Duration) {
+    wait_for_address("127.0.0.1", port, timeout)
+}
+
+fn wait_for_address(host: &str, port: u16, timeout: Duration) {
     let start = Instant::now();
     while start.elapsed() < timeout {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpStream::connect((host, port)).is_ok() {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
+    panic!("nothing listens on {host}:{port} after {timeout:?}");
 }
 
 /// A running `skiff up`, stopped on drop.
@@ -86,6 +91,8 @@ pub struct Cluster {
     pub url: String,
     pub kubeconfig: PathBuf,
     port: u16,
+    /// The address the API server listens on (loopback, or a test bridge's).
+    host: String,
     store: String,
     pub node: Option<NodeNet>,
     /// Whether `skiff up` runs a node itself (else its pod network is for `skiff agent`s).
@@ -132,9 +139,11 @@ fn skiff_in_home(home: &Path) -> Command {
     command
 }
 
+#[allow(clippy::too_many_arguments)]
 fn spawn_skiff(
     dir: &Path,
     data_dir: Option<&Path>,
+    host: &str,
     port: u16,
     store: &str,
     node: Option<&NodeNet>,
@@ -152,7 +161,7 @@ fn spawn_skiff(
         command.arg("--data-dir").arg(data_dir);
     }
     command
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", &format!("{host}:{port}")])
         .args(["--store", store])
         .args(match node {
             None => vec!["--no-node".to_string()],
@@ -274,20 +283,49 @@ impl Cluster {
 
     /// As [`Cluster::start_agent`], with more flags for `skiff agent`.
     pub fn start_agent_with(&self, name: &str, flags: &[&str]) -> AgentNode {
+        self.agent(name, flags, None)
+    }
+
+    /// The control plane alone, listening on the test bridge of `hosts` (a pod network of
+    /// its own for the agents started there with [`Cluster::start_agent_in`]).
+    pub fn start_for_hosts(backend: Backend, hosts: &TestHosts) -> Cluster {
+        Self::start_on(
+            &hosts.gateway.to_string(),
+            backend,
+            Some(NodeNet::unique()),
+            false,
+            true,
+            &[],
+        )
+    }
+
+    /// A `skiff agent` joining as node `name` on host `i` of `hosts`: inside that host's
+    /// network namespace, at its address, with its own bridge and pod CIDR, reaching the
+    /// API server over the test bridge. Its image store is its own (see
+    /// [`AgentNode::import`]): a host reaches no loopback registry.
+    pub fn start_agent_in(&self, name: &str, hosts: &TestHosts, i: usize) -> AgentNode {
+        self.agent(
+            name,
+            &[],
+            Some((hosts.netns(i).to_string(), hosts.address(i))),
+        )
+    }
+
+    fn agent(&self, name: &str, flags: &[&str], host: Option<(String, Ipv4Addr)>) -> AgentNode {
         let net = self
             .node
             .as_ref()
             .expect("start the cluster with Cluster::start_for_agents");
         let n = AGENTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let agent = AgentNode {
+        let mut agent = AgentNode {
             child: None,
             name: name.to_string(),
             server: self.url.clone(),
             bridge: format!("{}a{n}", net.bridge),
             dir: self.dir.path().join(format!("agent-{name}")),
             flags: flags.iter().map(|f| f.to_string()).collect(),
+            host,
         };
-        let mut agent = agent;
         agent.spawn();
         agent
     }
@@ -305,6 +343,24 @@ impl Cluster {
     }
 
     fn start_inner(
+        backend: Backend,
+        node: Option<NodeNet>,
+        local_node: bool,
+        data_dir_given: bool,
+        flags: &[&str],
+    ) -> Cluster {
+        Self::start_on(
+            "127.0.0.1",
+            backend,
+            node,
+            local_node,
+            data_dir_given,
+            flags,
+        )
+    }
+
+    fn start_on(
+        host: &str,
         backend: Backend,
         node: Option<NodeNet>,
         local_node: bool,
@@ -329,6 +385,7 @@ impl Cluster {
         let child = spawn_skiff(
             dir.path(),
             data_dir_given.then_some(data_dir.as_path()),
+            host,
             port,
             &store,
             node.as_ref(),
@@ -339,9 +396,10 @@ impl Cluster {
             flags,
             child,
             backend,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{host}:{port}"),
             kubeconfig: data_dir.join("kubeconfig"),
             port,
+            host: host.to_string(),
             store,
             node,
             local_node,
@@ -361,6 +419,7 @@ impl Cluster {
         self.child = spawn_skiff(
             self.dir.path(),
             self.data_dir_given.then_some(self.data_dir.as_path()),
+            &self.host,
             self.port,
             &self.store,
             self.node.as_ref(),
@@ -380,7 +439,7 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        wait_for_port(self.port, Duration::from_secs(10));
+        wait_for_address(&self.host, self.port, Duration::from_secs(10));
     }
 
     pub fn log(&self) -> String {
@@ -507,9 +566,37 @@ pub struct AgentNode {
     pub dir: PathBuf,
     /// More flags for `skiff agent`.
     flags: Vec<String>,
+    /// The test host it runs on: a network namespace (`/run/netns/<name>`) and its
+    /// address there; `None`: this machine's namespace, on loopback.
+    host: Option<(String, Ipv4Addr)>,
 }
 
 impl AgentNode {
+    /// Imports a `.wasm` file or an OCI layout into the node's own image store as
+    /// `reference` (for hosts that cannot reach a loopback registry); pods naming it
+    /// with `imagePullPolicy: IfNotPresent` (a tag's default) run it from there.
+    pub fn import(&self, source: &Path, reference: &str) {
+        let out = Command::new(skiff_bin())
+            .args(["image", "--data-dir"])
+            .arg(&self.dir)
+            .arg("import")
+            .arg(source)
+            .arg(reference)
+            .output()
+            .expect("run skiff image import");
+        assert!(
+            out.status.success(),
+            "skiff image import {}: {}",
+            source.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The node's address: its test host's, or loopback.
+    pub fn address(&self) -> Ipv4Addr {
+        self.host.as_ref().map_or(Ipv4Addr::LOCALHOST, |h| h.1)
+    }
+
     fn spawn(&mut self) {
         std::fs::create_dir_all(&self.dir).expect("agent dir");
         // The log is appended to across restarts: each start prints its ready line once.
@@ -519,12 +606,26 @@ impl AgentNode {
             .append(true)
             .open(self.dir.join("agent.log"))
             .expect("agent log");
-        let child = Command::new(skiff_bin())
+        let mut command = match &self.host {
+            None => Command::new(skiff_bin()),
+            Some((netns, _)) => {
+                // nsenter joins the namespace and becomes the agent (no fork).
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{netns}")).arg(skiff_bin());
+                c
+            }
+        };
+        let child = command
             .arg("agent")
             .args(["--server", &self.server])
             .arg("--data-dir")
             .arg(&self.dir)
-            .args(["--node-name", &self.name, "--node-ip", "127.0.0.1"])
+            .args([
+                "--node-name",
+                &self.name,
+                "--node-ip",
+                &self.address().to_string(),
+            ])
             .args(["--bridge", &self.bridge, "--agent-port", "0"])
             .args(["--warm-sandboxes", "2"])
             .args(&self.flags)
@@ -576,6 +677,89 @@ impl Drop for AgentNode {
             terminate(c);
         }
         self.kill();
+    }
+}
+
+/// Machines for one test: network namespaces it makes (`/run/netns/<name>`), each a host
+/// with its own `eth0` and address on one test bridge in this namespace, which holds the
+/// bridge's first address (where a control plane for them listens) and routes nothing
+/// further: 198.18.<k>.0/24 (RFC 2544's benchmarking range, never a real network's).
+/// Everything goes when it is dropped.
+pub struct TestHosts {
+    pub bridge: String,
+    pub gateway: Ipv4Addr,
+    hosts: Vec<(String, Ipv4Addr)>,
+}
+
+static TEST_HOSTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestHosts {
+    pub fn new(count: usize) -> TestHosts {
+        let n = TEST_HOSTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = (std::process::id() * 7 + n) % 250;
+        let tag = format!("{}x{n}", std::process::id() % 100_000);
+        let bridge = format!("skt{tag}");
+        let gateway = Ipv4Addr::new(198, 18, id as u8, 1);
+        let mut hosts = TestHosts {
+            bridge: bridge.clone(),
+            gateway,
+            hosts: Vec::new(),
+        };
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["addr", "add", &format!("{gateway}/24"), "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        for i in 0..count {
+            let netns = format!("skh{tag}h{i}");
+            let veth = format!("skv{tag}h{i}");
+            let address = Ipv4Addr::new(198, 18, id as u8, 10 + i as u8);
+            ip(&["netns", "add", &netns]);
+            hosts.hosts.push((netns.clone(), address));
+            ip(&[
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+            ]);
+            ip(&["link", "set", &veth, "master", &bridge, "up"]);
+            let inside = |args: &[&str]| {
+                let mut all = vec!["-n", netns.as_str()];
+                all.extend_from_slice(args);
+                ip(&all);
+            };
+            inside(&["link", "set", "lo", "up"]);
+            inside(&["addr", "add", &format!("{address}/24"), "dev", "eth0"]);
+            inside(&["link", "set", "eth0", "up"]);
+            inside(&["route", "add", "default", "via", &gateway.to_string()]);
+        }
+        hosts
+    }
+
+    /// The network namespace of host `i`.
+    pub fn netns(&self, i: usize) -> &str {
+        &self.hosts[i].0
+    }
+
+    /// The address of host `i` on the test bridge.
+    pub fn address(&self, i: usize) -> Ipv4Addr {
+        self.hosts[i].1
+    }
+}
+
+impl Drop for TestHosts {
+    fn drop(&mut self) {
+        for (netns, _) in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", netns]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
     }
 }
 

@@ -17,6 +17,7 @@ mod images;
 mod imperative;
 mod jobs;
 mod lifecycle;
+mod multinode;
 mod node;
 mod python;
 mod replication_controllers;

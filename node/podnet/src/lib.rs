@@ -43,9 +43,11 @@
 mod links;
 mod netns;
 mod nft;
+mod peers;
 mod state;
 
 pub use nft::{delete_table as delete_nft_table, run as run_nft};
+pub use peers::Peer;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
@@ -303,6 +305,8 @@ struct Inner {
     refill_task: Mutex<Option<JoinHandle<()>>>,
     /// The namespace of the address-only pods, made (or adopted) on first use.
     shared: tokio::sync::OnceCell<Shared>,
+    /// Routes to other nodes' pod CIDRs this node added (see `peers`), by CIDR.
+    peer_routes: tokio::sync::Mutex<std::collections::BTreeMap<Ipv4Net, Ipv4Addr>>,
     _lock: Flock<File>,
 }
 
@@ -381,6 +385,7 @@ impl PodNetwork {
                 .inspect_err(|_| conn.abort())?;
         }
 
+        let config_peers_file = config.state_dir.join("peers");
         let inner = Arc::new(Inner {
             veth_prefix: format!("sk{:05x}", hash & 0xfffff),
             config,
@@ -401,6 +406,7 @@ impl PodNetwork {
             refill: Arc::new(Notify::new()),
             refill_task: Mutex::new(None),
             shared: tokio::sync::OnceCell::new(),
+            peer_routes: tokio::sync::Mutex::new(peers::read(&config_peers_file)),
             _lock: lock,
         });
         inner.recover().await?;
@@ -660,6 +666,39 @@ impl PodNetwork {
         &self.inner.config
     }
 
+    /// Routes the pod CIDRs of the cluster's other nodes through their addresses
+    /// (host-gw), and keeps traffic between pods off the masquerade. Peers at one of this
+    /// host's own addresses (agents sharing a machine) need no route. Level-triggered: the
+    /// routes become `peers`, whatever they were.
+    pub async fn set_peers(&self, peers: &[Peer]) -> Result<(), Error> {
+        let inner = &self.inner;
+        let local = peers::local_addresses(&inner.handle).await?;
+        let wanted: std::collections::BTreeMap<Ipv4Net, Ipv4Addr> = peers
+            .iter()
+            .filter(|p| {
+                p.pod_cidr != inner.config.pod_cidr
+                    && !p.address.is_loopback()
+                    && !local.contains(&p.address)
+            })
+            .map(|p| (p.pod_cidr, p.address))
+            .collect();
+        let mut installed = inner.peer_routes.lock().await;
+        let (now, result) = peers::apply(&inner.handle, &installed, &wanted).await;
+        if now != *installed {
+            *installed = now;
+            peers::write(&inner.config.state_dir.join("peers"), &installed)?;
+        }
+        result?;
+        if inner.config.masquerade {
+            let mut cidrs: Vec<Ipv4Net> = peers.iter().map(|p| p.pod_cidr).collect();
+            cidrs.push(inner.config.pod_cidr);
+            cidrs.sort();
+            cidrs.dedup();
+            nft::set_cluster(&inner.config.bridge, &cidrs).await?;
+        }
+        Ok(())
+    }
+
     /// Stops the pool refill. With `remove_all`, also removes every sandbox (pods' and
     /// pool's), the bridge, the nftables table and the state dir's contents; without, leaves
     /// them for the next [`PodNetwork::new`].
@@ -706,6 +745,15 @@ impl PodNetwork {
         }
         if let Err(e) = links::delete_link(&inner.handle, &inner.config.bridge).await {
             first_err.get_or_insert(e);
+        }
+        {
+            let mut installed = inner.peer_routes.lock().await;
+            let (now, result) = peers::apply(&inner.handle, &installed, &Default::default()).await;
+            *installed = now;
+            if let Err(e) = result {
+                first_err.get_or_insert(e);
+            }
+            let _ = std::fs::remove_file(inner.config.state_dir.join("peers"));
         }
         if inner.config.masquerade
             && let Err(e) = nft::delete_table(&inner.config.bridge).await

@@ -11,18 +11,34 @@ use crate::Error;
 
 /// Replaces (or creates) the table atomically: declaring the table first makes the delete
 /// succeed whether or not it existed.
+/// Pods' traffic leaving the node is masqueraded unless it goes to a pod: the `cluster`
+/// set holds every node's pod CIDR ([`set_cluster`]), this one's from the start.
 pub(crate) async fn load_masquerade(table: &str, bridge: &str, cidr: Ipv4Net) -> Result<(), Error> {
     let script = format!(
         "table ip {table} {{}}\n\
          delete table ip {table}\n\
          table ip {table} {{\n\
+         \tset cluster {{\n\
+         \t\ttype ipv4_addr; flags interval; auto-merge;\n\
+         \t\telements = {{ {cidr} }}\n\
+         \t}}\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\tip saddr {cidr} ip daddr != {cidr} oifname != \"{bridge}\" masquerade\n\
+         \t\tip saddr {cidr} ip daddr != @cluster oifname != \"{bridge}\" masquerade\n\
          \t}}\n\
          }}\n"
     );
     run(&script).await
+}
+
+/// Makes the pod CIDRs of the cluster `cidrs`, in one transaction.
+pub(crate) async fn set_cluster(table: &str, cidrs: &[Ipv4Net]) -> Result<(), Error> {
+    let list: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
+    run(&format!(
+        "flush set ip {table} cluster\nadd element ip {table} cluster {{ {} }}\n",
+        list.join(", ")
+    ))
+    .await
 }
 
 /// Deletes table `table` of the `ip` family; a table that is not there is not an error.

@@ -1,0 +1,111 @@
+//! Pod traffic between nodes, the host-gw way: a route to every other node's pod CIDR
+//! through that node's address, so a pod reaches a pod of another node by its IP with no
+//! tunnel and no NAT (the nodes share a link, as flannel's host-gw backend requires).
+//!
+//! The routes this node added are recorded in its state dir (`peers`), so that a restarted
+//! agent removes those of nodes gone meanwhile and no other route is ever touched. A peer
+//! at one of this host's own addresses (agents sharing a machine) is left out: its pod
+//! CIDR is on one of this host's bridges already.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::address::AddressAttribute;
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+use crate::Error;
+
+/// Another node: its pod CIDR and the address its pods are reached through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub pod_cidr: Ipv4Net,
+    pub address: Ipv4Addr,
+}
+
+/// The routes recorded in `file`: `<cidr> <gateway>` per line.
+pub(crate) fn read(file: &Path) -> BTreeMap<Ipv4Net, Ipv4Addr> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (cidr, via) = l.split_once(' ')?;
+            Some((cidr.parse().ok()?, via.parse().ok()?))
+        })
+        .collect()
+}
+
+pub(crate) fn write(file: &Path, routes: &BTreeMap<Ipv4Net, Ipv4Addr>) -> Result<(), Error> {
+    let text: String = routes.iter().map(|(c, v)| format!("{c} {v}\n")).collect();
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, file))
+        .map_err(|e| Error::io(format!("write {}", file.display()), e))
+}
+
+/// This host's IPv4 addresses.
+pub(crate) async fn local_addresses(handle: &Handle) -> Result<Vec<Ipv4Addr>, Error> {
+    let mut out = Vec::new();
+    let mut stream = handle.address().get().execute();
+    while let Some(msg) = stream.try_next().await.map_err(|source| Error::Netlink {
+        context: "list addresses".into(),
+        source,
+    })? {
+        for attr in msg.attributes {
+            if let AddressAttribute::Local(IpAddr::V4(ip))
+            | AddressAttribute::Address(IpAddr::V4(ip)) = attr
+            {
+                out.push(ip);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn route(cidr: Ipv4Net, via: Ipv4Addr) -> netlink_packet_route::route::RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(cidr.network(), cidr.prefix_len())
+        .gateway(via)
+        .build()
+}
+
+/// Makes the routes `wanted` from `installed`: changed and new ones replaced, gone ones
+/// deleted. Returns what is installed afterwards (on an error, as far as it got).
+pub(crate) async fn apply(
+    handle: &Handle,
+    installed: &BTreeMap<Ipv4Net, Ipv4Addr>,
+    wanted: &BTreeMap<Ipv4Net, Ipv4Addr>,
+) -> (BTreeMap<Ipv4Net, Ipv4Addr>, Result<(), Error>) {
+    let mut now = installed.clone();
+    for (cidr, via) in installed {
+        if wanted.get(cidr) == Some(via) {
+            continue;
+        }
+        match handle.route().del(route(*cidr, *via)).execute().await {
+            // Gone already (the link went down, someone removed it): as wanted.
+            Ok(()) | Err(_) if !wanted.contains_key(cidr) => {
+                now.remove(cidr);
+            }
+            _ => {}
+        }
+    }
+    for (cidr, via) in wanted {
+        if installed.get(cidr) == Some(via) {
+            continue;
+        }
+        if let Err(source) = handle
+            .route()
+            .add(route(*cidr, *via))
+            .replace()
+            .execute()
+            .await
+        {
+            let context = format!("route {cidr} via {via}");
+            return (now, Err(Error::Netlink { context, source }));
+        }
+        now.insert(*cidr, *via);
+    }
+    (now, Ok(()))
+}
