@@ -96,6 +96,19 @@ struct ServerArgs {
     /// listening on all addresses; none when listening on loopback.
     #[arg(long)]
     advertise_address: Option<std::net::IpAddr>,
+    /// Addresses for `type: LoadBalancer` Services (`a.b.c.d-a.b.c.e` or CIDRs,
+    /// comma-separated), free addresses on the nodes' link: the node chosen for each
+    /// announces it there. None by default: such Services stay pending.
+    #[arg(long, default_value = "", value_parser = parse_pool)]
+    load_balancer_pool: Pool,
+}
+
+/// `--load-balancer-pool`'s ranges.
+#[derive(Debug, Clone)]
+struct Pool(Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>);
+
+fn parse_pool(text: &str) -> Result<Pool, String> {
+    skiff_controllers::cloud::LocalPool::parse(text).map(Pool)
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -326,6 +339,7 @@ async fn run_server(args: ServerArgs, up: Option<UpArgs>) -> anyhow::Result<()> 
     let options = skiff_controllers::Options {
         enabled: args.controllers.clone(),
         node_monitor_grace_period: args.node_monitor_grace_period,
+        load_balancer_pool: args.load_balancer_pool.0.clone(),
         ..Default::default()
     };
     let lead = move || {

@@ -54,7 +54,7 @@ pub struct Node {
     pub proxy: skiff_proxy::Proxy,
     /// The node's cluster DNS, when it serves one.
     pub dns: Option<skiff_dns::Dns>,
-    /// Keeps the routes to the other nodes' pods.
+    /// Keeps the routes to the other nodes' pods and the load balancer addresses.
     pub peers: tokio::task::JoinHandle<()>,
 }
 
@@ -174,10 +174,11 @@ pub async fn start(
         None => args.cluster_dns.clone(),
     };
     config.dns = skiff_node::dns::NodeDns::new(nameservers, &args.cluster_domain);
-    let peers = tokio::spawn(follow_peers(
+    let peers = tokio::spawn(follow_cluster(
         informers.clone(),
         network.clone(),
         name.clone(),
+        config.node_ip,
     ));
     // The node's service proxy (kube-proxy's job), one nftables table per node network.
     let proxy = skiff_proxy::Proxy::start(
@@ -210,21 +211,58 @@ pub async fn start(
 }
 
 /// Keeps a route to every other node's pod CIDR through its InternalIP (host-gw), as
-/// the Node objects say, and pod-to-pod traffic off the masquerade.
-async fn follow_peers(
+/// the Node objects say, and pod-to-pod traffic off the masquerade; and holds the load
+/// balancer addresses this node is chosen to announce (`skiff_proxy::announce`).
+async fn follow_cluster(
     informers: std::sync::Arc<skiff_informer::Informers>,
     network: skiff_podnet::PodNetwork,
     me: String,
+    node_ip: IpAddr,
 ) {
-    let nodes = informers.nodes();
+    let (nodes, services, slices) = (
+        informers.nodes(),
+        informers.services(),
+        informers.endpointslices(),
+    );
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     let w = wake.clone();
     nodes.subscribe(move |_| w.notify_one());
+    let w = wake.clone();
+    services.subscribe(move |_| w.notify_one());
+    let w = wake.clone();
+    slices.subscribe(move |_| w.notify_one());
     nodes.synced().await;
+    services.synced().await;
+    slices.synced().await;
     let mut applied: Option<Vec<skiff_podnet::Peer>> = None;
+    let mut announced: Option<Vec<std::net::Ipv4Addr>> = None;
     loop {
-        let mut peers: Vec<skiff_podnet::Peer> = nodes
-            .list()
+        let mut failed = false;
+        let all_nodes = nodes.list();
+        let lb = skiff_proxy::announce::announced(
+            &me,
+            &services.list(),
+            |ns, name| {
+                slices
+                    .indexed(name)
+                    .into_iter()
+                    .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+                    .collect()
+            },
+            &all_nodes,
+        );
+        if announced.as_ref() != Some(&lb)
+            && let IpAddr::V4(uplink) = node_ip
+        {
+            match network.set_announced(uplink, &lb).await {
+                Ok(()) => announced = Some(lb),
+                Err(e) => {
+                    eprintln!("skiff: load balancer addresses: {e}");
+                    failed = true;
+                }
+            }
+        }
+        let mut peers: Vec<skiff_podnet::Peer> = all_nodes
             .iter()
             .filter(|n| n.metadata.name.as_deref() != Some(me.as_str()))
             .filter_map(|n| {
@@ -246,12 +284,16 @@ async fn follow_peers(
                 Ok(()) => applied = Some(peers),
                 Err(e) => {
                     eprintln!("skiff: routes to other nodes' pods: {e}");
-                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                    continue;
+                    failed = true;
                 }
             }
         }
-        wake.notified().await;
+        if failed {
+            // Tried again in a while, or sooner if something changes.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), wake.notified()).await;
+        } else {
+            wake.notified().await;
+        }
     }
 }
 

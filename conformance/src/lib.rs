@@ -287,15 +287,17 @@ impl Cluster {
     }
 
     /// The control plane alone, listening on the test bridge of `hosts` (a pod network of
-    /// its own for the agents started there with [`Cluster::start_agent_in`]).
+    /// its own for the agents started there with [`Cluster::start_agent_in`]), load
+    /// balancer addresses from [`TestHosts::load_balancer_pool`].
     pub fn start_for_hosts(backend: Backend, hosts: &TestHosts) -> Cluster {
+        let pool = hosts.load_balancer_pool();
         Self::start_on(
             &hosts.gateway.to_string(),
             backend,
             Some(NodeNet::unique()),
             false,
             true,
-            &[],
+            &["--load-balancer-pool", &format!("{}-{}", pool.0, pool.1)],
         )
     }
 
@@ -749,6 +751,12 @@ impl TestHosts {
     /// The address of host `i` on the test bridge.
     pub fn address(&self, i: usize) -> Ipv4Addr {
         self.hosts[i].1
+    }
+
+    /// Free addresses on the test bridge for load balancers (first, last).
+    pub fn load_balancer_pool(&self) -> (Ipv4Addr, Ipv4Addr) {
+        let [a, b, c, _] = self.gateway.octets();
+        (Ipv4Addr::new(a, b, c, 200), Ipv4Addr::new(a, b, c, 220))
     }
 }
 

@@ -6,6 +6,7 @@
 //! looks at what the caches say now and makes one step towards the spec, whatever events
 //! led there. Handlers on the informers only turn changes into keys.
 
+pub mod cloud;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -60,6 +61,8 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
         "persistentvolume-binder-controller",
         "persistentvolume-binder",
     ),
+    // cloud-controller-manager's.
+    ("service-lb-controller", "service"),
 ];
 
 /// Which controllers run, from a `--controllers` list as kube-controller-manager reads it:
@@ -123,6 +126,8 @@ pub struct Options {
     /// How long a node may go without a heartbeat before it is Unknown
     /// (`--node-monitor-grace-period`, Kubernetes' default 50 s).
     pub node_monitor_grace_period: Duration,
+    /// The local load balancer provider's addresses (first, last), inclusive.
+    pub load_balancer_pool: Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
 }
 
 impl Default for Options {
@@ -131,6 +136,7 @@ impl Default for Options {
             enabled: Enabled::all(),
             workers: 5,
             node_monitor_grace_period: Duration::from_secs(50),
+            load_balancer_pool: Vec::new(),
         }
     }
 }
@@ -235,6 +241,10 @@ pub fn start(client: Client, options: Options) -> Arc<Informers> {
             options.workers,
             options.node_monitor_grace_period,
         );
+    }
+    if enabled.has(cloud::SERVICE_LB) {
+        let pool = cloud::LocalPool::new(options.load_balancer_pool.clone());
+        cloud::start(&informers, &events, Arc::new(pool));
     }
     if enabled.has("disruption-controller") {
         disruption::start(&informers, &events, options.workers);

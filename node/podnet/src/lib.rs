@@ -40,6 +40,7 @@
 //! namespace of its own later, with the same IP, when something of it needs one (a Linux
 //! container, a debug container).
 
+mod announce;
 mod links;
 mod netns;
 mod nft;
@@ -307,6 +308,8 @@ struct Inner {
     shared: tokio::sync::OnceCell<Shared>,
     /// Routes to other nodes' pod CIDRs this node added (see `peers`), by CIDR.
     peer_routes: tokio::sync::Mutex<std::collections::BTreeMap<Ipv4Net, Ipv4Addr>>,
+    /// Load balancer addresses this node holds (see `announce`), with their link.
+    announced: tokio::sync::Mutex<std::collections::BTreeMap<Ipv4Addr, u32>>,
     _lock: Flock<File>,
 }
 
@@ -386,6 +389,7 @@ impl PodNetwork {
         }
 
         let config_peers_file = config.state_dir.join("peers");
+        let config_announced_file = config.state_dir.join("announced");
         let inner = Arc::new(Inner {
             veth_prefix: format!("sk{:05x}", hash & 0xfffff),
             config,
@@ -407,6 +411,7 @@ impl PodNetwork {
             refill_task: Mutex::new(None),
             shared: tokio::sync::OnceCell::new(),
             peer_routes: tokio::sync::Mutex::new(peers::read(&config_peers_file)),
+            announced: tokio::sync::Mutex::new(announce::read(&config_announced_file)),
             _lock: lock,
         });
         inner.recover().await?;
@@ -699,6 +704,18 @@ impl PodNetwork {
         Ok(())
     }
 
+    /// Holds the load balancer addresses `ips` on the interface of the node's address
+    /// `uplink` and announces them (see `announce`); addresses held before and not in
+    /// `ips` are removed.
+    pub async fn set_announced(&self, uplink: Ipv4Addr, ips: &[Ipv4Addr]) -> Result<(), Error> {
+        let inner = &self.inner;
+        let mut held = inner.announced.lock().await;
+        let file = inner.config.state_dir.join("announced");
+        let (now, result) = announce::apply(&inner.handle, &file, &held, uplink, ips).await;
+        *held = now;
+        result
+    }
+
     /// Stops the pool refill. With `remove_all`, also removes every sandbox (pods' and
     /// pool's), the bridge, the nftables table and the state dir's contents; without, leaves
     /// them for the next [`PodNetwork::new`].
@@ -754,6 +771,15 @@ impl PodNetwork {
                 first_err.get_or_insert(e);
             }
             let _ = std::fs::remove_file(inner.config.state_dir.join("peers"));
+            let mut held = inner.announced.lock().await;
+            let file = inner.config.state_dir.join("announced");
+            let (now, result) =
+                announce::apply(&inner.handle, &file, &held, Ipv4Addr::UNSPECIFIED, &[]).await;
+            *held = now;
+            if let Err(e) = result {
+                first_err.get_or_insert(e);
+            }
+            let _ = std::fs::remove_file(file);
         }
         if inner.config.masquerade
             && let Err(e) = nft::delete_table(&inner.config.bridge).await

@@ -475,13 +475,18 @@ pub(crate) async fn forget_neighbour(
 /// to the old one until its entry goes stale (half a minute or more), as the CNI bridge
 /// plugin does for a new interface.
 pub(crate) fn announce(ip: Ipv4Addr) -> std::io::Result<()> {
+    announce_on("eth0", ip)
+}
+
+/// [`announce`] on `interface` of the calling thread's namespace.
+pub(crate) fn announce_on(interface: &str, ip: Ipv4Addr) -> std::io::Result<()> {
     use nix::libc;
     let mac = nix::ifaddrs::getifaddrs()
         .map_err(std::io::Error::from)?
-        .find(|a| a.interface_name == "eth0")
+        .find(|a| a.interface_name == interface)
         .and_then(|a| a.address?.as_link_addr()?.addr())
-        .ok_or_else(|| std::io::Error::other("eth0 has no link address"))?;
-    let index = nix::net::if_::if_nametoindex("eth0").map_err(std::io::Error::from)?;
+        .ok_or_else(|| std::io::Error::other(format!("{interface} has no link address")))?;
+    let index = nix::net::if_::if_nametoindex(interface).map_err(std::io::Error::from)?;
     let arp = (libc::ETH_P_ARP as u16).to_be();
     // SAFETY: plain socket(2); the descriptor is owned at once.
     let fd = unsafe {

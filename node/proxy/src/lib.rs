@@ -17,6 +17,7 @@
 //! in conntrack, not in the rules). The table outlives an agent that dies, so Services
 //! keep working until the next agent takes over; `Proxy::shutdown` removes it.
 
+pub mod announce;
 pub mod model;
 pub mod ruleset;
 
