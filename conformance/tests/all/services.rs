@@ -693,3 +693,156 @@ fn an_agent_restart_keeps_connections_and_leaves_no_stale_rule() {
     // The connection made before the restart is still served.
     assert_eq!(get_on(&mut conn), "keep");
 }
+
+/// One GET of `path` on `conn`, if the connection carries it: the status and body, or
+/// `None` when the connection was closed or reset before any byte of a response (a client
+/// sends the request again on a new connection then, as HTTP clients do for a reused
+/// connection the server closed).
+fn try_get_on(conn: &mut std::net::TcpStream, path: &str) -> Option<(u16, String, bool)> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: roll\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut reader = BufReader::new(conn.try_clone().ok()?);
+    let mut status = String::new();
+    if reader.read_line(&mut status).ok()? == 0 {
+        return None;
+    }
+    let code: u16 = status.split_whitespace().nth(1)?.parse().ok()?;
+    let (mut length, mut close) = (0, false);
+    loop {
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .expect("a header line after the status line");
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().expect("length");
+            } else if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
+            {
+                close = true;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader
+        .read_exact(&mut body)
+        .expect("the body after the headers");
+    Some((
+        code,
+        String::from_utf8_lossy(&body).trim().to_string(),
+        close,
+    ))
+}
+
+#[test]
+fn a_rolling_update_under_traffic_fails_no_request() {
+    let registry = Registry::start();
+    let build = skiff_conformance::repo_root().join("examples/build");
+    let linux = registry.push(&build.join("http-server-oci"), "http-server");
+    let cluster = Cluster::start_with_node(Backend::Embedded);
+    let k = cluster.kubectl("1.33");
+    // Container pods that keep serving 3 s after they are told to stop (preStop), while
+    // their endpoints turn terminating and the rules stop sending them new connections.
+    let deployment = |version: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: roll\nspec:\n  replicas: 3\n  strategy: {{rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}\n  selector:\n    matchLabels: {{app: roll}}\n  template:\n    metadata:\n      labels: {{app: roll}}\n    spec:\n      runtimeClassName: youki\n      terminationGracePeriodSeconds: 10\n      containers:\n      - name: web\n        image: {linux}\n        ports: [{{name: http, containerPort: 8080}}]\n        env: [{{name: VERSION, value: '{version}'}}]\n        readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}\n        lifecycle: {{preStop: {{sleep: {{seconds: 3}}}}}}\n"
+        )
+    };
+    k.ok_stdin(&["apply", "-f", "-"], &deployment("1"));
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &service_yaml(
+            "roll",
+            "  selector: {app: roll}\n  ports:\n  - {port: 80, targetPort: http}\n",
+        ),
+    );
+    eventually("three ready endpoints", || {
+        (endpoints_of(&k, "roll").iter().filter(|e| e.1).count() == 3).then_some(())
+    });
+    let ip = cluster_ip(&k, "roll");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // New connections, one request each.
+    let fresh = {
+        let (ip, stop) = (ip.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(match crate::node::http_get(&ip, 80, "/env/VERSION") {
+                    Ok((200, body)) => body.trim().to_string(),
+                    other => format!("FAILED {other:?}"),
+                });
+                // Steady traffic, not a flood of handshakes.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            seen
+        })
+    };
+    // Keep-alive: one connection for as long as the server keeps it.
+    let kept = {
+        let (ip, stop) = (ip.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let connect = || std::net::TcpStream::connect((ip.as_str(), 80)).expect("connect");
+            let (mut seen, mut reconnects) = (Vec::new(), 0);
+            let mut conn = connect();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let got = match try_get_on(&mut conn, "/env/VERSION") {
+                    Some(r) => Some(r),
+                    None => {
+                        reconnects += 1;
+                        conn = connect();
+                        try_get_on(&mut conn, "/env/VERSION")
+                    }
+                };
+                match got {
+                    Some((200, body, close)) => {
+                        seen.push(body);
+                        if close {
+                            conn = connect();
+                        }
+                    }
+                    other => seen.push(format!("FAILED {other:?}")),
+                }
+            }
+            (seen, reconnects)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    k.ok_stdin(&["apply", "-f", "-"], &deployment("2"));
+    k.ok(&["rollout", "status", "deployment/roll", "--timeout=120s"]);
+    // Until the last old pod has gone.
+    eventually("only new pods", || {
+        let pods = items(&k, &["pods", "-l", "app=roll"]);
+        (pods.len() == 3).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let fresh = fresh.join().expect("new-connection client");
+    let (kept, reconnects) = kept.join().expect("keep-alive client");
+    for (what, seen) in [("new connections", &fresh), ("keep-alive", &kept)] {
+        let failed: Vec<&String> = seen.iter().filter(|s| s.starts_with("FAILED")).collect();
+        assert!(
+            failed.is_empty(),
+            "{what}: {} of {} requests failed: {failed:?}",
+            failed.len(),
+            seen.len()
+        );
+        assert!(
+            seen.iter().any(|s| s == "1") && seen.iter().any(|s| s == "2"),
+            "{what} saw both versions"
+        );
+        assert_eq!(
+            seen.last().map(String::as_str),
+            Some("2"),
+            "{what} end on the new version"
+        );
+    }
+    eprintln!(
+        "rolling update: {} new-connection and {} keep-alive requests, {reconnects} reconnects",
+        fresh.len(),
+        kept.len()
+    );
+}

@@ -547,6 +547,48 @@ impl Supervisor {
         }
     }
 
+    /// Runs the container's preStop hook, if it has one, within `grace` (the kubelet's
+    /// `executePreStopHook`), and returns what is left of it for the stop itself: never
+    /// less than 2 s, the kubelet's minimum. A failed hook is an event; the stop goes on.
+    async fn pre_stop(
+        &self,
+        container: &Arc<dyn skiff_shim::Container>,
+        ip: std::net::IpAddr,
+        grace: std::time::Duration,
+    ) -> std::time::Duration {
+        let Some(handler) = self
+            .spec
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+        else {
+            return grace;
+        };
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(
+            grace,
+            crate::probe::hook(handler, &self.spec, ip, container.as_ref()),
+        )
+        .await;
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(format!(
+                "did not finish within the grace period ({grace:?})"
+            )),
+        };
+        if let Some(why) = failure {
+            self.event(
+                "Warning",
+                "FailedPreStopHook",
+                format!("PreStopHook failed: {why}"),
+            );
+        }
+        grace
+            .saturating_sub(started.elapsed())
+            .max(std::time::Duration::from_secs(2))
+    }
+
     /// Running: follows probes, stops on the pod's stop or a failed liveness probe.
     async fn run_until_exit(
         &mut self,
@@ -622,13 +664,16 @@ impl Supervisor {
                             "Killing",
                             format!("Container {} failed {} probe, will be restarted", self.spec.name, v.kind.name().to_lowercase()),
                         );
-                        container.stop(self.run.grace);
+                        let grace = self.pre_stop(container, ip, self.run.grace).await;
+                        container.stop(grace);
                     }
                 },
-                r = stop.wait_for(Option::is_some), if !stopped => {
-                    let grace = r.ok().and_then(|g| *g).unwrap_or_default();
+                // The guard `wait_for` returns is let go at once: the hook below awaits.
+                r = async { stop.wait_for(Option::is_some).await.ok().and_then(|g| *g) }, if !stopped => {
+                    let grace = r.unwrap_or_default();
                     stopped = true;
                     self.event("Normal", "Killing", format!("Stopping container {}", self.spec.name));
+                    let grace = self.pre_stop(container, ip, grace).await;
                     container.stop(grace);
                 }
             }

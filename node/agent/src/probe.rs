@@ -195,6 +195,69 @@ fn port(p: &IntOrString, container: &Container) -> Result<u16, String> {
     }
 }
 
+/// Runs a lifecycle hook's handler (the kubelet's `handlerRunner`): `exec` in the
+/// container, `httpGet` against it, or `sleep`; `tcpSocket` is not a hook (it fails, as
+/// on Kubernetes).
+pub async fn hook(
+    handler: &k8s_openapi::api::core::v1::LifecycleHandler,
+    container: &Container,
+    ip: IpAddr,
+    target: &dyn skiff_shim::Container,
+) -> Result<(), String> {
+    if let Some(s) = &handler.sleep {
+        tokio::time::sleep(Duration::from_secs(u64::try_from(s.seconds).unwrap_or(0))).await;
+        return Ok(());
+    }
+    if let Some(h) = &handler.http_get {
+        return http_get(h, container, ip).await;
+    }
+    if let Some(e) = &handler.exec {
+        let command = e.command.clone().unwrap_or_default();
+        if command.is_empty() {
+            return Err("exec hook has no command".into());
+        }
+        return exec(target, command).await;
+    }
+    Err("a lifecycle hook needs exec, httpGet or sleep".into())
+}
+
+async fn http_get(
+    h: &k8s_openapi::api::core::v1::HTTPGetAction,
+    container: &Container,
+    ip: IpAddr,
+) -> Result<(), String> {
+    let port = port(&h.port, container)?;
+    let host = h.host.clone().unwrap_or_else(|| ip.to_string());
+    let scheme = h.scheme.as_deref().unwrap_or("HTTP");
+    if scheme != "HTTP" {
+        return Err(format!("scheme {scheme} is not supported"));
+    }
+    let path = h.path.clone().unwrap_or_else(|| "/".into());
+    let uri: http::Uri = format!("http://{host}:{port}{path}")
+        .parse()
+        .map_err(|e| format!("probe url: {e}"))?;
+    let mut req = http::Request::get(uri)
+        .header("user-agent", "kube-probe/1.33")
+        .header("accept", "*/*");
+    for hdr in h.http_headers.iter().flatten() {
+        req = req.header(hdr.name.as_str(), hdr.value.as_str());
+    }
+    let req = req
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| format!("Get \"http://{host}:{port}{path}\": {e}"))?;
+    let code = resp.status().as_u16();
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("HTTP probe failed with statuscode: {code}"))
+    }
+}
+
 async fn attempt(
     probe: &Probe,
     container: &Container,
@@ -202,36 +265,7 @@ async fn attempt(
     target: &dyn skiff_shim::Container,
 ) -> Result<(), String> {
     if let Some(h) = &probe.http_get {
-        let port = port(&h.port, container)?;
-        let host = h.host.clone().unwrap_or_else(|| ip.to_string());
-        let scheme = h.scheme.as_deref().unwrap_or("HTTP");
-        if scheme != "HTTP" {
-            return Err(format!("scheme {scheme} is not supported"));
-        }
-        let path = h.path.clone().unwrap_or_else(|| "/".into());
-        let uri: http::Uri = format!("http://{host}:{port}{path}")
-            .parse()
-            .map_err(|e| format!("probe url: {e}"))?;
-        let mut req = http::Request::get(uri)
-            .header("user-agent", "kube-probe/1.33")
-            .header("accept", "*/*");
-        for hdr in h.http_headers.iter().flatten() {
-            req = req.header(hdr.name.as_str(), hdr.value.as_str());
-        }
-        let req = req
-            .body(Empty::<bytes::Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| format!("Get \"http://{host}:{port}{path}\": {e}"))?;
-        let code = resp.status().as_u16();
-        return if (200..400).contains(&code) {
-            Ok(())
-        } else {
-            Err(format!("HTTP probe failed with statuscode: {code}"))
-        };
+        return http_get(h, container, ip).await;
     }
     if let Some(t) = &probe.tcp_socket {
         let port = port(&t.port, container)?;
