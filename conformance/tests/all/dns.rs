@@ -72,7 +72,7 @@ fn cluster_names_resolve_in_wasm_and_container_pods() {
     k.ok_stdin(
         &["apply", "-f", "-"],
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: client\nspec:\n  runtimeClassName: youki\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: sh\n    image: {busybox}\n    command: [sleep, '3600']\n    env:\n    - {{name: WEB_URL, value: 'http://$(WEB_SERVICE_HOST):$(WEB_SERVICE_PORT_HTTP)/'}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: client\nspec:\n  hostname: probe\n  subdomain: db\n  hostAliases: [{{ip: 192.0.2.10, hostnames: [foo.example, bar]}}]\n  runtimeClassName: youki\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: sh\n    image: {busybox}\n    command: [sleep, '3600']\n    env:\n    - {{name: WEB_URL, value: 'http://$(WEB_SERVICE_HOST):$(WEB_SERVICE_PORT_HTTP)/'}}\n"
         ),
     );
     k.ok(&[
@@ -87,6 +87,20 @@ fn cluster_names_resolve_in_wasm_and_container_pods() {
         resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local")
             && resolv.contains("options ndots:5"),
         "{resolv}"
+    );
+    // Its names: spec.hostname, its fully qualified name under its subdomain, and its
+    // host aliases in /etc/hosts.
+    assert_eq!(k.ok(&["exec", "client", "--", "hostname"]).trim(), "probe");
+    let hosts = k.ok(&["exec", "client", "--", "cat", "/etc/hosts"]);
+    let client_ip = k.json(&["get", "pod", "client"])["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        hosts.contains(&format!(
+            "{client_ip}\tprobe.db.default.svc.cluster.local\tprobe\n"
+        )) && hosts.contains("192.0.2.10\tfoo.example\tbar\n"),
+        "{hosts}"
     );
     let env = k.ok(&["exec", "client", "--", "env"]);
     let var = |name: &str| {

@@ -678,6 +678,15 @@ async fn run_pod(
             },
             domain: names.1.filter(|_| !host_network(&pod)),
             dns: ctx.config.dns.for_pod(&pod),
+            host_aliases: spec
+                .host_aliases
+                .iter()
+                .flatten()
+                .filter_map(|a| {
+                    let names = a.hostnames.clone().unwrap_or_default();
+                    Some((a.ip.parse().ok()?, names)).filter(|(_, n)| !n.is_empty())
+                })
+                .collect(),
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             uid: uid.clone(),
             host_ipc: spec.host_ipc == Some(true),

@@ -5,12 +5,14 @@
 //! command as one transaction per change.
 //!
 //! The proxy reads Services, EndpointSlices and Nodes through the shared informer layer.
-//! Any change wakes the sync loop, which rebuilds the rules from the caches (level-
-//! triggered: whatever led here, the rules follow what the caches say now) and applies the
-//! difference from what it applied last: changed chains flushed and refilled, map elements
-//! added or deleted. There is no minimum interval between syncs (kube-proxy waits at least
-//! a second): a readiness change reaches the rules in the time the informer and one `nft`
-//! run take.
+//! A change marks the Service it concerns (a slice's Service, by its label; every Service
+//! when a node's pod CIDR changes) and wakes the sync loop, which rebuilds the rules of
+//! the marked Services from the caches as they are then (level-triggered: whatever led
+//! here, their rules follow what the caches say now) and applies the difference from what
+//! it applied last: changed chains flushed and refilled, map elements added or deleted. A
+//! sync costs the Services that changed, not the table. There is no minimum interval
+//! between syncs (kube-proxy waits at least a second): a readiness change reaches the
+//! rules in the time the informer and one `nft` run take.
 //!
 //! At start the table is replaced whole, in one transaction: rules of Services deleted
 //! while the agent was down go, and established connections keep going (their NAT lives
@@ -21,8 +23,9 @@ pub mod announce;
 pub mod model;
 pub mod ruleset;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -66,12 +69,42 @@ impl Proxy {
             informers.nodes(),
         );
         let wake = Arc::new(Notify::new());
+        // The Services whose rules may have changed since the last sync (all of them when
+        // the pod CIDRs changed): a sync rebuilds only those.
+        let dirty: Arc<Mutex<Dirty>> = Arc::new(Mutex::new(Dirty {
+            keys: HashSet::new(),
+            all: true,
+        }));
         {
-            let w = wake.clone();
-            services.subscribe(move |_| w.notify_one());
-            let w = wake.clone();
-            slices.subscribe(move |_| w.notify_one());
-            let w = wake.clone();
+            let (w, d) = (wake.clone(), dirty.clone());
+            services.subscribe(move |change| {
+                let svc = match change {
+                    skiff_informer::Change::Added(s) | skiff_informer::Change::Deleted(s) => s,
+                    skiff_informer::Change::Updated { new, .. } => new,
+                };
+                d.lock()
+                    .expect("dirty lock")
+                    .keys
+                    .insert(model::service_key(svc));
+                w.notify_one();
+            });
+            let (w, d) = (wake.clone(), dirty.clone());
+            slices.subscribe(move |change| {
+                let mut d = d.lock().expect("dirty lock");
+                let touched: Vec<&EndpointSlice> = match change {
+                    skiff_informer::Change::Added(s) | skiff_informer::Change::Deleted(s) => {
+                        vec![s]
+                    }
+                    skiff_informer::Change::Updated { old, new } => vec![old, new],
+                };
+                for s in touched {
+                    if let Some(key) = slice_service_key(s) {
+                        d.keys.insert(key);
+                    }
+                }
+                w.notify_one();
+            });
+            let (w, d) = (wake.clone(), dirty.clone());
             nodes.subscribe(move |change| {
                 // Only pod CIDRs matter here.
                 if let skiff_informer::Change::Updated { old, new } = change {
@@ -80,12 +113,13 @@ impl Proxy {
                         return;
                     }
                 }
+                d.lock().expect("dirty lock").all = true;
                 w.notify_one();
             });
         }
         let (tx, synced) = watch::channel(None);
         let table = config.table.clone();
-        let task = tokio::spawn(run(config, services, slices, nodes, wake, tx));
+        let task = tokio::spawn(run(config, services, slices, nodes, wake, dirty, tx));
         Proxy {
             table,
             task,
@@ -120,23 +154,23 @@ fn changed_services<'a>(old: &Ruleset, new: &'a Ruleset) -> Vec<&'a String> {
         .collect()
 }
 
-/// What a Service's part is built from: its version, its slices' versions, and whether
-/// the rules know the pod CIDRs.
-fn fingerprint(svc: &Service, slices: &[&EndpointSlice], cidrs: bool) -> String {
-    let mut versions: Vec<(&str, &str)> = slices
-        .iter()
-        .map(|s| {
-            (
-                s.metadata.name.as_deref().unwrap_or_default(),
-                s.metadata.resource_version.as_deref().unwrap_or_default(),
-            )
-        })
-        .collect();
-    versions.sort_unstable();
-    format!(
-        "{}|{versions:?}|{cidrs}",
-        svc.metadata.resource_version.as_deref().unwrap_or_default()
-    )
+/// Services whose rules a sync rebuilds.
+struct Dirty {
+    keys: HashSet<String>,
+    all: bool,
+}
+
+/// The `namespace/name` of the Service a slice belongs to.
+fn slice_service_key(slice: &EndpointSlice) -> Option<String> {
+    let name = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get("kubernetes.io/service-name")?;
+    Some(format!(
+        "{}/{name}",
+        slice.metadata.namespace.as_deref().unwrap_or_default()
+    ))
 }
 
 async fn run(
@@ -145,15 +179,17 @@ async fn run(
     slices: Arc<Informer<EndpointSlice>>,
     nodes: Arc<Informer<Node>>,
     wake: Arc<Notify>,
+    dirty: Arc<Mutex<Dirty>>,
     synced: watch::Sender<Option<Synced>>,
 ) {
     services.synced().await;
     slices.synced().await;
     nodes.synced().await;
     let mut applied: Option<Ruleset> = None;
-    // Each Service's part as last built, with what it was built from: a Service whose
-    // object and slices are unchanged is not built again.
-    let mut cache: HashMap<String, (String, Arc<Part>)> = HashMap::new();
+    // The rules as the caches say, kept from sync to sync: each sync rebuilds the parts
+    // of the Services that changed since the last one, so its cost is theirs, not the
+    // table's.
+    let mut desired = Ruleset::default();
     loop {
         let start = Instant::now();
         let view = NodeView {
@@ -165,24 +201,35 @@ async fn run(
                 .collect(),
             shared_mac: config.shared_mac,
         };
-        let (svcs, sls) = (services.list(), slices.list());
-        let slice_refs: Vec<&EndpointSlice> = sls.iter().map(|s| &**s).collect();
-        let by_service = model::slices_by_service(&slice_refs);
-        let mut parts = BTreeMap::new();
-        let mut next = HashMap::with_capacity(svcs.len());
-        for svc in &svcs {
-            let key = model::service_key(svc);
-            let slices = by_service.get(&key).map(Vec::as_slice).unwrap_or(&[]);
-            let print = fingerprint(svc, slices, !view.pod_cidrs.is_empty());
-            let part = match cache.remove(&key) {
-                Some((p, part)) if p == print => part,
-                _ => Arc::new(model::service_part(svc, slices, &view)),
-            };
-            parts.insert(key.clone(), part.clone());
-            next.insert(key, (print, part));
+        let (keys, all) = {
+            let mut d = dirty.lock().expect("dirty lock");
+            (
+                std::mem::take(&mut d.keys),
+                std::mem::replace(&mut d.all, false),
+            )
+        };
+        let keys: Vec<String> = if all {
+            let mut every: HashSet<String> = desired.parts.keys().cloned().collect();
+            every.extend(services.list().iter().map(|s| model::service_key(s)));
+            every.into_iter().collect()
+        } else {
+            keys.into_iter().collect()
+        };
+        for key in keys {
+            let part = services.get(&key).map(|svc| {
+                let (ns, name) = skiff_informer::split_key(&key);
+                let theirs: Vec<Arc<EndpointSlice>> = slices
+                    .indexed(name)
+                    .into_iter()
+                    .filter(|s| s.metadata.namespace.as_deref() == ns)
+                    .collect();
+                let refs: Vec<&EndpointSlice> = theirs.iter().map(|s| &**s).collect();
+                Arc::new(model::service_part(&svc, &refs, &view))
+            });
+            desired.set_part(&key, part);
         }
-        cache = next;
-        let desired = Ruleset::assemble(parts, &view.pod_cidrs);
+        desired.pod_cidrs = view.pod_cidrs.iter().map(|c| c.to_string()).collect();
+        let desired = desired.clone();
         let script = match &applied {
             None => ruleset::full(&config.table, &desired),
             Some(old) => ruleset::diff(&config.table, old, &desired),

@@ -84,6 +84,30 @@ fn hairpin_element(ip: std::net::Ipv4Addr) -> String {
 }
 
 impl Ruleset {
+    /// Replaces the part of Service `key` (none: the Service is gone), keeping the
+    /// endpoint counts current: the cost is that Service's, whatever the table holds.
+    pub fn set_part(&mut self, key: &str, part: Option<Arc<Part>>) {
+        let old = match &part {
+            Some(p) => self.parts.insert(key.to_string(), p.clone()),
+            None => self.parts.remove(key),
+        };
+        if let Some(old) = old {
+            for ip in &old.endpoints {
+                if let Some(n) = self.endpoint_refs.get_mut(ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.endpoint_refs.remove(ip);
+                    }
+                }
+            }
+        }
+        if let Some(new) = part {
+            for ip in &new.endpoints {
+                *self.endpoint_refs.entry(*ip).or_default() += 1;
+            }
+        }
+    }
+
     /// A ruleset of `parts` and `pod_cidrs`.
     pub fn assemble(parts: BTreeMap<String, Arc<Part>>, pod_cidrs: &[ipnet::Ipv4Net]) -> Ruleset {
         let mut endpoint_refs: HashMap<std::net::Ipv4Addr, u32> = HashMap::new();

@@ -165,6 +165,8 @@ pub struct PodSandbox {
     pub domain: Option<String>,
     /// The pod's resolver configuration, as its `dnsPolicy` and `dnsConfig` make it.
     pub dns: DnsConfig,
+    /// `spec.hostAliases`: more lines of `/etc/hosts` (an address and its names).
+    pub host_aliases: Vec<(IpAddr, Vec<String>)>,
     pub namespace: String,
     pub uid: String,
     /// `hostIPC`: Linux containers use the node's IPC namespace and `/dev/shm`, not the

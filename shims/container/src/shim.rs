@@ -277,6 +277,12 @@ fn hosts_file(sandbox: &PodSandbox) -> String {
             None => s.push_str(&format!("{ip}\t{}\n", sandbox.hostname)),
         }
     }
+    if !sandbox.host_aliases.is_empty() {
+        s.push_str("\n# Entries added by HostAliases.\n");
+        for (ip, names) in &sandbox.host_aliases {
+            s.push_str(&format!("{ip}\t{}\n", names.join("\t")));
+        }
+    }
     s
 }
 
