@@ -163,6 +163,27 @@ fn cluster_names_resolve_in_wasm_and_container_pods() {
         "{missing:?}"
     );
 
+    // A Wasm command's own lookups (wasi:sockets/ip-name-lookup) go through its pod's
+    // resolver too: short names by the search path.
+    let testbed = registry.push(&build.join("testbed.wasm"), "testbed");
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: lookup\nspec:\n  runtimeClassName: wasmtime\n  restartPolicy: Never\n  containers:\n  - name: a\n    image: {testbed}\n    args: [lookup, web]\n  - name: b\n    image: {testbed}\n    args: [lookup, db-0.db]\n  - name: c\n    image: {testbed}\n    args: [lookup, nope.default.svc.cluster.local]\n"
+        ),
+    );
+    eventually("the lookups done", || {
+        let phase = k.json(&["get", "pod", "lookup"])["status"]["phase"].clone();
+        (phase == "Failed" || phase == "Succeeded").then_some(())
+    });
+    assert_eq!(k.ok(&["logs", "lookup", "-c", "a"]).trim(), web_ip);
+    assert_eq!(k.ok(&["logs", "lookup", "-c", "b"]).trim(), db0);
+    let c = k.run(&["logs", "lookup", "-c", "c"]);
+    assert!(
+        c.stdout.contains("testbed:"),
+        "a name that does not exist fails: {c:?}"
+    );
+
     // From a Wasm pod: its outgoing requests resolve names by the same rules.
     let wasm_ip = pod_ips(&k, "app=web")
         .into_iter()

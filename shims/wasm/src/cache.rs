@@ -94,6 +94,7 @@ impl Cache {
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(CacheError::Link)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
             .map_err(CacheError::Link)?;
+        crate::lookup::shadow(&mut component_linker).map_err(CacheError::Link)?;
         let mut module_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |h: &mut P1Host| &mut h.wasi)
             .map_err(CacheError::Link)?;

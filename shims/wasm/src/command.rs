@@ -32,6 +32,8 @@ pub struct CommandContainer {
     shim: Arc<Inner>,
     spec: ContainerSpec,
     netns: Option<PathBuf>,
+    /// The pod's resolver configuration: its name lookups and outgoing requests use it.
+    dns: skiff_shim::DnsConfig,
     loaded: Arc<Loaded>,
     control: Arc<Control>,
     exit: watch::Receiver<Option<Exit>>,
@@ -53,6 +55,7 @@ impl CommandContainer {
         shim: Arc<Inner>,
         spec: ContainerSpec,
         netns: Option<PathBuf>,
+        dns: skiff_shim::DnsConfig,
         loaded: Arc<Loaded>,
     ) -> Self {
         let (tx, rx) = watch::channel(None);
@@ -60,6 +63,7 @@ impl CommandContainer {
             shim,
             spec,
             netns,
+            dns,
             loaded,
             control: Arc::default(),
             exit: rx,
@@ -82,6 +86,7 @@ impl Container for CommandContainer {
             loaded: self.loaded.clone(),
             control: self.control.clone(),
             usage: self.usage.clone(),
+            dns: self.dns.clone(),
         };
         let netns = self.netns.clone();
         let exit_tx = self.exit_tx.clone();
@@ -170,6 +175,7 @@ struct Run {
     loaded: Arc<Loaded>,
     control: Arc<Control>,
     usage: Arc<Usage>,
+    dns: skiff_shim::DnsConfig,
 }
 
 /// What ended the guest, before it is turned into an [`Exit`].
@@ -202,8 +208,16 @@ impl Run {
                         http: WasiHttpCtx::new(),
                         table: ResourceTable::new(),
                         limits: limiter,
-                        // This thread is in the pod's namespace already.
-                        hooks: PodHooks::default(),
+                        // This thread is in the pod's namespace already; names resolve
+                        // by the pod's resolv.conf.
+                        hooks: PodHooks {
+                            net: crate::netns::PodNet {
+                                resolver: Arc::new(crate::netns::PodResolver::new(
+                                    self.dns.clone(),
+                                )),
+                                ..Default::default()
+                            },
+                        },
                     },
                 );
                 store.limiter(|h| &mut h.limits);

@@ -13,6 +13,7 @@ mod command;
 mod host;
 mod http;
 mod logs;
+mod lookup;
 pub mod netns;
 mod threads;
 
@@ -234,6 +235,7 @@ impl Shim for WasmShim {
                 self.inner.clone(),
                 spec,
                 netns,
+                sandbox.dns.clone(),
                 loaded,
             )),
         })

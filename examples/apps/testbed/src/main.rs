@@ -16,6 +16,8 @@
 //!                     port, for PORT 0), answer every HTTP request 200 "testbed\n"
 //! log N [MILLIS]      print "line 1" .. "line N", MILLIS (default 100) apart
 //! pi DIGITS           print pi to DIGITS decimal places (at most 10,000), as "3.14159..."
+//! lookup NAME         print each address NAME resolves to, one a line (the system's
+//!                     resolver: on wasip2, wasi:sockets/ip-name-lookup)
 //! taint               print "pristine" if its static data (an initialised word and 64 KiB
 //!                     of zeros) is as the program image has it, else "tainted"; then
 //!                     overwrite both, so that an instance reusing this memory would see it
@@ -31,7 +33,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: testbed exit N | echo ARGS... | print-env | cat PATH... | \
 write PATH TEXT | ls DIR | alloc MIB | spin | sleep SECS | serve PORT | log N [MILLIS] | pi DIGITS | \
-taint";
+lookup NAME | taint";
 
 const MIB: usize = 1024 * 1024;
 
@@ -125,6 +127,17 @@ fn main() -> ExitCode {
             }
             _ => return usage(),
         },
+        ("lookup", [name]) => {
+            use std::net::ToSocketAddrs;
+            (*name, 0u16)
+                .to_socket_addrs()
+                .map(|addrs| {
+                    for a in addrs {
+                        println!("{}", a.ip());
+                    }
+                })
+                .map_err(|e| format!("cannot resolve {name}: {e}"))
+        }
         ("taint", []) => {
             taint();
             Ok(())
