@@ -9,71 +9,33 @@
 //! would not in CoreDNS's figure (33,669 queries/s on 2 vCPUs, client elsewhere).
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use serde_json::json;
 
 use crate::bench::machine;
 use crate::bench_pods::BenchCluster;
+use crate::bench_services::{create_services, service_with_endpoints};
 
-/// `count` Services without selectors in `default`, every tenth headless with a slice of
-/// 10 ready endpoints, created by 16 clients at once.
+/// `count` Services without selectors in `default` (`many-<i>`), every tenth headless with a
+/// slice of 10 ready endpoints.
 async fn services(client: &kube::Client, count: usize) -> anyhow::Result<()> {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let (client, next) = (client.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let services: Api<Service> = Api::namespaced(client.clone(), "default");
-            let slices: Api<EndpointSlice> = Api::namespaced(client, "default");
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= count {
-                    return anyhow::Ok(());
-                }
-                let name = format!("svc-{i}");
-                let headless = i % 10 == 9;
-                let mut spec = json!({"ports": [{"name": "http", "port": 80, "targetPort": 8080}]});
-                if headless {
-                    spec["clusterIP"] = json!("None");
-                }
-                let svc: Service = serde_json::from_value(json!({
-                    "apiVersion": "v1", "kind": "Service",
-                    "metadata": {"name": name}, "spec": spec,
-                }))?;
-                services.create(&PostParams::default(), &svc).await?;
-                if headless {
-                    let endpoints: Vec<serde_json::Value> = (0..10)
-                        .map(|e| {
-                            json!({"addresses": [format!("10.248.{}.{}", i / 25, (i % 25) * 10 + e)],
-                                   "conditions": {"ready": true}})
-                        })
-                        .collect();
-                    let slice: EndpointSlice = serde_json::from_value(json!({
-                        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                        "metadata": {"name": format!("{name}-1"),
-                                     "labels": {"kubernetes.io/service-name": name}},
-                        "addressType": "IPv4",
-                        "endpoints": endpoints,
-                        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-                    }))?;
-                    slices.create(&PostParams::default(), &slice).await?;
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(())
+    create_services(client, count, |i| {
+        let ports = json!([{"name": "http", "port": 80, "targetPort": 8080}]);
+        if i % 10 == 9 {
+            service_with_endpoints(i, json!({"clusterIP": "None", "ports": ports}), "http")
+        } else {
+            let (svc, _) = service_with_endpoints(i, json!({"ports": ports}), "http")?;
+            Ok((svc, None))
+        }
+    })
+    .await
 }
 
 /// The response code and answer count of one query of `name` at `server`.
@@ -182,7 +144,7 @@ async fn measure(
     );
     services(client, services_count).await?;
     let last = format!(
-        "svc-{}.default.svc.cluster.local",
+        "many-{}.default.svc.cluster.local",
         services_count.saturating_sub(2)
     );
     let started = std::time::Instant::now();
@@ -203,9 +165,9 @@ async fn measure(
     for i in 0..20_000usize {
         let n = (i * 7919) % services_count.max(1);
         let line = match i % 10 {
-            0..=6 => format!("svc-{n}.default.svc.cluster.local A\n"),
-            7 => format!("svc-{n}.default.svc.cluster.local AAAA\n"),
-            8 => format!("_http._tcp.svc-{n}.default.svc.cluster.local SRV\n"),
+            0..=6 => format!("many-{n}.default.svc.cluster.local A\n"),
+            7 => format!("many-{n}.default.svc.cluster.local AAAA\n"),
+            8 => format!("_http._tcp.many-{n}.default.svc.cluster.local SRV\n"),
             _ => format!("nope-{n}.default.svc.cluster.local A\n"),
         };
         text.push_str(&line);

@@ -282,13 +282,21 @@ async fn rules_latency(
     Ok(out)
 }
 
-/// `count` Services without selectors, each with a slice of 10 endpoints (addresses
-/// nothing answers at: only the rules are measured), created by 16 clients at once.
-async fn many_services(client: &kube::Client, count: usize) -> anyhow::Result<()> {
+/// Creates `count` Services (with a slice each, when `make` gives one) in `default`, 16
+/// clients at once.
+pub(crate) async fn create_services<F>(
+    client: &kube::Client,
+    count: usize,
+    make: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> anyhow::Result<(Service, Option<EndpointSlice>)> + Send + Sync + 'static,
+{
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let make = Arc::new(make);
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let (client, next) = (client.clone(), next.clone());
+        let (client, next, make) = (client.clone(), next.clone(), make.clone());
         tasks.push(tokio::spawn(async move {
             let services: Api<Service> = Api::namespaced(client.clone(), "default");
             let slices: Api<EndpointSlice> = Api::namespaced(client, "default");
@@ -297,28 +305,11 @@ async fn many_services(client: &kube::Client, count: usize) -> anyhow::Result<()
                 if i >= count {
                     return anyhow::Ok(());
                 }
-                let name = format!("many-{i}");
-                let svc: Service = serde_json::from_value(json!({
-                    "apiVersion": "v1", "kind": "Service",
-                    "metadata": {"name": name, "labels": {"bench": "many"}},
-                    "spec": {"ports": [{"port": 80, "targetPort": 8080}]},
-                }))?;
+                let (svc, slice) = make(i)?;
                 services.create(&PostParams::default(), &svc).await?;
-                let endpoints: Vec<serde_json::Value> = (0..10)
-                    .map(|e| {
-                        json!({"addresses": [format!("10.248.{}.{}", i / 25, (i % 25) * 10 + e)],
-                               "conditions": {"ready": true}})
-                    })
-                    .collect();
-                let slice: EndpointSlice = serde_json::from_value(json!({
-                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                    "metadata": {"name": format!("{name}-1"),
-                                 "labels": {"bench": "many", "kubernetes.io/service-name": name}},
-                    "addressType": "IPv4",
-                    "endpoints": endpoints,
-                    "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
-                }))?;
-                slices.create(&PostParams::default(), &slice).await?;
+                if let Some(slice) = slice {
+                    slices.create(&PostParams::default(), &slice).await?;
+                }
             }
         }));
     }
@@ -326,6 +317,44 @@ async fn many_services(client: &kube::Client, count: usize) -> anyhow::Result<()
         t.await??;
     }
     Ok(())
+}
+
+/// Service `i` of `count` without a selector and its slice of 10 ready endpoints (addresses
+/// nothing answers at: only the rules are measured).
+pub(crate) fn service_with_endpoints(
+    i: usize,
+    spec: serde_json::Value,
+    port_name: &str,
+) -> anyhow::Result<(Service, Option<EndpointSlice>)> {
+    let name = format!("many-{i}");
+    let svc: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "labels": {"bench": "many"}},
+        "spec": spec,
+    }))?;
+    let endpoints: Vec<serde_json::Value> = (0..10)
+        .map(|e| {
+            json!({"addresses": [format!("10.248.{}.{}", i / 25, (i % 25) * 10 + e)],
+                   "conditions": {"ready": true}})
+        })
+        .collect();
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{name}-1"),
+                     "labels": {"bench": "many", "kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": port_name, "port": 8080, "protocol": "TCP"}],
+    }))?;
+    Ok((svc, Some(slice)))
+}
+
+/// `count` Services without selectors, each with a slice of 10 endpoints.
+async fn many_services(client: &kube::Client, count: usize) -> anyhow::Result<()> {
+    create_services(client, count, |i| {
+        service_with_endpoints(i, json!({"ports": [{"port": 80, "targetPort": 8080}]}), "")
+    })
+    .await
 }
 
 /// Elements of the proxy's `cluster-ips` map now.

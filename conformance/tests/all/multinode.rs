@@ -41,6 +41,58 @@ fn pod_ip(k: &Kubectl, name: &str) -> String {
         .to_string()
 }
 
+/// What `n` GETs of `url` from the client pod answered, one a line (`FAILED` for a failed
+/// request), each with a connection of its own.
+fn from_client(k: &Kubectl, n: usize, url: &str) -> Vec<String> {
+    k.ok(&[
+        "exec",
+        "client",
+        "--",
+        "sh",
+        "-c",
+        &format!("for i in $(seq {n}); do wget -qO- {url} || echo FAILED; done"),
+    ])
+    .lines()
+    .map(|l| l.trim().to_string())
+    .collect()
+}
+
+/// The distinct answers of `n` GETs of `path` at `ip:port` from this namespace (outside
+/// the nodes); panics on a failed request.
+fn from_outside(ip: &str, port: u16, path: &str, n: usize) -> HashSet<String> {
+    (0..n)
+        .map(|i| {
+            let (code, body) = crate::node::http_get(ip, port, path)
+                .unwrap_or_else(|e| panic!("request {i} to {ip}:{port}{path}: {e}"));
+            assert_eq!(code, 200, "{body}");
+            body.trim().to_string()
+        })
+        .collect()
+}
+
+/// The last line of what a GET of `path` at `ip:port` got back, status line and headers
+/// included (busybox's CGI ends its headers with a bare newline, which `http_get` does not
+/// split on).
+fn last_line(ip: &str, port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("address");
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    Ok(raw
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string())
+}
+
 fn import_all(agent: &AgentNode) {
     let build = skiff_conformance::repo_root().join("examples/build");
     agent.import(&build.join("http.wasm"), HTTP_WASM);
@@ -122,28 +174,15 @@ fn pods_of_two_nodes_reach_each_other_and_serve_one_service() {
     );
 
     // The Service by its short name from a container pod: both nodes' pods of both runtimes answer.
-    let answers = k.ok(&[
-        "exec",
-        "client",
-        "--",
-        "sh",
-        "-c",
-        "for i in $(seq 60); do wget -qO- http://web/env/POD_NAME || echo FAILED; done",
-    ]);
-    let got: HashSet<String> = answers.lines().map(|l| l.trim().to_string()).collect();
+    let got: HashSet<String> = from_client(&k, 60, "http://web/env/POD_NAME")
+        .into_iter()
+        .collect();
     assert_eq!(got, all, "through the Service from host-a");
 
     // A Wasm pod on the other node resolves the name through its own node's DNS.
     let wasm_b = pod_ip(&k, "wasm-b");
-    let fetched = k.ok(&[
-        "exec",
-        "client",
-        "--",
-        "sh",
-        "-c",
-        &format!("for i in $(seq 40); do wget -qO- http://{wasm_b}:8080/fetch/web.default/env/POD_NAME || echo FAILED; done"),
-    ]);
-    let got: HashSet<String> = fetched.lines().map(|l| l.trim().to_string()).collect();
+    let url = format!("http://{wasm_b}:8080/fetch/web.default/env/POD_NAME");
+    let got: HashSet<String> = from_client(&k, 40, &url).into_iter().collect();
     assert_eq!(got, all, "from wasm-b on host-b");
 
     // From outside the nodes (this namespace, over the test bridge), the node port of
@@ -154,14 +193,7 @@ fn pods_of_two_nodes_reach_each_other_and_serve_one_service() {
         .expect("node port") as u16;
     for host in [&a, &b] {
         let addr = host.address().to_string();
-        let got: HashSet<String> = (0..60)
-            .map(|i| {
-                let (code, body) = crate::node::http_get(&addr, node_port, "/env/POD_NAME")
-                    .unwrap_or_else(|e| panic!("request {i} to {addr}:{node_port}: {e}"));
-                assert_eq!(code, 200, "{body}");
-                body.trim().to_string()
-            })
-            .collect();
+        let got = from_outside(&addr, node_port, "/env/POD_NAME", 60);
         assert_eq!(got, all, "node port of {}", host.name);
     }
 
@@ -169,16 +201,7 @@ fn pods_of_two_nodes_reach_each_other_and_serve_one_service() {
     // the v2 pods (Linux, both nodes) answer.
     let requests = {
         let k = cluster.kubectl("1.33");
-        std::thread::spawn(move || {
-            k.ok(&[
-                "exec",
-                "client",
-                "--",
-                "sh",
-                "-c",
-                "for i in $(seq 300); do wget -qO- http://web/env/POD_NAME || echo FAILED; done",
-            ])
-        })
+        std::thread::spawn(move || from_client(&k, 300, "http://web/env/POD_NAME"))
     };
     std::thread::sleep(std::time::Duration::from_millis(300));
     k.ok(&[
@@ -189,26 +212,108 @@ fn pods_of_two_nodes_reach_each_other_and_serve_one_service() {
         r#"{"spec":{"selector":{"app":"web","version":"v2"}}}"#,
     ]);
     let during = requests.join().expect("requests");
-    assert!(
-        !during.contains("FAILED"),
-        "a request failed during the switch:\n{during}"
-    );
-    assert_eq!(during.lines().count(), 300);
+    let failed = during.iter().filter(|l| *l == "FAILED").count();
+    assert_eq!(failed, 0, "requests failed during the switch: {during:?}");
+    assert_eq!(during.len(), 300);
     eventually("two endpoints", || {
         (endpoints_of(&k, "web").len() == 2).then_some(())
     });
-    let after = k.ok(&[
-        "exec",
-        "client",
-        "--",
-        "sh",
-        "-c",
-        "for i in $(seq 40); do wget -qO- http://web/env/POD_NAME || echo FAILED; done",
-    ]);
-    let got: HashSet<String> = after.lines().map(|l| l.trim().to_string()).collect();
+    let got: HashSet<String> = from_client(&k, 40, "http://web/env/POD_NAME")
+        .into_iter()
+        .collect();
+    let v2: HashSet<String> = ["linux-a", "linux-b"].map(String::from).into();
+    assert_eq!(got, v2, "after the switch");
+
+    // `sessionAffinity: ClientIP`: one client, one pod, among both nodes' pods.
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &service_yaml(
+            "sticky",
+            "  sessionAffinity: ClientIP\n  selector: {app: web}\n  ports:\n  - {port: 80, targetPort: http}\n",
+        ),
+    );
+    eventually("four sticky endpoints", || {
+        (endpoints_of(&k, "sticky").iter().filter(|e| e.1).count() == 4).then_some(())
+    });
+    let got: HashSet<String> = from_client(&k, 30, "http://sticky/env/POD_NAME")
+        .into_iter()
+        .collect();
     assert_eq!(
-        got,
-        ["linux-a", "linux-b"].map(String::from).into(),
-        "after the switch"
+        got.len(),
+        1,
+        "one pod answers a client with affinity: {got:?}"
+    );
+    assert!(all.is_superset(&got), "{got:?}");
+
+    // `externalTrafficPolicy: Local`: a node port answers only on the node with an
+    // endpoint, and the pod sees the client's own address (no masquerade).
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &service_yaml(
+            "echo",
+            "  type: NodePort\n  externalTrafficPolicy: Local\n  selector: {app: echo}\n  ports:\n  - {port: 80, targetPort: 8080}\n",
+        ),
+    );
+    eventually("the echo endpoint", || {
+        (endpoints_of(&k, "echo").iter().filter(|e| e.1).count() == 1).then_some(())
+    });
+    let echo_port = k.json(&["get", "svc", "echo"])["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .expect("node port") as u16;
+    let b_addr = b.address().to_string();
+    let seen = eventually("the echo node port on host-b", || {
+        last_line(&b_addr, echo_port, "/cgi-bin/ip").ok()
+    });
+    let seen = seen.trim_start_matches("[::ffff:").trim_end_matches(']');
+    assert_eq!(
+        seen,
+        hosts.gateway.to_string(),
+        "the pod sees the outside client's address"
+    );
+    assert!(
+        last_line(&a.address().to_string(), echo_port, "/cgi-bin/ip").is_err(),
+        "host-a has no echo endpoint: its node port refuses under the Local policy"
+    );
+
+    // Load balancers: a Service of another class is left alone; ours gets an address from
+    // the pool, which one node announces on the test bridge, reachable from outside.
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &service_yaml(
+            "theirs",
+            "  type: LoadBalancer\n  loadBalancerClass: example.com/other\n  selector: {app: web}\n  ports:\n  - {port: 80, targetPort: http}\n",
+        ),
+    );
+    k.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "-p",
+        r#"{"spec":{"type":"LoadBalancer"}}"#,
+    ]);
+    let lb_ip: std::net::Ipv4Addr = eventually("an external IP", || {
+        k.json(&["get", "svc", "web"])["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .and_then(|ip| ip.parse().ok())
+    });
+    let (first, last) = hosts.load_balancer_pool();
+    assert!(
+        first <= lb_ip && lb_ip <= last,
+        "{lb_ip} from the pool {first}-{last}"
+    );
+    let shown = k.ok(&["get", "svc", "web"]);
+    assert!(
+        shown.contains(&lb_ip.to_string()),
+        "EXTERNAL-IP shown:\n{shown}"
+    );
+    assert_eq!(
+        from_outside(&lb_ip.to_string(), 80, "/env/POD_NAME", 40),
+        v2,
+        "through the load balancer address"
+    );
+    let theirs = k.json(&["get", "svc", "theirs"]);
+    assert!(
+        theirs["status"]["loadBalancer"]["ingress"].is_null(),
+        "a Service of another class gets no address here: {theirs}"
     );
 }
