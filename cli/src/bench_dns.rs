@@ -14,14 +14,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
-use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::api::ListParams;
 use serde_json::json;
 
 use crate::bench::machine;
 use crate::bench_pods::BenchCluster;
-use crate::bench_services::{create_services, service_with_endpoints};
+use crate::bench_services::{create_services, node_gateway, service_with_endpoints};
 
 /// `count` Services without selectors in `default` (`many-<i>`), every tenth headless with a
 /// slice of 10 ready endpoints.
@@ -130,18 +128,8 @@ async fn measure(
     runs: usize,
     clients: usize,
 ) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let node = nodes.list(&ListParams::default()).await?.items.remove(0);
-    let cidr: ipnet::Ipv4Net = node
-        .spec
-        .and_then(|s| s.pod_cidr)
-        .context("pod CIDR")?
-        .parse()?;
-    // The node's DNS listens on its pod gateway, the first address of its pod CIDR.
-    let server = SocketAddr::new(
-        std::net::Ipv4Addr::from(u32::from(cidr.network()) + 1).into(),
-        53,
-    );
+    // The node's DNS listens on its pod gateway.
+    let server = SocketAddr::new(node_gateway(client).await?.into(), 53);
     services(client, services_count).await?;
     let last = format!(
         "many-{}.default.svc.cluster.local",

@@ -357,6 +357,19 @@ async fn many_services(client: &kube::Client, count: usize) -> anyhow::Result<()
     .await
 }
 
+/// The bench node's address on its pod bridge (the first of its pod CIDR): a local
+/// address of the node's, where its node ports and its DNS answer.
+pub(crate) async fn node_gateway(client: &kube::Client) -> anyhow::Result<std::net::Ipv4Addr> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let node = nodes.list(&ListParams::default()).await?.items.remove(0);
+    let cidr: ipnet::Ipv4Net = node
+        .spec
+        .and_then(|s| s.pod_cidr)
+        .context("pod CIDR")?
+        .parse()?;
+    Ok(std::net::Ipv4Addr::from(u32::from(cidr.network()) + 1))
+}
+
 /// Elements of the proxy's `cluster-ips` map now.
 async fn cluster_ip_elements() -> anyhow::Result<usize> {
     let out = tokio::process::Command::new("nft")
@@ -424,15 +437,7 @@ pub async fn run(
         let node_port = spec.ports.context("ports")?[0]
             .node_port
             .context("node port")?;
-        // The node's address on its pod bridge (a local address of the node's).
-        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-        let node = nodes.list(&ListParams::default()).await?.items.remove(0);
-        let cidr: ipnet::Ipv4Net = node
-            .spec
-            .and_then(|s| s.pod_cidr)
-            .context("pod CIDR")?
-            .parse()?;
-        let gateway = std::net::Ipv4Addr::from(u32::from(cidr.network()) + 1);
+        let gateway = node_gateway(&client).await?;
         let node_port = SocketAddr::new(gateway.into(), u16::try_from(node_port)?);
 
         println!("machine: {}", machine());

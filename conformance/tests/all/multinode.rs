@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use skiff_conformance::{AgentNode, Backend, Cluster, Kubectl, TestHosts};
 
-use crate::services::{endpoints_of, service_yaml};
+use crate::services::{answers, apply_service, endpoints_of, service_yaml};
 use crate::workloads::eventually;
 
 const HTTP_WASM: &str = "local.test/skiff/http:v1";
@@ -55,19 +55,6 @@ fn from_client(k: &Kubectl, n: usize, url: &str) -> Vec<String> {
     .lines()
     .map(|l| l.trim().to_string())
     .collect()
-}
-
-/// The distinct answers of `n` GETs of `path` at `ip:port` from this namespace (outside
-/// the nodes); panics on a failed request.
-fn from_outside(ip: &str, port: u16, path: &str, n: usize) -> HashSet<String> {
-    (0..n)
-        .map(|i| {
-            let (code, body) = crate::node::http_get(ip, port, path)
-                .unwrap_or_else(|e| panic!("request {i} to {ip}:{port}{path}: {e}"));
-            assert_eq!(code, 200, "{body}");
-            body.trim().to_string()
-        })
-        .collect()
 }
 
 /// The last line of what a GET of `path` at `ip:port` got back, status line and headers
@@ -193,7 +180,7 @@ fn pods_of_two_nodes_reach_each_other_and_serve_one_service() {
         .expect("node port") as u16;
     for host in [&a, &b] {
         let addr = host.address().to_string();
-        let got = from_outside(&addr, node_port, "/env/POD_NAME", 60);
+        let got = answers(&addr, node_port, "/env/POD_NAME", 60);
         assert_eq!(got, all, "node port of {}", host.name);
     }
 
@@ -225,16 +212,12 @@ fn pods_of_two_nodes_reach_each_other_and_serve_one_service() {
     assert_eq!(got, v2, "after the switch");
 
     // `sessionAffinity: ClientIP`: one client, one pod, among both nodes' pods.
-    k.ok_stdin(
-        &["apply", "-f", "-"],
-        &service_yaml(
-            "sticky",
-            "  sessionAffinity: ClientIP\n  selector: {app: web}\n  ports:\n  - {port: 80, targetPort: http}\n",
-        ),
+    apply_service(
+        &k,
+        "sticky",
+        "  sessionAffinity: ClientIP\n  selector: {app: web}\n  ports:\n  - {port: 80, targetPort: http}\n",
+        4,
     );
-    eventually("four sticky endpoints", || {
-        (endpoints_of(&k, "sticky").iter().filter(|e| e.1).count() == 4).then_some(())
-    });
     let got: HashSet<String> = from_client(&k, 30, "http://sticky/env/POD_NAME")
         .into_iter()
         .collect();
@@ -247,16 +230,12 @@ fn pods_of_two_nodes_reach_each_other_and_serve_one_service() {
 
     // `externalTrafficPolicy: Local`: a node port answers only on the node with an
     // endpoint, and the pod sees the client's own address (no masquerade).
-    k.ok_stdin(
-        &["apply", "-f", "-"],
-        &service_yaml(
-            "echo",
-            "  type: NodePort\n  externalTrafficPolicy: Local\n  selector: {app: echo}\n  ports:\n  - {port: 80, targetPort: 8080}\n",
-        ),
+    apply_service(
+        &k,
+        "echo",
+        "  type: NodePort\n  externalTrafficPolicy: Local\n  selector: {app: echo}\n  ports:\n  - {port: 80, targetPort: 8080}\n",
+        1,
     );
-    eventually("the echo endpoint", || {
-        (endpoints_of(&k, "echo").iter().filter(|e| e.1).count() == 1).then_some(())
-    });
     let echo_port = k.json(&["get", "svc", "echo"])["spec"]["ports"][0]["nodePort"]
         .as_u64()
         .expect("node port") as u16;
@@ -307,7 +286,7 @@ fn pods_of_two_nodes_reach_each_other_and_serve_one_service() {
         "EXTERNAL-IP shown:\n{shown}"
     );
     assert_eq!(
-        from_outside(&lb_ip.to_string(), 80, "/env/POD_NAME", 40),
+        answers(&lb_ip.to_string(), 80, "/env/POD_NAME", 40),
         v2,
         "through the load balancer address"
     );

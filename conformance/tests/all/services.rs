@@ -249,6 +249,14 @@ fn slices(k: &Kubectl, service: &str) -> Vec<Value> {
 }
 
 /// (ip, ready, serving, terminating, port) of every endpoint of the Service's slices.
+/// Applies Service `name` with `spec` and waits until `ready` of its endpoints are ready.
+pub(crate) fn apply_service(k: &Kubectl, name: &str, spec: &str, ready: usize) {
+    k.ok_stdin(&["apply", "-f", "-"], &service_yaml(name, spec));
+    eventually(&format!("{ready} ready endpoints of {name}"), || {
+        (endpoints_of(k, name).iter().filter(|e| e.1).count() == ready).then_some(())
+    });
+}
+
 pub(crate) fn endpoints_of(k: &Kubectl, service: &str) -> Vec<(String, bool, bool, bool, i64)> {
     let mut out = Vec::new();
     for s in slices(k, service) {
@@ -420,7 +428,7 @@ pub(crate) fn named_deployment(
 }
 
 /// The pod names that answer `n` GETs of `path` at `ip:port`; panics on a failed request.
-fn answers(ip: &str, port: u16, path: &str, n: usize) -> HashSet<String> {
+pub(crate) fn answers(ip: &str, port: u16, path: &str, n: usize) -> HashSet<String> {
     (0..n)
         .map(|i| {
             let (code, body) = crate::node::http_get(ip, port, path)
@@ -753,16 +761,12 @@ fn a_rolling_update_under_traffic_fails_no_request() {
         )
     };
     k.ok_stdin(&["apply", "-f", "-"], &deployment("1"));
-    k.ok_stdin(
-        &["apply", "-f", "-"],
-        &service_yaml(
-            "roll",
-            "  selector: {app: roll}\n  ports:\n  - {port: 80, targetPort: http}\n",
-        ),
+    apply_service(
+        &k,
+        "roll",
+        "  selector: {app: roll}\n  ports:\n  - {port: 80, targetPort: http}\n",
+        3,
     );
-    eventually("three ready endpoints", || {
-        (endpoints_of(&k, "roll").iter().filter(|e| e.1).count() == 3).then_some(())
-    });
     let ip = cluster_ip(&k, "roll");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // New connections, one request each.
