@@ -61,6 +61,9 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// How often a UDP thread looks up from a quiet socket to see whether it should stop.
 const STOP_POLL: Duration = Duration::from_millis(250);
+/// Each UDP socket's receive buffer: room for a burst of queries (a few thousand) while
+/// its thread is busy, where the kernel's default (208 KiB) holds a few hundred.
+const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// The node's own resolvers: systemd-resolved's upstream list where it runs (its stub at
 /// 127.0.0.53 is the host's alone), else `/etc/resolv.conf`'s.
@@ -219,6 +222,13 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     )?;
     s.set_reuse_port(true)?;
     s.set_read_timeout(Some(STOP_POLL))?;
+    // Past net.core.rmem_max with CAP_NET_ADMIN (the agent runs as root); else as large
+    // as that limit allows.
+    if nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &RECEIVE_BUFFER)
+        .is_err()
+    {
+        let _ = s.set_recv_buffer_size(RECEIVE_BUFFER);
+    }
     s.bind(&addr.into())?;
     Ok(s.into())
 }
