@@ -152,9 +152,19 @@ pub async fn start(
     let informers = skiff_informer::Informers::new(client.clone());
     config.informers = Some(informers.clone());
     // The node's cluster DNS, on the pods' gateway: every pod reaches it over its bridge.
+    // The node's resolv.conf, read once: pods of `dnsPolicy: Default` and the cluster
+    // DNS's forwarding both use it.
+    let host_dns = skiff_node::dns::NodeDns::node_resolv_conf();
     let dns = if args.cluster_dns.is_empty() {
         let listen = std::net::SocketAddr::from((network.gateway(), 53));
-        match skiff_dns::Dns::serve(skiff_dns::Config::new(listen, &args.cluster_domain)) {
+        let mut dns_config = skiff_dns::Config::new(listen, &args.cluster_domain);
+        // Other names go where the node's own resolv.conf says.
+        dns_config.upstreams = host_dns
+            .nameservers
+            .iter()
+            .map(|ip| std::net::SocketAddr::new(*ip, 53))
+            .collect();
+        match skiff_dns::Dns::serve(dns_config) {
             Ok(mut dns) => {
                 dns.follow(&informers, &args.cluster_domain);
                 Some(dns)
@@ -173,7 +183,7 @@ pub async fn start(
         Some(d) => vec![d.listen.ip()],
         None => args.cluster_dns.clone(),
     };
-    config.dns = skiff_node::dns::NodeDns::new(nameservers, &args.cluster_domain);
+    config.dns = skiff_node::dns::NodeDns::new(nameservers, &args.cluster_domain, host_dns);
     let peers = tokio::spawn(follow_cluster(
         informers.clone(),
         network.clone(),

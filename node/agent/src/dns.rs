@@ -36,11 +36,12 @@ impl NodeDns {
             .unwrap_or_default()
     }
 
-    pub fn new(cluster_dns: Vec<IpAddr>, domain: &str) -> NodeDns {
+    /// `node` is the node's resolver configuration ([`NodeDns::node_resolv_conf`]).
+    pub fn new(cluster_dns: Vec<IpAddr>, domain: &str, node: DnsConfig) -> NodeDns {
         NodeDns {
             cluster_dns,
             domain: domain.trim_end_matches('.').to_string(),
-            node: Self::node_resolv_conf(),
+            node,
         }
     }
 

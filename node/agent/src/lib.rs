@@ -180,7 +180,11 @@ impl AgentConfig {
             max_pods: 1000,
             labels: Vec::new(),
             lease_interval: Duration::from_secs(10),
-            dns: dns::NodeDns::new(Vec::new(), "cluster.local"),
+            dns: dns::NodeDns::new(
+                Vec::new(),
+                "cluster.local",
+                dns::NodeDns::node_resolv_conf(),
+            ),
             informers: None,
         }
     }

@@ -18,7 +18,7 @@ pub mod answer;
 pub mod zone;
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -38,7 +38,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The cluster domain (`cluster.local`).
     pub domain: String,
-    /// Where other names go: the node's resolvers.
+    /// Where other names go: the node's resolvers (none: other names fail).
     pub upstreams: Vec<SocketAddr>,
     /// UDP serving threads.
     pub threads: usize,
@@ -49,7 +49,7 @@ impl Config {
         Config {
             listen,
             domain: domain.to_string(),
-            upstreams: node_resolvers(),
+            upstreams: Vec::new(),
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
@@ -64,26 +64,6 @@ const STOP_POLL: Duration = Duration::from_millis(250);
 /// Each UDP socket's receive buffer: room for a burst of queries (a few thousand) while
 /// its thread is busy, where the kernel's default (208 KiB) holds a few hundred.
 const RECEIVE_BUFFER: usize = 4 << 20;
-
-/// The node's own resolvers: systemd-resolved's upstream list where it runs (its stub at
-/// 127.0.0.53 is the host's alone), else `/etc/resolv.conf`'s.
-pub fn node_resolvers() -> Vec<SocketAddr> {
-    for path in ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"] {
-        let Ok(text) = std::fs::read_to_string(path) else {
-            continue;
-        };
-        let found: Vec<SocketAddr> = text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("nameserver"))
-            .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
-            .map(|ip| SocketAddr::new(ip, 53))
-            .collect();
-        if !found.is_empty() {
-            return found;
-        }
-    }
-    Vec::new()
-}
 
 struct Shared {
     zone: RwLock<Arc<Zone>>,

@@ -6,51 +6,12 @@
 //! restarted agent removes what it no longer holds and touches nothing else.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::Path;
 
-use futures::TryStreamExt;
-use netlink_packet_route::address::AddressAttribute;
 use rtnetlink::Handle;
 
-use crate::{Error, links};
-
-/// The addresses recorded in `file`: `<ip> <link index>` per line.
-pub(crate) fn read(file: &Path) -> BTreeMap<Ipv4Addr, u32> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (ip, index) = l.split_once(' ')?;
-            Some((ip.parse().ok()?, index.parse().ok()?))
-        })
-        .collect()
-}
-
-fn write(file: &Path, held: &BTreeMap<Ipv4Addr, u32>) -> Result<(), Error> {
-    let text: String = held.iter().map(|(ip, i)| format!("{ip} {i}\n")).collect();
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, file))
-        .map_err(|e| Error::io(format!("write {}", file.display()), e))
-}
-
-/// The index of the link that holds `address`.
-async fn link_of(handle: &Handle, address: Ipv4Addr) -> Result<Option<u32>, Error> {
-    let mut dump = handle.address().get().execute();
-    while let Some(m) = dump.try_next().await.map_err(|source| Error::Netlink {
-        context: "list addresses".into(),
-        source,
-    })? {
-        let holds = m.attributes.iter().any(|a| {
-            matches!(a, AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) if *ip == address)
-        });
-        if holds {
-            return Ok(Some(m.header.index));
-        }
-    }
-    Ok(None)
-}
+use crate::{Error, links, state};
 
 /// Makes the addresses held `wanted`, on the link of `uplink`; returns what is held after.
 pub(crate) async fn apply(
@@ -61,7 +22,12 @@ pub(crate) async fn apply(
     wanted: &[Ipv4Addr],
 ) -> (BTreeMap<Ipv4Addr, u32>, Result<(), Error>) {
     let mut now = held.clone();
-    let index = match link_of(handle, uplink).await {
+    let link = links::ipv4_addresses(handle).await.map(|all| {
+        all.into_iter()
+            .find(|(_, ip)| *ip == uplink)
+            .map(|(i, _)| i)
+    });
+    let index = match link {
         Ok(Some(i)) => i,
         Ok(None) if wanted.is_empty() => 0,
         Ok(None) => {
@@ -103,7 +69,7 @@ pub(crate) async fn apply(
         }
     }
     if now != *held
-        && let Err(e) = write(file, &now)
+        && let Err(e) = state::write_pairs(file, &now)
     {
         result = Err(e);
     }

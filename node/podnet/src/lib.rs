@@ -410,8 +410,8 @@ impl PodNetwork {
             refill: Arc::new(Notify::new()),
             refill_task: Mutex::new(None),
             shared: tokio::sync::OnceCell::new(),
-            peer_routes: tokio::sync::Mutex::new(peers::read(&config_peers_file)),
-            announced: tokio::sync::Mutex::new(announce::read(&config_announced_file)),
+            peer_routes: tokio::sync::Mutex::new(state::read_pairs(&config_peers_file)),
+            announced: tokio::sync::Mutex::new(state::read_pairs(&config_announced_file)),
             _lock: lock,
         });
         inner.recover().await?;
@@ -677,7 +677,11 @@ impl PodNetwork {
     /// routes become `peers`, whatever they were.
     pub async fn set_peers(&self, peers: &[Peer]) -> Result<(), Error> {
         let inner = &self.inner;
-        let local = peers::local_addresses(&inner.handle).await?;
+        let local: Vec<Ipv4Addr> = links::ipv4_addresses(&inner.handle)
+            .await?
+            .into_iter()
+            .map(|(_, ip)| ip)
+            .collect();
         let wanted: std::collections::BTreeMap<Ipv4Net, Ipv4Addr> = peers
             .iter()
             .filter(|p| {
@@ -691,7 +695,7 @@ impl PodNetwork {
         let (now, result) = peers::apply(&inner.handle, &installed, &wanted).await;
         if now != *installed {
             *installed = now;
-            peers::write(&inner.config.state_dir.join("peers"), &installed)?;
+            state::write_pairs(&inner.config.state_dir.join("peers"), &*installed)?;
         }
         result?;
         if inner.config.masquerade {

@@ -374,6 +374,23 @@ pub(crate) async fn addresses_32(handle: &Handle, index: u32) -> Result<Vec<Ipv4
     Ok(out)
 }
 
+/// Every IPv4 address of this namespace, with the index of its link.
+pub(crate) async fn ipv4_addresses(handle: &Handle) -> Result<Vec<(u32, Ipv4Addr)>, Error> {
+    let mut out = Vec::new();
+    let mut dump = handle.address().get().execute();
+    while let Some(m) = dump.try_next().await.map_err(nl("list addresses"))? {
+        for a in &m.attributes {
+            if let AddressAttribute::Local(IpAddr::V4(ip))
+            | AddressAttribute::Address(IpAddr::V4(ip)) = a
+                && !out.contains(&(m.header.index, *ip))
+            {
+                out.push((m.header.index, *ip));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Removes `ip/32` from link `index`; an address that is not there is not an error.
 pub(crate) async fn del_address_32(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<(), Error> {
     let msg = AddressMessageBuilder::<Ipv4Addr>::new()

@@ -8,12 +8,9 @@
 //! CIDR is on one of this host's bridges already.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
+use std::net::Ipv4Addr;
 
-use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use netlink_packet_route::address::AddressAttribute;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use crate::Error;
@@ -23,45 +20,6 @@ use crate::Error;
 pub struct Peer {
     pub pod_cidr: Ipv4Net,
     pub address: Ipv4Addr,
-}
-
-/// The routes recorded in `file`: `<cidr> <gateway>` per line.
-pub(crate) fn read(file: &Path) -> BTreeMap<Ipv4Net, Ipv4Addr> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (cidr, via) = l.split_once(' ')?;
-            Some((cidr.parse().ok()?, via.parse().ok()?))
-        })
-        .collect()
-}
-
-pub(crate) fn write(file: &Path, routes: &BTreeMap<Ipv4Net, Ipv4Addr>) -> Result<(), Error> {
-    let text: String = routes.iter().map(|(c, v)| format!("{c} {v}\n")).collect();
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, file))
-        .map_err(|e| Error::io(format!("write {}", file.display()), e))
-}
-
-/// This host's IPv4 addresses.
-pub(crate) async fn local_addresses(handle: &Handle) -> Result<Vec<Ipv4Addr>, Error> {
-    let mut out = Vec::new();
-    let mut stream = handle.address().get().execute();
-    while let Some(msg) = stream.try_next().await.map_err(|source| Error::Netlink {
-        context: "list addresses".into(),
-        source,
-    })? {
-        for attr in msg.attributes {
-            if let AddressAttribute::Local(IpAddr::V4(ip))
-            | AddressAttribute::Address(IpAddr::V4(ip)) = attr
-            {
-                out.push(ip);
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn route(cidr: Ipv4Net, via: Ipv4Addr) -> netlink_packet_route::route::RouteMessage {

@@ -211,6 +211,35 @@ impl Records {
     }
 }
 
+/// A small map the node keeps in its state dir, `<key> <value>` per line (the routes and
+/// addresses it added, see `peers` and `announce`); what does not parse is skipped.
+pub(crate) fn read_pairs<K, V>(file: &Path) -> std::collections::BTreeMap<K, V>
+where
+    K: std::str::FromStr + Ord,
+    V: std::str::FromStr,
+{
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.parse().ok()?, v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Writes `pairs` to `file` whole (a temporary file renamed over it).
+pub(crate) fn write_pairs<K: std::fmt::Display, V: std::fmt::Display>(
+    file: &Path,
+    pairs: &std::collections::BTreeMap<K, V>,
+) -> Result<(), Error> {
+    let text: String = pairs.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, file))
+        .map_err(|e| Error::io(format!("write {}", file.display()), e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
