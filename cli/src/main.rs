@@ -487,7 +487,11 @@ fn write_kubeconfig(path: &Path, server: &str) -> anyhow::Result<()> {
          contexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: skiff\n    namespace: default\n\
          current-context: skiff\nusers:\n- name: skiff\n  user: {{}}\npreferences: {{}}\n"
     );
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    // Written aside and renamed into place: whoever waits for the file (a script, a test, a
+    // kubectl started at the same moment) never reads it half written.
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, text).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
