@@ -63,8 +63,10 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5000);
-    std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (root)");
+    // The main thread's namespace, so that the process's nftables context is the one kept
+    // open, as in the agent.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (root)");
+    {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -118,7 +120,5 @@ fn main() {
                     .expect("back");
             }
         });
-    })
-    .join()
-    .unwrap();
+    }
 }

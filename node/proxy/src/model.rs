@@ -1,20 +1,26 @@
 //! From Services and EndpointSlices to the rules (`Ruleset`), as kube-proxy's nftables
 //! mode lays them out, without IO.
 //!
-//! Per Service port: a chain `s-<id>` for its cluster IP (load balancing over the ready
-//! endpoints, or this node's with `internalTrafficPolicy: Local`) and a chain `x-<id>` for
-//! its node port, external IPs and load balancer addresses (this node's endpoints without
-//! masquerade under `externalTrafficPolicy: Local`, else all with it). A chain picks an
-//! endpoint with a cascade of `numgen` rules, each DNATing to one endpoint; with
-//! `sessionAffinity: ClientIP`, each endpoint gets a chain of its own and a set of the
-//! clients it served. The maps send a packet to its Service's chain in one lookup
-//! whatever the number of Services. A Service without usable endpoints is in the
-//! `no-endpoints` sets instead: its connections are refused at once, not left to time out.
+//! Per Service port, load balancing is map elements, not rules: the `cluster-ips` map sends
+//! a packet for a cluster IP to a chain Services share, `lb-c-tcp-<n>` for TCP ports with
+//! `n` endpoints, whose rule DNATs to `backends-tcp[daddr . dport . numgen random mod n]`;
+//! the map holds each Service port's endpoints in slots `0..n`. Node ports go the same
+//! way through `lb-n{m,l}-<proto>-<n>` and `node-port-backends-<proto>`, external IPs and
+//! load balancer addresses through `lb-x{m,l}-<proto>-<n>` (`m`: masqueraded, under
+//! `externalTrafficPolicy: Cluster`; `l`: this node's endpoints only, client address kept).
+//! A new connection costs two hash lookups whatever the number of Services or endpoints,
+//! and an endpoint that comes, goes or turns ready changes elements only: `nft` reads
+//! every chain of the table before any change (nftables 1.0.6), and a chain per Service
+//! made each change at 5,000 Services cost 36 to 42 ms instead of a few.
 //!
-//! Chains are few on purpose: `nft` reads every chain of the table before each change, so
-//! a chain per endpoint (kube-proxy's) made each change at 5,000 Services of 10 endpoints
-//! cost 330 ms instead of 40, and anonymous verdict maps per Service made the first load
-//! take 30 s instead of 1.5 (measured with `examples/scale.rs`).
+//! With `sessionAffinity: ClientIP` a Service keeps chains of its own, kube-proxy's layout:
+//! `s-<id>` (cluster IP) and `x-<id>` (the rest) send a remembered client to its endpoint's
+//! chain `e-<id>`, which records clients in a set of its own, else pick an endpoint with
+//! a cascade of `numgen` rules. A Service without usable endpoints is in the
+//! `no-endpoints` sets instead: its connections are refused at once, not left to time out.
+//! Chains per endpoint for every Service (kube-proxy's) made each change at 5,000
+//! Services of 10 endpoints cost 330 ms, and anonymous verdict maps per Service made the
+//! first load take 30 s instead of 1.5 (measured with `examples/scale.rs`).
 //!
 //! Endpoints: the ready ones; when none is, those still serving while they terminate (so a
 //! rolling update's last pods drain), as kube-proxy's `ProxyTerminatingEndpoints`.
@@ -75,6 +81,21 @@ fn proto_name(p: &str) -> Option<&'static str> {
         "UDP" => Some("udp"),
         "SCTP" => Some("sctp"),
         _ => None,
+    }
+}
+
+/// The map of endpoints by slot for `proto` (`tcp`, `udp`, `sctp`): of destination address
+/// and port, or of node port. One per protocol, because the DNAT to a map's address and
+/// port needs the protocol matched (nftables 1.0.6 reads a map typed by the `th` header
+/// back wrongly).
+pub fn backends_map(proto: &str, node_port: bool) -> &'static str {
+    match (proto, node_port) {
+        ("udp", false) => "backends-udp",
+        ("udp", true) => "node-port-backends-udp",
+        ("sctp", false) => "backends-sctp",
+        ("sctp", true) => "node-port-backends-sctp",
+        (_, false) => "backends-tcp",
+        (_, true) => "node-port-backends-tcp",
     }
 }
 
@@ -273,6 +294,43 @@ pub fn service_part(svc: &Service, slices: &[&EndpointSlice], view: &NodeView) -
             );
             Some((chain, set))
         };
+        // Load balancing by elements over `eps`, in the shared chain of their number
+        // (`kind` and its `first` rules; `map` and `key` the backends map and this
+        // Service port's key in it): the verdict to reach it, None when there are none.
+        let shared = |eps: &[&Backend],
+                      kind: &str,
+                      first: &[String],
+                      node_port: bool,
+                      key: &str,
+                      rs: &mut Part| {
+            if eps.is_empty() {
+                return None;
+            }
+            rs.endpoints.extend(eps.iter().map(|b| b.ip));
+            let n = eps.len();
+            let chain = format!("lb-{kind}-{proto}-{n}");
+            let (map, lookup) = if node_port {
+                (backends_map(proto, true), format!("{proto} dport"))
+            } else {
+                (
+                    backends_map(proto, false),
+                    format!("ip daddr . {proto} dport"),
+                )
+            };
+            let mut rules = first.to_vec();
+            rules.push(format!(
+                "dnat ip to {lookup} . numgen random mod {n} map @{map}"
+            ));
+            rs.shared.insert(chain.clone(), rules);
+            for (i, b) in eps.iter().enumerate() {
+                rs.element(
+                    map,
+                    format!("{key} . {i}"),
+                    format!("{} . {}", b.ip, b.port),
+                );
+            }
+            Some(format!("goto {chain}"))
+        };
         // Load balancing over `eps`, after `first` rules; None when there are none.
         let balance = |eps: &[&Backend], first: Vec<String>, rs: &mut Part| {
             if eps.is_empty() {
@@ -309,12 +367,24 @@ pub fn service_part(svc: &Service, slices: &[&EndpointSlice], view: &NodeView) -
                 &cluster_eps
             };
             let element = format!("{ip} . {proto} . {svc_port}");
-            match balance(eps, first, &mut rs) {
-                Some(rules) => {
+            let verdict = if affinity.is_some() {
+                balance(eps, first, &mut rs).map(|rules| {
                     let chain = format!("s-{key}");
                     rs.chains.insert(chain.clone(), rules);
-                    rs.element("cluster-ips", element, format!("goto {chain}"));
-                }
+                    format!("goto {chain}")
+                })
+            } else {
+                shared(
+                    eps,
+                    "c",
+                    &first,
+                    false,
+                    &format!("{ip} . {svc_port}"),
+                    &mut rs,
+                )
+            };
+            match verdict {
+                Some(verdict) => rs.element("cluster-ips", element, verdict),
                 None => rs.element("no-endpoints", element, String::new()),
             }
         }
@@ -330,26 +400,35 @@ pub fn service_part(svc: &Service, slices: &[&EndpointSlice], view: &NodeView) -
         } else {
             (&cluster_eps, vec!["jump mark-for-masquerade".to_string()])
         };
+        let policy = if external_local { "l" } else { "m" };
         let chain = format!("x-{key}");
-        let rules = balance(eps, first, &mut rs);
-        let present = rules.is_some();
-        if let Some(rules) = rules {
-            rs.chains.insert(chain.clone(), rules);
-        }
+        let own = if affinity.is_some() {
+            balance(eps, first.clone(), &mut rs).map(|rules| {
+                rs.chains.insert(chain.clone(), rules);
+                format!("goto {chain}")
+            })
+        } else {
+            None
+        };
+        // Where an external entry sends: the Service's own chain, or the shared one.
+        let verdict = |kind: char, node_port: bool, key: String, rs: &mut Part| match &own {
+            Some(v) => Some(v.clone()),
+            None if affinity.is_some() => None,
+            None => shared(eps, &format!("{kind}{policy}"), &first, node_port, &key, rs),
+        };
         if let Some(np) = node_port {
             let element = format!("{proto} . {np}");
-            if present {
-                rs.element("node-ports", element, format!("goto {chain}"));
-            } else {
-                rs.element("no-endpoint-node-ports", element, String::new());
+            match verdict('n', true, np.to_string(), &mut rs) {
+                Some(v) => rs.element("node-ports", element, v),
+                None => rs.element("no-endpoint-node-ports", element, String::new()),
             }
         }
         for ip in &external {
             let element = format!("{ip} . {proto} . {svc_port}");
-            if present {
-                rs.element("external-ips", element, format!("goto {chain}"));
-            } else {
-                rs.element("no-endpoints", element, String::new());
+            let verdict = verdict('x', false, format!("{ip} . {svc_port}"), &mut rs);
+            match verdict {
+                Some(v) => rs.element("external-ips", element, v),
+                None => rs.element("no-endpoints", element, String::new()),
             }
         }
     }
@@ -431,6 +510,40 @@ mod tests {
         }
     }
 
+    /// Where the element `key` of verdict map `map` sends new connections: the endpoints
+    /// in their slots of a shared chain's backends map (checking that the chain picks
+    /// among as many), or those of a Service's own chain.
+    fn targets(rs: &Part, map: &str, key: &str) -> Vec<String> {
+        let chain = rs.elements[map][key].strip_prefix("goto ").unwrap();
+        if !chain.starts_with("lb-") {
+            return dnat_targets(rs, chain);
+        }
+        let backends = backends_map("tcp", map == "node-ports");
+        // The key without the protocol: the map is the protocol's.
+        let key = key.replace(" . tcp", "").replace("tcp . ", "");
+        let mut slots: Vec<(usize, String)> = rs.elements[backends]
+            .iter()
+            .filter_map(|(k, v)| {
+                let slot = k.strip_prefix(&key)?.strip_prefix(" . ")?.parse().ok()?;
+                Some((slot, v.replace(" . ", ":")))
+            })
+            .collect();
+        slots.sort();
+        assert!(
+            slots.iter().enumerate().all(|(i, (slot, _))| i == *slot),
+            "{slots:?}"
+        );
+        let rules = &rs.chains[chain];
+        assert!(
+            rules.last().unwrap().contains(&format!(
+                "numgen random mod {} map @{backends}",
+                slots.len()
+            )),
+            "{rules:?}"
+        );
+        slots.into_iter().map(|(_, t)| t).collect()
+    }
+
     fn dnat_targets(rs: &Part, chain: &str) -> Vec<String> {
         rs.chains[chain]
             .iter()
@@ -457,8 +570,9 @@ mod tests {
         let (key, verdict) = rs.elements["cluster-ips"].iter().next().unwrap();
         assert_eq!(key, "10.96.0.10 . tcp . 80");
         let chain = verdict.strip_prefix("goto ").unwrap();
+        assert_eq!(chain, "lb-c-tcp-2");
         assert_eq!(
-            dnat_targets(&rs, chain),
+            targets(&rs, "cluster-ips", key),
             ["10.244.0.5:8080", "10.244.1.6:8080"]
         );
         assert_eq!(
@@ -491,11 +605,10 @@ mod tests {
             ("10.244.0.6", false, false, true, "a"),
         ]);
         let rs = build(&[&svc], &[&s], &view()).flat();
-        let chain = rs.elements["cluster-ips"]["10.96.0.10 . tcp . 80"]
-            .strip_prefix("goto ")
-            .unwrap()
-            .to_string();
-        assert_eq!(dnat_targets(&rs, &chain), ["10.244.0.5:8080"]);
+        assert_eq!(
+            targets(&rs, "cluster-ips", "10.96.0.10 . tcp . 80"),
+            ["10.244.0.5:8080"]
+        );
         let none = slice(&[("10.244.0.6", false, false, true, "a")]);
         let rs = build(&[&svc], &[&none], &view()).flat();
         assert!(!rs.elements.contains_key("cluster-ips"));
@@ -519,7 +632,10 @@ mod tests {
             .unwrap()
             .to_string();
         // Local: this node's endpoint only, the client's address kept.
-        assert_eq!(dnat_targets(&rs, &chain), ["10.244.0.5:8080"]);
+        assert_eq!(
+            targets(&rs, "node-ports", "tcp . 30080"),
+            ["10.244.0.5:8080"]
+        );
         assert!(!rs.chains[&chain][0].contains("mark-for-masquerade"));
         // On a node without endpoints of its own, the node port refuses.
         let rs = build(
@@ -540,16 +656,15 @@ mod tests {
             .unwrap()
             .to_string();
         assert_eq!(rs.chains[&chain][0], "jump mark-for-masquerade");
-        assert_eq!(dnat_targets(&rs, &chain).len(), 2);
+        assert_eq!(targets(&rs, "node-ports", "tcp . 30080").len(), 2);
         // internalTrafficPolicy Local: the cluster IP reaches this node's endpoints only.
         let mut sp = spec("ClusterIP");
         sp.internal_traffic_policy = Some("Local".into());
         let rs = build(&[&service(sp)], &[&s], &view()).flat();
-        let chain = rs.elements["cluster-ips"]["10.96.0.10 . tcp . 80"]
-            .strip_prefix("goto ")
-            .unwrap()
-            .to_string();
-        assert_eq!(dnat_targets(&rs, &chain), ["10.244.0.5:8080"]);
+        assert_eq!(
+            targets(&rs, "cluster-ips", "10.96.0.10 . tcp . 80"),
+            ["10.244.0.5:8080"]
+        );
     }
 
     #[test]
@@ -576,7 +691,7 @@ mod tests {
             ..view()
         };
         let rs = build(&[&svc], &[&s], &v).flat();
-        let chain = rs.chains.keys().find(|c| c.starts_with("s-")).unwrap();
+        let chain = rs.chains.keys().find(|c| c.starts_with("lb-c-")).unwrap();
         assert!(
             rs.chains[chain]
                 .contains(&"ether saddr 02:5b:00:01:02:ab jump mark-for-masquerade".to_string())

@@ -3,9 +3,11 @@
 //! (chains flushed and refilled, map and set elements added and deleted), each as one
 //! transaction.
 //!
-//! The skeleton (base chains on the NAT and filter hooks, the verdict maps, the sets the
-//! hooks read) never changes while the proxy runs; what changes is the per-Service and
-//! per-endpoint chains, the maps' elements, the sets' elements and the affinity sets.
+//! The skeleton (base chains on the NAT and filter hooks, the maps, the sets the hooks
+//! read) never changes while the proxy runs; what changes is the maps' and sets'
+//! elements, the load-balancing chains Services share (made when a first Service needs
+//! one, removed when a last one stops), and the chains and affinity sets of Services with
+//! session affinity.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
@@ -27,6 +29,32 @@ pub const MAPS: &[(&str, &str)] = &[
     ("node-ports", "type inet_proto . inet_service : verdict"),
     ("no-endpoints", "type ipv4_addr . inet_proto . inet_service"),
     ("no-endpoint-node-ports", "type inet_proto . inet_service"),
+    // Endpoints by Service port and slot, per protocol (`model::backends_map`; the
+    // `mod 2` only gives the slot's type).
+    (
+        "backends-tcp",
+        "typeof ip daddr . tcp dport . numgen random mod 2 : ip daddr . tcp dport",
+    ),
+    (
+        "backends-udp",
+        "typeof ip daddr . udp dport . numgen random mod 2 : ip daddr . udp dport",
+    ),
+    (
+        "backends-sctp",
+        "typeof ip daddr . sctp dport . numgen random mod 2 : ip daddr . sctp dport",
+    ),
+    (
+        "node-port-backends-tcp",
+        "typeof tcp dport . numgen random mod 2 : ip daddr . tcp dport",
+    ),
+    (
+        "node-port-backends-udp",
+        "typeof udp dport . numgen random mod 2 : ip daddr . udp dport",
+    ),
+    (
+        "node-port-backends-sctp",
+        "typeof sctp dport . numgen random mod 2 : ip daddr . sctp dport",
+    ),
     ("pod-cidrs", "type ipv4_addr; flags interval"),
     ("hairpin", "type ipv4_addr . ipv4_addr"),
 ];
@@ -46,6 +74,9 @@ pub struct Part {
     pub affinity: BTreeMap<String, u32>,
     /// Addresses of the endpoints its rules DNAT to.
     pub endpoints: BTreeSet<std::net::Ipv4Addr>,
+    /// Chains it shares with other Services (named `lb-…`), and their rules: the same
+    /// name has the same rules in every part.
+    pub shared: BTreeMap<String, Vec<String>>,
 }
 
 impl Part {
@@ -65,18 +96,39 @@ impl Part {
         self.affinity
             .extend(other.affinity.iter().map(|(k, v)| (k.clone(), *v)));
         self.endpoints.extend(other.endpoints.iter().copied());
+        self.shared
+            .extend(other.shared.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 }
 
 /// The table's changing contents: a part per Service (by `namespace/name`), shared with
 /// the cache that made it (`Arc`: an unchanged Service costs a pointer comparison), the
-/// pod CIDRs, and how many parts DNAT to each endpoint address (the `hairpin` set holds
-/// those with one or more; counted, so that a change looks only at the parts it touched).
+/// pod CIDRs, how many parts DNAT to each endpoint address (the `hairpin` set holds
+/// those with one or more) and how many use each shared chain (counted, so that a change
+/// looks only at the parts it touched).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Ruleset {
     pub parts: BTreeMap<String, Arc<Part>>,
     pub pod_cidrs: BTreeSet<String>,
     pub endpoint_refs: HashMap<std::net::Ipv4Addr, u32>,
+    pub shared_refs: HashMap<String, u32>,
+}
+
+fn count<K: std::hash::Hash + Eq + Clone>(
+    refs: &mut HashMap<K, u32>,
+    keys: impl Iterator<Item = K>,
+    up: bool,
+) {
+    for k in keys {
+        if up {
+            *refs.entry(k).or_default() += 1;
+        } else if let Some(n) = refs.get_mut(&k) {
+            *n -= 1;
+            if *n == 0 {
+                refs.remove(&k);
+            }
+        }
+    }
 }
 
 fn hairpin_element(ip: std::net::Ipv4Addr) -> String {
@@ -92,34 +144,31 @@ impl Ruleset {
             None => self.parts.remove(key),
         };
         if let Some(old) = old {
-            for ip in &old.endpoints {
-                if let Some(n) = self.endpoint_refs.get_mut(ip) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.endpoint_refs.remove(ip);
-                    }
-                }
-            }
+            count(
+                &mut self.endpoint_refs,
+                old.endpoints.iter().copied(),
+                false,
+            );
+            count(&mut self.shared_refs, old.shared.keys().cloned(), false);
         }
         if let Some(new) = part {
-            for ip in &new.endpoints {
-                *self.endpoint_refs.entry(*ip).or_default() += 1;
-            }
+            count(&mut self.endpoint_refs, new.endpoints.iter().copied(), true);
+            count(&mut self.shared_refs, new.shared.keys().cloned(), true);
         }
     }
 
     /// A ruleset of `parts` and `pod_cidrs`.
     pub fn assemble(parts: BTreeMap<String, Arc<Part>>, pod_cidrs: &[ipnet::Ipv4Net]) -> Ruleset {
-        let mut endpoint_refs: HashMap<std::net::Ipv4Addr, u32> = HashMap::new();
+        let (mut endpoint_refs, mut shared_refs) = (HashMap::new(), HashMap::new());
         for part in parts.values() {
-            for ip in &part.endpoints {
-                *endpoint_refs.entry(*ip).or_default() += 1;
-            }
+            count(&mut endpoint_refs, part.endpoints.iter().copied(), true);
+            count(&mut shared_refs, part.shared.keys().cloned(), true);
         }
         Ruleset {
             parts,
             pod_cidrs: pod_cidrs.iter().map(|c| c.to_string()).collect(),
             endpoint_refs,
+            shared_refs,
         }
     }
 
@@ -129,6 +178,8 @@ impl Ruleset {
         for p in self.parts.values() {
             out.absorb(p);
         }
+        let shared = std::mem::take(&mut out.shared);
+        out.chains.extend(shared);
         let cidrs = out.elements.entry("pod-cidrs").or_default();
         cidrs.extend(self.pod_cidrs.iter().map(|k| (k.clone(), String::new())));
         let hairpin = out.elements.entry("hairpin").or_default();
@@ -319,6 +370,32 @@ pub fn diff(table: &str, old: &Ruleset, new: &Ruleset) -> String {
             after.element("hairpin", hairpin_element(ip), String::new());
         }
     }
+    // Shared chains: likewise, only those of the parts that changed can have come or gone
+    // (a name's rules are the same wherever they come from).
+    let names: BTreeSet<String> = before
+        .shared
+        .keys()
+        .chain(after.shared.keys())
+        .cloned()
+        .collect();
+    for name in names {
+        let rules = |first: &Part, second: &Part| {
+            first
+                .shared
+                .get(&name)
+                .or_else(|| second.shared.get(&name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        if old.shared_refs.contains_key(&name) {
+            let r = rules(&before, &after);
+            before.chains.insert(name.clone(), r);
+        }
+        if new.shared_refs.contains_key(&name) {
+            let r = rules(&after, &before);
+            after.chains.insert(name.clone(), r);
+        }
+    }
     diff_parts(table, &before, &after)
 }
 
@@ -460,6 +537,33 @@ mod tests {
             ],
             "{script}"
         );
+    }
+
+    #[test]
+    fn a_shared_chain_lives_while_a_service_uses_it() {
+        let uses = |chain: &str, n: &str| {
+            let mut p = part(&[], &[("cluster-ips", n, &format!("goto {chain}"))]);
+            p.shared
+                .insert(chain.into(), vec![format!("rules of {chain}")]);
+            Arc::new(p)
+        };
+        let mut a = Ruleset::default();
+        a.set_part("default/web", Some(uses("lb-c-2", "10.96.0.10")));
+        a.set_part("default/api", Some(uses("lb-c-2", "10.96.0.11")));
+        assert!(full("t", &a).contains("add rule ip t lb-c-2 rules of lb-c-2"));
+        // web drops to one endpoint: lb-c-1 is made, lb-c-2 stays for api.
+        let mut b = a.clone();
+        b.set_part("default/web", Some(uses("lb-c-1", "10.96.0.10")));
+        let script = diff("t", &a, &b);
+        assert!(script.contains("add chain ip t lb-c-1\n"), "{script}");
+        assert!(!script.contains("lb-c-2"), "{script}");
+        // api goes: nothing uses lb-c-2 any more.
+        let mut c = b.clone();
+        c.set_part("default/api", None);
+        let script = diff("t", &b, &c);
+        assert!(script.contains("delete chain ip t lb-c-2"), "{script}");
+        assert!(!script.contains("lb-c-1"), "{script}");
+        assert_eq!(c.shared_refs, [("lb-c-1".to_string(), 1)].into());
     }
 
     #[test]

@@ -127,9 +127,19 @@ fn scripts_load_into_the_kernel_and_change_only_what_changed() {
             skiff_podnet::run_nft(&script).await.expect("the change");
             let listed = list("t");
             assert!(!listed.contains("10.244.0.5"), "{listed}");
-            assert!(listed.contains("dnat to 10.244.0.7:8080"), "{listed}");
+            // api, without affinity, is balanced by elements in a shared chain.
             assert!(
-                listed.contains("10.96.0.11 . tcp . 80 : goto s-"),
+                listed.contains("10.96.0.11 . tcp . 80 : goto lb-c-tcp-1"),
+                "{listed}"
+            );
+            assert!(
+                listed.contains("10.96.0.11 . 80 . 0 : 10.244.0.7 . 8080"),
+                "{listed}"
+            );
+            assert!(
+                listed.contains(
+                    "dnat ip to ip daddr . tcp dport . numgen random mod 1 map @backends-tcp"
+                ),
                 "{listed}"
             );
             // Loading the same state again from scratch gives the same table.
@@ -153,7 +163,9 @@ fn scripts_load_into_the_kernel_and_change_only_what_changed() {
                 .expect("empty");
             let listed = list("t");
             assert!(
-                !listed.contains("chain s-") && !listed.contains("chain e-"),
+                !listed.contains("chain s-")
+                    && !listed.contains("chain e-")
+                    && !listed.contains("chain lb-"),
                 "{listed}"
             );
             assert!(!listed.contains("set a-"), "{listed}");
