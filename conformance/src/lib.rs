@@ -992,6 +992,16 @@ impl Kubectl {
         r.stdout
     }
 
+    /// `kubectl get events` of the objects named `name`, as kubectl prints them.
+    pub fn events_of(&self, name: &str) -> String {
+        self.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+        ])
+    }
+
     pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
         let r = self.run_stdin(args, stdin);
         assert_eq!(

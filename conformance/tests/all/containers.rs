@@ -109,12 +109,7 @@ fn attach_walkthrough(cluster: &Cluster, busybox: &str) {
     );
     wait_pod(&k, "ticker", "Running", |p| phase(p) == "Running");
     // Its image was pulled for an earlier pod: the kubelet's events say so.
-    let events = k.ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=ticker",
-    ]);
+    let events = k.events_of("ticker");
     assert!(
         events.contains("already present on machine") && !events.contains("Pulling"),
         "{events}"
@@ -260,12 +255,7 @@ spec:
         ),
     );
     let p = wait_pod(&k, "web", "Ready", ready);
-    let events = k.ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=web",
-    ]);
+    let events = k.events_of("web");
     assert!(events.contains("Pulling image"), "{events}");
     let ip = p["status"]["podIP"].as_str().expect("podIP").to_string();
     assert_eq!(
@@ -460,16 +450,61 @@ spec:
         now.starts_with("youki://") && before.starts_with("youki://") && now != before,
         "{p}"
     );
-    let events = k.ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=probed",
-    ]);
+    let events = k.events_of("probed");
     assert!(
         events.contains("Liveness probe failed: command [\"cat\", \"/tmp/alive\"] exited with 1: cat: can't open '/tmp/alive'"),
         "{events}"
     );
+
+    // postStart runs in the container once it has started, and the next container is
+    // created only after it: the second container reads what the first one's hook wrote.
+    apply(
+        &k,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes: [{{name: shared, emptyDir: {{}}}}]
+  containers:
+  - name: first
+    image: {busybox}
+    command: [sh, -c, 'exec sleep 3600']
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+    lifecycle: {{postStart: {{exec: {{command: [sh, -c, 'sleep 1; echo hooked > /shared/order']}}}}}}
+  - name: second
+    image: {busybox}
+    command: [sh, -c, 'cat /shared/order; exec sleep 3600']
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+"#
+        ),
+    );
+    wait_pod(&k, "hooked", "Ready", ready);
+    assert_eq!(k.ok(&["logs", "hooked", "-c", "second"]), "hooked\n");
+    // A failing hook: an event, and the container killed and started again.
+    apply(
+        &k,
+        &script_pod(
+            "unhooked",
+            &busybox,
+            "Always",
+            "exec sleep 3600",
+            "    lifecycle: {postStart: {exec: {command: [sh, -c, 'exit 7']}}}\n",
+        ),
+    );
+    wait_pod(
+        &k,
+        "unhooked",
+        "restarted after its postStart hook failed",
+        |p| container(p)["restartCount"].as_i64().unwrap_or(0) >= 1,
+    );
+    let events = k.events_of("unhooked");
+    assert!(
+        events.contains("FailedPostStartHook") && events.contains("PostStartHook failed"),
+        "{events}"
+    );
+    k.ok(&["delete", "pod", "hooked", "unhooked", "--wait=false"]);
 
     // The containers of a pod share its IPC namespace and /dev/shm, not the node's.
     apply(
@@ -535,12 +570,7 @@ spec:
         assert!(probes <= 1, "timed-out probes left running:\n{ps}");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let events = k.ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=slow-probe",
-    ]);
+    let events = k.events_of("slow-probe");
     assert!(
         events.contains("Readiness probe failed: timeout after 1s"),
         "{events}"

@@ -206,12 +206,7 @@ fn wasm_pods_walkthrough() {
         k.ok(&["logs", "hello-wasm"]),
         "hello from skiff args=[\"one\", \"two\"] GREETING=hello from the manifest\nhello: done\n"
     );
-    let events = k.ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=hello-wasm",
-    ]);
+    let events = k.events_of("hello-wasm");
     for reason in ["Scheduled", "Pulled", "Created", "Started"] {
         assert!(events.contains(reason), "no {reason} event:\n{events}");
     }
@@ -476,12 +471,7 @@ fn probes_logs_and_termination() {
         container(p)["restartCount"].as_i64().unwrap_or(0) >= 1
     });
     assert_eq!(phase(&p), "Running");
-    let events = k.ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=unhealthy",
-    ]);
+    let events = k.events_of("unhealthy");
     assert!(
         events.contains("Unhealthy") && events.contains("Liveness probe failed"),
         "{events}"

@@ -48,6 +48,13 @@ pub struct Supervisor {
     /// `Some(grace)` once the pod is being stopped.
     pub stop: watch::Receiver<Option<Duration>>,
     pub status: status::Container,
+    /// Earlier containers of the pod with a postStart hook: this one is first created
+    /// after each has started and run its hook (or given up), as the kubelet starts a
+    /// pod's containers one after the other.
+    pub after: Vec<watch::Receiver<bool>>,
+    /// This container's own such signal, when it has a postStart hook: sent once its
+    /// first start and hook are over.
+    pub hooked: Option<watch::Sender<bool>>,
 }
 
 impl Supervisor {
@@ -87,6 +94,10 @@ impl Supervisor {
     fn waiting(&mut self, reason: &str, message: Option<String>) {
         if reason != "ContainerCreating" {
             self.run.settled();
+            // Stuck (a pull, a config, a crash loop): later containers do not wait on it.
+            if let Some(hooked) = self.hooked.take() {
+                let _ = hooked.send(true);
+            }
         }
         self.status.state = State::Waiting {
             reason: reason.into(),
@@ -373,6 +384,15 @@ impl Supervisor {
         tracing::trace!(pod = %self.run.name, container = %self.spec.name, "image present");
         let mut backoff = BACKOFF_START;
         let mut first_restart = true;
+        for earlier in std::mem::take(&mut self.after) {
+            let mut earlier = earlier;
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                // Sent, or the earlier container's supervisor is gone.
+                _ = earlier.wait_for(|done| *done) => {}
+                _ = stop.wait_for(Option::is_some) => return Outcome::Stopped,
+            }
+        }
         loop {
             if self.stopping().is_some() {
                 return Outcome::Stopped;
@@ -471,7 +491,10 @@ impl Supervisor {
                             stdin_once: self.spec.stdin_once.unwrap_or(false),
                         },
                     );
-                    let exit = self.run_until_exit(&container, started_at).await;
+                    let exit = match self.post_start(&container).await {
+                        Ok(()) => self.run_until_exit(&container, started_at).await,
+                        Err(exit) => exit,
+                    };
                     let run = &self.run;
                     run.ctx
                         .running
@@ -481,6 +504,10 @@ impl Supervisor {
             };
             drop(container);
             logs.close();
+            // Later containers wait for this one's first start only.
+            if let Some(hooked) = self.hooked.take() {
+                let _ = hooked.send(true);
+            }
             let terminated = Terminated {
                 container_id: self.status.container_id.clone(),
                 exit_code: exit.code,
@@ -545,6 +572,50 @@ impl Supervisor {
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+    }
+
+    /// Runs the container's postStart hook, if it has one, after the container started and
+    /// before it counts as running (the pod shows it creating meanwhile), as the kubelet's
+    /// `startContainer`. A failed hook kills the container, its preStop hook first, and
+    /// the restart policy decides what follows; the event says only that it failed (the
+    /// kubelet keeps the hook's output out of events, where secrets could leak), the
+    /// agent's log says why. `Err` is the container's exit when it ended meanwhile.
+    async fn post_start(
+        &mut self,
+        container: &Arc<dyn skiff_shim::Container>,
+    ) -> Result<(), skiff_shim::Exit> {
+        let Some(handler) = self
+            .spec
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.clone())
+        else {
+            return Ok(());
+        };
+        let ip = self.run.ip().unwrap_or(self.run.ctx.config.node_ip);
+        let mut stop = self.stop.clone();
+        let outcome = tokio::select! {
+            r = crate::probe::hook(&handler, &self.spec, ip, container.as_ref()) => r,
+            exit = container.wait() => return Err(exit),
+            // The pod is stopping: its stop, preStop included, is run_until_exit's.
+            _ = async { stop.wait_for(Option::is_some).await.is_ok() } => Ok(()),
+        };
+        if let Some(hooked) = self.hooked.take() {
+            let _ = hooked.send(true);
+        }
+        let Err(why) = outcome else {
+            return Ok(());
+        };
+        tracing::warn!(pod = %self.run.name, container = %self.spec.name, "postStart hook failed: {why}");
+        self.event(
+            "Warning",
+            "FailedPostStartHook",
+            "PostStartHook failed".into(),
+        );
+        self.event("Normal", "Killing", "FailedPostStartHook".into());
+        let grace = self.pre_stop(container, ip, self.run.grace).await;
+        container.stop(grace);
+        Err(container.wait().await)
     }
 
     /// Runs the container's preStop hook, if it has one, within `grace` (the kubelet's

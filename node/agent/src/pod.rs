@@ -712,6 +712,8 @@ async fn run_pod(
             target: None,
             stop: stop.clone(),
             status,
+            after: Vec::new(),
+            hooked: None,
         }
     };
     // Ephemeral containers may start as soon as the sandbox is there, during the init
@@ -738,11 +740,24 @@ async fn run_pod(
                 }
             }
         }
+        // A container with a postStart hook holds back the creation of those after it
+        // until it started and ran the hook (the kubelet starts them one by one; without
+        // hooks, nothing anyone sees depends on that order, so the rest start at once).
+        let mut hooks: Vec<watch::Receiver<bool>> = Vec::new();
         let all: Vec<_> = spec
             .containers
             .iter()
             .enumerate()
-            .map(|(i, c)| tokio::spawn(supervisor(Role::App, i, c).supervise()))
+            .map(|(i, c)| {
+                let mut s = supervisor(Role::App, i, c);
+                s.after = hooks.clone();
+                if c.lifecycle.as_ref().is_some_and(|l| l.post_start.is_some()) {
+                    let (tx, rx) = watch::channel(false);
+                    s.hooked = Some(tx);
+                    hooks.push(rx);
+                }
+                tokio::spawn(s.supervise())
+            })
             .collect();
         for t in all {
             let _ = t.await;
@@ -802,6 +817,8 @@ async fn run_ephemeral(
                 target,
                 stop: stop.clone(),
                 status,
+                after: Vec::new(),
+                hooked: None,
             };
             supervisors.spawn(supervisor.supervise());
         }
