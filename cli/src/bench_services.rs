@@ -2,10 +2,13 @@
 //! on a `skiff up` node (as root).
 //!
 //! - Data path: requests/s and latency of keep-alive HTTP requests to two container pods
-//!   of the HTTP example (the static Linux build), by pod IP, through their Service's
-//!   cluster IP and through its node port, from the node, rounds alternating, with a
-//!   handful of Services in the table and again with `--services` more (each with 10
-//!   endpoints), so per-packet cost can be compared between the two.
+//!   of the HTTP example (the static Linux build), as many connections to each, by pod
+//!   IP, through their Service's cluster IP and through its node port, from the node,
+//!   each round every path once (in a rotating order), with a handful of Services in the
+//!   table and again with `--services` more (each with 10 endpoints), so per-packet cost
+//!   can be compared between the two. A path's share of direct throughput is the median
+//!   over rounds of its round's ratio to the direct path's: paired within a round, so
+//!   that the VM's drift from round to round cancels.
 //! - Rules: from a pod's readiness status write to the proxy's rules showing it (the
 //!   proxy's debug line after its `nft` transaction committed), for pods whose status this bench writes itself (bound to a node no
 //!   agent runs, so nothing else writes it): the endpointslice controller's and the
@@ -40,51 +43,100 @@ struct Load {
     latencies: Vec<Duration>,
 }
 
-/// `connections` keep-alive connections, each to `targets[i % len]`, sending GETs of `/`
-/// back to back for `seconds`.
+type Reader = BufReader<tokio::net::tcp::OwnedReadHalf>;
+type Writer = tokio::net::tcp::OwnedWriteHalf;
+
+/// One `GET path` on a keep-alive connection: the body of its 200 answer.
+async fn get(read: &mut Reader, write: &mut Writer, path: &str) -> anyhow::Result<Vec<u8>> {
+    write
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").as_bytes())
+        .await?;
+    let mut line = String::new();
+    let mut length = 0usize;
+    let mut first = true;
+    loop {
+        line.clear();
+        if read.read_line(&mut line).await? == 0 {
+            bail!("the server closed the connection");
+        }
+        if first {
+            anyhow::ensure!(line.contains(" 200 "), "{line}");
+            first = false;
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    read.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+async fn open(target: SocketAddr) -> anyhow::Result<(Reader, Writer)> {
+    let stream = tokio::net::TcpStream::connect(target)
+        .await
+        .with_context(|| format!("connecting to {target}"))?;
+    stream.set_nodelay(true)?;
+    let (read, write) = stream.into_split();
+    Ok((BufReader::new(read), write))
+}
+
+/// `connections` keep-alive connections to `targets`, round robin. Through a Service (one
+/// target), the proxy picks a pod per connection at random, and 16 picks over 2 pods are
+/// rarely 8 and 8: the busier pod's queue then shows in the tail latency as if the path
+/// cost it. So each connection asks which pod it reached (`GET /env/POD`) and ones over a
+/// pod's share are replaced, until each of the `pods` has its share, as the direct path
+/// has by construction.
+async fn connect(
+    targets: &[SocketAddr],
+    connections: usize,
+    pods: usize,
+) -> anyhow::Result<Vec<(Reader, Writer)>> {
+    let mut out = Vec::new();
+    if targets.len() > 1 {
+        for i in 0..connections {
+            out.push(open(targets[i % targets.len()]).await?);
+        }
+        return Ok(out);
+    }
+    let share = connections.div_ceil(pods);
+    let mut per_pod: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    for _ in 0..connections * 50 {
+        if out.len() == connections {
+            return Ok(out);
+        }
+        let (mut read, mut write) = open(targets[0]).await?;
+        let pod = get(&mut read, &mut write, "/env/POD").await?;
+        let n = per_pod.entry(pod).or_default();
+        if *n < share {
+            *n += 1;
+            out.push((read, write));
+        }
+    }
+    bail!(
+        "{} did not spread {connections} connections over {pods} pods: {per_pod:?}",
+        targets[0]
+    )
+}
+
+/// `connections` keep-alive connections ([`connect`]), sending GETs of `/` back to back
+/// for `seconds`.
 async fn load(targets: &[SocketAddr], connections: usize, seconds: f64) -> anyhow::Result<Load> {
+    let streams = connect(targets, connections, 2).await?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
-    for i in 0..connections {
-        let target = targets[i % targets.len()];
+    for (mut read, mut write) in streams {
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(target)
-                .await
-                .with_context(|| format!("connecting to {target}"))?;
-            stream.set_nodelay(true)?;
-            let (read, mut write) = stream.into_split();
-            let mut read = BufReader::new(read);
             let mut latencies = Vec::new();
-            let mut line = String::new();
-            let mut body = Vec::new();
             while Instant::now() < deadline {
                 let start = Instant::now();
-                write
-                    .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
-                    .await?;
-                let mut length = 0usize;
-                let mut first = true;
-                loop {
-                    line.clear();
-                    if read.read_line(&mut line).await? == 0 {
-                        bail!("{target} closed the connection");
-                    }
-                    if first {
-                        anyhow::ensure!(line.contains(" 200 "), "{target}: {line}");
-                        first = false;
-                    }
-                    let l = line.trim_end();
-                    if l.is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = l.split_once(':')
-                        && k.eq_ignore_ascii_case("content-length")
-                    {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                body.resize(length, 0);
-                read.read_exact(&mut body).await?;
+                get(&mut read, &mut write, "/").await?;
                 latencies.push(start.elapsed());
             }
             anyhow::Ok(latencies)
@@ -121,6 +173,8 @@ fn container_pod(name: &str) -> Pod {
                 "image": HTTP_SERVER,
                 "imagePullPolicy": "Never",
                 "ports": [{"containerPort": 8080}],
+                // Which pod a connection reached: `GET /env/POD`.
+                "env": [{"name": "POD", "value": name}],
                 "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
             }],
         },
@@ -442,7 +496,7 @@ pub async fn run(
 
         println!("machine: {}", machine());
         println!(
-            "load: {connections} keep-alive connections from the node, GET / of the HTTP example's static Linux build in 2 container pods, {seconds} s a run, {rounds} rounds alternating"
+            "load: {connections} keep-alive connections from the node (as many to each pod), GET / of the HTTP example's static Linux build in 2 container pods, {seconds} s a run, {rounds} rounds, each path once a round"
         );
         let paths: [(&str, Vec<SocketAddr>); 3] = [
             ("pod IPs (direct)", direct),
@@ -476,22 +530,42 @@ pub async fn run(
             }
             let mut rps: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
             let mut p99: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
-            for _ in 0..rounds {
-                for (i, (_, targets)) in paths.iter().enumerate() {
-                    let l = load(targets, connections, seconds).await?;
+            // Each round runs every path once, back to back, starting with a different
+            // one each round: a path is compared with the direct one of its own round,
+            // so the VM's drift between rounds (10 to 25% here) cancels out, and no path
+            // always runs first or last.
+            for round in 0..rounds {
+                for k in 0..paths.len() {
+                    let i = (round + k) % paths.len();
+                    let l = load(&paths[i].1, connections, seconds).await?;
                     rps[i].push(l.rps);
                     p99[i].push(percentile(&l.latencies, 0.99).as_secs_f64() * 1e6);
                 }
             }
             let services_now = cluster_ip_elements().await?;
             println!("with {services_now} Service ports in the rules:");
-            let (base_rps, base_p99) = (median(rps[0].clone()), median(p99[0].clone()));
             for (i, (name, _)) in paths.iter().enumerate() {
                 let (r, p) = (median(rps[i].clone()), median(p99[i].clone()));
+                // Per round: this path's throughput over the direct one's, and its p99's
+                // difference; the medians of those, and their range.
+                let ratios: Vec<f64> = (0..rounds).map(|k| rps[i][k] / rps[0][k]).collect();
+                let diffs: Vec<f64> = (0..rounds)
+                    .map(|k| (p99[i][k] - p99[0][k]) / p99[0][k])
+                    .collect();
+                let range = |v: &[f64]| {
+                    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    (lo, hi)
+                };
+                let ((rlo, rhi), (dlo, dhi)) = (range(&ratios), range(&diffs));
                 println!(
-                    "  {name:<18} {r:>8.0} requests/s ({:>5.1}% of direct), p99 {p:>6.0} µs ({:+.1}%)   runs: {:.0?} / {:.0?}",
-                    100.0 * r / base_rps,
-                    100.0 * (p - base_p99) / base_p99,
+                    "  {name:<18} {r:>8.0} requests/s ({:>5.1}% of direct, rounds {:.1} to {:.1}), p99 {p:>6.0} µs ({:+.1}%, rounds {:+.1} to {:+.1})   runs: {:.0?} / {:.0?}",
+                    100.0 * median(ratios.clone()),
+                    100.0 * rlo,
+                    100.0 * rhi,
+                    100.0 * median(diffs.clone()),
+                    100.0 * dlo,
+                    100.0 * dhi,
                     rps[i],
                     p99[i],
                 );
