@@ -556,6 +556,44 @@ fn services_route_traffic_to_ready_pods_of_both_runtimes() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(answers(&ip, 80, "/env/POD_NAME", 30), v2);
 
+    // A Service without a selector whose Endpoints are written by hand (the way to name
+    // something outside the cluster): mirrored into a slice, so its cluster IP leads
+    // where the Endpoints say.
+    let v2_ips: Vec<String> = items(&k, &["pods", "-l", "version=v2"])
+        .iter()
+        .map(|p| p["status"]["podIP"].as_str().expect("pod IP").to_string())
+        .collect();
+    let addresses: Vec<String> = v2_ips.iter().map(|ip| format!("{{ip: {ip}}}")).collect();
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: manual\nspec:\n  ports:\n  - {{port: 80}}\n---\n\
+             apiVersion: v1\nkind: Endpoints\nmetadata:\n  name: manual\nsubsets:\n- addresses: [{}]\n  ports: [{{port: 8080}}]\n",
+            addresses.join(", ")
+        ),
+    );
+    let mirrored = eventually("manual's Endpoints mirrored", || {
+        let s = slices(&k, "manual");
+        (s.len() == 1 && s[0]["endpoints"].as_array().map(Vec::len) == Some(v2_ips.len()))
+            .then(|| s[0].clone())
+    });
+    assert_eq!(
+        mirrored["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslicemirroring-controller.k8s.io",
+        "{mirrored}"
+    );
+    let manual_ip = k.json(&["get", "svc", "manual"])["spec"]["clusterIP"]
+        .as_str()
+        .expect("cluster IP")
+        .to_string();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(answers(&manual_ip, 80, "/env/POD_NAME", 30), v2);
+    // Its Endpoints deleted, the slice goes.
+    k.ok(&["delete", "endpoints", "manual"]);
+    eventually("manual's slice gone", || {
+        slices(&k, "manual").is_empty().then_some(())
+    });
+
     // No endpoints: connections are refused at once, not left to time out.
     k.ok(&[
         "patch",

@@ -17,6 +17,7 @@ pub mod expectations;
 pub mod gc;
 pub mod job;
 pub mod leader;
+pub mod mirroring;
 pub mod namespace;
 pub mod nodelifecycle;
 mod pods;
@@ -56,6 +57,10 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("disruption-controller", "disruption"),
     ("endpoints-controller", "endpoint"),
     ("endpointslice-controller", "endpointslice"),
+    (
+        "endpointslice-mirroring-controller",
+        "endpointslicemirroring",
+    ),
     ("statefulset-controller", "statefulset"),
     (
         "persistentvolume-binder-controller",
@@ -260,6 +265,9 @@ pub fn start(client: Client, options: Options) -> Arc<Informers> {
     }
     if enabled.has(endpoints::SLICES) {
         endpoints::start_slices(&informers, &events, options.workers);
+    }
+    if enabled.has(mirroring::MIRRORING) {
+        mirroring::start(&informers, &events, options.workers);
     }
     if enabled.has("cronjob-controller") {
         cronjob::start(&informers, &events, options.workers);
