@@ -1,18 +1,18 @@
 //! The service proxy (kube-proxy's job) of a Skiff node: every Service's cluster IP, node
 //! ports, external IPs and load balancer addresses lead to its ready endpoints, wherever
 //! they run and whatever their runtime. The data path is the kernel's: one nftables table
-//! per node (`model` says what is in it, `ruleset` how it changes), written by the `nft`
-//! command as one transaction per change.
+//! per node (`model` says what is in it, `ruleset` how it changes), written as one
+//! nftables transaction per change through libnftables (`skiff_podnet::run_nft`).
 //!
 //! The proxy reads Services, EndpointSlices and Nodes through the shared informer layer.
 //! A change marks the Service it concerns (a slice's Service, by its label; every Service
 //! when a node's pod CIDR changes) and wakes the sync loop, which rebuilds the rules of
 //! the marked Services from the caches as they are then (level-triggered: whatever led
 //! here, their rules follow what the caches say now) and applies the difference from what
-//! it applied last: changed chains flushed and refilled, map elements added or deleted. A
-//! sync costs the Services that changed, not the table. There is no minimum interval
-//! between syncs (kube-proxy waits at least a second): a readiness change reaches the
-//! rules in the time the informer and one `nft` run take.
+//! it applied last: map elements added or deleted (an endpoint change is elements only),
+//! chains made, refilled or removed. A sync costs the Services that changed, not the
+//! table. There is no minimum interval between syncs (kube-proxy waits at least a second):
+//! a readiness change reaches the rules in the time the informer and one transaction take.
 //!
 //! At start the table is replaced whole, in one transaction: rules of Services deleted
 //! while the agent was down go, and established connections keep going (their NAT lives
