@@ -43,6 +43,9 @@ struct Load {
     latencies: Vec<Duration>,
 }
 
+/// The pods behind the bench's Service.
+const PODS: usize = 2;
+
 type Reader = BufReader<tokio::net::tcp::OwnedReadHalf>;
 type Writer = tokio::net::tcp::OwnedWriteHalf;
 
@@ -128,7 +131,7 @@ async fn connect(
 /// `connections` keep-alive connections ([`connect`]), sending GETs of `/` back to back
 /// for `seconds`.
 async fn load(targets: &[SocketAddr], connections: usize, seconds: f64) -> anyhow::Result<Load> {
-    let streams = connect(targets, connections, 2).await?;
+    let streams = connect(targets, connections, PODS).await?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
     for (mut read, mut write) in streams {
@@ -464,7 +467,7 @@ pub async fn run(
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
     let result = async {
-        for i in 0..2 {
+        for i in 0..PODS {
             pods.create(&PostParams::default(), &container_pod(&format!("web-{i}")))
                 .await?;
         }
@@ -476,11 +479,11 @@ pub async fn run(
         }))?;
         let svc = svcs.create(&PostParams::default(), &svc).await?;
         wait_for("two ready endpoints", async || {
-            (ready_endpoints(&slices, "bench-web").await == 2).then_some(())
+            (ready_endpoints(&slices, "bench-web").await == PODS).then_some(())
         })
         .await?;
         let mut direct = Vec::new();
-        for i in 0..2 {
+        for i in 0..PODS {
             let p = pods.get(&format!("web-{i}")).await?;
             let ip = p.status.and_then(|s| s.pod_ip).context("pod IP")?;
             direct.push(SocketAddr::new(ip.parse()?, 8080));

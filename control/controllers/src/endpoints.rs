@@ -222,14 +222,21 @@ fn follow_pods(pods: &Informer<Pod>, services: &Arc<Informer<Service>>, queue: &
     });
 }
 
-fn follow_services(services: &Informer<Service>, queue: &Arc<WorkQueue>) {
+/// Queues the key of every object of `informer` that comes, changes or goes.
+pub(crate) fn follow<K>(informer: &Informer<K>, queue: &Arc<WorkQueue>)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let queue = queue.clone();
-    services.subscribe(move |change| {
-        let svc = match change {
-            Change::Added(s) | Change::Deleted(s) => *s,
-            Change::Updated { new, .. } => *new,
-        };
-        queue.add(key_of(&**svc));
+    informer.subscribe(move |change| {
+        let (Change::Added(o) | Change::Deleted(o) | Change::Updated { new: o, .. }) = change;
+        queue.add(key_of(&***o));
     });
 }
 
@@ -252,7 +259,7 @@ pub fn start_endpoints(informers: &Arc<Informers>, _events: &Recorder, workers: 
         endpoints: informers.endpoints(),
         client: informers.client().clone(),
     });
-    follow_services(&c.services, &queue);
+    follow(&c.services, &queue);
     follow_pods(&c.pods, &c.services, &queue);
     {
         // Someone else's change to an Endpoints of a selector Service is put back.
@@ -409,7 +416,7 @@ pub fn start_slices(informers: &Arc<Informers>, _events: &Recorder, workers: usi
         client: informers.client().clone(),
         written: Mutex::new(HashMap::new()),
     });
-    follow_services(&c.services, &queue);
+    follow(&c.services, &queue);
     follow_pods(&c.pods, &c.services, &queue);
     {
         // A managed slice changed or gone by someone else's hand is put back.

@@ -27,9 +27,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 
-use crate::endpoints::{MANAGED_BY, SERVICE_NAME};
+use crate::endpoints::{MANAGED_BY, SERVICE_NAME, follow};
 use crate::events::Recorder;
-use crate::informer::{Change, Informer, key_of, split_key};
+use crate::informer::{Change, Informer, split_key};
 use crate::{Informers, SyncResult, WorkQueue, run_workers, util};
 
 pub const MIRRORING: &str = "endpointslice-mirroring-controller";
@@ -53,17 +53,9 @@ pub fn start(informers: &Arc<Informers>, _events: &Recorder, workers: usize) {
         slices: informers.endpointslices(),
         client: informers.client().clone(),
     });
+    follow(&c.services, &queue);
+    follow(&c.endpoints, &queue);
     {
-        let q = queue.clone();
-        c.services.subscribe(move |change| {
-            let (Change::Added(s) | Change::Deleted(s) | Change::Updated { new: s, .. }) = change;
-            q.add(key_of(&***s));
-        });
-        let q = queue.clone();
-        c.endpoints.subscribe(move |change| {
-            let (Change::Added(e) | Change::Deleted(e) | Change::Updated { new: e, .. }) = change;
-            q.add(key_of(&***e));
-        });
         // A mirrored slice changed or gone by someone else's hand is put back.
         let q = queue.clone();
         c.slices.subscribe(move |change| {
@@ -89,14 +81,13 @@ pub fn start(informers: &Arc<Informers>, _events: &Recorder, workers: usize) {
     });
 }
 
-/// Whether `ep` of `svc` is mirrored.
+/// Whether `ep` of `svc` is mirrored: the Service is there and has no selector (kube's
+/// test, whatever the Service's type).
 fn mirrored(svc: Option<&Service>, ep: &Endpoints) -> bool {
-    let Some(svc) = svc else {
-        return false;
-    };
-    let selector = svc.spec.as_ref().and_then(|s| s.selector.as_ref());
-    selector.is_none_or(|s| s.is_empty())
-        && ep.labels().get(SKIP_MIRROR).map(String::as_str) != Some("true")
+    svc.is_some_and(|svc| {
+        let selector = svc.spec.as_ref().and_then(|s| s.selector.as_ref());
+        selector.is_none_or(|s| s.is_empty())
+    }) && ep.labels().get(SKIP_MIRROR).map(String::as_str) != Some("true")
 }
 
 fn endpoint(a: &EndpointAddress, ready: bool) -> Endpoint {

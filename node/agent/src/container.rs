@@ -50,11 +50,11 @@ pub struct Supervisor {
     pub status: status::Container,
     /// Earlier containers of the pod with a postStart hook: this one is first created
     /// after each has started and run its hook (or given up), as the kubelet starts a
-    /// pod's containers one after the other.
-    pub after: Vec<watch::Receiver<bool>>,
-    /// This container's own such signal, when it has a postStart hook: sent once its
-    /// first start and hook are over.
-    pub hooked: Option<watch::Sender<bool>>,
+    /// pod's containers one after the other. Each is the other end of such a container's
+    /// `hooked`, which it drops then.
+    pub after: Vec<watch::Receiver<()>>,
+    /// Held while this container's first start and postStart hook are under way.
+    pub hooked: Option<watch::Sender<()>>,
 }
 
 impl Supervisor {
@@ -95,9 +95,7 @@ impl Supervisor {
         if reason != "ContainerCreating" {
             self.run.settled();
             // Stuck (a pull, a config, a crash loop): later containers do not wait on it.
-            if let Some(hooked) = self.hooked.take() {
-                let _ = hooked.send(true);
-            }
+            self.hooked = None;
         }
         self.status.state = State::Waiting {
             reason: reason.into(),
@@ -384,12 +382,11 @@ impl Supervisor {
         tracing::trace!(pod = %self.run.name, container = %self.spec.name, "image present");
         let mut backoff = BACKOFF_START;
         let mut first_restart = true;
-        for earlier in std::mem::take(&mut self.after) {
-            let mut earlier = earlier;
+        for mut earlier in std::mem::take(&mut self.after) {
             let mut stop = self.stop.clone();
             tokio::select! {
-                // Sent, or the earlier container's supervisor is gone.
-                _ = earlier.wait_for(|done| *done) => {}
+                // Its sender is dropped (nothing is ever sent).
+                _ = earlier.changed() => {}
                 _ = stop.wait_for(Option::is_some) => return Outcome::Stopped,
             }
         }
@@ -505,9 +502,7 @@ impl Supervisor {
             drop(container);
             logs.close();
             // Later containers wait for this one's first start only.
-            if let Some(hooked) = self.hooked.take() {
-                let _ = hooked.send(true);
-            }
+            self.hooked = None;
             let terminated = Terminated {
                 container_id: self.status.container_id.clone(),
                 exit_code: exit.code,
@@ -600,9 +595,7 @@ impl Supervisor {
             // The pod is stopping: its stop, preStop included, is run_until_exit's.
             _ = async { stop.wait_for(Option::is_some).await.is_ok() } => Ok(()),
         };
-        if let Some(hooked) = self.hooked.take() {
-            let _ = hooked.send(true);
-        }
+        self.hooked = None;
         let Err(why) = outcome else {
             return Ok(());
         };

@@ -743,7 +743,7 @@ async fn run_pod(
         // A container with a postStart hook holds back the creation of those after it
         // until it started and ran the hook (the kubelet starts them one by one; without
         // hooks, nothing anyone sees depends on that order, so the rest start at once).
-        let mut hooks: Vec<watch::Receiver<bool>> = Vec::new();
+        let mut hooks: Vec<watch::Receiver<()>> = Vec::new();
         let all: Vec<_> = spec
             .containers
             .iter()
@@ -752,7 +752,7 @@ async fn run_pod(
                 let mut s = supervisor(Role::App, i, c);
                 s.after = hooks.clone();
                 if c.lifecycle.as_ref().is_some_and(|l| l.post_start.is_some()) {
-                    let (tx, rx) = watch::channel(false);
+                    let (tx, rx) = watch::channel(());
                     s.hooked = Some(tx);
                     hooks.push(rx);
                 }

@@ -183,25 +183,20 @@ mod library {
                     tracing::debug!("libnftables not found: nftables changes go through `nft`");
                     return None;
                 }
-                let sym = |name: &CStr| {
-                    let p = libc::dlsym(handle, name.as_ptr());
-                    (!p.is_null()).then_some(p)
-                };
+                /// The function named `name`, as type `F` (a function pointer).
+                unsafe fn sym<F: Copy>(handle: *mut c_void, name: &CStr) -> Option<F> {
+                    // SAFETY: `F` is the symbol's C signature, pointer-sized.
+                    let p = unsafe { libc::dlsym(handle, name.as_ptr()) };
+                    (!p.is_null())
+                        .then(|| unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+                }
                 Some(Api {
-                    new: std::mem::transmute::<*mut c_void, New>(sym(c"nft_ctx_new")?),
-                    free: std::mem::transmute::<*mut c_void, Free>(sym(c"nft_ctx_free")?),
-                    buffer_output: std::mem::transmute::<*mut c_void, Buffer>(sym(
-                        c"nft_ctx_buffer_output",
-                    )?),
-                    buffer_error: std::mem::transmute::<*mut c_void, Buffer>(sym(
-                        c"nft_ctx_buffer_error",
-                    )?),
-                    error_buffer: std::mem::transmute::<*mut c_void, GetBuffer>(sym(
-                        c"nft_ctx_get_error_buffer",
-                    )?),
-                    run: std::mem::transmute::<*mut c_void, RunBuffer>(sym(
-                        c"nft_run_cmd_from_buffer",
-                    )?),
+                    new: sym(handle, c"nft_ctx_new")?,
+                    free: sym(handle, c"nft_ctx_free")?,
+                    buffer_output: sym(handle, c"nft_ctx_buffer_output")?,
+                    buffer_error: sym(handle, c"nft_ctx_buffer_error")?,
+                    error_buffer: sym(handle, c"nft_ctx_get_error_buffer")?,
+                    run: sym(handle, c"nft_run_cmd_from_buffer")?,
                 })
             }
         })
@@ -222,8 +217,10 @@ mod library {
         let Ok(script) = CString::new(script) else {
             return Some(Err(Error::Nft("a script with a NUL byte".into())));
         };
+        // The process's namespace, read once: only this call's thread may be elsewhere.
+        static PROCESS: OnceLock<Option<u64>> = OnceLock::new();
         let here = netns("/proc/thread-self/ns/net")?;
-        if netns("/proc/self/ns/net") != Some(here) {
+        if *PROCESS.get_or_init(|| netns("/proc/self/ns/net")) != Some(here) {
             let mut ctx = Context::new(api)?;
             let result = ctx.run(api, &script);
             ctx.free(api);
